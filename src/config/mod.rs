@@ -1,0 +1,1 @@
+//! Patroni-compatible configuration (placeholder, being written).

@@ -1,0 +1,2 @@
+//! pgwarden: PostgreSQL high availability agent.
+pub mod config;

@@ -1,2 +1,12 @@
-//! pgwarden: PostgreSQL high availability agent.
+//! pgwarden: PostgreSQL high availability agent, a drop-in for the Patroni agent.
+//!
+//! Rooms: `core` decides (pure, sans-IO); `dcs`, `postgres` and `api` are adapters;
+//! `runtime` drives the core and executes its effects; `config` parses the Patroni YAML.
+#![warn(missing_docs)]
+
 pub mod config;
+pub mod core;
+pub mod dcs;
+pub mod postgres;
+pub mod api;
+pub mod runtime;

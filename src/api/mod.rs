@@ -1,0 +1,171 @@
+//! The REST API HAProxy and patronictl talk to: Patroni's paths, methods and status codes.
+//! Every answer comes from the last published `NodeStatus`; no handler touches PostgreSQL
+//! or etcd, so a hung database cannot hang a health check.
+
+mod cluster;
+mod metrics;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::core::health::{self, Check, CheckQuery};
+use crate::core::NodeStatus;
+use crate::runtime::clock;
+use crate::runtime::member::{patroni_json, Identity};
+
+/// What handlers read.
+#[derive(Clone)]
+pub struct ApiState {
+    identity: Arc<Identity>,
+    status: watch::Receiver<Arc<NodeStatus>>,
+    config: Arc<Config>,
+}
+
+impl ApiState {
+    /// State over a status channel.
+    pub fn new(identity: Identity, status: watch::Receiver<Arc<NodeStatus>>, config: Config) -> ApiState {
+        ApiState { identity: Arc::new(identity), status, config: Arc::new(config) }
+    }
+
+    fn snapshot(&self) -> Arc<NodeStatus> {
+        self.status.borrow().clone()
+    }
+
+    fn patroni(&self, status: &NodeStatus) -> Value {
+        let seen = status.dcs_last_seen.map(|t| {
+            let age = clock::now().saturating_since(t).as_secs();
+            clock::wall_epoch_secs().saturating_sub(age)
+        });
+        patroni_json(&self.identity, status, seen)
+    }
+}
+
+/// Bind `restapi.listen`.
+pub async fn bind(config: &Config) -> std::io::Result<TcpListener> {
+    let listen = &config.restapi.listen;
+    let host = if listen.host.is_empty() || listen.host == "*" { "0.0.0.0" } else { listen.host.as_str() };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    TcpListener::bind((host, listen.port)).await
+}
+
+/// The router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/patroni", get(get_patroni))
+        .route("/cluster", get(cluster::get_cluster))
+        .route("/history", get(cluster::get_history))
+        .route("/config", get(cluster::get_config))
+        .route("/metrics", get(metrics::get_metrics))
+        .route("/liveness", get(liveness).head(liveness).options(liveness))
+        .route("/readiness", get(readiness).head(readiness).options(readiness))
+        .fallback(health_check)
+        .with_state(state)
+}
+
+/// Serve until the process ends.
+pub async fn serve(listener: TcpListener, state: ApiState) {
+    if let Err(e) = axum::serve(listener, router(state)).await {
+        tracing::error!(error = %e, "REST API stopped");
+    }
+}
+
+async fn get_patroni(State(state): State<ApiState>) -> Json<Value> {
+    let status = state.snapshot();
+    Json(state.patroni(&status))
+}
+
+fn status_only(ok: bool) -> Response {
+    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Body::empty()).into_response()
+}
+
+async fn liveness(State(state): State<ApiState>) -> Response {
+    let status = state.snapshot();
+    let limit = if status.holds_leader_key { status.ttl } else { status.ttl * 2 };
+    status_only(clock::now().saturating_since(status.now) <= limit.max(status.loop_wait * 2))
+}
+
+async fn readiness(State(state): State<ApiState>, Query(params): Query<HashMap<String, String>>) -> Response {
+    let status = state.snapshot();
+    if status.holds_leader_key {
+        return status_only(true);
+    }
+    let max_lag = params
+        .get("lag")
+        .and_then(|l| parse_size(l))
+        .unwrap_or(status.config.maximum_lag_on_failover);
+    let query = CheckQuery {
+        max_lag_bytes: Some(max_lag),
+        replication_state: Some("streaming".into()),
+        tags: Vec::new(),
+    };
+    status_only(health::passes(&status, Check::Replica, &query))
+}
+
+async fn health_check(
+    State(state): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let status = state.snapshot();
+    let check = Check::from_path(uri.path());
+    let query = CheckQuery {
+        max_lag_bytes: params.get("lag").and_then(|l| parse_size(l)),
+        replication_state: params.get("replication_state").cloned(),
+        tags: params
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("tag_").map(|t| (t.to_string(), v.clone())))
+            .collect(),
+    };
+    let ok = health::passes(&status, check, &query);
+    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    if method == Method::GET {
+        (code, Json(state.patroni(&status))).into_response()
+    } else {
+        (code, Body::empty()).into_response()
+    }
+}
+
+/// Parse a lag value in bytes or with a unit (`16kB`, `64MB`, `1GB`), like Patroni.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "kB" | "KB" => 1024,
+        "MB" => 1024 * 1024,
+        "GB" => 1024 * 1024 * 1024,
+        "TB" => 1024u64.pow(4),
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn lag_values_accept_units() {
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("16kB"), Some(16 * 1024));
+        assert_eq!(parse_size("64MB"), Some(64 * 1024 * 1024));
+        assert_eq!(parse_size("1GB"), Some(1 << 30));
+        assert_eq!(parse_size("abc"), None);
+        assert_eq!(parse_size("5XB"), None);
+    }
+}

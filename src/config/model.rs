@@ -1,0 +1,239 @@
+//! The typed, validated local configuration. Values here have passed every check in this
+//! module; the rest of the crate reads them and never re-validates.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::address::{HostPort, ListenAddress};
+use super::dynamic::DynamicConfig;
+
+/// A node's whole local configuration (Patroni's YAML plus `PATRONI_*` overrides).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Cluster name; the second segment of every DCS key.
+    pub scope: String,
+    /// DCS key prefix, normalised: leading `/`, no trailing `/`, no doubled `/`
+    /// (`/service/` becomes `/service`; `/` becomes the empty string). Keys live under
+    /// `{namespace}/{scope}/`.
+    pub namespace: String,
+    /// This member's name, unique in the cluster.
+    pub name: String,
+    /// REST API listener and advertised address.
+    pub restapi: RestApiConfig,
+    /// How to reach etcd (v3 API).
+    pub etcd: EtcdConfig,
+    /// Settings used only when this node initialises a new cluster.
+    pub bootstrap: BootstrapConfig,
+    /// The local PostgreSQL instance.
+    pub postgresql: PostgresqlConfig,
+    /// The Linux watchdog.
+    pub watchdog: WatchdogConfig,
+    /// Member tags.
+    pub tags: Tags,
+    /// pgwarden's own settings (`pgwarden:` section; Patroni ignores it).
+    pub pgwarden: PgwardenConfig,
+}
+
+/// `restapi:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestApiConfig {
+    /// Address the API binds to.
+    pub listen: HostPort,
+    /// Address other members and tools use (`api_url` in the member key); defaults to
+    /// `listen` when absent, with a warning.
+    pub connect_address: HostPort,
+    /// Basic-auth credentials protecting the unsafe (non-GET) endpoints.
+    pub authentication: Option<Credentials>,
+}
+
+/// `etcd3:` section, resolved to a list of endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// etcd client endpoints, in configured order.
+    pub hosts: Vec<HostPort>,
+    /// `http` or `https`.
+    pub protocol: String,
+    /// etcd user for authentication, if any.
+    pub username: Option<String>,
+    /// etcd password, if any.
+    pub password: Option<String>,
+}
+
+/// `bootstrap:` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootstrapConfig {
+    /// The initial cluster-wide `/config` document (`bootstrap.dcs`).
+    pub dcs: DynamicConfig,
+    /// Options passed to `initdb`.
+    pub initdb: Vec<InitdbOption>,
+    /// pg_hba.conf lines written after initdb.
+    pub pg_hba: Vec<String>,
+}
+
+/// One `initdb` (or `pg_basebackup`) option, as Patroni lists them in YAML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitdbOption {
+    /// `- data-checksums`: a switch without a value.
+    Flag(String),
+    /// `- encoding: UTF8`: an option with a value.
+    Value(String, String),
+}
+
+impl InitdbOption {
+    /// The option's name without leading dashes.
+    pub fn name(&self) -> &str {
+        match self {
+            InitdbOption::Flag(n) | InitdbOption::Value(n, _) => n,
+        }
+    }
+
+    /// The command-line argument: `--data-checksums` or `--encoding=UTF8`.
+    pub fn to_arg(&self) -> String {
+        match self {
+            InitdbOption::Flag(n) => format!("--{n}"),
+            InitdbOption::Value(n, v) => format!("--{n}={v}"),
+        }
+    }
+}
+
+/// `postgresql:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresqlConfig {
+    /// `listen_addresses` and `port`.
+    pub listen: ListenAddress,
+    /// Address other members connect to (`conn_url` in the member key).
+    pub connect_address: HostPort,
+    /// PGDATA.
+    pub data_dir: PathBuf,
+    /// Where postgresql.conf lives when not in the data directory.
+    pub config_dir: Option<PathBuf>,
+    /// Directory of the PostgreSQL binaries; `None` means search `PATH`.
+    pub bin_dir: Option<PathBuf>,
+    /// Where to write the pgpass file used for replication and rewind connections.
+    pub pgpass: Option<PathBuf>,
+    /// Roles the agent connects as.
+    pub authentication: Authentication,
+    /// Local PostgreSQL settings, rendered as PostgreSQL text. Parameters that Patroni
+    /// allows only in the dynamic configuration (`max_connections`, `wal_level`, ...) are
+    /// dropped here with a warning, as Patroni ignores them locally.
+    pub parameters: BTreeMap<String, String>,
+    /// Local pg_hba.conf lines; when set they win over the dynamic ones.
+    pub pg_hba: Option<Vec<String>>,
+    /// Seconds to wait for `pg_ctl` start/stop/promote.
+    pub pg_ctl_timeout_secs: u64,
+    /// Local override of the dynamic `postgresql.use_pg_rewind`.
+    pub use_pg_rewind: Option<bool>,
+    /// Wipe the data directory (and re-clone) when pg_rewind fails.
+    pub remove_data_directory_on_rewind_failure: bool,
+    /// Wipe the data directory (and re-clone) when timelines diverged and rewind is off.
+    pub remove_data_directory_on_diverged_timelines: bool,
+    /// Options passed to `pg_basebackup` when cloning.
+    pub basebackup: Vec<InitdbOption>,
+    /// Connect to the local instance over its Unix socket rather than TCP.
+    pub use_unix_socket: bool,
+}
+
+/// A role name and its password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// Role (or HTTP user) name.
+    pub username: String,
+    /// Password; `None` relies on pgpass or trust.
+    pub password: Option<String>,
+}
+
+/// `postgresql.authentication`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authentication {
+    /// Superuser used by the agent for local management.
+    pub superuser: Credentials,
+    /// Role used by replicas to stream from the primary.
+    pub replication: Credentials,
+    /// Role used by pg_rewind; the superuser when `None`.
+    pub rewind: Option<Credentials>,
+}
+
+/// How the agent uses the watchdog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchdogMode {
+    /// Never open the device.
+    Off,
+    /// Use the device if it works; lead without it otherwise.
+    Automatic,
+    /// Refuse leadership unless the device can be armed.
+    Required,
+}
+
+/// `watchdog:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchdogConfig {
+    /// Off, automatic (Patroni's default) or required.
+    pub mode: WatchdogMode,
+    /// Device path, `/dev/watchdog` by default.
+    pub device: PathBuf,
+    /// Seconds between the watchdog firing and the leader key expiring: the device
+    /// timeout is `ttl - safety_margin`; `-1` means `ttl / 2`.
+    pub safety_margin: i64,
+}
+
+/// `tags:` section, with Patroni's defaults and precedence rules applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tags {
+    /// Never become leader.
+    pub nofailover: bool,
+    /// Preference among equally advanced candidates; 0 means never lead.
+    pub failover_priority: i64,
+    /// Answer 503 on `/replica` so load balancers skip this node.
+    pub noloadbalance: bool,
+    /// Preferred source for new replicas' base backups.
+    pub clonefrom: bool,
+    /// Never be a synchronous standby.
+    pub nosync: bool,
+    /// Preference for synchronous standby selection; 0 means never.
+    pub sync_priority: i64,
+    /// Do not stream; recover from the WAL archive only.
+    pub nostream: bool,
+    /// Member to replicate from (cascading) instead of the leader.
+    pub replicatefrom: Option<String>,
+    /// Tags as configured, published in the member key and matched by `?tag_k=v`. As in
+    /// Patroni, the boolean tags `nofailover`, `noloadbalance`, `clonefrom`, `nosync` and
+    /// `nostream` are left out when false.
+    pub raw: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for Tags {
+    fn default() -> Self {
+        Tags {
+            nofailover: false,
+            failover_priority: 1,
+            noloadbalance: false,
+            clonefrom: false,
+            nosync: false,
+            sync_priority: 1,
+            nostream: false,
+            replicatefrom: None,
+            raw: serde_json::Map::new(),
+        }
+    }
+}
+
+/// `pgwarden:` section: our extensions. Patroni ignores unknown top-level sections, so a
+/// file carrying it still works with Patroni.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgwardenConfig {
+    /// Timeout of the `GET /patroni` probe of each peer during a leader race (Patroni
+    /// hard-codes 2 s).
+    pub peer_probe_timeout_ms: u64,
+    /// How long before the lease would expire the leader stops acting as primary: the
+    /// demotion deadline is the send time of the last acknowledged renewal + ttl − margin.
+    pub demotion_margin_ms: u64,
+}
+
+impl Default for PgwardenConfig {
+    fn default() -> Self {
+        PgwardenConfig {
+            peer_probe_timeout_ms: 2000,
+            demotion_margin_ms: 1000,
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! The facts the state machine decides on, and the outbox it writes effects to.
+//! `Agent` is statig's context: handlers read and update it; only `Node` feeds it inputs.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::effect::{Effect, PgAction, Upstream};
+use super::election::{FailoverPolicy, PatroniRules, RaceContext, RaceVerdict};
+use super::input::PgActionOutcome;
+use super::lease::Lease;
+use super::safety;
+use super::sync::{self, SyncStep};
+use super::time::Instant;
+use super::types::{LeaseId, Lsn, Timeline};
+use super::view::{ClusterView, PeerReport, PgObservation, ServerObservation};
+use crate::config::{DynamicConfig, SynchronousMode};
+
+/// Effects queued for the runtime, and the reason of the transition being made.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    effects: VecDeque<Effect>,
+    reason: Option<String>,
+}
+
+impl Outbox {
+    /// Queue an effect.
+    pub fn push(&mut self, effect: Effect) {
+        self.effects.push_back(effect);
+    }
+
+    /// Say why the transition being returned happens.
+    pub fn reason(&mut self, why: impl Into<String>) {
+        self.reason = Some(why.into());
+    }
+
+    /// Take the reason for the transition hook.
+    pub fn take_reason(&mut self) -> String {
+        self.reason.take().unwrap_or_else(|| "unspecified".into())
+    }
+
+    /// Next effect for the runtime.
+    pub fn pop(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+}
+
+/// What the node knows about itself from the local configuration.
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    /// Member name.
+    pub name: String,
+    /// `failover_priority` (`nofailover` ⇒ 0).
+    pub failover_priority: i64,
+    /// Local `postgresql.use_pg_rewind`, overriding the dynamic value when set.
+    pub use_pg_rewind: Option<bool>,
+    /// `postgresql.remove_data_directory_on_rewind_failure`.
+    pub remove_data_directory_on_rewind_failure: bool,
+    /// Time budgeted to stop PostgreSQL before the lease can expire.
+    pub demotion_margin: Duration,
+    /// Tags as configured (published, and read by health checks).
+    pub tags: serde_json::Map<String, serde_json::Value>,
+    /// Dynamic configuration to use until `/config` exists (`bootstrap.dcs`).
+    pub bootstrap_config: DynamicConfig,
+}
+
+/// The facts, updated by `Node` from inputs, read by the machine's handlers.
+#[derive(Debug)]
+pub struct Agent {
+    /// Local settings.
+    pub settings: NodeSettings,
+    /// Time of the input being handled.
+    pub now: Instant,
+    /// Effects to emit.
+    pub outbox: Outbox,
+    /// Latest lock store content.
+    pub view: Option<ClusterView>,
+    /// Effective dynamic configuration (last good `/config`, else bootstrap).
+    pub config: DynamicConfig,
+    /// Latest PostgreSQL probe.
+    pub pg: Option<PgObservation>,
+    /// Our lease.
+    pub lease: Lease,
+    /// Lease and etcd revision of our last successful leader key acquisition.
+    pub acquired_leader: Option<(LeaseId, i64)>,
+    /// Peers' answers from the last probe.
+    pub peers: Option<Vec<PeerReport>>,
+    /// The PostgreSQL action in flight.
+    pub pg_action: Option<PgAction>,
+    /// conn_url of the leader PostgreSQL was last configured to follow.
+    pub following: Option<String>,
+    /// PostgreSQL was a primary that may have diverged from the current leader.
+    pub data_maybe_diverged: bool,
+    /// System identifier produced by our bootstrap.
+    pub bootstrap_sysid: Option<String>,
+    /// Bootstrap finished before a lease existed; take the key once one does.
+    pub pending_bootstrap_leader: bool,
+    /// A `/sync` write is in flight.
+    pub sync_write_in_flight: bool,
+    /// Last optime written to `/status`.
+    pub published_optime: Option<Lsn>,
+    /// Timeline whose history we already wrote.
+    pub history_written_for: Option<Timeline>,
+    /// Why the last race was not entered.
+    pub last_race_refusal: Option<String>,
+    /// Last transition with its reason.
+    pub last_transition: String,
+    /// Current state name (kept by the transition hook).
+    pub state_name: &'static str,
+    /// Last PostgreSQL action error.
+    pub last_error: Option<String>,
+    /// Failover decisions (the policy boundary).
+    pub policy: PatroniRules,
+}
+
+impl Agent {
+    /// A fresh agent that knows only its settings.
+    pub fn new(settings: NodeSettings) -> Agent {
+        let config = settings.bootstrap_config.clone();
+        Agent {
+            settings,
+            now: Instant(0),
+            outbox: Outbox::default(),
+            view: None,
+            config,
+            pg: None,
+            lease: Lease::default(),
+            acquired_leader: None,
+            peers: None,
+            pg_action: None,
+            following: None,
+            data_maybe_diverged: false,
+            bootstrap_sysid: None,
+            pending_bootstrap_leader: false,
+            sync_write_in_flight: false,
+            published_optime: None,
+            history_written_for: None,
+            last_race_refusal: None,
+            last_transition: String::new(),
+            state_name: "starting",
+            last_error: None,
+            policy: PatroniRules,
+        }
+    }
+
+    /// Queue a PostgreSQL action and remember it is in flight.
+    pub fn start_pg(&mut self, action: PgAction) {
+        self.pg_action = Some(action.clone());
+        self.outbox.push(Effect::Pg(action));
+    }
+
+    /// Our `failover_priority`.
+    pub fn my_failover_priority(&self) -> i64 {
+        self.settings.failover_priority
+    }
+
+    /// The leader key as the latest view shows it.
+    pub fn view_leader(&self) -> Option<&str> {
+        self.view.as_ref().and_then(|v| v.leader_name())
+    }
+
+    /// Whether the leader key is ours, on our current lease.
+    pub fn holds_leader_key(&self) -> bool {
+        let Some(lease) = self.lease.id else { return false };
+        let Some(view) = self.view.as_ref() else { return false };
+        match &view.leader {
+            Some(l) => l.name == self.settings.name && l.lease == lease.0,
+            // Won moments ago and the watch has not delivered it yet.
+            None => self
+                .acquired_leader
+                .is_some_and(|(won_lease, rev)| won_lease == lease && view.revision < rev),
+        }
+    }
+
+    /// `create_revision` of our leader key, for the fencing token.
+    pub fn my_leader_revision(&self) -> Option<i64> {
+        if !self.holds_leader_key() {
+            return None;
+        }
+        match self.view.as_ref().and_then(|v| v.leader.as_ref()) {
+            Some(l) => Some(l.create_revision),
+            None => self.acquired_leader.map(|(_, rev)| rev),
+        }
+    }
+
+    /// Whether the lease still allows acting as primary now.
+    pub fn lease_allows_primary(&self) -> bool {
+        self.lease.allows_primary_at(self.now, self.settings.demotion_margin)
+    }
+
+    /// The leader as an upstream to follow or clone from.
+    pub fn leader_upstream(&self) -> Option<Upstream> {
+        let view = self.view.as_ref()?;
+        let leader = view.leader.as_ref()?;
+        let member = view.members.get(&leader.name)?;
+        if member.conn_url.is_empty() {
+            return None;
+        }
+        Some(Upstream { name: leader.name.clone(), conn_url: member.conn_url.clone() })
+    }
+
+    /// Effective `use_pg_rewind`.
+    pub fn use_pg_rewind(&self) -> bool {
+        self.settings.use_pg_rewind.unwrap_or(self.config.postgresql.use_pg_rewind)
+    }
+
+    /// After a failed pg_rewind, may the data directory be wiped and cloned again?
+    pub fn may_reclone_after_rewind(&self) -> bool {
+        self.settings.remove_data_directory_on_rewind_failure
+    }
+
+    /// Other members' REST URLs, for the race.
+    pub fn peer_api_urls(&self) -> Vec<(String, String)> {
+        let Some(view) = self.view.as_ref() else { return Vec::new() };
+        view.members
+            .values()
+            .filter(|m| m.name != self.settings.name && !m.api_url.is_empty())
+            .map(|m| (m.name.clone(), m.api_url.clone()))
+            .collect()
+    }
+
+    /// Ask the failover policy whether to race (with or without peers' reports).
+    pub fn race_verdict(&self, with_peers: bool) -> RaceVerdict {
+        let (Some(view), Some(pg)) = (self.view.as_ref(), self.pg.as_ref()) else {
+            return RaceVerdict::StandDown("no view of the cluster or PostgreSQL yet".into());
+        };
+        let peers = if with_peers { self.peers.as_deref() } else { None };
+        let ctx = RaceContext {
+            me: &self.settings.name,
+            my_failover_priority: self.my_failover_priority(),
+            view,
+            pg,
+            config: &self.config,
+            peers,
+        };
+        self.policy.should_race(&ctx)
+    }
+
+    /// The invariant gate for promotion; `Err` names the rule.
+    pub fn check_promotion_allowed(&self) -> Result<(), String> {
+        safety::check_promotion(&safety::PromotionFacts {
+            me: &self.settings.name,
+            holds_leader_key: self.holds_leader_key(),
+            lease_allows_primary: self.lease_allows_primary(),
+            my_timeline: self.pg.as_ref().and_then(|p| p.timeline()),
+            cluster_timeline: self.view.as_ref().and_then(|v| v.timeline()),
+            synchronous_mode: self.config.synchronous_mode == SynchronousMode::On,
+            sync: self.view.as_ref().and_then(|v| v.sync.as_ref()).map(|s| &s.value),
+        })
+        .map_err(|rule| rule.to_string())
+    }
+
+    /// Book-keeping common to every finished PostgreSQL action.
+    pub fn note_action_result(&mut self, action: &PgAction, outcome: &PgActionOutcome) {
+        match outcome {
+            PgActionOutcome::Done { .. } => {
+                self.last_error = None;
+                match action {
+                    PgAction::Follow { upstream } => self.following = Some(upstream.conn_url.clone()),
+                    PgAction::StartReplica { upstream } => {
+                        self.following = upstream.as_ref().map(|u| u.conn_url.clone())
+                    }
+                    PgAction::Clone { from } | PgAction::Reinitialize { from } | PgAction::Rewind { from } => {
+                        self.following = Some(from.conn_url.clone());
+                        self.data_maybe_diverged = false;
+                    }
+                    PgAction::Promote { .. } | PgAction::StartPrimary | PgAction::Bootstrap => {
+                        self.following = None;
+                        self.data_maybe_diverged = false;
+                    }
+                    _ => {}
+                }
+            }
+            PgActionOutcome::Failed { error } => {
+                tracing::warn!(node = %self.settings.name, action = action.kind(), %error, "PostgreSQL action failed");
+                self.last_error = Some(format!("{}: {error}", action.kind()));
+            }
+        }
+    }
+
+    /// The next PostgreSQL change a running primary needs: slots, then the sync set.
+    pub fn next_pg_step_for_primary(&self, server: &ServerObservation) -> Option<PgAction> {
+        let view = self.view.as_ref()?;
+        if self.config.postgresql.use_slots {
+            let missing: Vec<String> = view
+                .members
+                .keys()
+                .filter(|name| **name != self.settings.name)
+                .map(|name| slot_name_for_member(name))
+                .filter(|slot| !server.slots.contains(slot))
+                .collect();
+            if !missing.is_empty() {
+                return Some(PgAction::EnsureSlots { names: missing });
+            }
+        }
+        let configured = sync::parse_standby_names(&server.synchronous_standby_names);
+        if self.config.synchronous_mode != SynchronousMode::On {
+            return (!configured.is_empty()).then(|| PgAction::SetSyncStandbys { names: Vec::new() });
+        }
+        match self.sync_step(server)? {
+            SyncStep::Configure(names) => Some(PgAction::SetSyncStandbys { names }),
+            SyncStep::Record { .. } => None,
+        }
+    }
+
+    /// The next `/sync` write a running primary needs.
+    pub fn next_sync_record(&mut self, server: &ServerObservation) -> Option<Effect> {
+        if self.config.synchronous_mode != SynchronousMode::On || self.sync_write_in_flight {
+            return None;
+        }
+        match self.sync_step(server)? {
+            SyncStep::Record { state, expected_revision } => {
+                self.sync_write_in_flight = true;
+                Some(Effect::WriteSync { state, expected_revision })
+            }
+            SyncStep::Configure(_) => None,
+        }
+    }
+
+    fn sync_step(&self, server: &ServerObservation) -> Option<SyncStep> {
+        let view = self.view.as_ref()?;
+        let recorded = view.sync.as_ref();
+        let current: Vec<String> = recorded
+            .filter(|r| r.value.leader.as_deref() == Some(self.settings.name.as_str()))
+            .map(|r| r.value.sync_standby.clone())
+            .unwrap_or_default();
+        let desired = self.policy.choose_sync_standbys(
+            view,
+            &server.replication,
+            &current,
+            self.config.synchronous_node_count.max(1) as usize,
+        );
+        let configured = sync::parse_standby_names(&server.synchronous_standby_names);
+        sync::next_step(&self.settings.name, recorded, &configured, &server.replication, &desired)
+    }
+}
+
+/// Patroni's replication slot name for a member: lower case, `-` and `.` as `_`, other
+/// characters as `uXXXX`, at most 63 bytes.
+pub fn slot_name_for_member(name: &str) -> String {
+    let mut slot = String::new();
+    for c in name.chars().flat_map(|c| c.to_lowercase()) {
+        match c {
+            'a'..='z' | '0'..='9' | '_' => slot.push(c),
+            '-' | '.' => slot.push('_'),
+            other => slot.push_str(&format!("u{:04x}", other as u32)),
+        }
+    }
+    slot.truncate(63);
+    slot
+}

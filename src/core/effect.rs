@@ -1,0 +1,181 @@
+//! Effects: commands the core asks the runtime to carry out. Imperative names; each one is
+//! executed by exactly one executor and its outcome returns as an `Input`.
+
+use super::types::{LeaseId, Lsn, Timeline};
+use super::view::SyncState;
+
+/// Where a replica streams from (or clones from).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// Member name of the source.
+    pub name: String,
+    /// Its `conn_url` from the member key.
+    pub conn_url: String,
+}
+
+/// How to stop PostgreSQL when demoting (Patroni's modes).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DemoteMode {
+    /// Fast shutdown with checkpoint, then release the leader key (switchover).
+    Graceful,
+    /// Immediate shutdown, release the leader key.
+    Immediate,
+    /// Immediate shutdown; the key is already gone or someone else's.
+    ImmediateNolock,
+    /// Fast shutdown while the lock store is unreachable; the key is left to expire.
+    Offline,
+}
+
+impl DemoteMode {
+    /// The `pg_ctl stop -m` mode.
+    pub fn shutdown_mode(self) -> &'static str {
+        match self {
+            DemoteMode::Graceful | DemoteMode::Offline => "fast",
+            DemoteMode::Immediate | DemoteMode::ImmediateNolock => "immediate",
+        }
+    }
+}
+
+/// Actions that change the local PostgreSQL. At most one runs at a time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PgAction {
+    /// initdb with the bootstrap options, write configuration and pg_hba, start, create roles.
+    Bootstrap,
+    /// pg_basebackup from `from`, write standby configuration, start as a replica.
+    Clone {
+        /// Source member.
+        from: Upstream,
+    },
+    /// Wipe the data directory and clone again.
+    Reinitialize {
+        /// Source member.
+        from: Upstream,
+    },
+    /// Start as a standby following `upstream` (none: replay local WAL and wait).
+    StartReplica {
+        /// Leader to follow, if known.
+        upstream: Option<Upstream>,
+    },
+    /// Start as a primary (the leader key is ours and PostgreSQL was down).
+    StartPrimary,
+    /// Point a running standby at `upstream` (rewrites primary_conninfo and reloads).
+    Follow {
+        /// Leader to follow.
+        upstream: Upstream,
+    },
+    /// Promote the standby; the fencing token must still be current when it runs.
+    Promote {
+        /// Lease the decision was made under.
+        lease: LeaseId,
+        /// `create_revision` of our leader key.
+        leader_revision: i64,
+    },
+    /// Stop PostgreSQL.
+    Demote {
+        /// How.
+        mode: DemoteMode,
+    },
+    /// Stop if needed, pg_rewind against `from`, start as its standby.
+    Rewind {
+        /// The new leader.
+        from: Upstream,
+    },
+    /// Set `synchronous_standby_names` to these members (empty: none) and reload.
+    SetSyncStandbys {
+        /// Member names, in priority order.
+        names: Vec<String>,
+    },
+    /// Create missing physical replication slots.
+    EnsureSlots {
+        /// Slot names to exist.
+        names: Vec<String>,
+    },
+}
+
+impl PgAction {
+    /// Short stable name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PgAction::Bootstrap => "bootstrap",
+            PgAction::Clone { .. } => "clone",
+            PgAction::Reinitialize { .. } => "reinitialize",
+            PgAction::StartReplica { .. } => "start_replica",
+            PgAction::StartPrimary => "start_primary",
+            PgAction::Follow { .. } => "follow",
+            PgAction::Promote { .. } => "promote",
+            PgAction::Demote { .. } => "demote",
+            PgAction::Rewind { .. } => "rewind",
+            PgAction::SetSyncStandbys { .. } => "set_sync_standbys",
+            PgAction::EnsureSlots { .. } => "ensure_slots",
+        }
+    }
+}
+
+/// A command for the runtime.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Grant a new lease with this TTL.
+    GrantLease {
+        /// Requested TTL in seconds.
+        ttl_secs: u32,
+    },
+    /// Send one keep-alive for `lease`.
+    RenewLease {
+        /// The lease.
+        lease: LeaseId,
+    },
+    /// Probe PostgreSQL (data dir, process, SQL) and report `PostgresProbed`.
+    ProbePostgres,
+    /// Write `members/<me>` on our lease from the latest published status.
+    TouchMember {
+        /// The lease.
+        lease: LeaseId,
+    },
+    /// Create `initialize` (empty) if absent; report `InitializeRaced`.
+    RaceInitialize,
+    /// Delete `initialize` after a failed bootstrap.
+    CancelInitialize,
+    /// Set `initialize` to the system identifier.
+    WriteInitialize {
+        /// Database system identifier.
+        sysid: String,
+    },
+    /// Create `config` from the bootstrap section if absent.
+    WriteInitialConfig,
+    /// Take the `leader` key on `lease` (create_revision == 0, or value == me with an old lease).
+    AcquireLeader {
+        /// The lease to attach.
+        lease: LeaseId,
+    },
+    /// Delete `leader` if its value is still our name.
+    ReleaseLeader,
+    /// Compare-and-swap `sync` (expected `None`: create).
+    WriteSync {
+        /// New value.
+        state: SyncState,
+        /// mod_revision read; `None` when the key did not exist.
+        expected_revision: Option<i64>,
+    },
+    /// Put `status` with the leader's WAL position.
+    WriteStatus {
+        /// Leader's WAL position.
+        optime: Lsn,
+    },
+    /// Rebuild `history` from the local timeline history file of `timeline`.
+    UpdateHistory {
+        /// The timeline we run on.
+        timeline: Timeline,
+    },
+    /// GET `/patroni` of these members; report `PeersProbed`.
+    ProbePeers {
+        /// (name, api_url).
+        members: Vec<(String, String)>,
+    },
+    /// Change the local PostgreSQL; report `PgActionFinished`.
+    Pg(PgAction),
+    /// Stop the agent with an error (unrecoverable local state).
+    Shutdown {
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,94 @@
+//! Inputs: facts the runtime reports to the core. Past-tense names; each carries what the
+//! core needs to decide, nothing it must look up.
+
+use super::effect::PgAction;
+use super::time::Instant;
+use super::types::LeaseId;
+use super::view::{ClusterView, PeerReport, PgObservation};
+
+/// What a finished PostgreSQL action produced.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PgActionOutcome {
+    /// It worked; bootstrap reports the new system identifier.
+    Done {
+        /// System identifier (bootstrap and clone).
+        sysid: Option<String>,
+    },
+    /// It failed, with the error text for logs and status.
+    Failed {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// A fact for the core.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// A timeout the core asked for has passed.
+    Tick,
+    /// The lock store's content changed (or was read for the first time).
+    ClusterChanged(ClusterView),
+    /// Reading or watching the lock store failed.
+    DcsUnreachable {
+        /// Error text.
+        error: String,
+    },
+    /// Result of `ProbePostgres`.
+    PostgresProbed(PgObservation),
+    /// A lease was granted; `sent_at` is when the grant request left.
+    LeaseGranted {
+        /// The lease.
+        lease: LeaseId,
+        /// TTL granted (etcd may round up).
+        ttl_secs: u32,
+        /// Send time of the grant.
+        sent_at: Instant,
+    },
+    /// A keep-alive was acknowledged.
+    LeaseRenewed {
+        /// The lease.
+        lease: LeaseId,
+        /// Send time of the keep-alive.
+        sent_at: Instant,
+    },
+    /// A keep-alive failed; `expired` when etcd says the lease no longer exists.
+    LeaseRenewFailed {
+        /// The lease.
+        lease: LeaseId,
+        /// The lease is gone (not a transient error).
+        expired: bool,
+        /// Error text.
+        error: String,
+    },
+    /// Granting a lease failed.
+    LeaseGrantFailed {
+        /// Error text.
+        error: String,
+    },
+    /// Result of `RaceInitialize`.
+    InitializeRaced {
+        /// We created `initialize`.
+        won: bool,
+    },
+    /// Result of `AcquireLeader`.
+    LeaderAcquired {
+        /// We hold the key now.
+        won: bool,
+        /// etcd revision of the transaction (the key's create_revision when won).
+        revision: i64,
+    },
+    /// Result of `WriteSync`.
+    SyncWritten {
+        /// The compare-and-swap succeeded.
+        ok: bool,
+    },
+    /// Result of `ProbePeers`.
+    PeersProbed(Vec<PeerReport>),
+    /// A `Pg` action finished.
+    PgActionFinished {
+        /// The action.
+        action: PgAction,
+        /// Its outcome.
+        outcome: PgActionOutcome,
+    },
+}

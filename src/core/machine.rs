@@ -1,0 +1,519 @@
+//! The agent's state machine (statig, synchronous). Handlers read the facts kept in
+#![allow(missing_docs)] // statig generates the State/Superstate enums
+//! `Agent`, push effects into the `Outbox`, and return a transition with a reason that the
+//! transition hook logs. No IO, no clock: `now` is in the agent's facts.
+//!
+//! States: starting, bootstrapping, cloning, rewinding, demoting, and the superstate
+//! `running` holding replica, candidate and primary.
+
+use statig::prelude::*;
+
+use super::agent::Agent;
+use super::effect::{DemoteMode, Effect, PgAction};
+use super::election::RaceVerdict;
+use super::input::PgActionOutcome;
+use super::view::DataDir;
+
+/// Events the machine reacts to; derived from inputs by `Node`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The periodic decision point: a fresh PostgreSQL probe just arrived.
+    Cycle,
+    /// Result of the initialize race.
+    InitializeRaced(bool),
+    /// Result of a leader key acquisition.
+    LeaderAcquired(bool),
+    /// Peers were probed; the reports are in the agent.
+    PeersProbed,
+    /// A PostgreSQL action finished.
+    PgActionFinished(PgAction, PgActionOutcome),
+    /// The leader key is no longer ours, or the lease deadline passed: stop being primary now.
+    MustDemote(String),
+}
+
+#[state_machine(
+    initial = "State::starting()",
+    state(derive(Debug, Clone, PartialEq, Eq)),
+    superstate(derive(Debug)),
+    after_transition = "Self::after_transition"
+)]
+impl Machine {
+    /// Deciding what this data directory and cluster call for.
+    #[state]
+    fn starting(context: &mut Agent, event: &Event) -> Outcome<State> {
+        match event {
+            Event::Cycle => context.decide_start(),
+            Event::PgActionFinished(action, outcome) => {
+                context.note_action_result(action, outcome);
+                Handled
+            }
+            _ => Handled,
+        }
+    }
+
+    /// Won (or is racing for) `initialize`: initdb and first start.
+    #[state]
+    fn bootstrapping(context: &mut Agent, event: &Event) -> Outcome<State> {
+        match event {
+            Event::InitializeRaced(true) => {
+                context.start_pg(PgAction::Bootstrap);
+                Handled
+            }
+            Event::InitializeRaced(false) => {
+                context.outbox.reason("another member is bootstrapping the cluster");
+                Transition(State::starting())
+            }
+            Event::PgActionFinished(PgAction::Bootstrap, PgActionOutcome::Done { sysid }) => {
+                context.bootstrap_sysid = sysid.clone();
+                match context.lease.id {
+                    Some(lease) => context.outbox.push(Effect::AcquireLeader { lease }),
+                    None => context.pending_bootstrap_leader = true,
+                }
+                Handled
+            }
+            Event::PgActionFinished(PgAction::Bootstrap, PgActionOutcome::Failed { error }) => {
+                context.outbox.push(Effect::CancelInitialize);
+                context.outbox.push(Effect::Shutdown {
+                    reason: format!("bootstrap failed: {error}"),
+                });
+                Handled
+            }
+            Event::Cycle if context.pending_bootstrap_leader => {
+                if let Some(lease) = context.lease.id {
+                    context.pending_bootstrap_leader = false;
+                    context.outbox.push(Effect::AcquireLeader { lease });
+                }
+                Handled
+            }
+            Event::LeaderAcquired(true) => {
+                if let Some(sysid) = context.bootstrap_sysid.clone() {
+                    context.outbox.push(Effect::WriteInitialize { sysid });
+                }
+                context.outbox.push(Effect::WriteInitialConfig);
+                context.outbox.reason("bootstrapped a new cluster and took the leader key");
+                Transition(State::primary())
+            }
+            Event::LeaderAcquired(false) => {
+                context.outbox.push(Effect::Shutdown {
+                    reason: "bootstrapped but another member holds the leader key".into(),
+                });
+                Handled
+            }
+            _ => Handled,
+        }
+    }
+
+    /// pg_basebackup from the leader in progress.
+    #[state]
+    fn cloning(context: &mut Agent, event: &Event) -> Outcome<State> {
+        match event {
+            Event::PgActionFinished(action, outcome) => {
+                context.note_action_result(action, outcome);
+                match outcome {
+                    PgActionOutcome::Done { .. } => {
+                        context.outbox.reason("cloned from the leader");
+                        Transition(State::replica())
+                    }
+                    PgActionOutcome::Failed { error } => {
+                        context.outbox.reason(format!("clone failed ({error}); will retry"));
+                        Transition(State::starting())
+                    }
+                }
+            }
+            _ => Handled,
+        }
+    }
+
+    /// pg_rewind against the new leader in progress.
+    #[state]
+    fn rewinding(context: &mut Agent, event: &Event) -> Outcome<State> {
+        match event {
+            Event::PgActionFinished(action, outcome) => {
+                context.note_action_result(action, outcome);
+                match outcome {
+                    PgActionOutcome::Done { .. } => {
+                        context.outbox.reason("rewound and following the leader");
+                        Transition(State::replica())
+                    }
+                    PgActionOutcome::Failed { error } => {
+                        if let (true, Some(from)) = (context.may_reclone_after_rewind(), context.leader_upstream()) {
+                            context.start_pg(PgAction::Reinitialize { from });
+                            context.outbox.reason(format!("pg_rewind failed ({error}); re-cloning"));
+                            Transition(State::cloning())
+                        } else {
+                            context.outbox.reason(format!("pg_rewind failed ({error}); will retry"));
+                            Transition(State::starting())
+                        }
+                    }
+                }
+            }
+            _ => Handled,
+        }
+    }
+
+    /// Stopping a primary that must not stay one.
+    #[state]
+    fn demoting(context: &mut Agent, event: &Event) -> Outcome<State> {
+        match event {
+            Event::PgActionFinished(action @ PgAction::Demote { .. }, outcome) => {
+                context.note_action_result(action, outcome);
+                context.data_maybe_diverged = true;
+                context.outbox.reason("PostgreSQL stopped after demotion");
+                Transition(State::starting())
+            }
+            Event::PgActionFinished(action, outcome) => {
+                context.note_action_result(action, outcome);
+                Handled
+            }
+            _ => Handled,
+        }
+    }
+
+    /// PostgreSQL runs; the lock store decides the role.
+    #[superstate]
+    fn running(context: &mut Agent, event: &Event) -> Outcome<State> {
+        match event {
+            Event::PgActionFinished(action, outcome) => {
+                context.note_action_result(action, outcome);
+                Handled
+            }
+            _ => Handled,
+        }
+    }
+
+    /// A standby following the leader.
+    #[state(superstate = "running")]
+    fn replica(context: &mut Agent, event: &Event) -> Outcome<State> {
+        match event {
+            Event::Cycle => context.decide_replica(),
+            _ => Super,
+        }
+    }
+
+    /// Racing for the leader key: probing peers, acquiring, promoting.
+    #[state(superstate = "running")]
+    fn candidate(context: &mut Agent, event: &Event) -> Outcome<State> {
+        match event {
+            Event::PeersProbed => match context.race_verdict(true) {
+                RaceVerdict::Race if context.view_leader().is_none() => match context.lease.id {
+                    Some(lease) => {
+                        context.outbox.push(Effect::AcquireLeader { lease });
+                        Handled
+                    }
+                    None => {
+                        context.outbox.reason("no lease to attach the leader key to");
+                        Transition(State::replica())
+                    }
+                },
+                RaceVerdict::Race => {
+                    context.outbox.reason("another member took the leader key first");
+                    Transition(State::replica())
+                }
+                RaceVerdict::StandDown(why) => {
+                    context.outbox.reason(format!("not the healthiest: {why}"));
+                    Transition(State::replica())
+                }
+            },
+            Event::LeaderAcquired(true) => context.promote_after_acquire(),
+            Event::LeaderAcquired(false) => {
+                context.outbox.reason("lost the race for the leader key");
+                Transition(State::replica())
+            }
+            Event::PgActionFinished(action @ PgAction::Promote { .. }, outcome) => {
+                context.note_action_result(action, outcome);
+                match outcome {
+                    PgActionOutcome::Done { .. } => {
+                        context.outbox.reason("promoted");
+                        Transition(State::primary())
+                    }
+                    PgActionOutcome::Failed { error } => {
+                        context.outbox.push(Effect::ReleaseLeader);
+                        context.outbox.reason(format!("promote failed ({error}); released the leader key"));
+                        Transition(State::replica())
+                    }
+                }
+            }
+            Event::MustDemote(why) => {
+                // The key was taken or the deadline passed before promotion finished.
+                context.outbox.reason(format!("race abandoned: {why}"));
+                if context.pg.as_ref().is_some_and(|p| p.is_primary()) {
+                    context.start_pg(PgAction::Demote { mode: DemoteMode::ImmediateNolock });
+                    Transition(State::demoting())
+                } else {
+                    Transition(State::replica())
+                }
+            }
+            Event::Cycle => Handled,
+            _ => Super,
+        }
+    }
+
+    /// The leader: holds the key, runs PostgreSQL read-write.
+    #[state(superstate = "running")]
+    fn primary(context: &mut Agent, event: &Event) -> Outcome<State> {
+        match event {
+            Event::Cycle => context.decide_primary(),
+            Event::MustDemote(why) => {
+                context.start_pg(PgAction::Demote { mode: DemoteMode::ImmediateNolock });
+                context.outbox.reason(format!("demoting: {why}"));
+                Transition(State::demoting())
+            }
+            _ => Super,
+        }
+    }
+}
+
+/// The statig shared storage. Empty on purpose: the facts live in `Agent`, the context,
+/// because statig gives no mutable access to shared storage between events.
+#[derive(Debug, Default)]
+pub struct Machine;
+
+impl Machine {
+    fn after_transition(&mut self, source: &State, target: &State, context: &mut Agent) {
+        let reason = context.outbox.take_reason();
+        tracing::info!(node = %context.settings.name, from = ?source, to = ?target, %reason, "state transition");
+        context.last_transition = format!("{source:?} -> {target:?}: {reason}");
+        context.state_name = state_name(target);
+    }
+}
+
+/// Stable lower-case name of a state, for status and logs.
+pub fn state_name(state: &State) -> &'static str {
+    match state {
+        State::Starting {} => "starting",
+        State::Bootstrapping {} => "bootstrapping",
+        State::Cloning {} => "cloning",
+        State::Rewinding {} => "rewinding",
+        State::Demoting {} => "demoting",
+        State::Replica {} => "replica",
+        State::Candidate {} => "candidate",
+        State::Primary {} => "primary",
+    }
+}
+
+impl Agent {
+
+    fn decide_start(&mut self) -> Outcome<State> {
+        let (Some(pg), Some(view)) = (self.pg.clone(), self.view.clone()) else {
+            return Handled;
+        };
+        if self.pg_action.is_some() {
+            return Handled;
+        }
+        match &pg.data_dir {
+            DataDir::Empty => {
+                if view.initialize.is_none() {
+                    if self.my_failover_priority() <= 0 {
+                        return Handled; // nofailover members never bootstrap a cluster
+                    }
+                    self.outbox.push(Effect::RaceInitialize);
+                    self.outbox.reason("no cluster yet: racing to bootstrap");
+                    return Transition(State::bootstrapping());
+                }
+                match self.leader_upstream() {
+                    Some(from) if from.name != self.settings.name => {
+                        self.start_pg(PgAction::Clone { from });
+                        self.outbox.reason("empty data directory: cloning from the leader");
+                        Transition(State::cloning())
+                    }
+                    _ => Handled, // wait for a leader to clone from
+                }
+            }
+            DataDir::Initialized { sysid, state, standby_signal, .. } => {
+                if let Some(init) = view.initialize.as_deref().filter(|s| !s.is_empty()) {
+                    if init != sysid {
+                        self.outbox.push(Effect::Shutdown {
+                            reason: format!(
+                                "data directory system identifier {sysid} differs from the cluster's {init}"
+                            ),
+                        });
+                        return Handled;
+                    }
+                }
+                if pg.is_running() {
+                    self.outbox.reason("PostgreSQL already running");
+                    return Transition(State::replica());
+                }
+                if pg.postmaster_alive {
+                    return Handled; // starting up or shutting down: look again next cycle
+                }
+                let former_primary = !standby_signal
+                    && matches!(state, super::view::ControlState::ShutDown | super::view::ControlState::InProduction);
+                let upstream = self.leader_upstream().filter(|u| u.name != self.settings.name);
+                match upstream {
+                    Some(from) if former_primary || self.data_maybe_diverged => {
+                        if self.use_pg_rewind() {
+                            self.start_pg(PgAction::Rewind { from });
+                            self.outbox.reason("former primary: rewinding to the new leader's timeline");
+                            Transition(State::rewinding())
+                        } else {
+                            self.start_pg(PgAction::Reinitialize { from });
+                            self.outbox.reason("former primary without use_pg_rewind: re-cloning");
+                            Transition(State::cloning())
+                        }
+                    }
+                    upstream => {
+                        if former_primary {
+                            self.data_maybe_diverged = true;
+                        }
+                        let reason = match &upstream {
+                            Some(u) => format!("starting as a standby of {}", u.name),
+                            None => "starting as a standby; no leader yet".to_string(),
+                        };
+                        self.start_pg(PgAction::StartReplica { upstream });
+                        self.outbox.reason(reason);
+                        Transition(State::replica())
+                    }
+                }
+            }
+        }
+    }
+
+    fn decide_replica(&mut self) -> Outcome<State> {
+        let (Some(pg), Some(view)) = (self.pg.clone(), self.view.clone()) else {
+            return Handled;
+        };
+        if self.pg_action.is_some() {
+            return Handled;
+        }
+        if !pg.is_running() {
+            if pg.postmaster_alive {
+                return Handled;
+            }
+            self.outbox.reason("PostgreSQL is not running");
+            return Transition(State::starting());
+        }
+        let me = self.settings.name.clone();
+        let leader = view.leader.clone();
+        if pg.is_primary() {
+            return match leader {
+                Some(l) if l.name == me && self.holds_leader_key() => {
+                    self.outbox.reason("running primary and holding the leader key");
+                    Transition(State::primary())
+                }
+                Some(l) if l.name != me => {
+                    self.start_pg(PgAction::Demote { mode: DemoteMode::ImmediateNolock });
+                    self.outbox.reason(format!("running as primary while {} holds the leader key", l.name));
+                    Transition(State::demoting())
+                }
+                _ => self.start_race(),
+            };
+        }
+        match leader {
+            Some(l) if l.name != me => {
+                let Some(upstream) = self.leader_upstream() else {
+                    return Handled; // leader's member key not visible yet
+                };
+                if self.data_maybe_diverged {
+                    if self.use_pg_rewind() {
+                        self.start_pg(PgAction::Rewind { from: upstream });
+                        self.outbox.reason("data may have diverged from the new leader: rewinding");
+                        return Transition(State::rewinding());
+                    }
+                    self.start_pg(PgAction::Reinitialize { from: upstream });
+                    self.outbox.reason("data may have diverged and use_pg_rewind is off: re-cloning");
+                    return Transition(State::cloning());
+                }
+                if self.following.as_deref() != Some(upstream.conn_url.as_str()) {
+                    self.start_pg(PgAction::Follow { upstream });
+                }
+                Handled
+            }
+            Some(_) if self.holds_leader_key() => {
+                // Our key with our lease while PostgreSQL is a standby: finish the promotion.
+                self.promote_after_acquire()
+            }
+            Some(_) => Handled, // our name on an old lease: wait for it to expire
+            None => self.start_race(),
+        }
+    }
+
+    fn start_race(&mut self) -> Outcome<State> {
+        match self.race_verdict(false) {
+            RaceVerdict::Race => {
+                let members = self.peer_api_urls();
+                self.outbox.push(Effect::ProbePeers { members });
+                self.outbox.reason("leader key is free: racing");
+                Transition(State::candidate())
+            }
+            RaceVerdict::StandDown(why) => {
+                self.last_race_refusal = Some(why);
+                Handled
+            }
+        }
+    }
+
+    fn promote_after_acquire(&mut self) -> Outcome<State> {
+        if let Err(rule) = self.check_promotion_allowed() {
+            self.outbox.push(Effect::ReleaseLeader);
+            self.outbox.reason(format!("promotion refused by safety rule: {rule}"));
+            return Transition(State::replica());
+        }
+        let already_primary = self.pg.as_ref().is_some_and(|p| p.is_primary());
+        if already_primary {
+            self.outbox.reason("took the leader key; PostgreSQL already primary");
+            return Transition(State::primary());
+        }
+        let (Some(lease), Some(leader_revision)) = (self.lease.id, self.my_leader_revision()) else {
+            // We just won the key; the watch has not shown it yet. Promote on the next cycle.
+            return Transition(State::replica());
+        };
+        self.start_pg(PgAction::Promote { lease, leader_revision });
+        if self.state_name == "candidate" {
+            Handled
+        } else {
+            self.outbox.reason("holding the leader key: promoting");
+            Transition(State::candidate())
+        }
+    }
+
+    fn decide_primary(&mut self) -> Outcome<State> {
+        if !self.holds_leader_key() {
+            self.start_pg(PgAction::Demote { mode: DemoteMode::ImmediateNolock });
+            self.outbox.reason("leader key is not ours any more");
+            return Transition(State::demoting());
+        }
+        if !self.lease_allows_primary() {
+            self.start_pg(PgAction::Demote { mode: DemoteMode::ImmediateNolock });
+            self.outbox.reason("lease could not be renewed before the demotion deadline");
+            return Transition(State::demoting());
+        }
+        let Some(pg) = self.pg.clone() else { return Handled };
+        if self.pg_action.is_some() {
+            return Handled;
+        }
+        let Some(server) = pg.server.clone() else {
+            if !pg.postmaster_alive {
+                self.start_pg(PgAction::StartPrimary);
+            }
+            return Handled;
+        };
+        if server.in_recovery {
+            let (Some(lease), Some(leader_revision)) = (self.lease.id, self.my_leader_revision()) else {
+                return Handled;
+            };
+            if self.check_promotion_allowed().is_ok() {
+                self.start_pg(PgAction::Promote { lease, leader_revision });
+            }
+            return Handled;
+        }
+        if self.published_optime != Some(server.wal_position) {
+            self.published_optime = Some(server.wal_position);
+            self.outbox.push(Effect::WriteStatus { optime: server.wal_position });
+        }
+        let cluster_timeline = self.view.as_ref().and_then(|v| v.timeline()).unwrap_or_default();
+        if server.timeline.0 > 1
+            && server.timeline > cluster_timeline
+            && self.history_written_for != Some(server.timeline)
+        {
+            self.history_written_for = Some(server.timeline);
+            self.outbox.push(Effect::UpdateHistory { timeline: server.timeline });
+        }
+        if let Some(step) = self.next_pg_step_for_primary(&server) {
+            self.start_pg(step);
+        } else if let Some(effect) = self.next_sync_record(&server) {
+            self.outbox.push(effect);
+        }
+        Handled
+    }
+}

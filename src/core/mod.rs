@@ -1,0 +1,275 @@
+//! The pure core: a sans-IO node. Inputs in (`handle_input(now, input)`), effects out
+//! (`poll_effect()`), and the next instant it needs to be woken (`poll_timeout()`).
+//!
+//! Must not touch: clocks, files, sockets, processes, async runtimes, or any IO crate.
+//! `tests/architecture.rs` enforces that by scanning this folder's imports.
+
+pub mod agent;
+pub mod effect;
+pub mod election;
+pub mod health;
+pub mod input;
+pub mod lease;
+pub mod machine;
+pub mod safety;
+pub mod status;
+pub mod sync;
+pub mod time;
+pub mod types;
+pub mod view;
+
+use std::time::Duration;
+
+use statig::prelude::*;
+
+pub use agent::{slot_name_for_member, NodeSettings};
+pub use effect::{DemoteMode, Effect, PgAction, Upstream};
+pub use input::{Input, PgActionOutcome};
+pub use status::NodeStatus;
+pub use time::Instant;
+pub use types::{LeaseId, Lsn, Timeline};
+
+use agent::Agent;
+use machine::{state_name, Event, Machine, State};
+
+/// One pgwarden node's decision logic.
+pub struct Node {
+    machine: InitializedStateMachine<Machine>,
+    agent: Agent,
+    next_cycle_at: Instant,
+    /// `action_seq` when the probe in flight was requested.
+    probe_in_flight: Option<u64>,
+    /// Counts finished PostgreSQL actions, to discard probes that predate one.
+    action_seq: u64,
+    grant_in_flight: bool,
+    renewal_in_flight: bool,
+    dcs_last_seen: Option<Instant>,
+    dcs_error: Option<String>,
+}
+
+impl Node {
+    /// A node that has seen nothing yet; its first cycle starts at `now`.
+    pub fn new(settings: NodeSettings, now: Instant) -> Node {
+        let mut agent = Agent::new(settings);
+        agent.now = now;
+        let machine = Machine.uninitialized_state_machine().init_with_context(&mut agent);
+        Node {
+            machine,
+            agent,
+            next_cycle_at: now,
+            probe_in_flight: None,
+            action_seq: 0,
+            grant_in_flight: false,
+            renewal_in_flight: false,
+            dcs_last_seen: None,
+            dcs_error: None,
+        }
+    }
+
+    /// Feed one fact observed at `now`.
+    pub fn handle_input(&mut self, now: Instant, input: Input) {
+        self.agent.now = now;
+        match input {
+            Input::Tick => {}
+            Input::ClusterChanged(view) => self.on_cluster_changed(now, view),
+            Input::DcsUnreachable { error } => {
+                tracing::warn!(node = %self.agent.settings.name, %error, "lock store unreachable");
+                self.dcs_error = Some(error);
+            }
+            Input::PostgresProbed(observation) => {
+                let fresh = self.probe_in_flight == Some(self.action_seq);
+                self.probe_in_flight = None;
+                self.agent.pg = Some(observation);
+                if fresh {
+                    self.run_cycle();
+                } else {
+                    // An action finished while this probe was out: look again before deciding.
+                    self.next_cycle_at = now;
+                }
+            }
+            Input::LeaseGranted { lease, ttl_secs, sent_at } => {
+                self.grant_in_flight = false;
+                self.agent.lease.granted(lease, Duration::from_secs(ttl_secs.into()), sent_at);
+                self.dcs_seen(now);
+            }
+            Input::LeaseGrantFailed { error } => {
+                self.grant_in_flight = false;
+                self.dcs_error = Some(error);
+            }
+            Input::LeaseRenewed { lease, sent_at } => {
+                self.renewal_in_flight = false;
+                self.agent.lease.renewed(lease, sent_at);
+                self.dcs_seen(now);
+            }
+            Input::LeaseRenewFailed { lease, expired, error } => {
+                self.renewal_in_flight = false;
+                if expired && self.agent.lease.id == Some(lease) {
+                    tracing::warn!(node = %self.agent.settings.name, %lease, %error, "lease expired");
+                    self.agent.lease.lost();
+                    self.agent.acquired_leader = None;
+                } else {
+                    self.dcs_error = Some(error);
+                }
+            }
+            Input::InitializeRaced { won } => self.dispatch(Event::InitializeRaced(won)),
+            Input::LeaderAcquired { won, revision } => {
+                if won {
+                    if let Some(lease) = self.agent.lease.id {
+                        self.agent.acquired_leader = Some((lease, revision));
+                    }
+                }
+                self.dispatch(Event::LeaderAcquired(won));
+            }
+            Input::SyncWritten { ok } => {
+                self.agent.sync_write_in_flight = false;
+                if !ok {
+                    tracing::info!(node = %self.agent.settings.name, "/sync changed under us; re-reading");
+                }
+            }
+            Input::PeersProbed(reports) => {
+                self.agent.peers = Some(reports);
+                self.dispatch(Event::PeersProbed);
+            }
+            Input::PgActionFinished { action, outcome } => {
+                if self.agent.pg_action.as_ref() == Some(&action) {
+                    self.agent.pg_action = None;
+                }
+                self.action_seq += 1;
+                self.dispatch(Event::PgActionFinished(action, outcome));
+                self.next_cycle_at = now;
+            }
+        }
+        self.enforce_deadline();
+        self.maybe_start_cycle(now);
+    }
+
+    /// Next effect to execute.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.agent.outbox.pop()
+    }
+
+    /// When the node must be woken with `Input::Tick` at the latest.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut wake = self.next_cycle_at;
+        if self.acting_as_leader() {
+            if let Some(deadline) = self.agent.lease.demotion_deadline(self.agent.settings.demotion_margin) {
+                wake = wake.min(deadline);
+            }
+        }
+        Some(wake)
+    }
+
+    /// A snapshot for the REST API, metrics and the member key.
+    pub fn status(&self) -> NodeStatus {
+        let a = &self.agent;
+        NodeStatus {
+            name: a.settings.name.clone(),
+            state: state_name(self.machine.state()),
+            holds_leader_key: a.holds_leader_key(),
+            lease: a.lease.id,
+            leader_revision: a.my_leader_revision(),
+            lease_deadline: a.lease.demotion_deadline(a.settings.demotion_margin),
+            now: a.now,
+            pg: a.pg.clone(),
+            view: a.view.clone(),
+            config: a.config.clone(),
+            tags: a.settings.tags.clone(),
+            pg_action: a.pg_action.as_ref().map(|p| p.kind()),
+            last_transition: a.last_transition.clone(),
+            last_error: a.last_error.clone(),
+            last_race_refusal: a.last_race_refusal.clone(),
+            dcs_last_seen: self.dcs_last_seen,
+            dcs_error: self.dcs_error.clone(),
+            loop_wait: Duration::from_secs(a.config.loop_wait.into()),
+            ttl: Duration::from_secs(a.config.ttl.into()),
+        }
+    }
+
+    /// Current state name.
+    pub fn state(&self) -> &'static str {
+        state_name(self.machine.state())
+    }
+
+    fn dcs_seen(&mut self, now: Instant) {
+        self.dcs_last_seen = Some(now);
+        self.dcs_error = None;
+    }
+
+    fn acting_as_leader(&self) -> bool {
+        matches!(self.machine.state(), State::Primary {} | State::Candidate {})
+            && self.agent.holds_leader_key()
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        self.machine.handle_with_context(&event, &mut self.agent);
+    }
+
+    fn on_cluster_changed(&mut self, now: Instant, view: ClusterViewAlias) {
+        self.dcs_seen(now);
+        if let Some(config) = view.config.as_ref() {
+            if config.value != self.agent.config {
+                tracing::info!(node = %self.agent.settings.name, "dynamic configuration changed");
+                self.agent.config = config.value.clone();
+            }
+        }
+        if let Some(error) = view.config_error.as_ref() {
+            tracing::warn!(node = %self.agent.settings.name, %error, "rejected /config; keeping the last good configuration");
+        }
+        let old_leader = self.agent.view.as_ref().and_then(|v| v.leader.clone());
+        let new_leader = view.leader.clone();
+        self.agent.view = Some(view);
+        if old_leader != new_leader {
+            // React to a vanished or changed leader key now, not at the next loop.
+            self.next_cycle_at = now;
+        }
+        let state = self.machine.state().clone();
+        if matches!(state, State::Primary {}) && !self.agent.holds_leader_key() {
+            self.dispatch(Event::MustDemote("the leader key is gone or held by another member".into()));
+        }
+    }
+
+    fn enforce_deadline(&mut self) {
+        let is_primary = matches!(self.machine.state(), State::Primary {} | State::Candidate {});
+        if is_primary && !self.agent.lease_allows_primary() {
+            self.dispatch(Event::MustDemote("lease demotion deadline passed".into()));
+        }
+    }
+
+    fn maybe_start_cycle(&mut self, now: Instant) {
+        if now < self.next_cycle_at || self.probe_in_flight.is_some() {
+            return;
+        }
+        self.probe_in_flight = Some(self.action_seq);
+        self.agent.outbox.push(Effect::ProbePostgres);
+        match self.agent.lease.id {
+            None if !self.grant_in_flight => {
+                self.grant_in_flight = true;
+                self.agent.outbox.push(Effect::GrantLease { ttl_secs: self.agent.config.ttl });
+            }
+            Some(lease) if !self.renewal_in_flight => {
+                self.renewal_in_flight = true;
+                self.agent.lease.renewal_sent_at = Some(now);
+                self.agent.outbox.push(Effect::RenewLease { lease });
+            }
+            _ => {}
+        }
+        self.next_cycle_at = now + Duration::from_secs(self.agent.config.loop_wait.max(1).into());
+    }
+
+    fn run_cycle(&mut self) {
+        // Let a transition made by this cycle act in the same cycle (starting → replica
+        // → candidate), bounded so a flapping rule cannot spin.
+        for _ in 0..3 {
+            let before = self.machine.state().clone();
+            self.dispatch(Event::Cycle);
+            if *self.machine.state() == before {
+                break;
+            }
+        }
+        if let Some(lease) = self.agent.lease.id {
+            self.agent.outbox.push(Effect::TouchMember { lease });
+        }
+    }
+}
+
+type ClusterViewAlias = view::ClusterView;

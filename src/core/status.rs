@@ -1,0 +1,135 @@
+//! `NodeStatus`: the snapshot the core publishes for the REST API, metrics and the member
+//! key. Readers never reach into the live node, so a hung PostgreSQL or lock store cannot
+//! delay a health check.
+
+use std::time::Duration;
+
+use super::time::Instant;
+use super::types::{LeaseId, Lsn, Timeline};
+use super::view::{ClusterView, PgObservation};
+use crate::config::DynamicConfig;
+
+/// What the node looks like at one instant.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    /// Member name.
+    pub name: String,
+    /// State machine state.
+    pub state: &'static str,
+    /// The leader key is ours on our current lease.
+    pub holds_leader_key: bool,
+    /// Our lease.
+    pub lease: Option<LeaseId>,
+    /// create_revision of our leader key while we hold it (fencing token, with the lease).
+    pub leader_revision: Option<i64>,
+    /// When a primary must have demoted if the lease is not renewed.
+    pub lease_deadline: Option<Instant>,
+    /// When this snapshot was taken.
+    pub now: Instant,
+    /// Latest PostgreSQL probe.
+    pub pg: Option<PgObservation>,
+    /// Latest lock store view.
+    pub view: Option<ClusterView>,
+    /// Effective dynamic configuration.
+    pub config: DynamicConfig,
+    /// Configured tags.
+    pub tags: serde_json::Map<String, serde_json::Value>,
+    /// PostgreSQL action in flight.
+    pub pg_action: Option<&'static str>,
+    /// Last transition and its reason.
+    pub last_transition: String,
+    /// Last PostgreSQL action error.
+    pub last_error: Option<String>,
+    /// Why the node did not race last time.
+    pub last_race_refusal: Option<String>,
+    /// Last successful contact with the lock store.
+    pub dcs_last_seen: Option<Instant>,
+    /// Last lock store error, cleared by the next success.
+    pub dcs_error: Option<String>,
+    /// `loop_wait`.
+    pub loop_wait: Duration,
+    /// `ttl`.
+    pub ttl: Duration,
+}
+
+/// Patroni's role names.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Read-write, holding the leader key.
+    Primary,
+    /// Standby.
+    Replica,
+    /// Not running or not known.
+    Uninitialized,
+}
+
+impl Role {
+    /// Patroni's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+            Role::Uninitialized => "uninitialized",
+        }
+    }
+}
+
+impl NodeStatus {
+    /// Role from PostgreSQL's point of view (like Patroni's `role` field).
+    pub fn role(&self) -> Role {
+        match self.pg.as_ref().and_then(|p| p.server.as_ref()) {
+            Some(s) if !s.in_recovery => Role::Primary,
+            Some(_) => Role::Replica,
+            None => match self.pg.as_ref().map(|p| &p.data_dir) {
+                Some(super::view::DataDir::Initialized { .. }) => Role::Replica,
+                _ => Role::Uninitialized,
+            },
+        }
+    }
+
+    /// Patroni's PostgreSQL state string.
+    pub fn pg_state(&self) -> &'static str {
+        match (self.pg_action, self.pg.as_ref()) {
+            (Some("bootstrap"), _) => "initializing new cluster",
+            (Some("clone" | "reinitialize"), _) => "creating replica",
+            (Some("rewind"), _) => "rewinding",
+            (Some("demote"), _) => "stopping",
+            (Some("start_replica" | "start_primary"), _) => "starting",
+            (_, Some(pg)) if pg.server.is_some() => "running",
+            (_, Some(pg)) if pg.postmaster_alive => "starting",
+            _ => "stopped",
+        }
+    }
+
+    /// Timeline PostgreSQL runs on.
+    pub fn timeline(&self) -> Option<Timeline> {
+        self.pg.as_ref().and_then(|p| p.timeline())
+    }
+
+    /// `streaming` or `in archive recovery` for a running standby.
+    pub fn replication_state(&self) -> Option<&'static str> {
+        let server = self.pg.as_ref()?.server.as_ref()?;
+        if !server.in_recovery {
+            return None;
+        }
+        Some(match server.receiver_status.as_deref() {
+            Some("streaming") => "streaming",
+            _ => "in archive recovery",
+        })
+    }
+
+    /// Whether this member is recorded in `/sync`.
+    pub fn is_sync_standby(&self) -> bool {
+        self.view
+            .as_ref()
+            .and_then(|v| v.sync.as_ref())
+            .is_some_and(|s| s.value.leader.as_deref() != Some(self.name.as_str()) && s.value.sync_standby.contains(&self.name))
+    }
+
+    /// The leader's WAL position as best known: `/status.optime` or what we received.
+    pub fn leader_optime(&self) -> Option<Lsn> {
+        let optime = self.view.as_ref().and_then(|v| v.optime);
+        let received = self.pg.as_ref().and_then(|p| p.server.as_ref()).and_then(|s| s.received);
+        optime.max(received)
+    }
+}

@@ -1,0 +1,287 @@
+//! Immutable snapshots the core decides on: what the lock store holds (`ClusterView`) and
+//! what the local PostgreSQL looks like (`PgObservation`). Built by the runtime's adapters,
+//! never mutated by the core.
+
+use std::collections::BTreeMap;
+
+use super::types::{Lsn, Timeline};
+use crate::config::DynamicConfig;
+
+/// A value read from the lock store together with the revision that guards writes to it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Versioned<T> {
+    /// The decoded value.
+    pub value: T,
+    /// etcd `mod_revision` of the key, for compare-and-swap.
+    pub mod_revision: i64,
+}
+
+/// The `leader` key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderKey {
+    /// Member name stored as the key's value.
+    pub name: String,
+    /// The lease the key hangs off.
+    pub lease: i64,
+    /// etcd `create_revision`: with the lease id it forms the fencing token.
+    pub create_revision: i64,
+}
+
+/// One `members/<name>` key, decoded.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MemberInfo {
+    /// Member name (the key's last segment).
+    pub name: String,
+    /// `postgres://host:port/db` of its PostgreSQL.
+    pub conn_url: String,
+    /// `http://host:port/patroni` of its REST API.
+    pub api_url: String,
+    /// PostgreSQL state (`running`, `starting`, `stopped`, ...).
+    pub state: String,
+    /// Role as Patroni names it (`primary`, `replica`, ...).
+    pub role: String,
+    /// Current timeline, when known.
+    pub timeline: Option<Timeline>,
+    /// The member's WAL position (primary: write position, replica: max of received/replayed).
+    pub wal_position: Option<Lsn>,
+    /// `streaming` / `in archive recovery` for replicas.
+    pub replication_state: Option<String>,
+    /// Tags as configured on the member.
+    pub tags: serde_json::Map<String, serde_json::Value>,
+    /// The whole value, for tools that want every field.
+    pub raw: serde_json::Value,
+}
+
+impl MemberInfo {
+    /// `nofailover` or a `failover_priority` ≤ 0 keep a member out of every race.
+    pub fn can_lead(&self) -> bool {
+        let nofailover = self.tags.get("nofailover").and_then(|v| v.as_bool()).unwrap_or(false);
+        !nofailover && self.failover_priority() > 0
+    }
+
+    /// Patroni's `failover_priority` tag (default 1; `nofailover` means 0).
+    pub fn failover_priority(&self) -> i64 {
+        match self.tags.get("failover_priority").and_then(|v| v.as_i64()) {
+            Some(p) => p,
+            None if self.tags.get("nofailover").and_then(|v| v.as_bool()) == Some(true) => 0,
+            None => 1,
+        }
+    }
+
+    /// `nosync` tag or a non-positive `sync_priority` keep a member out of the sync set.
+    pub fn can_be_sync(&self) -> bool {
+        let nosync = self.tags.get("nosync").and_then(|v| v.as_bool()).unwrap_or(false);
+        let priority = self.tags.get("sync_priority").and_then(|v| v.as_i64()).unwrap_or(1);
+        !nosync && priority > 0
+    }
+}
+
+/// The `/sync` key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncState {
+    /// The leader that recorded the set.
+    pub leader: Option<String>,
+    /// Members recorded as synchronous standbys (sorted).
+    pub sync_standby: Vec<String>,
+    /// Votes a candidate needs in quorum mode.
+    pub quorum: u32,
+}
+
+impl SyncState {
+    /// Whether `name` may race under synchronous mode: the recorded leader or a recorded standby.
+    pub fn allows(&self, name: &str) -> bool {
+        self.leader.as_deref() == Some(name) || self.sync_standby.iter().any(|s| s == name)
+    }
+}
+
+/// One `/history` line: `[timeline, switch_lsn, reason, timestamp, new_leader]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistoryEntry {
+    /// The timeline that ended.
+    pub timeline: Timeline,
+    /// Where it ended.
+    pub switch_lsn: Lsn,
+    /// PostgreSQL's reason text.
+    pub reason: String,
+    /// ISO timestamp of the switch, when known.
+    pub timestamp: Option<String>,
+    /// Who became leader, when known.
+    pub new_leader: Option<String>,
+}
+
+/// Everything under `/<namespace>/<scope>/`, decoded, at one etcd revision.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterView {
+    /// etcd revision this view reflects.
+    pub revision: i64,
+    /// `initialize`: `Some("")` while bootstrapping, then the system identifier.
+    pub initialize: Option<String>,
+    /// `config`, when present and valid.
+    pub config: Option<Versioned<DynamicConfig>>,
+    /// Why the stored `config` was rejected, when it was (the agent keeps its last good one).
+    pub config_error: Option<String>,
+    /// `leader`.
+    pub leader: Option<LeaderKey>,
+    /// `members/*`.
+    pub members: BTreeMap<String, MemberInfo>,
+    /// `sync`.
+    pub sync: Option<Versioned<SyncState>>,
+    /// `history`.
+    pub history: Vec<HistoryEntry>,
+    /// `status.optime`: the leader's last published WAL position.
+    pub optime: Option<Lsn>,
+}
+
+impl ClusterView {
+    /// The timeline the cluster is on according to `/history` (last ended timeline + 1).
+    pub fn timeline(&self) -> Option<Timeline> {
+        self.history.iter().map(|h| h.timeline).max().map(|t| Timeline(t.0 + 1))
+    }
+
+    /// Name of the leader key holder.
+    pub fn leader_name(&self) -> Option<&str> {
+        self.leader.as_ref().map(|l| l.name.as_str())
+    }
+}
+
+/// State recorded in `pg_control` (`pg_controldata` "Database cluster state").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlState {
+    /// Clean shutdown of a primary.
+    ShutDown,
+    /// Clean shutdown of a standby.
+    ShutDownInRecovery,
+    /// Running (or crashed) as primary.
+    InProduction,
+    /// Running (or crashed) as standby.
+    InArchiveRecovery,
+    /// Anything else PostgreSQL reports.
+    Other(String),
+}
+
+/// The data directory as seen on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataDir {
+    /// Missing or empty: nothing to start.
+    Empty,
+    /// A PostgreSQL cluster.
+    Initialized {
+        /// Database system identifier.
+        sysid: String,
+        /// From pg_control.
+        state: ControlState,
+        /// Timeline of the latest checkpoint.
+        timeline: Timeline,
+        /// `standby.signal` present.
+        standby_signal: bool,
+    },
+}
+
+/// One row of `pg_stat_replication` as the primary sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicationPeer {
+    /// `application_name` (our member name).
+    pub application_name: String,
+    /// `state` (`streaming`, `catchup`, ...).
+    pub state: String,
+    /// `sync_state` (`sync`, `async`, `potential`, `quorum`).
+    pub sync_state: String,
+    /// `flush_lsn`.
+    pub flush_lsn: Option<Lsn>,
+    /// `replay_lsn`.
+    pub replay_lsn: Option<Lsn>,
+}
+
+/// A running PostgreSQL that answered the probe.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerObservation {
+    /// `pg_is_in_recovery()`.
+    pub in_recovery: bool,
+    /// Current timeline.
+    pub timeline: Timeline,
+    /// Primary: `pg_current_wal_lsn()`; replica: max(received, replayed).
+    pub wal_position: Lsn,
+    /// Replica: last WAL position received.
+    pub received: Option<Lsn>,
+    /// Replica: last WAL position replayed.
+    pub replayed: Option<Lsn>,
+    /// Replica: timestamp of the last replayed transaction.
+    pub replayed_timestamp: Option<String>,
+    /// Replica: WAL receiver status (`streaming`, ...), when a receiver runs.
+    pub receiver_status: Option<String>,
+    /// Replica: `host:port` the WAL receiver is connected to.
+    pub receiver_upstream: Option<String>,
+    /// Primary: standbys connected.
+    pub replication: Vec<ReplicationPeer>,
+    /// Current `synchronous_standby_names`.
+    pub synchronous_standby_names: String,
+    /// Physical replication slots present.
+    pub slots: Vec<String>,
+    /// `server_version_num`.
+    pub server_version: u32,
+    /// `pg_postmaster_start_time()`, ISO text.
+    pub postmaster_start_time: Option<String>,
+}
+
+/// What the probe saw of the local PostgreSQL.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PgObservation {
+    /// The data directory.
+    pub data_dir: DataDir,
+    /// A postmaster process is alive (per `postmaster.pid`).
+    pub postmaster_alive: bool,
+    /// The server answered queries; `None` when it did not.
+    pub server: Option<ServerObservation>,
+}
+
+impl PgObservation {
+    /// Running and accepting queries.
+    pub fn is_running(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// Running as a writable primary.
+    pub fn is_primary(&self) -> bool {
+        self.server.as_ref().is_some_and(|s| !s.in_recovery)
+    }
+
+    /// Best known WAL position (running server first, else nothing).
+    pub fn wal_position(&self) -> Option<Lsn> {
+        self.server.as_ref().map(|s| s.wal_position)
+    }
+
+    /// Current timeline (running server, else the checkpoint's).
+    pub fn timeline(&self) -> Option<Timeline> {
+        match (&self.server, &self.data_dir) {
+            (Some(s), _) => Some(s.timeline),
+            (None, DataDir::Initialized { timeline, .. }) => Some(*timeline),
+            _ => None,
+        }
+    }
+}
+
+/// A peer's `/patroni` answer, probed during a leader race.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerReport {
+    /// Member name.
+    pub name: String,
+    /// Answer, or `None` when it did not answer in time (unreachable members cannot veto).
+    pub status: Option<PeerStatus>,
+}
+
+/// The fields of a peer's `/patroni` the race compares.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerStatus {
+    /// `role`.
+    pub role: String,
+    /// `state`.
+    pub state: String,
+    /// WAL position: `xlog.location` on a primary, max(received, replayed) on a replica.
+    pub wal_position: Option<Lsn>,
+    /// `timeline`.
+    pub timeline: Option<Timeline>,
+    /// `failover_priority` from its tags.
+    pub failover_priority: i64,
+    /// Whether it may lead at all (`nofailover` false and priority > 0).
+    pub can_lead: bool,
+}

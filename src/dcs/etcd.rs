@@ -1,0 +1,271 @@
+//! The etcd v3 lock store (native gRPC): one lease per agent, the leader key taken with a
+//! create_revision == 0 transaction and released with a value == own-name transaction,
+//! compare-and-swap on mod_revision for `/sync`, and a prefix watch feeding the view.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
+};
+
+use super::codec::{self, RawKey};
+use super::keys::{self, KeyLayout};
+use super::DcsError;
+use crate::core::view::{ClusterView, HistoryEntry, SyncState};
+use crate::core::{LeaseId, Lsn};
+
+/// A connection to the cluster's keys in etcd.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    layout: KeyLayout,
+    request_timeout: Duration,
+}
+
+fn err(op: &'static str) -> impl FnOnce(etcd_client::Error) -> DcsError {
+    move |source| DcsError::Etcd { op, source }
+}
+
+impl EtcdStore {
+    /// Connect to any of `endpoints` (`host:port`); requests fail over between them.
+    pub async fn connect(
+        endpoints: &[String],
+        credentials: Option<(String, String)>,
+        layout: KeyLayout,
+        request_timeout: Duration,
+    ) -> Result<EtcdStore, DcsError> {
+        let urls: Vec<String> = endpoints
+            .iter()
+            .map(|e| if e.contains("://") { e.clone() } else { format!("http://{e}") })
+            .collect();
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(request_timeout)
+            .with_timeout(request_timeout)
+            .with_keep_alive(Duration::from_secs(1), request_timeout)
+            .with_require_leader(true);
+        if let Some((user, password)) = credentials {
+            options = options.with_user(user, password);
+        }
+        let client = Client::connect(urls, Some(options)).await.map_err(err("connect"))?;
+        Ok(EtcdStore { client, layout, request_timeout })
+    }
+
+    /// The key layout in use.
+    pub fn layout(&self) -> &KeyLayout {
+        &self.layout
+    }
+
+    /// Read every key of the cluster (linearizable).
+    pub async fn load_raw(&self) -> Result<(BTreeMap<String, RawKey>, i64), DcsError> {
+        let mut kv = self.client.kv_client();
+        let resp = kv
+            .get(self.layout.prefix(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(err("range"))?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
+        let mut keys = BTreeMap::new();
+        for item in resp.kvs() {
+            keys.insert(
+                String::from_utf8_lossy(item.key()).to_string(),
+                RawKey {
+                    value: item.value().to_vec(),
+                    lease: item.lease(),
+                    create_revision: item.create_revision(),
+                    mod_revision: item.mod_revision(),
+                },
+            );
+        }
+        Ok((keys, revision))
+    }
+
+    /// Read and decode the cluster.
+    pub async fn load(&self) -> Result<ClusterView, DcsError> {
+        let (keys, revision) = self.load_raw().await?;
+        Ok(codec::decode_view(&self.layout, &keys, revision))
+    }
+
+    /// Follow the cluster's keys: `on_view` gets a decoded view after the first read and after
+    /// every change. Returns when the watch breaks (the caller reports and calls again).
+    pub async fn watch(&self, mut on_view: impl FnMut(ClusterView)) -> Result<(), DcsError> {
+        let (mut keys, revision) = self.load_raw().await?;
+        on_view(codec::decode_view(&self.layout, &keys, revision));
+        let mut watch_client = self.client.watch_client();
+        let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+        let mut stream = watch_client
+            .watch(self.layout.prefix(), Some(options))
+            .await
+            .map_err(err("watch"))?;
+        let mut current_revision = revision;
+        while let Some(resp) = stream.message().await.map_err(err("watch"))? {
+            if resp.canceled() {
+                return Err(DcsError::WatchCanceled(resp.cancel_reason().to_string()));
+            }
+            if let Some(h) = resp.header() {
+                current_revision = current_revision.max(h.revision());
+            }
+            for event in resp.events() {
+                let Some(item) = event.kv() else { continue };
+                let key = String::from_utf8_lossy(item.key()).to_string();
+                match event.event_type() {
+                    EventType::Put => {
+                        keys.insert(
+                            key,
+                            RawKey {
+                                value: item.value().to_vec(),
+                                lease: item.lease(),
+                                create_revision: item.create_revision(),
+                                mod_revision: item.mod_revision(),
+                            },
+                        );
+                    }
+                    EventType::Delete => {
+                        keys.remove(&key);
+                    }
+                }
+                current_revision = current_revision.max(item.mod_revision());
+            }
+            if !resp.events().is_empty() {
+                on_view(codec::decode_view(&self.layout, &keys, current_revision));
+            }
+        }
+        Err(DcsError::WatchCanceled("watch stream ended".into()))
+    }
+
+    /// Grant a lease; returns its id and the TTL etcd actually granted.
+    pub async fn grant_lease(&self, ttl_secs: u32) -> Result<(LeaseId, u32), DcsError> {
+        let mut lease = self.client.lease_client();
+        let resp = lease.grant(ttl_secs.into(), None).await.map_err(err("lease grant"))?;
+        Ok((LeaseId(resp.id()), resp.ttl().max(0) as u32))
+    }
+
+    /// Send one keep-alive; `Ok(false)` when the lease no longer exists.
+    pub async fn keep_alive(&self, lease: LeaseId) -> Result<bool, DcsError> {
+        let mut client = self.client.lease_client();
+        let work = async {
+            let (mut keeper, mut stream) = client.keep_alive(lease.0).await.map_err(err("keep-alive"))?;
+            keeper.keep_alive().await.map_err(err("keep-alive"))?;
+            match stream.message().await.map_err(err("keep-alive"))? {
+                Some(resp) => Ok(resp.ttl() > 0),
+                None => Err(DcsError::WatchCanceled("keep-alive stream closed".into())),
+            }
+        };
+        tokio::time::timeout(self.request_timeout, work)
+            .await
+            .map_err(|_| DcsError::Timeout { op: "keep-alive", after: self.request_timeout })?
+    }
+
+    /// Revoke a lease (clean shutdown): its keys vanish at once.
+    pub async fn revoke_lease(&self, lease: LeaseId) -> Result<(), DcsError> {
+        let mut client = self.client.lease_client();
+        client.revoke(lease.0).await.map_err(err("lease revoke"))?;
+        Ok(())
+    }
+
+    /// Put `members/<name>` on our lease.
+    pub async fn put_member(&self, name: &str, value: String, lease: LeaseId) -> Result<(), DcsError> {
+        let mut kv = self.client.kv_client();
+        kv.put(self.layout.member(name), value, Some(PutOptions::new().with_lease(lease.0)))
+            .await
+            .map_err(err("put member"))?;
+        Ok(())
+    }
+
+    async fn create_if_absent(&self, key: String, value: String, lease: Option<LeaseId>, op: &'static str) -> Result<(bool, i64), DcsError> {
+        let mut kv = self.client.kv_client();
+        let put = match lease {
+            Some(l) => TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(l.0))),
+            None => TxnOp::put(key.clone(), value, None),
+        };
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([put]);
+        let resp = kv.txn(txn).await.map_err(err(op))?;
+        Ok((resp.succeeded(), resp.header().map(|h| h.revision()).unwrap_or_default()))
+    }
+
+    /// Bootstrap race: create `initialize` (empty) if nobody has.
+    pub async fn race_initialize(&self) -> Result<bool, DcsError> {
+        Ok(self.create_if_absent(self.layout.key(keys::INITIALIZE), String::new(), None, "race initialize").await?.0)
+    }
+
+    /// Delete `initialize` (failed bootstrap).
+    pub async fn cancel_initialize(&self) -> Result<(), DcsError> {
+        let mut kv = self.client.kv_client();
+        kv.delete(self.layout.key(keys::INITIALIZE), None).await.map_err(err("delete initialize"))?;
+        Ok(())
+    }
+
+    /// Record the system identifier in `initialize`.
+    pub async fn write_initialize(&self, sysid: &str) -> Result<(), DcsError> {
+        let mut kv = self.client.kv_client();
+        kv.put(self.layout.key(keys::INITIALIZE), sysid, None).await.map_err(err("put initialize"))?;
+        Ok(())
+    }
+
+    /// Create `config` if absent.
+    pub async fn write_config_if_absent(&self, json: String) -> Result<bool, DcsError> {
+        Ok(self.create_if_absent(self.layout.key(keys::CONFIG), json, None, "create config").await?.0)
+    }
+
+    /// Take the leader key on `lease`: create it if absent, or move our own key (left on an
+    /// older lease of ours) onto this one. Returns (won, revision of the transaction).
+    pub async fn acquire_leader(&self, me: &str, lease: LeaseId) -> Result<(bool, i64), DcsError> {
+        let key = self.layout.leader();
+        let (won, revision) = self.create_if_absent(key.clone(), me.to_string(), Some(lease), "acquire leader").await?;
+        if won {
+            return Ok((true, revision));
+        }
+        let mut kv = self.client.kv_client();
+        let txn = Txn::new()
+            .when([Compare::value(key.clone(), CompareOp::Equal, me)])
+            .and_then([TxnOp::put(key, me, Some(PutOptions::new().with_lease(lease.0)))]);
+        let resp = kv.txn(txn).await.map_err(err("take over own leader key"))?;
+        Ok((resp.succeeded(), resp.header().map(|h| h.revision()).unwrap_or_default()))
+    }
+
+    /// Delete the leader key if it still holds our name.
+    pub async fn release_leader(&self, me: &str) -> Result<bool, DcsError> {
+        let mut kv = self.client.kv_client();
+        let key = self.layout.leader();
+        let txn = Txn::new()
+            .when([Compare::value(key.clone(), CompareOp::Equal, me)])
+            .and_then([TxnOp::delete(key, None)]);
+        Ok(kv.txn(txn).await.map_err(err("release leader"))?.succeeded())
+    }
+
+    /// Compare-and-swap `/sync`.
+    pub async fn write_sync(&self, state: &SyncState, expected_revision: Option<i64>) -> Result<bool, DcsError> {
+        let key = self.layout.key(keys::SYNC);
+        let value = codec::encode_sync(state);
+        match expected_revision {
+            None => Ok(self.create_if_absent(key, value, None, "create sync").await?.0),
+            Some(rev) => {
+                let mut kv = self.client.kv_client();
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                    .and_then([TxnOp::put(key, value, None)]);
+                Ok(kv.txn(txn).await.map_err(err("write sync"))?.succeeded())
+            }
+        }
+    }
+
+    /// Put `/status`.
+    pub async fn write_status(&self, optime: Lsn) -> Result<(), DcsError> {
+        let mut kv = self.client.kv_client();
+        kv.put(self.layout.key(keys::STATUS), codec::encode_status(optime), None)
+            .await
+            .map_err(err("put status"))?;
+        Ok(())
+    }
+
+    /// Put `/history`.
+    pub async fn write_history(&self, entries: &[HistoryEntry]) -> Result<(), DcsError> {
+        let mut kv = self.client.kv_client();
+        kv.put(self.layout.key(keys::HISTORY), codec::encode_history(entries), None)
+            .await
+            .map_err(err("put history"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,37 @@
+//! The lock store: Patroni's key layout and value formats (`keys`, `codec`) and the etcd v3
+//! client that reads, watches and writes them (`etcd`). Decisions about what to write are
+//! the core's; this module only performs them.
+
+pub mod codec;
+pub mod etcd;
+pub mod keys;
+
+use std::time::Duration;
+
+pub use etcd::EtcdStore;
+pub use keys::KeyLayout;
+
+/// A lock store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DcsError {
+    /// etcd answered with an error or could not be reached.
+    #[error("etcd {op}: {source}")]
+    Etcd {
+        /// What was attempted.
+        op: &'static str,
+        /// The client error.
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// No answer in time.
+    #[error("etcd {op}: no answer within {after:?}")]
+    Timeout {
+        /// What was attempted.
+        op: &'static str,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The watch was cancelled by the server or its stream ended.
+    #[error("etcd watch: {0}")]
+    WatchCanceled(String),
+}

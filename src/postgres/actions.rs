@@ -1,0 +1,399 @@
+//! Carrying out `PgAction`s: initdb, pg_basebackup, pg_ctl start/stop/promote/reload,
+//! pg_rewind, and the few SQL statements an agent needs (roles, slots). Each step names
+//! what it attempted in its error. The decision to act was made by the core.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::conf::{self, StreamFrom};
+use super::probe;
+use super::settings::PgSettings;
+use super::{controldata, process, PgError};
+use crate::config::{DynamicConfig, InitdbOption};
+use crate::core::sync::render_standby_names;
+use crate::core::{slot_name_for_member, PgAction, Upstream};
+
+/// Executes PostgreSQL actions, one at a time, and remembers how PostgreSQL is configured.
+pub struct PgController {
+    s: Arc<PgSettings>,
+    standby: Option<StreamFrom>,
+    sync_names: String,
+    dynamic: DynamicConfig,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgError {
+    let what = what.into();
+    move |source| PgError::Io { what, source }
+}
+
+impl PgController {
+    /// A controller for the configured PostgreSQL.
+    pub fn new(settings: Arc<PgSettings>, dynamic: DynamicConfig) -> PgController {
+        PgController { s: settings, standby: None, sync_names: String::new(), dynamic }
+    }
+
+    /// Use this cluster-wide configuration for parameters and pg_hba from now on.
+    pub fn set_dynamic(&mut self, dynamic: DynamicConfig) {
+        self.dynamic = dynamic;
+    }
+
+    /// Carry out one action; bootstrap and clone return the system identifier.
+    pub async fn execute(&mut self, action: &PgAction) -> Result<Option<String>, PgError> {
+        match action {
+            PgAction::Bootstrap => self.bootstrap().await.map(Some),
+            PgAction::Clone { from } => self.clone_from(from).await.map(Some),
+            PgAction::Reinitialize { from } => {
+                self.stop("immediate").await?;
+                self.wipe_data_dir()?;
+                self.clone_from(from).await.map(Some)
+            }
+            PgAction::StartReplica { upstream } => {
+                self.standby = Some(self.stream_from(upstream.as_ref())?);
+                self.start().await.map(|_| None)
+            }
+            PgAction::StartPrimary => {
+                self.standby = None;
+                self.start().await.map(|_| None)
+            }
+            PgAction::Follow { upstream } => {
+                self.standby = Some(self.stream_from(Some(upstream))?);
+                self.write_conf()?;
+                self.reload().await.map(|_| None)
+            }
+            PgAction::Promote { .. } => self.promote().await.map(|_| None),
+            PgAction::Demote { mode } => self.stop(mode.shutdown_mode()).await.map(|_| None),
+            PgAction::Rewind { from } => self.rewind(from).await.map(|_| None),
+            PgAction::SetSyncStandbys { names } => {
+                self.sync_names = render_standby_names(names);
+                self.write_conf()?;
+                self.reload().await.map(|_| None)
+            }
+            PgAction::EnsureSlots { names } => self.ensure_slots(names).await.map(|_| None),
+        }
+    }
+
+    fn parameters(&self) -> BTreeMap<String, String> {
+        let mut params = conf::merge_parameters(&self.dynamic.postgresql.parameters, &self.s.local_parameters);
+        params.insert("listen_addresses".into(), self.s.listen_addresses.clone());
+        params.insert("port".into(), self.s.port.to_string());
+        params.entry("cluster_name".into()).or_insert_with(|| self.s.scope.clone());
+        // Defaults an HA cluster needs (Patroni sets the same ones).
+        for (k, v) in [
+            ("hot_standby", "on"),
+            ("wal_level", "replica"),
+            ("max_wal_senders", "10"),
+            ("max_replication_slots", "10"),
+            ("wal_log_hints", "on"),
+        ] {
+            params.entry(k.into()).or_insert_with(|| v.into());
+        }
+        params
+    }
+
+    fn write_file(&self, path: &Path, content: &str, mode: u32) -> Result<(), PgError> {
+        let tmp = path.with_extension("pgwarden-tmp");
+        std::fs::write(&tmp, content).map_err(io(format!("write {}", tmp.display())))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+            .map_err(io(format!("chmod {}", tmp.display())))?;
+        std::fs::rename(&tmp, path).map_err(io(format!("rename to {}", path.display())))
+    }
+
+    fn write_conf(&self) -> Result<(), PgError> {
+        let text = conf::postgresql_conf(&self.parameters(), self.standby.as_ref(), &self.sync_names);
+        self.write_file(&self.s.data_dir.join("postgresql.conf"), &text, 0o600)?;
+        let hba = self.s.pg_hba.clone().or_else(|| self.dynamic.postgresql.pg_hba.clone());
+        if let Some(lines) = hba {
+            self.write_file(&self.s.data_dir.join("pg_hba.conf"), &conf::pg_hba(&lines), 0o600)?;
+        }
+        let signal = self.s.data_dir.join("standby.signal");
+        if self.standby.is_some() {
+            std::fs::write(&signal, "").map_err(io("write standby.signal"))?;
+        } else if signal.exists() {
+            std::fs::remove_file(&signal).map_err(io("remove standby.signal"))?;
+        }
+        Ok(())
+    }
+
+    fn write_pgpass(&self) -> Result<(), PgError> {
+        let mut text = String::new();
+        for c in [&self.s.replication, &self.s.superuser, &self.s.rewind] {
+            if let Some(pw) = &c.password {
+                text.push_str(&conf::pgpass_line(&c.username, pw));
+            }
+        }
+        self.write_file(&self.s.pgpass, &text, 0o600)
+    }
+
+    fn stream_from(&self, upstream: Option<&Upstream>) -> Result<StreamFrom, PgError> {
+        let (host, port) = match upstream {
+            Some(u) => conf::parse_conn_url(&u.conn_url)
+                .ok_or_else(|| PgError::BadInput(format!("leader conn_url {:?} is not postgres://host:port/db", u.conn_url)))?,
+            None => (String::new(), 0),
+        };
+        self.write_pgpass()?;
+        Ok(StreamFrom {
+            host,
+            port,
+            user: self.s.replication.username.clone(),
+            passfile: self.s.pgpass.display().to_string(),
+            application_name: self.s.name.clone(),
+            slot: self.dynamic.postgresql.use_slots.then(|| slot_name_for_member(&self.s.name)),
+        })
+        .map(|mut from| {
+            if upstream.is_none() {
+                from.slot = None;
+            }
+            from
+        })
+    }
+
+    fn ctl_args(&self, verb: &str) -> Vec<String> {
+        vec![
+            verb.to_string(),
+            "-D".into(),
+            self.s.data_dir.display().to_string(),
+            "-w".into(),
+            "-t".into(),
+            self.s.pg_ctl_timeout.as_secs().to_string(),
+        ]
+    }
+
+    async fn start(&mut self) -> Result<(), PgError> {
+        if let Some(pid) = probe::postmaster_pid(&self.s.data_dir) {
+            if probe::pid_alive(pid) {
+                return Ok(()); // already running; configuration is applied by the caller's reload
+            }
+        }
+        self.write_pgpass()?;
+        self.write_conf()?;
+        let cluster_wide: Vec<String> = self
+            .parameters()
+            .iter()
+            .filter(|(k, _)| conf::CLUSTER_WIDE.contains(&k.as_str()))
+            .map(|(k, v)| format!("--{k}={v}"))
+            .collect();
+        let mut args = self.ctl_args("start");
+        args.push("-l".into());
+        args.push(self.s.log_file.display().to_string());
+        if !cluster_wide.is_empty() {
+            args.push("-o".into());
+            args.push(cluster_wide.join(" "));
+        }
+        process::pg_ctl_start(&self.s.bin("pg_ctl"), &args, self.s.pg_ctl_timeout + Duration::from_secs(5)).await
+    }
+
+    async fn stop(&mut self, mode: &str) -> Result<(), PgError> {
+        let Some(pid) = probe::postmaster_pid(&self.s.data_dir).filter(|p| probe::pid_alive(*p)) else {
+            return Ok(());
+        };
+        let mut args = self.ctl_args("stop");
+        args.push("-m".into());
+        args.push(mode.into());
+        let result = process::run(&self.s.bin("pg_ctl"), &args, &[], true, self.s.pg_ctl_timeout + Duration::from_secs(5)).await;
+        if let Err(error) = result {
+            if mode != "immediate" {
+                return Err(error);
+            }
+            // An immediate stop that did not work: the postmaster is hung. Kill its group.
+            tracing::warn!(%error, pid, "pg_ctl stop -m immediate failed; killing the postmaster");
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        Ok(())
+    }
+
+    async fn reload(&self) -> Result<(), PgError> {
+        let args = vec!["reload".into(), "-D".into(), self.s.data_dir.display().to_string()];
+        process::run(&self.s.bin("pg_ctl"), &args, &[], true, self.s.pg_ctl_timeout).await.map(|_| ())
+    }
+
+    async fn promote(&mut self) -> Result<(), PgError> {
+        let args = self.ctl_args("promote");
+        process::run(&self.s.bin("pg_ctl"), &args, &[], true, self.s.pg_ctl_timeout + Duration::from_secs(5)).await?;
+        self.standby = None;
+        self.sync_names = String::new();
+        self.write_conf()?;
+        self.reload().await?;
+        // pg_rewind on the old primary needs the new timeline in pg_control.
+        let client = probe::connect(&self.s, Duration::from_secs(5)).await?;
+        client
+            .batch_execute("CHECKPOINT")
+            .await
+            .map_err(|source| PgError::Sql { what: "CHECKPOINT after promote".into(), source })?;
+        Ok(())
+    }
+
+    fn wipe_data_dir(&self) -> Result<(), PgError> {
+        let dir = &self.s.data_dir;
+        if dir.exists() {
+            for entry in std::fs::read_dir(dir).map_err(io(format!("read {}", dir.display())))? {
+                let path = entry.map_err(io("read dir entry"))?.path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path).map_err(io(format!("remove {}", path.display())))?;
+                } else {
+                    std::fs::remove_file(&path).map_err(io(format!("remove {}", path.display())))?;
+                }
+            }
+        } else {
+            std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io("chmod data dir"))
+    }
+
+    async fn sysid(&self) -> Result<String, PgError> {
+        let args = vec!["-D".to_string(), self.s.data_dir.display().to_string()];
+        let text = process::run(&self.s.bin("pg_controldata"), &args, &[], true, Duration::from_secs(10)).await?;
+        controldata::parse(&text)
+            .map(|c| c.sysid)
+            .ok_or_else(|| PgError::BadInput("pg_controldata output has no system identifier".into()))
+    }
+
+    async fn bootstrap(&mut self) -> Result<String, PgError> {
+        self.wipe_data_dir()?;
+        let pwfile = self.s.pgpass.with_extension("initdb-pw");
+        let password = self.s.superuser.password.clone().unwrap_or_default();
+        self.write_file(&pwfile, &format!("{password}\n"), 0o600)?;
+        let mut args = vec![
+            "-D".to_string(),
+            self.s.data_dir.display().to_string(),
+            format!("--username={}", self.s.superuser.username),
+            format!("--pwfile={}", pwfile.display()),
+        ];
+        let names: Vec<&str> = self.s.initdb.iter().map(InitdbOption::name).collect();
+        // Password authentication unless the operator chose otherwise: initdb's default is
+        // `trust` for local connections, which would make the configured passwords moot.
+        if !names.iter().any(|n| n.starts_with("auth")) {
+            args.push("--auth-local=scram-sha-256".into());
+            args.push("--auth-host=scram-sha-256".into());
+        }
+        args.extend(self.s.initdb.iter().map(InitdbOption::to_arg));
+        let result = process::run(&self.s.bin("initdb"), &args, &[], true, Duration::from_secs(300)).await;
+        let _ = std::fs::remove_file(&pwfile);
+        result?;
+        let data = &self.s.data_dir;
+        std::fs::rename(data.join("postgresql.conf"), data.join("postgresql.base.conf"))
+            .map_err(io("move initdb's postgresql.conf to postgresql.base.conf"))?;
+        if self.s.pg_hba.is_none() && self.dynamic.postgresql.pg_hba.is_none() && !self.s.bootstrap_pg_hba.is_empty() {
+            let mut hba = std::fs::read_to_string(data.join("pg_hba.conf")).map_err(io("read pg_hba.conf"))?;
+            hba.push_str("\n# bootstrap.pg_hba\n");
+            hba.push_str(&conf::pg_hba(&self.s.bootstrap_pg_hba));
+            self.write_file(&data.join("pg_hba.conf"), &hba, 0o600)?;
+        }
+        self.standby = None;
+        self.sync_names = String::new();
+        self.start().await?;
+        self.create_roles().await?;
+        self.sysid().await
+    }
+
+    async fn create_roles(&self) -> Result<(), PgError> {
+        let client = probe::connect(&self.s, Duration::from_secs(10)).await?;
+        let quote_ident = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let quote_lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let mut sql = String::new();
+        let su = &self.s.superuser.username;
+        let repl = &self.s.replication;
+        if &repl.username != su {
+            sql.push_str(&format!(
+                "CREATE ROLE {} WITH LOGIN REPLICATION PASSWORD {};\n",
+                quote_ident(&repl.username),
+                quote_lit(repl.password.as_deref().unwrap_or_default())
+            ));
+        }
+        let rw = &self.s.rewind;
+        if &rw.username != su && rw.username != repl.username {
+            let name = quote_ident(&rw.username);
+            sql.push_str(&format!(
+                "CREATE ROLE {name} WITH LOGIN PASSWORD {};\n",
+                quote_lit(rw.password.as_deref().unwrap_or_default())
+            ));
+            for f in [
+                "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+                "pg_catalog.pg_stat_file(text, boolean)",
+                "pg_catalog.pg_read_binary_file(text)",
+                "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+            ] {
+                sql.push_str(&format!("GRANT EXECUTE ON FUNCTION {f} TO {name};\n"));
+            }
+        }
+        if !sql.is_empty() {
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|source| PgError::Sql { what: "create replication and rewind roles".into(), source })?;
+        }
+        Ok(())
+    }
+
+    async fn clone_from(&mut self, from: &Upstream) -> Result<String, PgError> {
+        self.wipe_data_dir()?;
+        let stream = self.stream_from(Some(from))?;
+        let mut args = vec![
+            "-D".to_string(),
+            self.s.data_dir.display().to_string(),
+            "-h".into(),
+            stream.host.clone(),
+            "-p".into(),
+            stream.port.to_string(),
+            "-U".into(),
+            self.s.replication.username.clone(),
+            "--no-password".into(),
+            "--wal-method=stream".into(),
+            "--checkpoint=fast".into(),
+        ];
+        args.extend(self.s.basebackup.iter().map(InitdbOption::to_arg));
+        let env = [("PGPASSFILE", self.s.pgpass.display().to_string())];
+        if let Err(e) = process::run(&self.s.bin("pg_basebackup"), &args, &env, true, Duration::from_secs(3600)).await {
+            let _ = self.wipe_data_dir(); // a half-copied directory must not look like a cluster
+            return Err(e);
+        }
+        self.standby = Some(stream);
+        self.sync_names = String::new();
+        self.start().await?;
+        self.sysid().await
+    }
+
+    async fn rewind(&mut self, from: &Upstream) -> Result<(), PgError> {
+        self.stop("fast").await?;
+        let data = self.s.data_dir.display().to_string();
+        let args = vec!["-D".to_string(), data.clone()];
+        let text = process::run(&self.s.bin("pg_controldata"), &args, &[], true, Duration::from_secs(10)).await?;
+        let clean = controldata::parse(&text).is_some_and(|c| {
+            matches!(c.state, crate::core::view::ControlState::ShutDown | crate::core::view::ControlState::ShutDownInRecovery)
+        });
+        if !clean {
+            // pg_rewind needs a cleanly shut down target: finish crash recovery in
+            // single-user mode first (it exits at end of input).
+            let args = vec!["--single".to_string(), "-D".into(), data.clone(), "-c".into(), "archive_mode=off".into(), "postgres".into()];
+            process::run(&self.s.bin("postgres"), &args, &[], true, Duration::from_secs(600)).await?;
+        }
+        let (host, port) = conf::parse_conn_url(&from.conn_url)
+            .ok_or_else(|| PgError::BadInput(format!("leader conn_url {:?} is not postgres://host:port/db", from.conn_url)))?;
+        self.write_pgpass()?;
+        let source = format!("host={host} port={port} user={} dbname=postgres", self.s.rewind.username);
+        let args = vec![format!("--target-pgdata={data}"), format!("--source-server={source}"), "--no-ensure-shutdown".into()];
+        let env = [("PGPASSFILE", self.s.pgpass.display().to_string())];
+        process::run(&self.s.bin("pg_rewind"), &args, &env, true, Duration::from_secs(3600)).await?;
+        // pg_rewind copied the leader's configuration files; ours are rewritten on start.
+        self.standby = Some(self.stream_from(Some(from))?);
+        self.sync_names = String::new();
+        self.start().await
+    }
+
+    async fn ensure_slots(&self, names: &[String]) -> Result<(), PgError> {
+        let client = probe::connect(&self.s, Duration::from_secs(5)).await?;
+        for name in names {
+            client
+                .execute(
+                    "SELECT pg_create_physical_replication_slot($1, true) WHERE NOT EXISTS \
+                     (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+                    &[name],
+                )
+                .await
+                .map_err(|source| PgError::Sql { what: format!("create replication slot {name}"), source })?;
+        }
+        Ok(())
+    }
+}

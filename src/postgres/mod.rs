@@ -1,0 +1,67 @@
+//! The local PostgreSQL: resolved settings, observation (`probe`), configuration files
+//! (`conf`, pure), and the actions the core asks for (`actions`).
+
+pub mod actions;
+pub mod conf;
+pub mod controldata;
+pub mod probe;
+pub mod process;
+pub mod settings;
+
+use std::time::Duration;
+
+pub use actions::PgController;
+pub use settings::PgSettings;
+
+/// A PostgreSQL operation that failed, naming what was attempted.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// A program could not be started or waited for.
+    #[error("{what}: {source}")]
+    Spawn {
+        /// Command line.
+        what: String,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A program exited with an error.
+    #[error("{what}: {status}: {stderr}")]
+    Failed {
+        /// Command line.
+        what: String,
+        /// Exit status.
+        status: String,
+        /// Its error output.
+        stderr: String,
+    },
+    /// Something took too long.
+    #[error("{what}: no result within {after:?}")]
+    Timeout {
+        /// What.
+        what: String,
+        /// Bound.
+        after: Duration,
+    },
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What.
+        what: String,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A query failed.
+    #[error("{what}: {source}")]
+    Sql {
+        /// What.
+        what: String,
+        /// Driver error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Input the adapter cannot use.
+    #[error("{0}")]
+    BadInput(String),
+}

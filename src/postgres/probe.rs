@@ -1,0 +1,158 @@
+//! Observing the local PostgreSQL: data directory, postmaster process, and SQL state.
+//! Read-only; bounded by short timeouts so a hung server shows as "not answering".
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::controldata;
+use super::settings::PgSettings;
+use super::{process, PgError};
+use crate::core::view::{DataDir, PgObservation, ReplicationPeer, ServerObservation};
+use crate::core::{Lsn, Timeline};
+
+/// Look at the local PostgreSQL.
+pub async fn observe(settings: &PgSettings) -> PgObservation {
+    let data_dir = read_data_dir(settings).await;
+    let postmaster_alive = postmaster_pid(&settings.data_dir).is_some_and(pid_alive);
+    let server = if postmaster_alive { query_server(settings).await.ok() } else { None };
+    PgObservation { data_dir, postmaster_alive, server }
+}
+
+/// The data directory's state.
+pub async fn read_data_dir(settings: &PgSettings) -> DataDir {
+    if !settings.data_dir.join("PG_VERSION").exists() || !settings.data_dir.join("global/pg_control").exists() {
+        return DataDir::Empty;
+    }
+    let args = vec!["-D".to_string(), settings.data_dir.display().to_string()];
+    match process::run(&settings.bin("pg_controldata"), &args, &[], true, Duration::from_secs(10)).await {
+        Ok(text) => match controldata::parse(&text) {
+            Some(cd) => DataDir::Initialized {
+                sysid: cd.sysid,
+                state: cd.state,
+                timeline: cd.timeline,
+                standby_signal: settings.data_dir.join("standby.signal").exists(),
+            },
+            None => DataDir::Empty,
+        },
+        Err(error) => {
+            tracing::warn!(%error, "pg_controldata failed");
+            DataDir::Empty
+        }
+    }
+}
+
+/// PID of the postmaster from `postmaster.pid`.
+pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    text.lines().next()?.trim().parse().ok()
+}
+
+/// Whether a process exists.
+pub fn pid_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// Connect to the local server as the superuser.
+pub async fn connect(settings: &PgSettings, timeout: Duration) -> Result<tokio_postgres::Client, PgError> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&settings.local_host)
+        .port(settings.port)
+        .user(&settings.superuser.username)
+        .dbname("postgres")
+        .application_name("pgwarden")
+        .connect_timeout(timeout);
+    if let Some(pw) = &settings.superuser.password {
+        config.password(pw);
+    }
+    let (client, connection) = tokio::time::timeout(timeout, config.connect(tokio_postgres::NoTls))
+        .await
+        .map_err(|_| PgError::Timeout { what: "connect to local PostgreSQL".into(), after: timeout })?
+        .map_err(|source| PgError::Sql { what: "connect to local PostgreSQL".into(), source })?;
+    tokio::spawn(async move {
+        let _ = connection.await; // ends with the client; errors surface on queries
+    });
+    Ok(client)
+}
+
+const STATE_QUERY: &str = "SELECT pg_is_in_recovery(), \
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, \
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
+    pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()::text, \
+    current_setting('synchronous_standby_names'), current_setting('server_version_num')::int, \
+    pg_postmaster_start_time()::text, (SELECT timeline_id FROM pg_control_checkpoint())::int";
+
+async fn query_server(settings: &PgSettings) -> Result<ServerObservation, PgError> {
+    let timeout = Duration::from_secs(3);
+    let client = connect(settings, timeout).await?;
+    let sql = |what: &str| {
+        let what = what.to_string();
+        move |source| PgError::Sql { what, source }
+    };
+    let work = async {
+        let row = client.query_one(STATE_QUERY, &[]).await.map_err(sql("state query"))?;
+        let in_recovery: bool = row.get(0);
+        let lsn = |i: usize| row.get::<_, Option<String>>(i).as_deref().and_then(Lsn::parse);
+        let current = lsn(1);
+        let received = lsn(3);
+        let replayed = lsn(4);
+        let checkpoint_tli: i32 = row.get(9);
+        let mut obs = ServerObservation {
+            in_recovery,
+            timeline: Timeline(row.get::<_, Option<i32>>(2).unwrap_or(checkpoint_tli) as u32),
+            wal_position: current.or(received.max(replayed)).unwrap_or_default(),
+            received,
+            replayed,
+            replayed_timestamp: row.get(5),
+            receiver_status: None,
+            receiver_upstream: None,
+            replication: Vec::new(),
+            synchronous_standby_names: row.get(6),
+            slots: Vec::new(),
+            server_version: row.get::<_, i32>(7) as u32,
+            postmaster_start_time: row.get(8),
+        };
+        if in_recovery {
+            let rows = client
+                .query("SELECT status, sender_host, sender_port, received_tli FROM pg_stat_wal_receiver", &[])
+                .await
+                .map_err(sql("pg_stat_wal_receiver"))?;
+            if let Some(r) = rows.first() {
+                obs.receiver_status = r.get(0);
+                let host: Option<String> = r.get(1);
+                let port: Option<i32> = r.get(2);
+                obs.receiver_upstream = host.map(|h| format!("{h}:{}", port.unwrap_or_default()));
+                if let Some(tli) = r.get::<_, Option<i32>>(3) {
+                    obs.timeline = obs.timeline.max(Timeline(tli as u32));
+                }
+            }
+        } else {
+            let rows = client
+                .query(
+                    "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text FROM pg_stat_replication",
+                    &[],
+                )
+                .await
+                .map_err(sql("pg_stat_replication"))?;
+            obs.replication = rows
+                .iter()
+                .map(|r| ReplicationPeer {
+                    application_name: r.get::<_, Option<String>>(0).unwrap_or_default(),
+                    state: r.get::<_, Option<String>>(1).unwrap_or_default(),
+                    sync_state: r.get::<_, Option<String>>(2).unwrap_or_default(),
+                    flush_lsn: r.get::<_, Option<String>>(3).as_deref().and_then(Lsn::parse),
+                    replay_lsn: r.get::<_, Option<String>>(4).as_deref().and_then(Lsn::parse),
+                })
+                .collect();
+        }
+        let rows = client
+            .query("SELECT slot_name::text FROM pg_replication_slots WHERE slot_type = 'physical'", &[])
+            .await
+            .map_err(sql("pg_replication_slots"))?;
+        obs.slots = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+        Ok(obs)
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| PgError::Timeout { what: "probe queries".into(), after: timeout })?
+}

@@ -1,0 +1,286 @@
+//! Turns effects into IO. Every effect runs in its own task (PostgreSQL actions on one
+//! serial worker) and reports back as an `Input`; nothing here decides anything.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::clock;
+use super::member::{member_json, Identity};
+use crate::config::DynamicConfig;
+use crate::core::view::{HistoryEntry, PeerReport, PeerStatus};
+use crate::core::{Effect, Input, LeaseId, Lsn, NodeStatus, PgAction, PgActionOutcome, Timeline};
+use crate::dcs::EtcdStore;
+use crate::postgres::{probe, PgController, PgSettings};
+
+/// The fencing token the PostgreSQL worker re-checks before promoting.
+#[derive(Clone, Debug, Default)]
+pub struct Fence {
+    /// Lease we currently hold.
+    pub lease: Option<LeaseId>,
+    /// create_revision of our leader key.
+    pub leader_revision: Option<i64>,
+    /// Demotion deadline (boot clock).
+    pub deadline: Option<crate::core::Instant>,
+}
+
+/// Shared handles the effects need.
+#[derive(Clone)]
+pub struct Executor {
+    /// Inputs back to the loop.
+    pub inputs: UnboundedSender<Input>,
+    /// The lock store.
+    pub store: EtcdStore,
+    /// Local PostgreSQL settings.
+    pub pg: Arc<PgSettings>,
+    /// Serial queue of PostgreSQL actions.
+    pub pg_queue: UnboundedSender<(PgAction, DynamicConfig)>,
+    /// Who we are.
+    pub identity: Identity,
+    /// Latest status (for member keys and history).
+    pub status: tokio::sync::watch::Receiver<Arc<NodeStatus>>,
+    /// Bootstrap dynamic configuration, written to `/config` after bootstrap.
+    pub bootstrap_config: DynamicConfig,
+    /// Timeout of a peer probe.
+    pub peer_probe_timeout: Duration,
+    /// Bound on lock store retries.
+    pub retry_timeout: Duration,
+}
+
+impl Executor {
+    /// Start carrying out `effect`.
+    pub fn dispatch(&self, effect: Effect) {
+        let this = self.clone();
+        match effect {
+            Effect::Pg(action) => {
+                let config = self.status.borrow().config.clone();
+                let _ = self.pg_queue.send((action, config));
+            }
+            Effect::Shutdown { reason } => {
+                tracing::error!(%reason, "stopping the agent");
+                std::process::exit(1);
+            }
+            other => {
+                tokio::spawn(async move { this.run(other).await });
+            }
+        }
+    }
+
+    fn send(&self, input: Input) {
+        let _ = self.inputs.send(input);
+    }
+
+    async fn run(self, effect: Effect) {
+        let store = &self.store;
+        let me = self.identity.name.as_str();
+        match effect {
+            Effect::GrantLease { ttl_secs } => {
+                let sent_at = clock::now();
+                match store.grant_lease(ttl_secs).await {
+                    Ok((lease, granted)) => {
+                        if granted != ttl_secs {
+                            tracing::warn!(requested = ttl_secs, granted, "etcd granted a different lease TTL");
+                        }
+                        self.send(Input::LeaseGranted { lease, ttl_secs: granted, sent_at })
+                    }
+                    Err(e) => self.send(Input::LeaseGrantFailed { error: e.to_string() }),
+                }
+            }
+            Effect::RenewLease { lease } => {
+                // Retry transient failures within retry_timeout; report the last send time.
+                let give_up_at = clock::now() + self.retry_timeout;
+                loop {
+                    let sent_at = clock::now();
+                    match store.keep_alive(lease).await {
+                        Ok(true) => return self.send(Input::LeaseRenewed { lease, sent_at }),
+                        Ok(false) => {
+                            return self.send(Input::LeaseRenewFailed { lease, expired: true, error: "lease not found".into() })
+                        }
+                        Err(e) if clock::now() >= give_up_at => {
+                            return self.send(Input::LeaseRenewFailed { lease, expired: false, error: e.to_string() })
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "keep-alive failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                    }
+                }
+            }
+            Effect::ProbePostgres => {
+                let observation = probe::observe(&self.pg).await;
+                self.send(Input::PostgresProbed(observation));
+            }
+            Effect::TouchMember { lease } => {
+                let value = member_json(&self.identity, &self.status.borrow().clone());
+                if let Err(e) = store.put_member(me, value.to_string(), lease).await {
+                    tracing::warn!(error = %e, "could not update the member key");
+                }
+            }
+            Effect::RaceInitialize => {
+                let won = match store.race_initialize().await {
+                    Ok(won) => won,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "initialize race failed");
+                        false
+                    }
+                };
+                self.send(Input::InitializeRaced { won });
+            }
+            Effect::CancelInitialize => log_err("delete initialize", store.cancel_initialize().await),
+            Effect::WriteInitialize { sysid } => log_err("write initialize", store.write_initialize(&sysid).await),
+            Effect::WriteInitialConfig => {
+                let json = self.bootstrap_config.to_json().to_string();
+                log_err("write initial config", store.write_config_if_absent(json).await.map(|_| ()))
+            }
+            Effect::AcquireLeader { lease } => {
+                let (won, revision) = match store.acquire_leader(me, lease).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "leader key acquisition failed");
+                        (false, 0)
+                    }
+                };
+                self.send(Input::LeaderAcquired { won, revision });
+            }
+            Effect::ReleaseLeader => log_err("release leader", store.release_leader(me).await.map(|_| ())),
+            Effect::WriteSync { state, expected_revision } => {
+                let ok = match store.write_sync(&state, expected_revision).await {
+                    Ok(ok) => ok,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "/sync write failed");
+                        false
+                    }
+                };
+                if ok {
+                    tracing::info!(sync_standby = ?state.sync_standby, "recorded synchronous standbys in /sync");
+                }
+                self.send(Input::SyncWritten { ok });
+            }
+            Effect::WriteStatus { optime } => log_err("write status", store.write_status(optime).await),
+            Effect::UpdateHistory { timeline } => {
+                let existing = self.status.borrow().view.as_ref().map(|v| v.history.clone()).unwrap_or_default();
+                match read_timeline_history(&self.pg, timeline, &existing, me) {
+                    Ok(entries) => log_err("write history", store.write_history(&entries).await),
+                    Err(e) => tracing::warn!(error = %e, "could not read the timeline history file"),
+                }
+            }
+            Effect::ProbePeers { members } => {
+                let timeout = self.peer_probe_timeout;
+                let probes = members.into_iter().map(|(name, url)| async move {
+                    let status = super::http::get_json(&url, timeout).await.ok().map(|v| peer_status(&v));
+                    PeerReport { name, status }
+                });
+                let reports = futures_join_all(probes).await;
+                self.send(Input::PeersProbed(reports));
+            }
+            Effect::Pg(_) | Effect::Shutdown { .. } => {}
+        }
+    }
+}
+
+async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn log_err<E: std::fmt::Display>(what: &str, result: Result<(), E>) {
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "{what} failed");
+    }
+}
+
+/// Read a peer's `/patroni` answer into what the race compares.
+pub fn peer_status(v: &Value) -> PeerStatus {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let xlog = v.get("xlog");
+    let lsn = |k: &str| xlog.and_then(|x| x.get(k)).and_then(Value::as_u64).map(Lsn);
+    let wal_position = lsn("location").or(lsn("received_location").max(lsn("replayed_location")));
+    let tags = v.get("tags");
+    let nofailover = tags.and_then(|t| t.get("nofailover")).and_then(Value::as_bool).unwrap_or(false);
+    let failover_priority = tags
+        .and_then(|t| t.get("failover_priority"))
+        .and_then(Value::as_i64)
+        .unwrap_or(if nofailover { 0 } else { 1 });
+    PeerStatus {
+        role: s("role"),
+        state: s("state"),
+        wal_position,
+        timeline: v.get("timeline").and_then(Value::as_u64).map(|t| Timeline(t as u32)),
+        failover_priority,
+        can_lead: !nofailover && failover_priority > 0,
+    }
+}
+
+/// Build `/history` from `pg_wal/<timeline>.history`, keeping timestamps already recorded.
+fn read_timeline_history(
+    pg: &PgSettings,
+    timeline: Timeline,
+    existing: &[HistoryEntry],
+    me: &str,
+) -> std::io::Result<Vec<HistoryEntry>> {
+    let path = pg.data_dir.join("pg_wal").join(format!("{:08X}.history", timeline.0));
+    let text = std::fs::read_to_string(path)?;
+    let mut entries = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, '\t');
+        let (Some(tli), Some(lsn)) = (parts.next(), parts.next()) else { continue };
+        let (Ok(tli), Some(lsn)) = (tli.trim().parse::<u32>(), Lsn::parse(lsn)) else { continue };
+        let reason = parts.next().unwrap_or_default().trim().to_string();
+        let known = existing.iter().find(|e| e.timeline.0 == tli);
+        let last = tli + 1 == timeline.0;
+        entries.push(HistoryEntry {
+            timeline: Timeline(tli),
+            switch_lsn: lsn,
+            reason,
+            timestamp: known.and_then(|k| k.timestamp.clone()).or_else(|| last.then(clock::wall_iso)),
+            new_leader: known.and_then(|k| k.new_leader.clone()).or_else(|| last.then(|| me.to_string())),
+        });
+    }
+    Ok(entries)
+}
+
+/// The serial PostgreSQL worker: one action at a time, fencing token re-checked before a promote.
+pub async fn run_pg_worker(
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<(PgAction, DynamicConfig)>,
+    mut controller: PgController,
+    fence: Arc<Mutex<Fence>>,
+    inputs: UnboundedSender<Input>,
+) {
+    while let Some((action, config)) = queue.recv().await {
+        controller.set_dynamic(config);
+        if let PgAction::Promote { lease, leader_revision } = &action {
+            let f = fence.lock().map(|f| f.clone()).unwrap_or_default();
+            let current = f.lease == Some(*lease)
+                && f.leader_revision == Some(*leader_revision)
+                && f.deadline.is_some_and(|d| clock::now() < d);
+            if !current {
+                tracing::warn!(?f, lease = %lease, leader_revision, "refusing to promote: fencing token is stale");
+                let _ = inputs.send(Input::PgActionFinished {
+                    action,
+                    outcome: PgActionOutcome::Failed { error: "fencing token is stale".into() },
+                });
+                continue;
+            }
+        }
+        tracing::info!(action = action.kind(), "PostgreSQL action starting");
+        let started = clock::now();
+        let outcome = match controller.execute(&action).await {
+            Ok(sysid) => PgActionOutcome::Done { sysid },
+            Err(e) => PgActionOutcome::Failed { error: e.to_string() },
+        };
+        tracing::info!(action = action.kind(), elapsed_ms = clock::now().saturating_since(started).as_millis() as u64, ?outcome, "PostgreSQL action finished");
+        let _ = inputs.send(Input::PgActionFinished { action, outcome });
+    }
+}

@@ -1,0 +1,163 @@
+//! The driver: feeds the core its inputs (lock store watch, PostgreSQL probes, timers,
+//! effect results), executes the effects it emits, and publishes its status for the REST
+//! API. The only async, clock-reading, IO-doing layer around the pure core.
+
+pub mod clock;
+pub mod executor;
+pub mod http;
+pub mod member;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+
+use crate::api;
+use crate::config::Config;
+use crate::core::{Input, Node, NodeSettings, NodeStatus};
+use crate::dcs::{EtcdStore, KeyLayout};
+use crate::postgres::{PgController, PgSettings};
+use executor::{Executor, Fence};
+use member::Identity;
+
+/// Settings of the core derived from the local configuration.
+pub fn node_settings(config: &Config) -> NodeSettings {
+    NodeSettings {
+        name: config.name.clone(),
+        failover_priority: if config.tags.nofailover { 0 } else { config.tags.failover_priority },
+        use_pg_rewind: config.postgresql.use_pg_rewind,
+        remove_data_directory_on_rewind_failure: config.postgresql.remove_data_directory_on_rewind_failure,
+        demotion_margin: Duration::from_millis(config.pgwarden.demotion_margin_ms),
+        tags: config.tags.raw.clone(),
+        bootstrap_config: config.bootstrap.dcs.clone(),
+    }
+}
+
+/// This node's identity as published in its member key.
+pub fn identity(config: &Config) -> Identity {
+    Identity {
+        scope: config.scope.clone(),
+        name: config.name.clone(),
+        conn_url: format!("postgres://{}/postgres", config.postgresql.connect_address),
+        api_url: format!("http://{}/patroni", config.restapi.connect_address),
+    }
+}
+
+/// Connect to etcd, retrying until it answers.
+pub async fn connect_store(config: &Config) -> EtcdStore {
+    let endpoints: Vec<String> = config.etcd.hosts.iter().map(|h| format!("{}://{h}", config.etcd.protocol)).collect();
+    let credentials = config.etcd.username.clone().zip(config.etcd.password.clone());
+    let layout = KeyLayout::new(&config.namespace, &config.scope);
+    let timeout = Duration::from_secs(config.bootstrap.dcs.retry_timeout.clamp(1, 10).into());
+    loop {
+        match EtcdStore::connect(&endpoints, credentials.clone(), layout.clone(), timeout).await {
+            Ok(store) => return store,
+            Err(e) => {
+                tracing::warn!(error = %e, ?endpoints, "cannot reach etcd yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Run the agent until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store = connect_store(&config).await;
+    let settings = node_settings(&config);
+    let identity = identity(&config);
+    let pg = Arc::new(PgSettings::from_config(&config));
+    let mut node = Node::new(settings, clock::now());
+
+    let (input_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
+    let (status_tx, status_rx) = watch::channel(Arc::new(node.status()));
+    let (pg_tx, pg_rx) = mpsc::unbounded_channel();
+    let fence = Arc::new(Mutex::new(Fence::default()));
+
+    tokio::spawn(executor::run_pg_worker(
+        pg_rx,
+        PgController::new(pg.clone(), config.bootstrap.dcs.clone()),
+        fence.clone(),
+        input_tx.clone(),
+    ));
+    tokio::spawn(watch_cluster(store.clone(), input_tx.clone()));
+    let listener = api::bind(&config).await.context("starting the REST API")?;
+    tokio::spawn(api::serve(listener, api::ApiState::new(identity.clone(), status_rx.clone(), config.clone())));
+
+    let executor = Executor {
+        inputs: input_tx.clone(),
+        store: store.clone(),
+        pg,
+        pg_queue: pg_tx,
+        identity,
+        status: status_rx,
+        bootstrap_config: config.bootstrap.dcs.clone(),
+        peer_probe_timeout: Duration::from_millis(config.pgwarden.peer_probe_timeout_ms),
+        retry_timeout: Duration::from_secs(config.bootstrap.dcs.retry_timeout.into()),
+    };
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tracing::info!(name = %config.name, scope = %config.scope, "pgwarden started");
+    loop {
+        while let Some(effect) = node.poll_effect() {
+            tracing::debug!(?effect, "effect");
+            executor.dispatch(effect);
+        }
+        let status = node.status();
+        if let Ok(mut f) = fence.lock() {
+            *f = Fence {
+                lease: status.lease,
+                leader_revision: status.leader_revision,
+                deadline: status.lease_deadline,
+            };
+        }
+        let _ = status_tx.send(Arc::new(status));
+        let wake = node.poll_timeout().unwrap_or_else(|| clock::now() + Duration::from_secs(1));
+        let sleep_for = wake.saturating_since(clock::now());
+        tokio::select! {
+            input = inputs.recv() => match input {
+                Some(input) => node.handle_input(clock::now(), input),
+                None => anyhow::bail!("all input sources stopped"),
+            },
+            _ = tokio::time::sleep(sleep_for) => node.handle_input(clock::now(), Input::Tick),
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    shutdown(&store, &node.status(), &config).await;
+    Ok(())
+}
+
+/// Clean stop: a primary stops PostgreSQL before releasing the leader key, so no other
+/// member can be promoted while it still accepts writes.
+async fn shutdown(store: &EtcdStore, status: &NodeStatus, config: &Config) {
+    let pg = PgSettings::from_config(config);
+    let mut controller = PgController::new(Arc::new(pg), status.config.clone());
+    let stop = crate::core::PgAction::Demote { mode: crate::core::DemoteMode::Graceful };
+    if let Err(e) = controller.execute(&stop).await {
+        tracing::warn!(error = %e, "stopping PostgreSQL at shutdown failed");
+    }
+    if status.holds_leader_key {
+        if let Err(e) = store.release_leader(&config.name).await {
+            tracing::warn!(error = %e, "releasing the leader key failed");
+        }
+    }
+}
+
+/// Follow the lock store forever, reporting every change and every failure.
+async fn watch_cluster(store: EtcdStore, inputs: mpsc::UnboundedSender<Input>) {
+    loop {
+        let tx = inputs.clone();
+        let result = store
+            .watch(move |view| {
+                let _ = tx.send(Input::ClusterChanged(view));
+            })
+            .await;
+        if let Err(e) = result {
+            let _ = inputs.send(Input::DcsUnreachable { error: e.to_string() });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -1,0 +1,474 @@
+//! Cluster scenarios on real etcd + PostgreSQL 15 + three pgwarden agents on loopback, checked
+//! only through the Patroni-compatible contract: REST paths and status codes, etcd keys under
+//! `/service/<scope>/`, PostgreSQL itself, and `pgwardenctl list`.
+//!
+//! Each scenario builds its own cluster; a global lock keeps them from overlapping (two cores:
+//! concurrent clusters break lease timing). Run with `cargo test --test cluster`.
+//! On failure the harness prints each agent's log tail and the DCS keys; set
+//! `PGWARDEN_KEEP_TEST_DIRS=1` to keep the node dirs.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::process::{
+    give_to_runner, install_binaries, make_test_dir, run_capture, runner_command, set_mode,
+    POLL_INTERVAL,
+};
+use support::{wait_check, wait_until, AckWriter, Cluster, NodeSpec};
+
+/// Clusters never overlap, whatever `--test-threads` says.
+static CLUSTER_LOCK: Mutex<()> = Mutex::new(());
+
+fn exclusive() -> MutexGuard<'static, ()> {
+    // A failed scenario poisons the lock; the next one may still run.
+    CLUSTER_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// initdb + first start + leader key (debug build, two busy cores).
+const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(180);
+/// Replicas cloned, streaming, sync standby chosen.
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Leader death to a new leader: ttl + loop_wait + race + promote, with a wide margin.
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(120);
+/// A killed former primary back as a replica (crash recovery, pg_rewind, restart).
+const REJOIN_TIMEOUT: Duration = Duration::from_secs(180);
+/// One SQL round trip or a small replication delay.
+const SHORT_TIMEOUT: Duration = Duration::from_secs(30);
+
+const TABLE: &str = "acked_writes";
+
+// ----- checks shared by the scenarios ---------------------------------------------------------
+
+/// The `/sync` key: `{"leader": <leader>, "sync_standby": "<one name>"}`; returns the standby.
+fn sync_standby(c: &Cluster, leader: &str) -> Result<String, String> {
+    let v = c.dcs_json("sync")?.ok_or("no /sync key yet")?;
+    if v.get("leader").and_then(Value::as_str) != Some(leader) {
+        return Err(format!("/sync = {v} (leader should be {leader})"));
+    }
+    let standby = v.get("sync_standby").and_then(Value::as_str).unwrap_or("");
+    let names: Vec<&str> = standby.split(',').filter(|s| !s.is_empty()).collect();
+    match names.as_slice() {
+        [one] if *one != leader && c.index_of(one).is_some() => Ok(one.to_string()),
+        _ => Err(format!("/sync = {v} (want exactly one standby, a member other than {leader})")),
+    }
+}
+
+/// GET /primary: 200 on `leader`, 503 on `replicas`, no answer from `down`;
+/// GET /replica: 200 on `replicas`, 503 on `leader`.
+fn expect_endpoints(c: &Cluster, leader: usize, replicas: &[usize], down: &[usize]) -> Result<(), String> {
+    let primary = c.statuses("/primary");
+    let replica = c.statuses("/replica");
+    let mut bad = Vec::new();
+    for i in 0..c.len() {
+        let (want_primary, want_replica) = if i == leader {
+            (Some(200), Some(503))
+        } else if replicas.contains(&i) {
+            (Some(503), Some(200))
+        } else if down.contains(&i) {
+            (None, None)
+        } else {
+            continue;
+        };
+        if primary[i] != want_primary || replica[i] != want_replica {
+            bad.push(format!(
+                "{}: /primary {:?} (want {want_primary:?}), /replica {:?} (want {want_replica:?})",
+                c.name(i),
+                primary[i],
+                replica[i]
+            ));
+        }
+    }
+    if bad.is_empty() { Ok(()) } else { Err(bad.join("; ")) }
+}
+
+/// GET /patroni carries `role`, `state: running`, `timeline` and the role's `xlog` fields.
+fn check_patroni(c: &Cluster, i: usize, role: &str) -> Result<Value, String> {
+    let v = c.patroni(i).ok_or_else(|| format!("{}: no GET /patroni answer", c.name(i)))?;
+    let field = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+    let xlog = field("xlog");
+    let xlog_ok = if role == "primary" {
+        xlog.get("location").is_some_and(Value::is_u64)
+    } else {
+        xlog.get("received_location").is_some() || xlog.get("replayed_location").is_some()
+    };
+    if field("role") == role && field("state") == "running" && field("timeline").is_i64() && xlog_ok {
+        Ok(v)
+    } else {
+        Err(format!("{}: GET /patroni = {v} (want role {role}, state running, timeline, xlog)", c.name(i)))
+    }
+}
+
+/// Every id in the test table on node `i`.
+fn ids_on(c: &Cluster, i: usize) -> Result<BTreeSet<i64>, String> {
+    let rows = c.query(i, &format!("SELECT id FROM {TABLE}"))?;
+    Ok(rows.into_iter().filter_map(|r| r.into_iter().next().flatten()?.parse().ok()).collect())
+}
+
+/// A history (GET /history body or `/history` key) with an entry for timeline 1; when the entry
+/// names the new leader (5th element), it must be `new_leader`.
+fn history_records_failover(v: &Value, new_leader: &str) -> Result<(), String> {
+    let entries = v.as_array().ok_or_else(|| format!("history is not a list: {v}"))?;
+    let entry = entries
+        .iter()
+        .filter_map(Value::as_array)
+        .find(|e| e.first().and_then(Value::as_i64) == Some(1))
+        .ok_or_else(|| format!("no entry for timeline 1 in {v}"))?;
+    match entry.get(4).and_then(Value::as_str) {
+        Some(name) if name != new_leader => Err(format!("timeline 1 entry names {name}, want {new_leader}: {v}")),
+        _ => Ok(()),
+    }
+}
+
+/// `pgwardenctl list`: every member, exactly one `Leader`, one `Sync Standby`, and `streaming`.
+fn check_ctl_list(c: &Cluster) -> Result<String, String> {
+    let out = c.ctl(&["list"]);
+    if !out.success() {
+        return Err(format!("pgwardenctl list failed: {out:?}"));
+    }
+    let text = out.stdout;
+    let lines: Vec<&str> = text.lines().collect();
+    let count = |pred: &dyn Fn(&str) -> bool| lines.iter().filter(|l| pred(l)).count();
+    let mut problems = Vec::new();
+    for i in 0..c.len() {
+        if !text.contains(c.name(i)) {
+            problems.push(format!("member {} missing", c.name(i)));
+        }
+    }
+    let leaders = count(&|l| l.contains("Leader") && !l.contains("Standby Leader"));
+    if leaders != 1 {
+        problems.push(format!("{leaders} lines with Leader (want 1)"));
+    }
+    let syncs = count(&|l| l.contains("Sync Standby"));
+    if syncs != 1 {
+        problems.push(format!("{syncs} lines with Sync Standby (want 1)"));
+    }
+    if !text.contains("streaming") {
+        problems.push("no streaming member".to_string());
+    }
+    if problems.is_empty() { Ok(text) } else { Err(format!("{}\n{text}", problems.join("; "))) }
+}
+
+/// The node that is neither `a` nor `b` (three-node clusters).
+fn third(a: usize, b: usize) -> usize {
+    (0..3).find(|&i| i != a && i != b).expect("three nodes")
+}
+
+/// Bootstrap of a three-node synchronous cluster: one leader, its sync standby, a streaming
+/// replica, and the test table with row 0 everywhere. Returns (leader, sync standby, other).
+fn bootstrap_three(c: &Cluster) -> (usize, usize, usize) {
+    let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);
+    let leader_name = c.name(leader).to_string();
+    let sync_name = wait_check(REPLICATION_TIMEOUT, "/sync to name the leader and one sync standby", || {
+        sync_standby(c, &leader_name)
+    });
+    let sync = c.index_of(&sync_name).expect("the sync standby is a member");
+    let other = third(leader, sync);
+
+    wait_check(
+        REPLICATION_TIMEOUT,
+        "GET /primary 200 only on the leader, GET /replica 200 on both standbys",
+        || expect_endpoints(c, leader, &[sync, other], &[]),
+    );
+    wait_check(
+        REPLICATION_TIMEOUT,
+        "the sync standby in synchronous_standby_names and pg_stat_replication (sync), the third streaming",
+        || {
+            let ssn = c.query_scalar(leader, "SHOW synchronous_standby_names")?.unwrap_or_default();
+            if !ssn.contains(&sync_name) {
+                return Err(format!("synchronous_standby_names = {ssn:?}"));
+            }
+            let rows = c.query(
+                leader,
+                "SELECT application_name, state, sync_state FROM pg_stat_replication ORDER BY 1",
+            )?;
+            let row = |name: &str| rows.iter().find(|r| r[0].as_deref() == Some(name)).cloned();
+            match (row(&sync_name), row(c.name(other))) {
+                (Some(s), Some(o))
+                    if s[1].as_deref() == Some("streaming")
+                        && s[2].as_deref() == Some("sync")
+                        && o[1].as_deref() == Some("streaming") =>
+                {
+                    Ok(())
+                }
+                _ => Err(format!("pg_stat_replication = {rows:?}")),
+            }
+        },
+    );
+    wait_check(SHORT_TIMEOUT, "GET /patroni fields on every node", || {
+        check_patroni(c, leader, "primary")?;
+        check_patroni(c, sync, "replica")?;
+        check_patroni(c, other, "replica")?;
+        Ok::<(), String>(())
+    });
+
+    c.execute(
+        leader,
+        &format!(
+            "CREATE TABLE {TABLE} (id bigint PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT now()); \
+             INSERT INTO {TABLE} (id) VALUES (0)"
+        ),
+    )
+    .expect("create the test table on the leader");
+    for r in [sync, other] {
+        wait_check(REPLICATION_TIMEOUT, &format!("row 0 readable on {}", c.name(r)), || {
+            ids_on(c, r)?.contains(&0).then_some(()).ok_or_else(|| "row 0 not there yet".to_string())
+        });
+    }
+    (leader, sync, other)
+}
+
+// ----- scenarios ------------------------------------------------------------------------------
+
+/// Bootstrap, synchronous replication, kill -9 of the leader node under a writer, failover to
+/// the sync standby with no acknowledged write lost, history, rejoin on the new timeline;
+/// also the health-check methods and `pgwardenctl list`.
+#[test]
+fn bootstrap_replicate_failover_rejoin() {
+    let _guard = exclusive();
+    let mut c = Cluster::builder().nodes(3).etcd_members(1).synchronous_mode(true).start();
+    let (leader, _, _) = bootstrap_three(&c);
+
+    // HAProxy's view: HEAD and OPTIONS answer like GET; bare `OPTIONS /` is the primary check.
+    for i in 0..3 {
+        let want = if i == leader { 200 } else { 503 };
+        for (method, path) in [("OPTIONS", "/"), ("OPTIONS", "/primary"), ("HEAD", "/primary")] {
+            assert_eq!(c.http_status(i, method, path), Some(want), "{method} {path} on {}", c.name(i));
+        }
+    }
+
+    let list = wait_check(SHORT_TIMEOUT, "pgwardenctl list: one Leader, one Sync Standby, streaming", || {
+        check_ctl_list(&c)
+    });
+    eprintln!("pgwardenctl list:\n{list}");
+
+    // Writer commits numbered rows on the leader; the leader node dies under it.
+    let writer = AckWriter::start(&c.pg_config(leader), TABLE, 1);
+    wait_until(SHORT_TIMEOUT, "the writer to acknowledge 20 rows", || {
+        (writer.acked_count() >= 20 || writer.is_finished()).then_some(())
+    });
+    assert!(writer.error().is_none(), "writer failed before the fault: {:?}", writer.error());
+    let leader_name = c.name(leader).to_string();
+    let sync_name = sync_standby(&c, &leader_name).expect("/sync just before the kill");
+    let expected = c.index_of(&sync_name).expect("sync standby is a member");
+    let survivor = third(leader, expected);
+
+    c.kill_node(leader);
+    wait_until(SHORT_TIMEOUT, "the writer to stop on the dead leader", || writer.is_finished().then_some(()));
+    let report = writer.stop(Duration::from_secs(5));
+    eprintln!(
+        "writer: {} acknowledged ids, stopped by {:?}",
+        report.acked.len(),
+        report.error
+    );
+    assert!(report.error.is_some(), "the writer must have hit the dead leader: {report:?}");
+    assert!(report.unsafe_commits.is_empty(), "commits with warnings: {:?}", report.unsafe_commits);
+    assert!(report.acked.len() >= 20);
+
+    // Exactly one new leader, the former sync standby, with every acknowledged row.
+    let new_leader = c.wait_for_leader(FAILOVER_TIMEOUT);
+    assert_eq!(
+        c.name(new_leader),
+        sync_name,
+        "synchronous mode: only the sync standby ({sync_name}) may be promoted"
+    );
+    // GET /primary may turn 200 a moment before promotion finishes (Patroni does too).
+    wait_check(SHORT_TIMEOUT, "the new leader to leave recovery (pg_is_in_recovery() = false)", || {
+        match c.in_recovery(new_leader)? {
+            false => Ok(()),
+            true => Err("still in recovery".to_string()),
+        }
+    });
+    let present = wait_check(SHORT_TIMEOUT, "reading the ids on the new leader", || ids_on(&c, new_leader));
+    let lost: Vec<i64> = report.acked.iter().copied().filter(|id| !present.contains(id)).collect();
+    assert!(lost.is_empty(), "{} acknowledged ids lost: {lost:?}", lost.len());
+    wait_check(
+        REPLICATION_TIMEOUT,
+        "GET /primary 200 only on the new leader, /replica 200 on the surviving replica",
+        || expect_endpoints(&c, new_leader, &[survivor], &[leader]),
+    );
+
+    // The failover is in the history: the key and GET /history.
+    wait_check(SHORT_TIMEOUT, "the /history key to record the end of timeline 1", || {
+        history_records_failover(&c.dcs_json("history")?.ok_or("no /history key")?, &sync_name)
+    });
+    wait_check(SHORT_TIMEOUT, "GET /history on the new leader to record timeline 1", || {
+        history_records_failover(
+            &c.http_json(new_leader, "/history").ok_or("no GET /history answer")?,
+            &sync_name,
+        )
+    });
+    let timeline = c.timeline_of(new_leader).expect("timeline of the new leader");
+    assert!(timeline >= 2, "promotion starts a new timeline, got {timeline}");
+
+    // The killed node comes back as a replica of the new leader on its timeline.
+    c.start_node(leader);
+    wait_check(REJOIN_TIMEOUT, "the old leader to rejoin as a replica on the new timeline", || {
+        let p = check_patroni(&c, leader, "replica")?;
+        let tl = p.get("timeline").and_then(Value::as_i64);
+        if tl != Some(timeline) {
+            return Err(format!("timeline {tl:?}, leader is on {timeline}"));
+        }
+        match c.http_status(leader, "GET", "/replica") {
+            Some(200) => Ok(()),
+            s => Err(format!("GET /replica = {s:?}")),
+        }
+    });
+    c.execute(new_leader, &format!("INSERT INTO {TABLE} (id) VALUES (-1)"))
+        .expect("write on the new leader after the rejoin");
+    wait_check(REPLICATION_TIMEOUT, "the new row on the rejoined node", || {
+        ids_on(&c, leader)?.contains(&-1).then_some(()).ok_or_else(|| "row -1 not there yet".to_string())
+    });
+    wait_check(SHORT_TIMEOUT, "final topology: one primary, two replicas", || {
+        expect_endpoints(&c, new_leader, &[survivor, leader], &[])
+    });
+}
+
+/// What a stability window saw.
+#[derive(Debug, Default)]
+struct Window {
+    iterations: u64,
+    member_refreshes: BTreeMap<String, u32>,
+    xlog_advanced: bool,
+    acked_before: usize,
+    acked_now: usize,
+    dcs_read_errors: u32,
+}
+
+/// Watches the cluster while a writer runs: at every poll the leader and its leader key are
+/// unchanged, /primary and /replica answer as before, the writer has no error. Ends when at
+/// least `min_window` has passed (long enough for an unrenewed lease to expire) and the loops
+/// visibly ran: every member key rewritten `refreshes` times, the leader's xlog location
+/// advanced, the writer acknowledged 20 more rows.
+fn observe_stable(c: &Cluster, leader: usize, writer: &AckWriter, min_window: Duration, what: &str) {
+    let refreshes = 3;
+    let replicas: Vec<usize> = (0..c.len()).filter(|&i| i != leader).collect();
+    let leader_key = c.dcs_get("leader").expect("read /leader").expect("a /leader key");
+    assert_eq!(leader_key.value, c.name(leader), "{what}: /leader names the leader");
+    let members = |c: &Cluster| -> Result<BTreeMap<String, i64>, String> {
+        let prefix = format!("{}members/", c.dcs_prefix());
+        Ok(c.dcs_dump()?
+            .into_iter()
+            .filter_map(|kv| Some((kv.key.strip_prefix(&prefix)?.to_string(), kv.mod_revision)))
+            .collect())
+    };
+    let xlog = |c: &Cluster| c.patroni(leader)?.pointer("/xlog/location")?.as_u64();
+    let mut last_rev = members(c).expect("read the member keys");
+    let xlog0 = xlog(c).expect("leader xlog location");
+    let mut w = Window { acked_before: writer.acked_count(), ..Window::default() };
+    let start = Instant::now();
+    let deadline = min_window + Duration::from_secs(90);
+    loop {
+        w.iterations += 1;
+        let fail = |why: String, w: &Window| -> ! {
+            panic!("{what}: after {:.1}s: {why}\nwindow so far: {w:?}", start.elapsed().as_secs_f64())
+        };
+        if let Err(e) = expect_endpoints(c, leader, &replicas, &[]) {
+            fail(format!("REST health changed: {e}"), &w);
+        }
+        if let Some(e) = writer.error() {
+            fail(format!("a write failed: {e}"), &w);
+        }
+        // The harness's own etcd reads may fail briefly (e.g. during a Raft election): only
+        // a changed value counts against the agents.
+        match c.dcs_get("leader") {
+            Ok(Some(kv)) if kv.value == leader_key.value && kv.create_revision == leader_key.create_revision => {}
+            Ok(other) => fail(format!("/leader changed from {leader_key:?} to {other:?}"), &w),
+            Err(_) => w.dcs_read_errors += 1,
+        }
+        match members(c) {
+            Ok(now) => {
+                for (name, rev) in &now {
+                    if last_rev.get(name).is_some_and(|r| r != rev) {
+                        *w.member_refreshes.entry(name.clone()).or_default() += 1;
+                    }
+                }
+                last_rev = now;
+            }
+            Err(_) => w.dcs_read_errors += 1,
+        }
+        if xlog(c).is_some_and(|x| x > xlog0) {
+            w.xlog_advanced = true;
+        }
+        w.acked_now = writer.acked_count();
+        let loops_ran = (0..c.len())
+            .all(|i| w.member_refreshes.get(c.name(i)).copied().unwrap_or(0) >= refreshes);
+        if start.elapsed() >= min_window && loops_ran && w.xlog_advanced && w.acked_now >= w.acked_before + 20 {
+            eprintln!("[harness] {what}: stable for {:.1}s: {w:?}", start.elapsed().as_secs_f64());
+            return;
+        }
+        if start.elapsed() > deadline {
+            fail("the agents' loops did not visibly run (member keys, xlog, writes)".to_string(), &w);
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Losing one of three etcd members changes nothing: not the first-listed member (a follower;
+/// the agents must fail over to another endpoint), and then not the Raft leader either.
+/// Timing ttl 10 / loop_wait 1 / retry_timeout 4 (loop_wait + 2 * retry_timeout <= ttl) leaves
+/// room for etcd's default 1-2 s leader election.
+#[test]
+fn etcd_member_loss_changes_nothing() {
+    let _guard = exclusive();
+    let mut c = Cluster::builder().nodes(3).etcd_members(3).timing(10, 1, 4).start();
+    let (leader, _, _) = bootstrap_three(&c);
+    let min_window = c.ttl() * 2;
+    let writer = AckWriter::start(&c.pg_config(leader), TABLE, 1);
+
+    // Phase 1: the first endpoint in every agent's etcd3.hosts dies (made a follower first so
+    // this phase tests the client side only).
+    if c.etcd().raft_leader().expect("etcd Raft leader") == 0 {
+        c.etcd().move_leader(1);
+    }
+    c.etcd_mut().stop_member(0);
+    observe_stable(&c, leader, &writer, min_window, "etcd member 0 (first listed, follower) down");
+
+    // Phase 2: back to three members, then the Raft leader dies.
+    c.etcd_mut().start_member(0);
+    let raft_leader = c.etcd().raft_leader().expect("etcd Raft leader");
+    eprintln!("[harness] stopping etcd Raft leader: member {raft_leader}");
+    c.etcd_mut().stop_member(raft_leader);
+    observe_stable(&c, leader, &writer, min_window, "etcd Raft leader down");
+
+    let report = writer.stop(SHORT_TIMEOUT);
+    assert!(report.error.is_none(), "{report:?}");
+    let present = ids_on(&c, leader).expect("ids on the leader");
+    let lost: Vec<i64> = report.acked.iter().copied().filter(|id| !present.contains(id)).collect();
+    assert!(lost.is_empty(), "acknowledged ids missing on the unchanged leader: {lost:?}");
+}
+
+/// An invalid local config (`postgresql.listen` without a port) makes the agent exit non-zero
+/// quickly, naming the key on stderr, before touching the data dir.
+#[test]
+fn config_validation() {
+    let _guard = exclusive();
+    let dir = make_test_dir("pgwarden-cfg-");
+    let (pgwarden, _) = install_binaries(&dir.path().join("bin"));
+    let node = dir.path().join("node1");
+    fs::create_dir(&node).expect("mkdir node dir");
+    set_mode(&node, 0o700);
+    give_to_runner(&node);
+    // Nothing listens on this etcd port: the check must not need a DCS.
+    let etcd = vec![format!("127.0.0.1:{}", support::process::free_port())];
+    let spec = NodeSpec { pg_listen: "0.0.0.0".to_string(), ..NodeSpec::local("pgwarden-it", "node1", &node, etcd) };
+    let config = node.join("pgwarden.yml");
+    spec.write(&config);
+
+    let mut cmd = runner_command(&pgwarden, &node);
+    cmd.arg(&config);
+    let out = run_capture(&mut cmd, Duration::from_secs(30));
+    assert!(out.status.is_some(), "pgwarden kept running with postgresql.listen = 0.0.0.0 (killed after 30 s): {out:?}");
+    assert!(!out.success(), "pgwarden accepted postgresql.listen without a port: {out:?}");
+    assert!(
+        out.stderr.contains("postgresql.listen"),
+        "stderr should name postgresql.listen:\nstderr: {}\nstdout: {}",
+        out.stderr,
+        out.stdout
+    );
+    assert!(!spec.data_dir().exists(), "an invalid config must not create the data dir");
+}

@@ -1,0 +1,442 @@
+//! The configuration contract seen from outside the crate: the seed guide's `patroni.yml`
+//! loads unchanged, bad values are refused naming their key, environment overrides win,
+//! and the dynamic `/config` document round-trips.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use pgwarden::config::*;
+use serde_json::json;
+
+fn seed_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/seed-patroni.yml")
+}
+
+fn seed_text() -> String {
+    std::fs::read_to_string(seed_path()).expect("seed-patroni.yml is readable")
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// The seed with one exact substring replaced; panics if it is not there, so a test can
+/// never silently check the unmodified seed.
+fn seed_with(from: &str, to: &str) -> String {
+    let text = seed_text();
+    assert!(text.contains(from), "seed does not contain {from:?}");
+    text.replacen(from, to, 1)
+}
+
+fn parse_err(yaml: &str) -> ConfigError {
+    parse(yaml, &no_env).expect_err("configuration should be refused")
+}
+
+fn hp(host: &str, port: u16) -> HostPort {
+    HostPort {
+        host: host.to_string(),
+        port,
+    }
+}
+
+#[test]
+fn seed_config_loads_unchanged_with_no_warnings() {
+    let loaded = load_with_env(&seed_path(), &no_env).expect("the seed patroni.yml is valid");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let c = loaded.config;
+
+    assert_eq!(c.scope, "pg-cluster");
+    assert_eq!(c.namespace, "/service");
+    assert_eq!(c.name, "pg1");
+
+    assert_eq!(c.restapi.listen, hp("0.0.0.0", 8008));
+    assert_eq!(c.restapi.connect_address, hp("10.0.1.11", 8008));
+    assert_eq!(c.restapi.authentication, None);
+
+    assert_eq!(
+        c.etcd.hosts,
+        vec![
+            hp("10.0.1.11", 2379),
+            hp("10.0.1.12", 2379),
+            hp("10.0.1.13", 2379)
+        ]
+    );
+    assert_eq!(c.etcd.protocol, "http");
+    assert_eq!(
+        (c.etcd.username.as_deref(), c.etcd.password.as_deref()),
+        (None, None)
+    );
+
+    let dcs = &c.bootstrap.dcs;
+    assert_eq!((dcs.ttl, dcs.loop_wait, dcs.retry_timeout), (30, 10, 10));
+    assert_eq!(dcs.maximum_lag_on_failover, 1_048_576);
+    assert_eq!(dcs.synchronous_mode, SynchronousMode::On);
+    assert!(!dcs.synchronous_mode_strict);
+    assert_eq!(dcs.synchronous_node_count, 1);
+    assert!(dcs.postgresql.use_pg_rewind);
+    assert!(dcs.postgresql.use_slots);
+    let expected_dynamic: BTreeMap<String, String> = [
+        ("wal_level", "replica"),
+        ("hot_standby", "on"),
+        ("max_wal_senders", "10"),
+        ("max_replication_slots", "10"),
+        ("wal_keep_size", "256MB"),
+        ("wal_log_hints", "on"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(dcs.postgresql.parameters, expected_dynamic);
+
+    assert_eq!(
+        c.bootstrap.initdb,
+        vec![
+            InitdbOption::Value("encoding".into(), "UTF8".into()),
+            InitdbOption::Flag("data-checksums".into()),
+        ]
+    );
+    let args: Vec<String> = c
+        .bootstrap
+        .initdb
+        .iter()
+        .map(InitdbOption::to_arg)
+        .collect();
+    assert_eq!(args, vec!["--encoding=UTF8", "--data-checksums"]);
+    assert_eq!(
+        c.bootstrap.pg_hba,
+        vec![
+            "host all all 127.0.0.1/32 scram-sha-256",
+            "host all all 10.0.1.0/24 scram-sha-256",
+            "host replication replicator 10.0.1.0/24 scram-sha-256",
+        ]
+    );
+
+    let pg = &c.postgresql;
+    assert_eq!(pg.listen.hosts, vec!["0.0.0.0"]);
+    assert_eq!(pg.listen.port, 5432);
+    assert_eq!(pg.connect_address, hp("10.0.1.11", 5432));
+    // The inline "# Debian/Ubuntu: ..." comments must not leak into the paths.
+    assert_eq!(pg.data_dir, PathBuf::from("/var/lib/pgsql/18/data"));
+    assert_eq!(pg.bin_dir, Some(PathBuf::from("/usr/pgsql-18/bin")));
+    assert_eq!(pg.config_dir, None);
+    assert_eq!(pg.pgpass, None);
+    let auth = &pg.authentication;
+    assert_eq!(
+        auth.superuser,
+        Credentials {
+            username: "postgres".into(),
+            password: Some("ChangeMe-Super#2026".into())
+        }
+    );
+    assert_eq!(
+        auth.replication,
+        Credentials {
+            username: "replicator".into(),
+            password: Some("ChangeMe-Repl#2026".into())
+        }
+    );
+    assert_eq!(
+        auth.rewind,
+        Some(Credentials {
+            username: "rewind_user".into(),
+            password: Some("ChangeMe-Rewind#2026".into())
+        })
+    );
+    assert_eq!(
+        pg.parameters,
+        BTreeMap::from([(
+            "password_encryption".to_string(),
+            "scram-sha-256".to_string()
+        )])
+    );
+    assert_eq!(pg.pg_hba, None);
+    assert_eq!(pg.pg_ctl_timeout_secs, 60);
+    assert_eq!(pg.use_pg_rewind, None);
+    assert!(pg.basebackup.is_empty());
+
+    assert_eq!(c.watchdog.mode, WatchdogMode::Automatic);
+    assert_eq!(c.watchdog.device, PathBuf::from("/dev/watchdog"));
+    assert_eq!(c.watchdog.safety_margin, 5);
+
+    let t = &c.tags;
+    assert!(!t.nofailover && !t.noloadbalance && !t.clonefrom && !t.nosync && !t.nostream);
+    assert_eq!((t.failover_priority, t.sync_priority), (1, 1));
+    assert_eq!(t.replicatefrom, None);
+    // Patroni leaves false boolean tags out of the member key.
+    assert!(t.raw.is_empty(), "{:?}", t.raw);
+
+    assert_eq!(c.pgwarden.peer_probe_timeout_ms, 2000);
+    assert_eq!(c.pgwarden.demotion_margin_ms, 1000);
+}
+
+#[test]
+fn seed_text_parses_the_same_as_the_file() {
+    let from_text = parse(&seed_text(), &no_env).expect("valid");
+    let from_file = load_with_env(&seed_path(), &no_env).expect("valid");
+    assert_eq!(from_text, from_file);
+}
+
+#[test]
+fn seed_bootstrap_dcs_is_written_as_patroni_json() {
+    let c = parse(&seed_text(), &no_env).expect("valid").config;
+    let doc = c.bootstrap.dcs.to_json();
+    assert_eq!(
+        doc,
+        json!({
+            "ttl": 30, "loop_wait": 10, "retry_timeout": 10,
+            "maximum_lag_on_failover": 1048576,
+            "synchronous_mode": true,
+            "postgresql": {
+                "use_pg_rewind": true, "use_slots": true,
+                "parameters": {
+                    "wal_level": "replica", "hot_standby": "on", "max_wal_senders": 10,
+                    "max_replication_slots": 10, "wal_keep_size": "256MB", "wal_log_hints": "on"
+                }
+            }
+        })
+    );
+    let back = DynamicConfig::from_json(&doc).expect("round trip");
+    assert_eq!(back, c.bootstrap.dcs);
+    assert_eq!(back.to_json(), doc);
+}
+
+#[test]
+fn postgresql_listen_without_port_is_refused() {
+    let e = parse_err(&seed_with("  listen: 0.0.0.0:5432", "  listen: 0.0.0.0"));
+    assert_eq!(e.path, "postgresql.listen");
+    assert_eq!(e.message, "\"0.0.0.0\" has no port (expected host:port)");
+}
+
+#[test]
+fn restapi_listen_without_port_is_refused() {
+    let e = parse_err(&seed_with("listen: 0.0.0.0:8008", "listen: 0.0.0.0"));
+    assert_eq!(e.path, "restapi.listen");
+    assert!(e.message.contains("no port"), "{e}");
+    let e = parse_err(&seed_with("10.0.1.11:8008", "10.0.1.11:80080"));
+    assert_eq!(e.path, "restapi.connect_address");
+    assert!(e.message.contains("\"80080\""), "{e}");
+}
+
+#[test]
+fn ttl_below_floor_is_refused() {
+    let e = parse_err(&seed_with("    ttl: 30", "    ttl: 2"));
+    assert_eq!(e.path, "bootstrap.dcs.ttl");
+    assert!(
+        e.message.starts_with("2 is below pgwarden's minimum of 4"),
+        "{e}"
+    );
+}
+
+#[test]
+fn timing_rule_violation_shows_the_numbers() {
+    let yaml = seed_with(
+        "    ttl: 30\n    loop_wait: 10\n    retry_timeout: 10",
+        "    ttl: 10\n    loop_wait: 5\n    retry_timeout: 5",
+    );
+    let e = parse_err(&yaml);
+    assert_eq!(e.path, "bootstrap.dcs.ttl");
+    assert!(
+        e.message
+            .starts_with("loop_wait 5 + 2*retry_timeout 5 = 15 is more than ttl 10"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_types_name_key_and_value() {
+    let e = parse_err(&seed_with("    ttl: 30", "    ttl: \"abc\""));
+    assert_eq!(
+        e.to_string(),
+        "bootstrap.dcs.ttl: \"abc\" is not a whole number of seconds"
+    );
+    let e = parse_err(&seed_with("    ttl: 30", "    ttl: -3"));
+    assert_eq!(
+        e.to_string(),
+        "bootstrap.dcs.ttl: -3 is not a whole number of seconds"
+    );
+    let e = parse_err(&seed_with(
+        "    synchronous_mode: true",
+        "    synchronous_mode: sometimes",
+    ));
+    assert_eq!(e.path, "bootstrap.dcs.synchronous_mode");
+}
+
+#[test]
+fn numbers_written_as_strings_are_accepted() {
+    let c = parse(&seed_with("    ttl: 30", "    ttl: \"30\""), &no_env)
+        .expect("Patroni accepts numeric strings")
+        .config;
+    assert_eq!(c.bootstrap.dcs.ttl, 30);
+}
+
+#[test]
+fn missing_data_dir_is_refused() {
+    let e = parse_err(&seed_with(
+        "  data_dir: /var/lib/pgsql/18/data          # Debian/Ubuntu: /var/lib/postgresql/18/main\n",
+        "",
+    ));
+    assert_eq!(e.path, "postgresql.data_dir");
+    assert!(e.message.starts_with("missing"), "{e}");
+}
+
+#[test]
+fn missing_credentials_are_refused() {
+    let e = parse_err(&seed_with("      username: replicator\n", ""));
+    assert_eq!(e.path, "postgresql.authentication.replication.username");
+}
+
+#[test]
+fn etcd_v2_section_is_refused() {
+    let e = parse_err(&seed_with("etcd3:", "etcd:"));
+    assert_eq!(e.path, "etcd");
+    assert!(e.message.contains("supports only etcd3"), "{e}");
+    let e = parse_err(&seed_with("etcd3:", "consul:"));
+    assert_eq!(e.path, "consul");
+}
+
+#[test]
+fn missing_etcd3_section_is_refused() {
+    let e = parse_err(&seed_with(
+        "etcd3:\n  hosts:\n    - 10.0.1.11:2379\n    - 10.0.1.12:2379\n    - 10.0.1.13:2379\n",
+        "",
+    ));
+    assert_eq!(e.path, "etcd3");
+}
+
+#[test]
+fn unknown_watchdog_mode_is_refused() {
+    let e = parse_err(&seed_with("  mode: automatic", "  mode: sometimes"));
+    assert_eq!(e.path, "watchdog.mode");
+    assert!(e.message.contains("\"sometimes\""), "{e}");
+}
+
+#[test]
+fn unknown_keys_warn_but_load() {
+    let yaml = seed_with(
+        "restapi:\n",
+        "restapi:\n  foo: 1\n  certfile: /etc/patroni/api.crt\n",
+    ) + "log:\n  level: INFO\nsurprise: true\n";
+    let loaded = parse(&yaml, &no_env).expect("unknown keys are not errors");
+    let w = &loaded.warnings;
+    assert!(
+        w.contains(&"unknown key `restapi.foo` ignored".to_string()),
+        "{w:?}"
+    );
+    assert!(
+        w.contains(&"unknown key `surprise` ignored".to_string()),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|x| x.contains("`restapi.certfile` accepted but not yet supported")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|x| x.contains("`log` accepted but not yet supported")),
+        "{w:?}"
+    );
+    assert_eq!(loaded.config.name, "pg1");
+}
+
+#[test]
+fn env_overrides_win_over_the_file() {
+    let vars: HashMap<&str, &str> = HashMap::from([
+        ("PATRONI_NAME", "pg2"),
+        ("PATRONI_POSTGRESQL_LISTEN", "127.0.0.1:6432"),
+        ("PATRONI_ETCD3_HOSTS", "127.0.0.1:12379,127.0.0.2"),
+        ("PATRONI_SUPERUSER_PASSWORD", "from-env"),
+        ("PATRONI_RESTAPI_USERNAME", "admin"),
+        ("PATRONI_RESTAPI_PASSWORD", "api-secret"),
+    ]);
+    let env = |k: &str| vars.get(k).map(|v| v.to_string());
+    let c = parse(&seed_text(), &env)
+        .expect("overrides are valid")
+        .config;
+    assert_eq!(c.name, "pg2");
+    assert_eq!(c.postgresql.listen.hosts, vec!["127.0.0.1"]);
+    assert_eq!(c.postgresql.listen.port, 6432);
+    assert_eq!(
+        c.etcd.hosts,
+        vec![hp("127.0.0.1", 12379), hp("127.0.0.2", 2379)]
+    );
+    assert_eq!(
+        c.postgresql.authentication.superuser.password.as_deref(),
+        Some("from-env")
+    );
+    assert_eq!(c.postgresql.authentication.superuser.username, "postgres");
+    assert_eq!(
+        c.restapi.authentication,
+        Some(Credentials {
+            username: "admin".into(),
+            password: Some("api-secret".into())
+        })
+    );
+    assert_eq!(
+        c.scope, "pg-cluster",
+        "keys without a variable keep file values"
+    );
+}
+
+#[test]
+fn bad_env_value_names_the_variable() {
+    let env = |k: &str| (k == "PATRONI_POSTGRESQL_LISTEN").then(|| "0.0.0.0".to_string());
+    let e = parse(&seed_text(), &env).expect_err("no port");
+    assert_eq!(e.path, "PATRONI_POSTGRESQL_LISTEN");
+    assert!(e.message.contains("has no port"), "{e}");
+    let env = |k: &str| (k == "PATRONI_ETCD3_HOSTS").then(|| "a:1,b:nope".to_string());
+    let e = parse(&seed_text(), &env).expect_err("bad port");
+    assert_eq!(e.path, "PATRONI_ETCD3_HOSTS");
+}
+
+#[test]
+fn patroni_configuration_env_replaces_a_missing_file() {
+    let yaml = seed_text();
+    let env = |k: &str| match k {
+        "PATRONI_CONFIGURATION" => Some(yaml.clone()),
+        "PATRONI_NAME" => Some("not-applied".to_string()),
+        _ => None,
+    };
+    let c = load_with_env(Path::new("/nonexistent/patroni.yml"), &env)
+        .expect("whole YAML from the environment")
+        .config;
+    assert_eq!(c.name, "pg1");
+}
+
+#[test]
+fn dynamic_config_round_trips_and_rejects_bad_documents() {
+    let doc = json!({
+        "ttl": 20, "loop_wait": 5, "retry_timeout": 5,
+        "synchronous_mode": "quorum", "synchronous_node_count": 2,
+        "failsafe_mode": true, "pause": true,
+        "postgresql": {"use_pg_rewind": true, "parameters": {"max_connections": 200}},
+        "permanent_unknown": {"kept": true}
+    });
+    let c = DynamicConfig::from_json(&doc).expect("valid runtime config");
+    assert_eq!(c.synchronous_mode, SynchronousMode::Quorum);
+    assert_eq!(c.synchronous_node_count, 2);
+    assert!(c.failsafe_mode && c.pause);
+    assert_eq!(c.postgresql.parameters["max_connections"], "200");
+    assert_eq!(c.to_json(), doc);
+    assert_eq!(DynamicConfig::from_json(&c.to_json()).expect("again"), c);
+
+    let e = DynamicConfig::from_json(&json!({"ttl": 1})).expect_err("ttl 1");
+    assert_eq!(e.path, "ttl");
+    assert!(e.message.starts_with("1 is below"), "{e}");
+    let e = DynamicConfig::from_json(&json!({"loop_wait": "often"})).expect_err("type");
+    assert_eq!(
+        e.to_string(),
+        "loop_wait: \"often\" is not a whole number of seconds"
+    );
+}
+
+#[test]
+fn host_port_parses_and_displays() {
+    let a: HostPort = "[::1]:5432".parse().expect("ipv6");
+    assert_eq!(a.to_string(), "[::1]:5432");
+    let e = "db1".parse::<HostPort>().expect_err("no port");
+    assert_eq!(e.to_string(), "\"db1\" has no port (expected host:port)");
+    let l: ListenAddress = "127.0.0.1,::1:5432".parse().expect("listen list");
+    assert_eq!(l.listen_addresses(), "127.0.0.1,::1");
+}

@@ -1,0 +1,635 @@
+//! A cluster of pgwarden agents (each with its own PostgreSQL) on loopback, backed by an
+//! [`EtcdCluster`]. Writes Patroni-format YAML per node, starts agents as the `postgres` user,
+//! simulates node death, and cleans up every process it started, even when a test panics.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::etcd::{EtcdCluster, Kv};
+use super::http::{self, HttpResponse, HTTP_TIMEOUT};
+use super::process::{
+    assert_port_free, cmdline, failure_log_lines, free_port, give_to_runner, install_binaries,
+    kill_tree, make_test_dir, pid_alive, pids_with_cmdline_containing, run_capture,
+    runner_command, set_mode, spawn_logged, tail_file, wait_check, wait_dead, Captured,
+};
+use super::sql;
+
+/// PostgreSQL 15 binaries.
+pub const PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+/// Superuser from every node's config.
+pub const SUPERUSER: &str = "postgres";
+pub const SUPERUSER_PASSWORD: &str = "Harness-Super#2026";
+/// Replication user.
+pub const REPLICATION_USER: &str = "replicator";
+pub const REPLICATION_PASSWORD: &str = "Harness-Repl#2026";
+/// pg_rewind user.
+pub const REWIND_USER: &str = "rewind_user";
+pub const REWIND_PASSWORD: &str = "Harness-Rewind#2026";
+/// DCS namespace (Patroni default).
+pub const NAMESPACE: &str = "/service/";
+
+/// Everything that goes into one node's YAML.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub scope: String,
+    pub name: String,
+    pub dir: PathBuf,
+    pub api_port: u16,
+    pub pg_port: u16,
+    /// `postgresql.listen`; normally `127.0.0.1:<pg_port>`.
+    pub pg_listen: String,
+    pub etcd_hosts: Vec<String>,
+    pub ttl: u32,
+    pub loop_wait: u32,
+    pub retry_timeout: u32,
+    pub synchronous_mode: bool,
+    pub tags: Vec<(String, String)>,
+}
+
+/// The scram-only pg_hba lines used for bootstrap and at runtime (never `trust`).
+pub const PG_HBA: [&str; 3] = [
+    "local all all scram-sha-256",
+    "host all all 127.0.0.1/32 scram-sha-256",
+    "host replication replicator 127.0.0.1/32 scram-sha-256",
+];
+
+impl NodeSpec {
+    /// A node on loopback with fresh free ports and the [`ClusterBuilder`] default timing
+    /// (ttl 6, loop_wait 1, retry_timeout 2, synchronous mode on, no extra tags).
+    pub fn local(scope: &str, name: &str, dir: &Path, etcd_hosts: Vec<String>) -> NodeSpec {
+        let d = ClusterBuilder::default();
+        let pg_port = free_port();
+        NodeSpec {
+            scope: scope.to_string(),
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            api_port: free_port(),
+            pg_port,
+            pg_listen: format!("127.0.0.1:{pg_port}"),
+            etcd_hosts,
+            ttl: d.ttl,
+            loop_wait: d.loop_wait,
+            retry_timeout: d.retry_timeout,
+            synchronous_mode: d.synchronous_mode,
+            tags: Vec::new(),
+        }
+    }
+
+    /// `<dir>/data`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The Patroni-format YAML of this node.
+    pub fn render(&self) -> String {
+        let dir = self.dir.display();
+        let mut y = String::new();
+        let hba = |indent: &str| {
+            PG_HBA.iter().map(|l| format!("{indent}- {l}\n")).collect::<String>()
+        };
+        let _ = write!(
+            y,
+            "scope: {scope}\nnamespace: {NAMESPACE}\nname: {name}\n\n\
+             restapi:\n  listen: 127.0.0.1:{api}\n  connect_address: 127.0.0.1:{api}\n\n\
+             etcd3:\n  hosts:\n",
+            scope = self.scope,
+            name = self.name,
+            api = self.api_port,
+        );
+        for h in &self.etcd_hosts {
+            let _ = writeln!(y, "    - {h}");
+        }
+        let _ = write!(
+            y,
+            "\nbootstrap:\n  dcs:\n    ttl: {ttl}\n    loop_wait: {lw}\n    retry_timeout: {rt}\n    \
+             maximum_lag_on_failover: 1048576\n    synchronous_mode: {sync}\n    postgresql:\n      \
+             use_pg_rewind: true\n      use_slots: true\n      parameters:\n        \
+             wal_level: replica\n        hot_standby: \"on\"\n        max_wal_senders: 10\n        \
+             max_replication_slots: 10\n        wal_keep_size: 256MB\n        wal_log_hints: \"on\"\n  \
+             initdb:\n    - encoding: UTF8\n    - data-checksums\n  pg_hba:\n{hba2}\n",
+            ttl = self.ttl,
+            lw = self.loop_wait,
+            rt = self.retry_timeout,
+            sync = self.synchronous_mode,
+            hba2 = hba("    "),
+        );
+        let _ = write!(
+            y,
+            "postgresql:\n  listen: {listen}\n  connect_address: 127.0.0.1:{pg}\n  \
+             data_dir: {dir}/data\n  bin_dir: {PG_BIN_DIR}\n  pgpass: {dir}/pgpass\n  \
+             authentication:\n    superuser:\n      username: {SUPERUSER}\n      password: '{SUPERUSER_PASSWORD}'\n    \
+             replication:\n      username: {REPLICATION_USER}\n      password: '{REPLICATION_PASSWORD}'\n    \
+             rewind:\n      username: {REWIND_USER}\n      password: '{REWIND_PASSWORD}'\n  \
+             parameters:\n    unix_socket_directories: '{dir}'\n    password_encryption: scram-sha-256\n  \
+             pg_hba:\n{hba4}\n",
+            listen = self.pg_listen,
+            pg = self.pg_port,
+            hba4 = hba("    "),
+        );
+        y.push_str("tags:\n  nofailover: false\n  noloadbalance: false\n  clonefrom: false\n  nosync: false\n");
+        for (k, v) in &self.tags {
+            let _ = writeln!(y, "  {k}: '{v}'");
+        }
+        y.push_str("\nwatchdog:\n  mode: \"off\"\n");
+        y
+    }
+
+    /// Writes the YAML to `path` (mode 600, owned by the agent user).
+    pub fn write(&self, path: &Path) {
+        fs::write(path, self.render()).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        set_mode(path, 0o600);
+        give_to_runner(path);
+    }
+}
+
+/// Builder for [`Cluster`]; defaults: 3 nodes, 1 etcd member, synchronous mode on,
+/// ttl 6 / loop_wait 1 / retry_timeout 2, scope `pgwarden-it`.
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    nodes: usize,
+    etcd_members: usize,
+    scope: String,
+    synchronous_mode: bool,
+    ttl: u32,
+    loop_wait: u32,
+    retry_timeout: u32,
+    tags: Vec<Vec<(String, String)>>,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        ClusterBuilder {
+            nodes: 3,
+            etcd_members: 1,
+            scope: "pgwarden-it".to_string(),
+            synchronous_mode: true,
+            ttl: 6,
+            loop_wait: 1,
+            retry_timeout: 2,
+            tags: Vec::new(),
+        }
+    }
+}
+
+impl ClusterBuilder {
+    /// Number of pgwarden nodes (`node1..nodeN`).
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.nodes = n;
+        self
+    }
+    /// Number of etcd members.
+    pub fn etcd_members(mut self, n: usize) -> Self {
+        self.etcd_members = n;
+        self
+    }
+    /// Cluster `scope`.
+    pub fn scope(mut self, scope: &str) -> Self {
+        self.scope = scope.to_string();
+        self
+    }
+    /// `bootstrap.dcs.synchronous_mode`.
+    pub fn synchronous_mode(mut self, on: bool) -> Self {
+        self.synchronous_mode = on;
+        self
+    }
+    /// `bootstrap.dcs.{ttl, loop_wait, retry_timeout}`.
+    pub fn timing(mut self, ttl: u32, loop_wait: u32, retry_timeout: u32) -> Self {
+        self.ttl = ttl;
+        self.loop_wait = loop_wait;
+        self.retry_timeout = retry_timeout;
+        self
+    }
+    /// A tag on node `i` (0-based), e.g. `tag(0, "zone", "a")`.
+    pub fn tag(mut self, i: usize, key: &str, value: &str) -> Self {
+        if self.tags.len() <= i {
+            self.tags.resize(i + 1, Vec::new());
+        }
+        self.tags[i].push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts etcd, writes the node configs and starts every agent (does not wait for a
+    /// leader: use [`Cluster::wait_for_leader`]).
+    pub fn start(self) -> Cluster {
+        let etcd = EtcdCluster::start(self.etcd_members);
+        let base = make_test_dir("pgwarden-it-");
+        let (pgwarden, pgwardenctl) = install_binaries(&base.path().join("bin"));
+        let nodes = (0..self.nodes)
+            .map(|i| {
+                let name = format!("node{}", i + 1);
+                let dir = base.path().join(&name);
+                fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+                set_mode(&dir, 0o700);
+                give_to_runner(&dir);
+                let spec = NodeSpec {
+                    ttl: self.ttl,
+                    loop_wait: self.loop_wait,
+                    retry_timeout: self.retry_timeout,
+                    synchronous_mode: self.synchronous_mode,
+                    tags: self.tags.get(i).cloned().unwrap_or_default(),
+                    ..NodeSpec::local(&self.scope, &name, &dir, etcd.endpoints())
+                };
+                let config = dir.join("pgwarden.yml");
+                spec.write(&config);
+                Node { log: dir.join("agent.log"), config, spec, agent: None, starts: 0 }
+            })
+            .collect();
+        let mut cluster = Cluster { nodes, pgwarden, pgwardenctl, base, etcd };
+        for i in 0..cluster.nodes.len() {
+            cluster.start_node(i);
+        }
+        cluster
+    }
+}
+
+struct Node {
+    spec: NodeSpec,
+    config: PathBuf,
+    log: PathBuf,
+    agent: Option<Child>,
+    starts: u32,
+}
+
+/// A running cluster. Node indexes are 0-based; node `i` is named `node{i+1}`.
+/// Dropping it SIGKILLs every agent, postmaster and postmaster child it started, then etcd;
+/// when dropped during a panic it first prints the agents' log tails and the DCS keys.
+pub struct Cluster {
+    nodes: Vec<Node>,
+    pgwarden: PathBuf,
+    pgwardenctl: PathBuf,
+    // Field order matters: processes die in Drop::drop, then the dirs go, then etcd.
+    base: tempfile::TempDir,
+    etcd: EtcdCluster,
+}
+
+impl Cluster {
+    /// A builder with the defaults of [`ClusterBuilder`].
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    // ----- layout -------------------------------------------------------------------------
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+    /// `node{i+1}`.
+    pub fn name(&self, i: usize) -> &str {
+        &self.nodes[i].spec.name
+    }
+    /// Index of the node called `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.spec.name == name)
+    }
+    /// The node's spec (ports, dirs, timing).
+    pub fn spec(&self, i: usize) -> &NodeSpec {
+        &self.nodes[i].spec
+    }
+    /// Cluster scope.
+    pub fn scope(&self) -> &str {
+        &self.nodes[0].spec.scope
+    }
+    /// Configured `ttl` (seconds).
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.nodes[0].spec.ttl.into())
+    }
+    /// Configured `loop_wait` (seconds).
+    pub fn loop_wait(&self) -> Duration {
+        Duration::from_secs(self.nodes[0].spec.loop_wait.into())
+    }
+    /// The node's YAML config file.
+    pub fn config_path(&self, i: usize) -> &Path {
+        &self.nodes[i].config
+    }
+    /// The node's dir (config, data dir, pgpass, socket, log).
+    pub fn node_dir(&self, i: usize) -> &Path {
+        &self.nodes[i].spec.dir
+    }
+    /// The node's PostgreSQL data dir.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.nodes[i].spec.data_dir()
+    }
+    /// The agent's stdout+stderr.
+    pub fn log_path(&self, i: usize) -> &Path {
+        &self.nodes[i].log
+    }
+    /// REST API address.
+    pub fn api_addr(&self, i: usize) -> SocketAddr {
+        ([127, 0, 0, 1], self.nodes[i].spec.api_port).into()
+    }
+    /// PostgreSQL port.
+    pub fn pg_port(&self, i: usize) -> u16 {
+        self.nodes[i].spec.pg_port
+    }
+    /// The installed (postgres-readable) agent binary.
+    pub fn pgwarden_bin(&self) -> &Path {
+        &self.pgwarden
+    }
+    /// The etcd cluster.
+    pub fn etcd(&self) -> &EtcdCluster {
+        &self.etcd
+    }
+    /// The etcd cluster, to stop/start members.
+    pub fn etcd_mut(&mut self) -> &mut EtcdCluster {
+        &mut self.etcd
+    }
+
+    // ----- processes ----------------------------------------------------------------------
+
+    /// Starts (or restarts) node `i`'s agent with its config, as the `postgres` user.
+    pub fn start_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        assert!(node.agent.is_none(), "agent of {} is already running", node.spec.name);
+        if node.starts == 0 {
+            assert_port_free(node.spec.api_port, &format!("{} REST API", node.spec.name));
+            assert_port_free(node.spec.pg_port, &format!("{} PostgreSQL", node.spec.name));
+        }
+        node.starts += 1;
+        let mut cmd = runner_command(&self.pgwarden, &node.spec.dir);
+        cmd.arg(&node.config).env("RUST_BACKTRACE", "1");
+        let what = format!("agent {} (start #{})", node.spec.name, node.starts);
+        node.agent = Some(spawn_logged(&mut cmd, &node.log, &what));
+    }
+
+    /// Whether node `i`'s agent was started and not killed (it may have exited on its own).
+    pub fn is_started(&self, i: usize) -> bool {
+        self.nodes[i].agent.is_some()
+    }
+
+    /// Whether node `i`'s agent process is alive right now.
+    pub fn agent_alive(&mut self, i: usize) -> bool {
+        match self.nodes[i].agent.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The postmaster pid from `<data_dir>/postmaster.pid`, when that process is alive and its
+    /// command line names this node's dir (guards against a stale file and pid reuse).
+    pub fn postmaster_pid(&self, i: usize) -> Option<i32> {
+        let text = fs::read_to_string(self.data_dir(i).join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        let dir = self.node_dir(i).display().to_string();
+        (pid_alive(pid) && cmdline(pid).is_some_and(|c| c.contains(&dir))).then_some(pid)
+    }
+
+    /// Node death: SIGKILL the agent, the postmaster and every postmaster child (plus any
+    /// process whose command line names this node's dir, e.g. pg_basebackup or pg_rewind),
+    /// and wait until all of them are gone.
+    pub fn kill_node(&mut self, i: usize) {
+        let mut victims = Vec::new();
+        if let Some(mut child) = self.nodes[i].agent.take() {
+            victims.extend(kill_tree(child.id() as i32));
+            let _ = child.wait();
+        }
+        if let Some(pm) = self.postmaster_pid(i) {
+            victims.extend(kill_tree(pm));
+        }
+        let needle = format!("{}/", self.node_dir(i).display());
+        for pid in pids_with_cmdline_containing(&needle) {
+            victims.extend(kill_tree(pid));
+        }
+        wait_dead(
+            &victims,
+            Duration::from_secs(15),
+            &format!("every process of {} to die after SIGKILL", self.name(i)),
+        );
+        eprintln!("[harness] killed {} (pids {victims:?})", self.name(i));
+    }
+
+    // ----- REST ---------------------------------------------------------------------------
+
+    /// One request to node `i`'s REST API.
+    pub fn http(&self, i: usize, method: &str, path: &str, body: Option<&str>) -> Result<HttpResponse, String> {
+        http::request(self.api_addr(i), method, path, body, HTTP_TIMEOUT)
+    }
+
+    /// Status code of `method path` on node `i` (`None`: no answer).
+    pub fn http_status(&self, i: usize, method: &str, path: &str) -> Option<u16> {
+        self.http(i, method, path, None).ok().map(|r| r.status)
+    }
+
+    /// `GET path` on node `i` parsed as JSON, whatever the status (health checks answer 503
+    /// with a JSON body too).
+    pub fn http_json(&self, i: usize, path: &str) -> Option<Value> {
+        self.http(i, "GET", path, None).ok()?.json()
+    }
+
+    /// `GET path` status on every node.
+    pub fn statuses(&self, path: &str) -> Vec<Option<u16>> {
+        (0..self.len()).map(|i| self.http_status(i, "GET", path)).collect()
+    }
+
+    /// The one node answering `GET /primary` with 200, `Err` (with all statuses) unless
+    /// exactly one does.
+    pub fn leader_now(&self) -> Result<usize, String> {
+        let statuses = self.statuses("/primary");
+        let leaders: Vec<usize> = (0..self.len()).filter(|&i| statuses[i] == Some(200)).collect();
+        match leaders.as_slice() {
+            [one] => Ok(*one),
+            _ => Err(format!("GET /primary per node: {}", self.describe(&statuses))),
+        }
+    }
+
+    /// Waits until exactly one node answers `GET /primary` with 200 and returns it.
+    pub fn wait_for_leader(&self, timeout: Duration) -> usize {
+        let i = wait_check(timeout, "exactly one node with GET /primary = 200", || self.leader_now());
+        eprintln!("[harness] leader is {}", self.name(i));
+        i
+    }
+
+    /// `GET /patroni` of node `i`.
+    pub fn patroni(&self, i: usize) -> Option<Value> {
+        self.http_json(i, "/patroni")
+    }
+
+    /// `role` from node `i`'s `GET /patroni`.
+    pub fn role_of(&self, i: usize) -> Option<String> {
+        Some(self.patroni(i)?.get("role")?.as_str()?.to_string())
+    }
+
+    /// `timeline` from node `i`'s `GET /patroni`.
+    pub fn timeline_of(&self, i: usize) -> Option<i64> {
+        self.patroni(i)?.get("timeline")?.as_i64()
+    }
+
+    /// `node1=Some(200), node2=None, ...` for messages.
+    pub fn describe(&self, statuses: &[Option<u16>]) -> String {
+        statuses
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{}={}", self.name(i), s.map_or("no answer".to_string(), |c| c.to_string())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    // ----- SQL ----------------------------------------------------------------------------
+
+    /// Superuser connection settings for node `i` (TCP 127.0.0.1, scram password).
+    pub fn pg_config(&self, i: usize) -> postgres::Config {
+        sql::pg_config(self.pg_port(i), SUPERUSER, SUPERUSER_PASSWORD)
+    }
+
+    /// A superuser connection to node `i`.
+    pub fn connect(&self, i: usize) -> Result<postgres::Client, String> {
+        sql::connect(&self.pg_config(i))
+    }
+
+    /// Rows of `sql` on node `i`, as text.
+    pub fn query(&self, i: usize, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        sql::query_text(&self.pg_config(i), sql)
+    }
+
+    /// First column of the first row of `sql` on node `i`.
+    pub fn query_scalar(&self, i: usize, sql: &str) -> Result<Option<String>, String> {
+        sql::query_scalar(&self.pg_config(i), sql)
+    }
+
+    /// Runs statements on node `i`.
+    pub fn execute(&self, i: usize, sql: &str) -> Result<(), String> {
+        sql::execute(&self.pg_config(i), sql)
+    }
+
+    /// `pg_is_in_recovery()` on node `i`.
+    pub fn in_recovery(&self, i: usize) -> Result<bool, String> {
+        Ok(self.query_scalar(i, "SELECT pg_is_in_recovery()")?.as_deref() == Some("t"))
+    }
+
+    // ----- DCS ----------------------------------------------------------------------------
+
+    /// `/service/<scope>/`.
+    pub fn dcs_prefix(&self) -> String {
+        format!("{NAMESPACE}{}/", self.scope())
+    }
+
+    /// The key `/service/<scope>/<key>` (e.g. `leader`, `sync`, `members/node1`).
+    pub fn dcs_get(&self, key: &str) -> Result<Option<Kv>, String> {
+        self.etcd.try_get(&format!("{}{key}", self.dcs_prefix()))
+    }
+
+    /// The JSON value of `/service/<scope>/<key>`.
+    pub fn dcs_json(&self, key: &str) -> Result<Option<Value>, String> {
+        Ok(self.dcs_get(key)?.and_then(|kv| kv.json()))
+    }
+
+    /// Every key under `/service/<scope>/`.
+    pub fn dcs_dump(&self) -> Result<Vec<Kv>, String> {
+        self.etcd.try_get_prefix(&self.dcs_prefix())
+    }
+
+    // ----- pgwardenctl --------------------------------------------------------------------
+
+    /// Runs `pgwardenctl -c <node1 config> args...` (30 s deadline).
+    pub fn ctl(&self, args: &[&str]) -> Captured {
+        let mut cmd = Command::new(&self.pgwardenctl);
+        super::process::scrub_env(&mut cmd);
+        cmd.arg("-c").arg(self.config_path(0)).args(args);
+        run_capture(&mut cmd, Duration::from_secs(30))
+    }
+
+    // ----- diagnostics --------------------------------------------------------------------
+
+    /// Log tails, REST status and DCS keys of the whole cluster.
+    pub fn diagnostics(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for i in 0..self.len() {
+            let _ = writeln!(
+                out,
+                "===== {} agent log {} (last {lines} lines) =====\n{}",
+                self.name(i),
+                self.log_path(i).display(),
+                tail_file(self.log_path(i), lines)
+            );
+            if let Some(pg_log) = newest_file(&self.data_dir(i).join("log")) {
+                let _ = writeln!(
+                    out,
+                    "----- {} PostgreSQL log {} (last 20 lines) -----\n{}",
+                    self.name(i),
+                    pg_log.display(),
+                    tail_file(&pg_log, 20)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "----- {} GET /patroni: {}",
+                self.name(i),
+                self.http(i, "GET", "/patroni", None).map_or_else(|e| e, |r| format!("{} {}", r.status, r.body))
+            );
+        }
+        match self.dcs_dump() {
+            Ok(kvs) => {
+                let _ = writeln!(out, "===== DCS keys under {} =====", self.dcs_prefix());
+                for kv in kvs {
+                    let _ = writeln!(
+                        out,
+                        "{} (create {}, mod {}, lease {:x}) = {}",
+                        kv.key, kv.create_revision, kv.mod_revision, kv.lease, kv.value
+                    );
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "===== DCS keys: {e}");
+            }
+        }
+        out
+    }
+
+    fn kill_everything(&mut self) {
+        let mut victims = Vec::new();
+        for i in 0..self.nodes.len() {
+            if let Some(mut child) = self.nodes[i].agent.take() {
+                victims.extend(kill_tree(child.id() as i32));
+                let _ = child.wait();
+            }
+        }
+        for i in 0..self.nodes.len() {
+            if let Some(pm) = self.postmaster_pid(i) {
+                victims.extend(kill_tree(pm));
+            }
+        }
+        let needle = format!("{}/", self.base.path().display());
+        for pid in pids_with_cmdline_containing(&needle) {
+            victims.extend(kill_tree(pid));
+        }
+        for _ in 0..200 {
+            if victims.iter().all(|&p| !pid_alive(p)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let alive: Vec<i32> = victims.into_iter().filter(|&p| pid_alive(p)).collect();
+        eprintln!("[harness] WARNING: processes still alive after SIGKILL: {alive:?}");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "\n[harness] test failed; cluster diagnostics follow (dir {})\n{}",
+                self.base.path().display(),
+                self.diagnostics(failure_log_lines())
+            );
+            if std::env::var_os("PGWARDEN_KEEP_TEST_DIRS").is_none() {
+                eprintln!("[harness] set PGWARDEN_KEEP_TEST_DIRS=1 to keep the node dirs of a failed run");
+            }
+        }
+        self.kill_everything();
+    }
+}
+
+fn newest_file(dir: &Path) -> Option<PathBuf> {
+    fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .max()
+        .map(|(_, p)| p)
+}

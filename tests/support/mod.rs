@@ -1,0 +1,15 @@
+//! Integration-test harness: real etcd, real PostgreSQL 15 and pgwarden agents on loopback.
+//!
+//! Used by the test binaries through `mod support;`. Not every binary uses every helper.
+#![allow(dead_code, unused_imports)]
+
+pub mod cluster;
+pub mod etcd;
+pub mod http;
+pub mod process;
+pub mod sql;
+
+pub use cluster::{Cluster, ClusterBuilder, NodeSpec};
+pub use etcd::{EtcdCluster, Kv};
+pub use process::{wait_check, wait_until};
+pub use sql::{AckWriter, WriterReport};

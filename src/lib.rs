@@ -10,3 +10,4 @@ pub mod dcs;
 pub mod postgres;
 pub mod api;
 pub mod runtime;
+pub mod ctl;

@@ -4,10 +4,10 @@
 //! `runtime` drives the core and executes its effects; `config` parses the Patroni YAML.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod config;
 pub mod core;
+pub mod ctl;
 pub mod dcs;
 pub mod postgres;
-pub mod api;
 pub mod runtime;
-pub mod ctl;

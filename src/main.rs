@@ -20,14 +20,18 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PGWARDEN_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("PGWARDEN_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_target(false)
         .init();
     let loaded = match pgwarden::config::load(&args.config) {
         Ok(loaded) => loaded,
         Err(e) => {
-            eprintln!("pgwarden: invalid configuration {}: {e}", args.config.display());
+            eprintln!(
+                "pgwarden: invalid configuration {}: {e}",
+                args.config.display()
+            );
             std::process::exit(2);
         }
     };

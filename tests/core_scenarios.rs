@@ -4,19 +4,24 @@ use std::time::Duration;
 
 use pgwarden::config::DynamicConfig;
 use pgwarden::core::view::{
-    ClusterView, ControlState, DataDir, LeaderKey, MemberInfo, PeerReport, PeerStatus, PgObservation,
-    ServerObservation, SyncState, Versioned,
+    ClusterView, ControlState, DataDir, LeaderKey, MemberInfo, PeerReport, PeerStatus,
+    PgObservation, ServerObservation, SyncState, Versioned,
 };
-use pgwarden::core::{DemoteMode, Effect, Input, Instant, LeaseId, Lsn, Node, NodeSettings, PgAction, PgActionOutcome, Timeline};
+use pgwarden::core::{
+    DemoteMode, Effect, Input, Instant, LeaseId, Lsn, Node, NodeSettings, PgAction,
+    PgActionOutcome, Timeline,
+};
 
 const ME: &str = "node2";
 const LEASE: LeaseId = LeaseId(0x42);
 
 fn settings(failover_priority: i64) -> NodeSettings {
-    let mut config = DynamicConfig::default();
-    config.ttl = 6;
-    config.loop_wait = 1;
-    config.retry_timeout = 2;
+    let config = DynamicConfig {
+        ttl: 6,
+        loop_wait: 1,
+        retry_timeout: 2,
+        ..DynamicConfig::default()
+    };
     NodeSettings {
         name: ME.into(),
         failover_priority,
@@ -40,11 +45,20 @@ fn member(name: &str) -> MemberInfo {
 }
 
 fn view(leader: Option<(&str, i64)>, optime: u64, revision: i64) -> ClusterView {
-    let mut v = ClusterView { revision, initialize: Some("7300".into()), optime: Some(Lsn(optime)), ..ClusterView::default() };
+    let mut v = ClusterView {
+        revision,
+        initialize: Some("7300".into()),
+        optime: Some(Lsn(optime)),
+        ..ClusterView::default()
+    };
     for name in ["node1", "node2", "node3"] {
         v.members.insert(name.into(), member(name));
     }
-    v.leader = leader.map(|(name, lease)| LeaderKey { name: name.into(), lease, create_revision: 5 });
+    v.leader = leader.map(|(name, lease)| LeaderKey {
+        name: name.into(),
+        lease,
+        create_revision: 5,
+    });
     v
 }
 
@@ -70,7 +84,11 @@ fn pg(in_recovery: bool, lsn: u64) -> PgObservation {
     PgObservation {
         data_dir: DataDir::Initialized {
             sysid: "7300".into(),
-            state: if in_recovery { ControlState::InArchiveRecovery } else { ControlState::InProduction },
+            state: if in_recovery {
+                ControlState::InArchiveRecovery
+            } else {
+                ControlState::InProduction
+            },
             timeline: Timeline(1),
             standby_signal: in_recovery,
         },
@@ -87,24 +105,50 @@ fn drain(node: &mut Node) -> Vec<Effect> {
 fn running_replica(failover_priority: i64, my_lsn: u64, optime: u64) -> (Node, u64) {
     let mut node = Node::new(settings(failover_priority), Instant(0));
     let mut t = 0;
-    node.handle_input(Instant(t), Input::ClusterChanged(view(Some(("node1", 7)), optime, 10)));
+    node.handle_input(
+        Instant(t),
+        Input::ClusterChanged(view(Some(("node1", 7)), optime, 10)),
+    );
     let effects = drain(&mut node);
     assert!(effects.contains(&Effect::ProbePostgres));
-    assert!(effects.iter().any(|e| matches!(e, Effect::GrantLease { ttl_secs: 6 })));
-    node.handle_input(Instant(t), Input::LeaseGranted { lease: LEASE, ttl_secs: 6, sent_at: Instant(t) });
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::GrantLease { ttl_secs: 6 })));
+    node.handle_input(
+        Instant(t),
+        Input::LeaseGranted {
+            lease: LEASE,
+            ttl_secs: 6,
+            sent_at: Instant(t),
+        },
+    );
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, my_lsn)));
     let effects = drain(&mut node);
     assert_eq!(node.state(), "replica");
-    assert!(effects.iter().any(|e| matches!(e, Effect::Pg(PgAction::Follow { upstream }) if upstream.name == "node1")));
-    node.handle_input(Instant(t), Input::PgActionFinished {
-        action: effects.iter().find_map(|e| match e { Effect::Pg(a) => Some(a.clone()), _ => None }).expect("follow"),
-        outcome: PgActionOutcome::Done { sysid: None },
-    });
+    assert!(effects.iter().any(
+        |e| matches!(e, Effect::Pg(PgAction::Follow { upstream }) if upstream.name == "node1")
+    ));
+    node.handle_input(
+        Instant(t),
+        Input::PgActionFinished {
+            action: effects
+                .iter()
+                .find_map(|e| match e {
+                    Effect::Pg(a) => Some(a.clone()),
+                    _ => None,
+                })
+                .expect("follow"),
+            outcome: PgActionOutcome::Done { sysid: None },
+        },
+    );
     // The finished action triggers a fresh probe before the next decision.
     assert!(drain(&mut node).contains(&Effect::ProbePostgres));
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, my_lsn)));
     let effects = drain(&mut node);
-    assert!(!effects.iter().any(|e| matches!(e, Effect::Pg(_))), "already following: {effects:?}");
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Pg(_))),
+        "already following: {effects:?}"
+    );
     t += 10;
     (node, t)
 }
@@ -113,7 +157,10 @@ fn running_replica(failover_priority: i64, my_lsn: u64, optime: u64) -> (Node, u
 fn leader_key_deleted(node: &mut Node, t: u64, my_lsn: u64, optime: u64) -> Vec<Effect> {
     node.handle_input(Instant(t), Input::ClusterChanged(view(None, optime, 20)));
     let mut effects = drain(node);
-    assert!(effects.contains(&Effect::ProbePostgres), "a vanished leader key starts a cycle at once");
+    assert!(
+        effects.contains(&Effect::ProbePostgres),
+        "a vanished leader key starts a cycle at once"
+    );
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, my_lsn)));
     effects.extend(drain(node));
     effects
@@ -123,35 +170,75 @@ fn leader_key_deleted(node: &mut Node, t: u64, my_lsn: u64, optime: u64) -> Vec<
 fn healthiest_replica_races_when_the_leader_key_is_deleted() {
     let (mut node, t) = running_replica(1, 1000, 1000);
     let effects = leader_key_deleted(&mut node, t, 1000, 1000);
-    let probe = effects.iter().find_map(|e| match e { Effect::ProbePeers { members } => Some(members.clone()), _ => None });
+    let probe = effects.iter().find_map(|e| match e {
+        Effect::ProbePeers { members } => Some(members.clone()),
+        _ => None,
+    });
     let members = probe.expect("probes peers before racing");
     assert_eq!(members.len(), 2);
     assert_eq!(node.state(), "candidate");
     // Peers are behind (or unreachable): acquire the key.
-    node.handle_input(Instant(t), Input::PeersProbed(vec![
-        PeerReport { name: "node1".into(), status: None },
-        PeerReport {
-            name: "node3".into(),
-            status: Some(PeerStatus { role: "replica".into(), state: "running".into(), wal_position: Some(Lsn(900)), timeline: Some(Timeline(1)), failover_priority: 1, can_lead: true }),
-        },
-    ]));
+    node.handle_input(
+        Instant(t),
+        Input::PeersProbed(vec![
+            PeerReport {
+                name: "node1".into(),
+                status: None,
+            },
+            PeerReport {
+                name: "node3".into(),
+                status: Some(PeerStatus {
+                    role: "replica".into(),
+                    state: "running".into(),
+                    wal_position: Some(Lsn(900)),
+                    timeline: Some(Timeline(1)),
+                    failover_priority: 1,
+                    can_lead: true,
+                }),
+            },
+        ]),
+    );
     let effects = drain(&mut node);
     assert_eq!(effects, vec![Effect::AcquireLeader { lease: LEASE }]);
-    node.handle_input(Instant(t), Input::LeaderAcquired { won: true, revision: 21 });
+    node.handle_input(
+        Instant(t),
+        Input::LeaderAcquired {
+            won: true,
+            revision: 21,
+        },
+    );
     let effects = drain(&mut node);
-    assert!(effects.contains(&Effect::Pg(PgAction::Promote { lease: LEASE, leader_revision: 21 })), "{effects:?}");
+    assert!(
+        effects.contains(&Effect::Pg(PgAction::Promote {
+            lease: LEASE,
+            leader_revision: 21
+        })),
+        "{effects:?}"
+    );
 }
 
 #[test]
 fn a_more_advanced_peer_wins_the_race() {
     let (mut node, t) = running_replica(1, 1000, 1000);
     leader_key_deleted(&mut node, t, 1000, 1000);
-    node.handle_input(Instant(t), Input::PeersProbed(vec![PeerReport {
-        name: "node3".into(),
-        status: Some(PeerStatus { role: "replica".into(), state: "running".into(), wal_position: Some(Lsn(1200)), timeline: Some(Timeline(1)), failover_priority: 1, can_lead: true }),
-    }]));
+    node.handle_input(
+        Instant(t),
+        Input::PeersProbed(vec![PeerReport {
+            name: "node3".into(),
+            status: Some(PeerStatus {
+                role: "replica".into(),
+                state: "running".into(),
+                wal_position: Some(Lsn(1200)),
+                timeline: Some(Timeline(1)),
+                failover_priority: 1,
+                can_lead: true,
+            }),
+        }]),
+    );
     let effects = drain(&mut node);
-    assert!(!effects.iter().any(|e| matches!(e, Effect::AcquireLeader { .. })));
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::AcquireLeader { .. })));
     assert_eq!(node.state(), "replica");
 }
 
@@ -160,9 +247,18 @@ fn replica_lagging_beyond_maximum_lag_on_failover_does_not_race() {
     let lag = 2 * 1024 * 1024; // default maximum_lag_on_failover is 1 MiB
     let (mut node, t) = running_replica(1, 1000, 1000 + lag);
     let effects = leader_key_deleted(&mut node, t, 1000, 1000 + lag);
-    assert!(!effects.iter().any(|e| matches!(e, Effect::ProbePeers { .. } | Effect::AcquireLeader { .. })), "{effects:?}");
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. } | Effect::AcquireLeader { .. })),
+        "{effects:?}"
+    );
     assert_eq!(node.state(), "replica");
-    assert!(node.status().last_race_refusal.unwrap_or_default().contains("maximum_lag_on_failover"));
+    assert!(node
+        .status()
+        .last_race_refusal
+        .unwrap_or_default()
+        .contains("maximum_lag_on_failover"));
 }
 
 #[test]
@@ -170,7 +266,9 @@ fn nofailover_never_races() {
     let (mut node, t) = running_replica(0, 1000, 1000);
     for i in 0..5 {
         let effects = leader_key_deleted(&mut node, t + i * 2000, 1000, 1000);
-        assert!(!effects.iter().any(|e| matches!(e, Effect::ProbePeers { .. } | Effect::AcquireLeader { .. })));
+        assert!(!effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. } | Effect::AcquireLeader { .. })));
     }
     assert_eq!(node.state(), "replica");
 }
@@ -179,19 +277,40 @@ fn nofailover_never_races() {
 fn synchronous_mode_only_lets_sync_members_race() {
     let (mut node, t) = running_replica(1, 1000, 1000);
     let mut v = view(None, 1000, 20);
-    v.sync = Some(Versioned { value: SyncState { leader: Some("node1".into()), sync_standby: vec!["node3".into()], quorum: 0 }, mod_revision: 3 });
-    let mut node_config = DynamicConfig::default();
-    node_config.synchronous_mode = pgwarden::config::SynchronousMode::On;
-    node_config.ttl = 6;
-    node_config.loop_wait = 1;
-    node_config.retry_timeout = 2;
-    v.config = Some(Versioned { value: node_config, mod_revision: 2 });
+    v.sync = Some(Versioned {
+        value: SyncState {
+            leader: Some("node1".into()),
+            sync_standby: vec!["node3".into()],
+            quorum: 0,
+        },
+        mod_revision: 3,
+    });
+    let node_config = DynamicConfig {
+        synchronous_mode: pgwarden::config::SynchronousMode::On,
+        ttl: 6,
+        loop_wait: 1,
+        retry_timeout: 2,
+        ..DynamicConfig::default()
+    };
+    v.config = Some(Versioned {
+        value: node_config,
+        mod_revision: 2,
+    });
     node.handle_input(Instant(t), Input::ClusterChanged(v));
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
     let effects = drain(&mut node);
-    assert!(!effects.iter().any(|e| matches!(e, Effect::ProbePeers { .. })), "{effects:?}");
-    assert!(node.status().last_race_refusal.unwrap_or_default().contains("/sync"));
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. })),
+        "{effects:?}"
+    );
+    assert!(node
+        .status()
+        .last_race_refusal
+        .unwrap_or_default()
+        .contains("/sync"));
 }
 
 /// A node that bootstrapped the cluster and runs as primary holding the key.
@@ -201,17 +320,53 @@ fn primary() -> Node {
     v.initialize = None;
     node.handle_input(Instant(0), Input::ClusterChanged(v));
     drain(&mut node);
-    node.handle_input(Instant(0), Input::LeaseGranted { lease: LEASE, ttl_secs: 6, sent_at: Instant(0) });
-    node.handle_input(Instant(0), Input::PostgresProbed(PgObservation { data_dir: DataDir::Empty, postmaster_alive: false, server: None }));
-    assert_eq!(drain(&mut node), vec![Effect::RaceInitialize, Effect::TouchMember { lease: LEASE }]);
+    node.handle_input(
+        Instant(0),
+        Input::LeaseGranted {
+            lease: LEASE,
+            ttl_secs: 6,
+            sent_at: Instant(0),
+        },
+    );
+    node.handle_input(
+        Instant(0),
+        Input::PostgresProbed(PgObservation {
+            data_dir: DataDir::Empty,
+            postmaster_alive: false,
+            server: None,
+        }),
+    );
+    assert_eq!(
+        drain(&mut node),
+        vec![Effect::RaceInitialize, Effect::TouchMember { lease: LEASE }]
+    );
     node.handle_input(Instant(10), Input::InitializeRaced { won: true });
     assert_eq!(drain(&mut node), vec![Effect::Pg(PgAction::Bootstrap)]);
-    node.handle_input(Instant(500), Input::PgActionFinished { action: PgAction::Bootstrap, outcome: PgActionOutcome::Done { sysid: Some("7300".into()) } });
+    node.handle_input(
+        Instant(500),
+        Input::PgActionFinished {
+            action: PgAction::Bootstrap,
+            outcome: PgActionOutcome::Done {
+                sysid: Some("7300".into()),
+            },
+        },
+    );
     let effects = drain(&mut node);
-    assert!(effects.contains(&Effect::AcquireLeader { lease: LEASE }), "{effects:?}");
-    node.handle_input(Instant(510), Input::LeaderAcquired { won: true, revision: 8 });
+    assert!(
+        effects.contains(&Effect::AcquireLeader { lease: LEASE }),
+        "{effects:?}"
+    );
+    node.handle_input(
+        Instant(510),
+        Input::LeaderAcquired {
+            won: true,
+            revision: 8,
+        },
+    );
     let effects = drain(&mut node);
-    assert!(effects.contains(&Effect::WriteInitialize { sysid: "7300".into() }));
+    assert!(effects.contains(&Effect::WriteInitialize {
+        sysid: "7300".into()
+    }));
     assert_eq!(node.state(), "primary");
     let mut v = view(Some((ME, LEASE.0)), 0, 9);
     v.members.get_mut(ME).expect("me").role = "primary".into();
@@ -225,15 +380,29 @@ fn primary_demotes_when_its_lease_cannot_be_renewed_before_the_deadline() {
     let mut node = primary();
     drain(&mut node);
     // Renewals keep failing (etcd unreachable). ttl 6 s, margin 1 s: deadline at 5 s.
-    node.handle_input(Instant(1_000), Input::LeaseRenewFailed { lease: LEASE, expired: false, error: "unavailable".into() });
+    node.handle_input(
+        Instant(1_000),
+        Input::LeaseRenewFailed {
+            lease: LEASE,
+            expired: false,
+            error: "unavailable".into(),
+        },
+    );
     assert_eq!(node.state(), "primary");
     let deadline = node.status().lease_deadline.expect("deadline");
     assert_eq!(deadline, Instant(5_000));
     node.handle_input(Instant(4_999), Input::Tick);
-    assert!(!drain(&mut node).iter().any(|e| matches!(e, Effect::Pg(PgAction::Demote { .. }))));
+    assert!(!drain(&mut node)
+        .iter()
+        .any(|e| matches!(e, Effect::Pg(PgAction::Demote { .. }))));
     node.handle_input(deadline, Input::Tick);
     let effects = drain(&mut node);
-    assert!(effects.contains(&Effect::Pg(PgAction::Demote { mode: DemoteMode::ImmediateNolock })), "{effects:?}");
+    assert!(
+        effects.contains(&Effect::Pg(PgAction::Demote {
+            mode: DemoteMode::ImmediateNolock
+        })),
+        "{effects:?}"
+    );
     assert_eq!(node.state(), "demoting");
 }
 
@@ -241,9 +410,21 @@ fn primary_demotes_when_its_lease_cannot_be_renewed_before_the_deadline() {
 fn primary_demotes_at_once_when_the_lease_is_lost() {
     let mut node = primary();
     drain(&mut node);
-    node.handle_input(Instant(1_000), Input::LeaseRenewFailed { lease: LEASE, expired: true, error: "lease not found".into() });
+    node.handle_input(
+        Instant(1_000),
+        Input::LeaseRenewFailed {
+            lease: LEASE,
+            expired: true,
+            error: "lease not found".into(),
+        },
+    );
     let effects = drain(&mut node);
-    assert!(effects.contains(&Effect::Pg(PgAction::Demote { mode: DemoteMode::ImmediateNolock })), "{effects:?}");
+    assert!(
+        effects.contains(&Effect::Pg(PgAction::Demote {
+            mode: DemoteMode::ImmediateNolock
+        })),
+        "{effects:?}"
+    );
     assert_eq!(node.state(), "demoting");
 }
 
@@ -251,16 +432,30 @@ fn primary_demotes_at_once_when_the_lease_is_lost() {
 fn primary_demotes_when_another_member_holds_the_key() {
     let mut node = primary();
     drain(&mut node);
-    node.handle_input(Instant(1_000), Input::ClusterChanged(view(Some(("node3", 99)), 0, 30)));
+    node.handle_input(
+        Instant(1_000),
+        Input::ClusterChanged(view(Some(("node3", 99)), 0, 30)),
+    );
     let effects = drain(&mut node);
-    assert!(effects.contains(&Effect::Pg(PgAction::Demote { mode: DemoteMode::ImmediateNolock })), "{effects:?}");
+    assert!(
+        effects.contains(&Effect::Pg(PgAction::Demote {
+            mode: DemoteMode::ImmediateNolock
+        })),
+        "{effects:?}"
+    );
 }
 
 #[test]
 fn renewals_move_the_deadline_forward() {
     let mut node = primary();
     drain(&mut node);
-    node.handle_input(Instant(2_000), Input::LeaseRenewed { lease: LEASE, sent_at: Instant(1_900) });
+    node.handle_input(
+        Instant(2_000),
+        Input::LeaseRenewed {
+            lease: LEASE,
+            sent_at: Instant(1_900),
+        },
+    );
     assert_eq!(node.status().lease_deadline, Some(Instant(6_900)));
     node.handle_input(Instant(5_500), Input::Tick);
     assert_eq!(node.state(), "primary");

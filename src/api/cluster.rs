@@ -33,9 +33,12 @@ pub fn cluster_json(scope: &str, view: &ClusterView) -> Value {
             let state = if is_leader {
                 m.state.clone()
             } else {
-                m.replication_state.clone().unwrap_or_else(|| m.state.clone())
+                m.replication_state
+                    .clone()
+                    .unwrap_or_else(|| m.state.clone())
             };
-            let (host, port) = crate::postgres::conf::parse_conn_url(&m.conn_url).unwrap_or_default();
+            let (host, port) =
+                crate::postgres::conf::parse_conn_url(&m.conn_url).unwrap_or_default();
             let mut v = json!({
                 "name": m.name,
                 "role": role,
@@ -67,7 +70,11 @@ pub(super) async fn get_cluster(State(state): State<ApiState>) -> Response {
     let status = state.snapshot();
     match status.view.as_ref() {
         Some(view) => Json(cluster_json(&state.config.scope, view)).into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "no view of the cluster yet"}))).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "no view of the cluster yet"})),
+        )
+            .into_response(),
     }
 }
 
@@ -79,7 +86,15 @@ pub(super) async fn get_history(State(state): State<ApiState>) -> Json<Value> {
         .map(|v| {
             v.history
                 .iter()
-                .map(|h| json!([h.timeline.0, h.switch_lsn.0, h.reason, h.timestamp, h.new_leader]))
+                .map(|h| {
+                    json!([
+                        h.timeline.0,
+                        h.switch_lsn.0,
+                        h.reason,
+                        h.timestamp,
+                        h.new_leader
+                    ])
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -90,6 +105,10 @@ pub(super) async fn get_config(State(state): State<ApiState>) -> Response {
     let status = state.snapshot();
     match status.view.as_ref().and_then(|v| v.config.as_ref()) {
         Some(c) => Json(c.value.to_json()).into_response(),
-        None => (StatusCode::BAD_GATEWAY, Json(json!({"error": "no configuration in the lock store"}))).into_response(),
+        None => (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({"error": "no configuration in the lock store"})),
+        )
+            .into_response(),
     }
 }

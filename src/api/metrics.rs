@@ -11,36 +11,67 @@ use crate::core::status::Role;
 
 pub(super) async fn get_metrics(State(state): State<ApiState>) -> impl IntoResponse {
     let s = state.snapshot();
-    let labels = format!("{{scope=\"{}\",name=\"{}\"}}", state.config.scope, state.config.name);
+    let labels = format!(
+        "{{scope=\"{}\",name=\"{}\"}}",
+        state.config.scope, state.config.name
+    );
     let server = s.pg.as_ref().and_then(|p| p.server.as_ref());
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: i128| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}"
+        );
     };
-    gauge("patroni_postgres_running", "Value is 1 if PostgreSQL is running, 0 otherwise.", server.is_some() as i128);
+    gauge(
+        "patroni_postgres_running",
+        "Value is 1 if PostgreSQL is running, 0 otherwise.",
+        server.is_some() as i128,
+    );
     gauge(
         "patroni_primary",
         "Value is 1 if this node is the leader, 0 otherwise.",
         (s.holds_leader_key && s.role() == Role::Primary) as i128,
     );
-    gauge("patroni_replica", "Value is 1 if this node is a replica, 0 otherwise.", (server.is_some() && s.role() == Role::Replica) as i128);
-    gauge("patroni_sync_standby", "Value is 1 if this node is a sync standby, 0 otherwise.", s.is_sync_standby() as i128);
+    gauge(
+        "patroni_replica",
+        "Value is 1 if this node is a replica, 0 otherwise.",
+        (server.is_some() && s.role() == Role::Replica) as i128,
+    );
+    gauge(
+        "patroni_sync_standby",
+        "Value is 1 if this node is a sync standby, 0 otherwise.",
+        s.is_sync_standby() as i128,
+    );
     gauge(
         "patroni_xlog_location",
         "Current WAL location (primary only).",
-        server.filter(|x| !x.in_recovery).map(|x| x.wal_position.0 as i128).unwrap_or(0),
+        server
+            .filter(|x| !x.in_recovery)
+            .map(|x| x.wal_position.0 as i128)
+            .unwrap_or(0),
     );
     gauge(
         "patroni_xlog_received_location",
         "Last received WAL location (replica only).",
-        server.and_then(|x| x.received).map(|l| l.0 as i128).unwrap_or(0),
+        server
+            .and_then(|x| x.received)
+            .map(|l| l.0 as i128)
+            .unwrap_or(0),
     );
     gauge(
         "patroni_xlog_replayed_location",
         "Last replayed WAL location (replica only).",
-        server.and_then(|x| x.replayed).map(|l| l.0 as i128).unwrap_or(0),
+        server
+            .and_then(|x| x.replayed)
+            .map(|l| l.0 as i128)
+            .unwrap_or(0),
     );
-    gauge("patroni_postgres_timeline", "PostgreSQL timeline.", s.timeline().map(|t| t.0 as i128).unwrap_or(0));
+    gauge(
+        "patroni_postgres_timeline",
+        "PostgreSQL timeline.",
+        s.timeline().map(|t| t.0 as i128).unwrap_or(0),
+    );
     gauge(
         "patroni_cluster_unlocked",
         "Value is 1 if the cluster has no leader.",
@@ -54,7 +85,10 @@ pub(super) async fn get_metrics(State(state): State<ApiState>) -> impl IntoRespo
     gauge(
         "pgwarden_lease_remaining_milliseconds",
         "Milliseconds until this node's demotion deadline (0 when not leader).",
-        s.lease_deadline.filter(|_| s.holds_leader_key).map(|d| d.0 as i128 - s.now.0 as i128).unwrap_or(0),
+        s.lease_deadline
+            .filter(|_| s.holds_leader_key)
+            .map(|d| d.0 as i128 - s.now.0 as i128)
+            .unwrap_or(0),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -34,8 +34,16 @@ pub struct ApiState {
 
 impl ApiState {
     /// State over a status channel.
-    pub fn new(identity: Identity, status: watch::Receiver<Arc<NodeStatus>>, config: Config) -> ApiState {
-        ApiState { identity: Arc::new(identity), status, config: Arc::new(config) }
+    pub fn new(
+        identity: Identity,
+        status: watch::Receiver<Arc<NodeStatus>>,
+        config: Config,
+    ) -> ApiState {
+        ApiState {
+            identity: Arc::new(identity),
+            status,
+            config: Arc::new(config),
+        }
     }
 
     fn snapshot(&self) -> Arc<NodeStatus> {
@@ -54,7 +62,11 @@ impl ApiState {
 /// Bind `restapi.listen`.
 pub async fn bind(config: &Config) -> std::io::Result<TcpListener> {
     let listen = &config.restapi.listen;
-    let host = if listen.host.is_empty() || listen.host == "*" { "0.0.0.0" } else { listen.host.as_str() };
+    let host = if listen.host.is_empty() || listen.host == "*" {
+        "0.0.0.0"
+    } else {
+        listen.host.as_str()
+    };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     TcpListener::bind((host, listen.port)).await
 }
@@ -68,7 +80,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/config", get(cluster::get_config))
         .route("/metrics", get(metrics::get_metrics))
         .route("/liveness", get(liveness).head(liveness).options(liveness))
-        .route("/readiness", get(readiness).head(readiness).options(readiness))
+        .route(
+            "/readiness",
+            get(readiness).head(readiness).options(readiness),
+        )
         .fallback(health_check)
         .with_state(state)
 }
@@ -86,17 +101,28 @@ async fn get_patroni(State(state): State<ApiState>) -> Json<Value> {
 }
 
 fn status_only(ok: bool) -> Response {
-    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Body::empty()).into_response()
 }
 
 async fn liveness(State(state): State<ApiState>) -> Response {
     let status = state.snapshot();
-    let limit = if status.holds_leader_key { status.ttl } else { status.ttl * 2 };
+    let limit = if status.holds_leader_key {
+        status.ttl
+    } else {
+        status.ttl * 2
+    };
     status_only(clock::now().saturating_since(status.now) <= limit.max(status.loop_wait * 2))
 }
 
-async fn readiness(State(state): State<ApiState>, Query(params): Query<HashMap<String, String>>) -> Response {
+async fn readiness(
+    State(state): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
     let status = state.snapshot();
     if status.holds_leader_key {
         return status_only(true);
@@ -130,7 +156,11 @@ async fn health_check(
             .collect(),
     };
     let ok = health::passes(&status, check, &query);
-    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     if method == Method::GET {
         (code, Json(state.patroni(&status))).into_response()
     } else {
@@ -141,7 +171,9 @@ async fn health_check(
 /// Parse a lag value in bytes or with a unit (`16kB`, `64MB`, `1GB`), like Patroni.
 pub fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (num, unit) = text.split_at(split);
     let n: u64 = num.parse().ok()?;
     let mult: u64 = match unit.trim() {

@@ -34,18 +34,27 @@ fn default_config() -> PathBuf {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let path = cli.config.unwrap_or_else(default_config);
-    let loaded = pgwarden::config::load(&path).with_context(|| format!("reading {}", path.display()))?;
+    let loaded =
+        pgwarden::config::load(&path).with_context(|| format!("reading {}", path.display()))?;
     let config = loaded.config;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::List { cluster } => {
             if let Some(name) = cluster.filter(|c| *c != config.scope) {
-                anyhow::bail!("cluster {name:?} is not the configured scope {:?}", config.scope);
+                anyhow::bail!(
+                    "cluster {name:?} is not the configured scope {:?}",
+                    config.scope
+                );
             }
             let view = runtime.block_on(async {
-                let store = tokio::time::timeout(Duration::from_secs(10), pgwarden::runtime::connect_store(&config))
-                    .await
-                    .context("connecting to etcd")?;
+                let store = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    pgwarden::runtime::connect_store(&config),
+                )
+                .await
+                .context("connecting to etcd")?;
                 store.load().await.context("reading the cluster from etcd")
             })?;
             println!("{}", pgwarden::ctl::list::render(&config.scope, &view));

@@ -160,8 +160,12 @@ impl Agent {
 
     /// Whether the leader key is ours, on our current lease.
     pub fn holds_leader_key(&self) -> bool {
-        let Some(lease) = self.lease.id else { return false };
-        let Some(view) = self.view.as_ref() else { return false };
+        let Some(lease) = self.lease.id else {
+            return false;
+        };
+        let Some(view) = self.view.as_ref() else {
+            return false;
+        };
         match &view.leader {
             Some(l) => l.name == self.settings.name && l.lease == lease.0,
             // Won moments ago and the watch has not delivered it yet.
@@ -184,7 +188,8 @@ impl Agent {
 
     /// Whether the lease still allows acting as primary now.
     pub fn lease_allows_primary(&self) -> bool {
-        self.lease.allows_primary_at(self.now, self.settings.demotion_margin)
+        self.lease
+            .allows_primary_at(self.now, self.settings.demotion_margin)
     }
 
     /// The leader as an upstream to follow or clone from.
@@ -195,12 +200,17 @@ impl Agent {
         if member.conn_url.is_empty() {
             return None;
         }
-        Some(Upstream { name: leader.name.clone(), conn_url: member.conn_url.clone() })
+        Some(Upstream {
+            name: leader.name.clone(),
+            conn_url: member.conn_url.clone(),
+        })
     }
 
     /// Effective `use_pg_rewind`.
     pub fn use_pg_rewind(&self) -> bool {
-        self.settings.use_pg_rewind.unwrap_or(self.config.postgresql.use_pg_rewind)
+        self.settings
+            .use_pg_rewind
+            .unwrap_or(self.config.postgresql.use_pg_rewind)
     }
 
     /// After a failed pg_rewind, may the data directory be wiped and cloned again?
@@ -210,7 +220,9 @@ impl Agent {
 
     /// Other members' REST URLs, for the race.
     pub fn peer_api_urls(&self) -> Vec<(String, String)> {
-        let Some(view) = self.view.as_ref() else { return Vec::new() };
+        let Some(view) = self.view.as_ref() else {
+            return Vec::new();
+        };
         view.members
             .values()
             .filter(|m| m.name != self.settings.name && !m.api_url.is_empty())
@@ -223,7 +235,11 @@ impl Agent {
         let (Some(view), Some(pg)) = (self.view.as_ref(), self.pg.as_ref()) else {
             return RaceVerdict::StandDown("no view of the cluster or PostgreSQL yet".into());
         };
-        let peers = if with_peers { self.peers.as_deref() } else { None };
+        let peers = if with_peers {
+            self.peers.as_deref()
+        } else {
+            None
+        };
         let ctx = RaceContext {
             me: &self.settings.name,
             my_failover_priority: self.my_failover_priority(),
@@ -244,7 +260,11 @@ impl Agent {
             my_timeline: self.pg.as_ref().and_then(|p| p.timeline()),
             cluster_timeline: self.view.as_ref().and_then(|v| v.timeline()),
             synchronous_mode: self.config.synchronous_mode == SynchronousMode::On,
-            sync: self.view.as_ref().and_then(|v| v.sync.as_ref()).map(|s| &s.value),
+            sync: self
+                .view
+                .as_ref()
+                .and_then(|v| v.sync.as_ref())
+                .map(|s| &s.value),
         })
         .map_err(|rule| rule.to_string())
     }
@@ -255,11 +275,15 @@ impl Agent {
             PgActionOutcome::Done { .. } => {
                 self.last_error = None;
                 match action {
-                    PgAction::Follow { upstream } => self.following = Some(upstream.conn_url.clone()),
+                    PgAction::Follow { upstream } => {
+                        self.following = Some(upstream.conn_url.clone())
+                    }
                     PgAction::StartReplica { upstream } => {
                         self.following = upstream.as_ref().map(|u| u.conn_url.clone())
                     }
-                    PgAction::Clone { from } | PgAction::Reinitialize { from } | PgAction::Rewind { from } => {
+                    PgAction::Clone { from }
+                    | PgAction::Reinitialize { from }
+                    | PgAction::Rewind { from } => {
                         self.following = Some(from.conn_url.clone());
                         self.data_maybe_diverged = false;
                     }
@@ -294,7 +318,8 @@ impl Agent {
         }
         let configured = sync::parse_standby_names(&server.synchronous_standby_names);
         if self.config.synchronous_mode != SynchronousMode::On {
-            return (!configured.is_empty()).then(|| PgAction::SetSyncStandbys { names: Vec::new() });
+            return (!configured.is_empty())
+                .then(|| PgAction::SetSyncStandbys { names: Vec::new() });
         }
         match self.sync_step(server)? {
             SyncStep::Configure(names) => Some(PgAction::SetSyncStandbys { names }),
@@ -308,9 +333,15 @@ impl Agent {
             return None;
         }
         match self.sync_step(server)? {
-            SyncStep::Record { state, expected_revision } => {
+            SyncStep::Record {
+                state,
+                expected_revision,
+            } => {
                 self.sync_write_in_flight = true;
-                Some(Effect::WriteSync { state, expected_revision })
+                Some(Effect::WriteSync {
+                    state,
+                    expected_revision,
+                })
             }
             SyncStep::Configure(_) => None,
         }
@@ -330,7 +361,13 @@ impl Agent {
             self.config.synchronous_node_count.max(1) as usize,
         );
         let configured = sync::parse_standby_names(&server.synchronous_standby_names);
-        sync::next_step(&self.settings.name, recorded, &configured, &server.replication, &desired)
+        sync::next_step(
+            &self.settings.name,
+            recorded,
+            &configured,
+            &server.replication,
+            &desired,
+        )
     }
 }
 

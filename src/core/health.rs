@@ -70,7 +70,9 @@ pub fn passes(status: &NodeStatus, check: Check, query: &CheckQuery) -> bool {
         Check::Replica => is_healthy_replica(status, query),
         Check::ReadOnly => is_primary(status) || is_healthy_replica(status, query),
         Check::Sync => is_healthy_replica(status, query) && status.is_sync_standby(),
-        Check::ReadOnlySync => is_primary(status) || (is_healthy_replica(status, query) && status.is_sync_standby()),
+        Check::ReadOnlySync => {
+            is_primary(status) || (is_healthy_replica(status, query) && status.is_sync_standby())
+        }
         Check::Async => is_healthy_replica(status, query) && !status.is_sync_standby(),
         Check::Health => is_running(status),
     }

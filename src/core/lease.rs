@@ -39,7 +39,8 @@ impl Lease {
 
     /// Whether a primary may keep acting at `now`.
     pub fn allows_primary_at(&self, now: Instant, margin: Duration) -> bool {
-        self.demotion_deadline(margin).is_some_and(|deadline| now < deadline)
+        self.demotion_deadline(margin)
+            .is_some_and(|deadline| now < deadline)
     }
 
     /// Record a grant sent at `sent_at`.
@@ -78,7 +79,10 @@ mod tests {
         assert!(!lease.allows_primary_at(Instant(0), Duration::from_secs(1)));
         lease.granted(LeaseId(7), Duration::from_secs(6), Instant(1_000));
         assert_eq!(lease.valid_until(), Some(Instant(7_000)));
-        assert_eq!(lease.demotion_deadline(Duration::from_secs(1)), Some(Instant(6_000)));
+        assert_eq!(
+            lease.demotion_deadline(Duration::from_secs(1)),
+            Some(Instant(6_000))
+        );
         assert!(lease.allows_primary_at(Instant(5_999), Duration::from_secs(1)));
         assert!(!lease.allows_primary_at(Instant(6_000), Duration::from_secs(1)));
     }

@@ -60,7 +60,9 @@ impl Machine {
                 Handled
             }
             Event::InitializeRaced(false) => {
-                context.outbox.reason("another member is bootstrapping the cluster");
+                context
+                    .outbox
+                    .reason("another member is bootstrapping the cluster");
                 Transition(State::starting())
             }
             Event::PgActionFinished(PgAction::Bootstrap, PgActionOutcome::Done { sysid }) => {
@@ -90,7 +92,9 @@ impl Machine {
                     context.outbox.push(Effect::WriteInitialize { sysid });
                 }
                 context.outbox.push(Effect::WriteInitialConfig);
-                context.outbox.reason("bootstrapped a new cluster and took the leader key");
+                context
+                    .outbox
+                    .reason("bootstrapped a new cluster and took the leader key");
                 Transition(State::primary())
             }
             Event::LeaderAcquired(false) => {
@@ -115,7 +119,9 @@ impl Machine {
                         Transition(State::replica())
                     }
                     PgActionOutcome::Failed { error } => {
-                        context.outbox.reason(format!("clone failed ({error}); will retry"));
+                        context
+                            .outbox
+                            .reason(format!("clone failed ({error}); will retry"));
                         Transition(State::starting())
                     }
                 }
@@ -136,12 +142,19 @@ impl Machine {
                         Transition(State::replica())
                     }
                     PgActionOutcome::Failed { error } => {
-                        if let (true, Some(from)) = (context.may_reclone_after_rewind(), context.leader_upstream()) {
+                        if let (true, Some(from)) = (
+                            context.may_reclone_after_rewind(),
+                            context.leader_upstream(),
+                        ) {
                             context.start_pg(PgAction::Reinitialize { from });
-                            context.outbox.reason(format!("pg_rewind failed ({error}); re-cloning"));
+                            context
+                                .outbox
+                                .reason(format!("pg_rewind failed ({error}); re-cloning"));
                             Transition(State::cloning())
                         } else {
-                            context.outbox.reason(format!("pg_rewind failed ({error}); will retry"));
+                            context
+                                .outbox
+                                .reason(format!("pg_rewind failed ({error}); will retry"));
                             Transition(State::starting())
                         }
                     }
@@ -201,12 +214,16 @@ impl Machine {
                         Handled
                     }
                     None => {
-                        context.outbox.reason("no lease to attach the leader key to");
+                        context
+                            .outbox
+                            .reason("no lease to attach the leader key to");
                         Transition(State::replica())
                     }
                 },
                 RaceVerdict::Race => {
-                    context.outbox.reason("another member took the leader key first");
+                    context
+                        .outbox
+                        .reason("another member took the leader key first");
                     Transition(State::replica())
                 }
                 RaceVerdict::StandDown(why) => {
@@ -228,7 +245,9 @@ impl Machine {
                     }
                     PgActionOutcome::Failed { error } => {
                         context.outbox.push(Effect::ReleaseLeader);
-                        context.outbox.reason(format!("promote failed ({error}); released the leader key"));
+                        context
+                            .outbox
+                            .reason(format!("promote failed ({error}); released the leader key"));
                         Transition(State::replica())
                     }
                 }
@@ -237,7 +256,9 @@ impl Machine {
                 // The key was taken or the deadline passed before promotion finished.
                 context.outbox.reason(format!("race abandoned: {why}"));
                 if context.pg.as_ref().is_some_and(|p| p.is_primary()) {
-                    context.start_pg(PgAction::Demote { mode: DemoteMode::ImmediateNolock });
+                    context.start_pg(PgAction::Demote {
+                        mode: DemoteMode::ImmediateNolock,
+                    });
                     Transition(State::demoting())
                 } else {
                     Transition(State::replica())
@@ -254,7 +275,9 @@ impl Machine {
         match event {
             Event::Cycle => context.decide_primary(),
             Event::MustDemote(why) => {
-                context.start_pg(PgAction::Demote { mode: DemoteMode::ImmediateNolock });
+                context.start_pg(PgAction::Demote {
+                    mode: DemoteMode::ImmediateNolock,
+                });
                 context.outbox.reason(format!("demoting: {why}"));
                 Transition(State::demoting())
             }
@@ -292,7 +315,6 @@ pub fn state_name(state: &State) -> &'static str {
 }
 
 impl Agent {
-
     fn decide_start(&mut self) -> Outcome<State> {
         let (Some(pg), Some(view)) = (self.pg.clone(), self.view.clone()) else {
             return Handled;
@@ -313,13 +335,19 @@ impl Agent {
                 match self.leader_upstream() {
                     Some(from) if from.name != self.settings.name => {
                         self.start_pg(PgAction::Clone { from });
-                        self.outbox.reason("empty data directory: cloning from the leader");
+                        self.outbox
+                            .reason("empty data directory: cloning from the leader");
                         Transition(State::cloning())
                     }
                     _ => Handled, // wait for a leader to clone from
                 }
             }
-            DataDir::Initialized { sysid, state, standby_signal, .. } => {
+            DataDir::Initialized {
+                sysid,
+                state,
+                standby_signal,
+                ..
+            } => {
                 if let Some(init) = view.initialize.as_deref().filter(|s| !s.is_empty()) {
                     if init != sysid {
                         self.outbox.push(Effect::Shutdown {
@@ -338,17 +366,25 @@ impl Agent {
                     return Handled; // starting up or shutting down: look again next cycle
                 }
                 let former_primary = !standby_signal
-                    && matches!(state, super::view::ControlState::ShutDown | super::view::ControlState::InProduction);
-                let upstream = self.leader_upstream().filter(|u| u.name != self.settings.name);
+                    && matches!(
+                        state,
+                        super::view::ControlState::ShutDown
+                            | super::view::ControlState::InProduction
+                    );
+                let upstream = self
+                    .leader_upstream()
+                    .filter(|u| u.name != self.settings.name);
                 match upstream {
                     Some(from) if former_primary || self.data_maybe_diverged => {
                         if self.use_pg_rewind() {
                             self.start_pg(PgAction::Rewind { from });
-                            self.outbox.reason("former primary: rewinding to the new leader's timeline");
+                            self.outbox
+                                .reason("former primary: rewinding to the new leader's timeline");
                             Transition(State::rewinding())
                         } else {
                             self.start_pg(PgAction::Reinitialize { from });
-                            self.outbox.reason("former primary without use_pg_rewind: re-cloning");
+                            self.outbox
+                                .reason("former primary without use_pg_rewind: re-cloning");
                             Transition(State::cloning())
                         }
                     }
@@ -388,12 +424,18 @@ impl Agent {
         if pg.is_primary() {
             return match leader {
                 Some(l) if l.name == me && self.holds_leader_key() => {
-                    self.outbox.reason("running primary and holding the leader key");
+                    self.outbox
+                        .reason("running primary and holding the leader key");
                     Transition(State::primary())
                 }
                 Some(l) if l.name != me => {
-                    self.start_pg(PgAction::Demote { mode: DemoteMode::ImmediateNolock });
-                    self.outbox.reason(format!("running as primary while {} holds the leader key", l.name));
+                    self.start_pg(PgAction::Demote {
+                        mode: DemoteMode::ImmediateNolock,
+                    });
+                    self.outbox.reason(format!(
+                        "running as primary while {} holds the leader key",
+                        l.name
+                    ));
                     Transition(State::demoting())
                 }
                 _ => self.start_race(),
@@ -407,11 +449,13 @@ impl Agent {
                 if self.data_maybe_diverged {
                     if self.use_pg_rewind() {
                         self.start_pg(PgAction::Rewind { from: upstream });
-                        self.outbox.reason("data may have diverged from the new leader: rewinding");
+                        self.outbox
+                            .reason("data may have diverged from the new leader: rewinding");
                         return Transition(State::rewinding());
                     }
                     self.start_pg(PgAction::Reinitialize { from: upstream });
-                    self.outbox.reason("data may have diverged and use_pg_rewind is off: re-cloning");
+                    self.outbox
+                        .reason("data may have diverged and use_pg_rewind is off: re-cloning");
                     return Transition(State::cloning());
                 }
                 if self.following.as_deref() != Some(upstream.conn_url.as_str()) {
@@ -446,19 +490,25 @@ impl Agent {
     fn promote_after_acquire(&mut self) -> Outcome<State> {
         if let Err(rule) = self.check_promotion_allowed() {
             self.outbox.push(Effect::ReleaseLeader);
-            self.outbox.reason(format!("promotion refused by safety rule: {rule}"));
+            self.outbox
+                .reason(format!("promotion refused by safety rule: {rule}"));
             return Transition(State::replica());
         }
         let already_primary = self.pg.as_ref().is_some_and(|p| p.is_primary());
         if already_primary {
-            self.outbox.reason("took the leader key; PostgreSQL already primary");
+            self.outbox
+                .reason("took the leader key; PostgreSQL already primary");
             return Transition(State::primary());
         }
-        let (Some(lease), Some(leader_revision)) = (self.lease.id, self.my_leader_revision()) else {
+        let (Some(lease), Some(leader_revision)) = (self.lease.id, self.my_leader_revision())
+        else {
             // We just won the key; the watch has not shown it yet. Promote on the next cycle.
             return Transition(State::replica());
         };
-        self.start_pg(PgAction::Promote { lease, leader_revision });
+        self.start_pg(PgAction::Promote {
+            lease,
+            leader_revision,
+        });
         if self.state_name == "candidate" {
             Handled
         } else {
@@ -469,16 +519,23 @@ impl Agent {
 
     fn decide_primary(&mut self) -> Outcome<State> {
         if !self.holds_leader_key() {
-            self.start_pg(PgAction::Demote { mode: DemoteMode::ImmediateNolock });
+            self.start_pg(PgAction::Demote {
+                mode: DemoteMode::ImmediateNolock,
+            });
             self.outbox.reason("leader key is not ours any more");
             return Transition(State::demoting());
         }
         if !self.lease_allows_primary() {
-            self.start_pg(PgAction::Demote { mode: DemoteMode::ImmediateNolock });
-            self.outbox.reason("lease could not be renewed before the demotion deadline");
+            self.start_pg(PgAction::Demote {
+                mode: DemoteMode::ImmediateNolock,
+            });
+            self.outbox
+                .reason("lease could not be renewed before the demotion deadline");
             return Transition(State::demoting());
         }
-        let Some(pg) = self.pg.clone() else { return Handled };
+        let Some(pg) = self.pg.clone() else {
+            return Handled;
+        };
         if self.pg_action.is_some() {
             return Handled;
         }
@@ -489,25 +546,37 @@ impl Agent {
             return Handled;
         };
         if server.in_recovery {
-            let (Some(lease), Some(leader_revision)) = (self.lease.id, self.my_leader_revision()) else {
+            let (Some(lease), Some(leader_revision)) = (self.lease.id, self.my_leader_revision())
+            else {
                 return Handled;
             };
             if self.check_promotion_allowed().is_ok() {
-                self.start_pg(PgAction::Promote { lease, leader_revision });
+                self.start_pg(PgAction::Promote {
+                    lease,
+                    leader_revision,
+                });
             }
             return Handled;
         }
         if self.published_optime != Some(server.wal_position) {
             self.published_optime = Some(server.wal_position);
-            self.outbox.push(Effect::WriteStatus { optime: server.wal_position });
+            self.outbox.push(Effect::WriteStatus {
+                optime: server.wal_position,
+            });
         }
-        let cluster_timeline = self.view.as_ref().and_then(|v| v.timeline()).unwrap_or_default();
+        let cluster_timeline = self
+            .view
+            .as_ref()
+            .and_then(|v| v.timeline())
+            .unwrap_or_default();
         if server.timeline.0 > 1
             && server.timeline > cluster_timeline
             && self.history_written_for != Some(server.timeline)
         {
             self.history_written_for = Some(server.timeline);
-            self.outbox.push(Effect::UpdateHistory { timeline: server.timeline });
+            self.outbox.push(Effect::UpdateHistory {
+                timeline: server.timeline,
+            });
         }
         if let Some(step) = self.next_pg_step_for_primary(&server) {
             self.start_pg(step);

@@ -52,7 +52,9 @@ impl Node {
     pub fn new(settings: NodeSettings, now: Instant) -> Node {
         let mut agent = Agent::new(settings);
         agent.now = now;
-        let machine = Machine.uninitialized_state_machine().init_with_context(&mut agent);
+        let machine = Machine
+            .uninitialized_state_machine()
+            .init_with_context(&mut agent);
         Node {
             machine,
             agent,
@@ -87,9 +89,15 @@ impl Node {
                     self.next_cycle_at = now;
                 }
             }
-            Input::LeaseGranted { lease, ttl_secs, sent_at } => {
+            Input::LeaseGranted {
+                lease,
+                ttl_secs,
+                sent_at,
+            } => {
                 self.grant_in_flight = false;
-                self.agent.lease.granted(lease, Duration::from_secs(ttl_secs.into()), sent_at);
+                self.agent
+                    .lease
+                    .granted(lease, Duration::from_secs(ttl_secs.into()), sent_at);
                 self.dcs_seen(now);
             }
             Input::LeaseGrantFailed { error } => {
@@ -101,7 +109,11 @@ impl Node {
                 self.agent.lease.renewed(lease, sent_at);
                 self.dcs_seen(now);
             }
-            Input::LeaseRenewFailed { lease, expired, error } => {
+            Input::LeaseRenewFailed {
+                lease,
+                expired,
+                error,
+            } => {
                 self.renewal_in_flight = false;
                 if expired && self.agent.lease.id == Some(lease) {
                     tracing::warn!(node = %self.agent.settings.name, %lease, %error, "lease expired");
@@ -152,7 +164,11 @@ impl Node {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut wake = self.next_cycle_at;
         if self.acting_as_leader() {
-            if let Some(deadline) = self.agent.lease.demotion_deadline(self.agent.settings.demotion_margin) {
+            if let Some(deadline) = self
+                .agent
+                .lease
+                .demotion_deadline(self.agent.settings.demotion_margin)
+            {
                 wake = wake.min(deadline);
             }
         }
@@ -196,8 +212,10 @@ impl Node {
     }
 
     fn acting_as_leader(&self) -> bool {
-        matches!(self.machine.state(), State::Primary {} | State::Candidate {})
-            && self.agent.holds_leader_key()
+        matches!(
+            self.machine.state(),
+            State::Primary {} | State::Candidate {}
+        ) && self.agent.holds_leader_key()
     }
 
     fn dispatch(&mut self, event: Event) {
@@ -224,12 +242,17 @@ impl Node {
         }
         let state = self.machine.state().clone();
         if matches!(state, State::Primary {}) && !self.agent.holds_leader_key() {
-            self.dispatch(Event::MustDemote("the leader key is gone or held by another member".into()));
+            self.dispatch(Event::MustDemote(
+                "the leader key is gone or held by another member".into(),
+            ));
         }
     }
 
     fn enforce_deadline(&mut self) {
-        let is_primary = matches!(self.machine.state(), State::Primary {} | State::Candidate {});
+        let is_primary = matches!(
+            self.machine.state(),
+            State::Primary {} | State::Candidate {}
+        );
         if is_primary && !self.agent.lease_allows_primary() {
             self.dispatch(Event::MustDemote("lease demotion deadline passed".into()));
         }
@@ -244,7 +267,9 @@ impl Node {
         match self.agent.lease.id {
             None if !self.grant_in_flight => {
                 self.grant_in_flight = true;
-                self.agent.outbox.push(Effect::GrantLease { ttl_secs: self.agent.config.ttl });
+                self.agent.outbox.push(Effect::GrantLease {
+                    ttl_secs: self.agent.config.ttl,
+                });
             }
             Some(lease) if !self.renewal_in_flight => {
                 self.renewal_in_flight = true;

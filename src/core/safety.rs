@@ -30,7 +30,10 @@ impl fmt::Display for Rule {
             Rule::LeaderKeyNotHeld => write!(f, "leader-key-not-held"),
             Rule::LeaseDeadlinePassed => write!(f, "lease-deadline-passed"),
             Rule::BehindClusterTimeline { mine, cluster } => {
-                write!(f, "behind-cluster-timeline (ours {mine}, cluster {cluster})")
+                write!(
+                    f,
+                    "behind-cluster-timeline (ours {mine}, cluster {cluster})"
+                )
             }
             Rule::NotSynchronous => write!(f, "not-in-sync-set"),
         }

@@ -123,13 +123,20 @@ impl NodeStatus {
         self.view
             .as_ref()
             .and_then(|v| v.sync.as_ref())
-            .is_some_and(|s| s.value.leader.as_deref() != Some(self.name.as_str()) && s.value.sync_standby.contains(&self.name))
+            .is_some_and(|s| {
+                s.value.leader.as_deref() != Some(self.name.as_str())
+                    && s.value.sync_standby.contains(&self.name)
+            })
     }
 
     /// The leader's WAL position as best known: `/status.optime` or what we received.
     pub fn leader_optime(&self) -> Option<Lsn> {
         let optime = self.view.as_ref().and_then(|v| v.optime);
-        let received = self.pg.as_ref().and_then(|p| p.server.as_ref()).and_then(|s| s.received);
+        let received = self
+            .pg
+            .as_ref()
+            .and_then(|p| p.server.as_ref())
+            .and_then(|s| s.received);
         optime.max(received)
     }
 }

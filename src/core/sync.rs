@@ -154,7 +154,10 @@ mod tests {
         let step = next_step("b", Some(&old), &[], &[], &["c".into()]);
         assert_eq!(
             step,
-            Some(SyncStep::Record { state: state("b", vec![]), expected_revision: Some(5) })
+            Some(SyncStep::Record {
+                state: state("b", vec![]),
+                expected_revision: Some(5)
+            })
         );
     }
 
@@ -163,18 +166,63 @@ mod tests {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         // b is recorded; c is desired instead.
         let rec = recorded("a", &["b"]);
-        let step = next_step("a", Some(&rec), &names(&["b"]), &[peer("c", "async")], &names(&["c"]));
-        assert_eq!(step, Some(SyncStep::Record { state: state("a", vec![]), expected_revision: Some(5) }));
+        let step = next_step(
+            "a",
+            Some(&rec),
+            &names(&["b"]),
+            &[peer("c", "async")],
+            &names(&["c"]),
+        );
+        assert_eq!(
+            step,
+            Some(SyncStep::Record {
+                state: state("a", vec![]),
+                expected_revision: Some(5)
+            })
+        );
         let rec = recorded("a", &[]);
-        let step = next_step("a", Some(&rec), &names(&["b"]), &[peer("c", "async")], &names(&["c"]));
+        let step = next_step(
+            "a",
+            Some(&rec),
+            &names(&["b"]),
+            &[peer("c", "async")],
+            &names(&["c"]),
+        );
         assert_eq!(step, Some(SyncStep::Configure(names(&["c"]))));
         // Configured but not yet confirmed sync: nothing to record yet.
-        let step = next_step("a", Some(&rec), &names(&["c"]), &[peer("c", "potential")], &names(&["c"]));
+        let step = next_step(
+            "a",
+            Some(&rec),
+            &names(&["c"]),
+            &[peer("c", "potential")],
+            &names(&["c"]),
+        );
         assert_eq!(step, None);
-        let step = next_step("a", Some(&rec), &names(&["c"]), &[peer("c", "sync")], &names(&["c"]));
-        assert_eq!(step, Some(SyncStep::Record { state: state("a", names(&["c"])), expected_revision: Some(5) }));
+        let step = next_step(
+            "a",
+            Some(&rec),
+            &names(&["c"]),
+            &[peer("c", "sync")],
+            &names(&["c"]),
+        );
+        assert_eq!(
+            step,
+            Some(SyncStep::Record {
+                state: state("a", names(&["c"])),
+                expected_revision: Some(5)
+            })
+        );
         let rec = recorded("a", &["c"]);
-        assert_eq!(next_step("a", Some(&rec), &names(&["c"]), &[peer("c", "sync")], &names(&["c"])), None);
+        assert_eq!(
+            next_step(
+                "a",
+                Some(&rec),
+                &names(&["c"]),
+                &[peer("c", "sync")],
+                &names(&["c"])
+            ),
+            None
+        );
     }
 
     #[test]

@@ -55,7 +55,11 @@ pub struct MemberInfo {
 impl MemberInfo {
     /// `nofailover` or a `failover_priority` ≤ 0 keep a member out of every race.
     pub fn can_lead(&self) -> bool {
-        let nofailover = self.tags.get("nofailover").and_then(|v| v.as_bool()).unwrap_or(false);
+        let nofailover = self
+            .tags
+            .get("nofailover")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
         !nofailover && self.failover_priority() > 0
     }
 
@@ -70,8 +74,16 @@ impl MemberInfo {
 
     /// `nosync` tag or a non-positive `sync_priority` keep a member out of the sync set.
     pub fn can_be_sync(&self) -> bool {
-        let nosync = self.tags.get("nosync").and_then(|v| v.as_bool()).unwrap_or(false);
-        let priority = self.tags.get("sync_priority").and_then(|v| v.as_i64()).unwrap_or(1);
+        let nosync = self
+            .tags
+            .get("nosync")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let priority = self
+            .tags
+            .get("sync_priority")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(1);
         !nosync && priority > 0
     }
 }
@@ -135,7 +147,11 @@ pub struct ClusterView {
 impl ClusterView {
     /// The timeline the cluster is on according to `/history` (last ended timeline + 1).
     pub fn timeline(&self) -> Option<Timeline> {
-        self.history.iter().map(|h| h.timeline).max().map(|t| Timeline(t.0 + 1))
+        self.history
+            .iter()
+            .map(|h| h.timeline)
+            .max()
+            .map(|t| Timeline(t.0 + 1))
     }
 
     /// Name of the leader key holder.

@@ -26,7 +26,11 @@ pub struct Row {
 /// Rows for every member, sorted by name.
 pub fn rows(view: &ClusterView) -> Vec<Row> {
     let leader = view.leader_name();
-    let sync = view.sync.as_ref().map(|s| s.value.sync_standby.clone()).unwrap_or_default();
+    let sync = view
+        .sync
+        .as_ref()
+        .map(|s| s.value.sync_standby.clone())
+        .unwrap_or_default();
     let leader_lsn = leader
         .and_then(|l| view.members.get(l))
         .and_then(|m| m.wal_position)
@@ -45,7 +49,9 @@ pub fn rows(view: &ClusterView) -> Vec<Row> {
             let state = if is_leader {
                 m.state.clone()
             } else {
-                m.replication_state.clone().unwrap_or_else(|| m.state.clone())
+                m.replication_state
+                    .clone()
+                    .unwrap_or_else(|| m.state.clone())
             };
             let host = parse_conn_url(&m.conn_url)
                 .map(|(h, p)| format!("{h}:{p}"))
@@ -117,13 +123,33 @@ mod tests {
 
     #[test]
     fn roles_states_and_lag_like_patronictl() {
-        let mut view = ClusterView { initialize: Some("7300".into()), ..ClusterView::default() };
-        view.leader = Some(LeaderKey { name: "a".into(), lease: 1, create_revision: 2 });
-        view.members.insert("a".into(), member("a", 5432, "running", None, 3 * 1024 * 1024));
-        view.members.insert("b".into(), member("b", 5433, "running", Some("streaming"), 3 * 1024 * 1024));
-        view.members.insert("c".into(), member("c", 5434, "running", Some("streaming"), 1024 * 1024));
+        let mut view = ClusterView {
+            initialize: Some("7300".into()),
+            ..ClusterView::default()
+        };
+        view.leader = Some(LeaderKey {
+            name: "a".into(),
+            lease: 1,
+            create_revision: 2,
+        });
+        view.members.insert(
+            "a".into(),
+            member("a", 5432, "running", None, 3 * 1024 * 1024),
+        );
+        view.members.insert(
+            "b".into(),
+            member("b", 5433, "running", Some("streaming"), 3 * 1024 * 1024),
+        );
+        view.members.insert(
+            "c".into(),
+            member("c", 5434, "running", Some("streaming"), 1024 * 1024),
+        );
         view.sync = Some(Versioned {
-            value: SyncState { leader: Some("a".into()), sync_standby: vec!["b".into()], quorum: 0 },
+            value: SyncState {
+                leader: Some("a".into()),
+                sync_standby: vec!["b".into()],
+                quorum: 0,
+            },
             mod_revision: 3,
         });
         let r = rows(&view);

@@ -24,10 +24,19 @@ pub struct RawKey {
 }
 
 /// Decode every key under the layout's prefix (keys are full paths).
-pub fn decode_view(layout: &KeyLayout, keys: &BTreeMap<String, RawKey>, revision: i64) -> ClusterView {
-    let mut view = ClusterView { revision, ..ClusterView::default() };
+pub fn decode_view(
+    layout: &KeyLayout,
+    keys: &BTreeMap<String, RawKey>,
+    revision: i64,
+) -> ClusterView {
+    let mut view = ClusterView {
+        revision,
+        ..ClusterView::default()
+    };
     for (key, raw) in keys {
-        let Some(name) = layout.relative(key) else { continue };
+        let Some(name) = layout.relative(key) else {
+            continue;
+        };
         let text = String::from_utf8_lossy(&raw.value);
         match name {
             keys::LEADER => {
@@ -42,12 +51,20 @@ pub fn decode_view(layout: &KeyLayout, keys: &BTreeMap<String, RawKey>, revision
                 .map_err(|e| format!("config: not JSON: {e}"))
                 .and_then(|v| DynamicConfig::from_json(&v).map_err(|e| e.to_string()))
             {
-                Ok(value) => view.config = Some(Versioned { value, mod_revision: raw.mod_revision }),
+                Ok(value) => {
+                    view.config = Some(Versioned {
+                        value,
+                        mod_revision: raw.mod_revision,
+                    })
+                }
                 Err(error) => view.config_error = Some(error),
             },
             keys::SYNC => {
                 if let Some(value) = decode_sync(&text) {
-                    view.sync = Some(Versioned { value, mod_revision: raw.mod_revision });
+                    view.sync = Some(Versioned {
+                        value,
+                        mod_revision: raw.mod_revision,
+                    });
                 }
             }
             keys::HISTORY => view.history = decode_history(&text),
@@ -59,7 +76,8 @@ pub fn decode_view(layout: &KeyLayout, keys: &BTreeMap<String, RawKey>, revision
             }
             other => {
                 if let Some(member) = other.strip_prefix(keys::MEMBERS) {
-                    view.members.insert(member.to_string(), decode_member(member, &text));
+                    view.members
+                        .insert(member.to_string(), decode_member(member, &text));
                 }
             }
         }
@@ -70,7 +88,12 @@ pub fn decode_view(layout: &KeyLayout, keys: &BTreeMap<String, RawKey>, revision
 /// Decode a `members/<name>` value (bad JSON gives a member with only its name).
 pub fn decode_member(name: &str, text: &str) -> MemberInfo {
     let raw: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-    let s = |k: &str| raw.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |k: &str| {
+        raw.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let lsn = |k: &str| raw.get(k).and_then(Value::as_u64).map(Lsn);
     let wal_position = lsn("xlog_location")
         .max(lsn("receive_lsn"))
@@ -81,10 +104,20 @@ pub fn decode_member(name: &str, text: &str) -> MemberInfo {
         api_url: s("api_url"),
         state: s("state"),
         role: s("role"),
-        timeline: raw.get("timeline").and_then(Value::as_u64).map(|t| Timeline(t as u32)),
+        timeline: raw
+            .get("timeline")
+            .and_then(Value::as_u64)
+            .map(|t| Timeline(t as u32)),
         wal_position,
-        replication_state: raw.get("replication_state").and_then(Value::as_str).map(str::to_string),
-        tags: raw.get("tags").and_then(Value::as_object).cloned().unwrap_or_default(),
+        replication_state: raw
+            .get("replication_state")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        tags: raw
+            .get("tags")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
         raw,
     }
 }
@@ -96,11 +129,21 @@ pub fn decode_sync(text: &str) -> Option<SyncState> {
     let mut sync_standby: Vec<String> = v
         .get("sync_standby")
         .and_then(Value::as_str)
-        .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     sync_standby.sort();
     let quorum = v.get("quorum").and_then(Value::as_u64).unwrap_or(0) as u32;
-    Some(SyncState { leader, sync_standby, quorum })
+    Some(SyncState {
+        leader,
+        sync_standby,
+        quorum,
+    })
 }
 
 /// Encode `/sync` as Patroni does.
@@ -125,7 +168,11 @@ pub fn decode_history(text: &str) -> Vec<HistoryEntry> {
             Some(HistoryEntry {
                 timeline: Timeline(line.first()?.as_u64()? as u32),
                 switch_lsn: Lsn(line.get(1)?.as_u64()?),
-                reason: line.get(2).and_then(Value::as_str).unwrap_or_default().to_string(),
+                reason: line
+                    .get(2)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 timestamp: line.get(3).and_then(Value::as_str).map(str::to_string),
                 new_leader: line.get(4).and_then(Value::as_str).map(str::to_string),
             })
@@ -161,7 +208,12 @@ mod tests {
     use super::*;
 
     fn raw(value: &str, lease: i64, rev: i64) -> RawKey {
-        RawKey { value: value.as_bytes().to_vec(), lease, create_revision: rev, mod_revision: rev }
+        RawKey {
+            value: value.as_bytes().to_vec(),
+            lease,
+            create_revision: rev,
+            mod_revision: rev,
+        }
     }
 
     #[test]
@@ -169,18 +221,33 @@ mod tests {
         let layout = KeyLayout::new("/service", "c");
         let mut keys = BTreeMap::new();
         keys.insert("/service/c/leader".to_string(), raw("pg1", 77, 5));
-        keys.insert("/service/c/initialize".to_string(), raw("7300000000000000001", 0, 2));
+        keys.insert(
+            "/service/c/initialize".to_string(),
+            raw("7300000000000000001", 0, 2),
+        );
         keys.insert(
             "/service/c/members/pg1".to_string(),
             raw(r#"{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"primary","xlog_location":100,"timeline":2,"tags":{"nofailover":true}}"#, 77, 3),
         );
-        keys.insert("/service/c/sync".to_string(), raw(r#"{"leader":"pg1","sync_standby":"pg3,pg2"}"#, 0, 9));
+        keys.insert(
+            "/service/c/sync".to_string(),
+            raw(r#"{"leader":"pg1","sync_standby":"pg3,pg2"}"#, 0, 9),
+        );
         keys.insert("/service/c/history".to_string(), raw(r#"[[1,50331808,"no recovery target specified","2026-01-01T00:00:00+00:00","pg1"]]"#, 0, 8));
-        keys.insert("/service/c/status".to_string(), raw(r#"{"optime":4096}"#, 0, 10));
-        keys.insert("/service/c/config".to_string(), raw(r#"{"ttl":30,"loop_wait":10,"retry_timeout":10}"#, 0, 4));
+        keys.insert(
+            "/service/c/status".to_string(),
+            raw(r#"{"optime":4096}"#, 0, 10),
+        );
+        keys.insert(
+            "/service/c/config".to_string(),
+            raw(r#"{"ttl":30,"loop_wait":10,"retry_timeout":10}"#, 0, 4),
+        );
         keys.insert("/service/other/leader".to_string(), raw("x", 0, 1));
         let view = decode_view(&layout, &keys, 10);
-        assert_eq!(view.leader.as_ref().map(|l| (l.name.as_str(), l.lease)), Some(("pg1", 77)));
+        assert_eq!(
+            view.leader.as_ref().map(|l| (l.name.as_str(), l.lease)),
+            Some(("pg1", 77))
+        );
         assert_eq!(view.initialize.as_deref(), Some("7300000000000000001"));
         let m = &view.members["pg1"];
         assert_eq!(m.wal_position, Some(Lsn(100)));
@@ -196,9 +263,17 @@ mod tests {
 
     #[test]
     fn sync_and_history_round_trip() {
-        let state = SyncState { leader: Some("a".into()), sync_standby: vec!["b".into()], quorum: 0 };
+        let state = SyncState {
+            leader: Some("a".into()),
+            sync_standby: vec!["b".into()],
+            quorum: 0,
+        };
         assert_eq!(decode_sync(&encode_sync(&state)), Some(state));
-        let empty = SyncState { leader: Some("a".into()), sync_standby: vec![], quorum: 0 };
+        let empty = SyncState {
+            leader: Some("a".into()),
+            sync_standby: vec![],
+            quorum: 0,
+        };
         assert!(encode_sync(&empty).contains("\"sync_standby\":null"));
         let history = vec![HistoryEntry {
             timeline: Timeline(1),

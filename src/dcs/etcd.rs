@@ -38,7 +38,13 @@ impl EtcdStore {
     ) -> Result<EtcdStore, DcsError> {
         let urls: Vec<String> = endpoints
             .iter()
-            .map(|e| if e.contains("://") { e.clone() } else { format!("http://{e}") })
+            .map(|e| {
+                if e.contains("://") {
+                    e.clone()
+                } else {
+                    format!("http://{e}")
+                }
+            })
             .collect();
         let mut options = ConnectOptions::new()
             .with_connect_timeout(request_timeout)
@@ -48,8 +54,14 @@ impl EtcdStore {
         if let Some((user, password)) = credentials {
             options = options.with_user(user, password);
         }
-        let client = Client::connect(urls, Some(options)).await.map_err(err("connect"))?;
-        Ok(EtcdStore { client, layout, request_timeout })
+        let client = Client::connect(urls, Some(options))
+            .await
+            .map_err(err("connect"))?;
+        Ok(EtcdStore {
+            client,
+            layout,
+            request_timeout,
+        })
     }
 
     /// The key layout in use.
@@ -92,7 +104,9 @@ impl EtcdStore {
         let (mut keys, revision) = self.load_raw().await?;
         on_view(codec::decode_view(&self.layout, &keys, revision));
         let mut watch_client = self.client.watch_client();
-        let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision + 1);
         let mut stream = watch_client
             .watch(self.layout.prefix(), Some(options))
             .await
@@ -136,7 +150,10 @@ impl EtcdStore {
     /// Grant a lease; returns its id and the TTL etcd actually granted.
     pub async fn grant_lease(&self, ttl_secs: u32) -> Result<(LeaseId, u32), DcsError> {
         let mut lease = self.client.lease_client();
-        let resp = lease.grant(ttl_secs.into(), None).await.map_err(err("lease grant"))?;
+        let resp = lease
+            .grant(ttl_secs.into(), None)
+            .await
+            .map_err(err("lease grant"))?;
         Ok((LeaseId(resp.id()), resp.ttl().max(0) as u32))
     }
 
@@ -144,7 +161,10 @@ impl EtcdStore {
     pub async fn keep_alive(&self, lease: LeaseId) -> Result<bool, DcsError> {
         let mut client = self.client.lease_client();
         let work = async {
-            let (mut keeper, mut stream) = client.keep_alive(lease.0).await.map_err(err("keep-alive"))?;
+            let (mut keeper, mut stream) = client
+                .keep_alive(lease.0)
+                .await
+                .map_err(err("keep-alive"))?;
             keeper.keep_alive().await.map_err(err("keep-alive"))?;
             match stream.message().await.map_err(err("keep-alive"))? {
                 Some(resp) => Ok(resp.ttl() > 0),
@@ -153,7 +173,10 @@ impl EtcdStore {
         };
         tokio::time::timeout(self.request_timeout, work)
             .await
-            .map_err(|_| DcsError::Timeout { op: "keep-alive", after: self.request_timeout })?
+            .map_err(|_| DcsError::Timeout {
+                op: "keep-alive",
+                after: self.request_timeout,
+            })?
     }
 
     /// Revoke a lease (clean shutdown): its keys vanish at once.
@@ -164,15 +187,30 @@ impl EtcdStore {
     }
 
     /// Put `members/<name>` on our lease.
-    pub async fn put_member(&self, name: &str, value: String, lease: LeaseId) -> Result<(), DcsError> {
+    pub async fn put_member(
+        &self,
+        name: &str,
+        value: String,
+        lease: LeaseId,
+    ) -> Result<(), DcsError> {
         let mut kv = self.client.kv_client();
-        kv.put(self.layout.member(name), value, Some(PutOptions::new().with_lease(lease.0)))
-            .await
-            .map_err(err("put member"))?;
+        kv.put(
+            self.layout.member(name),
+            value,
+            Some(PutOptions::new().with_lease(lease.0)),
+        )
+        .await
+        .map_err(err("put member"))?;
         Ok(())
     }
 
-    async fn create_if_absent(&self, key: String, value: String, lease: Option<LeaseId>, op: &'static str) -> Result<(bool, i64), DcsError> {
+    async fn create_if_absent(
+        &self,
+        key: String,
+        value: String,
+        lease: Option<LeaseId>,
+        op: &'static str,
+    ) -> Result<(bool, i64), DcsError> {
         let mut kv = self.client.kv_client();
         let put = match lease {
             Some(l) => TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(l.0))),
@@ -182,47 +220,74 @@ impl EtcdStore {
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([put]);
         let resp = kv.txn(txn).await.map_err(err(op))?;
-        Ok((resp.succeeded(), resp.header().map(|h| h.revision()).unwrap_or_default()))
+        Ok((
+            resp.succeeded(),
+            resp.header().map(|h| h.revision()).unwrap_or_default(),
+        ))
     }
 
     /// Bootstrap race: create `initialize` (empty) if nobody has.
     pub async fn race_initialize(&self) -> Result<bool, DcsError> {
-        Ok(self.create_if_absent(self.layout.key(keys::INITIALIZE), String::new(), None, "race initialize").await?.0)
+        Ok(self
+            .create_if_absent(
+                self.layout.key(keys::INITIALIZE),
+                String::new(),
+                None,
+                "race initialize",
+            )
+            .await?
+            .0)
     }
 
     /// Delete `initialize` (failed bootstrap).
     pub async fn cancel_initialize(&self) -> Result<(), DcsError> {
         let mut kv = self.client.kv_client();
-        kv.delete(self.layout.key(keys::INITIALIZE), None).await.map_err(err("delete initialize"))?;
+        kv.delete(self.layout.key(keys::INITIALIZE), None)
+            .await
+            .map_err(err("delete initialize"))?;
         Ok(())
     }
 
     /// Record the system identifier in `initialize`.
     pub async fn write_initialize(&self, sysid: &str) -> Result<(), DcsError> {
         let mut kv = self.client.kv_client();
-        kv.put(self.layout.key(keys::INITIALIZE), sysid, None).await.map_err(err("put initialize"))?;
+        kv.put(self.layout.key(keys::INITIALIZE), sysid, None)
+            .await
+            .map_err(err("put initialize"))?;
         Ok(())
     }
 
     /// Create `config` if absent.
     pub async fn write_config_if_absent(&self, json: String) -> Result<bool, DcsError> {
-        Ok(self.create_if_absent(self.layout.key(keys::CONFIG), json, None, "create config").await?.0)
+        Ok(self
+            .create_if_absent(self.layout.key(keys::CONFIG), json, None, "create config")
+            .await?
+            .0)
     }
 
     /// Take the leader key on `lease`: create it if absent, or move our own key (left on an
     /// older lease of ours) onto this one. Returns (won, revision of the transaction).
     pub async fn acquire_leader(&self, me: &str, lease: LeaseId) -> Result<(bool, i64), DcsError> {
         let key = self.layout.leader();
-        let (won, revision) = self.create_if_absent(key.clone(), me.to_string(), Some(lease), "acquire leader").await?;
+        let (won, revision) = self
+            .create_if_absent(key.clone(), me.to_string(), Some(lease), "acquire leader")
+            .await?;
         if won {
             return Ok((true, revision));
         }
         let mut kv = self.client.kv_client();
         let txn = Txn::new()
             .when([Compare::value(key.clone(), CompareOp::Equal, me)])
-            .and_then([TxnOp::put(key, me, Some(PutOptions::new().with_lease(lease.0)))]);
+            .and_then([TxnOp::put(
+                key,
+                me,
+                Some(PutOptions::new().with_lease(lease.0)),
+            )]);
         let resp = kv.txn(txn).await.map_err(err("take over own leader key"))?;
-        Ok((resp.succeeded(), resp.header().map(|h| h.revision()).unwrap_or_default()))
+        Ok((
+            resp.succeeded(),
+            resp.header().map(|h| h.revision()).unwrap_or_default(),
+        ))
     }
 
     /// Delete the leader key if it still holds our name.
@@ -232,15 +297,26 @@ impl EtcdStore {
         let txn = Txn::new()
             .when([Compare::value(key.clone(), CompareOp::Equal, me)])
             .and_then([TxnOp::delete(key, None)]);
-        Ok(kv.txn(txn).await.map_err(err("release leader"))?.succeeded())
+        Ok(kv
+            .txn(txn)
+            .await
+            .map_err(err("release leader"))?
+            .succeeded())
     }
 
     /// Compare-and-swap `/sync`.
-    pub async fn write_sync(&self, state: &SyncState, expected_revision: Option<i64>) -> Result<bool, DcsError> {
+    pub async fn write_sync(
+        &self,
+        state: &SyncState,
+        expected_revision: Option<i64>,
+    ) -> Result<bool, DcsError> {
         let key = self.layout.key(keys::SYNC);
         let value = codec::encode_sync(state);
         match expected_revision {
-            None => Ok(self.create_if_absent(key, value, None, "create sync").await?.0),
+            None => Ok(self
+                .create_if_absent(key, value, None, "create sync")
+                .await?
+                .0),
             Some(rev) => {
                 let mut kv = self.client.kv_client();
                 let txn = Txn::new()
@@ -254,18 +330,26 @@ impl EtcdStore {
     /// Put `/status`.
     pub async fn write_status(&self, optime: Lsn) -> Result<(), DcsError> {
         let mut kv = self.client.kv_client();
-        kv.put(self.layout.key(keys::STATUS), codec::encode_status(optime), None)
-            .await
-            .map_err(err("put status"))?;
+        kv.put(
+            self.layout.key(keys::STATUS),
+            codec::encode_status(optime),
+            None,
+        )
+        .await
+        .map_err(err("put status"))?;
         Ok(())
     }
 
     /// Put `/history`.
     pub async fn write_history(&self, entries: &[HistoryEntry]) -> Result<(), DcsError> {
         let mut kv = self.client.kv_client();
-        kv.put(self.layout.key(keys::HISTORY), codec::encode_history(entries), None)
-            .await
-            .map_err(err("put history"))?;
+        kv.put(
+            self.layout.key(keys::HISTORY),
+            codec::encode_history(entries),
+            None,
+        )
+        .await
+        .map_err(err("put history"))?;
         Ok(())
     }
 }

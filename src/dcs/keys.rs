@@ -72,7 +72,10 @@ mod tests {
             assert_eq!(keys.leader(), "/service/pg-cluster/leader");
             assert_eq!(keys.member("pg1"), "/service/pg-cluster/members/pg1");
             assert_eq!(keys.key(SYNC), "/service/pg-cluster/sync");
-            assert_eq!(keys.relative("/service/pg-cluster/members/pg2"), Some("members/pg2"));
+            assert_eq!(
+                keys.relative("/service/pg-cluster/members/pg2"),
+                Some("members/pg2")
+            );
             assert_eq!(keys.relative("/service/other/leader"), None);
         }
     }

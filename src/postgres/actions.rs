@@ -32,7 +32,12 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgError {
 impl PgController {
     /// A controller for the configured PostgreSQL.
     pub fn new(settings: Arc<PgSettings>, dynamic: DynamicConfig) -> PgController {
-        PgController { s: settings, standby: None, sync_names: String::new(), dynamic }
+        PgController {
+            s: settings,
+            standby: None,
+            sync_names: String::new(),
+            dynamic,
+        }
     }
 
     /// Use this cluster-wide configuration for parameters and pg_hba from now on.
@@ -76,10 +81,15 @@ impl PgController {
     }
 
     fn parameters(&self) -> BTreeMap<String, String> {
-        let mut params = conf::merge_parameters(&self.dynamic.postgresql.parameters, &self.s.local_parameters);
+        let mut params = conf::merge_parameters(
+            &self.dynamic.postgresql.parameters,
+            &self.s.local_parameters,
+        );
         params.insert("listen_addresses".into(), self.s.listen_addresses.clone());
         params.insert("port".into(), self.s.port.to_string());
-        params.entry("cluster_name".into()).or_insert_with(|| self.s.scope.clone());
+        params
+            .entry("cluster_name".into())
+            .or_insert_with(|| self.s.scope.clone());
         // Defaults an HA cluster needs (Patroni sets the same ones).
         for (k, v) in [
             ("hot_standby", "on"),
@@ -102,11 +112,20 @@ impl PgController {
     }
 
     fn write_conf(&self) -> Result<(), PgError> {
-        let text = conf::postgresql_conf(&self.parameters(), self.standby.as_ref(), &self.sync_names);
+        let text =
+            conf::postgresql_conf(&self.parameters(), self.standby.as_ref(), &self.sync_names);
         self.write_file(&self.s.data_dir.join("postgresql.conf"), &text, 0o600)?;
-        let hba = self.s.pg_hba.clone().or_else(|| self.dynamic.postgresql.pg_hba.clone());
+        let hba = self
+            .s
+            .pg_hba
+            .clone()
+            .or_else(|| self.dynamic.postgresql.pg_hba.clone());
         if let Some(lines) = hba {
-            self.write_file(&self.s.data_dir.join("pg_hba.conf"), &conf::pg_hba(&lines), 0o600)?;
+            self.write_file(
+                &self.s.data_dir.join("pg_hba.conf"),
+                &conf::pg_hba(&lines),
+                0o600,
+            )?;
         }
         let signal = self.s.data_dir.join("standby.signal");
         if self.standby.is_some() {
@@ -129,8 +148,12 @@ impl PgController {
 
     fn stream_from(&self, upstream: Option<&Upstream>) -> Result<StreamFrom, PgError> {
         let (host, port) = match upstream {
-            Some(u) => conf::parse_conn_url(&u.conn_url)
-                .ok_or_else(|| PgError::BadInput(format!("leader conn_url {:?} is not postgres://host:port/db", u.conn_url)))?,
+            Some(u) => conf::parse_conn_url(&u.conn_url).ok_or_else(|| {
+                PgError::BadInput(format!(
+                    "leader conn_url {:?} is not postgres://host:port/db",
+                    u.conn_url
+                ))
+            })?,
             None => (String::new(), 0),
         };
         self.write_pgpass()?;
@@ -140,7 +163,11 @@ impl PgController {
             user: self.s.replication.username.clone(),
             passfile: self.s.pgpass.display().to_string(),
             application_name: self.s.name.clone(),
-            slot: self.dynamic.postgresql.use_slots.then(|| slot_name_for_member(&self.s.name)),
+            slot: self
+                .dynamic
+                .postgresql
+                .use_slots
+                .then(|| slot_name_for_member(&self.s.name)),
         })
         .map(|mut from| {
             if upstream.is_none() {
@@ -182,36 +209,71 @@ impl PgController {
             args.push("-o".into());
             args.push(cluster_wide.join(" "));
         }
-        process::pg_ctl_start(&self.s.bin("pg_ctl"), &args, self.s.pg_ctl_timeout + Duration::from_secs(5)).await
+        process::pg_ctl_start(
+            &self.s.bin("pg_ctl"),
+            &args,
+            self.s.pg_ctl_timeout + Duration::from_secs(5),
+        )
+        .await
     }
 
     async fn stop(&mut self, mode: &str) -> Result<(), PgError> {
-        let Some(pid) = probe::postmaster_pid(&self.s.data_dir).filter(|p| probe::pid_alive(*p)) else {
+        let Some(pid) = probe::postmaster_pid(&self.s.data_dir).filter(|p| probe::pid_alive(*p))
+        else {
             return Ok(());
         };
         let mut args = self.ctl_args("stop");
         args.push("-m".into());
         args.push(mode.into());
-        let result = process::run(&self.s.bin("pg_ctl"), &args, &[], true, self.s.pg_ctl_timeout + Duration::from_secs(5)).await;
+        let result = process::run(
+            &self.s.bin("pg_ctl"),
+            &args,
+            &[],
+            true,
+            self.s.pg_ctl_timeout + Duration::from_secs(5),
+        )
+        .await;
         if let Err(error) = result {
             if mode != "immediate" {
                 return Err(error);
             }
             // An immediate stop that did not work: the postmaster is hung. Kill its group.
             tracing::warn!(%error, pid, "pg_ctl stop -m immediate failed; killing the postmaster");
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         Ok(())
     }
 
     async fn reload(&self) -> Result<(), PgError> {
-        let args = vec!["reload".into(), "-D".into(), self.s.data_dir.display().to_string()];
-        process::run(&self.s.bin("pg_ctl"), &args, &[], true, self.s.pg_ctl_timeout).await.map(|_| ())
+        let args = vec![
+            "reload".into(),
+            "-D".into(),
+            self.s.data_dir.display().to_string(),
+        ];
+        process::run(
+            &self.s.bin("pg_ctl"),
+            &args,
+            &[],
+            true,
+            self.s.pg_ctl_timeout,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn promote(&mut self) -> Result<(), PgError> {
         let args = self.ctl_args("promote");
-        process::run(&self.s.bin("pg_ctl"), &args, &[], true, self.s.pg_ctl_timeout + Duration::from_secs(5)).await?;
+        process::run(
+            &self.s.bin("pg_ctl"),
+            &args,
+            &[],
+            true,
+            self.s.pg_ctl_timeout + Duration::from_secs(5),
+        )
+        .await?;
         self.standby = None;
         self.sync_names = String::new();
         self.write_conf()?;
@@ -221,7 +283,10 @@ impl PgController {
         client
             .batch_execute("CHECKPOINT")
             .await
-            .map_err(|source| PgError::Sql { what: "CHECKPOINT after promote".into(), source })?;
+            .map_err(|source| PgError::Sql {
+                what: "CHECKPOINT after promote".into(),
+                source,
+            })?;
         Ok(())
     }
 
@@ -231,23 +296,33 @@ impl PgController {
             for entry in std::fs::read_dir(dir).map_err(io(format!("read {}", dir.display())))? {
                 let path = entry.map_err(io("read dir entry"))?.path();
                 if path.is_dir() {
-                    std::fs::remove_dir_all(&path).map_err(io(format!("remove {}", path.display())))?;
+                    std::fs::remove_dir_all(&path)
+                        .map_err(io(format!("remove {}", path.display())))?;
                 } else {
-                    std::fs::remove_file(&path).map_err(io(format!("remove {}", path.display())))?;
+                    std::fs::remove_file(&path)
+                        .map_err(io(format!("remove {}", path.display())))?;
                 }
             }
         } else {
             std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
         }
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io("chmod data dir"))
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("chmod data dir"))
     }
 
     async fn sysid(&self) -> Result<String, PgError> {
         let args = vec!["-D".to_string(), self.s.data_dir.display().to_string()];
-        let text = process::run(&self.s.bin("pg_controldata"), &args, &[], true, Duration::from_secs(10)).await?;
-        controldata::parse(&text)
-            .map(|c| c.sysid)
-            .ok_or_else(|| PgError::BadInput("pg_controldata output has no system identifier".into()))
+        let text = process::run(
+            &self.s.bin("pg_controldata"),
+            &args,
+            &[],
+            true,
+            Duration::from_secs(10),
+        )
+        .await?;
+        controldata::parse(&text).map(|c| c.sysid).ok_or_else(|| {
+            PgError::BadInput("pg_controldata output has no system identifier".into())
+        })
     }
 
     async fn bootstrap(&mut self) -> Result<String, PgError> {
@@ -269,14 +344,28 @@ impl PgController {
             args.push("--auth-host=scram-sha-256".into());
         }
         args.extend(self.s.initdb.iter().map(InitdbOption::to_arg));
-        let result = process::run(&self.s.bin("initdb"), &args, &[], true, Duration::from_secs(300)).await;
+        let result = process::run(
+            &self.s.bin("initdb"),
+            &args,
+            &[],
+            true,
+            Duration::from_secs(300),
+        )
+        .await;
         let _ = std::fs::remove_file(&pwfile);
         result?;
         let data = &self.s.data_dir;
-        std::fs::rename(data.join("postgresql.conf"), data.join("postgresql.base.conf"))
-            .map_err(io("move initdb's postgresql.conf to postgresql.base.conf"))?;
-        if self.s.pg_hba.is_none() && self.dynamic.postgresql.pg_hba.is_none() && !self.s.bootstrap_pg_hba.is_empty() {
-            let mut hba = std::fs::read_to_string(data.join("pg_hba.conf")).map_err(io("read pg_hba.conf"))?;
+        std::fs::rename(
+            data.join("postgresql.conf"),
+            data.join("postgresql.base.conf"),
+        )
+        .map_err(io("move initdb's postgresql.conf to postgresql.base.conf"))?;
+        if self.s.pg_hba.is_none()
+            && self.dynamic.postgresql.pg_hba.is_none()
+            && !self.s.bootstrap_pg_hba.is_empty()
+        {
+            let mut hba = std::fs::read_to_string(data.join("pg_hba.conf"))
+                .map_err(io("read pg_hba.conf"))?;
             hba.push_str("\n# bootstrap.pg_hba\n");
             hba.push_str(&conf::pg_hba(&self.s.bootstrap_pg_hba));
             self.write_file(&data.join("pg_hba.conf"), &hba, 0o600)?;
@@ -322,7 +411,10 @@ impl PgController {
             client
                 .batch_execute(&sql)
                 .await
-                .map_err(|source| PgError::Sql { what: "create replication and rewind roles".into(), source })?;
+                .map_err(|source| PgError::Sql {
+                    what: "create replication and rewind roles".into(),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -345,7 +437,15 @@ impl PgController {
         ];
         args.extend(self.s.basebackup.iter().map(InitdbOption::to_arg));
         let env = [("PGPASSFILE", self.s.pgpass.display().to_string())];
-        if let Err(e) = process::run(&self.s.bin("pg_basebackup"), &args, &env, true, Duration::from_secs(3600)).await {
+        if let Err(e) = process::run(
+            &self.s.bin("pg_basebackup"),
+            &args,
+            &env,
+            true,
+            Duration::from_secs(3600),
+        )
+        .await
+        {
             let _ = self.wipe_data_dir(); // a half-copied directory must not look like a cluster
             return Err(e);
         }
@@ -359,23 +459,66 @@ impl PgController {
         self.stop("fast").await?;
         let data = self.s.data_dir.display().to_string();
         let args = vec!["-D".to_string(), data.clone()];
-        let text = process::run(&self.s.bin("pg_controldata"), &args, &[], true, Duration::from_secs(10)).await?;
+        let text = process::run(
+            &self.s.bin("pg_controldata"),
+            &args,
+            &[],
+            true,
+            Duration::from_secs(10),
+        )
+        .await?;
         let clean = controldata::parse(&text).is_some_and(|c| {
-            matches!(c.state, crate::core::view::ControlState::ShutDown | crate::core::view::ControlState::ShutDownInRecovery)
+            matches!(
+                c.state,
+                crate::core::view::ControlState::ShutDown
+                    | crate::core::view::ControlState::ShutDownInRecovery
+            )
         });
         if !clean {
             // pg_rewind needs a cleanly shut down target: finish crash recovery in
             // single-user mode first (it exits at end of input).
-            let args = vec!["--single".to_string(), "-D".into(), data.clone(), "-c".into(), "archive_mode=off".into(), "postgres".into()];
-            process::run(&self.s.bin("postgres"), &args, &[], true, Duration::from_secs(600)).await?;
+            let args = vec![
+                "--single".to_string(),
+                "-D".into(),
+                data.clone(),
+                "-c".into(),
+                "archive_mode=off".into(),
+                "postgres".into(),
+            ];
+            process::run(
+                &self.s.bin("postgres"),
+                &args,
+                &[],
+                true,
+                Duration::from_secs(600),
+            )
+            .await?;
         }
-        let (host, port) = conf::parse_conn_url(&from.conn_url)
-            .ok_or_else(|| PgError::BadInput(format!("leader conn_url {:?} is not postgres://host:port/db", from.conn_url)))?;
+        let (host, port) = conf::parse_conn_url(&from.conn_url).ok_or_else(|| {
+            PgError::BadInput(format!(
+                "leader conn_url {:?} is not postgres://host:port/db",
+                from.conn_url
+            ))
+        })?;
         self.write_pgpass()?;
-        let source = format!("host={host} port={port} user={} dbname=postgres", self.s.rewind.username);
-        let args = vec![format!("--target-pgdata={data}"), format!("--source-server={source}"), "--no-ensure-shutdown".into()];
+        let source = format!(
+            "host={host} port={port} user={} dbname=postgres",
+            self.s.rewind.username
+        );
+        let args = vec![
+            format!("--target-pgdata={data}"),
+            format!("--source-server={source}"),
+            "--no-ensure-shutdown".into(),
+        ];
         let env = [("PGPASSFILE", self.s.pgpass.display().to_string())];
-        process::run(&self.s.bin("pg_rewind"), &args, &env, true, Duration::from_secs(3600)).await?;
+        process::run(
+            &self.s.bin("pg_rewind"),
+            &args,
+            &env,
+            true,
+            Duration::from_secs(3600),
+        )
+        .await?;
         // pg_rewind copied the leader's configuration files; ours are rewritten on start.
         self.standby = Some(self.stream_from(Some(from))?);
         self.sync_names = String::new();
@@ -392,7 +535,10 @@ impl PgController {
                     &[name],
                 )
                 .await
-                .map_err(|source| PgError::Sql { what: format!("create replication slot {name}"), source })?;
+                .map_err(|source| PgError::Sql {
+                    what: format!("create replication slot {name}"),
+                    source,
+                })?;
         }
         Ok(())
     }

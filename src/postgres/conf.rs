@@ -49,7 +49,11 @@ pub fn primary_conninfo(from: &StreamFrom) -> String {
 }
 
 fn quote_conninfo(value: &str) -> String {
-    if !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:".contains(c)) {
+    if !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/:".contains(c))
+    {
         value.to_string()
     } else {
         format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
@@ -88,7 +92,10 @@ pub fn postgresql_conf(
          include 'postgresql.base.conf'\n\n",
     );
     let mut params = parameters.clone();
-    params.insert("synchronous_standby_names".into(), synchronous_standby_names.to_string());
+    params.insert(
+        "synchronous_standby_names".into(),
+        synchronous_standby_names.to_string(),
+    );
     match standby {
         Some(from) if from.host.is_empty() => {
             // No leader known: replay local WAL and wait; never stream from nowhere.
@@ -133,7 +140,9 @@ pub fn pgpass_line(user: &str, password: &str) -> String {
 
 /// Parse `postgres://host:port/db` (the member key's `conn_url`) into host and port.
 pub fn parse_conn_url(url: &str) -> Option<(String, u16)> {
-    let rest = url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://"))?;
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))?;
     let hostport = rest.split('/').next()?;
     let hostport = hostport.rsplit('@').next()?;
     if let Some(v6) = hostport.strip_prefix('[') {
@@ -150,10 +159,16 @@ mod tests {
 
     #[test]
     fn local_parameters_cannot_override_cluster_wide_ones() {
-        let dynamic: BTreeMap<String, String> =
-            [("max_connections".into(), "100".into()), ("work_mem".into(), "4MB".into())].into();
-        let local: BTreeMap<String, String> =
-            [("max_connections".into(), "5".into()), ("work_mem".into(), "8MB".into())].into();
+        let dynamic: BTreeMap<String, String> = [
+            ("max_connections".into(), "100".into()),
+            ("work_mem".into(), "4MB".into()),
+        ]
+        .into();
+        let local: BTreeMap<String, String> = [
+            ("max_connections".into(), "5".into()),
+            ("work_mem".into(), "8MB".into()),
+        ]
+        .into();
         let merged = merge_parameters(&dynamic, &local);
         assert_eq!(merged["max_connections"], "100");
         assert_eq!(merged["work_mem"], "8MB");
@@ -180,8 +195,14 @@ mod tests {
 
     #[test]
     fn conn_urls_and_pgpass_escape() {
-        assert_eq!(parse_conn_url("postgres://127.0.0.1:5433/postgres"), Some(("127.0.0.1".into(), 5433)));
-        assert_eq!(parse_conn_url("postgres://db1/postgres"), Some(("db1".into(), 5432)));
+        assert_eq!(
+            parse_conn_url("postgres://127.0.0.1:5433/postgres"),
+            Some(("127.0.0.1".into(), 5433))
+        );
+        assert_eq!(
+            parse_conn_url("postgres://db1/postgres"),
+            Some(("db1".into(), 5432))
+        );
         assert_eq!(parse_conn_url("http://x"), None);
         assert_eq!(pgpass_line("u", "a:b\\c"), "*:*:*:u:a\\:b\\\\c\n");
         assert_eq!(quote_conf("it's"), "'it''s'");

@@ -20,7 +20,9 @@ pub fn parse(text: &str) -> Option<ControlData> {
     let mut state = None;
     let mut timeline = None;
     for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else { continue };
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         match key.trim() {
             "Database system identifier" => sysid = Some(value.to_string()),
@@ -37,7 +39,11 @@ pub fn parse(text: &str) -> Option<ControlData> {
             _ => {}
         }
     }
-    Some(ControlData { sysid: sysid?, state: state?, timeline: timeline? })
+    Some(ControlData {
+        sysid: sysid?,
+        state: state?,
+        timeline: timeline?,
+    })
 }
 
 #[cfg(test)]

@@ -14,17 +14,35 @@ use crate::core::{Lsn, Timeline};
 pub async fn observe(settings: &PgSettings) -> PgObservation {
     let data_dir = read_data_dir(settings).await;
     let postmaster_alive = postmaster_pid(&settings.data_dir).is_some_and(pid_alive);
-    let server = if postmaster_alive { query_server(settings).await.ok() } else { None };
-    PgObservation { data_dir, postmaster_alive, server }
+    let server = if postmaster_alive {
+        query_server(settings).await.ok()
+    } else {
+        None
+    };
+    PgObservation {
+        data_dir,
+        postmaster_alive,
+        server,
+    }
 }
 
 /// The data directory's state.
 pub async fn read_data_dir(settings: &PgSettings) -> DataDir {
-    if !settings.data_dir.join("PG_VERSION").exists() || !settings.data_dir.join("global/pg_control").exists() {
+    if !settings.data_dir.join("PG_VERSION").exists()
+        || !settings.data_dir.join("global/pg_control").exists()
+    {
         return DataDir::Empty;
     }
     let args = vec!["-D".to_string(), settings.data_dir.display().to_string()];
-    match process::run(&settings.bin("pg_controldata"), &args, &[], true, Duration::from_secs(10)).await {
+    match process::run(
+        &settings.bin("pg_controldata"),
+        &args,
+        &[],
+        true,
+        Duration::from_secs(10),
+    )
+    .await
+    {
         Ok(text) => match controldata::parse(&text) {
             Some(cd) => DataDir::Initialized {
                 sysid: cd.sysid,
@@ -53,7 +71,10 @@ pub fn pid_alive(pid: i32) -> bool {
 }
 
 /// Connect to the local server as the superuser.
-pub async fn connect(settings: &PgSettings, timeout: Duration) -> Result<tokio_postgres::Client, PgError> {
+pub async fn connect(
+    settings: &PgSettings,
+    timeout: Duration,
+) -> Result<tokio_postgres::Client, PgError> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(&settings.local_host)
@@ -67,8 +88,14 @@ pub async fn connect(settings: &PgSettings, timeout: Duration) -> Result<tokio_p
     }
     let (client, connection) = tokio::time::timeout(timeout, config.connect(tokio_postgres::NoTls))
         .await
-        .map_err(|_| PgError::Timeout { what: "connect to local PostgreSQL".into(), after: timeout })?
-        .map_err(|source| PgError::Sql { what: "connect to local PostgreSQL".into(), source })?;
+        .map_err(|_| PgError::Timeout {
+            what: "connect to local PostgreSQL".into(),
+            after: timeout,
+        })?
+        .map_err(|source| PgError::Sql {
+            what: "connect to local PostgreSQL".into(),
+            source,
+        })?;
     tokio::spawn(async move {
         let _ = connection.await; // ends with the client; errors surface on queries
     });
@@ -90,9 +117,16 @@ async fn query_server(settings: &PgSettings) -> Result<ServerObservation, PgErro
         move |source| PgError::Sql { what, source }
     };
     let work = async {
-        let row = client.query_one(STATE_QUERY, &[]).await.map_err(sql("state query"))?;
+        let row = client
+            .query_one(STATE_QUERY, &[])
+            .await
+            .map_err(sql("state query"))?;
         let in_recovery: bool = row.get(0);
-        let lsn = |i: usize| row.get::<_, Option<String>>(i).as_deref().and_then(Lsn::parse);
+        let lsn = |i: usize| {
+            row.get::<_, Option<String>>(i)
+                .as_deref()
+                .and_then(Lsn::parse)
+        };
         let current = lsn(1);
         let received = lsn(3);
         let replayed = lsn(4);
@@ -140,13 +174,22 @@ async fn query_server(settings: &PgSettings) -> Result<ServerObservation, PgErro
                     application_name: r.get::<_, Option<String>>(0).unwrap_or_default(),
                     state: r.get::<_, Option<String>>(1).unwrap_or_default(),
                     sync_state: r.get::<_, Option<String>>(2).unwrap_or_default(),
-                    flush_lsn: r.get::<_, Option<String>>(3).as_deref().and_then(Lsn::parse),
-                    replay_lsn: r.get::<_, Option<String>>(4).as_deref().and_then(Lsn::parse),
+                    flush_lsn: r
+                        .get::<_, Option<String>>(3)
+                        .as_deref()
+                        .and_then(Lsn::parse),
+                    replay_lsn: r
+                        .get::<_, Option<String>>(4)
+                        .as_deref()
+                        .and_then(Lsn::parse),
                 })
                 .collect();
         }
         let rows = client
-            .query("SELECT slot_name::text FROM pg_replication_slots WHERE slot_type = 'physical'", &[])
+            .query(
+                "SELECT slot_name::text FROM pg_replication_slots WHERE slot_type = 'physical'",
+                &[],
+            )
             .await
             .map_err(sql("pg_replication_slots"))?;
         obs.slots = rows.iter().map(|r| r.get::<_, String>(0)).collect();
@@ -154,5 +197,8 @@ async fn query_server(settings: &PgSettings) -> Result<ServerObservation, PgErro
     };
     tokio::time::timeout(timeout, work)
         .await
-        .map_err(|_| PgError::Timeout { what: "probe queries".into(), after: timeout })?
+        .map_err(|_| PgError::Timeout {
+            what: "probe queries".into(),
+            after: timeout,
+        })?
 }

@@ -56,10 +56,21 @@ impl PgSettings {
         let socket_dir = pg
             .parameters
             .get("unix_socket_directories")
-            .and_then(|dirs| dirs.split(',').map(str::trim).find(|d| !d.is_empty()).map(str::to_string));
+            .and_then(|dirs| {
+                dirs.split(',')
+                    .map(str::trim)
+                    .find(|d| !d.is_empty())
+                    .map(str::to_string)
+            });
         let local_host = socket_dir.unwrap_or_else(|| pg.listen.local_host());
-        let parent = data_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/tmp"));
-        let dir_name = data_dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "data".into());
+        let parent = data_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        let dir_name = data_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "data".into());
         PgSettings {
             name: config.name.clone(),
             scope: config.scope.clone(),
@@ -69,13 +80,20 @@ impl PgSettings {
             local_host,
             superuser: pg.authentication.superuser.clone(),
             replication: pg.authentication.replication.clone(),
-            rewind: pg.authentication.rewind.clone().unwrap_or_else(|| pg.authentication.superuser.clone()),
+            rewind: pg
+                .authentication
+                .rewind
+                .clone()
+                .unwrap_or_else(|| pg.authentication.superuser.clone()),
             local_parameters: pg.parameters.clone(),
             pg_hba: pg.pg_hba.clone(),
             bootstrap_pg_hba: config.bootstrap.pg_hba.clone(),
             initdb: config.bootstrap.initdb.clone(),
             basebackup: pg.basebackup.clone(),
-            pgpass: pg.pgpass.clone().unwrap_or_else(|| parent.join(format!(".pgpass_{}", config.name))),
+            pgpass: pg
+                .pgpass
+                .clone()
+                .unwrap_or_else(|| parent.join(format!(".pgpass_{}", config.name))),
             pg_ctl_timeout: Duration::from_secs(pg.pg_ctl_timeout_secs.max(5)),
             log_file: parent.join(format!("{dir_name}.postgresql.log")),
             data_dir,
@@ -102,7 +120,10 @@ pub fn detect_bin_dir() -> PathBuf {
     if let Ok(entries) = std::fs::read_dir("/usr") {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if let Some(v) = name.strip_prefix("pgsql-").and_then(|v| v.parse::<u32>().ok()) {
+            if let Some(v) = name
+                .strip_prefix("pgsql-")
+                .and_then(|v| v.parse::<u32>().ok())
+            {
                 found.push((v, e.path().join("bin")));
             }
         }

@@ -81,11 +81,21 @@ impl Executor {
                 match store.grant_lease(ttl_secs).await {
                     Ok((lease, granted)) => {
                         if granted != ttl_secs {
-                            tracing::warn!(requested = ttl_secs, granted, "etcd granted a different lease TTL");
+                            tracing::warn!(
+                                requested = ttl_secs,
+                                granted,
+                                "etcd granted a different lease TTL"
+                            );
                         }
-                        self.send(Input::LeaseGranted { lease, ttl_secs: granted, sent_at })
+                        self.send(Input::LeaseGranted {
+                            lease,
+                            ttl_secs: granted,
+                            sent_at,
+                        })
                     }
-                    Err(e) => self.send(Input::LeaseGrantFailed { error: e.to_string() }),
+                    Err(e) => self.send(Input::LeaseGrantFailed {
+                        error: e.to_string(),
+                    }),
                 }
             }
             Effect::RenewLease { lease } => {
@@ -96,10 +106,18 @@ impl Executor {
                     match store.keep_alive(lease).await {
                         Ok(true) => return self.send(Input::LeaseRenewed { lease, sent_at }),
                         Ok(false) => {
-                            return self.send(Input::LeaseRenewFailed { lease, expired: true, error: "lease not found".into() })
+                            return self.send(Input::LeaseRenewFailed {
+                                lease,
+                                expired: true,
+                                error: "lease not found".into(),
+                            })
                         }
                         Err(e) if clock::now() >= give_up_at => {
-                            return self.send(Input::LeaseRenewFailed { lease, expired: false, error: e.to_string() })
+                            return self.send(Input::LeaseRenewFailed {
+                                lease,
+                                expired: false,
+                                error: e.to_string(),
+                            })
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "keep-alive failed; retrying");
@@ -128,11 +146,18 @@ impl Executor {
                 };
                 self.send(Input::InitializeRaced { won });
             }
-            Effect::CancelInitialize => log_err("delete initialize", store.cancel_initialize().await),
-            Effect::WriteInitialize { sysid } => log_err("write initialize", store.write_initialize(&sysid).await),
+            Effect::CancelInitialize => {
+                log_err("delete initialize", store.cancel_initialize().await)
+            }
+            Effect::WriteInitialize { sysid } => {
+                log_err("write initialize", store.write_initialize(&sysid).await)
+            }
             Effect::WriteInitialConfig => {
                 let json = self.bootstrap_config.to_json().to_string();
-                log_err("write initial config", store.write_config_if_absent(json).await.map(|_| ()))
+                log_err(
+                    "write initial config",
+                    store.write_config_if_absent(json).await.map(|_| ()),
+                )
             }
             Effect::AcquireLeader { lease } => {
                 let (won, revision) = match store.acquire_leader(me, lease).await {
@@ -144,8 +169,13 @@ impl Executor {
                 };
                 self.send(Input::LeaderAcquired { won, revision });
             }
-            Effect::ReleaseLeader => log_err("release leader", store.release_leader(me).await.map(|_| ())),
-            Effect::WriteSync { state, expected_revision } => {
+            Effect::ReleaseLeader => {
+                log_err("release leader", store.release_leader(me).await.map(|_| ()))
+            }
+            Effect::WriteSync {
+                state,
+                expected_revision,
+            } => {
                 let ok = match store.write_sync(&state, expected_revision).await {
                     Ok(ok) => ok,
                     Err(e) => {
@@ -158,18 +188,31 @@ impl Executor {
                 }
                 self.send(Input::SyncWritten { ok });
             }
-            Effect::WriteStatus { optime } => log_err("write status", store.write_status(optime).await),
+            Effect::WriteStatus { optime } => {
+                log_err("write status", store.write_status(optime).await)
+            }
             Effect::UpdateHistory { timeline } => {
-                let existing = self.status.borrow().view.as_ref().map(|v| v.history.clone()).unwrap_or_default();
+                let existing = self
+                    .status
+                    .borrow()
+                    .view
+                    .as_ref()
+                    .map(|v| v.history.clone())
+                    .unwrap_or_default();
                 match read_timeline_history(&self.pg, timeline, &existing, me) {
                     Ok(entries) => log_err("write history", store.write_history(&entries).await),
-                    Err(e) => tracing::warn!(error = %e, "could not read the timeline history file"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read the timeline history file")
+                    }
                 }
             }
             Effect::ProbePeers { members } => {
                 let timeout = self.peer_probe_timeout;
                 let probes = members.into_iter().map(|(name, url)| async move {
-                    let status = super::http::get_json(&url, timeout).await.ok().map(|v| peer_status(&v));
+                    let status = super::http::get_json(&url, timeout)
+                        .await
+                        .ok()
+                        .map(|v| peer_status(&v));
                     PeerReport { name, status }
                 });
                 let reports = futures_join_all(probes).await;
@@ -180,9 +223,9 @@ impl Executor {
     }
 }
 
-async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
@@ -203,12 +246,20 @@ fn log_err<E: std::fmt::Display>(what: &str, result: Result<(), E>) {
 
 /// Read a peer's `/patroni` answer into what the race compares.
 pub fn peer_status(v: &Value) -> PeerStatus {
-    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let xlog = v.get("xlog");
     let lsn = |k: &str| xlog.and_then(|x| x.get(k)).and_then(Value::as_u64).map(Lsn);
     let wal_position = lsn("location").or(lsn("received_location").max(lsn("replayed_location")));
     let tags = v.get("tags");
-    let nofailover = tags.and_then(|t| t.get("nofailover")).and_then(Value::as_bool).unwrap_or(false);
+    let nofailover = tags
+        .and_then(|t| t.get("nofailover"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let failover_priority = tags
         .and_then(|t| t.get("failover_priority"))
         .and_then(Value::as_i64)
@@ -217,7 +268,10 @@ pub fn peer_status(v: &Value) -> PeerStatus {
         role: s("role"),
         state: s("state"),
         wal_position,
-        timeline: v.get("timeline").and_then(Value::as_u64).map(|t| Timeline(t as u32)),
+        timeline: v
+            .get("timeline")
+            .and_then(Value::as_u64)
+            .map(|t| Timeline(t as u32)),
         failover_priority,
         can_lead: !nofailover && failover_priority > 0,
     }
@@ -230,13 +284,20 @@ fn read_timeline_history(
     existing: &[HistoryEntry],
     me: &str,
 ) -> std::io::Result<Vec<HistoryEntry>> {
-    let path = pg.data_dir.join("pg_wal").join(format!("{:08X}.history", timeline.0));
+    let path = pg
+        .data_dir
+        .join("pg_wal")
+        .join(format!("{:08X}.history", timeline.0));
     let text = std::fs::read_to_string(path)?;
     let mut entries = Vec::new();
     for line in text.lines() {
         let mut parts = line.splitn(3, '\t');
-        let (Some(tli), Some(lsn)) = (parts.next(), parts.next()) else { continue };
-        let (Ok(tli), Some(lsn)) = (tli.trim().parse::<u32>(), Lsn::parse(lsn)) else { continue };
+        let (Some(tli), Some(lsn)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let (Ok(tli), Some(lsn)) = (tli.trim().parse::<u32>(), Lsn::parse(lsn)) else {
+            continue;
+        };
         let reason = parts.next().unwrap_or_default().trim().to_string();
         let known = existing.iter().find(|e| e.timeline.0 == tli);
         let last = tli + 1 == timeline.0;
@@ -244,8 +305,12 @@ fn read_timeline_history(
             timeline: Timeline(tli),
             switch_lsn: lsn,
             reason,
-            timestamp: known.and_then(|k| k.timestamp.clone()).or_else(|| last.then(clock::wall_iso)),
-            new_leader: known.and_then(|k| k.new_leader.clone()).or_else(|| last.then(|| me.to_string())),
+            timestamp: known
+                .and_then(|k| k.timestamp.clone())
+                .or_else(|| last.then(clock::wall_iso)),
+            new_leader: known
+                .and_then(|k| k.new_leader.clone())
+                .or_else(|| last.then(|| me.to_string())),
         });
     }
     Ok(entries)
@@ -260,7 +325,11 @@ pub async fn run_pg_worker(
 ) {
     while let Some((action, config)) = queue.recv().await {
         controller.set_dynamic(config);
-        if let PgAction::Promote { lease, leader_revision } = &action {
+        if let PgAction::Promote {
+            lease,
+            leader_revision,
+        } = &action
+        {
             let f = fence.lock().map(|f| f.clone()).unwrap_or_default();
             let current = f.lease == Some(*lease)
                 && f.leader_revision == Some(*leader_revision)
@@ -269,7 +338,9 @@ pub async fn run_pg_worker(
                 tracing::warn!(?f, lease = %lease, leader_revision, "refusing to promote: fencing token is stale");
                 let _ = inputs.send(Input::PgActionFinished {
                     action,
-                    outcome: PgActionOutcome::Failed { error: "fencing token is stale".into() },
+                    outcome: PgActionOutcome::Failed {
+                        error: "fencing token is stale".into(),
+                    },
                 });
                 continue;
             }
@@ -278,9 +349,16 @@ pub async fn run_pg_worker(
         let started = clock::now();
         let outcome = match controller.execute(&action).await {
             Ok(sysid) => PgActionOutcome::Done { sysid },
-            Err(e) => PgActionOutcome::Failed { error: e.to_string() },
+            Err(e) => PgActionOutcome::Failed {
+                error: e.to_string(),
+            },
         };
-        tracing::info!(action = action.kind(), elapsed_ms = clock::now().saturating_since(started).as_millis() as u64, ?outcome, "PostgreSQL action finished");
+        tracing::info!(
+            action = action.kind(),
+            elapsed_ms = clock::now().saturating_since(started).as_millis() as u64,
+            ?outcome,
+            "PostgreSQL action finished"
+        );
         let _ = inputs.send(Input::PgActionFinished { action, outcome });
     }
 }

@@ -38,41 +38,64 @@ pub enum HttpError {
 }
 
 /// Send a request; returns the status code and body.
-pub async fn request(method: &str, url: &str, body: Option<String>, timeout: Duration) -> Result<(u16, Vec<u8>), HttpError> {
-    let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| HttpError::Url {
-        url: url.to_string(),
-        message: e.to_string(),
-    })?;
+pub async fn request(
+    method: &str,
+    url: &str,
+    body: Option<String>,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), HttpError> {
+    let uri: hyper::Uri =
+        url.parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| HttpError::Url {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?;
     let client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
-    let method: hyper::Method = method.parse().map_err(|_| HttpError::Url { url: url.to_string(), message: "bad method".into() })?;
+    let method: hyper::Method = method.parse().map_err(|_| HttpError::Url {
+        url: url.to_string(),
+        message: "bad method".into(),
+    })?;
     let req = hyper::Request::builder()
         .method(method)
         .uri(uri)
         .header("content-type", "application/json")
-        .body(http_body_util::Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| HttpError::Url { url: url.to_string(), message: e.to_string() })?;
+        .body(http_body_util::Full::new(Bytes::from(
+            body.unwrap_or_default(),
+        )))
+        .map_err(|e| HttpError::Url {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
     let work = async {
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| HttpError::Request { url: url.to_string(), message: e.to_string() })?;
+        let resp = client.request(req).await.map_err(|e| HttpError::Request {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
         let status = resp.status().as_u16();
         let bytes = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| HttpError::Request { url: url.to_string(), message: e.to_string() })?
+            .map_err(|e| HttpError::Request {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?
             .to_bytes();
         Ok((status, bytes.to_vec()))
     };
     tokio::time::timeout(timeout, work)
         .await
-        .map_err(|_| HttpError::Timeout { url: url.to_string(), after: timeout })?
+        .map_err(|_| HttpError::Timeout {
+            url: url.to_string(),
+            after: timeout,
+        })?
 }
 
 /// GET a JSON document.
 pub async fn get_json(url: &str, timeout: Duration) -> Result<serde_json::Value, HttpError> {
     let (_, body) = request("GET", url, None, timeout).await?;
-    serde_json::from_slice(&body).map_err(|e| HttpError::Request { url: url.to_string(), message: format!("not JSON: {e}") })
+    serde_json::from_slice(&body).map_err(|e| HttpError::Request {
+        url: url.to_string(),
+        message: format!("not JSON: {e}"),
+    })
 }
-

@@ -123,7 +123,10 @@ pub fn patroni_json(id: &Identity, status: &NodeStatus, dcs_last_seen_epoch: Opt
     if let Some(DataDir::Initialized { sysid, .. }) = status.pg.as_ref().map(|p| &p.data_dir) {
         m.insert("database_system_identifier".into(), json!(sysid));
     }
-    m.insert("patroni".into(), json!({"version": PATRONI_COMPAT_VERSION, "scope": id.scope, "name": id.name}));
+    m.insert(
+        "patroni".into(),
+        json!({"version": PATRONI_COMPAT_VERSION, "scope": id.scope, "name": id.name}),
+    );
     m.insert(
         "pgwarden".into(),
         json!({

@@ -25,9 +25,15 @@ use member::Identity;
 pub fn node_settings(config: &Config) -> NodeSettings {
     NodeSettings {
         name: config.name.clone(),
-        failover_priority: if config.tags.nofailover { 0 } else { config.tags.failover_priority },
+        failover_priority: if config.tags.nofailover {
+            0
+        } else {
+            config.tags.failover_priority
+        },
         use_pg_rewind: config.postgresql.use_pg_rewind,
-        remove_data_directory_on_rewind_failure: config.postgresql.remove_data_directory_on_rewind_failure,
+        remove_data_directory_on_rewind_failure: config
+            .postgresql
+            .remove_data_directory_on_rewind_failure,
         demotion_margin: Duration::from_millis(config.pgwarden.demotion_margin_ms),
         tags: config.tags.raw.clone(),
         bootstrap_config: config.bootstrap.dcs.clone(),
@@ -46,8 +52,17 @@ pub fn identity(config: &Config) -> Identity {
 
 /// Connect to etcd, retrying until it answers.
 pub async fn connect_store(config: &Config) -> EtcdStore {
-    let endpoints: Vec<String> = config.etcd.hosts.iter().map(|h| format!("{}://{h}", config.etcd.protocol)).collect();
-    let credentials = config.etcd.username.clone().zip(config.etcd.password.clone());
+    let endpoints: Vec<String> = config
+        .etcd
+        .hosts
+        .iter()
+        .map(|h| format!("{}://{h}", config.etcd.protocol))
+        .collect();
+    let credentials = config
+        .etcd
+        .username
+        .clone()
+        .zip(config.etcd.password.clone());
     let layout = KeyLayout::new(&config.namespace, &config.scope);
     let timeout = Duration::from_secs(config.bootstrap.dcs.retry_timeout.clamp(1, 10).into());
     loop {
@@ -82,7 +97,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     tokio::spawn(watch_cluster(store.clone(), input_tx.clone()));
     let listener = api::bind(&config).await.context("starting the REST API")?;
-    tokio::spawn(api::serve(listener, api::ApiState::new(identity.clone(), status_rx.clone(), config.clone())));
+    tokio::spawn(api::serve(
+        listener,
+        api::ApiState::new(identity.clone(), status_rx.clone(), config.clone()),
+    ));
 
     let executor = Executor {
         inputs: input_tx.clone(),
@@ -113,7 +131,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             };
         }
         let _ = status_tx.send(Arc::new(status));
-        let wake = node.poll_timeout().unwrap_or_else(|| clock::now() + Duration::from_secs(1));
+        let wake = node
+            .poll_timeout()
+            .unwrap_or_else(|| clock::now() + Duration::from_secs(1));
         let sleep_for = wake.saturating_since(clock::now());
         tokio::select! {
             input = inputs.recv() => match input {
@@ -135,7 +155,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 async fn shutdown(store: &EtcdStore, status: &NodeStatus, config: &Config) {
     let pg = PgSettings::from_config(config);
     let mut controller = PgController::new(Arc::new(pg), status.config.clone());
-    let stop = crate::core::PgAction::Demote { mode: crate::core::DemoteMode::Graceful };
+    let stop = crate::core::PgAction::Demote {
+        mode: crate::core::DemoteMode::Graceful,
+    };
     if let Err(e) = controller.execute(&stop).await {
         tracing::warn!(error = %e, "stopping PostgreSQL at shutdown failed");
     }
@@ -156,7 +178,9 @@ async fn watch_cluster(store: EtcdStore, inputs: mpsc::UnboundedSender<Input>) {
             })
             .await;
         if let Err(e) = result {
-            let _ = inputs.send(Input::DcsUnreachable { error: e.to_string() });
+            let _ = inputs.send(Input::DcsUnreachable {
+                error: e.to_string(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

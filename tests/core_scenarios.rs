@@ -460,3 +460,38 @@ fn renewals_move_the_deadline_forward() {
     node.handle_input(Instant(5_500), Input::Tick);
     assert_eq!(node.state(), "primary");
 }
+
+#[test]
+fn a_runtime_config_that_breaks_the_lease_budget_is_rejected_and_the_last_good_one_kept() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    // Valid for Patroni's rule (2 + 2*1 <= 4) but ttl − 1 s margin is not > loop_wait + retry_timeout.
+    let risky = DynamicConfig {
+        ttl: 4,
+        loop_wait: 2,
+        retry_timeout: 1,
+        ..DynamicConfig::default()
+    };
+    let mut v = view(Some(("node1", 7)), 1000, 30);
+    v.config = Some(Versioned {
+        value: risky,
+        mod_revision: 30,
+    });
+    node.handle_input(Instant(t), Input::ClusterChanged(v.clone()));
+    assert_eq!(
+        node.status().config.ttl,
+        6,
+        "kept the last good configuration"
+    );
+    let good = DynamicConfig {
+        ttl: 8,
+        loop_wait: 1,
+        retry_timeout: 2,
+        ..DynamicConfig::default()
+    };
+    v.config = Some(Versioned {
+        value: good,
+        mod_revision: 31,
+    });
+    node.handle_input(Instant(t), Input::ClusterChanged(v));
+    assert_eq!(node.status().config.ttl, 8, "a valid change is applied");
+}

@@ -45,6 +45,10 @@ pub struct Node {
     renewal_in_flight: bool,
     dcs_last_seen: Option<Instant>,
     dcs_error: Option<String>,
+    /// Revision of a `/config` we refused, so the refusal is logged once.
+    rejected_config_revision: Option<i64>,
+    /// Last undecodable `/config` error, logged once.
+    rejected_config_error: Option<String>,
 }
 
 impl Node {
@@ -65,6 +69,8 @@ impl Node {
             renewal_in_flight: false,
             dcs_last_seen: None,
             dcs_error: None,
+            rejected_config_revision: None,
+            rejected_config_error: None,
         }
     }
 
@@ -226,12 +232,28 @@ impl Node {
         self.dcs_seen(now);
         if let Some(config) = view.config.as_ref() {
             if config.value != self.agent.config {
-                tracing::info!(node = %self.agent.settings.name, "dynamic configuration changed");
-                self.agent.config = config.value.clone();
+                let margin_ms = self.agent.settings.demotion_margin.as_millis() as u64;
+                match config.value.validate_demotion_budget("config", margin_ms) {
+                    Ok(()) => {
+                        tracing::info!(node = %self.agent.settings.name, "dynamic configuration changed");
+                        self.agent.config = config.value.clone();
+                    }
+                    Err(error) if self.rejected_config_revision != Some(config.mod_revision) => {
+                        self.rejected_config_revision = Some(config.mod_revision);
+                        tracing::warn!(
+                            node = %self.agent.settings.name, %error,
+                            "rejected /config; keeping the last good configuration"
+                        );
+                    }
+                    Err(_) => {}
+                }
             }
         }
         if let Some(error) = view.config_error.as_ref() {
-            tracing::warn!(node = %self.agent.settings.name, %error, "rejected /config; keeping the last good configuration");
+            if self.rejected_config_error.as_ref() != Some(error) {
+                self.rejected_config_error = Some(error.clone());
+                tracing::warn!(node = %self.agent.settings.name, %error, "rejected /config; keeping the last good configuration");
+            }
         }
         let old_leader = self.agent.view.as_ref().and_then(|v| v.leader.clone());
         let new_leader = view.leader.clone();

@@ -7,6 +7,21 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use super::ApiState;
+
+/// Every metric `/metrics` exports; `tests/dashboards.rs` checks the dashboards use no other.
+pub const METRIC_NAMES: &[&str] = &[
+    "patroni_postgres_running",
+    "patroni_primary",
+    "patroni_replica",
+    "patroni_sync_standby",
+    "patroni_xlog_location",
+    "patroni_xlog_received_location",
+    "patroni_xlog_replayed_location",
+    "patroni_postgres_timeline",
+    "patroni_cluster_unlocked",
+    "patroni_postgres_server_version",
+    "pgwarden_lease_remaining_milliseconds",
+];
 use crate::core::status::Role;
 
 pub(super) async fn get_metrics(State(state): State<ApiState>) -> impl IntoResponse {
@@ -18,6 +33,10 @@ pub(super) async fn get_metrics(State(state): State<ApiState>) -> impl IntoRespo
     let server = s.pg.as_ref().and_then(|p| p.server.as_ref());
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: i128| {
+        debug_assert!(
+            METRIC_NAMES.contains(&name),
+            "{name} missing from METRIC_NAMES"
+        );
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}"

@@ -3,7 +3,7 @@
 //! or etcd, so a hung database cannot hang a health check.
 
 mod cluster;
-mod metrics;
+pub mod metrics;
 
 use std::collections::HashMap;
 use std::sync::Arc;

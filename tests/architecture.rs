@@ -38,8 +38,14 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 #[test]
 fn core_imports_no_io_and_reads_no_clock() {
     let mut files = Vec::new();
-    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core"), &mut files);
-    assert!(files.len() > 5, "expected the core's modules, found {files:?}");
+    rust_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core"),
+        &mut files,
+    );
+    assert!(
+        files.len() > 5,
+        "expected the core's modules, found {files:?}"
+    );
     let mut violations = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).expect("read source");
@@ -47,12 +53,21 @@ fn core_imports_no_io_and_reads_no_clock() {
             let code = line.split("//").next().unwrap_or_default();
             for word in FORBIDDEN {
                 if code.contains(word) {
-                    violations.push(format!("{}:{}: `{word}` in `{}`", file.display(), n + 1, line.trim()));
+                    violations.push(format!(
+                        "{}:{}: `{word}` in `{}`",
+                        file.display(),
+                        n + 1,
+                        line.trim()
+                    ));
                 }
             }
         }
     }
-    assert!(violations.is_empty(), "src/core must stay pure:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "src/core must stay pure:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]

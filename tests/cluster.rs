@@ -54,13 +54,20 @@ fn sync_standby(c: &Cluster, leader: &str) -> Result<String, String> {
     let names: Vec<&str> = standby.split(',').filter(|s| !s.is_empty()).collect();
     match names.as_slice() {
         [one] if *one != leader && c.index_of(one).is_some() => Ok(one.to_string()),
-        _ => Err(format!("/sync = {v} (want exactly one standby, a member other than {leader})")),
+        _ => Err(format!(
+            "/sync = {v} (want exactly one standby, a member other than {leader})"
+        )),
     }
 }
 
 /// GET /primary: 200 on `leader`, 503 on `replicas`, no answer from `down`;
 /// GET /replica: 200 on `replicas`, 503 on `leader`.
-fn expect_endpoints(c: &Cluster, leader: usize, replicas: &[usize], down: &[usize]) -> Result<(), String> {
+fn expect_endpoints(
+    c: &Cluster,
+    leader: usize,
+    replicas: &[usize],
+    down: &[usize],
+) -> Result<(), String> {
     let primary = c.statuses("/primary");
     let replica = c.statuses("/replica");
     let mut bad = Vec::new();
@@ -83,12 +90,18 @@ fn expect_endpoints(c: &Cluster, leader: usize, replicas: &[usize], down: &[usiz
             ));
         }
     }
-    if bad.is_empty() { Ok(()) } else { Err(bad.join("; ")) }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad.join("; "))
+    }
 }
 
 /// GET /patroni carries `role`, `state: running`, `timeline` and the role's `xlog` fields.
 fn check_patroni(c: &Cluster, i: usize, role: &str) -> Result<Value, String> {
-    let v = c.patroni(i).ok_or_else(|| format!("{}: no GET /patroni answer", c.name(i)))?;
+    let v = c
+        .patroni(i)
+        .ok_or_else(|| format!("{}: no GET /patroni answer", c.name(i)))?;
     let field = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
     let xlog = field("xlog");
     let xlog_ok = if role == "primary" {
@@ -96,30 +109,41 @@ fn check_patroni(c: &Cluster, i: usize, role: &str) -> Result<Value, String> {
     } else {
         xlog.get("received_location").is_some() || xlog.get("replayed_location").is_some()
     };
-    if field("role") == role && field("state") == "running" && field("timeline").is_i64() && xlog_ok {
+    if field("role") == role && field("state") == "running" && field("timeline").is_i64() && xlog_ok
+    {
         Ok(v)
     } else {
-        Err(format!("{}: GET /patroni = {v} (want role {role}, state running, timeline, xlog)", c.name(i)))
+        Err(format!(
+            "{}: GET /patroni = {v} (want role {role}, state running, timeline, xlog)",
+            c.name(i)
+        ))
     }
 }
 
 /// Every id in the test table on node `i`.
 fn ids_on(c: &Cluster, i: usize) -> Result<BTreeSet<i64>, String> {
     let rows = c.query(i, &format!("SELECT id FROM {TABLE}"))?;
-    Ok(rows.into_iter().filter_map(|r| r.into_iter().next().flatten()?.parse().ok()).collect())
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten()?.parse().ok())
+        .collect())
 }
 
 /// A history (GET /history body or `/history` key) with an entry for timeline 1; when the entry
 /// names the new leader (5th element), it must be `new_leader`.
 fn history_records_failover(v: &Value, new_leader: &str) -> Result<(), String> {
-    let entries = v.as_array().ok_or_else(|| format!("history is not a list: {v}"))?;
+    let entries = v
+        .as_array()
+        .ok_or_else(|| format!("history is not a list: {v}"))?;
     let entry = entries
         .iter()
         .filter_map(Value::as_array)
         .find(|e| e.first().and_then(Value::as_i64) == Some(1))
         .ok_or_else(|| format!("no entry for timeline 1 in {v}"))?;
     match entry.get(4).and_then(Value::as_str) {
-        Some(name) if name != new_leader => Err(format!("timeline 1 entry names {name}, want {new_leader}: {v}")),
+        Some(name) if name != new_leader => Err(format!(
+            "timeline 1 entry names {name}, want {new_leader}: {v}"
+        )),
         _ => Ok(()),
     }
 }
@@ -150,7 +174,11 @@ fn check_ctl_list(c: &Cluster) -> Result<String, String> {
     if !text.contains("streaming") {
         problems.push("no streaming member".to_string());
     }
-    if problems.is_empty() { Ok(text) } else { Err(format!("{}\n{text}", problems.join("; "))) }
+    if problems.is_empty() {
+        Ok(text)
+    } else {
+        Err(format!("{}\n{text}", problems.join("; ")))
+    }
 }
 
 /// The node that is neither `a` nor `b` (three-node clusters).
@@ -163,10 +191,14 @@ fn third(a: usize, b: usize) -> usize {
 fn bootstrap_three(c: &Cluster) -> (usize, usize, usize) {
     let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);
     let leader_name = c.name(leader).to_string();
-    let sync_name = wait_check(REPLICATION_TIMEOUT, "/sync to name the leader and one sync standby", || {
-        sync_standby(c, &leader_name)
-    });
-    let sync = c.index_of(&sync_name).expect("the sync standby is a member");
+    let sync_name = wait_check(
+        REPLICATION_TIMEOUT,
+        "/sync to name the leader and one sync standby",
+        || sync_standby(c, &leader_name),
+    );
+    let sync = c
+        .index_of(&sync_name)
+        .expect("the sync standby is a member");
     let other = third(leader, sync);
 
     wait_check(
@@ -215,9 +247,16 @@ fn bootstrap_three(c: &Cluster) -> (usize, usize, usize) {
     )
     .expect("create the test table on the leader");
     for r in [sync, other] {
-        wait_check(REPLICATION_TIMEOUT, &format!("row 0 readable on {}", c.name(r)), || {
-            ids_on(c, r)?.contains(&0).then_some(()).ok_or_else(|| "row 0 not there yet".to_string())
-        });
+        wait_check(
+            REPLICATION_TIMEOUT,
+            &format!("row 0 readable on {}", c.name(r)),
+            || {
+                ids_on(c, r)?
+                    .contains(&0)
+                    .then_some(())
+                    .ok_or_else(|| "row 0 not there yet".to_string())
+            },
+        );
     }
     (leader, sync, other)
 }
@@ -230,20 +269,35 @@ fn bootstrap_three(c: &Cluster) -> (usize, usize, usize) {
 #[test]
 fn bootstrap_replicate_failover_rejoin() {
     let _guard = exclusive();
-    let mut c = Cluster::builder().nodes(3).etcd_members(1).synchronous_mode(true).start();
+    let mut c = Cluster::builder()
+        .nodes(3)
+        .etcd_members(1)
+        .synchronous_mode(true)
+        .start();
     let (leader, _, _) = bootstrap_three(&c);
 
     // HAProxy's view: HEAD and OPTIONS answer like GET; bare `OPTIONS /` is the primary check.
     for i in 0..3 {
         let want = if i == leader { 200 } else { 503 };
-        for (method, path) in [("OPTIONS", "/"), ("OPTIONS", "/primary"), ("HEAD", "/primary")] {
-            assert_eq!(c.http_status(i, method, path), Some(want), "{method} {path} on {}", c.name(i));
+        for (method, path) in [
+            ("OPTIONS", "/"),
+            ("OPTIONS", "/primary"),
+            ("HEAD", "/primary"),
+        ] {
+            assert_eq!(
+                c.http_status(i, method, path),
+                Some(want),
+                "{method} {path} on {}",
+                c.name(i)
+            );
         }
     }
 
-    let list = wait_check(SHORT_TIMEOUT, "pgwardenctl list: one Leader, one Sync Standby, streaming", || {
-        check_ctl_list(&c)
-    });
+    let list = wait_check(
+        SHORT_TIMEOUT,
+        "pgwardenctl list: one Leader, one Sync Standby, streaming",
+        || check_ctl_list(&c),
+    );
     eprintln!("pgwardenctl list:\n{list}");
 
     // Writer commits numbered rows on the leader; the leader node dies under it.
@@ -251,22 +305,37 @@ fn bootstrap_replicate_failover_rejoin() {
     wait_until(SHORT_TIMEOUT, "the writer to acknowledge 20 rows", || {
         (writer.acked_count() >= 20 || writer.is_finished()).then_some(())
     });
-    assert!(writer.error().is_none(), "writer failed before the fault: {:?}", writer.error());
+    assert!(
+        writer.error().is_none(),
+        "writer failed before the fault: {:?}",
+        writer.error()
+    );
     let leader_name = c.name(leader).to_string();
     let sync_name = sync_standby(&c, &leader_name).expect("/sync just before the kill");
     let expected = c.index_of(&sync_name).expect("sync standby is a member");
     let survivor = third(leader, expected);
 
     c.kill_node(leader);
-    wait_until(SHORT_TIMEOUT, "the writer to stop on the dead leader", || writer.is_finished().then_some(()));
+    wait_until(
+        SHORT_TIMEOUT,
+        "the writer to stop on the dead leader",
+        || writer.is_finished().then_some(()),
+    );
     let report = writer.stop(Duration::from_secs(5));
     eprintln!(
         "writer: {} acknowledged ids, stopped by {:?}",
         report.acked.len(),
         report.error
     );
-    assert!(report.error.is_some(), "the writer must have hit the dead leader: {report:?}");
-    assert!(report.unsafe_commits.is_empty(), "commits with warnings: {:?}", report.unsafe_commits);
+    assert!(
+        report.error.is_some(),
+        "the writer must have hit the dead leader: {report:?}"
+    );
+    assert!(
+        report.unsafe_commits.is_empty(),
+        "commits with warnings: {:?}",
+        report.unsafe_commits
+    );
     assert!(report.acked.len() >= 20);
 
     // Exactly one new leader, the former sync standby, with every acknowledged row.
@@ -277,15 +346,28 @@ fn bootstrap_replicate_failover_rejoin() {
         "synchronous mode: only the sync standby ({sync_name}) may be promoted"
     );
     // GET /primary may turn 200 a moment before promotion finishes (Patroni does too).
-    wait_check(SHORT_TIMEOUT, "the new leader to leave recovery (pg_is_in_recovery() = false)", || {
-        match c.in_recovery(new_leader)? {
+    wait_check(
+        SHORT_TIMEOUT,
+        "the new leader to leave recovery (pg_is_in_recovery() = false)",
+        || match c.in_recovery(new_leader)? {
             false => Ok(()),
             true => Err("still in recovery".to_string()),
-        }
+        },
+    );
+    let present = wait_check(SHORT_TIMEOUT, "reading the ids on the new leader", || {
+        ids_on(&c, new_leader)
     });
-    let present = wait_check(SHORT_TIMEOUT, "reading the ids on the new leader", || ids_on(&c, new_leader));
-    let lost: Vec<i64> = report.acked.iter().copied().filter(|id| !present.contains(id)).collect();
-    assert!(lost.is_empty(), "{} acknowledged ids lost: {lost:?}", lost.len());
+    let lost: Vec<i64> = report
+        .acked
+        .iter()
+        .copied()
+        .filter(|id| !present.contains(id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged ids lost: {lost:?}",
+        lost.len()
+    );
     wait_check(
         REPLICATION_TIMEOUT,
         "GET /primary 200 only on the new leader, /replica 200 on the surviving replica",
@@ -293,39 +375,69 @@ fn bootstrap_replicate_failover_rejoin() {
     );
 
     // The failover is in the history: the key and GET /history.
-    wait_check(SHORT_TIMEOUT, "the /history key to record the end of timeline 1", || {
-        history_records_failover(&c.dcs_json("history")?.ok_or("no /history key")?, &sync_name)
-    });
-    wait_check(SHORT_TIMEOUT, "GET /history on the new leader to record timeline 1", || {
-        history_records_failover(
-            &c.http_json(new_leader, "/history").ok_or("no GET /history answer")?,
-            &sync_name,
-        )
-    });
-    let timeline = c.timeline_of(new_leader).expect("timeline of the new leader");
-    assert!(timeline >= 2, "promotion starts a new timeline, got {timeline}");
+    wait_check(
+        SHORT_TIMEOUT,
+        "the /history key to record the end of timeline 1",
+        || {
+            history_records_failover(
+                &c.dcs_json("history")?.ok_or("no /history key")?,
+                &sync_name,
+            )
+        },
+    );
+    wait_check(
+        SHORT_TIMEOUT,
+        "GET /history on the new leader to record timeline 1",
+        || {
+            history_records_failover(
+                &c.http_json(new_leader, "/history")
+                    .ok_or("no GET /history answer")?,
+                &sync_name,
+            )
+        },
+    );
+    let timeline = c
+        .timeline_of(new_leader)
+        .expect("timeline of the new leader");
+    assert!(
+        timeline >= 2,
+        "promotion starts a new timeline, got {timeline}"
+    );
 
     // The killed node comes back as a replica of the new leader on its timeline.
     c.start_node(leader);
-    wait_check(REJOIN_TIMEOUT, "the old leader to rejoin as a replica on the new timeline", || {
-        let p = check_patroni(&c, leader, "replica")?;
-        let tl = p.get("timeline").and_then(Value::as_i64);
-        if tl != Some(timeline) {
-            return Err(format!("timeline {tl:?}, leader is on {timeline}"));
-        }
-        match c.http_status(leader, "GET", "/replica") {
-            Some(200) => Ok(()),
-            s => Err(format!("GET /replica = {s:?}")),
-        }
-    });
+    wait_check(
+        REJOIN_TIMEOUT,
+        "the old leader to rejoin as a replica on the new timeline",
+        || {
+            let p = check_patroni(&c, leader, "replica")?;
+            let tl = p.get("timeline").and_then(Value::as_i64);
+            if tl != Some(timeline) {
+                return Err(format!("timeline {tl:?}, leader is on {timeline}"));
+            }
+            match c.http_status(leader, "GET", "/replica") {
+                Some(200) => Ok(()),
+                s => Err(format!("GET /replica = {s:?}")),
+            }
+        },
+    );
     c.execute(new_leader, &format!("INSERT INTO {TABLE} (id) VALUES (-1)"))
         .expect("write on the new leader after the rejoin");
-    wait_check(REPLICATION_TIMEOUT, "the new row on the rejoined node", || {
-        ids_on(&c, leader)?.contains(&-1).then_some(()).ok_or_else(|| "row -1 not there yet".to_string())
-    });
-    wait_check(SHORT_TIMEOUT, "final topology: one primary, two replicas", || {
-        expect_endpoints(&c, new_leader, &[survivor, leader], &[])
-    });
+    wait_check(
+        REPLICATION_TIMEOUT,
+        "the new row on the rejoined node",
+        || {
+            ids_on(&c, leader)?
+                .contains(&-1)
+                .then_some(())
+                .ok_or_else(|| "row -1 not there yet".to_string())
+        },
+    );
+    wait_check(
+        SHORT_TIMEOUT,
+        "final topology: one primary, two replicas",
+        || expect_endpoints(&c, new_leader, &[survivor, leader], &[]),
+    );
 }
 
 /// What a stability window saw.
@@ -344,11 +456,24 @@ struct Window {
 /// least `min_window` has passed (long enough for an unrenewed lease to expire) and the loops
 /// visibly ran: every member key rewritten `refreshes` times, the leader's xlog location
 /// advanced, the writer acknowledged 20 more rows.
-fn observe_stable(c: &Cluster, leader: usize, writer: &AckWriter, min_window: Duration, what: &str) {
+fn observe_stable(
+    c: &Cluster,
+    leader: usize,
+    writer: &AckWriter,
+    min_window: Duration,
+    what: &str,
+) {
     let refreshes = 3;
     let replicas: Vec<usize> = (0..c.len()).filter(|&i| i != leader).collect();
-    let leader_key = c.dcs_get("leader").expect("read /leader").expect("a /leader key");
-    assert_eq!(leader_key.value, c.name(leader), "{what}: /leader names the leader");
+    let leader_key = c
+        .dcs_get("leader")
+        .expect("read /leader")
+        .expect("a /leader key");
+    assert_eq!(
+        leader_key.value,
+        c.name(leader),
+        "{what}: /leader names the leader"
+    );
     let members = |c: &Cluster| -> Result<BTreeMap<String, i64>, String> {
         let prefix = format!("{}members/", c.dcs_prefix());
         Ok(c.dcs_dump()?
@@ -359,13 +484,19 @@ fn observe_stable(c: &Cluster, leader: usize, writer: &AckWriter, min_window: Du
     let xlog = |c: &Cluster| c.patroni(leader)?.pointer("/xlog/location")?.as_u64();
     let mut last_rev = members(c).expect("read the member keys");
     let xlog0 = xlog(c).expect("leader xlog location");
-    let mut w = Window { acked_before: writer.acked_count(), ..Window::default() };
+    let mut w = Window {
+        acked_before: writer.acked_count(),
+        ..Window::default()
+    };
     let start = Instant::now();
     let deadline = min_window + Duration::from_secs(90);
     loop {
         w.iterations += 1;
         let fail = |why: String, w: &Window| -> ! {
-            panic!("{what}: after {:.1}s: {why}\nwindow so far: {w:?}", start.elapsed().as_secs_f64())
+            panic!(
+                "{what}: after {:.1}s: {why}\nwindow so far: {w:?}",
+                start.elapsed().as_secs_f64()
+            )
         };
         if let Err(e) = expect_endpoints(c, leader, &replicas, &[]) {
             fail(format!("REST health changed: {e}"), &w);
@@ -376,8 +507,13 @@ fn observe_stable(c: &Cluster, leader: usize, writer: &AckWriter, min_window: Du
         // The harness's own etcd reads may fail briefly (e.g. during a Raft election): only
         // a changed value counts against the agents.
         match c.dcs_get("leader") {
-            Ok(Some(kv)) if kv.value == leader_key.value && kv.create_revision == leader_key.create_revision => {}
-            Ok(other) => fail(format!("/leader changed from {leader_key:?} to {other:?}"), &w),
+            Ok(Some(kv))
+                if kv.value == leader_key.value
+                    && kv.create_revision == leader_key.create_revision => {}
+            Ok(other) => fail(
+                format!("/leader changed from {leader_key:?} to {other:?}"),
+                &w,
+            ),
             Err(_) => w.dcs_read_errors += 1,
         }
         match members(c) {
@@ -397,12 +533,22 @@ fn observe_stable(c: &Cluster, leader: usize, writer: &AckWriter, min_window: Du
         w.acked_now = writer.acked_count();
         let loops_ran = (0..c.len())
             .all(|i| w.member_refreshes.get(c.name(i)).copied().unwrap_or(0) >= refreshes);
-        if start.elapsed() >= min_window && loops_ran && w.xlog_advanced && w.acked_now >= w.acked_before + 20 {
-            eprintln!("[harness] {what}: stable for {:.1}s: {w:?}", start.elapsed().as_secs_f64());
+        if start.elapsed() >= min_window
+            && loops_ran
+            && w.xlog_advanced
+            && w.acked_now >= w.acked_before + 20
+        {
+            eprintln!(
+                "[harness] {what}: stable for {:.1}s: {w:?}",
+                start.elapsed().as_secs_f64()
+            );
             return;
         }
         if start.elapsed() > deadline {
-            fail("the agents' loops did not visibly run (member keys, xlog, writes)".to_string(), &w);
+            fail(
+                "the agents' loops did not visibly run (member keys, xlog, writes)".to_string(),
+                &w,
+            );
         }
         std::thread::sleep(POLL_INTERVAL);
     }
@@ -415,7 +561,11 @@ fn observe_stable(c: &Cluster, leader: usize, writer: &AckWriter, min_window: Du
 #[test]
 fn etcd_member_loss_changes_nothing() {
     let _guard = exclusive();
-    let mut c = Cluster::builder().nodes(3).etcd_members(3).timing(10, 1, 4).start();
+    let mut c = Cluster::builder()
+        .nodes(3)
+        .etcd_members(3)
+        .timing(10, 1, 4)
+        .start();
     let (leader, _, _) = bootstrap_three(&c);
     let min_window = c.ttl() * 2;
     let writer = AckWriter::start(&c.pg_config(leader), TABLE, 1);
@@ -426,7 +576,13 @@ fn etcd_member_loss_changes_nothing() {
         c.etcd().move_leader(1);
     }
     c.etcd_mut().stop_member(0);
-    observe_stable(&c, leader, &writer, min_window, "etcd member 0 (first listed, follower) down");
+    observe_stable(
+        &c,
+        leader,
+        &writer,
+        min_window,
+        "etcd member 0 (first listed, follower) down",
+    );
 
     // Phase 2: back to three members, then the Raft leader dies.
     c.etcd_mut().start_member(0);
@@ -438,8 +594,16 @@ fn etcd_member_loss_changes_nothing() {
     let report = writer.stop(SHORT_TIMEOUT);
     assert!(report.error.is_none(), "{report:?}");
     let present = ids_on(&c, leader).expect("ids on the leader");
-    let lost: Vec<i64> = report.acked.iter().copied().filter(|id| !present.contains(id)).collect();
-    assert!(lost.is_empty(), "acknowledged ids missing on the unchanged leader: {lost:?}");
+    let lost: Vec<i64> = report
+        .acked
+        .iter()
+        .copied()
+        .filter(|id| !present.contains(id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged ids missing on the unchanged leader: {lost:?}"
+    );
 }
 
 /// An invalid local config (`postgresql.listen` without a port) makes the agent exit non-zero
@@ -455,20 +619,32 @@ fn config_validation() {
     give_to_runner(&node);
     // Nothing listens on this etcd port: the check must not need a DCS.
     let etcd = vec![format!("127.0.0.1:{}", support::process::free_port())];
-    let spec = NodeSpec { pg_listen: "0.0.0.0".to_string(), ..NodeSpec::local("pgwarden-it", "node1", &node, etcd) };
+    let spec = NodeSpec {
+        pg_listen: "0.0.0.0".to_string(),
+        ..NodeSpec::local("pgwarden-it", "node1", &node, etcd)
+    };
     let config = node.join("pgwarden.yml");
     spec.write(&config);
 
     let mut cmd = runner_command(&pgwarden, &node);
     cmd.arg(&config);
     let out = run_capture(&mut cmd, Duration::from_secs(30));
-    assert!(out.status.is_some(), "pgwarden kept running with postgresql.listen = 0.0.0.0 (killed after 30 s): {out:?}");
-    assert!(!out.success(), "pgwarden accepted postgresql.listen without a port: {out:?}");
+    assert!(
+        out.status.is_some(),
+        "pgwarden kept running with postgresql.listen = 0.0.0.0 (killed after 30 s): {out:?}"
+    );
+    assert!(
+        !out.success(),
+        "pgwarden accepted postgresql.listen without a port: {out:?}"
+    );
     assert!(
         out.stderr.contains("postgresql.listen"),
         "stderr should name postgresql.listen:\nstderr: {}\nstdout: {}",
         out.stderr,
         out.stdout
     );
-    assert!(!spec.data_dir().exists(), "an invalid config must not create the data dir");
+    assert!(
+        !spec.data_dir().exists(),
+        "an invalid config must not create the data dir"
+    );
 }

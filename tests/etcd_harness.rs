@@ -24,16 +24,29 @@ fn three_member_etcd_survives_member_loss_and_cleans_up() {
         let first_pids = etcd.pids();
         assert_eq!(first_pids.len(), 3, "three running members");
 
+        // Raft leadership can be read and moved (the member-loss scenario relies on it).
+        let leader = etcd.raft_leader().expect("a Raft leader");
+        let target = (leader + 1) % 3;
+        etcd.move_leader(target);
+        assert_eq!(etcd.raft_leader(), Ok(target));
+
         etcd.put(key, "v1");
         assert_eq!(etcd.get(key).expect("key written").value, "v1");
 
         etcd.stop_member(0);
-        assert!(!pid_alive(first_pids[0]), "member 0 is dead after stop_member");
+        assert!(
+            !pid_alive(first_pids[0]),
+            "member 0 is dead after stop_member"
+        );
         assert!(!etcd.is_running(0));
         assert_eq!(etcd.live_endpoints().len(), 2);
 
         // Two of three members keep quorum: writes and linearizable reads still work.
-        wait_check(Duration::from_secs(30), "a write with one member down", || etcd.try_put(key, "v2"));
+        wait_check(
+            Duration::from_secs(30),
+            "a write with one member down",
+            || etcd.try_put(key, "v2"),
+        );
         let kv = etcd.get(key).expect("key after member loss");
         assert_eq!(kv.value, "v2");
         let under = etcd.get_prefix("/pgwarden-harness/");
@@ -43,13 +56,17 @@ fn three_member_etcd_survives_member_loss_and_cleans_up() {
         // The restarted member (same data dir and ports) catches up and serves reads itself.
         etcd.start_member(0);
         let only_first = vec![etcd.endpoints()[0].clone()];
-        wait_check(Duration::from_secs(30), "the restarted member to serve v2", || {
-            let kvs = etcd.try_get_prefix_on(&only_first, key)?;
-            match kvs.first() {
-                Some(kv) if kv.value == "v2" => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        });
+        wait_check(
+            Duration::from_secs(30),
+            "the restarted member to serve v2",
+            || {
+                let kvs = etcd.try_get_prefix_on(&only_first, key)?;
+                match kvs.first() {
+                    Some(kv) if kv.value == "v2" => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        );
 
         let mut all = first_pids;
         all.extend(etcd.pids());
@@ -61,9 +78,17 @@ fn three_member_etcd_survives_member_loss_and_cleans_up() {
         (all, data_root)
     };
     // Dropped: no member process may survive, and the data dirs are gone.
-    wait_dead(&all_pids, Duration::from_secs(10), "every etcd member to be gone after drop");
+    wait_dead(
+        &all_pids,
+        Duration::from_secs(10),
+        "every etcd member to be gone after drop",
+    );
     if std::env::var_os("PGWARDEN_KEEP_TEST_DIRS").is_none() {
-        assert!(!data_root.exists(), "{} removed on drop", data_root.display());
+        assert!(
+            !data_root.exists(),
+            "{} removed on drop",
+            data_root.display()
+        );
     }
 }
 
@@ -92,8 +117,15 @@ fn harness_kills_a_real_postmaster_tree_and_checks_acked_writes() {
         &bin.join("initdb"),
         &node,
         &[
-            "-D", data_s, "-U", "postgres", "--auth=scram-sha-256",
-            "--pwfile", pwfile.to_str().expect("utf-8 path"), "-E", "UTF8",
+            "-D",
+            data_s,
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            "--pwfile",
+            pwfile.to_str().expect("utf-8 path"),
+            "-E",
+            "UTF8",
         ],
     );
 
@@ -109,18 +141,25 @@ fn harness_kills_a_real_postmaster_tree_and_checks_acked_writes() {
     };
     let config = sql::pg_config(port, "postgres", support::cluster::SUPERUSER_PASSWORD);
     let mut postmaster = start("postgres");
-    wait_check(Duration::from_secs(60), "password login to the probe postmaster", || {
-        sql::query_scalar(&config, "SELECT 1")
-    });
+    wait_check(
+        Duration::from_secs(60),
+        "password login to the probe postmaster",
+        || sql::query_scalar(&config, "SELECT 1"),
+    );
     let mut wrong = config.clone();
     wrong.password("not-the-password");
-    assert!(sql::connect(&wrong).is_err(), "a wrong password must be refused (scram, no trust)");
+    assert!(
+        sql::connect(&wrong).is_err(),
+        "a wrong password must be refused (scram, no trust)"
+    );
 
     sql::execute(&config, "CREATE TABLE acked (id bigint PRIMARY KEY)").expect("create table");
     let writer = AckWriter::start(&config, "acked", 1);
-    wait_until(Duration::from_secs(60), "the writer to acknowledge 50 rows", || {
-        (writer.acked_count() >= 50).then_some(())
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "the writer to acknowledge 50 rows",
+        || (writer.acked_count() >= 50).then_some(()),
+    );
 
     let pm_pid: i32 = fs::read_to_string(data.join("postmaster.pid"))
         .expect("read postmaster.pid")
@@ -128,39 +167,69 @@ fn harness_kills_a_real_postmaster_tree_and_checks_acked_writes() {
         .next()
         .and_then(|l| l.trim().parse().ok())
         .expect("pid on the first line of postmaster.pid");
-    assert_eq!(pm_pid, postmaster.id() as i32, "setpriv execs: the child is the postmaster");
+    assert_eq!(
+        pm_pid,
+        postmaster.id() as i32,
+        "setpriv execs: the child is the postmaster"
+    );
     let cmd = support::process::cmdline(pm_pid).expect("postmaster cmdline");
-    assert!(cmd.contains(data_s), "postmaster cmdline {cmd:?} names the data dir");
+    assert!(
+        cmd.contains(data_s),
+        "postmaster cmdline {cmd:?} names the data dir"
+    );
     let children = support::process::descendants(pm_pid);
-    assert!(children.len() >= 3, "postmaster children (backends, checkpointer...): {children:?}");
+    assert!(
+        children.len() >= 3,
+        "postmaster children (backends, checkpointer...): {children:?}"
+    );
 
     let victims = kill_tree(pm_pid);
     let _ = postmaster.wait();
     for c in &children {
         assert!(victims.contains(c), "kill_tree signalled child {c}");
     }
-    wait_dead(&victims, Duration::from_secs(10), "the whole postmaster tree");
+    wait_dead(
+        &victims,
+        Duration::from_secs(10),
+        "the whole postmaster tree",
+    );
 
-    wait_until(Duration::from_secs(30), "the writer to stop on the dead server", || {
-        writer.is_finished().then_some(())
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the writer to stop on the dead server",
+        || writer.is_finished().then_some(()),
+    );
     let report = writer.stop(Duration::from_secs(5));
-    assert!(report.error.is_some(), "the writer stopped on an error: {report:?}");
+    assert!(
+        report.error.is_some(),
+        "the writer stopped on an error: {report:?}"
+    );
     assert!(report.unsafe_commits.is_empty(), "{report:?}");
 
     // After crash recovery every acknowledged id is there.
     let mut postmaster = start("postgres after SIGKILL");
-    let present = wait_check(Duration::from_secs(60), "the probe postmaster back after crash recovery", || {
-        sql::query_text(&config, "SELECT id FROM acked")
-    });
+    let present = wait_check(
+        Duration::from_secs(60),
+        "the probe postmaster back after crash recovery",
+        || sql::query_text(&config, "SELECT id FROM acked"),
+    );
     let present: std::collections::BTreeSet<i64> = present
         .into_iter()
         .filter_map(|r| r.into_iter().next().flatten()?.parse().ok())
         .collect();
-    let missing: Vec<i64> = report.acked.iter().copied().filter(|id| !present.contains(id)).collect();
+    let missing: Vec<i64> = report
+        .acked
+        .iter()
+        .copied()
+        .filter(|id| !present.contains(id))
+        .collect();
     assert!(missing.is_empty(), "acknowledged ids lost: {missing:?}");
 
     let pids = kill_tree(postmaster.id() as i32);
     let _ = postmaster.wait();
-    wait_dead(&pids, Duration::from_secs(10), "the probe postmaster to stop");
+    wait_dead(
+        &pids,
+        Duration::from_secs(10),
+        "the probe postmaster to stop",
+    );
 }

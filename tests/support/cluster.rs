@@ -15,8 +15,8 @@ use super::etcd::{EtcdCluster, Kv};
 use super::http::{self, HttpResponse, HTTP_TIMEOUT};
 use super::process::{
     assert_port_free, cmdline, failure_log_lines, free_port, give_to_runner, install_binaries,
-    kill_tree, make_test_dir, pid_alive, pids_with_cmdline_containing, run_capture,
-    runner_command, set_mode, spawn_logged, tail_file, wait_check, wait_dead, Captured,
+    kill_tree, make_test_dir, pid_alive, pids_with_cmdline_containing, run_capture, runner_command,
+    set_mode, spawn_logged, tail_file, wait_check, wait_dead, Captured,
 };
 use super::sql;
 
@@ -91,7 +91,10 @@ impl NodeSpec {
         let dir = self.dir.display();
         let mut y = String::new();
         let hba = |indent: &str| {
-            PG_HBA.iter().map(|l| format!("{indent}- {l}\n")).collect::<String>()
+            PG_HBA
+                .iter()
+                .map(|l| format!("{indent}- {l}\n"))
+                .collect::<String>()
         };
         let _ = write!(
             y,
@@ -237,10 +240,22 @@ impl ClusterBuilder {
                 };
                 let config = dir.join("pgwarden.yml");
                 spec.write(&config);
-                Node { log: dir.join("agent.log"), config, spec, agent: None, starts: 0 }
+                Node {
+                    log: dir.join("agent.log"),
+                    config,
+                    spec,
+                    agent: None,
+                    starts: 0,
+                }
             })
             .collect();
-        let mut cluster = Cluster { nodes, pgwarden, pgwardenctl, base, etcd };
+        let mut cluster = Cluster {
+            nodes,
+            pgwarden,
+            pgwardenctl,
+            base,
+            etcd,
+        };
         for i in 0..cluster.nodes.len() {
             cluster.start_node(i);
         }
@@ -346,7 +361,11 @@ impl Cluster {
     /// Starts (or restarts) node `i`'s agent with its config, as the `postgres` user.
     pub fn start_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        assert!(node.agent.is_none(), "agent of {} is already running", node.spec.name);
+        assert!(
+            node.agent.is_none(),
+            "agent of {} is already running",
+            node.spec.name
+        );
         if node.starts == 0 {
             assert_port_free(node.spec.api_port, &format!("{} REST API", node.spec.name));
             assert_port_free(node.spec.pg_port, &format!("{} PostgreSQL", node.spec.name));
@@ -407,7 +426,13 @@ impl Cluster {
     // ----- REST ---------------------------------------------------------------------------
 
     /// One request to node `i`'s REST API.
-    pub fn http(&self, i: usize, method: &str, path: &str, body: Option<&str>) -> Result<HttpResponse, String> {
+    pub fn http(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<HttpResponse, String> {
         http::request(self.api_addr(i), method, path, body, HTTP_TIMEOUT)
     }
 
@@ -424,23 +449,32 @@ impl Cluster {
 
     /// `GET path` status on every node.
     pub fn statuses(&self, path: &str) -> Vec<Option<u16>> {
-        (0..self.len()).map(|i| self.http_status(i, "GET", path)).collect()
+        (0..self.len())
+            .map(|i| self.http_status(i, "GET", path))
+            .collect()
     }
 
     /// The one node answering `GET /primary` with 200, `Err` (with all statuses) unless
     /// exactly one does.
     pub fn leader_now(&self) -> Result<usize, String> {
         let statuses = self.statuses("/primary");
-        let leaders: Vec<usize> = (0..self.len()).filter(|&i| statuses[i] == Some(200)).collect();
+        let leaders: Vec<usize> = (0..self.len())
+            .filter(|&i| statuses[i] == Some(200))
+            .collect();
         match leaders.as_slice() {
             [one] => Ok(*one),
-            _ => Err(format!("GET /primary per node: {}", self.describe(&statuses))),
+            _ => Err(format!(
+                "GET /primary per node: {}",
+                self.describe(&statuses)
+            )),
         }
     }
 
     /// Waits until exactly one node answers `GET /primary` with 200 and returns it.
     pub fn wait_for_leader(&self, timeout: Duration) -> usize {
-        let i = wait_check(timeout, "exactly one node with GET /primary = 200", || self.leader_now());
+        let i = wait_check(timeout, "exactly one node with GET /primary = 200", || {
+            self.leader_now()
+        });
         eprintln!("[harness] leader is {}", self.name(i));
         i
     }
@@ -465,7 +499,13 @@ impl Cluster {
         statuses
             .iter()
             .enumerate()
-            .map(|(i, s)| format!("{}={}", self.name(i), s.map_or("no answer".to_string(), |c| c.to_string())))
+            .map(|(i, s)| {
+                format!(
+                    "{}={}",
+                    self.name(i),
+                    s.map_or("no answer".to_string(), |c| c.to_string())
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -499,7 +539,10 @@ impl Cluster {
 
     /// `pg_is_in_recovery()` on node `i`.
     pub fn in_recovery(&self, i: usize) -> Result<bool, String> {
-        Ok(self.query_scalar(i, "SELECT pg_is_in_recovery()")?.as_deref() == Some("t"))
+        Ok(self
+            .query_scalar(i, "SELECT pg_is_in_recovery()")?
+            .as_deref()
+            == Some("t"))
     }
 
     // ----- DCS ----------------------------------------------------------------------------
@@ -560,7 +603,8 @@ impl Cluster {
                 out,
                 "----- {} GET /patroni: {}",
                 self.name(i),
-                self.http(i, "GET", "/patroni", None).map_or_else(|e| e, |r| format!("{} {}", r.status, r.body))
+                self.http(i, "GET", "/patroni", None)
+                    .map_or_else(|e| e, |r| format!("{} {}", r.status, r.body))
             );
         }
         match self.dcs_dump() {
@@ -618,7 +662,9 @@ impl Drop for Cluster {
                 self.diagnostics(failure_log_lines())
             );
             if std::env::var_os("PGWARDEN_KEEP_TEST_DIRS").is_none() {
-                eprintln!("[harness] set PGWARDEN_KEEP_TEST_DIRS=1 to keep the node dirs of a failed run");
+                eprintln!(
+                    "[harness] set PGWARDEN_KEEP_TEST_DIRS=1 to keep the node dirs of a failed run"
+                );
             }
         }
         self.kill_everything();

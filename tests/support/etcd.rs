@@ -78,9 +78,17 @@ impl EtcdCluster {
         let token = format!(
             "pgwarden-it-{}-{}",
             std::process::id(),
-            dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            dir.path()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
         );
-        let mut cluster = EtcdCluster { members, initial_cluster, token, dir };
+        let mut cluster = EtcdCluster {
+            members,
+            initial_cluster,
+            token,
+            dir,
+        };
         for i in 0..cluster.members.len() {
             cluster.spawn_member(i);
         }
@@ -138,7 +146,11 @@ impl EtcdCluster {
                     Err(e) => bad.push(format!("member {i}: {e}")),
                 }
             }
-            if bad.is_empty() { Ok(()) } else { Err(bad) }
+            if bad.is_empty() {
+                Ok(())
+            } else {
+                Err(bad)
+            }
         });
     }
 
@@ -149,12 +161,18 @@ impl EtcdCluster {
 
     /// `http://127.0.0.1:<client port>` of every member, in member order.
     pub fn client_urls(&self) -> Vec<String> {
-        self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client_port)).collect()
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .collect()
     }
 
     /// `127.0.0.1:<client port>` of every member, in member order (the agents' `etcd3.hosts`).
     pub fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(|m| format!("127.0.0.1:{}", m.client_port)).collect()
+        self.members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .collect()
     }
 
     /// Endpoints of the members the harness has not stopped.
@@ -173,7 +191,10 @@ impl EtcdCluster {
 
     /// Pids of the running members.
     pub fn pids(&self) -> Vec<i32> {
-        self.members.iter().filter_map(|m| m.child.as_ref().map(|c| c.id() as i32)).collect()
+        self.members
+            .iter()
+            .filter_map(|m| m.child.as_ref().map(|c| c.id() as i32))
+            .collect()
     }
 
     /// Pid of member `i` if running.
@@ -193,7 +214,11 @@ impl EtcdCluster {
         };
         let pids = kill_tree(child.id() as i32);
         let _ = child.wait();
-        wait_dead(&pids, Duration::from_secs(10), &format!("etcd member {i} to exit"));
+        wait_dead(
+            &pids,
+            Duration::from_secs(10),
+            &format!("etcd member {i} to exit"),
+        );
         eprintln!("[harness] stopped etcd member {i} (SIGKILL)");
     }
 
@@ -223,7 +248,11 @@ impl EtcdCluster {
         if out.success() {
             Ok(out)
         } else {
-            Err(format!("{cmd:?} failed: {:?} {}", out.status, out.stderr.trim()))
+            Err(format!(
+                "{cmd:?} failed: {:?} {}",
+                out.status,
+                out.stderr.trim()
+            ))
         }
     }
 
@@ -236,7 +265,8 @@ impl EtcdCluster {
 
     /// `put key value`, panicking on failure.
     pub fn put(&self, key: &str, value: &str) {
-        self.try_put(key, value).unwrap_or_else(|e| panic!("etcd put {key}: {e}"));
+        self.try_put(key, value)
+            .unwrap_or_else(|e| panic!("etcd put {key}: {e}"));
     }
 
     /// Keys under `prefix` (linearizable read through the live members).
@@ -247,14 +277,19 @@ impl EtcdCluster {
     /// Keys under `prefix`, read through the given endpoints only.
     pub fn try_get_prefix_on(&self, endpoints: &[String], prefix: &str) -> Result<Vec<Kv>, String> {
         let mut cmd = self.etcdctl_on(endpoints);
-        cmd.arg("get").arg(prefix).arg("--prefix").arg("-w").arg("json");
+        cmd.arg("get")
+            .arg(prefix)
+            .arg("--prefix")
+            .arg("-w")
+            .arg("json");
         let out = self.run(cmd)?;
         parse_get_json(&out.stdout)
     }
 
     /// Keys under `prefix`, panicking on failure.
     pub fn get_prefix(&self, prefix: &str) -> Vec<Kv> {
-        self.try_get_prefix(prefix).unwrap_or_else(|e| panic!("etcd get --prefix {prefix}: {e}"))
+        self.try_get_prefix(prefix)
+            .unwrap_or_else(|e| panic!("etcd get --prefix {prefix}: {e}"))
     }
 
     /// The exact `key`, `Ok(None)` when absent.
@@ -262,12 +297,15 @@ impl EtcdCluster {
         let mut cmd = self.etcdctl();
         cmd.arg("get").arg(key).arg("-w").arg("json");
         let out = self.run(cmd)?;
-        Ok(parse_get_json(&out.stdout)?.into_iter().find(|kv| kv.key == key))
+        Ok(parse_get_json(&out.stdout)?
+            .into_iter()
+            .find(|kv| kv.key == key))
     }
 
     /// The exact `key`, panicking when etcd cannot be read.
     pub fn get(&self, key: &str) -> Option<Kv> {
-        self.try_get(key).unwrap_or_else(|e| panic!("etcd get {key}: {e}"))
+        self.try_get(key)
+            .unwrap_or_else(|e| panic!("etcd get {key}: {e}"))
     }
 
     /// `etcdctl endpoint status -w table` for the live members (diagnostics).
@@ -285,9 +323,12 @@ impl EtcdCluster {
         let mut cmd = self.etcdctl_on(&[self.endpoints()[i].clone()]);
         cmd.arg("endpoint").arg("status").arg("-w").arg("json");
         let out = self.run(cmd)?;
-        let v: serde_json::Value =
-            serde_json::from_str(&out.stdout).map_err(|e| format!("endpoint status json: {e}: {}", out.stdout))?;
-        let status = v.get(0).and_then(|e| e.get("Status")).ok_or_else(|| format!("no Status in {v}"))?;
+        let v: serde_json::Value = serde_json::from_str(&out.stdout)
+            .map_err(|e| format!("endpoint status json: {e}: {}", out.stdout))?;
+        let status = v
+            .get(0)
+            .and_then(|e| e.get("Status"))
+            .ok_or_else(|| format!("no Status in {v}"))?;
         let member = status.pointer("/header/member_id").and_then(|x| x.as_u64());
         let leader = status.get("leader").and_then(|x| x.as_u64());
         match (member, leader) {
@@ -311,7 +352,11 @@ impl EtcdCluster {
         }
         let leader = match leaders.into_iter().collect::<Vec<_>>().as_slice() {
             [l] if *l != 0 => *l,
-            other => return Err(format!("live members disagree on the Raft leader: {other:x?}")),
+            other => {
+                return Err(format!(
+                    "live members disagree on the Raft leader: {other:x?}"
+                ))
+            }
         };
         ids.iter()
             .position(|id| *id == Some(leader))
@@ -320,16 +365,22 @@ impl EtcdCluster {
 
     /// Transfers Raft leadership to member `to` and waits until every live member agrees.
     pub fn move_leader(&self, to: usize) {
-        let (target, _) = self.member_status(to).unwrap_or_else(|e| panic!("status of etcd member {to}: {e}"));
-        wait_check(Duration::from_secs(30), &format!("etcd member {to} to become Raft leader"), || {
-            if self.raft_leader()? == to {
-                return Ok(());
-            }
-            let mut cmd = self.etcdctl();
-            cmd.arg("move-leader").arg(format!("{target:x}"));
-            self.run(cmd)?;
-            Err("move-leader sent".to_string())
-        });
+        let (target, _) = self
+            .member_status(to)
+            .unwrap_or_else(|e| panic!("status of etcd member {to}: {e}"));
+        wait_check(
+            Duration::from_secs(30),
+            &format!("etcd member {to} to become Raft leader"),
+            || {
+                if self.raft_leader()? == to {
+                    return Ok(());
+                }
+                let mut cmd = self.etcdctl();
+                cmd.arg("move-leader").arg(format!("{target:x}"));
+                self.run(cmd)?;
+                Err("move-leader sent".to_string())
+            },
+        );
     }
 
     /// Tails of every member's log (diagnostics).
@@ -379,12 +430,15 @@ fn json_i64(v: &serde_json::Value) -> i64 {
 pub fn parse_get_json(text: &str) -> Result<Vec<Kv>, String> {
     let v: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("etcdctl json: {e}: {text}"))?;
-    let Some(kvs) = v.get("kvs").and_then(|k| k.as_array()) else { return Ok(Vec::new()) };
+    let Some(kvs) = v.get("kvs").and_then(|k| k.as_array()) else {
+        return Ok(Vec::new());
+    };
     kvs.iter()
         .map(|kv| {
             let text_field = |name: &str| -> Result<String, String> {
                 let raw = kv.get(name).and_then(|x| x.as_str()).unwrap_or("");
-                let bytes = base64_decode(raw).ok_or_else(|| format!("bad base64 in {name}: {raw}"))?;
+                let bytes =
+                    base64_decode(raw).ok_or_else(|| format!("bad base64 in {name}: {raw}"))?;
                 Ok(String::from_utf8_lossy(&bytes).into_owned())
             };
             let num = |name: &str| kv.get(name).map(json_i64).unwrap_or(0);
@@ -412,7 +466,10 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
             _ => return None,
         })
     }
-    let clean: Vec<u8> = s.bytes().filter(|&c| c != b'=' && !c.is_ascii_whitespace()).collect();
+    let clean: Vec<u8> = s
+        .bytes()
+        .filter(|&c| c != b'=' && !c.is_ascii_whitespace())
+        .collect();
     let mut out = Vec::with_capacity(clean.len() * 3 / 4);
     for chunk in clean.chunks(4) {
         let mut acc = 0u32;

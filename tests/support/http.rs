@@ -43,10 +43,14 @@ pub fn request(
     timeout: Duration,
 ) -> Result<HttpResponse, String> {
     let deadline = Instant::now() + timeout;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: pgwarden-harness\r\n\
          Accept: */*\r\nConnection: close\r\n"
@@ -73,7 +77,9 @@ pub fn request(
             break;
         }
         if Instant::now() >= deadline {
-            return Err(format!("{method} {path} on {addr}: no complete response within {timeout:?}"));
+            return Err(format!(
+                "{method} {path} on {addr}: no complete response within {timeout:?}"
+            ));
         }
         match stream.read(&mut buf) {
             Ok(0) => break,
@@ -123,8 +129,12 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// Whether `data` already holds a whole response (otherwise read on until EOF).
 fn complete(data: &[u8], head_only: bool) -> bool {
-    let Some((head, body)) = split_head(data) else { return false };
-    let Some((status, headers)) = parse_head(head) else { return false };
+    let Some((head, body)) = split_head(data) else {
+        return false;
+    };
+    let Some((status, headers)) = parse_head(head) else {
+        return false;
+    };
     if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
         return true;
     }
@@ -164,14 +174,22 @@ fn parse(data: &[u8], head_only: bool) -> Option<HttpResponse> {
     let (status, headers) = parse_head(head.strip_suffix(b"\r\n").unwrap_or(head))?;
     let body = if head_only {
         Vec::new()
-    } else if header(&headers, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+    } else if header(&headers, "transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
         dechunk(body)?
-    } else if let Some(len) = header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok()) {
+    } else if let Some(len) =
+        header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok())
+    {
         body[..len.min(body.len())].to_vec()
     } else {
         body.to_vec()
     };
-    Some(HttpResponse { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    Some(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 /// `GET path`.

@@ -68,8 +68,12 @@ static ALLOCATED_PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 /// handed out before.
 pub fn free_port() -> u16 {
     for _ in 0..1000 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
-        let port = listener.local_addr().expect("local_addr of a bound listener").port();
+        let listener =
+            TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
+        let port = listener
+            .local_addr()
+            .expect("local_addr of a bound listener")
+            .port();
         drop(listener);
         let mut used = ALLOCATED_PORTS.lock().unwrap_or_else(|e| e.into_inner());
         if used.insert(port) {
@@ -86,7 +90,10 @@ pub fn port_is_free(port: u16) -> bool {
 
 /// Panics with a clear message when `port` is taken (checked right before starting a server).
 pub fn assert_port_free(port: u16, what: &str) {
-    assert!(port_is_free(port), "port 127.0.0.1:{port} for {what} is already in use");
+    assert!(
+        port_is_free(port),
+        "port 127.0.0.1:{port} for {what} is already in use"
+    );
 }
 
 /// Whether the tests run as root (then agents are started as [`RUNNER_USER`]).
@@ -129,7 +136,10 @@ pub fn make_test_dir(prefix: &str) -> tempfile::TempDir {
     set_mode(dir.path(), 0o755);
     if std::env::var_os("PGWARDEN_KEEP_TEST_DIRS").is_some() {
         dir.disable_cleanup(true);
-        eprintln!("[harness] keeping {} (PGWARDEN_KEEP_TEST_DIRS)", dir.path().display());
+        eprintln!(
+            "[harness] keeping {} (PGWARDEN_KEEP_TEST_DIRS)",
+            dir.path().display()
+        );
     }
     dir
 }
@@ -200,7 +210,11 @@ pub fn spawn_logged(cmd: &mut Command, log: &Path, what: &str) -> Child {
         .stderr(Stdio::from(err))
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {what} ({cmd:?}): {e}"));
-    eprintln!("[harness] started {what}: pid {}, log {}", child.id(), log.display());
+    eprintln!(
+        "[harness] started {what}: pid {}, log {}",
+        child.id(),
+        log.display()
+    );
     child
 }
 
@@ -236,8 +250,18 @@ pub fn run_capture(cmd: &mut Command, timeout: Duration) -> Captured {
             String::from_utf8_lossy(&buf).into_owned()
         })
     };
-    let out = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let start = Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -277,12 +301,19 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
-    Some(ProcStat { pid, state, ppid, pgrp })
+    Some(ProcStat {
+        pid,
+        state,
+        ppid,
+        pgrp,
+    })
 }
 
 /// Every process currently in /proc.
 pub fn all_procs() -> Vec<ProcStat> {
-    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(proc_stat)
@@ -316,7 +347,12 @@ pub fn descendants(pid: i32) -> Vec<i32> {
 /// `/proc/<pid>/cmdline` with NULs turned into spaces.
 pub fn cmdline(pid: i32) -> Option<String> {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    Some(String::from_utf8_lossy(&raw).replace('\0', " ").trim().to_string())
+    Some(
+        String::from_utf8_lossy(&raw)
+            .replace('\0', " ")
+            .trim()
+            .to_string(),
+    )
 }
 
 /// Pids whose command line contains `needle` (used with a test's unique temp path only).
@@ -370,7 +406,11 @@ pub fn kill_tree(pid: i32) -> Vec<i32> {
 pub fn wait_dead(pids: &[i32], timeout: Duration, what: &str) {
     wait_check(timeout, what, || {
         let alive: Vec<i32> = pids.iter().copied().filter(|&p| pid_alive(p)).collect();
-        if alive.is_empty() { Ok(()) } else { Err(format!("still alive: {alive:?}")) }
+        if alive.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("still alive: {alive:?}"))
+        }
     });
 }
 

@@ -30,12 +30,16 @@ pub fn connect(config: &Config) -> Result<Client, String> {
 /// Runs `sql` (simple protocol, may hold several statements) and returns every row as text.
 pub fn query_text(config: &Config, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
     let mut client = connect(config)?;
-    let messages = client.simple_query(sql).map_err(|e| format!("{sql}: {e}"))?;
+    let messages = client
+        .simple_query(sql)
+        .map_err(|e| format!("{sql}: {e}"))?;
     Ok(messages
         .into_iter()
         .filter_map(|m| match m {
             postgres::SimpleQueryMessage::Row(row) => Some(
-                (0..row.len()).map(|i| row.get(i).map(str::to_string)).collect(),
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
             ),
             _ => None,
         })
@@ -44,7 +48,10 @@ pub fn query_text(config: &Config, sql: &str) -> Result<Vec<Vec<Option<String>>>
 
 /// The first column of the first row of `sql`, as text.
 pub fn query_scalar(config: &Config, sql: &str) -> Result<Option<String>, String> {
-    Ok(query_text(config, sql)?.into_iter().next().and_then(|r| r.into_iter().next().flatten()))
+    Ok(query_text(config, sql)?
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next().flatten()))
 }
 
 /// Runs statements whose results do not matter.
@@ -81,9 +88,11 @@ impl AckWriter {
         let mut config = config.clone();
         let sink = notices.clone();
         config.notice_callback(move |notice| {
-            sink.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(format!("{}: {}", notice.severity(), notice.message()));
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
+                "{}: {}",
+                notice.severity(),
+                notice.message()
+            ));
         });
         let mut client = connect(&config).unwrap_or_else(|e| panic!("writer: {e}"));
         let statement = format!("INSERT INTO {table} (id) VALUES ($1)");
@@ -121,17 +130,29 @@ impl AckWriter {
                 }
             })
             .expect("spawn the writer thread");
-        AckWriter { stop, report, handle: Some(handle) }
+        AckWriter {
+            stop,
+            report,
+            handle: Some(handle),
+        }
     }
 
     /// How many ids are acknowledged so far.
     pub fn acked_count(&self) -> usize {
-        self.report.lock().unwrap_or_else(|e| e.into_inner()).acked.len()
+        self.report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .acked
+            .len()
     }
 
     /// The error that stopped the writer, if it stopped.
     pub fn error(&self) -> Option<String> {
-        self.report.lock().unwrap_or_else(|e| e.into_inner()).error.clone()
+        self.report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .error
+            .clone()
     }
 
     /// Whether the writer thread has ended (after an error or a stop request).
@@ -149,7 +170,10 @@ impl AckWriter {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-        self.report.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

@@ -438,6 +438,36 @@ fn bootstrap_replicate_failover_rejoin() {
         "final topology: one primary, two replicas",
         || expect_endpoints(&c, new_leader, &[survivor, leader], &[]),
     );
+
+    // The synchronous standby dies: the other replica takes its place, in /sync and in
+    // synchronous_standby_names, and writes go on.
+    let old_sync = wait_check(
+        SHORT_TIMEOUT,
+        "a synchronous standby after the rejoin",
+        || sync_standby(&c, c.name(new_leader)),
+    );
+    let old_sync_idx = c.index_of(&old_sync).expect("sync standby is a member");
+    let replacement = third(new_leader, old_sync_idx);
+    c.kill_node(old_sync_idx);
+    wait_check(
+        REPLICATION_TIMEOUT,
+        "the remaining replica to become the synchronous standby",
+        || {
+            let now = sync_standby(&c, c.name(new_leader))?;
+            if now != c.name(replacement) {
+                return Err(format!("/sync names {now}"));
+            }
+            let names = c
+                .query_scalar(new_leader, "SHOW synchronous_standby_names")?
+                .unwrap_or_default();
+            if !names.contains(c.name(replacement)) {
+                return Err(format!("synchronous_standby_names = {names}"));
+            }
+            Ok(())
+        },
+    );
+    c.execute(new_leader, &format!("INSERT INTO {TABLE} (id) VALUES (-2)"))
+        .expect("a synchronous write with the replacement standby");
 }
 
 /// What a stability window saw.

@@ -382,6 +382,11 @@ impl Cluster {
         self.nodes[i].agent.is_some()
     }
 
+    /// PID of node `i`'s agent process, while started.
+    pub fn agent_pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].agent.as_ref().map(Child::id)
+    }
+
     /// Whether node `i`'s agent process is alive right now.
     pub fn agent_alive(&mut self, i: usize) -> bool {
         match self.nodes[i].agent.as_mut() {

@@ -74,6 +74,7 @@ fn one_failover(
     loop_wait: u32,
     retry: u32,
     measure_idle: bool,
+    phase: f64,
 ) -> (Duration, Duration, Option<(f64, u64)>) {
     let mut c = Cluster::builder()
         .nodes(3)
@@ -94,6 +95,10 @@ fn one_failover(
     )
     .expect("create table");
     let idle = measure_idle.then(|| idle_usage(&c, Duration::from_secs(30)));
+    // The moments above are phase-locked to the leader's loop (they follow its writes), so a
+    // kill right now would always land just after a lease renewal: the worst case. Spread
+    // the kills evenly over one loop_wait instead.
+    std::thread::sleep(Duration::from_secs_f64(f64::from(loop_wait) * phase));
     let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let killed_at = Instant::now();
     c.kill_node(leader);
@@ -130,7 +135,8 @@ fn main() {
     for (ttl, lw, rt) in timings() {
         let mut writes = Vec::new();
         for run in 1..=runs() {
-            let (write, primary, idle) = one_failover(ttl, lw, rt, run == 1);
+            let phase = (run as f64 - 0.5) / runs() as f64;
+            let (write, primary, idle) = one_failover(ttl, lw, rt, run == 1, phase);
             writes.push(write.as_secs_f64());
             let (cpu, rss) = idle
                 .map(|(c, r)| (format!("{c:.2}"), format!("{:.1}", r as f64 / 1024.0)))

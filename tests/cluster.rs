@@ -15,9 +15,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::haproxy::Haproxy;
 use support::process::{
     give_to_runner, install_binaries, make_test_dir, run_capture, runner_command, set_mode,
-    POLL_INTERVAL,
+    Captured, POLL_INTERVAL,
 };
 use support::{wait_check, wait_until, AckWriter, Cluster, NodeSpec};
 
@@ -150,9 +151,14 @@ fn history_records_failover(v: &Value, new_leader: &str) -> Result<(), String> {
 
 /// `pgwardenctl list`: every member, exactly one `Leader`, one `Sync Standby`, and `streaming`.
 fn check_ctl_list(c: &Cluster) -> Result<String, String> {
-    let out = c.ctl(&["list"]);
+    check_list_output(c, "pgwardenctl list", c.ctl(&["list"]))
+}
+
+/// A `list` table (ours or patronictl's) shows every member, one Leader, one Sync Standby,
+/// and streaming replicas.
+fn check_list_output(c: &Cluster, what: &str, out: Captured) -> Result<String, String> {
     if !out.success() {
-        return Err(format!("pgwardenctl list failed: {out:?}"));
+        return Err(format!("{what} failed: {out:?}"));
     }
     let text = out.stdout;
     let lines: Vec<&str> = text.lines().collect();
@@ -677,4 +683,101 @@ fn config_validation() {
         !spec.data_dir().exists(),
         "an invalid config must not create the data dir"
     );
+}
+
+/// Where `scripts/test` installs patronictl (the compatibility oracle).
+fn patronictl() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("PGWARDEN_PATRONICTL") {
+        return path.into();
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let path = target.join("patroni-venv/bin/patronictl");
+    assert!(
+        path.exists(),
+        "patronictl not found at {}: scripts/test installs it (or set PGWARDEN_PATRONICTL)",
+        path.display()
+    );
+    path
+}
+
+/// `(pg_is_in_recovery(), port)` of the server behind a HAProxy port.
+fn behind_proxy(c: &Cluster, proxy_port: u16) -> Result<(bool, u16), String> {
+    let mut config = c.pg_config_at(proxy_port);
+    config.connect_timeout(Duration::from_secs(3));
+    let row = support::sql::query_text(
+        &config,
+        "SELECT pg_is_in_recovery()::text, current_setting('port')",
+    )?;
+    let row = row.first().ok_or("no row")?;
+    let in_recovery = row[0].as_deref() == Some("true");
+    let port = row[1]
+        .as_deref()
+        .and_then(|p| p.parse().ok())
+        .ok_or("no port")?;
+    Ok((in_recovery, port))
+}
+
+/// The seed guide's HAProxy checks, unchanged but for addresses and ports, route writes to the
+/// leader and reads to standbys, and follow a failover; patronictl reads our etcd keys.
+#[test]
+fn haproxy_and_patronictl_follow_the_leader() {
+    let _guard = exclusive();
+    let mut c = Cluster::builder().nodes(3).synchronous_mode(true).start();
+    let (leader, _sync, _other) = bootstrap_three(&c);
+    let servers: Vec<(String, u16, u16)> = (0..3)
+        .map(|i| (c.name(i).to_string(), c.pg_port(i), c.api_addr(i).port()))
+        .collect();
+    let proxy = Haproxy::start(&servers);
+    // inter 3s, rise 2: a server is UP after about 6 s.
+    let routing = Duration::from_secs(60);
+    wait_check(
+        routing,
+        "HAProxy's writes port to reach the leader",
+        || match behind_proxy(&c, proxy.primary_port)? {
+            (false, port) if port == c.pg_port(leader) => Ok(()),
+            other => Err(format!(
+                "behind the writes port: {other:?}\n{}",
+                proxy.log_tail()
+            )),
+        },
+    );
+    wait_check(
+        routing,
+        "HAProxy's reads port to reach a standby",
+        || match behind_proxy(&c, proxy.replica_port)? {
+            (true, port) if port != c.pg_port(leader) => Ok(()),
+            other => Err(format!("behind the reads port: {other:?}")),
+        },
+    );
+
+    let mut cmd = std::process::Command::new(patronictl());
+    support::process::scrub_env(&mut cmd);
+    cmd.arg("-c").arg(c.config_path(0)).arg("list");
+    let listed = check_list_output(
+        &c,
+        "patronictl list",
+        run_capture(&mut cmd, Duration::from_secs(60)),
+    );
+    let text = listed.unwrap_or_else(|e| panic!("patronictl list does not read our keys: {e}"));
+    assert!(
+        text.contains(c.scope()),
+        "patronictl names the cluster: {text}"
+    );
+
+    c.kill_node(leader);
+    let new_leader = c.wait_for_leader(FAILOVER_TIMEOUT);
+    assert_ne!(new_leader, leader);
+    wait_check(
+        routing,
+        "HAProxy's writes port to move to the new leader",
+        || match behind_proxy(&c, proxy.primary_port)? {
+            (false, port) if port == c.pg_port(new_leader) => Ok(()),
+            other => Err(format!("behind the writes port: {other:?}")),
+        },
+    );
+    let config = c.pg_config_at(proxy.primary_port);
+    support::sql::execute(&config, &format!("INSERT INTO {TABLE} (id) VALUES (-10)"))
+        .expect("a write through HAProxy after the failover");
 }

@@ -7,41 +7,23 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::ApiState;
-use crate::core::view::ClusterView;
+use crate::core::view::{ClusterView, ListedRole};
 
 /// Patroni's `cluster_as_json` over a view.
 pub fn cluster_json(scope: &str, view: &ClusterView) -> Value {
-    let leader = view.leader_name();
-    let sync: Vec<String> = view
-        .sync
-        .as_ref()
-        .map(|s| s.value.sync_standby.clone())
-        .unwrap_or_default();
     let optime = view.optime;
     let mut members: Vec<Value> = view
         .members
         .values()
         .map(|m| {
-            let is_leader = Some(m.name.as_str()) == leader;
-            let role = if is_leader {
-                "leader"
-            } else if sync.contains(&m.name) {
-                "sync_standby"
-            } else {
-                "replica"
-            };
-            let state = if is_leader {
-                m.state.clone()
-            } else {
-                m.replication_state
-                    .clone()
-                    .unwrap_or_else(|| m.state.clone())
-            };
+            let role = view.listed_role(&m.name);
+            let is_leader = role == ListedRole::Leader;
+            let state = view.listed_state(m);
             let (host, port) =
                 crate::postgres::conf::parse_conn_url(&m.conn_url).unwrap_or_default();
             let mut v = json!({
                 "name": m.name,
-                "role": role,
+                "role": role.json_name(),
                 "state": state,
                 "api_url": m.api_url,
                 "host": host,

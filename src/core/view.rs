@@ -154,9 +154,63 @@ impl ClusterView {
             .map(|t| Timeline(t.0 + 1))
     }
 
+    /// How `patronictl list` and `GET /cluster` name a member's role.
+    pub fn listed_role(&self, name: &str) -> ListedRole {
+        if self.leader_name() == Some(name) {
+            ListedRole::Leader
+        } else if self
+            .sync
+            .as_ref()
+            .is_some_and(|s| s.value.sync_standby.iter().any(|n| n == name))
+        {
+            ListedRole::SyncStandby
+        } else {
+            ListedRole::Replica
+        }
+    }
+
+    /// The state column: the leader's PostgreSQL state, a standby's replication state.
+    pub fn listed_state(&self, member: &MemberInfo) -> String {
+        match (self.listed_role(&member.name), &member.replication_state) {
+            (ListedRole::Leader, _) | (_, None) => member.state.clone(),
+            (_, Some(replication)) => replication.clone(),
+        }
+    }
+
     /// Name of the leader key holder.
     pub fn leader_name(&self) -> Option<&str> {
         self.leader.as_ref().map(|l| l.name.as_str())
+    }
+}
+
+/// A member's role in listings.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ListedRole {
+    /// Holds the leader key.
+    Leader,
+    /// Recorded in `/sync`.
+    SyncStandby,
+    /// Any other member.
+    Replica,
+}
+
+impl ListedRole {
+    /// patronictl's column text.
+    pub fn title(self) -> &'static str {
+        match self {
+            ListedRole::Leader => "Leader",
+            ListedRole::SyncStandby => "Sync Standby",
+            ListedRole::Replica => "Replica",
+        }
+    }
+
+    /// `GET /cluster`'s role field.
+    pub fn json_name(self) -> &'static str {
+        match self {
+            ListedRole::Leader => "leader",
+            ListedRole::SyncStandby => "sync_standby",
+            ListedRole::Replica => "replica",
+        }
     }
 }
 

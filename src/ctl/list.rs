@@ -3,7 +3,7 @@
 use comfy_table::presets::ASCII_FULL_CONDENSED;
 use comfy_table::{CellAlignment, Table};
 
-use crate::core::view::ClusterView;
+use crate::core::view::{ClusterView, ListedRole};
 use crate::postgres::conf::parse_conn_url;
 
 /// One row of the listing.
@@ -25,46 +25,28 @@ pub struct Row {
 
 /// Rows for every member, sorted by name.
 pub fn rows(view: &ClusterView) -> Vec<Row> {
-    let leader = view.leader_name();
-    let sync = view
-        .sync
-        .as_ref()
-        .map(|s| s.value.sync_standby.clone())
-        .unwrap_or_default();
-    let leader_lsn = leader
+    let leader_lsn = view
+        .leader_name()
         .and_then(|l| view.members.get(l))
         .and_then(|m| m.wal_position)
         .max(view.optime);
     view.members
         .values()
         .map(|m| {
-            let is_leader = Some(m.name.as_str()) == leader;
-            let role = if is_leader {
-                "Leader"
-            } else if sync.contains(&m.name) {
-                "Sync Standby"
-            } else {
-                "Replica"
-            };
-            let state = if is_leader {
-                m.state.clone()
-            } else {
-                m.replication_state
-                    .clone()
-                    .unwrap_or_else(|| m.state.clone())
-            };
+            let role = view.listed_role(&m.name);
             let host = parse_conn_url(&m.conn_url)
                 .map(|(h, p)| format!("{h}:{p}"))
                 .unwrap_or_else(|| m.conn_url.clone());
-            let lag_mb = match (is_leader, leader_lsn, m.wal_position) {
-                (false, Some(l), Some(p)) => Some(l.bytes_since(p) as f64 / (1024.0 * 1024.0)),
+            let lag_mb = match (role, leader_lsn, m.wal_position) {
+                (ListedRole::Leader, _, _) => None,
+                (_, Some(l), Some(p)) => Some(l.bytes_since(p) as f64 / (1024.0 * 1024.0)),
                 _ => None,
             };
             Row {
                 member: m.name.clone(),
                 host,
-                role: role.into(),
-                state,
+                role: role.title().into(),
+                state: view.listed_state(m),
                 timeline: m.timeline.map(|t| t.0),
                 lag_mb,
             }

@@ -20,6 +20,10 @@ use crate::core::{LeaseId, Lsn};
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
+    /// A second connection for the watch: `client`'s per-request timeout would cut the
+    /// long-lived watch stream every `request_timeout`. HTTP/2 keep-alive pings still detect
+    /// a dead connection.
+    watch_client: Client,
     layout: KeyLayout,
     request_timeout: Duration,
 }
@@ -46,19 +50,24 @@ impl EtcdStore {
                 }
             })
             .collect();
-        let mut options = ConnectOptions::new()
+        let base = ConnectOptions::new()
             .with_connect_timeout(request_timeout)
-            .with_timeout(request_timeout)
             .with_keep_alive(Duration::from_secs(1), request_timeout)
             .with_require_leader(true);
+        let (mut options, mut watch_options) = (base.clone().with_timeout(request_timeout), base);
         if let Some((user, password)) = credentials {
-            options = options.with_user(user, password);
+            options = options.with_user(user.clone(), password.clone());
+            watch_options = watch_options.with_user(user, password);
         }
-        let client = Client::connect(urls, Some(options))
+        let client = Client::connect(urls.clone(), Some(options))
+            .await
+            .map_err(err("connect"))?;
+        let watch_client = Client::connect(urls, Some(watch_options))
             .await
             .map_err(err("connect"))?;
         Ok(EtcdStore {
             client,
+            watch_client,
             layout,
             request_timeout,
         })
@@ -103,7 +112,7 @@ impl EtcdStore {
     pub async fn watch(&self, mut on_view: impl FnMut(ClusterView)) -> Result<(), DcsError> {
         let (mut keys, revision) = self.load_raw().await?;
         on_view(codec::decode_view(&self.layout, &keys, revision));
-        let mut watch_client = self.client.watch_client();
+        let mut watch_client = self.watch_client.watch_client();
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision + 1);

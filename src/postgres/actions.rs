@@ -11,9 +11,10 @@ use std::time::Duration;
 use super::conf::{self, StreamFrom};
 use super::probe;
 use super::settings::PgSettings;
-use super::{controldata, process, PgError};
+use super::{process, PgError};
 use crate::config::{DynamicConfig, InitdbOption};
 use crate::core::sync::render_standby_names;
+use crate::core::view::ControlState;
 use crate::core::{slot_name_for_member, PgAction, Upstream};
 
 /// Executes PostgreSQL actions, one at a time, and remembers how PostgreSQL is configured.
@@ -311,18 +312,7 @@ impl PgController {
     }
 
     async fn sysid(&self) -> Result<String, PgError> {
-        let args = vec!["-D".to_string(), self.s.data_dir.display().to_string()];
-        let text = process::run(
-            &self.s.bin("pg_controldata"),
-            &args,
-            &[],
-            true,
-            Duration::from_secs(10),
-        )
-        .await?;
-        controldata::parse(&text).map(|c| c.sysid).ok_or_else(|| {
-            PgError::BadInput("pg_controldata output has no system identifier".into())
-        })
+        Ok(probe::read_control_data(&self.s).await?.sysid)
     }
 
     async fn bootstrap(&mut self) -> Result<String, PgError> {
@@ -458,22 +448,10 @@ impl PgController {
     async fn rewind(&mut self, from: &Upstream) -> Result<(), PgError> {
         self.stop("fast").await?;
         let data = self.s.data_dir.display().to_string();
-        let args = vec!["-D".to_string(), data.clone()];
-        let text = process::run(
-            &self.s.bin("pg_controldata"),
-            &args,
-            &[],
-            true,
-            Duration::from_secs(10),
-        )
-        .await?;
-        let clean = controldata::parse(&text).is_some_and(|c| {
-            matches!(
-                c.state,
-                crate::core::view::ControlState::ShutDown
-                    | crate::core::view::ControlState::ShutDownInRecovery
-            )
-        });
+        let clean = matches!(
+            probe::read_control_data(&self.s).await?.state,
+            ControlState::ShutDown | ControlState::ShutDownInRecovery
+        );
         if !clean {
             // pg_rewind needs a cleanly shut down target: finish crash recovery in
             // single-user mode first (it exits at end of input).

@@ -33,30 +33,37 @@ pub async fn read_data_dir(settings: &PgSettings) -> DataDir {
     {
         return DataDir::Empty;
     }
-    let args = vec!["-D".to_string(), settings.data_dir.display().to_string()];
-    match process::run(
-        &settings.bin("pg_controldata"),
-        &args,
-        &[],
-        true,
-        Duration::from_secs(10),
-    )
-    .await
-    {
-        Ok(text) => match controldata::parse(&text) {
-            Some(cd) => DataDir::Initialized {
-                sysid: cd.sysid,
-                state: cd.state,
-                timeline: cd.timeline,
-                standby_signal: settings.data_dir.join("standby.signal").exists(),
-            },
-            None => DataDir::Empty,
+    match read_control_data(settings).await {
+        Ok(cd) => DataDir::Initialized {
+            sysid: cd.sysid,
+            state: cd.state,
+            timeline: cd.timeline,
+            standby_signal: settings.data_dir.join("standby.signal").exists(),
         },
         Err(error) => {
             tracing::warn!(%error, "pg_controldata failed");
             DataDir::Empty
         }
     }
+}
+
+/// Run `pg_controldata` on the data directory.
+pub async fn read_control_data(settings: &PgSettings) -> Result<controldata::ControlData, PgError> {
+    let args = vec!["-D".to_string(), settings.data_dir.display().to_string()];
+    let text = process::run(
+        &settings.bin("pg_controldata"),
+        &args,
+        &[],
+        true,
+        Duration::from_secs(10),
+    )
+    .await?;
+    controldata::parse(&text).ok_or_else(|| {
+        PgError::BadInput(format!(
+            "pg_controldata on {}: unexpected output",
+            settings.data_dir.display()
+        ))
+    })
 }
 
 /// PID of the postmaster from `postmaster.pid`.

@@ -517,6 +517,11 @@ impl Cluster {
 
     // ----- SQL ----------------------------------------------------------------------------
 
+    /// Superuser connection settings for any port on 127.0.0.1 (a proxy in front of the nodes).
+    pub fn pg_config_at(&self, port: u16) -> postgres::Config {
+        sql::pg_config(port, SUPERUSER, SUPERUSER_PASSWORD)
+    }
+
     /// Superuser connection settings for node `i` (TCP 127.0.0.1, scram password).
     pub fn pg_config(&self, i: usize) -> postgres::Config {
         sql::pg_config(self.pg_port(i), SUPERUSER, SUPERUSER_PASSWORD)

@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let loaded = match pgwarden::config::load(&args.config) {
         Ok(loaded) => loaded,

@@ -205,6 +205,7 @@ fn healthiest_replica_races_when_the_leader_key_is_deleted() {
         Input::LeaderAcquired {
             won: true,
             revision: 21,
+            create_revision: 21,
         },
     );
     let effects = drain(&mut node);
@@ -361,6 +362,7 @@ fn primary() -> Node {
         Input::LeaderAcquired {
             won: true,
             revision: 8,
+            create_revision: 8,
         },
     );
     let effects = drain(&mut node);
@@ -494,4 +496,100 @@ fn a_runtime_config_that_breaks_the_lease_budget_is_rejected_and_the_last_good_o
     });
     node.handle_input(Instant(t), Input::ClusterChanged(v));
     assert_eq!(node.status().config.ttl, 8, "a valid change is applied");
+}
+
+#[test]
+fn a_restarted_agent_takes_its_own_leader_key_back_onto_its_new_lease() {
+    // The agent restarted while PostgreSQL kept running as primary; the key still carries
+    // our name on the previous agent's lease.
+    let mut node = Node::new(settings(1), Instant(0));
+    node.handle_input(
+        Instant(0),
+        Input::ClusterChanged(view(Some((ME, 0x99)), 1000, 10)),
+    );
+    drain(&mut node);
+    node.handle_input(
+        Instant(0),
+        Input::LeaseGranted {
+            lease: LEASE,
+            ttl_secs: 6,
+            sent_at: Instant(0),
+        },
+    );
+    node.handle_input(Instant(0), Input::PostgresProbed(pg(false, 1000)));
+    let effects = drain(&mut node);
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Pg(PgAction::Demote { .. }))),
+        "{effects:?}"
+    );
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. })),
+        "{effects:?}"
+    );
+    node.handle_input(Instant(10), Input::PeersProbed(Vec::new()));
+    assert_eq!(
+        drain(&mut node),
+        vec![Effect::AcquireLeader { lease: LEASE }]
+    );
+    node.handle_input(
+        Instant(20),
+        Input::LeaderAcquired {
+            won: true,
+            revision: 11,
+            create_revision: 11,
+        },
+    );
+    drain(&mut node);
+    assert_eq!(node.state(), "primary");
+    node.handle_input(
+        Instant(30),
+        Input::ClusterChanged(view(Some((ME, LEASE.0)), 1000, 11)),
+    );
+    assert!(node.status().holds_leader_key);
+}
+
+/// A former primary (crashed, no standby.signal) restarting while another member leads.
+fn former_primary_restart(use_pg_rewind: Option<bool>) -> Vec<Effect> {
+    let mut s = settings(1);
+    s.use_pg_rewind = use_pg_rewind;
+    let mut node = Node::new(s, Instant(0));
+    node.handle_input(
+        Instant(0),
+        Input::ClusterChanged(view(Some(("node3", 5)), 1000, 10)),
+    );
+    drain(&mut node);
+    let stopped = PgObservation {
+        data_dir: DataDir::Initialized {
+            sysid: "7300".into(),
+            state: ControlState::InProduction,
+            timeline: Timeline(1),
+            standby_signal: false,
+        },
+        postmaster_alive: false,
+        server: None,
+    };
+    node.handle_input(Instant(0), Input::PostgresProbed(stopped));
+    drain(&mut node)
+}
+
+#[test]
+fn a_former_primary_rejoins_with_pg_rewind_or_a_fresh_clone() {
+    let effects = former_primary_restart(Some(true));
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Pg(PgAction::Rewind { from }) if from.name == "node3")),
+        "{effects:?}"
+    );
+    let effects = former_primary_restart(Some(false));
+    assert!(
+        effects.iter().any(
+            |e| matches!(e, Effect::Pg(PgAction::Reinitialize { from }) if from.name == "node3")
+        ),
+        "{effects:?}"
+    );
 }

@@ -44,6 +44,17 @@ impl Outbox {
     }
 }
 
+/// A leader key acquisition the view may not show yet.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Acquisition {
+    /// The lease the key was put on.
+    pub lease: LeaseId,
+    /// etcd revision of the transaction.
+    pub revision: i64,
+    /// The key's create_revision.
+    pub create_revision: i64,
+}
+
 /// What the node knows about itself from the local configuration.
 #[derive(Clone, Debug)]
 pub struct NodeSettings {
@@ -80,8 +91,8 @@ pub struct Agent {
     pub pg: Option<PgObservation>,
     /// Our lease.
     pub lease: Lease,
-    /// Lease and etcd revision of our last successful leader key acquisition.
-    pub acquired_leader: Option<(LeaseId, i64)>,
+    /// Our last successful leader key acquisition.
+    pub acquired_leader: Option<Acquisition>,
     /// Peers' answers from the last probe.
     pub peers: Option<Vec<PeerReport>>,
     /// The PostgreSQL action in flight.
@@ -158,32 +169,40 @@ impl Agent {
         self.view.as_ref().and_then(|v| v.leader_name())
     }
 
+    /// Our acquisition, while the latest view predates it (the watch lags the write).
+    fn pending_acquisition(&self) -> Option<Acquisition> {
+        let lease = self.lease.id?;
+        let view = self.view.as_ref()?;
+        self.acquired_leader
+            .filter(|a| a.lease == lease && view.revision < a.revision)
+    }
+
     /// Whether the leader key is ours, on our current lease.
     pub fn holds_leader_key(&self) -> bool {
-        let Some(lease) = self.lease.id else {
+        let (Some(lease), Some(view)) = (self.lease.id, self.view.as_ref()) else {
             return false;
         };
-        let Some(view) = self.view.as_ref() else {
-            return false;
-        };
-        match &view.leader {
-            Some(l) => l.name == self.settings.name && l.lease == lease.0,
-            // Won moments ago and the watch has not delivered it yet.
-            None => self
-                .acquired_leader
-                .is_some_and(|(won_lease, rev)| won_lease == lease && view.revision < rev),
+        if self.pending_acquisition().is_some() {
+            return true;
         }
+        view.leader
+            .as_ref()
+            .is_some_and(|l| l.name == self.settings.name && l.lease == lease.0)
     }
 
     /// `create_revision` of our leader key, for the fencing token.
     pub fn my_leader_revision(&self) -> Option<i64> {
+        if let Some(a) = self.pending_acquisition() {
+            return Some(a.create_revision);
+        }
         if !self.holds_leader_key() {
             return None;
         }
-        match self.view.as_ref().and_then(|v| v.leader.as_ref()) {
-            Some(l) => Some(l.create_revision),
-            None => self.acquired_leader.map(|(_, rev)| rev),
-        }
+        self.view
+            .as_ref()?
+            .leader
+            .as_ref()
+            .map(|l| l.create_revision)
     }
 
     /// Whether the lease still allows acting as primary now.

@@ -74,8 +74,10 @@ pub enum Input {
     LeaderAcquired {
         /// We hold the key now.
         won: bool,
-        /// etcd revision of the transaction (the key's create_revision when won).
+        /// etcd revision of the transaction: views older than it predate the acquisition.
         revision: i64,
+        /// The key's create_revision (the fencing token, with the lease).
+        create_revision: i64,
     },
     /// Result of `WriteSync`.
     SyncWritten {

@@ -208,18 +208,26 @@ impl Machine {
     fn candidate(context: &mut Agent, event: &Event) -> Outcome<State> {
         match event {
             Event::PeersProbed => match context.race_verdict(true) {
-                RaceVerdict::Race if context.view_leader().is_none() => match context.lease.id {
-                    Some(lease) => {
-                        context.outbox.push(Effect::AcquireLeader { lease });
-                        Handled
+                // The key is free, or still ours from a previous run of the agent (our old
+                // lease): the acquisition moves it onto the current lease (Patroni does too).
+                RaceVerdict::Race
+                    if context
+                        .view_leader()
+                        .is_none_or(|l| l == context.settings.name) =>
+                {
+                    match context.lease.id {
+                        Some(lease) => {
+                            context.outbox.push(Effect::AcquireLeader { lease });
+                            Handled
+                        }
+                        None => {
+                            context
+                                .outbox
+                                .reason("no lease to attach the leader key to");
+                            Transition(State::replica())
+                        }
                     }
-                    None => {
-                        context
-                            .outbox
-                            .reason("no lease to attach the leader key to");
-                        Transition(State::replica())
-                    }
-                },
+                }
                 RaceVerdict::Race => {
                     context
                         .outbox

@@ -130,10 +130,18 @@ impl Node {
                 }
             }
             Input::InitializeRaced { won } => self.dispatch(Event::InitializeRaced(won)),
-            Input::LeaderAcquired { won, revision } => {
+            Input::LeaderAcquired {
+                won,
+                revision,
+                create_revision,
+            } => {
                 if won {
                     if let Some(lease) = self.agent.lease.id {
-                        self.agent.acquired_leader = Some((lease, revision));
+                        self.agent.acquired_leader = Some(agent::Acquisition {
+                            lease,
+                            revision,
+                            create_revision,
+                        });
                     }
                 }
                 self.dispatch(Event::LeaderAcquired(won));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    TxnOpResponse, WatchOptions,
 };
 
 use super::codec::{self, RawKey};
@@ -15,6 +15,17 @@ use super::keys::{self, KeyLayout};
 use super::DcsError;
 use crate::core::view::{ClusterView, HistoryEntry, SyncState};
 use crate::core::{LeaseId, Lsn};
+
+/// Outcome of a leader key acquisition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderAcquisition {
+    /// The key is ours now.
+    pub won: bool,
+    /// etcd revision of the transaction.
+    pub revision: i64,
+    /// The key's create_revision (half of the fencing token).
+    pub create_revision: i64,
+}
 
 /// A connection to the cluster's keys in etcd.
 #[derive(Clone)]
@@ -276,27 +287,45 @@ impl EtcdStore {
 
     /// Take the leader key on `lease`: create it if absent, or move our own key (left on an
     /// older lease of ours) onto this one. Returns (won, revision of the transaction).
-    pub async fn acquire_leader(&self, me: &str, lease: LeaseId) -> Result<(bool, i64), DcsError> {
+    pub async fn acquire_leader(
+        &self,
+        me: &str,
+        lease: LeaseId,
+    ) -> Result<LeaderAcquisition, DcsError> {
         let key = self.layout.leader();
         let (won, revision) = self
             .create_if_absent(key.clone(), me.to_string(), Some(lease), "acquire leader")
             .await?;
         if won {
-            return Ok((true, revision));
+            return Ok(LeaderAcquisition {
+                won,
+                revision,
+                create_revision: revision,
+            });
         }
         let mut kv = self.client.kv_client();
         let txn = Txn::new()
             .when([Compare::value(key.clone(), CompareOp::Equal, me)])
-            .and_then([TxnOp::put(
-                key,
-                me,
-                Some(PutOptions::new().with_lease(lease.0)),
-            )]);
+            .and_then([
+                TxnOp::put(key.clone(), me, Some(PutOptions::new().with_lease(lease.0))),
+                TxnOp::get(key, None),
+            ]);
         let resp = kv.txn(txn).await.map_err(err("take over own leader key"))?;
-        Ok((
-            resp.succeeded(),
-            resp.header().map(|h| h.revision()).unwrap_or_default(),
-        ))
+        let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
+        // A takeover keeps the key's create_revision: read it back for the fencing token.
+        let create_revision = resp
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.create_revision()),
+                _ => None,
+            })
+            .unwrap_or(revision);
+        Ok(LeaderAcquisition {
+            won: resp.succeeded(),
+            revision,
+            create_revision,
+        })
     }
 
     /// Delete the leader key if it still holds our name.

@@ -132,3 +132,16 @@ pub fn detect_bin_dir() -> PathBuf {
     found.sort();
     found.pop().map(|(_, p)| p).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_the_installed_postgresql() {
+        // This machine (and CI) has Debian's postgresql-15.
+        let dir = detect_bin_dir();
+        assert!(dir.join("pg_ctl").exists(), "detected {dir:?}");
+        assert!(dir.starts_with("/usr/lib/postgresql") || dir.starts_with("/usr/pgsql-"));
+    }
+}

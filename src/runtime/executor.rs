@@ -160,14 +160,22 @@ impl Executor {
                 )
             }
             Effect::AcquireLeader { lease } => {
-                let (won, revision) = match store.acquire_leader(me, lease).await {
-                    Ok(r) => r,
+                let input = match store.acquire_leader(me, lease).await {
+                    Ok(a) => Input::LeaderAcquired {
+                        won: a.won,
+                        revision: a.revision,
+                        create_revision: a.create_revision,
+                    },
                     Err(e) => {
                         tracing::warn!(error = %e, "leader key acquisition failed");
-                        (false, 0)
+                        Input::LeaderAcquired {
+                            won: false,
+                            revision: 0,
+                            create_revision: 0,
+                        }
                     }
                 };
-                self.send(Input::LeaderAcquired { won, revision });
+                self.send(input);
             }
             Effect::ReleaseLeader => {
                 log_err("release leader", store.release_leader(me).await.map(|_| ()))

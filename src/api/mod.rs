@@ -73,19 +73,33 @@ pub async fn bind(config: &Config) -> std::io::Result<TcpListener> {
 
 /// The router.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/patroni", get(get_patroni))
         .route("/cluster", get(cluster::get_cluster))
         .route("/history", get(cluster::get_history))
         .route("/config", get(cluster::get_config))
         .route("/metrics", get(metrics::get_metrics))
-        .route("/liveness", get(liveness).head(liveness).options(liveness))
-        .route(
-            "/readiness",
-            get(readiness).head(readiness).options(readiness),
-        )
+        .route("/liveness", get(liveness))
+        .route("/readiness", get(readiness))
         .fallback(health_check)
-        .with_state(state)
+        .with_state(state);
+    // The method rewrite must run before routing, so it wraps a router that has no routes
+    // of its own (a layer on `routes` would run after routing and see OPTIONS as 405).
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(options_as_head))
+}
+
+/// Patroni answers OPTIONS like HEAD on every path: status line only. HAProxy's bare
+/// `option httpchk` sends `OPTIONS /`.
+async fn options_as_head(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.method() == Method::OPTIONS {
+        *request.method_mut() = Method::HEAD;
+    }
+    next.run(request).await
 }
 
 /// Serve until the process ends.

@@ -1,0 +1,215 @@
+//! The REST API over a published status: Patroni's status codes, status-only HEAD/OPTIONS,
+//! JSON field names. No server, no cluster: the router is called directly.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use pgwarden::api::{router, ApiState};
+use pgwarden::core::view::{
+    ClusterView, ControlState, DataDir, LeaderKey, MemberInfo, PgObservation, ServerObservation,
+};
+use pgwarden::core::{Input, Instant, LeaseId, Lsn, Node, NodeStatus, Timeline};
+use pgwarden::runtime::member::Identity;
+use tower::ServiceExt;
+
+const SEED: &str = include_str!("testdata/seed-patroni.yml");
+
+fn pg(in_recovery: bool) -> PgObservation {
+    PgObservation {
+        data_dir: DataDir::Initialized {
+            sysid: "7300".into(),
+            state: ControlState::InProduction,
+            timeline: Timeline(1),
+            standby_signal: in_recovery,
+        },
+        postmaster_alive: true,
+        server: Some(ServerObservation {
+            in_recovery,
+            timeline: Timeline(1),
+            wal_position: Lsn(5000),
+            received: in_recovery.then_some(Lsn(5000)),
+            replayed: in_recovery.then_some(Lsn(4000)),
+            replayed_timestamp: None,
+            receiver_status: in_recovery.then(|| "streaming".to_string()),
+            receiver_upstream: None,
+            replication: Vec::new(),
+            synchronous_standby_names: String::new(),
+            slots: Vec::new(),
+            server_version: 150018,
+            postmaster_start_time: None,
+        }),
+    }
+}
+
+/// The status of `pg1` from the seed config, primary (holding the key) or replica.
+fn status(primary: bool) -> NodeStatus {
+    let loaded = pgwarden::config::parse(SEED, &|_| None).expect("seed config");
+    let mut node = Node::new(pgwarden::runtime::node_settings(&loaded.config), Instant(0));
+    let lease = LeaseId(7);
+    node.handle_input(
+        Instant(0),
+        Input::LeaseGranted {
+            lease,
+            ttl_secs: 30,
+            sent_at: Instant(0),
+        },
+    );
+    let mut view = ClusterView {
+        revision: 10,
+        initialize: Some("7300".into()),
+        optime: Some(Lsn(5000)),
+        ..ClusterView::default()
+    };
+    view.members.insert(
+        "pg1".into(),
+        MemberInfo {
+            name: "pg1".into(),
+            ..MemberInfo::default()
+        },
+    );
+    let holder = if primary {
+        ("pg1", lease.0)
+    } else {
+        ("pg2", 99)
+    };
+    view.leader = Some(LeaderKey {
+        name: holder.0.into(),
+        lease: holder.1,
+        create_revision: 3,
+    });
+    node.handle_input(Instant(0), Input::ClusterChanged(view));
+    node.handle_input(Instant(0), Input::PostgresProbed(pg(!primary)));
+    node.status()
+}
+
+async fn call(status: NodeStatus, method: Method, uri: &str) -> (StatusCode, Vec<u8>) {
+    let loaded = pgwarden::config::parse(SEED, &|_| None).expect("seed config");
+    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(status));
+    let identity = Identity {
+        scope: "pg-cluster".into(),
+        name: "pg1".into(),
+        conn_url: "postgres://10.0.1.11:5432/postgres".into(),
+        api_url: "http://10.0.1.11:8008/patroni".into(),
+    };
+    let app = router(ApiState::new(identity, rx, loaded.config));
+    let response = app
+        .oneshot(
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    let code = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
+    (code, body)
+}
+
+#[tokio::test]
+async fn leader_answers_200_on_primary_and_503_on_replica() {
+    let s = status(true);
+    assert!(s.holds_leader_key);
+    for (method, path, code) in [
+        (Method::GET, "/primary", 200),
+        (Method::GET, "/", 200),
+        (Method::GET, "/read-write", 200),
+        (Method::GET, "/leader", 200),
+        (Method::GET, "/read-only", 200),
+        (Method::GET, "/health", 200),
+        (Method::GET, "/replica", 503),
+        (Method::GET, "/sync", 503),
+        (Method::GET, "/async", 503),
+        (Method::GET, "/no-such-check", 503),
+    ] {
+        assert_eq!(
+            call(s.clone(), method, path).await.0.as_u16(),
+            code,
+            "GET {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn head_and_options_answer_with_the_status_only() {
+    for (path, code) in [
+        ("/primary", 200),
+        ("/replica", 503),
+        ("/", 200),
+        ("/patroni", 200),
+    ] {
+        for method in [Method::HEAD, Method::OPTIONS] {
+            let (got, body) = call(status(true), method.clone(), path).await;
+            assert_eq!(got.as_u16(), code, "{method} {path}");
+            assert!(body.is_empty(), "{method} {path} has a body");
+        }
+    }
+}
+
+#[tokio::test]
+async fn replica_answers_200_on_replica_within_lag_and_503_beyond() {
+    let s = status(false);
+    assert_eq!(
+        call(s.clone(), Method::GET, "/primary").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        call(s.clone(), Method::GET, "/replica").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(s.clone(), Method::GET, "/replica?lag=10MB").await.0,
+        StatusCode::OK
+    );
+    // Replayed 4000, leader at 5000: 1000 bytes behind.
+    assert_eq!(
+        call(s.clone(), Method::GET, "/replica?lag=500").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        call(
+            s.clone(),
+            Method::GET,
+            "/replica?replication_state=streaming"
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(s.clone(), Method::GET, "/replica?tag_zone=a").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(call(s, Method::GET, "/async").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn patroni_status_uses_patronis_field_names() {
+    let (code, body) = call(status(false), Method::GET, "/patroni").await;
+    assert_eq!(code, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(v["role"], "replica");
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["timeline"], 1);
+    assert_eq!(v["replication_state"], "streaming");
+    assert_eq!(v["xlog"]["received_location"], 5000);
+    assert_eq!(v["xlog"]["replayed_location"], 4000);
+    assert_eq!(v["server_version"], 150018);
+    assert_eq!(v["database_system_identifier"], "7300");
+    assert_eq!(v["patroni"]["scope"], "pg-cluster");
+    assert_eq!(v["patroni"]["name"], "pg1");
+    let (code, body) = call(status(true), Method::GET, "/primary").await;
+    assert_eq!(code, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(v["role"], "primary");
+    assert_eq!(v["xlog"]["location"], 5000);
+}

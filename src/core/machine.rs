@@ -331,6 +331,10 @@ impl Agent {
             return Handled;
         }
         match &pg.data_dir {
+            DataDir::Unreadable(error) => {
+                self.last_error = Some(format!("data directory unreadable: {error}"));
+                Handled // never bootstrap or clone over something we could not read
+            }
             DataDir::Empty => {
                 if view.initialize.is_none() {
                     if self.my_failover_priority() <= 0 {

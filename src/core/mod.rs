@@ -43,6 +43,8 @@ pub struct Node {
     action_seq: u64,
     grant_in_flight: bool,
     renewal_in_flight: bool,
+    /// When the lease is next granted or renewed.
+    next_lease_at: Instant,
     dcs_last_seen: Option<Instant>,
     dcs_error: Option<String>,
     /// Revision of a `/config` we refused, so the refusal is logged once.
@@ -67,6 +69,7 @@ impl Node {
             action_seq: 0,
             grant_in_flight: false,
             renewal_in_flight: false,
+            next_lease_at: now,
             dcs_last_seen: None,
             dcs_error: None,
             rejected_config_revision: None,
@@ -125,6 +128,7 @@ impl Node {
                     tracing::warn!(node = %self.agent.settings.name, %lease, %error, "lease expired");
                     self.agent.lease.lost();
                     self.agent.acquired_leader = None;
+                    self.next_lease_at = now;
                 } else {
                     self.dcs_error = Some(error);
                 }
@@ -176,7 +180,17 @@ impl Node {
 
     /// When the node must be woken with `Input::Tick` at the latest.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut wake = self.next_cycle_at;
+        // While a probe is out, its answer starts the cycle: a cycle time in the past must
+        // not turn into a busy loop.
+        let loop_wait = Duration::from_secs(self.agent.config.loop_wait.max(1).into());
+        let mut wake = if self.probe_in_flight.is_some() {
+            self.next_cycle_at.max(self.agent.now + loop_wait)
+        } else {
+            self.next_cycle_at
+        };
+        if !self.renewal_in_flight && !self.grant_in_flight {
+            wake = wake.min(self.next_lease_at);
+        }
         if self.acting_as_leader() {
             if let Some(deadline) = self
                 .agent
@@ -289,26 +303,33 @@ impl Node {
     }
 
     fn maybe_start_cycle(&mut self, now: Instant) {
+        let loop_wait = Duration::from_secs(self.agent.config.loop_wait.max(1).into());
+        // The lease is kept on its own schedule: a slow PostgreSQL probe must never delay a
+        // renewal (a leader would demote itself for a database that is merely slow to answer).
+        if now >= self.next_lease_at {
+            match self.agent.lease.id {
+                None if !self.grant_in_flight => {
+                    self.grant_in_flight = true;
+                    self.agent.outbox.push(Effect::GrantLease {
+                        ttl_secs: self.agent.config.ttl,
+                    });
+                    self.next_lease_at = now + loop_wait;
+                }
+                Some(lease) if !self.renewal_in_flight => {
+                    self.renewal_in_flight = true;
+                    self.agent.lease.renewal_sent_at = Some(now);
+                    self.agent.outbox.push(Effect::RenewLease { lease });
+                    self.next_lease_at = now + loop_wait;
+                }
+                _ => {}
+            }
+        }
         if now < self.next_cycle_at || self.probe_in_flight.is_some() {
             return;
         }
         self.probe_in_flight = Some(self.action_seq);
         self.agent.outbox.push(Effect::ProbePostgres);
-        match self.agent.lease.id {
-            None if !self.grant_in_flight => {
-                self.grant_in_flight = true;
-                self.agent.outbox.push(Effect::GrantLease {
-                    ttl_secs: self.agent.config.ttl,
-                });
-            }
-            Some(lease) if !self.renewal_in_flight => {
-                self.renewal_in_flight = true;
-                self.agent.lease.renewal_sent_at = Some(now);
-                self.agent.outbox.push(Effect::RenewLease { lease });
-            }
-            _ => {}
-        }
-        self.next_cycle_at = now + Duration::from_secs(self.agent.config.loop_wait.max(1).into());
+        self.next_cycle_at = now + loop_wait;
     }
 
     fn run_cycle(&mut self) {

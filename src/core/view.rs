@@ -234,6 +234,9 @@ pub enum ControlState {
 pub enum DataDir {
     /// Missing or empty: nothing to start.
     Empty,
+    /// A cluster seems to be there but could not be read (pg_controldata failed). Nothing
+    /// destructive may be decided on this: it is not "empty".
+    Unreadable(String),
     /// A PostgreSQL cluster.
     Initialized {
         /// Database system identifier.

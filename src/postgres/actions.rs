@@ -275,24 +275,42 @@ impl PgController {
             self.s.pg_ctl_timeout + Duration::from_secs(5),
         )
         .await?;
+        // PostgreSQL is a primary now, whatever happens next: a failure below must not be
+        // reported as a failed promotion (the core would release the key while we accept
+        // writes), so it is logged and left to the next cycle.
         self.standby = None;
         self.sync_names = String::new();
-        self.write_conf()?;
-        self.reload().await?;
-        // pg_rewind on the old primary needs the new timeline in pg_control.
-        let client = probe::connect(&self.s, Duration::from_secs(5)).await?;
-        client
-            .batch_execute("CHECKPOINT")
+        if let Err(error) = self.write_conf() {
+            tracing::warn!(%error, "rewriting postgresql.conf after promote failed");
+        } else if let Err(error) = self.reload().await {
+            tracing::warn!(%error, "reload after promote failed");
+        }
+        // pg_rewind on the old primary needs the new timeline in pg_control. A checkpoint
+        // can take long; it runs beside the action queue so a demotion never waits for it.
+        let settings = self.s.clone();
+        tokio::spawn(async move {
+            if let Err(error) = execute_sql(
+                &settings,
+                "CHECKPOINT",
+                "CHECKPOINT after promote",
+                Duration::from_secs(120),
+            )
             .await
-            .map_err(|source| PgError::Sql {
-                what: "CHECKPOINT after promote".into(),
-                source,
-            })?;
+            {
+                tracing::warn!(%error, "checkpoint after promote failed");
+            }
+        });
         Ok(())
     }
 
     fn wipe_data_dir(&self) -> Result<(), PgError> {
         let dir = &self.s.data_dir;
+        if probe::postmaster_pid(dir).is_some_and(probe::pid_alive) {
+            return Err(PgError::BadInput(format!(
+                "refusing to empty {}: a postmaster is running on it",
+                dir.display()
+            )));
+        }
         if dir.exists() {
             for entry in std::fs::read_dir(dir).map_err(io(format!("read {}", dir.display())))? {
                 let path = entry.map_err(io("read dir entry"))?.path();
@@ -368,7 +386,6 @@ impl PgController {
     }
 
     async fn create_roles(&self) -> Result<(), PgError> {
-        let client = probe::connect(&self.s, Duration::from_secs(10)).await?;
         let quote_ident = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
         let quote_lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
         let mut sql = String::new();
@@ -398,13 +415,13 @@ impl PgController {
             }
         }
         if !sql.is_empty() {
-            client
-                .batch_execute(&sql)
-                .await
-                .map_err(|source| PgError::Sql {
-                    what: "create replication and rewind roles".into(),
-                    source,
-                })?;
+            execute_sql(
+                &self.s,
+                &sql,
+                "create replication and rewind roles",
+                Duration::from_secs(30),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -504,20 +521,45 @@ impl PgController {
     }
 
     async fn ensure_slots(&self, names: &[String]) -> Result<(), PgError> {
-        let client = probe::connect(&self.s, Duration::from_secs(5)).await?;
         for name in names {
-            client
-                .execute(
-                    "SELECT pg_create_physical_replication_slot($1, true) WHERE NOT EXISTS \
-                     (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
-                    &[name],
-                )
-                .await
-                .map_err(|source| PgError::Sql {
-                    what: format!("create replication slot {name}"),
-                    source,
-                })?;
+            let quoted = name.replace('\'', "''");
+            let sql = format!(
+                "SELECT pg_create_physical_replication_slot('{quoted}', true) WHERE NOT EXISTS \
+                 (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{quoted}')"
+            );
+            execute_sql(
+                &self.s,
+                &sql,
+                &format!("create replication slot {name}"),
+                Duration::from_secs(10),
+            )
+            .await?;
         }
         Ok(())
     }
+}
+
+/// Run `sql` on the local server as the superuser, bounded by `timeout` in all.
+async fn execute_sql(
+    settings: &PgSettings,
+    sql: &str,
+    what: &str,
+    timeout: Duration,
+) -> Result<(), PgError> {
+    let work = async {
+        let client = probe::connect(settings, timeout).await?;
+        client
+            .batch_execute(sql)
+            .await
+            .map_err(|source| PgError::Sql {
+                what: what.to_string(),
+                source,
+            })
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| PgError::Timeout {
+            what: what.to_string(),
+            after: timeout,
+        })?
 }

@@ -42,7 +42,7 @@ pub async fn read_data_dir(settings: &PgSettings) -> DataDir {
         },
         Err(error) => {
             tracing::warn!(%error, "pg_controldata failed");
-            DataDir::Empty
+            DataDir::Unreadable(error.to_string())
         }
     }
 }
@@ -72,9 +72,22 @@ pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
     text.lines().next()?.trim().parse().ok()
 }
 
-/// Whether a process exists.
+/// Whether a postmaster with this pid is running: the process exists, is not a zombie, and
+/// is a PostgreSQL server (a stale `postmaster.pid` after a reboot may name a reused pid).
 pub fn pid_alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state letter follows the command name, which is in parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    if matches!(state, Some("Z") | Some("X") | None) {
+        return false;
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("postgres"))
+        .unwrap_or(false)
 }
 
 /// Connect to the local server as the superuser.

@@ -118,10 +118,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("installing the SIGTERM handler")?;
     tracing::info!(name = %config.name, scope = %config.scope, "pgwarden started");
     loop {
-        while let Some(effect) = node.poll_effect() {
-            tracing::debug!(?effect, "effect");
-            executor.dispatch(effect);
-        }
+        // Publish the status and the fencing token before any effect runs: the PostgreSQL
+        // worker checks a promote against this token, and member keys are built from it.
         let status = node.status();
         if let Ok(mut f) = fence.lock() {
             *f = Fence {
@@ -131,6 +129,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             };
         }
         let _ = status_tx.send(Arc::new(status));
+        while let Some(effect) = node.poll_effect() {
+            tracing::debug!(?effect, "effect");
+            executor.dispatch(effect);
+        }
         let wake = node
             .poll_timeout()
             .unwrap_or_else(|| clock::now() + Duration::from_secs(1));

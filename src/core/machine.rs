@@ -234,6 +234,18 @@ impl Machine {
                         .reason("another member took the leader key first");
                     Transition(State::replica())
                 }
+                RaceVerdict::StandDown(why)
+                    if context.pg.as_ref().is_some_and(|p| p.is_primary()) =>
+                {
+                    // A writable primary that may not lead must stop accepting writes.
+                    context.start_pg(PgAction::Demote {
+                        mode: DemoteMode::ImmediateNolock,
+                    });
+                    context
+                        .outbox
+                        .reason(format!("running primary may not lead: {why}"));
+                    Transition(State::demoting())
+                }
                 RaceVerdict::StandDown(why) => {
                     context.outbox.reason(format!("not the healthiest: {why}"));
                     Transition(State::replica())
@@ -485,7 +497,19 @@ impl Agent {
     }
 
     fn start_race(&mut self) -> Outcome<State> {
-        match self.race_verdict(false) {
+        let verdict = self.race_verdict(false);
+        if let (RaceVerdict::StandDown(why), true) =
+            (&verdict, self.pg.as_ref().is_some_and(|p| p.is_primary()))
+        {
+            // Not holding the key and not allowed to take it: a writable primary must stop.
+            self.start_pg(PgAction::Demote {
+                mode: DemoteMode::ImmediateNolock,
+            });
+            self.outbox
+                .reason(format!("running primary may not lead: {why}"));
+            return Transition(State::demoting());
+        }
+        match verdict {
             RaceVerdict::Race => {
                 let members = self.peer_api_urls();
                 self.outbox.push(Effect::ProbePeers { members });

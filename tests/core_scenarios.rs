@@ -630,3 +630,107 @@ fn a_running_primary_that_may_not_lead_is_demoted() {
         .any(|e| matches!(e, Effect::AcquireLeader { .. } | Effect::ProbePeers { .. })));
     assert_eq!(node.state(), "demoting");
 }
+
+#[test]
+fn synchronous_mode_claims_sync_before_promoting() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    let sync_config = DynamicConfig {
+        synchronous_mode: pgwarden::config::SynchronousMode::On,
+        ttl: 6,
+        loop_wait: 1,
+        retry_timeout: 2,
+        ..DynamicConfig::default()
+    };
+    let mut v = view(None, 1000, 20);
+    v.config = Some(Versioned {
+        value: sync_config,
+        mod_revision: 2,
+    });
+    v.sync = Some(Versioned {
+        value: SyncState {
+            leader: Some("node1".into()),
+            sync_standby: vec![ME.into()],
+            quorum: 0,
+        },
+        mod_revision: 9,
+    });
+    node.handle_input(Instant(t), Input::ClusterChanged(v));
+    drain(&mut node);
+    node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
+    assert!(drain(&mut node)
+        .iter()
+        .any(|e| matches!(e, Effect::ProbePeers { .. })));
+    node.handle_input(Instant(t), Input::PeersProbed(Vec::new()));
+    assert_eq!(
+        drain(&mut node),
+        vec![Effect::AcquireLeader { lease: LEASE }]
+    );
+    node.handle_input(
+        Instant(t),
+        Input::LeaderAcquired {
+            won: true,
+            revision: 21,
+            create_revision: 21,
+        },
+    );
+    let effects = drain(&mut node);
+    assert_eq!(
+        effects,
+        vec![Effect::WriteSync {
+            state: SyncState {
+                leader: Some(ME.into()),
+                sync_standby: Vec::new(),
+                quorum: 0
+            },
+            expected_revision: Some(9),
+        }],
+        "/sync is claimed before PostgreSQL may acknowledge anything alone"
+    );
+    node.handle_input(Instant(t), Input::SyncWritten { ok: true });
+    let effects = drain(&mut node);
+    assert!(
+        effects.contains(&Effect::Pg(PgAction::Promote {
+            lease: LEASE,
+            leader_revision: 21
+        })),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn a_lost_sync_claim_postpones_the_promotion() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    let mut v = view(None, 1000, 20);
+    v.config = Some(Versioned {
+        value: DynamicConfig {
+            synchronous_mode: pgwarden::config::SynchronousMode::On,
+            ttl: 6,
+            loop_wait: 1,
+            retry_timeout: 2,
+            ..DynamicConfig::default()
+        },
+        mod_revision: 2,
+    });
+    node.handle_input(Instant(t), Input::ClusterChanged(v));
+    drain(&mut node);
+    node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
+    drain(&mut node);
+    node.handle_input(Instant(t), Input::PeersProbed(Vec::new()));
+    drain(&mut node);
+    node.handle_input(
+        Instant(t),
+        Input::LeaderAcquired {
+            won: true,
+            revision: 21,
+            create_revision: 21,
+        },
+    );
+    drain(&mut node);
+    node.handle_input(Instant(t), Input::SyncWritten { ok: false });
+    let effects = drain(&mut node);
+    assert!(effects.contains(&Effect::ReleaseLeader), "{effects:?}");
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::Pg(PgAction::Promote { .. }))));
+    assert_eq!(node.state(), "replica");
+}

@@ -107,6 +107,13 @@ pub struct Agent {
     pub pending_bootstrap_leader: bool,
     /// A `/sync` write is in flight.
     pub sync_write_in_flight: bool,
+    /// The pre-promotion `/sync` claim is in flight.
+    pub presync_pending: bool,
+    /// `/sync` was claimed for the current promotion.
+    pub presync_claimed: bool,
+    /// WAL position a newly configured synchronous standby must have flushed before it is
+    /// recorded in `/sync` (None: not measured since the last change).
+    pub sync_barrier: Option<Lsn>,
     /// Last optime written to `/status`.
     pub published_optime: Option<Lsn>,
     /// Timeline whose history we already wrote.
@@ -143,6 +150,9 @@ impl Agent {
             bootstrap_sysid: None,
             pending_bootstrap_leader: false,
             sync_write_in_flight: false,
+            presync_pending: false,
+            presync_claimed: false,
+            sync_barrier: None,
             published_optime: None,
             history_written_for: None,
             last_race_refusal: None,
@@ -288,6 +298,28 @@ impl Agent {
         .map_err(|rule| rule.to_string())
     }
 
+    /// The `/sync` write a promotion needs first, if any.
+    pub fn presync_claim(&self) -> Option<Effect> {
+        if self.config.synchronous_mode != SynchronousMode::On || self.presync_claimed {
+            return None;
+        }
+        let recorded = self.view.as_ref()?.sync.as_ref();
+        if recorded.is_some_and(|r| {
+            r.value.leader.as_deref() == Some(self.settings.name.as_str())
+                && r.value.sync_standby.is_empty()
+        }) {
+            return None;
+        }
+        Some(Effect::WriteSync {
+            state: super::view::SyncState {
+                leader: Some(self.settings.name.clone()),
+                sync_standby: Vec::new(),
+                quorum: 0,
+            },
+            expected_revision: recorded.map(|r| r.mod_revision),
+        })
+    }
+
     /// Book-keeping common to every finished PostgreSQL action.
     pub fn note_action_result(&mut self, action: &PgAction, outcome: &PgActionOutcome) {
         match outcome {
@@ -309,7 +341,9 @@ impl Agent {
                     PgAction::Promote { .. } | PgAction::StartPrimary | PgAction::Bootstrap => {
                         self.following = None;
                         self.data_maybe_diverged = false;
+                        self.sync_barrier = None;
                     }
+                    PgAction::SetSyncStandbys { .. } => self.sync_barrier = None,
                     _ => {}
                 }
             }
@@ -386,6 +420,7 @@ impl Agent {
             &configured,
             &server.replication,
             &desired,
+            self.sync_barrier,
         )
     }
 }

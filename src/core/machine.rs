@@ -27,6 +27,8 @@ pub enum Event {
     PeersProbed,
     /// A PostgreSQL action finished.
     PgActionFinished(PgAction, PgActionOutcome),
+    /// A `/sync` compare-and-swap finished.
+    SyncWritten(bool),
     /// The leader key is no longer ours, or the lease deadline passed: stop being primary now.
     MustDemote(String),
 }
@@ -251,7 +253,23 @@ impl Machine {
                     Transition(State::replica())
                 }
             },
-            Event::LeaderAcquired(true) => context.promote_after_acquire(),
+            Event::LeaderAcquired(true) => {
+                context.presync_claimed = false;
+                context.promote_after_acquire()
+            }
+            Event::SyncWritten(ok) if context.presync_pending => {
+                context.presync_pending = false;
+                if *ok {
+                    context.presync_claimed = true;
+                    context.promote_after_acquire()
+                } else {
+                    context.outbox.push(Effect::ReleaseLeader);
+                    context
+                        .outbox
+                        .reason("/sync changed under us before promotion; promotion postponed");
+                    Transition(State::replica())
+                }
+            }
             Event::LeaderAcquired(false) => {
                 context.outbox.reason("lost the race for the leader key");
                 Transition(State::replica())
@@ -530,6 +548,20 @@ impl Agent {
                 .reason(format!("promotion refused by safety rule: {rule}"));
             return Transition(State::replica());
         }
+        if let Some(claim) = self.presync_claim() {
+            // Synchronous mode: record ourselves as the leader in /sync, with no standby,
+            // before PostgreSQL can acknowledge a commit alone. Until a new standby is
+            // confirmed only we may be promoted, so nothing we acknowledge can be lost.
+            self.presync_pending = true;
+            self.sync_write_in_flight = true;
+            self.outbox.push(claim);
+            if self.state_name == "candidate" {
+                return Handled;
+            }
+            self.outbox
+                .reason("holding the leader key: claiming /sync before promoting");
+            return Transition(State::candidate());
+        }
         let already_primary = self.pg.as_ref().is_some_and(|p| p.is_primary());
         if already_primary {
             self.outbox
@@ -614,10 +646,17 @@ impl Agent {
                 timeline: server.timeline,
             });
         }
+        // The LSN a new synchronous standby must have flushed before it is recorded in
+        // /sync: taken once PostgreSQL shows the configured set, after the change.
+        let configured = crate::core::sync::parse_standby_names(&server.synchronous_standby_names);
+        if self.sync_barrier.is_none() && !configured.is_empty() {
+            self.sync_barrier = Some(server.wal_position);
+        }
+        if let Some(effect) = self.next_sync_record(&server) {
+            self.outbox.push(effect);
+        }
         if let Some(step) = self.next_pg_step_for_primary(&server) {
             self.start_pg(step);
-        } else if let Some(effect) = self.next_sync_record(&server) {
-            self.outbox.push(effect);
         }
         Handled
     }

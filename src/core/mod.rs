@@ -155,6 +155,7 @@ impl Node {
                 if !ok {
                     tracing::info!(node = %self.agent.settings.name, "/sync changed under us; re-reading");
                 }
+                self.dispatch(Event::SyncWritten(ok));
             }
             Input::PeersProbed(reports) => {
                 self.agent.peers = Some(reports);

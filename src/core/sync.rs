@@ -6,6 +6,7 @@
 //! removed from `/sync` first and from PostgreSQL second. A failover candidate chosen from
 //! `/sync` therefore has every acknowledged commit.
 
+use super::types::Lsn;
 use super::view::{ReplicationPeer, SyncState, Versioned};
 
 /// The next single step towards the desired synchronous set.
@@ -29,6 +30,7 @@ pub fn next_step(
     configured: &[String],
     replication: &[ReplicationPeer],
     desired: &[String],
+    barrier: Option<Lsn>,
 ) -> Option<SyncStep> {
     let expected_revision = recorded.map(|r| r.mod_revision);
     let mine = recorded.filter(|r| r.value.leader.as_deref() == Some(me));
@@ -61,6 +63,9 @@ pub fn next_step(
                 &r.application_name == *n
                     && r.state == "streaming"
                     && (r.sync_state == "sync" || r.sync_state == "quorum")
+                    // Caught up with what the primary had when it made the standby
+                    // synchronous: earlier commits were acknowledged without it.
+                    && barrier.is_some_and(|b| r.flush_lsn.is_some_and(|f| f >= b))
             })
         })
         .cloned()
@@ -132,8 +137,8 @@ mod tests {
             application_name: name.into(),
             state: "streaming".into(),
             sync_state: sync_state.into(),
-            flush_lsn: None,
-            replay_lsn: None,
+            flush_lsn: Some(Lsn(100)),
+            replay_lsn: Some(Lsn(100)),
         }
     }
 
@@ -151,7 +156,7 @@ mod tests {
     #[test]
     fn new_leader_claims_sync_key_first() {
         let old = recorded("a", &["b"]);
-        let step = next_step("b", Some(&old), &[], &[], &["c".into()]);
+        let step = next_step("b", Some(&old), &[], &[], &["c".into()], None);
         assert_eq!(
             step,
             Some(SyncStep::Record {
@@ -172,6 +177,7 @@ mod tests {
             &names(&["b"]),
             &[peer("c", "async")],
             &names(&["c"]),
+            Some(Lsn(100)),
         );
         assert_eq!(
             step,
@@ -187,6 +193,7 @@ mod tests {
             &names(&["b"]),
             &[peer("c", "async")],
             &names(&["c"]),
+            Some(Lsn(100)),
         );
         assert_eq!(step, Some(SyncStep::Configure(names(&["c"]))));
         // Configured but not yet confirmed sync: nothing to record yet.
@@ -196,6 +203,7 @@ mod tests {
             &names(&["c"]),
             &[peer("c", "potential")],
             &names(&["c"]),
+            Some(Lsn(100)),
         );
         assert_eq!(step, None);
         let step = next_step(
@@ -204,6 +212,7 @@ mod tests {
             &names(&["c"]),
             &[peer("c", "sync")],
             &names(&["c"]),
+            Some(Lsn(100)),
         );
         assert_eq!(
             step,
@@ -219,10 +228,38 @@ mod tests {
                 Some(&rec),
                 &names(&["c"]),
                 &[peer("c", "sync")],
-                &names(&["c"])
+                &names(&["c"]),
+                Some(Lsn(100))
             ),
             None
         );
+    }
+
+    #[test]
+    fn a_standby_behind_the_barrier_is_not_recorded_yet() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let rec = recorded("a", &[]);
+        // PostgreSQL calls c synchronous, but c has not flushed what the primary had when
+        // it became synchronous: commits before that were acknowledged without it.
+        let step = next_step(
+            "a",
+            Some(&rec),
+            &names(&["c"]),
+            &[peer("c", "sync")],
+            &names(&["c"]),
+            Some(Lsn(150)),
+        );
+        assert_eq!(step, None);
+        // No barrier measured yet: never record.
+        let step = next_step(
+            "a",
+            Some(&rec),
+            &names(&["c"]),
+            &[peer("c", "sync")],
+            &names(&["c"]),
+            None,
+        );
+        assert_eq!(step, None);
     }
 
     #[test]

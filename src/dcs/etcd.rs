@@ -328,13 +328,16 @@ impl EtcdStore {
         })
     }
 
-    /// Delete the leader key if it still holds our name.
-    pub async fn release_leader(&self, me: &str) -> Result<bool, DcsError> {
+    /// Delete the leader key if it still holds our name on `lease` (a delayed release must
+    /// not delete a key we have since taken again on a newer lease).
+    pub async fn release_leader(&self, me: &str, lease: Option<LeaseId>) -> Result<bool, DcsError> {
         let mut kv = self.client.kv_client();
         let key = self.layout.leader();
-        let txn = Txn::new()
-            .when([Compare::value(key.clone(), CompareOp::Equal, me)])
-            .and_then([TxnOp::delete(key, None)]);
+        let mut guards = vec![Compare::value(key.clone(), CompareOp::Equal, me)];
+        if let Some(lease) = lease {
+            guards.push(Compare::lease(key.clone(), CompareOp::Equal, lease.0));
+        }
+        let txn = Txn::new().when(guards).and_then([TxnOp::delete(key, None)]);
         Ok(kv
             .txn(txn)
             .await

@@ -171,6 +171,11 @@ async fn query_server(settings: &PgSettings) -> Result<ServerObservation, PgErro
                 .query("SELECT status, sender_host, sender_port, received_tli FROM pg_stat_wal_receiver", &[])
                 .await
                 .map_err(sql("pg_stat_wal_receiver"))?;
+            // A standby's checkpoint timeline lags until its next restartpoint; the timeline
+            // history files it has fetched tell which timeline it replays now.
+            if let Some(tli) = newest_history_timeline(&settings.data_dir) {
+                obs.timeline = obs.timeline.max(tli);
+            }
             if let Some(r) = rows.first() {
                 obs.receiver_status = r.get(0);
                 let host: Option<String> = r.get(1);
@@ -221,4 +226,17 @@ async fn query_server(settings: &PgSettings) -> Result<ServerObservation, PgErro
             what: "probe queries".into(),
             after: timeout,
         })?
+}
+
+/// The highest timeline with a history file in `pg_wal` (`0000000N.history`).
+fn newest_history_timeline(data_dir: &Path) -> Option<Timeline> {
+    std::fs::read_dir(data_dir.join("pg_wal"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let hex = name.strip_suffix(".history")?;
+            u32::from_str_radix(hex, 16).ok().map(Timeline)
+        })
+        .max()
 }

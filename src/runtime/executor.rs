@@ -178,7 +178,11 @@ impl Executor {
                 self.send(input);
             }
             Effect::ReleaseLeader => {
-                log_err("release leader", store.release_leader(me).await.map(|_| ()))
+                let lease = self.status.borrow().lease;
+                log_err(
+                    "release leader",
+                    store.release_leader(me, lease).await.map(|_| ()),
+                )
             }
             Effect::WriteSync {
                 state,

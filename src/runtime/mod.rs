@@ -25,7 +25,7 @@ use member::Identity;
 pub fn node_settings(config: &Config) -> NodeSettings {
     NodeSettings {
         name: config.name.clone(),
-        failover_priority: if config.tags.nofailover {
+        failover_priority: if config.tags.nofailover || watchdog_blocks_leadership(config) {
             0
         } else {
             config.tags.failover_priority
@@ -38,6 +38,13 @@ pub fn node_settings(config: &Config) -> NodeSettings {
         tags: config.tags.raw.clone(),
         bootstrap_config: config.bootstrap.dcs.clone(),
     }
+}
+
+/// `watchdog.mode: required` means "never lead without an armed watchdog". pgwarden has
+/// no watchdog driver yet, so such a node never races (Patroni's rule when the device is
+/// unusable).
+fn watchdog_blocks_leadership(config: &Config) -> bool {
+    config.watchdog.mode == crate::config::WatchdogMode::Required
 }
 
 /// This node's identity as published in its member key.
@@ -117,6 +124,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tracing::info!(name = %config.name, scope = %config.scope, "pgwarden started");
+    if watchdog_blocks_leadership(&config) {
+        tracing::warn!("watchdog.mode is required but pgwarden has no watchdog driver yet: this node will never become leader");
+    }
     loop {
         // Publish the status and the fencing token before any effect runs: the PostgreSQL
         // worker checks a promote against this token, and member keys are built from it.
@@ -136,7 +146,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let wake = node
             .poll_timeout()
             .unwrap_or_else(|| clock::now() + Duration::from_secs(1));
-        let sleep_for = wake.saturating_since(clock::now());
+        // Sleep at most a second: tokio's timers run on the monotonic clock, which stops
+        // during a suspend, and a resumed leader must see its deadline on the boot clock.
+        let sleep_for = wake
+            .saturating_since(clock::now())
+            .min(Duration::from_secs(1));
         tokio::select! {
             input = inputs.recv() => match input {
                 Some(input) => node.handle_input(clock::now(), input),
@@ -161,10 +175,12 @@ async fn shutdown(store: &EtcdStore, status: &NodeStatus, config: &Config) {
         mode: crate::core::DemoteMode::Graceful,
     };
     if let Err(e) = controller.execute(&stop).await {
-        tracing::warn!(error = %e, "stopping PostgreSQL at shutdown failed");
+        // Still running: keep the key, so no other member is promoted beside it.
+        tracing::error!(error = %e, "stopping PostgreSQL at shutdown failed; leaving the leader key to expire");
+        return;
     }
     if status.holds_leader_key {
-        if let Err(e) = store.release_leader(&config.name).await {
+        if let Err(e) = store.release_leader(&config.name, status.lease).await {
             tracing::warn!(error = %e, "releasing the leader key failed");
         }
     }

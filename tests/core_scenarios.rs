@@ -734,3 +734,118 @@ fn a_lost_sync_claim_postpones_the_promotion() {
         .any(|e| matches!(e, Effect::Pg(PgAction::Promote { .. }))));
     assert_eq!(node.state(), "replica");
 }
+
+fn with_ttl(ttl: u32, revision: i64, leader: Option<(&str, i64)>) -> ClusterView {
+    let mut v = view(leader, 1000, revision);
+    v.config = Some(Versioned {
+        value: DynamicConfig {
+            ttl,
+            loop_wait: 1,
+            retry_timeout: 2,
+            ..DynamicConfig::default()
+        },
+        mod_revision: revision,
+    });
+    v
+}
+
+#[test]
+fn a_ttl_change_rotates_a_replicas_lease() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    node.handle_input(
+        Instant(t),
+        Input::ClusterChanged(with_ttl(9, 40, Some(("node1", 7)))),
+    );
+    drain(&mut node);
+    node.handle_input(Instant(t + 1_000), Input::Tick);
+    let effects = drain(&mut node);
+    assert!(
+        effects.contains(&Effect::GrantLease { ttl_secs: 9 }),
+        "{effects:?}"
+    );
+    let new = LeaseId(0x77);
+    node.handle_input(
+        Instant(t + 1_005),
+        Input::LeaseGranted {
+            lease: new,
+            ttl_secs: 9,
+            sent_at: Instant(t + 1_005),
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(
+        effects.contains(&Effect::TouchMember { lease: new }),
+        "{effects:?}"
+    );
+    assert!(
+        effects.contains(&Effect::RevokeLease { lease: LEASE }),
+        "{effects:?}"
+    );
+    assert_eq!(node.status().lease, Some(new));
+}
+
+#[test]
+fn a_ttl_change_moves_the_leader_key_onto_the_new_lease_without_demoting() {
+    let mut node = primary();
+    drain(&mut node);
+    node.handle_input(
+        Instant(600),
+        Input::ClusterChanged(with_ttl(9, 40, Some((ME, LEASE.0)))),
+    );
+    node.handle_input(Instant(1_000), Input::Tick);
+    let effects = drain(&mut node);
+    assert!(
+        effects.contains(&Effect::GrantLease { ttl_secs: 9 }),
+        "{effects:?}"
+    );
+    let new = LeaseId(0x77);
+    node.handle_input(
+        Instant(1_010),
+        Input::LeaseGranted {
+            lease: new,
+            ttl_secs: 9,
+            sent_at: Instant(1_005),
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(
+        effects.contains(&Effect::AcquireLeader { lease: new }),
+        "{effects:?}"
+    );
+    assert_eq!(
+        node.status().lease,
+        Some(LEASE),
+        "the old lease stays until the key moved"
+    );
+    node.handle_input(
+        Instant(1_020),
+        Input::LeaderAcquired {
+            won: true,
+            revision: 41,
+            create_revision: 8,
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(
+        effects.contains(&Effect::RevokeLease { lease: LEASE }),
+        "{effects:?}"
+    );
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::Pg(PgAction::Demote { .. }))));
+    assert_eq!(node.status().lease, Some(new));
+    assert!(
+        node.status().holds_leader_key,
+        "the watch has not shown the move yet"
+    );
+    assert_eq!(
+        node.status().lease_deadline,
+        Some(Instant(1_005 + 9_000 - 1_000))
+    );
+    node.handle_input(
+        Instant(1_030),
+        Input::ClusterChanged(with_ttl(9, 41, Some((ME, new.0)))),
+    );
+    assert!(node.status().holds_leader_key);
+    assert_eq!(node.state(), "primary");
+}

@@ -114,7 +114,7 @@ impl PgAction {
 /// A command for the runtime.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
-    /// Grant a new lease with this TTL.
+    /// Grant a new lease with this TTL (the first one, or a replacement after a `ttl` change).
     GrantLease {
         /// Requested TTL in seconds.
         ttl_secs: u32,
@@ -122,6 +122,11 @@ pub enum Effect {
     /// Send one keep-alive for `lease`.
     RenewLease {
         /// The lease.
+        lease: LeaseId,
+    },
+    /// Revoke a lease we no longer use (after moving our keys to a new one).
+    RevokeLease {
+        /// The old lease.
         lease: LeaseId,
     },
     /// Probe PostgreSQL (data dir, process, SQL) and report `PostgresProbed`.

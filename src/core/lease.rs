@@ -19,6 +19,8 @@ pub struct Lease {
     pub id: Option<LeaseId>,
     /// TTL etcd granted (it may round small requests up).
     pub ttl: Duration,
+    /// TTL we asked for (the configured `ttl`); a different configured value rotates the lease.
+    pub requested_ttl_secs: u32,
     /// Send time of the last acknowledged grant or renewal.
     pub last_ack_sent_at: Option<Instant>,
     /// Send time of the renewal in flight, if any.

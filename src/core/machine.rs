@@ -100,9 +100,17 @@ impl Machine {
                 Transition(State::primary())
             }
             Event::LeaderAcquired(false) => {
-                context.outbox.push(Effect::Shutdown {
-                    reason: "bootstrapped but another member holds the leader key".into(),
-                });
+                if context
+                    .view_leader()
+                    .is_some_and(|l| l != context.settings.name)
+                {
+                    context.outbox.push(Effect::Shutdown {
+                        reason: "bootstrapped but another member holds the leader key".into(),
+                    });
+                } else {
+                    // A lock store error, not a rival: try again on the next cycle.
+                    context.pending_bootstrap_leader = true;
+                }
                 Handled
             }
             _ => Handled,

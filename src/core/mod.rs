@@ -45,6 +45,8 @@ pub struct Node {
     renewal_in_flight: bool,
     /// When the lease is next granted or renewed.
     next_lease_at: Instant,
+    /// A replacement lease waiting for the leader key to move onto it.
+    rotation: Option<Rotation>,
     dcs_last_seen: Option<Instant>,
     dcs_error: Option<String>,
     /// Revision of a `/config` we refused, so the refusal is logged once.
@@ -70,6 +72,7 @@ impl Node {
             grant_in_flight: false,
             renewal_in_flight: false,
             next_lease_at: now,
+            rotation: None,
             dcs_last_seen: None,
             dcs_error: None,
             rejected_config_revision: None,
@@ -104,10 +107,26 @@ impl Node {
                 sent_at,
             } => {
                 self.grant_in_flight = false;
-                self.agent
-                    .lease
-                    .granted(lease, Duration::from_secs(ttl_secs.into()), sent_at);
                 self.dcs_seen(now);
+                let ttl = Duration::from_secs(ttl_secs.into());
+                match (self.agent.lease.id, self.agent.holds_leader_key()) {
+                    (Some(_), true) => {
+                        // Rotating while leader: move the leader key onto the new lease
+                        // first; the old lease stays valid (and renewed) until that worked.
+                        self.rotation = Some(Rotation {
+                            lease,
+                            ttl,
+                            sent_at,
+                        });
+                        self.agent.outbox.push(Effect::AcquireLeader { lease });
+                    }
+                    (Some(old), false) => {
+                        self.switch_lease(lease, ttl, sent_at);
+                        self.agent.outbox.push(Effect::TouchMember { lease });
+                        self.agent.outbox.push(Effect::RevokeLease { lease: old });
+                    }
+                    (None, _) => self.switch_lease(lease, ttl, sent_at),
+                }
             }
             Input::LeaseGrantFailed { error } => {
                 self.grant_in_flight = false;
@@ -134,6 +153,31 @@ impl Node {
                 }
             }
             Input::InitializeRaced { won } => self.dispatch(Event::InitializeRaced(won)),
+            Input::LeaderAcquired {
+                won,
+                revision,
+                create_revision,
+            } if self.rotation.is_some() => {
+                if let (Some(rotation), Some(old)) = (self.rotation.take(), self.agent.lease.id) {
+                    if won {
+                        self.switch_lease(rotation.lease, rotation.ttl, rotation.sent_at);
+                        self.agent.acquired_leader = Some(agent::Acquisition {
+                            lease: rotation.lease,
+                            revision,
+                            create_revision,
+                        });
+                        self.agent.outbox.push(Effect::TouchMember {
+                            lease: rotation.lease,
+                        });
+                        self.agent.outbox.push(Effect::RevokeLease { lease: old });
+                    } else {
+                        // Keep leading on the old lease; drop the new one.
+                        self.agent.outbox.push(Effect::RevokeLease {
+                            lease: rotation.lease,
+                        });
+                    }
+                }
+            }
             Input::LeaderAcquired {
                 won,
                 revision,
@@ -235,6 +279,11 @@ impl Node {
         state_name(self.machine.state())
     }
 
+    fn switch_lease(&mut self, lease: LeaseId, ttl: Duration, sent_at: Instant) {
+        self.agent.lease.granted(lease, ttl, sent_at);
+        self.agent.lease.requested_ttl_secs = self.agent.config.ttl;
+    }
+
     fn dcs_seen(&mut self, now: Instant) {
         self.dcs_last_seen = Some(now);
         self.dcs_error = None;
@@ -305,6 +354,19 @@ impl Node {
 
     fn maybe_start_cycle(&mut self, now: Instant) {
         let loop_wait = Duration::from_secs(self.agent.config.loop_wait.max(1).into());
+        // Renew often enough for the lease actually held, which may still carry an old
+        // ttl while a `ttl` change rotates it: at least twice per (ttl − margin).
+        let held = self
+            .agent
+            .lease
+            .ttl
+            .saturating_sub(self.agent.settings.demotion_margin)
+            / 2;
+        let lease_interval = if self.agent.lease.id.is_some() {
+            loop_wait.min(held.max(Duration::from_millis(500)))
+        } else {
+            loop_wait
+        };
         // The lease is kept on its own schedule: a slow PostgreSQL probe must never delay a
         // renewal (a leader would demote itself for a database that is merely slow to answer).
         if now >= self.next_lease_at {
@@ -316,11 +378,23 @@ impl Node {
                     });
                     self.next_lease_at = now + loop_wait;
                 }
+                Some(_)
+                    if self.agent.lease.requested_ttl_secs != self.agent.config.ttl
+                        && !self.grant_in_flight
+                        && self.rotation.is_none() =>
+                {
+                    // `ttl` changed in /config: take a lease with the new TTL and move our
+                    // keys onto it (the old one keeps being renewed meanwhile).
+                    self.grant_in_flight = true;
+                    self.agent.outbox.push(Effect::GrantLease {
+                        ttl_secs: self.agent.config.ttl,
+                    });
+                }
                 Some(lease) if !self.renewal_in_flight => {
                     self.renewal_in_flight = true;
                     self.agent.lease.renewal_sent_at = Some(now);
                     self.agent.outbox.push(Effect::RenewLease { lease });
-                    self.next_lease_at = now + loop_wait;
+                    self.next_lease_at = now + lease_interval;
                 }
                 _ => {}
             }
@@ -350,3 +424,11 @@ impl Node {
 }
 
 type ClusterViewAlias = view::ClusterView;
+
+/// A lease granted to replace the current one after a `ttl` change.
+#[derive(Clone, Copy, Debug)]
+struct Rotation {
+    lease: LeaseId,
+    ttl: Duration,
+    sent_at: Instant,
+}

@@ -126,6 +126,9 @@ impl Executor {
                     }
                 }
             }
+            Effect::RevokeLease { lease } => {
+                log_err("revoke the old lease", store.revoke_lease(lease).await)
+            }
             Effect::ProbePostgres => {
                 let observation = probe::observe(&self.pg).await;
                 self.send(Input::PostgresProbed(observation));

@@ -288,7 +288,7 @@ impl Agent {
             lease_allows_primary: self.lease_allows_primary(),
             my_timeline: self.pg.as_ref().and_then(|p| p.timeline()),
             cluster_timeline: self.view.as_ref().and_then(|v| v.timeline()),
-            synchronous_mode: self.config.synchronous_mode == SynchronousMode::On,
+            synchronous_mode: self.config.synchronous_mode != SynchronousMode::Off,
             sync: self
                 .view
                 .as_ref()
@@ -300,7 +300,7 @@ impl Agent {
 
     /// The `/sync` write a promotion needs first, if any.
     pub fn presync_claim(&self) -> Option<Effect> {
-        if self.config.synchronous_mode != SynchronousMode::On || self.presync_claimed {
+        if self.config.synchronous_mode == SynchronousMode::Off || self.presync_claimed {
             return None;
         }
         let recorded = self.view.as_ref()?.sync.as_ref();
@@ -370,7 +370,7 @@ impl Agent {
             }
         }
         let configured = sync::parse_standby_names(&server.synchronous_standby_names);
-        if self.config.synchronous_mode != SynchronousMode::On {
+        if self.config.synchronous_mode == SynchronousMode::Off {
             return (!configured.is_empty())
                 .then(|| PgAction::SetSyncStandbys { names: Vec::new() });
         }
@@ -382,7 +382,7 @@ impl Agent {
 
     /// The next `/sync` write a running primary needs.
     pub fn next_sync_record(&mut self, server: &ServerObservation) -> Option<Effect> {
-        if self.config.synchronous_mode != SynchronousMode::On || self.sync_write_in_flight {
+        if self.config.synchronous_mode == SynchronousMode::Off || self.sync_write_in_flight {
             return None;
         }
         match self.sync_step(server)? {

@@ -72,7 +72,9 @@ impl FailoverPolicy for PatroniRules {
                 _ => RaceVerdict::Race,
             };
         }
-        let sync_mode = ctx.config.synchronous_mode == SynchronousMode::On;
+        // Quorum mode is run as synchronous mode with a FIRST-n set until it is implemented:
+        // never weaker than what the operator asked for.
+        let sync_mode = ctx.config.synchronous_mode != SynchronousMode::Off;
         let sync = ctx.view.sync.as_ref().map(|s| &s.value);
         if sync_mode {
             if let Some(sync) = sync.filter(|s| s.leader.is_some()) {

@@ -230,7 +230,6 @@ impl PgController {
             &self.s.bin("pg_ctl"),
             &args,
             &[],
-            true,
             self.s.pg_ctl_timeout + Duration::from_secs(5),
         )
         .await;
@@ -254,15 +253,9 @@ impl PgController {
             "-D".into(),
             self.s.data_dir.display().to_string(),
         ];
-        process::run(
-            &self.s.bin("pg_ctl"),
-            &args,
-            &[],
-            true,
-            self.s.pg_ctl_timeout,
-        )
-        .await
-        .map(|_| ())
+        process::run(&self.s.bin("pg_ctl"), &args, &[], self.s.pg_ctl_timeout)
+            .await
+            .map(|_| ())
     }
 
     async fn promote(&mut self) -> Result<(), PgError> {
@@ -271,7 +264,6 @@ impl PgController {
             &self.s.bin("pg_ctl"),
             &args,
             &[],
-            true,
             self.s.pg_ctl_timeout + Duration::from_secs(5),
         )
         .await?;
@@ -352,14 +344,8 @@ impl PgController {
             args.push("--auth-host=scram-sha-256".into());
         }
         args.extend(self.s.initdb.iter().map(InitdbOption::to_arg));
-        let result = process::run(
-            &self.s.bin("initdb"),
-            &args,
-            &[],
-            true,
-            Duration::from_secs(300),
-        )
-        .await;
+        let result =
+            process::run(&self.s.bin("initdb"), &args, &[], Duration::from_secs(300)).await;
         let _ = std::fs::remove_file(&pwfile);
         result?;
         let data = &self.s.data_dir;
@@ -448,7 +434,6 @@ impl PgController {
             &self.s.bin("pg_basebackup"),
             &args,
             &env,
-            true,
             Duration::from_secs(3600),
         )
         .await
@@ -484,7 +469,6 @@ impl PgController {
                 &self.s.bin("postgres"),
                 &args,
                 &[],
-                true,
                 Duration::from_secs(600),
             )
             .await?;
@@ -510,7 +494,6 @@ impl PgController {
             &self.s.bin("pg_rewind"),
             &args,
             &env,
-            true,
             Duration::from_secs(3600),
         )
         .await?;

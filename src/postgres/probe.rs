@@ -54,7 +54,6 @@ pub async fn read_control_data(settings: &PgSettings) -> Result<controldata::Con
         &settings.bin("pg_controldata"),
         &args,
         &[],
-        true,
         Duration::from_secs(10),
     )
     .await?;

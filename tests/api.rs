@@ -125,6 +125,8 @@ async fn leader_answers_200_on_primary_and_503_on_replica() {
         (Method::GET, "/read-write", 200),
         (Method::GET, "/leader", 200),
         (Method::GET, "/read-only", 200),
+        (Method::GET, "/read-only-quorum", 200),
+        (Method::GET, "/quorum", 503),
         (Method::GET, "/health", 200),
         (Method::GET, "/replica", 503),
         (Method::GET, "/sync", 503),

@@ -35,6 +35,8 @@ pub enum Check {
     Async,
     /// `/quorum` (quorum mode not yet: never).
     Quorum,
+    /// `/read-only-quorum`: the primary (no quorum standbys yet).
+    ReadOnlyQuorum,
     /// `/health`.
     Health,
     /// Unknown path: Patroni answers 503.
@@ -54,7 +56,8 @@ impl Check {
             "sync" | "synchronous" => Check::Sync,
             "read-only-sync" | "read-only-synchronous" => Check::ReadOnlySync,
             "async" | "asynchronous" => Check::Async,
-            "quorum" | "read-only-quorum" => Check::Quorum,
+            "quorum" => Check::Quorum,
+            "read-only-quorum" => Check::ReadOnlyQuorum,
             "health" => Check::Health,
             _ => Check::Unknown,
         }
@@ -67,6 +70,7 @@ pub fn passes(status: &NodeStatus, check: Check, query: &CheckQuery) -> bool {
         Check::Primary => is_primary(status),
         Check::Leader => status.holds_leader_key && is_running(status),
         Check::StandbyLeader | Check::Quorum | Check::Unknown => false,
+        Check::ReadOnlyQuorum => is_primary(status),
         Check::Replica => is_healthy_replica(status, query),
         Check::ReadOnly => is_primary(status) || is_healthy_replica(status, query),
         Check::Sync => is_healthy_replica(status, query) && status.is_sync_standby(),

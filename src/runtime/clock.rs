@@ -16,10 +16,14 @@ pub fn now() -> Instant {
     }
 }
 
-/// Wall-clock time as ISO 8601 (for `/history` and status fields only, never for decisions).
+/// Wall-clock time as ISO 8601 in Patroni's form (`2026-11-25T21:40:00.123456+00:00`), for
+/// `/history` and status fields only, never for decisions.
 pub fn wall_iso() -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]+00:00"
+    );
     time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
+        .format(&format)
         .unwrap_or_default()
 }
 

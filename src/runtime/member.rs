@@ -53,7 +53,6 @@ pub fn member_json(id: &Identity, status: &NodeStatus) -> Value {
     if !status.tags.is_empty() {
         m.insert("tags".into(), Value::Object(status.tags.clone()));
     }
-    m.insert("pending_restart".into(), json!(false));
     Value::Object(m)
 }
 

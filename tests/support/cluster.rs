@@ -656,7 +656,7 @@ impl Cluster {
             if victims.iter().all(|&p| !pid_alive(p)) {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(50)); // poll interval of a bounded wait
         }
         let alive: Vec<i32> = victims.into_iter().filter(|&p| pid_alive(p)).collect();
         eprintln!("[harness] WARNING: processes still alive after SIGKILL: {alive:?}");

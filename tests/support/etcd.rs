@@ -413,7 +413,7 @@ impl Drop for EtcdCluster {
             if pids.iter().all(|&p| !pid_alive(p)) {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(50)); // poll interval of a bounded wait
         }
     }
 }

@@ -266,7 +266,7 @@ pub fn run_capture(cmd: &mut Command, timeout: Duration) -> Captured {
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
-            Ok(None) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(20)), // poll interval
             _ => {
                 let pid = child.id() as i32;
                 let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);

@@ -24,6 +24,7 @@ fn settings(failover_priority: i64) -> NodeSettings {
     };
     NodeSettings {
         name: ME.into(),
+        watchdog_required: false,
         failover_priority,
         use_pg_rewind: None,
         remove_data_directory_on_rewind_failure: false,
@@ -848,4 +849,34 @@ fn a_ttl_change_moves_the_leader_key_onto_the_new_lease_without_demoting() {
     );
     assert!(node.status().holds_leader_key);
     assert_eq!(node.state(), "primary");
+}
+
+#[test]
+fn a_node_whose_watchdog_is_required_but_missing_never_races() {
+    let mut s = settings(1);
+    s.watchdog_required = true;
+    let mut node = Node::new(s, Instant(0));
+    node.handle_input(Instant(0), Input::ClusterChanged(view(None, 1000, 10)));
+    node.handle_input(
+        Instant(0),
+        Input::LeaseGranted {
+            lease: LEASE,
+            ttl_secs: 6,
+            sent_at: Instant(0),
+        },
+    );
+    drain(&mut node);
+    node.handle_input(Instant(0), Input::PostgresProbed(pg(true, 1000)));
+    let effects = drain(&mut node);
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. } | Effect::AcquireLeader { .. })),
+        "{effects:?}"
+    );
+    assert!(node
+        .status()
+        .last_race_refusal
+        .unwrap_or_default()
+        .contains("nofailover"));
 }

@@ -62,6 +62,9 @@ pub struct NodeSettings {
     pub name: String,
     /// `failover_priority` (`nofailover` ⇒ 0).
     pub failover_priority: i64,
+    /// `watchdog.mode: required`. Without a usable watchdog such a node must never lead, and
+    /// pgwarden has no watchdog driver yet.
+    pub watchdog_required: bool,
     /// Local `postgresql.use_pg_rewind`, overriding the dynamic value when set.
     pub use_pg_rewind: Option<bool>,
     /// `postgresql.remove_data_directory_on_rewind_failure`.
@@ -171,6 +174,9 @@ impl Agent {
 
     /// Our `failover_priority`.
     pub fn my_failover_priority(&self) -> i64 {
+        if self.settings.watchdog_required {
+            return 0; // Patroni's rule: a required but unusable watchdog never leads
+        }
         self.settings.failover_priority
     }
 

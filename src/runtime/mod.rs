@@ -25,7 +25,8 @@ use member::Identity;
 pub fn node_settings(config: &Config) -> NodeSettings {
     NodeSettings {
         name: config.name.clone(),
-        failover_priority: if config.tags.nofailover || watchdog_blocks_leadership(config) {
+        watchdog_required: watchdog_required(config),
+        failover_priority: if config.tags.nofailover {
             0
         } else {
             config.tags.failover_priority
@@ -40,10 +41,9 @@ pub fn node_settings(config: &Config) -> NodeSettings {
     }
 }
 
-/// `watchdog.mode: required` means "never lead without an armed watchdog". pgwarden has
-/// no watchdog driver yet, so such a node never races (Patroni's rule when the device is
-/// unusable).
-fn watchdog_blocks_leadership(config: &Config) -> bool {
+/// `watchdog.mode: required` ("never lead without an armed watchdog"); the core draws the
+/// consequence.
+fn watchdog_required(config: &Config) -> bool {
     config.watchdog.mode == crate::config::WatchdogMode::Required
 }
 
@@ -131,7 +131,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if dcs.synchronous_mode_strict {
         tracing::warn!("synchronous_mode_strict is not implemented yet: with no synchronous standby left, writes continue without one");
     }
-    if watchdog_blocks_leadership(&config) {
+    if watchdog_required(&config) {
         tracing::warn!("watchdog.mode is required but pgwarden has no watchdog driver yet: this node will never become leader");
     }
     loop {

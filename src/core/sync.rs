@@ -139,6 +139,9 @@ mod tests {
             sync_state: sync_state.into(),
             flush_lsn: Some(Lsn(100)),
             replay_lsn: Some(Lsn(100)),
+            usename: None,
+            client_addr: None,
+            sync_priority: 0,
         }
     }
 

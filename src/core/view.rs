@@ -263,6 +263,12 @@ pub struct ReplicationPeer {
     pub flush_lsn: Option<Lsn>,
     /// `replay_lsn`.
     pub replay_lsn: Option<Lsn>,
+    /// `usename`.
+    pub usename: Option<String>,
+    /// `client_addr`.
+    pub client_addr: Option<String>,
+    /// `sync_priority`.
+    pub sync_priority: i32,
 }
 
 /// A running PostgreSQL that answered the probe.

@@ -187,7 +187,7 @@ async fn query_server(settings: &PgSettings) -> Result<ServerObservation, PgErro
         } else {
             let rows = client
                 .query(
-                    "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text FROM pg_stat_replication",
+                    "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text, usename::text, host(client_addr), sync_priority FROM pg_stat_replication",
                     &[],
                 )
                 .await
@@ -206,6 +206,9 @@ async fn query_server(settings: &PgSettings) -> Result<ServerObservation, PgErro
                         .get::<_, Option<String>>(4)
                         .as_deref()
                         .and_then(Lsn::parse),
+                    usename: r.get(5),
+                    client_addr: r.get(6),
+                    sync_priority: r.get::<_, Option<i32>>(7).unwrap_or_default(),
                 })
                 .collect();
         }

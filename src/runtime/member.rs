@@ -90,12 +90,12 @@ pub fn patroni_json(id: &Identity, status: &NodeStatus, dcs_last_seen_epoch: Opt
                 .iter()
                 .map(|r| {
                     json!({
-                        "usename": Value::Null,
+                        "usename": r.usename,
                         "application_name": r.application_name,
-                        "client_addr": Value::Null,
+                        "client_addr": r.client_addr,
                         "state": r.state,
                         "sync_state": r.sync_state,
-                        "sync_priority": if r.sync_state == "sync" { 1 } else { 0 },
+                        "sync_priority": r.sync_priority,
                     })
                 })
                 .collect();

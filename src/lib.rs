@@ -9,5 +9,6 @@ pub mod config;
 pub mod core;
 pub mod ctl;
 pub mod dcs;
+pub mod policy;
 pub mod postgres;
 pub mod runtime;

@@ -1,0 +1,1 @@
+//! Native unit tests of the default policy.

@@ -8,7 +8,7 @@ use pgwarden::core::view::{
     PgObservation, ServerObservation, SyncState, Versioned,
 };
 use pgwarden::core::{
-    DemoteMode, Effect, Input, Instant, LeaseId, Lsn, Node, NodeSettings, PgAction,
+    decide_with_default, DemoteMode, PolicyAnswer, Effect, Input, Instant, LeaseId, Lsn, Node, NodeSettings, PgAction,
     PgActionOutcome, Timeline,
 };
 
@@ -98,7 +98,24 @@ fn pg(in_recovery: bool, lsn: u64) -> PgObservation {
     }
 }
 
+/// Effects, with every policy call answered at once by the native default policy (the
+/// answers' own effects included).
 fn drain(node: &mut Node) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    while let Some(effect) = node.poll_effect() {
+        match effect {
+            Effect::ConsultPolicy(call) => {
+                let now = node.status().now;
+                node.handle_input(now, Input::PolicyDecided(decide_with_default(&call)));
+            }
+            other => effects.push(other),
+        }
+    }
+    effects
+}
+
+/// Effects as emitted, policy calls included and unanswered.
+fn drain_raw(node: &mut Node) -> Vec<Effect> {
     std::iter::from_fn(|| node.poll_effect()).collect()
 }
 
@@ -312,7 +329,7 @@ fn synchronous_mode_only_lets_sync_members_race() {
         .status()
         .last_race_refusal
         .unwrap_or_default()
-        .contains("/sync"));
+        .contains("not-in-sync-set"));
 }
 
 /// A node that bootstrapped the cluster and runs as primary holding the key.
@@ -879,4 +896,166 @@ fn a_node_whose_watchdog_is_required_but_missing_never_races() {
         .last_race_refusal
         .unwrap_or_default()
         .contains("nofailover"));
+}
+
+/// Answer every pending policy call with `decision`; returns the other effects.
+fn answer_all(node: &mut Node, decision: &pgwarden_policy::Decision) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    let mut pending: Vec<Effect> = drain_raw(node);
+    while !pending.is_empty() {
+        for effect in std::mem::take(&mut pending) {
+            match effect {
+                Effect::ConsultPolicy(call) => {
+                    let now = node.status().now;
+                    node.handle_input(
+                        now,
+                        Input::PolicyDecided(PolicyAnswer {
+                            seq: call.seq,
+                            decision: decision.clone(),
+                            fallback: None,
+                        }),
+                    );
+                    pending.extend(drain_raw(node));
+                }
+                other => effects.push(other),
+            }
+        }
+    }
+    effects
+}
+
+fn always_race() -> pgwarden_policy::Decision {
+    pgwarden_policy::Decision {
+        race: pgwarden_policy::Race::Race,
+        preference: vec![ME.into()],
+        fence: pgwarden_policy::Fence::None,
+        sync_standbys: None,
+    }
+}
+
+#[test]
+fn the_gate_refuses_a_policy_that_races_while_another_member_leads() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    node.handle_input(Instant(t + 1000), Input::Tick);
+    assert!(drain_raw(&mut node).contains(&Effect::ProbePostgres));
+    node.handle_input(Instant(t + 1000), Input::PostgresProbed(pg(true, 1000)));
+    let effects = answer_all(&mut node, &always_race());
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::AcquireLeader { .. } | Effect::Pg(PgAction::Promote { .. }))),
+        "{effects:?}"
+    );
+    let status = node.status();
+    assert_eq!(status.state, "replica");
+    assert!(
+        status.policy.gate_rejections.get("leader-key-held").copied() >= Some(1),
+        "{:?}",
+        status.policy
+    );
+    assert!(status
+        .policy
+        .last_gate_rejection
+        .unwrap_or_default()
+        .contains("node1"));
+}
+
+#[test]
+fn the_gate_refuses_an_election_answer_once_the_node_lags() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    let effects = leader_key_deleted(&mut node, t, 1000, 1000);
+    assert!(effects.iter().any(|e| matches!(e, Effect::ProbePeers { .. })));
+    assert_eq!(node.state(), "candidate");
+    // The leader's last position moves far ahead while the peers are probed.
+    node.handle_input(
+        Instant(t + 1),
+        Input::ClusterChanged(view(None, 1000 + 10 * 1_048_576, 21)),
+    );
+    node.handle_input(Instant(t + 2), Input::PeersProbed(Vec::new()));
+    let effects = answer_all(&mut node, &always_race());
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::AcquireLeader { .. })),
+        "{effects:?}"
+    );
+    assert_eq!(node.state(), "replica");
+    let status = node.status();
+    assert_eq!(
+        status.policy.gate_rejections.get("lag-exceeded").copied(),
+        Some(1),
+        "{:?}",
+        status.policy
+    );
+    assert!(status
+        .last_race_refusal
+        .unwrap_or_default()
+        .contains("invariant gate"));
+}
+
+#[test]
+fn a_policy_that_waits_postpones_the_race_and_is_asked_again() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    leader_key_deleted(&mut node, t, 1000, 1000);
+    node.handle_input(Instant(t + 1), Input::PeersProbed(Vec::new()));
+    let wait = pgwarden_policy::Decision {
+        race: pgwarden_policy::Race::Wait(pgwarden_policy::Wait {
+            delay_ms: 300,
+            reason: "waiting for a same-zone replica".into(),
+        }),
+        preference: Vec::new(),
+        fence: pgwarden_policy::Fence::None,
+        sync_standbys: None,
+    };
+    let effects = answer_all(&mut node, &wait);
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::AcquireLeader { .. })));
+    assert_eq!(node.state(), "replica");
+    assert!(node
+        .status()
+        .last_race_refusal
+        .unwrap_or_default()
+        .contains("same-zone"));
+    // Asked again after the delay, not a whole loop_wait later.
+    assert_eq!(node.poll_timeout(), Some(Instant(t + 1 + 300)));
+    node.handle_input(Instant(t + 301), Input::Tick);
+    assert!(drain(&mut node).contains(&Effect::ProbePostgres));
+}
+
+#[test]
+fn a_policy_may_demote_the_primary_early_and_the_key_is_released_only_after_the_stop() {
+    let mut node = primary();
+    node.handle_input(Instant(600), Input::Tick);
+    let demote = pgwarden_policy::Decision {
+        race: pgwarden_policy::Race::Race,
+        preference: Vec::new(),
+        fence: pgwarden_policy::Fence::Demote("maintenance window".into()),
+        sync_standbys: None,
+    };
+    node.handle_input(Instant(600), Input::PostgresProbed(pg(false, 2000)));
+    let effects = answer_all(&mut node, &demote);
+    assert!(
+        effects.contains(&Effect::Pg(PgAction::Demote {
+            mode: DemoteMode::Graceful
+        })),
+        "{effects:?}"
+    );
+    assert!(!effects.contains(&Effect::ReleaseLeader), "not before the stop");
+    assert_eq!(node.state(), "demoting");
+    node.handle_input(
+        Instant(700),
+        Input::PgActionFinished {
+            action: PgAction::Demote {
+                mode: DemoteMode::Graceful,
+            },
+            outcome: PgActionOutcome::Done { sysid: None },
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(effects.contains(&Effect::ReleaseLeader), "{effects:?}");
+    assert!(
+        !node.status().holds_leader_key,
+        "a released key is not ours while the release is in flight"
+    );
 }

@@ -21,6 +21,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "patroni_cluster_unlocked",
     "patroni_postgres_server_version",
     "pgwarden_lease_remaining_milliseconds",
+    "pgwarden_policy_gate_rejections_total",
+    "pgwarden_policy_fallbacks_total",
 ];
 use crate::core::status::Role;
 
@@ -108,6 +110,25 @@ pub(super) async fn get_metrics(State(state): State<ApiState>) -> impl IntoRespo
             .filter(|_| s.holds_leader_key)
             .map(|d| d.0 as i128 - s.now.0 as i128)
             .unwrap_or(0),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP pgwarden_policy_gate_rejections_total Policy decisions the invariant gate refused, by rule.\n\
+         # TYPE pgwarden_policy_gate_rejections_total counter"
+    );
+    for (rule, count) in &s.policy.gate_rejections {
+        let _ = writeln!(
+            out,
+            "pgwarden_policy_gate_rejections_total{{scope=\"{}\",name=\"{}\",rule=\"{rule}\"}} {count}",
+            state.config.scope, state.config.name
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP pgwarden_policy_fallbacks_total Policy calls the embedded default answered because the policy failed.\n\
+         # TYPE pgwarden_policy_fallbacks_total counter\n\
+         pgwarden_policy_fallbacks_total{labels} {}",
+        s.policy.fallbacks
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

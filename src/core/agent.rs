@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::effect::{Effect, PgAction, Upstream};
-use super::election::{FailoverPolicy, PatroniRules, RaceContext, RaceVerdict};
+use super::consult::{self, ConsultPurpose, PolicyAnswer, PolicyCall};
+use super::gate::GateLog;
 use super::input::PgActionOutcome;
 use super::lease::Lease;
 use super::safety;
@@ -129,8 +130,30 @@ pub struct Agent {
     pub state_name: &'static str,
     /// Last PostgreSQL action error.
     pub last_error: Option<String>,
-    /// Failover decisions (the policy boundary).
-    pub policy: PatroniRules,
+    /// Last lock store error, until it answers again.
+    pub dcs_error: Option<String>,
+    /// Sequence number of the last policy call.
+    pub consult_seq: u64,
+    /// The election call waiting for its answer, and when it was asked.
+    pub pending_election: Option<(u64, Instant)>,
+    /// The last leader as last seen (its member key expires with it).
+    pub last_leader: Option<pgwarden_policy::Member>,
+    /// Since when the leader key has been free.
+    pub leaderless_since: Option<Instant>,
+    /// The policy's last promotion preference order.
+    pub last_preference: Vec<String>,
+    /// The synchronous standbys the policy chose, after the gate's check (`None`: the
+    /// default rule).
+    pub policy_sync: Option<Vec<String>>,
+    /// Answers decided by the embedded default because the policy failed.
+    pub policy_fallbacks: u64,
+    /// Decisions the invariant gate refused.
+    pub gate: GateLog,
+    /// We released the leader key after a policy's demotion: do not count it as ours while
+    /// the release is in flight.
+    pub release_pending: bool,
+    /// Run a decision cycle no later than this (a policy asked to be consulted again).
+    pub wake_at: Option<Instant>,
 }
 
 impl Agent {
@@ -162,7 +185,17 @@ impl Agent {
             last_transition: String::new(),
             state_name: "starting",
             last_error: None,
-            policy: PatroniRules,
+            dcs_error: None,
+            consult_seq: 0,
+            pending_election: None,
+            last_leader: None,
+            leaderless_since: None,
+            last_preference: Vec::new(),
+            policy_sync: None,
+            policy_fallbacks: 0,
+            gate: GateLog::default(),
+            release_pending: false,
+            wake_at: None,
         }
     }
 
@@ -198,6 +231,9 @@ impl Agent {
         let (Some(lease), Some(view)) = (self.lease.id, self.view.as_ref()) else {
             return false;
         };
+        if self.release_pending {
+            return false;
+        }
         if self.pending_acquisition().is_some() {
             return true;
         }
@@ -265,25 +301,96 @@ impl Agent {
             .collect()
     }
 
-    /// Ask the failover policy whether to race (with or without peers' reports).
-    pub fn race_verdict(&self, with_peers: bool) -> RaceVerdict {
-        let (Some(view), Some(pg)) = (self.view.as_ref(), self.pg.as_ref()) else {
-            return RaceVerdict::StandDown("no view of the cluster or PostgreSQL yet".into());
-        };
-        let peers = if with_peers {
-            self.peers.as_deref()
-        } else {
-            None
-        };
-        let ctx = RaceContext {
-            me: &self.settings.name,
-            my_failover_priority: self.my_failover_priority(),
+    /// Queue a policy call; the answer comes back as `Input::PolicyDecided`.
+    pub fn consult(&mut self, purpose: ConsultPurpose, event: pgwarden_policy::Event) -> u64 {
+        self.consult_seq += 1;
+        let seq = self.consult_seq;
+        let view = consult::policy_view(self, purpose == ConsultPurpose::Election);
+        self.outbox.push(Effect::ConsultPolicy(Box::new(PolicyCall {
+            seq,
+            purpose,
+            event,
             view,
-            pg,
-            config: &self.config,
-            peers,
-        };
-        self.policy.should_race(&ctx)
+        })));
+        seq
+    }
+
+    /// The invariant gate for racing; `Err` names the rule.
+    pub fn check_race_allowed(&self) -> Result<(), safety::RaceRule> {
+        let pg = self.pg.as_ref();
+        let view = self.view.as_ref();
+        safety::check_race(&safety::RaceFacts {
+            me: &self.settings.name,
+            failover_priority: self.my_failover_priority(),
+            leader: view.and_then(|v| v.leader_name()),
+            postgres_running: pg.is_some_and(|p| p.is_running()),
+            postgres_primary: pg.is_some_and(|p| p.is_primary()),
+            my_position: pg.and_then(|p| p.wal_position()),
+            leader_position: view.and_then(|v| v.optime),
+            maximum_lag: self.config.maximum_lag_on_failover,
+            my_timeline: pg.and_then(|p| p.timeline()),
+            cluster_timeline: view.and_then(|v| v.timeline()),
+            synchronous_mode: self.config.synchronous_mode != SynchronousMode::Off,
+            sync: view.and_then(|v| v.sync.as_ref()).map(|s| &s.value),
+        })
+    }
+
+    /// Book-keeping for every policy answer: fallbacks, preference, the synchronous standby
+    /// choice (checked here, once per answer), and the gate's verdict on a routine "race"
+    /// while another member leads.
+    pub fn note_decision(&mut self, answer: &PolicyAnswer) {
+        if let Some(error) = &answer.fallback {
+            self.policy_fallbacks += 1;
+            tracing::warn!(node = %self.settings.name, %error, "policy failed; the embedded default decided");
+        }
+        self.last_preference = answer.decision.preference.clone();
+        self.policy_sync = self.checked_sync_choice(answer.decision.sync_standbys.as_deref());
+        let routine_race = answer.decision.race == pgwarden_policy::Race::Race
+            && self.pending_election.map(|(seq, _)| seq) != Some(answer.seq)
+            && !self.holds_leader_key()
+            && self.view_leader().is_some();
+        if routine_race {
+            if let Err(rule) = self.check_race_allowed() {
+                self.gate.reject(&self.settings.name, "race", rule.name(), rule.to_string());
+            }
+        }
+    }
+
+    /// The policy's synchronous standbys, minus those that may not be synchronous (each one
+    /// refused by the gate), at most `synchronous_node_count`.
+    fn checked_sync_choice(&mut self, chosen: Option<&[String]>) -> Option<Vec<String>> {
+        let chosen = chosen?;
+        if !self.holds_leader_key() {
+            return None;
+        }
+        let server = self.pg.as_ref()?.server.as_ref()?;
+        let view = self.view.as_ref()?;
+        let mut accepted = Vec::new();
+        let mut refused = Vec::new();
+        for name in chosen {
+            let streaming = server
+                .replication
+                .iter()
+                .any(|r| &r.application_name == name && r.state == "streaming");
+            let may_be_sync = view.members.get(name).is_some_and(|m| m.can_be_sync());
+            if name != &self.settings.name && streaming && may_be_sync {
+                if !accepted.contains(name) {
+                    accepted.push(name.clone());
+                }
+            } else {
+                refused.push(name.clone());
+            }
+        }
+        for name in refused {
+            self.gate.reject(
+                &self.settings.name,
+                "sync-standbys",
+                "sync-standby-not-eligible",
+                format!("{name} is not a streaming member that may be synchronous"),
+            );
+        }
+        accepted.truncate(self.config.synchronous_node_count.max(1) as usize);
+        Some(accepted)
     }
 
     /// The invariant gate for promotion; `Err` names the rule.
@@ -409,16 +516,11 @@ impl Agent {
     fn sync_step(&self, server: &ServerObservation) -> Option<SyncStep> {
         let view = self.view.as_ref()?;
         let recorded = view.sync.as_ref();
-        let current: Vec<String> = recorded
-            .filter(|r| r.value.leader.as_deref() == Some(self.settings.name.as_str()))
-            .map(|r| r.value.sync_standby.clone())
-            .unwrap_or_default();
-        let desired = self.policy.choose_sync_standbys(
-            view,
-            &server.replication,
-            &current,
-            self.config.synchronous_node_count.max(1) as usize,
-        );
+        let desired = match &self.policy_sync {
+            Some(chosen) => chosen.clone(),
+            None => pgwarden_policy_default::sync_standbys(&consult::policy_view(self, false))
+                .unwrap_or_default(),
+        };
         let configured = sync::parse_standby_names(&server.synchronous_standby_names);
         sync::next_step(
             &self.settings.name,

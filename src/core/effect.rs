@@ -176,6 +176,9 @@ pub enum Effect {
         /// (name, api_url).
         members: Vec<(String, String)>,
     },
+    /// Ask the policy; report `PolicyDecided` (never later than the policy deadline: the
+    /// runtime answers with the embedded default when the policy fails or hangs).
+    ConsultPolicy(Box<super::consult::PolicyCall>),
     /// Change the local PostgreSQL; report `PgActionFinished`.
     Pg(PgAction),
     /// Stop the agent with an error (unrecoverable local state).

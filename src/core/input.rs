@@ -86,6 +86,8 @@ pub enum Input {
     },
     /// Result of `ProbePeers`.
     PeersProbed(Vec<PeerReport>),
+    /// Result of `ConsultPolicy`.
+    PolicyDecided(super::consult::PolicyAnswer),
     /// A `Pg` action finished.
     PgActionFinished {
         /// The action.

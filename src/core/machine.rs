@@ -10,7 +10,7 @@ use statig::prelude::*;
 
 use super::agent::Agent;
 use super::effect::{DemoteMode, Effect, PgAction};
-use super::election::RaceVerdict;
+use super::consult::{ConsultPurpose, PolicyAnswer};
 use super::input::PgActionOutcome;
 use super::view::DataDir;
 
@@ -31,6 +31,8 @@ pub enum Event {
     SyncWritten(bool),
     /// The leader key is no longer ours, or the lease deadline passed: stop being primary now.
     MustDemote(String),
+    /// The policy answered a call.
+    PolicyDecided(PolicyAnswer),
 }
 
 #[state_machine(
@@ -178,8 +180,17 @@ impl Machine {
     #[state]
     fn demoting(context: &mut Agent, event: &Event) -> Outcome<State> {
         match event {
-            Event::PgActionFinished(action @ PgAction::Demote { .. }, outcome) => {
+            Event::PgActionFinished(action @ PgAction::Demote { mode }, outcome) => {
                 context.note_action_result(action, outcome);
+                let stopped = matches!(outcome, PgActionOutcome::Done { .. });
+                if stopped
+                    && matches!(mode, DemoteMode::Graceful | DemoteMode::Immediate)
+                    && context.holds_leader_key()
+                {
+                    // PostgreSQL is down: only now may another member be promoted.
+                    context.outbox.push(Effect::ReleaseLeader);
+                    context.release_pending = true;
+                }
                 context.data_maybe_diverged = true;
                 context.outbox.reason("PostgreSQL stopped after demotion");
                 Transition(State::starting())
@@ -200,6 +211,10 @@ impl Machine {
                 context.note_action_result(action, outcome);
                 Handled
             }
+            Event::PolicyDecided(answer) => {
+                context.note_decision(answer);
+                Handled
+            }
             _ => Handled,
         }
     }
@@ -217,50 +232,18 @@ impl Machine {
     #[state(superstate = "running")]
     fn candidate(context: &mut Agent, event: &Event) -> Outcome<State> {
         match event {
-            Event::PeersProbed => match context.race_verdict(true) {
-                // The key is free, or still ours from a previous run of the agent (our old
-                // lease): the acquisition moves it onto the current lease (Patroni does too).
-                RaceVerdict::Race
-                    if context
-                        .view_leader()
-                        .is_none_or(|l| l == context.settings.name) =>
-                {
-                    match context.lease.id {
-                        Some(lease) => {
-                            context.outbox.push(Effect::AcquireLeader { lease });
-                            Handled
-                        }
-                        None => {
-                            context
-                                .outbox
-                                .reason("no lease to attach the leader key to");
-                            Transition(State::replica())
-                        }
-                    }
-                }
-                RaceVerdict::Race => {
-                    context
-                        .outbox
-                        .reason("another member took the leader key first");
-                    Transition(State::replica())
-                }
-                RaceVerdict::StandDown(why)
-                    if context.pg.as_ref().is_some_and(|p| p.is_primary()) =>
-                {
-                    // A writable primary that may not lead must stop accepting writes.
-                    context.start_pg(PgAction::Demote {
-                        mode: DemoteMode::ImmediateNolock,
-                    });
-                    context
-                        .outbox
-                        .reason(format!("running primary may not lead: {why}"));
-                    Transition(State::demoting())
-                }
-                RaceVerdict::StandDown(why) => {
-                    context.outbox.reason(format!("not the healthiest: {why}"));
-                    Transition(State::replica())
-                }
-            },
+            Event::PeersProbed => {
+                let seq = context.consult(ConsultPurpose::Election, pgwarden_policy::Event::Election);
+                context.pending_election = Some((seq, context.now));
+                Handled
+            }
+            Event::PolicyDecided(answer)
+                if context.pending_election.map(|(seq, _)| seq) == Some(answer.seq) =>
+            {
+                context.note_decision(answer);
+                context.pending_election = None;
+                context.decide_election(&answer.decision.race)
+            }
             Event::LeaderAcquired(true) => {
                 context.presync_claimed = false;
                 context.promote_after_acquire()
@@ -310,7 +293,7 @@ impl Machine {
                     Transition(State::replica())
                 }
             }
-            Event::Cycle => Handled,
+            Event::Cycle => context.check_election_deadline(),
             _ => Super,
         }
     }
@@ -326,6 +309,10 @@ impl Machine {
                 });
                 context.outbox.reason(format!("demoting: {why}"));
                 Transition(State::demoting())
+            }
+            Event::PolicyDecided(answer) => {
+                context.note_decision(answer);
+                context.apply_fence(&answer.decision.fence)
             }
             _ => Super,
         }
@@ -523,30 +510,116 @@ impl Agent {
     }
 
     fn start_race(&mut self) -> Outcome<State> {
-        let verdict = self.race_verdict(false);
-        if let (RaceVerdict::StandDown(why), true) =
-            (&verdict, self.pg.as_ref().is_some_and(|p| p.is_primary()))
-        {
-            // Not holding the key and not allowed to take it: a writable primary must stop.
-            self.start_pg(PgAction::Demote {
-                mode: DemoteMode::ImmediateNolock,
-            });
-            self.outbox
-                .reason(format!("running primary may not lead: {why}"));
-            return Transition(State::demoting());
-        }
-        match verdict {
-            RaceVerdict::Race => {
-                let members = self.peer_api_urls();
-                self.outbox.push(Effect::ProbePeers { members });
-                self.outbox.reason("leader key is free: racing");
-                Transition(State::candidate())
+        // The gate first: probing peers and asking the policy is pointless when no answer
+        // could be acted on, and a writable primary that may not lead must stop now.
+        if let Err(rule) = self.check_race_allowed() {
+            if self.pg.as_ref().is_some_and(|p| p.is_primary()) {
+                self.start_pg(PgAction::Demote {
+                    mode: DemoteMode::ImmediateNolock,
+                });
+                self.outbox
+                    .reason(format!("running primary may not lead: {rule}"));
+                return Transition(State::demoting());
             }
-            RaceVerdict::StandDown(why) => {
-                self.last_race_refusal = Some(why);
+            self.last_race_refusal = Some(rule.to_string());
+            return Handled;
+        }
+        let members = self.peer_api_urls();
+        self.outbox.push(Effect::ProbePeers { members });
+        self.outbox
+            .reason("leader key is free: probing members before the election");
+        Transition(State::candidate())
+    }
+
+    /// Act on the policy's election answer, through the gate.
+    fn decide_election(&mut self, race: &pgwarden_policy::Race) -> Outcome<State> {
+        let refusal = match race {
+            pgwarden_policy::Race::Race => match self.check_race_allowed() {
+                Ok(()) => None,
+                Err(rule) => {
+                    let detail = rule.to_string();
+                    self.gate
+                        .reject(&self.settings.name, "race", rule.name(), detail.clone());
+                    Some(format!("refused by the invariant gate: {detail}"))
+                }
+            },
+            pgwarden_policy::Race::StandDown(why) => Some(format!("policy: {why}")),
+            pgwarden_policy::Race::Wait(wait) => {
+                let ttl = std::time::Duration::from_secs(self.config.ttl.into());
+                let delay = std::time::Duration::from_millis(wait.delay_ms).min(ttl);
+                self.wake_at = Some(self.now + delay);
+                Some(format!(
+                    "policy waits {} ms: {}",
+                    delay.as_millis(),
+                    wait.reason
+                ))
+            }
+        };
+        if let Some(why) = refusal {
+            self.last_race_refusal = Some(why.clone());
+            if self.pg.as_ref().is_some_and(|p| p.is_primary()) {
+                // Without the key a writable primary must stop, whatever the policy prefers.
+                self.start_pg(PgAction::Demote {
+                    mode: DemoteMode::ImmediateNolock,
+                });
+                self.outbox
+                    .reason(format!("running primary may not lead: {why}"));
+                return Transition(State::demoting());
+            }
+            self.outbox.reason(format!("not racing: {why}"));
+            return Transition(State::replica());
+        }
+        if self
+            .view_leader()
+            .is_some_and(|leader| leader != self.settings.name)
+        {
+            self.outbox
+                .reason("another member took the leader key first");
+            return Transition(State::replica());
+        }
+        // The key is free, or still ours from a previous run of the agent (our old lease):
+        // the acquisition moves it onto the current lease (Patroni does too).
+        match self.lease.id {
+            Some(lease) => {
+                self.outbox.push(Effect::AcquireLeader { lease });
                 Handled
             }
+            None => {
+                self.outbox.reason("no lease to attach the leader key to");
+                Transition(State::replica())
+            }
         }
+    }
+
+    /// An election the policy has not answered within `ttl` is abandoned.
+    fn check_election_deadline(&mut self) -> Outcome<State> {
+        let ttl = std::time::Duration::from_secs(self.config.ttl.into());
+        match self.pending_election {
+            Some((_, asked)) if self.now.saturating_since(asked) > ttl => {
+                self.pending_election = None;
+                self.outbox
+                    .reason("the policy did not answer the election in time");
+                Transition(State::replica())
+            }
+            _ => Handled,
+        }
+    }
+
+    /// A policy may stop the local primary earlier than the host would (never later: the
+    /// host's own deadline does not wait for it).
+    fn apply_fence(&mut self, fence: &pgwarden_policy::Fence) -> Outcome<State> {
+        let (mode, why) = match fence {
+            pgwarden_policy::Fence::None => return Handled,
+            pgwarden_policy::Fence::Demote(why) => (DemoteMode::Graceful, why),
+            pgwarden_policy::Fence::Fence(why) => (DemoteMode::Immediate, why),
+        };
+        if self.pg_action.is_some() {
+            return Handled; // an action is running; the next answer will ask again
+        }
+        self.start_pg(PgAction::Demote { mode });
+        self.outbox
+            .reason(format!("policy stops the primary: {why}"));
+        Transition(State::demoting())
     }
 
     fn promote_after_acquire(&mut self) -> Outcome<State> {

@@ -5,8 +5,9 @@
 //! `tests/architecture.rs` enforces that by scanning this folder's imports.
 
 pub mod agent;
+pub mod consult;
 pub mod effect;
-pub mod election;
+pub mod gate;
 pub mod health;
 pub mod input;
 pub mod lease;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use statig::prelude::*;
 
 pub use agent::{slot_name_for_member, NodeSettings};
+pub use consult::{decide_with_default, ConsultPurpose, PolicyAnswer, PolicyCall};
 pub use effect::{DemoteMode, Effect, PgAction, Upstream};
 pub use input::{Input, PgActionOutcome};
 pub use status::NodeStatus;
@@ -48,7 +50,8 @@ pub struct Node {
     /// A replacement lease waiting for the leader key to move onto it.
     rotation: Option<Rotation>,
     dcs_last_seen: Option<Instant>,
-    dcs_error: Option<String>,
+    /// Facts as of the last policy events, to derive the next ones.
+    baseline: consult::EventBaseline,
     /// Revision of a `/config` we refused, so the refusal is logged once.
     rejected_config_revision: Option<i64>,
     /// Last undecodable `/config` error, logged once.
@@ -74,7 +77,7 @@ impl Node {
             next_lease_at: now,
             rotation: None,
             dcs_last_seen: None,
-            dcs_error: None,
+            baseline: consult::EventBaseline::default(),
             rejected_config_revision: None,
             rejected_config_error: None,
         }
@@ -88,7 +91,7 @@ impl Node {
             Input::ClusterChanged(view) => self.on_cluster_changed(now, view),
             Input::DcsUnreachable { error } => {
                 tracing::warn!(node = %self.agent.settings.name, %error, "lock store unreachable");
-                self.dcs_error = Some(error);
+                self.agent.dcs_error = Some(error);
             }
             Input::PostgresProbed(observation) => {
                 let fresh = self.probe_in_flight == Some(self.action_seq);
@@ -130,7 +133,7 @@ impl Node {
             }
             Input::LeaseGrantFailed { error } => {
                 self.grant_in_flight = false;
-                self.dcs_error = Some(error);
+                self.agent.dcs_error = Some(error);
             }
             Input::LeaseRenewed { lease, sent_at } => {
                 self.renewal_in_flight = false;
@@ -149,7 +152,7 @@ impl Node {
                     self.agent.acquired_leader = None;
                     self.next_lease_at = now;
                 } else {
-                    self.dcs_error = Some(error);
+                    self.agent.dcs_error = Some(error);
                 }
             }
             Input::InitializeRaced { won } => self.dispatch(Event::InitializeRaced(won)),
@@ -205,6 +208,7 @@ impl Node {
                 self.agent.peers = Some(reports);
                 self.dispatch(Event::PeersProbed);
             }
+            Input::PolicyDecided(answer) => self.dispatch(Event::PolicyDecided(answer)),
             Input::PgActionFinished { action, outcome } => {
                 if self.agent.pg_action.as_ref() == Some(&action) {
                     self.agent.pg_action = None;
@@ -215,7 +219,22 @@ impl Node {
             }
         }
         self.enforce_deadline();
+        self.consult_on_events();
+        if let Some(wake) = self.agent.wake_at.take() {
+            self.next_cycle_at = self.next_cycle_at.min(wake);
+        }
         self.maybe_start_cycle(now);
+    }
+
+    /// Every change of the facts a policy cares about becomes an event it is consulted on.
+    fn consult_on_events(&mut self) {
+        let events = self.baseline.advance(&self.agent);
+        if self.agent.view.is_none() {
+            return;
+        }
+        for event in events {
+            self.agent.consult(ConsultPurpose::Routine, event);
+        }
     }
 
     /// Next effect to execute.
@@ -268,9 +287,15 @@ impl Node {
             last_error: a.last_error.clone(),
             last_race_refusal: a.last_race_refusal.clone(),
             dcs_last_seen: self.dcs_last_seen,
-            dcs_error: self.dcs_error.clone(),
+            dcs_error: self.agent.dcs_error.clone(),
             loop_wait: Duration::from_secs(a.config.loop_wait.into()),
             ttl: Duration::from_secs(a.config.ttl.into()),
+            policy: status::PolicyStatus {
+                gate_rejections: a.gate.rejections.clone(),
+                last_gate_rejection: a.gate.last.clone(),
+                fallbacks: a.policy_fallbacks,
+                preference: a.last_preference.clone(),
+            },
         }
     }
 
@@ -286,7 +311,7 @@ impl Node {
 
     fn dcs_seen(&mut self, now: Instant) {
         self.dcs_last_seen = Some(now);
-        self.dcs_error = None;
+        self.agent.dcs_error = None;
     }
 
     fn acting_as_leader(&self) -> bool {
@@ -329,7 +354,15 @@ impl Node {
         }
         let old_leader = self.agent.view.as_ref().and_then(|v| v.leader.clone());
         let new_leader = view.leader.clone();
+        if self.agent.release_pending
+            && new_leader
+                .as_ref()
+                .is_none_or(|l| l.name != self.agent.settings.name)
+        {
+            self.agent.release_pending = false;
+        }
         self.agent.view = Some(view);
+        consult::track_leader(&mut self.agent);
         if old_leader != new_leader {
             // React to a vanished or changed leader key now, not at the next loop.
             self.next_cycle_at = now;
@@ -419,6 +452,13 @@ impl Node {
         }
         if let Some(lease) = self.agent.lease.id {
             self.agent.outbox.push(Effect::TouchMember { lease });
+        }
+        if matches!(
+            self.machine.state(),
+            State::Replica {} | State::Primary {} | State::Candidate {}
+        ) {
+            self.agent
+                .consult(ConsultPurpose::Routine, pgwarden_policy::Event::Tick);
         }
     }
 }

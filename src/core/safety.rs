@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::types::Timeline;
+use super::types::{Lsn, Timeline};
 use super::view::SyncState;
 
 /// A safety rule that refused a decision.
@@ -77,6 +77,132 @@ pub fn check_promotion(facts: &PromotionFacts<'_>) -> Result<(), Rule> {
             if !sync.allows(facts.me) {
                 return Err(Rule::NotSynchronous);
             }
+        }
+    }
+    Ok(())
+}
+
+/// A rule that refused a policy's decision to race for the leader key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RaceRule {
+    /// `nofailover`, `failover_priority` ≤ 0, or a required watchdog that is not usable.
+    MayNotLead,
+    /// Another member holds the leader key.
+    LeaderKeyHeld(String),
+    /// PostgreSQL does not answer.
+    PostgresNotRunning,
+    /// Our timeline is behind the cluster's.
+    BehindClusterTimeline {
+        /// Ours.
+        mine: Timeline,
+        /// The cluster's.
+        cluster: Timeline,
+    },
+    /// Synchronous mode and `/sync` does not name us.
+    NotSynchronous,
+    /// Further behind the leader's last position than `maximum_lag_on_failover`.
+    LagExceeded {
+        /// Bytes behind.
+        lag: u64,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+impl RaceRule {
+    /// Stable name, for metrics labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RaceRule::MayNotLead => "may-not-lead",
+            RaceRule::LeaderKeyHeld(_) => "leader-key-held",
+            RaceRule::PostgresNotRunning => "postgres-not-running",
+            RaceRule::BehindClusterTimeline { .. } => "behind-cluster-timeline",
+            RaceRule::NotSynchronous => "not-in-sync-set",
+            RaceRule::LagExceeded { .. } => "lag-exceeded",
+        }
+    }
+}
+
+impl fmt::Display for RaceRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RaceRule::MayNotLead => write!(f, "may-not-lead (nofailover, failover_priority <= 0 or required watchdog unusable)"),
+            RaceRule::LeaderKeyHeld(holder) => write!(f, "leader-key-held (by {holder})"),
+            RaceRule::PostgresNotRunning => write!(f, "postgres-not-running"),
+            RaceRule::BehindClusterTimeline { mine, cluster } => {
+                write!(f, "behind-cluster-timeline (ours {mine}, cluster {cluster})")
+            }
+            RaceRule::NotSynchronous => write!(f, "not-in-sync-set"),
+            RaceRule::LagExceeded { lag, limit } => {
+                write!(f, "lag-exceeded ({lag} bytes > maximum_lag_on_failover {limit})")
+            }
+        }
+    }
+}
+
+/// What the race check looks at.
+#[derive(Clone, Copy, Debug)]
+pub struct RaceFacts<'a> {
+    /// Our name.
+    pub me: &'a str,
+    /// Our effective `failover_priority`.
+    pub failover_priority: i64,
+    /// Holder of the leader key, if any.
+    pub leader: Option<&'a str>,
+    /// PostgreSQL answers queries.
+    pub postgres_running: bool,
+    /// It runs read-write.
+    pub postgres_primary: bool,
+    /// Our WAL position.
+    pub my_position: Option<Lsn>,
+    /// The leader's last published position.
+    pub leader_position: Option<Lsn>,
+    /// `maximum_lag_on_failover`.
+    pub maximum_lag: u64,
+    /// Our timeline.
+    pub my_timeline: Option<Timeline>,
+    /// The cluster's timeline from `/history`.
+    pub cluster_timeline: Option<Timeline>,
+    /// Any synchronous mode.
+    pub synchronous_mode: bool,
+    /// `/sync`.
+    pub sync: Option<&'a SyncState>,
+}
+
+/// Check that racing for the leader key now breaks no invariant, whatever a policy said.
+/// The holder of the key itself is not racing and is not checked here.
+pub fn check_race(facts: &RaceFacts<'_>) -> Result<(), RaceRule> {
+    if facts.failover_priority <= 0 {
+        return Err(RaceRule::MayNotLead);
+    }
+    if let Some(holder) = facts.leader.filter(|l| *l != facts.me) {
+        return Err(RaceRule::LeaderKeyHeld(holder.to_owned()));
+    }
+    if !facts.postgres_running {
+        return Err(RaceRule::PostgresNotRunning);
+    }
+    if let (Some(mine), Some(cluster)) = (facts.my_timeline, facts.cluster_timeline) {
+        if mine < cluster {
+            return Err(RaceRule::BehindClusterTimeline { mine, cluster });
+        }
+    }
+    if facts.postgres_primary {
+        return Ok(()); // a running primary on the cluster timeline has every committed write
+    }
+    if facts.synchronous_mode {
+        if let Some(sync) = facts.sync.filter(|s| s.leader.is_some()) {
+            if !sync.allows(facts.me) {
+                return Err(RaceRule::NotSynchronous);
+            }
+        }
+    }
+    if let (Some(mine), Some(leader)) = (facts.my_position, facts.leader_position) {
+        let lag = leader.bytes_since(mine);
+        if lag > facts.maximum_lag {
+            return Err(RaceRule::LagExceeded {
+                lag,
+                limit: facts.maximum_lag,
+            });
         }
     }
     Ok(())

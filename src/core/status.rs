@@ -50,6 +50,21 @@ pub struct NodeStatus {
     pub loop_wait: Duration,
     /// `ttl`.
     pub ttl: Duration,
+    /// What the policy and the invariant gate did.
+    pub policy: PolicyStatus,
+}
+
+/// The policy's and the gate's record, for `/patroni` and `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyStatus {
+    /// Decisions the invariant gate refused, by rule.
+    pub gate_rejections: std::collections::BTreeMap<&'static str, u64>,
+    /// The last refusal.
+    pub last_gate_rejection: Option<String>,
+    /// Answers the embedded default gave because the policy failed.
+    pub fallbacks: u64,
+    /// The policy's last promotion preference.
+    pub preference: Vec<String>,
 }
 
 /// Patroni's role names.

@@ -47,6 +47,8 @@ pub struct Executor {
     pub peer_probe_timeout: Duration,
     /// Bound on lock store retries.
     pub retry_timeout: Duration,
+    /// Policy calls.
+    pub policy: super::policy::PolicyRunner,
 }
 
 impl Executor {
@@ -58,11 +60,26 @@ impl Executor {
                 let config = self.status.borrow().config.clone();
                 let _ = self.pg_queue.send((action, config));
             }
+            Effect::ConsultPolicy(call) => self.policy.submit(call),
             Effect::Shutdown { reason } => {
                 tracing::error!(%reason, "stopping the agent");
                 std::process::exit(1);
             }
-            other => {
+            other @ (Effect::GrantLease { .. }
+            | Effect::RenewLease { .. }
+            | Effect::RevokeLease { .. }
+            | Effect::ProbePostgres
+            | Effect::TouchMember { .. }
+            | Effect::RaceInitialize
+            | Effect::CancelInitialize
+            | Effect::WriteInitialize { .. }
+            | Effect::WriteInitialConfig
+            | Effect::AcquireLeader { .. }
+            | Effect::ReleaseLeader
+            | Effect::WriteSync { .. }
+            | Effect::WriteStatus { .. }
+            | Effect::UpdateHistory { .. }
+            | Effect::ProbePeers { .. }) => {
                 tokio::spawn(async move { this.run(other).await });
             }
         }
@@ -233,7 +250,7 @@ impl Executor {
                 let reports = futures_join_all(probes).await;
                 self.send(Input::PeersProbed(reports));
             }
-            Effect::Pg(_) | Effect::Shutdown { .. } => {}
+            Effect::Pg(_) | Effect::ConsultPolicy(_) | Effect::Shutdown { .. } => {}
         }
     }
 }

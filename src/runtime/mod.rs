@@ -6,6 +6,7 @@ pub mod clock;
 pub mod executor;
 pub mod http;
 pub mod member;
+pub mod policy;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -109,6 +110,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         api::ApiState::new(identity.clone(), status_rx.clone(), config.clone()),
     ));
 
+    let policy = policy::PolicyRunner::spawn(
+        policy::NativeDefault,
+        input_tx.clone(),
+        Duration::from_millis(500),
+    )
+    .context("starting the policy thread")?;
     let executor = Executor {
         inputs: input_tx.clone(),
         store: store.clone(),
@@ -119,6 +126,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         bootstrap_config: config.bootstrap.dcs.clone(),
         peer_probe_timeout: Duration::from_millis(config.pgwarden.peer_probe_timeout_ms),
         retry_timeout: Duration::from_secs(config.bootstrap.dcs.retry_timeout.into()),
+        policy,
     };
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -42,7 +42,9 @@ pub fn race(view: &ClusterView) -> Race {
     if view.lease.mine {
         return Race::Race; // we lead: keep it (a policy steps down through `fence`)
     }
-    if let Some(holder) = &view.lease.holder {
+    // Our own name on an older lease (the agent restarted) is not another leader: the
+    // acquisition moves the key onto the current lease.
+    if let Some(holder) = view.lease.holder.as_ref().filter(|h| **h != view.me) {
         return Race::StandDown(format!("{holder} holds the leader key"));
     }
     if let Some(candidate) = view

@@ -1,0 +1,430 @@
+//! Consulting the policy: what the core sends (`PolicyCall`: an event and the immutable
+//! cluster view in the contract's types) and how it tells events apart from the facts it
+//! already had. Building the view is pure: every field comes from the agent's facts.
+
+use std::collections::BTreeSet;
+
+use pgwarden_policy as contract;
+
+use super::agent::Agent;
+use super::view::{ClusterView, MemberInfo, PeerReport, PgObservation};
+use crate::config::SynchronousMode;
+
+/// Why the core asks: an election decides whether to race; routine calls carry every other
+/// event (their race answers are only checked by the gate, their fence and synchronous
+/// standby answers are applied).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ConsultPurpose {
+    /// The leader key is free and the peers were probed.
+    Election,
+    /// Any other event.
+    Routine,
+}
+
+/// One policy call for the runtime to make; it answers with `Input::PolicyDecided`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyCall {
+    /// Matches the answer to the question.
+    pub seq: u64,
+    /// Why the core asks.
+    pub purpose: ConsultPurpose,
+    /// What happened.
+    pub event: contract::Event,
+    /// Everything the policy may look at.
+    pub view: contract::ClusterView,
+}
+
+/// The policy's answer, as the runtime reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyAnswer {
+    /// The call's `seq`.
+    pub seq: u64,
+    /// What was decided.
+    pub decision: contract::Decision,
+    /// Set when the configured policy failed and the embedded default decided instead.
+    pub fallback: Option<String>,
+}
+
+/// The facts events are derived from, as of the last time the core looked.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventBaseline {
+    leader: Option<String>,
+    held_leader_key: bool,
+    members: BTreeSet<String>,
+    sync_standbys: Vec<String>,
+    lagging: BTreeSet<String>,
+    postgres_up: Option<bool>,
+    store_reachable: bool,
+}
+
+impl EventBaseline {
+    /// Compare the agent's facts with the baseline, return what changed as events, and move
+    /// the baseline forward.
+    pub fn advance(&mut self, agent: &Agent) -> Vec<contract::Event> {
+        let mut events = Vec::new();
+        let now = EventBaseline::observe(agent);
+        if now.store_reachable != self.store_reachable {
+            events.push(if now.store_reachable {
+                contract::Event::StoreReachable
+            } else {
+                contract::Event::StoreUnreachable(
+                    agent
+                        .dcs_error
+                        .clone()
+                        .unwrap_or_else(|| "lock store unreachable".into()),
+                )
+            });
+        }
+        if agent.view.is_some() {
+            if self.held_leader_key && !now.held_leader_key {
+                events.push(contract::Event::LeaseLost);
+            }
+            if !self.held_leader_key && now.held_leader_key {
+                events.push(contract::Event::LeaseAcquired);
+            }
+            if now.leader != self.leader {
+                match (&self.leader, &now.leader) {
+                    (_, Some(new)) => events.push(contract::Event::LeaderChanged(new.clone())),
+                    (Some(old), None) => events.push(contract::Event::LeaderExpired(old.clone())),
+                    (None, None) => {}
+                }
+            }
+            for joined in now.members.difference(&self.members) {
+                events.push(contract::Event::MemberJoined(joined.clone()));
+            }
+            for left in self.members.difference(&now.members) {
+                events.push(contract::Event::MemberLeft(left.clone()));
+            }
+            if now.sync_standbys != self.sync_standbys {
+                events.push(contract::Event::SyncChanged(now.sync_standbys.clone()));
+            }
+            for name in now.lagging.difference(&self.lagging) {
+                events.push(contract::Event::LagExceeded(name.clone()));
+            }
+            for name in self.lagging.difference(&now.lagging) {
+                if now.members.contains(name) {
+                    events.push(contract::Event::LagRecovered(name.clone()));
+                }
+            }
+        }
+        match (self.postgres_up, now.postgres_up) {
+            (Some(true), Some(false)) => events.push(contract::Event::PostgresDown),
+            (Some(false), Some(true)) => events.push(contract::Event::PostgresUp),
+            _ => {}
+        }
+        *self = now;
+        events
+    }
+
+    fn observe(agent: &Agent) -> EventBaseline {
+        let Some(view) = agent.view.as_ref() else {
+            return EventBaseline {
+                postgres_up: agent.pg.as_ref().map(PgObservation::is_running),
+                store_reachable: agent.dcs_error.is_none(),
+                ..EventBaseline::default()
+            };
+        };
+        let max_lag = agent.config.maximum_lag_on_failover;
+        let lagging = view
+            .members
+            .values()
+            .filter(|m| lag_bytes(view, m).is_some_and(|lag| lag > max_lag))
+            .map(|m| m.name.clone())
+            .collect();
+        EventBaseline {
+            leader: view.leader_name().map(str::to_owned),
+            held_leader_key: agent.holds_leader_key(),
+            members: view.members.keys().cloned().collect(),
+            sync_standbys: view
+                .sync
+                .as_ref()
+                .map(|s| s.value.sync_standby.clone())
+                .unwrap_or_default(),
+            lagging,
+            postgres_up: agent.pg.as_ref().map(PgObservation::is_running),
+            store_reachable: agent.dcs_error.is_none(),
+        }
+    }
+}
+
+fn lag_bytes(view: &ClusterView, member: &MemberInfo) -> Option<u64> {
+    if view.leader_name() == Some(member.name.as_str()) {
+        return None;
+    }
+    let optime = view.optime?;
+    Some(optime.bytes_since(member.wal_position?))
+}
+
+fn role_from_text(role: &str) -> contract::Role {
+    match role {
+        "primary" | "master" => contract::Role::Primary,
+        "replica" => contract::Role::Replica,
+        "standby_leader" | "standby-leader" => contract::Role::StandbyLeader,
+        _ => contract::Role::Unknown,
+    }
+}
+
+fn tag_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A member as the lock store shows it.
+fn member_from_key(view: &ClusterView, m: &MemberInfo) -> contract::Member {
+    let sync_standbys = view.sync.as_ref().map(|s| &s.value.sync_standby);
+    contract::Member {
+        name: m.name.clone(),
+        role: role_from_text(&m.role),
+        state: m.state.clone(),
+        streaming: m.replication_state.as_deref() == Some("streaming"),
+        timeline: m.timeline.map(|t| t.0),
+        received_lsn: m.wal_position.map(|l| l.0),
+        replayed_lsn: m.wal_position.map(|l| l.0),
+        lag_bytes: lag_bytes(view, m),
+        tags: m
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), tag_text(v)))
+            .collect(),
+        is_sync: sync_standbys.is_some_and(|s| s.contains(&m.name)),
+        failover_priority: m.failover_priority(),
+        heartbeat_age_ms: None,
+        reachable: None,
+    }
+}
+
+/// Our own entry, from the local probe (fresher than our member key).
+fn apply_local(member: &mut contract::Member, pg: &PgObservation, optime: Option<u64>) {
+    match &pg.server {
+        Some(server) => {
+            member.role = if server.in_recovery {
+                contract::Role::Replica
+            } else {
+                contract::Role::Primary
+            };
+            member.state = "running".into();
+            member.timeline = Some(server.timeline.0);
+            member.streaming = server.receiver_status.as_deref() == Some("streaming");
+            member.received_lsn = Some(server.received.unwrap_or(server.wal_position).0);
+            member.replayed_lsn = Some(server.replayed.unwrap_or(server.wal_position).0);
+            member.lag_bytes = if server.in_recovery {
+                optime.map(|o| o.saturating_sub(server.wal_position.0))
+            } else {
+                None
+            };
+        }
+        None => {
+            member.role = contract::Role::Unknown;
+            member.state = if pg.postmaster_alive {
+                "starting".into()
+            } else {
+                "stopped".into()
+            };
+            member.streaming = false;
+            member.timeline = pg.timeline().map(|t| t.0);
+        }
+    }
+}
+
+/// A probed peer's answer overrides what its member key said.
+fn apply_report(member: &mut contract::Member, report: &PeerReport) {
+    let Some(status) = report.status.as_ref() else {
+        member.reachable = Some(false);
+        return;
+    };
+    member.reachable = Some(true);
+    member.role = role_from_text(&status.role);
+    member.state = status.state.clone();
+    if let Some(tl) = status.timeline {
+        member.timeline = Some(tl.0);
+    }
+    if let Some(lsn) = status.wal_position {
+        member.received_lsn = Some(lsn.0);
+        member.replayed_lsn = Some(lsn.0);
+    }
+    member.failover_priority = if status.can_lead {
+        status.failover_priority
+    } else {
+        0
+    };
+}
+
+fn synchronous_mode(agent: &Agent) -> contract::SynchronousMode {
+    match (
+        agent.config.synchronous_mode,
+        agent.config.synchronous_mode_strict,
+    ) {
+        (SynchronousMode::Off, _) => contract::SynchronousMode::Off,
+        (SynchronousMode::On, false) => contract::SynchronousMode::On,
+        (SynchronousMode::On, true) => contract::SynchronousMode::Strict,
+        (SynchronousMode::Quorum, _) => contract::SynchronousMode::Quorum,
+    }
+}
+
+/// `policy.params` of the dynamic configuration, values as text.
+fn policy_params(agent: &Agent) -> Vec<(String, String)> {
+    agent
+        .config
+        .raw
+        .get("policy")
+        .and_then(|p| p.get("params"))
+        .and_then(|p| p.as_object())
+        .map(|params| {
+            params
+                .iter()
+                .map(|(k, v)| (k.clone(), tag_text(v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The view a policy gets, built from the agent's facts. `peers`: include the reports of the
+/// last peer probe (elections only: they are stale otherwise).
+pub fn policy_view(agent: &Agent, with_peers: bool) -> contract::ClusterView {
+    let me = agent.settings.name.clone();
+    let empty = ClusterView::default();
+    let view = agent.view.as_ref().unwrap_or(&empty);
+    let optime = view.optime.map(|l| l.0);
+    let leading_server = agent
+        .pg
+        .as_ref()
+        .and_then(|p| p.server.as_ref())
+        .filter(|s| !s.in_recovery && agent.holds_leader_key());
+    let mut members: Vec<contract::Member> = view
+        .members
+        .values()
+        .map(|m| member_from_key(view, m))
+        .collect();
+    if !members.iter().any(|m| m.name == me) {
+        members.push(contract::Member {
+            name: me.clone(),
+            role: contract::Role::Unknown,
+            state: "stopped".into(),
+            streaming: false,
+            timeline: None,
+            received_lsn: None,
+            replayed_lsn: None,
+            lag_bytes: None,
+            tags: agent
+                .settings
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), tag_text(v)))
+                .collect(),
+            is_sync: false,
+            failover_priority: agent.my_failover_priority(),
+            heartbeat_age_ms: None,
+            reachable: None,
+        });
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    for member in &mut members {
+        if member.name == me {
+            member.failover_priority = agent.my_failover_priority();
+            if let Some(pg) = agent.pg.as_ref() {
+                apply_local(member, pg, optime);
+            }
+            continue;
+        }
+        if let Some(server) = leading_server {
+            // The leader knows its standbys best: pg_stat_replication.
+            let row = server
+                .replication
+                .iter()
+                .find(|r| r.application_name == member.name);
+            member.streaming = row.is_some_and(|r| r.state == "streaming");
+            if let Some(row) = row {
+                member.received_lsn = row.flush_lsn.map(|l| l.0);
+                member.replayed_lsn = row.replay_lsn.map(|l| l.0);
+                member.lag_bytes = row
+                    .flush_lsn
+                    .map(|l| server.wal_position.bytes_since(l));
+            }
+        }
+        if with_peers {
+            if let Some(report) = agent
+                .peers
+                .as_deref()
+                .and_then(|peers| peers.iter().find(|p| p.name == member.name))
+            {
+                apply_report(member, report);
+            }
+        }
+    }
+    let held = agent.holds_leader_key();
+    let time_left_ms = held
+        .then(|| {
+            agent
+                .lease
+                .demotion_deadline(agent.settings.demotion_margin)
+                .map(|deadline| deadline.0.saturating_sub(agent.now.0))
+        })
+        .flatten();
+    let sync = view.sync.as_ref().map(|s| &s.value);
+    let config = &agent.config;
+    contract::ClusterView {
+        now_ms: agent.now.0,
+        me,
+        members,
+        lease: contract::Lease {
+            holder: view.leader_name().map(str::to_owned),
+            mine: held,
+            time_left_ms,
+        },
+        last_leader: agent.last_leader.clone(),
+        leaderless_ms: agent
+            .leaderless_since
+            .filter(|_| view.leader.is_none())
+            .map(|since| agent.now.0.saturating_sub(since.0)),
+        cluster_timeline: view.timeline().map(|t| t.0),
+        leader_lsn: optime,
+        sync_leader: sync.and_then(|s| s.leader.clone()),
+        sync_standbys: sync.map(|s| s.sync_standby.clone()).unwrap_or_default(),
+        switchover: None,
+        config: contract::Config {
+            ttl_ms: u64::from(config.ttl) * 1000,
+            loop_wait_ms: u64::from(config.loop_wait) * 1000,
+            retry_timeout_ms: u64::from(config.retry_timeout) * 1000,
+            maximum_lag_on_failover: config.maximum_lag_on_failover,
+            maximum_lag_on_syncnode: u64::try_from(config.maximum_lag_on_syncnode).ok(),
+            synchronous_mode: synchronous_mode(agent),
+            synchronous_node_count: config.synchronous_node_count,
+            check_timeline: config.check_timeline,
+            params: policy_params(agent),
+        },
+    }
+}
+
+/// Remember the leader as last seen (its member key expires with it) and since when the key
+/// has been free.
+pub fn track_leader(agent: &mut Agent) {
+    let Some(view) = agent.view.as_ref() else {
+        return;
+    };
+    match view.leader.as_ref() {
+        Some(leader) => {
+            agent.leaderless_since = None;
+            if let Some(member) = view.members.get(&leader.name) {
+                agent.last_leader = Some(member_from_key(view, member));
+            }
+        }
+        None => {
+            if agent.leaderless_since.is_none() {
+                agent.leaderless_since = Some(agent.now);
+            }
+        }
+    }
+}
+
+/// Answer a call with the default policy, natively: what the simulation and the core's tests
+/// use, and what the runtime falls back to.
+pub fn decide_with_default(call: &PolicyCall) -> PolicyAnswer {
+    use contract::Policy;
+    PolicyAnswer {
+        seq: call.seq,
+        decision: pgwarden_policy_default::DefaultPolicy::decide(&call.event, &call.view),
+        fallback: None,
+    }
+}

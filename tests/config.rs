@@ -440,3 +440,70 @@ fn host_port_parses_and_displays() {
     let l: ListenAddress = "127.0.0.1,::1:5432".parse().expect("listen list");
     assert_eq!(l.listen_addresses(), "127.0.0.1,::1");
 }
+
+#[test]
+fn local_policy_section_is_parsed_with_limits_and_checked() {
+    let digest = "ab".repeat(32);
+    let yaml = format!(
+        "{}\npolicy:\n  path: /etc/pgwarden/zone-aware.wasm\n  sha256: {digest}\n  shadow:\n    path: /etc/pgwarden/next.wasm\n  fuel: 1000000\n  memory_mb: 8\n  timeout_ms: 15\n  deadline_ms: 300\n  trace_file: /var/lib/pgwarden/trace.jsonl\n  params:\n    zone_wait_ms: 4000\n",
+        seed_text()
+    );
+    let loaded = parse(&yaml, &no_env).expect("valid policy section");
+    let policy = &loaded.config.policy;
+    let active = policy.active.as_ref().expect("active policy");
+    assert_eq!(active.path, PathBuf::from("/etc/pgwarden/zone-aware.wasm"));
+    assert_eq!(active.name, "zone-aware");
+    assert_eq!(active.sha256.as_deref(), Some(digest.as_str()));
+    assert_eq!(
+        policy.shadow.as_ref().map(|s| s.name.as_str()),
+        Some("next")
+    );
+    assert_eq!(policy.fuel, 1_000_000);
+    assert_eq!(policy.memory_bytes, 8 * 1024 * 1024);
+    assert_eq!((policy.timeout_ms, policy.deadline_ms), (15, 300));
+    assert_eq!(
+        policy.params.get("zone_wait_ms").map(String::as_str),
+        Some("4000")
+    );
+    // The seed without a policy section runs the embedded default.
+    let plain = parse(&seed_text(), &no_env).expect("seed");
+    assert_eq!(plain.config.policy.active, None);
+
+    let bad = parse_err(&format!("{}\npolicy:\n  sha256: xyz\n  path: /p.wasm\n", seed_text()));
+    assert_eq!(bad.path, "policy.sha256");
+    let bad = parse_err(&format!(
+        "{}\npolicy:\n  timeout_ms: 50\n  deadline_ms: 40\n",
+        seed_text()
+    ));
+    assert_eq!(bad.path, "policy.deadline_ms");
+    let bad = parse_err(&format!("{}\npolicy:\n  memory_mb: 0\n", seed_text()));
+    assert_eq!(bad.path, "policy.memory_mb");
+}
+
+#[test]
+fn cluster_policy_in_config_requires_name_digest_and_absolute_source() {
+    let digest = "0f".repeat(32);
+    let ok = DynamicConfig::from_json(&json!({
+        "ttl": 30,
+        "policy": {"name": "zone-aware", "sha256": digest, "source": "/etc/pgwarden/za.wasm",
+                   "params": {"zone_wait_ms": 5000}}
+    }))
+    .expect("valid /config policy");
+    let policy = ok.policy.expect("policy");
+    assert_eq!(policy.active.name, "zone-aware");
+    assert_eq!(policy.active.sha256.as_deref(), Some(digest.as_str()));
+    assert_eq!(
+        policy.params.get("zone_wait_ms").map(String::as_str),
+        Some("5000")
+    );
+    let missing = DynamicConfig::from_json(&json!({
+        "policy": {"name": "x", "source": "/x.wasm"}
+    }))
+    .expect_err("digest is required");
+    assert_eq!(missing.path, "policy.sha256");
+    let relative = DynamicConfig::from_json(&json!({
+        "policy": {"name": "x", "sha256": digest, "source": "x.wasm"}
+    }))
+    .expect_err("relative source");
+    assert_eq!(relative.path, "policy.source");
+}

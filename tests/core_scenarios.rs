@@ -31,6 +31,7 @@ fn settings(failover_priority: i64) -> NodeSettings {
         demotion_margin: Duration::from_secs(1),
         tags: Default::default(),
         bootstrap_config: config,
+        policy_params: Default::default(),
     }
 }
 

@@ -88,6 +88,8 @@ pub struct DynamicConfig {
     pub pause: bool,
     /// `postgresql` sub-document.
     pub postgresql: DynamicPostgresql,
+    /// The cluster-wide failover policy (pgwarden's extension), hot-reloaded.
+    pub policy: Option<super::policy::ClusterPolicy>,
     /// The whole document as given (a JSON object), so writing `/config` keeps keys
     /// pgwarden does not know.
     pub raw: Value,
@@ -111,6 +113,7 @@ impl Default for DynamicConfig {
             failsafe_mode: false,
             pause: false,
             postgresql: DynamicPostgresql::default(),
+            policy: None,
             raw: Value::Object(Map::new()),
         }
     }
@@ -273,6 +276,9 @@ impl DynamicConfig {
         }
         if let Some(pg) = s.section("postgresql")? {
             c.postgresql = parse_postgresql(pg, &mut warnings)?;
+        }
+        if let Some(p) = s.section("policy")? {
+            c.policy = Some(super::policy::parse_cluster(p, &mut warnings)?);
         }
         s.unsupported(UNSUPPORTED);
         s.finish(&mut warnings);

@@ -140,6 +140,10 @@ pub(crate) fn build(root: &Value, warnings: &mut Vec<String>) -> Result<Config, 
         Some(p) => parse_pgwarden(p, warnings)?,
         None => PgwardenConfig::default(),
     };
+    let policy = match s.section("policy")? {
+        Some(p) => super::policy::parse_local(p, warnings)?,
+        None => super::policy::LocalPolicyConfig::default(),
+    };
     s.unsupported(TOP_UNSUPPORTED);
     s.finish(warnings);
 
@@ -166,6 +170,7 @@ pub(crate) fn build(root: &Value, warnings: &mut Vec<String>) -> Result<Config, 
         watchdog,
         tags,
         pgwarden,
+        policy,
     })
 }
 

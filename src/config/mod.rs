@@ -29,6 +29,7 @@ mod error;
 mod etcd;
 mod local;
 mod model;
+mod policy;
 mod postgresql;
 mod tags;
 mod tree;
@@ -40,6 +41,7 @@ use serde_json::{Map, Value};
 pub use address::{AddressError, HostPort, ListenAddress};
 pub use dynamic::{DynamicConfig, DynamicPostgresql, SynchronousMode, MIN_TTL_SECS};
 pub use error::ConfigError;
+pub use policy::{ClusterPolicy, ComponentSource, LocalPolicyConfig};
 pub use model::{
     Authentication, BootstrapConfig, Config, Credentials, EtcdConfig, InitdbOption, PgwardenConfig,
     PostgresqlConfig, RestApiConfig, Tags, WatchdogConfig, WatchdogMode,

@@ -32,6 +32,8 @@ pub struct Config {
     pub tags: Tags,
     /// pgwarden's own settings (`pgwarden:` section; Patroni ignores it).
     pub pgwarden: PgwardenConfig,
+    /// The failover policy (`policy:` section; Patroni ignores it).
+    pub policy: super::policy::LocalPolicyConfig,
 }
 
 /// `restapi:` section.

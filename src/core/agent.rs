@@ -76,6 +76,8 @@ pub struct NodeSettings {
     pub tags: serde_json::Map<String, serde_json::Value>,
     /// Dynamic configuration to use until `/config` exists (`bootstrap.dcs`).
     pub bootstrap_config: DynamicConfig,
+    /// Local `policy.params` (`/config`'s override them).
+    pub policy_params: std::collections::BTreeMap<String, String>,
 }
 
 /// The facts, updated by `Node` from inputs, read by the machine's handlers.

@@ -263,21 +263,13 @@ fn synchronous_mode(agent: &Agent) -> contract::SynchronousMode {
     }
 }
 
-/// `policy.params` of the dynamic configuration, values as text.
+/// The local `policy.params`, overridden by those of `/config`.
 fn policy_params(agent: &Agent) -> Vec<(String, String)> {
-    agent
-        .config
-        .raw
-        .get("policy")
-        .and_then(|p| p.get("params"))
-        .and_then(|p| p.as_object())
-        .map(|params| {
-            params
-                .iter()
-                .map(|(k, v)| (k.clone(), tag_text(v)))
-                .collect()
-        })
-        .unwrap_or_default()
+    let mut params = agent.settings.policy_params.clone();
+    if let Some(cluster) = agent.config.policy.as_ref() {
+        params.extend(cluster.params.clone());
+    }
+    params.into_iter().collect()
 }
 
 /// The view a policy gets, built from the agent's facts. `peers`: include the reports of the

@@ -39,6 +39,7 @@ pub fn node_settings(config: &Config) -> NodeSettings {
         demotion_margin: Duration::from_millis(config.pgwarden.demotion_margin_ms),
         tags: config.tags.raw.clone(),
         bootstrap_config: config.bootstrap.dcs.clone(),
+        policy_params: config.policy.params.clone(),
     }
 }
 

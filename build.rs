@@ -14,20 +14,34 @@ const GUEST_TARGET: &str = "wasm32-unknown-unknown";
 const GUEST_PROFILE: &str = "policy-guest";
 
 fn main() {
-    for watched in ["policies/sdk", "policies/default", "wit/policy.wit", "Cargo.lock"] {
+    for watched in [
+        "policies/sdk",
+        "policies/default",
+        "wit/policy.wit",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={watched}");
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let guest_target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| manifest_dir.join("target"))
         .join("policy-guests");
-    let component = build_guest(&manifest_dir, &guest_target_dir, "pgwarden-policy-default");
+    let component = build_guest(
+        &manifest_dir,
+        &guest_target_dir,
+        "pgwarden-policy-default-component",
+    );
     let embedded = out_dir.join("default_policy.wasm");
     std::fs::copy(&component, &embedded).unwrap_or_else(|e| {
-        panic!("copying {} to {}: {e}", component.display(), embedded.display())
+        panic!(
+            "copying {} to {}: {e}",
+            component.display(),
+            embedded.display()
+        )
     });
 }
 
@@ -36,10 +50,22 @@ fn build_guest(manifest_dir: &Path, target_dir: &Path, package: &str) -> PathBuf
     let mut command = Command::new(cargo);
     command
         .current_dir(manifest_dir)
-        .args(["build", "--quiet", "-p", package, "--target", GUEST_TARGET, "--profile", GUEST_PROFILE])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            package,
+            "--target",
+            GUEST_TARGET,
+            "--profile",
+            GUEST_PROFILE,
+        ])
         .arg("--target-dir")
         .arg(target_dir)
-        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", "wasm-component-ld");
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER",
+            "wasm-component-ld",
+        );
     // The outer build's flags and wrappers (clippy, coverage) are for the host target.
     for inherited in [
         "RUSTFLAGS",

@@ -79,7 +79,7 @@ fn status(primary: bool) -> NodeStatus {
         lease: holder.1,
         create_revision: 3,
     });
-    node.handle_input(Instant(0), Input::ClusterChanged(view));
+    node.handle_input(Instant(0), Input::ClusterChanged(Box::new(view)));
     node.handle_input(Instant(0), Input::PostgresProbed(pg(!primary)));
     node.status()
 }

@@ -469,7 +469,10 @@ fn local_policy_section_is_parsed_with_limits_and_checked() {
     let plain = parse(&seed_text(), &no_env).expect("seed");
     assert_eq!(plain.config.policy.active, None);
 
-    let bad = parse_err(&format!("{}\npolicy:\n  sha256: xyz\n  path: /p.wasm\n", seed_text()));
+    let bad = parse_err(&format!(
+        "{}\npolicy:\n  sha256: xyz\n  path: /p.wasm\n",
+        seed_text()
+    ));
     assert_eq!(bad.path, "policy.sha256");
     let bad = parse_err(&format!(
         "{}\npolicy:\n  timeout_ms: 50\n  deadline_ms: 40\n",

@@ -8,8 +8,8 @@ use pgwarden::core::view::{
     PgObservation, ServerObservation, SyncState, Versioned,
 };
 use pgwarden::core::{
-    decide_with_default, DemoteMode, PolicyAnswer, Effect, Input, Instant, LeaseId, Lsn, Node, NodeSettings, PgAction,
-    PgActionOutcome, Timeline,
+    decide_with_default, DemoteMode, Effect, Input, Instant, LeaseId, Lsn, Node, NodeSettings,
+    PgAction, PgActionOutcome, PolicyAnswer, Timeline,
 };
 
 const ME: &str = "node2";
@@ -126,7 +126,7 @@ fn running_replica(failover_priority: i64, my_lsn: u64, optime: u64) -> (Node, u
     let mut t = 0;
     node.handle_input(
         Instant(t),
-        Input::ClusterChanged(view(Some(("node1", 7)), optime, 10)),
+        Input::ClusterChanged(Box::new(view(Some(("node1", 7)), optime, 10))),
     );
     let effects = drain(&mut node);
     assert!(effects.contains(&Effect::ProbePostgres));
@@ -174,7 +174,10 @@ fn running_replica(failover_priority: i64, my_lsn: u64, optime: u64) -> (Node, u
 
 /// The leader key disappears; returns the effects of the cycle that follows.
 fn leader_key_deleted(node: &mut Node, t: u64, my_lsn: u64, optime: u64) -> Vec<Effect> {
-    node.handle_input(Instant(t), Input::ClusterChanged(view(None, optime, 20)));
+    node.handle_input(
+        Instant(t),
+        Input::ClusterChanged(Box::new(view(None, optime, 20))),
+    );
     let mut effects = drain(node);
     assert!(
         effects.contains(&Effect::ProbePostgres),
@@ -316,7 +319,7 @@ fn synchronous_mode_only_lets_sync_members_race() {
         value: node_config,
         mod_revision: 2,
     });
-    node.handle_input(Instant(t), Input::ClusterChanged(v));
+    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
     let effects = drain(&mut node);
@@ -338,7 +341,7 @@ fn primary() -> Node {
     let mut node = Node::new(settings(1), Instant(0));
     let mut v = view(None, 0, 1);
     v.initialize = None;
-    node.handle_input(Instant(0), Input::ClusterChanged(v));
+    node.handle_input(Instant(0), Input::ClusterChanged(Box::new(v)));
     drain(&mut node);
     node.handle_input(
         Instant(0),
@@ -391,7 +394,7 @@ fn primary() -> Node {
     assert_eq!(node.state(), "primary");
     let mut v = view(Some((ME, LEASE.0)), 0, 9);
     v.members.get_mut(ME).expect("me").role = "primary".into();
-    node.handle_input(Instant(520), Input::ClusterChanged(v));
+    node.handle_input(Instant(520), Input::ClusterChanged(Box::new(v)));
     assert!(node.status().holds_leader_key);
     node
 }
@@ -455,7 +458,7 @@ fn primary_demotes_when_another_member_holds_the_key() {
     drain(&mut node);
     node.handle_input(
         Instant(1_000),
-        Input::ClusterChanged(view(Some(("node3", 99)), 0, 30)),
+        Input::ClusterChanged(Box::new(view(Some(("node3", 99)), 0, 30))),
     );
     let effects = drain(&mut node);
     assert!(
@@ -497,7 +500,7 @@ fn a_runtime_config_that_breaks_the_lease_budget_is_rejected_and_the_last_good_o
         value: risky,
         mod_revision: 30,
     });
-    node.handle_input(Instant(t), Input::ClusterChanged(v.clone()));
+    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v.clone())));
     assert_eq!(
         node.status().config.ttl,
         6,
@@ -513,7 +516,7 @@ fn a_runtime_config_that_breaks_the_lease_budget_is_rejected_and_the_last_good_o
         value: good,
         mod_revision: 31,
     });
-    node.handle_input(Instant(t), Input::ClusterChanged(v));
+    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
     assert_eq!(node.status().config.ttl, 8, "a valid change is applied");
 }
 
@@ -524,7 +527,7 @@ fn a_restarted_agent_takes_its_own_leader_key_back_onto_its_new_lease() {
     let mut node = Node::new(settings(1), Instant(0));
     node.handle_input(
         Instant(0),
-        Input::ClusterChanged(view(Some((ME, 0x99)), 1000, 10)),
+        Input::ClusterChanged(Box::new(view(Some((ME, 0x99)), 1000, 10))),
     );
     drain(&mut node);
     node.handle_input(
@@ -566,7 +569,7 @@ fn a_restarted_agent_takes_its_own_leader_key_back_onto_its_new_lease() {
     assert_eq!(node.state(), "primary");
     node.handle_input(
         Instant(30),
-        Input::ClusterChanged(view(Some((ME, LEASE.0)), 1000, 11)),
+        Input::ClusterChanged(Box::new(view(Some((ME, LEASE.0)), 1000, 11))),
     );
     assert!(node.status().holds_leader_key);
 }
@@ -578,7 +581,7 @@ fn former_primary_restart(use_pg_rewind: Option<bool>) -> Vec<Effect> {
     let mut node = Node::new(s, Instant(0));
     node.handle_input(
         Instant(0),
-        Input::ClusterChanged(view(Some(("node3", 5)), 1000, 10)),
+        Input::ClusterChanged(Box::new(view(Some(("node3", 5)), 1000, 10))),
     );
     drain(&mut node);
     let stopped = PgObservation {
@@ -626,7 +629,7 @@ fn a_running_primary_that_may_not_lead_is_demoted() {
         timestamp: None,
         new_leader: Some("node3".into()),
     }];
-    node.handle_input(Instant(0), Input::ClusterChanged(v));
+    node.handle_input(Instant(0), Input::ClusterChanged(Box::new(v)));
     node.handle_input(
         Instant(0),
         Input::LeaseGranted {
@@ -673,7 +676,7 @@ fn synchronous_mode_claims_sync_before_promoting() {
         },
         mod_revision: 9,
     });
-    node.handle_input(Instant(t), Input::ClusterChanged(v));
+    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
     assert!(drain(&mut node)
@@ -730,7 +733,7 @@ fn a_lost_sync_claim_postpones_the_promotion() {
         },
         mod_revision: 2,
     });
-    node.handle_input(Instant(t), Input::ClusterChanged(v));
+    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
     drain(&mut node);
@@ -773,7 +776,7 @@ fn a_ttl_change_rotates_a_replicas_lease() {
     let (mut node, t) = running_replica(1, 1000, 1000);
     node.handle_input(
         Instant(t),
-        Input::ClusterChanged(with_ttl(9, 40, Some(("node1", 7)))),
+        Input::ClusterChanged(Box::new(with_ttl(9, 40, Some(("node1", 7))))),
     );
     drain(&mut node);
     node.handle_input(Instant(t + 1_000), Input::Tick);
@@ -809,7 +812,7 @@ fn a_ttl_change_moves_the_leader_key_onto_the_new_lease_without_demoting() {
     drain(&mut node);
     node.handle_input(
         Instant(600),
-        Input::ClusterChanged(with_ttl(9, 40, Some((ME, LEASE.0)))),
+        Input::ClusterChanged(Box::new(with_ttl(9, 40, Some((ME, LEASE.0))))),
     );
     node.handle_input(Instant(1_000), Input::Tick);
     let effects = drain(&mut node);
@@ -863,7 +866,7 @@ fn a_ttl_change_moves_the_leader_key_onto_the_new_lease_without_demoting() {
     );
     node.handle_input(
         Instant(1_030),
-        Input::ClusterChanged(with_ttl(9, 41, Some((ME, new.0)))),
+        Input::ClusterChanged(Box::new(with_ttl(9, 41, Some((ME, new.0))))),
     );
     assert!(node.status().holds_leader_key);
     assert_eq!(node.state(), "primary");
@@ -874,7 +877,10 @@ fn a_node_whose_watchdog_is_required_but_missing_never_races() {
     let mut s = settings(1);
     s.watchdog_required = true;
     let mut node = Node::new(s, Instant(0));
-    node.handle_input(Instant(0), Input::ClusterChanged(view(None, 1000, 10)));
+    node.handle_input(
+        Instant(0),
+        Input::ClusterChanged(Box::new(view(None, 1000, 10))),
+    );
     node.handle_input(
         Instant(0),
         Input::LeaseGranted {
@@ -942,15 +948,21 @@ fn the_gate_refuses_a_policy_that_races_while_another_member_leads() {
     node.handle_input(Instant(t + 1000), Input::PostgresProbed(pg(true, 1000)));
     let effects = answer_all(&mut node, &always_race());
     assert!(
-        !effects
-            .iter()
-            .any(|e| matches!(e, Effect::AcquireLeader { .. } | Effect::Pg(PgAction::Promote { .. }))),
+        !effects.iter().any(|e| matches!(
+            e,
+            Effect::AcquireLeader { .. } | Effect::Pg(PgAction::Promote { .. })
+        )),
         "{effects:?}"
     );
     let status = node.status();
     assert_eq!(status.state, "replica");
     assert!(
-        status.policy.gate_rejections.get("leader-key-held").copied() >= Some(1),
+        status
+            .policy
+            .gate_rejections
+            .get("leader-key-held")
+            .copied()
+            >= Some(1),
         "{:?}",
         status.policy
     );
@@ -965,12 +977,14 @@ fn the_gate_refuses_a_policy_that_races_while_another_member_leads() {
 fn the_gate_refuses_an_election_answer_once_the_node_lags() {
     let (mut node, t) = running_replica(1, 1000, 1000);
     let effects = leader_key_deleted(&mut node, t, 1000, 1000);
-    assert!(effects.iter().any(|e| matches!(e, Effect::ProbePeers { .. })));
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::ProbePeers { .. })));
     assert_eq!(node.state(), "candidate");
     // The leader's last position moves far ahead while the peers are probed.
     node.handle_input(
         Instant(t + 1),
-        Input::ClusterChanged(view(None, 1000 + 10 * 1_048_576, 21)),
+        Input::ClusterChanged(Box::new(view(None, 1000 + 10 * 1_048_576, 21))),
     );
     node.handle_input(Instant(t + 2), Input::PeersProbed(Vec::new()));
     let effects = answer_all(&mut node, &always_race());
@@ -1042,7 +1056,10 @@ fn a_policy_may_demote_the_primary_early_and_the_key_is_released_only_after_the_
         })),
         "{effects:?}"
     );
-    assert!(!effects.contains(&Effect::ReleaseLeader), "not before the stop");
+    assert!(
+        !effects.contains(&Effect::ReleaseLeader),
+        "not before the stop"
+    );
     assert_eq!(node.state(), "demoting");
     node.handle_input(
         Instant(700),

@@ -23,6 +23,11 @@ pub const METRIC_NAMES: &[&str] = &[
     "pgwarden_lease_remaining_milliseconds",
     "pgwarden_policy_gate_rejections_total",
     "pgwarden_policy_fallbacks_total",
+    "pgwarden_policy_calls_total",
+    "pgwarden_policy_failures_total",
+    "pgwarden_policy_shadow_divergences_total",
+    "pgwarden_policy_load_failures_total",
+    "pgwarden_policy_info",
 ];
 use crate::core::status::Role;
 
@@ -130,5 +135,51 @@ pub(super) async fn get_metrics(State(state): State<ApiState>) -> impl IntoRespo
          pgwarden_policy_fallbacks_total{labels} {}",
         s.policy.fallbacks
     );
+    let policy = state.policy_status();
+    let counters = policy.counters;
+    let mut counter = |name: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{labels} {value}"
+        );
+    };
+    counter(
+        "pgwarden_policy_calls_total",
+        "Events the policy host decided.",
+        counters.calls,
+    );
+    counter(
+        "pgwarden_policy_shadow_divergences_total",
+        "Events where the shadow policy decided otherwise (or failed).",
+        counters.shadow_divergences,
+    );
+    counter(
+        "pgwarden_policy_load_failures_total",
+        "Policy components that could not be loaded at runtime (the last good one kept deciding).",
+        policy.load_failures,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP pgwarden_policy_failures_total Active policy calls that failed, by kind (the embedded default decided).\n\
+         # TYPE pgwarden_policy_failures_total counter"
+    );
+    for kind in crate::policy::PolicyErrorKind::ALL {
+        let _ = writeln!(
+            out,
+            "pgwarden_policy_failures_total{{scope=\"{}\",name=\"{}\",kind=\"{}\"}} {}",
+            state.config.scope,
+            state.config.name,
+            kind.as_str(),
+            counters.fallbacks.get(kind)
+        );
+    }
+    if let Some(active) = &policy.active {
+        let _ = writeln!(
+            out,
+            "# HELP pgwarden_policy_info The active policy (value 1).\n# TYPE pgwarden_policy_info gauge\n\
+             pgwarden_policy_info{{scope=\"{}\",name=\"{}\",policy=\"{}\",version=\"{}\",sha256=\"{}\"}} 1",
+            state.config.scope, state.config.name, active.name, active.version, active.sha256
+        );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -30,6 +30,7 @@ pub struct ApiState {
     identity: Arc<Identity>,
     status: watch::Receiver<Arc<NodeStatus>>,
     config: Arc<Config>,
+    policy: crate::runtime::policy::SharedPolicyStatus,
 }
 
 impl ApiState {
@@ -43,7 +44,18 @@ impl ApiState {
             identity: Arc::new(identity),
             status,
             config: Arc::new(config),
+            policy: Default::default(),
         }
+    }
+
+    /// Show the policy thread's status (active policy, counters) in `/patroni` and `/metrics`.
+    pub fn with_policy(mut self, policy: crate::runtime::policy::SharedPolicyStatus) -> ApiState {
+        self.policy = policy;
+        self
+    }
+
+    fn policy_status(&self) -> crate::runtime::policy::PolicyRuntimeStatus {
+        self.policy.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
     fn snapshot(&self) -> Arc<NodeStatus> {

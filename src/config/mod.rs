@@ -41,11 +41,11 @@ use serde_json::{Map, Value};
 pub use address::{AddressError, HostPort, ListenAddress};
 pub use dynamic::{DynamicConfig, DynamicPostgresql, SynchronousMode, MIN_TTL_SECS};
 pub use error::ConfigError;
-pub use policy::{ClusterPolicy, ComponentSource, LocalPolicyConfig};
 pub use model::{
     Authentication, BootstrapConfig, Config, Credentials, EtcdConfig, InitdbOption, PgwardenConfig,
     PostgresqlConfig, RestApiConfig, Tags, WatchdogConfig, WatchdogMode,
 };
+pub use policy::{ClusterPolicy, ComponentSource, LocalPolicyConfig};
 
 /// The environment variable holding a whole YAML configuration.
 pub const CONFIGURATION_ENV: &str = "PATRONI_CONFIGURATION";

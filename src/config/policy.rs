@@ -111,7 +111,10 @@ fn params(path: &str, v: &Value) -> Result<BTreeMap<String, String>, ConfigError
     let Some(map) = v.as_object() else {
         return Err(ConfigError::new(
             path,
-            format!("expected a mapping of names to values, found {}", tree::render(v)),
+            format!(
+                "expected a mapping of names to values, found {}",
+                tree::render(v)
+            ),
         ));
     };
     Ok(map.iter().map(|(k, v)| (k.clone(), text(v))).collect())
@@ -188,7 +191,10 @@ pub(crate) fn parse_local(
     let mut c = LocalPolicyConfig::default();
     if s.has("path") {
         let path_key = s.key_path("path");
-        let path = PathBuf::from(tree::string(&path_key, s.get("path").unwrap_or(&Value::Null))?);
+        let path = PathBuf::from(tree::string(
+            &path_key,
+            s.get("path").unwrap_or(&Value::Null),
+        )?);
         let sha = match s.get("sha256") {
             Some(v) => Some(sha256(&s.key_path("sha256"), v)?),
             None => None,
@@ -204,8 +210,18 @@ pub(crate) fn parse_local(
     }
     for (key, slot, what, min) in [
         ("fuel", &mut c.fuel, "a whole number of fuel units", 1_000),
-        ("timeout_ms", &mut c.timeout_ms, "a whole number of milliseconds", 2),
-        ("deadline_ms", &mut c.deadline_ms, "a whole number of milliseconds", 10),
+        (
+            "timeout_ms",
+            &mut c.timeout_ms,
+            "a whole number of milliseconds",
+            2,
+        ),
+        (
+            "deadline_ms",
+            &mut c.deadline_ms,
+            "a whole number of milliseconds",
+            10,
+        ),
     ] {
         if let Some(v) = s.get(key) {
             let path = s.key_path(key);
@@ -231,7 +247,7 @@ pub(crate) fn parse_local(
     }
     if c.deadline_ms <= c.timeout_ms {
         return Err(ConfigError::new(
-            &s.key_path("deadline_ms"),
+            s.key_path("deadline_ms"),
             format!(
                 "{} must exceed policy.timeout_ms ({}): the runtime's bound covers the call",
                 c.deadline_ms, c.timeout_ms

@@ -4,8 +4,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::effect::{Effect, PgAction, Upstream};
 use super::consult::{self, ConsultPurpose, PolicyAnswer, PolicyCall};
+use super::effect::{Effect, PgAction, Upstream};
 use super::gate::GateLog;
 use super::input::PgActionOutcome;
 use super::lease::Lease;
@@ -338,8 +338,7 @@ impl Agent {
     }
 
     /// Book-keeping for every policy answer: fallbacks, preference, the synchronous standby
-    /// choice (checked here, once per answer), and the gate's verdict on a routine "race"
-    /// while another member leads.
+    /// choice (checked here, once per answer), and the gate's verdict on a routine "race".
     pub fn note_decision(&mut self, answer: &PolicyAnswer) {
         if let Some(error) = &answer.fallback {
             self.policy_fallbacks += 1;
@@ -347,13 +346,16 @@ impl Agent {
         }
         self.last_preference = answer.decision.preference.clone();
         self.policy_sync = self.checked_sync_choice(answer.decision.sync_standbys.as_deref());
+        // A routine "race" is only acted on through an election, but the gate judges it
+        // anyway: a policy asking for something unsafe shows up in the refusal counts.
         let routine_race = answer.decision.race == pgwarden_policy::Race::Race
             && self.pending_election.map(|(seq, _)| seq) != Some(answer.seq)
             && !self.holds_leader_key()
-            && self.view_leader().is_some();
+            && self.view.is_some();
         if routine_race {
             if let Err(rule) = self.check_race_allowed() {
-                self.gate.reject(&self.settings.name, "race", rule.name(), rule.to_string());
+                self.gate
+                    .reject(&self.settings.name, "race", rule.name(), rule.to_string());
             }
         }
     }

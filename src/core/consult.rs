@@ -330,9 +330,7 @@ pub fn policy_view(agent: &Agent, with_peers: bool) -> contract::ClusterView {
             if let Some(row) = row {
                 member.received_lsn = row.flush_lsn.map(|l| l.0);
                 member.replayed_lsn = row.replay_lsn.map(|l| l.0);
-                member.lag_bytes = row
-                    .flush_lsn
-                    .map(|l| server.wal_position.bytes_since(l));
+                member.lag_bytes = row.flush_lsn.map(|l| server.wal_position.bytes_since(l));
             }
         }
         if with_peers {

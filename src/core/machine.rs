@@ -9,8 +9,8 @@
 use statig::prelude::*;
 
 use super::agent::Agent;
-use super::effect::{DemoteMode, Effect, PgAction};
 use super::consult::{ConsultPurpose, PolicyAnswer};
+use super::effect::{DemoteMode, Effect, PgAction};
 use super::input::PgActionOutcome;
 use super::view::DataDir;
 
@@ -233,7 +233,8 @@ impl Machine {
     fn candidate(context: &mut Agent, event: &Event) -> Outcome<State> {
         match event {
             Event::PeersProbed => {
-                let seq = context.consult(ConsultPurpose::Election, pgwarden_policy::Event::Election);
+                let seq =
+                    context.consult(ConsultPurpose::Election, pgwarden_policy::Event::Election);
                 context.pending_election = Some((seq, context.now));
                 Handled
             }

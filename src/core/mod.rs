@@ -88,7 +88,7 @@ impl Node {
         self.agent.now = now;
         match input {
             Input::Tick => {}
-            Input::ClusterChanged(view) => self.on_cluster_changed(now, view),
+            Input::ClusterChanged(view) => self.on_cluster_changed(now, *view),
             Input::DcsUnreachable { error } => {
                 tracing::warn!(node = %self.agent.settings.name, %error, "lock store unreachable");
                 self.agent.dcs_error = Some(error);

@@ -126,15 +126,24 @@ impl RaceRule {
 impl fmt::Display for RaceRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RaceRule::MayNotLead => write!(f, "may-not-lead (nofailover, failover_priority <= 0 or required watchdog unusable)"),
+            RaceRule::MayNotLead => write!(
+                f,
+                "may-not-lead (nofailover, failover_priority <= 0 or required watchdog unusable)"
+            ),
             RaceRule::LeaderKeyHeld(holder) => write!(f, "leader-key-held (by {holder})"),
             RaceRule::PostgresNotRunning => write!(f, "postgres-not-running"),
             RaceRule::BehindClusterTimeline { mine, cluster } => {
-                write!(f, "behind-cluster-timeline (ours {mine}, cluster {cluster})")
+                write!(
+                    f,
+                    "behind-cluster-timeline (ours {mine}, cluster {cluster})"
+                )
             }
             RaceRule::NotSynchronous => write!(f, "not-in-sync-set"),
             RaceRule::LagExceeded { lag, limit } => {
-                write!(f, "lag-exceeded ({lag} bytes > maximum_lag_on_failover {limit})")
+                write!(
+                    f,
+                    "lag-exceeded ({lag} bytes > maximum_lag_on_failover {limit})"
+                )
             }
         }
     }

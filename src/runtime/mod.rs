@@ -87,6 +87,10 @@ pub async fn connect_store(config: &Config) -> EtcdStore {
 
 /// Run the agent until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // A policy named in the local configuration that cannot be loaded refuses the start.
+    let policy_status = policy::SharedPolicyStatus::default();
+    let decider = policy::HostDecider::from_local(&config.policy, policy_status.clone())
+        .context("loading the failover policy")?;
     let store = connect_store(&config).await;
     let settings = node_settings(&config);
     let identity = identity(&config);
@@ -108,15 +112,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = api::bind(&config).await.context("starting the REST API")?;
     tokio::spawn(api::serve(
         listener,
-        api::ApiState::new(identity.clone(), status_rx.clone(), config.clone()),
+        api::ApiState::new(identity.clone(), status_rx.clone(), config.clone())
+            .with_policy(policy_status),
     ));
 
     let policy = policy::PolicyRunner::spawn(
-        policy::NativeDefault,
+        decider,
         input_tx.clone(),
-        Duration::from_millis(500),
+        Duration::from_millis(config.policy.deadline_ms),
     )
     .context("starting the policy thread")?;
+    let policy_runner = policy.clone();
+    let mut selected_cluster_policy = None;
     let executor = Executor {
         inputs: input_tx.clone(),
         store: store.clone(),
@@ -147,6 +154,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // Publish the status and the fencing token before any effect runs: the PostgreSQL
         // worker checks a promote against this token, and member keys are built from it.
         let status = node.status();
+        if status.config.policy != selected_cluster_policy {
+            // `/config` names another policy (or none): hot reload on the policy thread.
+            selected_cluster_policy = status.config.policy.clone();
+            policy_runner.select(selected_cluster_policy.clone());
+        }
         if let Ok(mut f) = fence.lock() {
             *f = Fence {
                 lease: status.lease,
@@ -208,7 +220,7 @@ async fn watch_cluster(store: EtcdStore, inputs: mpsc::UnboundedSender<Input>) {
         let tx = inputs.clone();
         let result = store
             .watch(move |view| {
-                let _ = tx.send(Input::ClusterChanged(view));
+                let _ = tx.send(Input::ClusterChanged(Box::new(view)));
             })
             .await;
         if let Err(e) = result {

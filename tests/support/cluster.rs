@@ -50,6 +50,8 @@ pub struct NodeSpec {
     pub retry_timeout: u32,
     pub synchronous_mode: bool,
     pub tags: Vec<(String, String)>,
+    /// Extra top-level YAML appended verbatim (e.g. a `policy:` section).
+    pub extra_yaml: String,
 }
 
 /// The scram-only pg_hba lines used for bootstrap and at runtime (never `trust`).
@@ -78,6 +80,7 @@ impl NodeSpec {
             retry_timeout: d.retry_timeout,
             synchronous_mode: d.synchronous_mode,
             tags: Vec::new(),
+            extra_yaml: String::new(),
         }
     }
 
@@ -140,6 +143,7 @@ impl NodeSpec {
             let _ = writeln!(y, "  {k}: '{v}'");
         }
         y.push_str("\nwatchdog:\n  mode: \"off\"\n");
+        y.push_str(&self.extra_yaml);
         y
     }
 
@@ -163,6 +167,12 @@ pub struct ClusterBuilder {
     loop_wait: u32,
     retry_timeout: u32,
     tags: Vec<Vec<(String, String)>>,
+    /// A policy component per node, copied into the node's dir.
+    policies: Vec<Option<PathBuf>>,
+    /// Extra YAML (e.g. `policy.params`) appended to every node's `policy:` section.
+    policy_yaml: String,
+    /// How many nodes `start` starts (the others wait for `Cluster::start_node`).
+    initially_started: Option<usize>,
 }
 
 impl Default for ClusterBuilder {
@@ -176,6 +186,9 @@ impl Default for ClusterBuilder {
             loop_wait: 1,
             retry_timeout: 2,
             tags: Vec::new(),
+            policies: Vec::new(),
+            policy_yaml: String::new(),
+            initially_started: None,
         }
     }
 }
@@ -217,6 +230,25 @@ impl ClusterBuilder {
         self
     }
 
+    /// Run the policy component at `path` on node `i` (copied into the node's dir).
+    pub fn policy(mut self, i: usize, path: &Path) -> Self {
+        if self.policies.len() <= i {
+            self.policies.resize(i + 1, None);
+        }
+        self.policies[i] = Some(path.to_path_buf());
+        self
+    }
+    /// Lines added under every node's `policy:` section (indented by two spaces).
+    pub fn policy_yaml(mut self, yaml: &str) -> Self {
+        self.policy_yaml = yaml.to_string();
+        self
+    }
+    /// Start only the first `n` nodes; start the rest with [`Cluster::start_node`].
+    pub fn initially_started(mut self, n: usize) -> Self {
+        self.initially_started = Some(n);
+        self
+    }
+
     /// Starts etcd, writes the node configs and starts every agent (does not wait for a
     /// leader: use [`Cluster::wait_for_leader`]).
     pub fn start(self) -> Cluster {
@@ -230,7 +262,23 @@ impl ClusterBuilder {
                 fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
                 set_mode(&dir, 0o700);
                 give_to_runner(&dir);
+                let extra_yaml = match self.policies.get(i).cloned().flatten() {
+                    Some(component) => {
+                        let copy = dir.join("policy.wasm");
+                        fs::copy(&component, &copy).unwrap_or_else(|e| {
+                            panic!("copy {} to {}: {e}", component.display(), copy.display())
+                        });
+                        give_to_runner(&copy);
+                        format!(
+                            "\npolicy:\n  path: {}\n{}",
+                            copy.display(),
+                            self.policy_yaml
+                        )
+                    }
+                    None => String::new(),
+                };
                 let spec = NodeSpec {
+                    extra_yaml,
                     ttl: self.ttl,
                     loop_wait: self.loop_wait,
                     retry_timeout: self.retry_timeout,
@@ -256,7 +304,8 @@ impl ClusterBuilder {
             base,
             etcd,
         };
-        for i in 0..cluster.nodes.len() {
+        let started = self.initially_started.unwrap_or(cluster.nodes.len());
+        for i in 0..started.min(cluster.nodes.len()) {
             cluster.start_node(i);
         }
         cluster

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod etcd;
+pub mod guests;
 pub mod haproxy;
 pub mod http;
 pub mod process;

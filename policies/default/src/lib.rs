@@ -182,8 +182,5 @@ pub fn sync_standbys(view: &ClusterView) -> Option<Vec<String>> {
     )
 }
 
-#[cfg(target_arch = "wasm32")]
-pgwarden_policy::export_policy!(DefaultPolicy);
-
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,11 @@ use serde::{Deserialize, Serialize};
 
 /// What a member's PostgreSQL is, as it reports itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Role {
     /// Read-write PostgreSQL.
     Primary,
@@ -21,7 +25,11 @@ pub enum Role {
 
 /// `synchronous_mode` (`Strict`: `synchronous_mode_strict`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum SynchronousMode {
     /// Asynchronous replication.
     Off,
@@ -42,7 +50,11 @@ impl SynchronousMode {
 
 /// One member of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub struct Member {
     /// Member name.
     pub name: String,
@@ -83,7 +95,8 @@ impl Member {
 
     /// A boolean tag (`true`/`false`, as YAML writes them); absent or unparsable is false.
     pub fn flag(&self, key: &str) -> bool {
-        self.tag(key).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        self.tag(key)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
     }
 
     /// Best known WAL position: the larger of received and replayed.
@@ -116,7 +129,11 @@ impl Member {
 
 /// The leader lease.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub struct Lease {
     /// Member named in the leader key.
     pub holder: Option<String>,
@@ -128,7 +145,11 @@ pub struct Lease {
 
 /// Dynamic configuration values, in milliseconds and bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub struct Config {
     /// `ttl`.
     pub ttl_ms: u64,
@@ -179,7 +200,11 @@ impl Default for Config {
 
 /// A manual switchover or failover.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub struct Switchover {
     /// Leader to move away from (`None`: failover).
     pub leader: Option<String>,
@@ -191,7 +216,11 @@ pub struct Switchover {
 
 /// Everything a policy may look at.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub struct ClusterView {
     /// The host's monotonic clock, milliseconds.
     pub now_ms: u64,
@@ -247,7 +276,11 @@ impl ClusterView {
 
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Event {
     /// Periodic wake-up.
     Tick,
@@ -309,7 +342,11 @@ impl Event {
 
 /// Whether to race for the leader key.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Race {
     /// Try to take the key.
     Race,
@@ -321,7 +358,11 @@ pub enum Race {
 
 /// A postponed race.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub struct Wait {
     /// Milliseconds (the host caps it at `ttl`).
     pub delay_ms: u64,
@@ -331,7 +372,11 @@ pub struct Wait {
 
 /// What to do with the local primary.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Fence {
     /// Nothing.
     None,
@@ -343,7 +388,11 @@ pub enum Fence {
 
 /// The answer to one event.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub struct Decision {
     /// Race or not.
     pub race: Race,
@@ -369,7 +418,11 @@ impl Decision {
 
 /// What a policy says about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(Serialize, Deserialize), serde(rename_all = "kebab-case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(Serialize, Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub struct Info {
     /// Short name.
     pub name: String,

@@ -1,0 +1,133 @@
+//! The policy test guests (`policies/testing/*`), built as components once per test process
+//! with the same command as every policy component: `wasm32-unknown-unknown`, linked by
+//! `wasm-component-ld`, profile `policy-guest`, target dir `<target>/policy-guests`.
+//!
+//! Other policy crates of the workspace (`zone-aware`, `always-promote`, ...) are built the
+//! same way the first time a test asks for their path.
+//!
+//! Honours `CARGO_TARGET_DIR`. When `PGWARDEN_CARGO_LOCK` is set, the nested cargo runs under
+//! `flock $PGWARDEN_CARGO_LOCK` (leave it unset when the outer cargo already holds that lock,
+//! or the build waits for itself).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+/// Every test guest, by directory name (package `pgwarden-policy-<name>`).
+pub const GUESTS: [&str; 5] = [
+    "infinite-loop",
+    "memory-bomb",
+    "trap",
+    "garbage",
+    "wasi-import",
+];
+
+const TARGET: &str = "wasm32-unknown-unknown";
+const PROFILE: &str = "policy-guest";
+
+/// Where the guests are; [`path`](Guests::path) builds any other policy crate on demand.
+pub struct Guests {
+    target_dir: PathBuf,
+    others: Mutex<BTreeSet<String>>,
+}
+
+impl Guests {
+    /// The component file of the policy named `name` (package `pgwarden-policy-<name>`):
+    /// one of [`GUESTS`], already built, or another policy crate of the workspace
+    /// (`zone-aware`, `always-promote`, ...), built on first use.
+    pub fn path(&self, name: &str) -> PathBuf {
+        if !GUESTS.contains(&name) {
+            let mut built = self.others.lock().unwrap_or_else(|e| e.into_inner());
+            if !built.contains(name) {
+                cargo_build(&self.target_dir, &[name]);
+                built.insert(name.to_string());
+            }
+        }
+        let path = self
+            .target_dir
+            .join(TARGET)
+            .join(PROFILE)
+            .join(format!("pgwarden_policy_{}.wasm", name.replace('-', "_")));
+        assert!(path.is_file(), "{} was not built", path.display());
+        path
+    }
+}
+
+/// Build every test guest (once per process) and return where they are.
+pub fn guests() -> &'static Guests {
+    static BUILT: OnceLock<Guests> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let target_dir = target_dir();
+        cargo_build(&target_dir, &GUESTS);
+        Guests {
+            target_dir,
+            others: Mutex::new(BTreeSet::new()),
+        }
+    })
+}
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `${CARGO_TARGET_DIR:-<repo>/target}/policy-guests`, as build.rs uses it.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_relative() {
+                manifest_dir().join(dir)
+            } else {
+                dir
+            }
+        })
+        .unwrap_or_else(|| manifest_dir().join("target"))
+        .join("policy-guests")
+}
+
+/// Build `names` (packages `pgwarden-policy-<name>`) as components in one cargo run.
+fn cargo_build(target_dir: &Path, names: &[&str]) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = match std::env::var_os("PGWARDEN_CARGO_LOCK") {
+        Some(lock) => {
+            let mut command = Command::new("flock");
+            command.arg(lock).arg(&cargo);
+            command
+        }
+        None => Command::new(&cargo),
+    };
+    command
+        .current_dir(manifest_dir())
+        .args(["build", "--quiet"]);
+    for name in names {
+        command.args(["-p", &format!("pgwarden-policy-{name}")]);
+    }
+    command
+        .args(["--target", TARGET, "--profile", PROFILE])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER",
+            "wasm-component-ld",
+        );
+    // The test build's flags and wrappers are for the host target.
+    for inherited in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+    ] {
+        command.env_remove(inherited);
+    }
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("running {command:?} to build policy components: {e}"));
+    assert!(
+        status.success(),
+        "building the policy components {names:?} failed ({status}): {command:?}"
+    );
+}

@@ -920,6 +920,7 @@ fn answer_all(node: &mut Node, decision: &pgwarden_policy::Decision) -> Vec<Effe
                             seq: call.seq,
                             decision: decision.clone(),
                             fallback: None,
+                            warnings: Vec::new(),
                         }),
                     );
                     pending.extend(drain_raw(node));

@@ -206,3 +206,197 @@ fn always_promote_everywhere_still_yields_one_leader_thanks_to_the_gate() {
     }
     assert_ne!(c.http_status(other, "GET", "/primary"), Some(200));
 }
+
+/// Where `scripts/test` installs patronictl (the compatibility oracle).
+fn patronictl() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("PGWARDEN_PATRONICTL") {
+        return path.into();
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let path = target.join("patroni-venv/bin/patronictl");
+    assert!(
+        path.exists(),
+        "patronictl not found at {}: scripts/test installs it (or set PGWARDEN_PATRONICTL)",
+        path.display()
+    );
+    path
+}
+
+/// The leader and the synchronous standby recorded in `/sync`, once the other replica streams.
+fn settled_sync_cluster(c: &Cluster) -> (usize, usize, usize) {
+    let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);
+    let sync = wait_check(REPLICATION_TIMEOUT, "a sync standby in /sync", || {
+        let v = c.dcs_json("sync")?.ok_or("no /sync")?;
+        let name = v
+            .get("sync_standby")
+            .and_then(|s| s.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or(format!("/sync = {v}"))?
+            .to_string();
+        c.index_of(&name).ok_or(format!("unknown member {name}"))
+    });
+    let other = (0..3)
+        .find(|&i| i != leader && i != sync)
+        .expect("three nodes");
+    for i in [sync, other] {
+        wait_check(
+            REPLICATION_TIMEOUT,
+            &format!("{} streaming", c.name(i)),
+            || streaming(c, i),
+        );
+    }
+    (leader, sync, other)
+}
+
+/// `POST path body` on node `i`: (status, body text).
+fn post(c: &Cluster, i: usize, path: &str, body: &str) -> (u16, String) {
+    let r = c
+        .http_slow(i, "POST", path, Some(body), Duration::from_secs(90))
+        .unwrap_or_else(|e| panic!("POST {path} on {}: {e}", c.name(i)));
+    (r.status, r.body)
+}
+
+/// patronictl's `switchover` goes through our `POST /switchover`; the leader shuts down
+/// cleanly, the candidate takes over with every committed row, the old leader follows it,
+/// and the `failover` key is gone. Bad requests get Patroni's status codes.
+#[test]
+fn patronictl_switchover_hands_over_cleanly() {
+    let _guard = exclusive();
+    let mut c = Cluster::builder()
+        .scope("pgwarden-switch")
+        .synchronous_mode(true)
+        .start();
+    let (leader, sync, other) = settled_sync_cluster(&c);
+    c.execute(
+        leader,
+        "CREATE TABLE handover (id int); INSERT INTO handover SELECT generate_series(1, 1000)",
+    )
+    .expect("write on the leader");
+
+    // Patroni's refusals, before anything is written.
+    let (code, text) = post(
+        &c,
+        leader,
+        "/switchover",
+        &format!(r#"{{"leader":"{}"}}"#, c.name(other)),
+    );
+    assert_eq!(code, 412, "wrong leader: {text}");
+    let (code, text) = post(&c, leader, "/failover", "{}");
+    assert_eq!(code, 400, "failover without candidate: {text}");
+    let (code, text) = post(&c, leader, "/switchover", "not json");
+    assert_eq!(code, 400, "bad body: {text}");
+    assert!(text.contains("not JSON"), "{text}");
+    let (code, text) = post(
+        &c,
+        leader,
+        "/switchover",
+        &format!(
+            r#"{{"leader":"{}","candidate":"{}"}}"#,
+            c.name(leader),
+            c.name(other)
+        ),
+    );
+    assert_eq!(
+        code, 412,
+        "switchover to a non-sync standby in sync mode: {text}"
+    );
+    assert_eq!(
+        c.http_status(leader, "DELETE", "/switchover"),
+        Some(404),
+        "nothing to cancel"
+    );
+
+    let mut cmd = std::process::Command::new(patronictl());
+    support::process::scrub_env(&mut cmd);
+    cmd.arg("-c")
+        .arg(c.config_path(0))
+        .args([
+            "switchover",
+            "--leader",
+            c.name(leader),
+            "--candidate",
+            c.name(sync),
+            "--force",
+        ])
+        .arg(c.scope());
+    let out = support::process::run_capture(&mut cmd, Duration::from_secs(90));
+    assert!(
+        out.stdout.contains("Successfully switched over"),
+        "patronictl switchover: {out:?}\n{}",
+        c.diagnostics(40)
+    );
+    let new_leader = wait_check(FAILOVER_TIMEOUT, "the candidate leads", || sole_primary(&c));
+    assert_eq!(new_leader, sync, "{}", c.diagnostics(40));
+    assert_eq!(
+        c.query_scalar(sync, "SELECT count(*) FROM handover")
+            .expect("count on the new leader"),
+        Some("1000".into()),
+        "every committed row survived the switchover"
+    );
+    wait_check(REJOIN_TIMEOUT, "the old leader follows the new one", || {
+        streaming(&c, leader)
+    });
+    wait_check(
+        Duration::from_secs(30),
+        "the failover key is cleared",
+        || match c.dcs_get("failover")? {
+            None => Ok(()),
+            Some(kv) => Err(format!("failover = {kv:?}")),
+        },
+    );
+    let _ = &mut c;
+}
+
+/// `strict-zero-loss` refuses a manual failover to an asynchronous standby and says why,
+/// where the default policy would hand over; the operator's `override_policy` gets it done.
+#[test]
+fn strict_zero_loss_refuses_a_failover_to_an_async_standby_unless_overridden() {
+    let _guard = exclusive();
+    let strict = guests().path("strict-zero-loss");
+    let c = Cluster::builder()
+        .scope("pgwarden-strict")
+        .synchronous_mode(true)
+        .policy(0, &strict)
+        .policy(1, &strict)
+        .policy(2, &strict)
+        .start();
+    let (leader, _sync, other) = settled_sync_cluster(&c);
+    let request = format!(r#"{{"candidate":"{}"}}"#, c.name(other));
+    let (code, text) = post(&c, leader, "/failover", &request);
+    assert_eq!(code, 503, "the failover is refused: {text}");
+    assert!(
+        text.contains("not a confirmed synchronous standby"),
+        "the refusal names the reason: {text}"
+    );
+    assert_eq!(sole_primary(&c), Ok(leader), "nothing moved");
+    assert_eq!(
+        c.dcs_get("failover").ok().flatten().map(|kv| kv.value),
+        None,
+        "declined requests are cleared"
+    );
+
+    let overridden = format!(
+        r#"{{"candidate":"{}","override_policy":true}}"#,
+        c.name(other)
+    );
+    let (code, text) = post(&c, leader, "/failover", &overridden);
+    assert_eq!(
+        code,
+        200,
+        "the override is honoured: {text}\n{}",
+        c.diagnostics(40)
+    );
+    assert!(
+        text.contains(&format!("failed over to \"{}\"", c.name(other))),
+        "{text}"
+    );
+    let new_leader = wait_check(FAILOVER_TIMEOUT, "the candidate leads", || sole_primary(&c));
+    assert_eq!(new_leader, other);
+    let log = std::fs::read_to_string(c.log_path(other)).unwrap_or_default();
+    assert!(
+        log.contains("overrode the zero-loss rule"),
+        "the candidate logs the override"
+    );
+}

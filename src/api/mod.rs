@@ -1,9 +1,11 @@
 //! The REST API HAProxy and patronictl talk to: Patroni's paths, methods and status codes.
-//! Every answer comes from the last published `NodeStatus`; no handler touches PostgreSQL
-//! or etcd, so a hung database cannot hang a health check.
+//! Every health and status answer comes from the last published `NodeStatus`; no such
+//! handler touches PostgreSQL or etcd, so a hung database cannot hang a health check. Only
+//! the operator endpoints (`switchover`) write to etcd.
 
 mod cluster;
 pub mod metrics;
+mod switchover;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +33,8 @@ pub struct ApiState {
     status: watch::Receiver<Arc<NodeStatus>>,
     config: Arc<Config>,
     policy: crate::runtime::policy::SharedPolicyStatus,
+    /// For the operator endpoints that write the `failover` key.
+    store: Option<crate::dcs::EtcdStore>,
 }
 
 impl ApiState {
@@ -45,12 +49,20 @@ impl ApiState {
             status,
             config: Arc::new(config),
             policy: Default::default(),
+            store: None,
         }
     }
 
     /// Show the policy thread's status (active policy, counters) in `/patroni` and `/metrics`.
     pub fn with_policy(mut self, policy: crate::runtime::policy::SharedPolicyStatus) -> ApiState {
         self.policy = policy;
+        self
+    }
+
+    /// Let `POST /switchover`, `POST /failover` and `DELETE /switchover` write the
+    /// `failover` key.
+    pub fn with_store(mut self, store: crate::dcs::EtcdStore) -> ApiState {
+        self.store = Some(store);
         self
     }
 
@@ -93,6 +105,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics::get_metrics))
         .route("/liveness", get(liveness))
         .route("/readiness", get(readiness))
+        .route(
+            "/switchover",
+            axum::routing::post(switchover::post_switchover).delete(switchover::delete_switchover),
+        )
+        .route("/failover", axum::routing::post(switchover::post_failover))
         .fallback(health_check)
         .with_state(state);
     // The method rewrite must run before routing, so it wraps a router that has no routes

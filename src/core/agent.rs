@@ -154,6 +154,10 @@ pub struct Agent {
     /// We released the leader key after a policy's demotion: do not count it as ours while
     /// the release is in flight.
     pub release_pending: bool,
+    /// The routine call that first carried a switchover addressed to us: (seq, key revision).
+    pub switchover_consulted: Option<(u64, i64)>,
+    /// The `failover` key revision we already asked to clear.
+    pub failover_cleared: Option<i64>,
     /// Run a decision cycle no later than this (a policy asked to be consulted again).
     pub wake_at: Option<Instant>,
 }
@@ -197,6 +201,8 @@ impl Agent {
             policy_fallbacks: 0,
             gate: GateLog::default(),
             release_pending: false,
+            switchover_consulted: None,
+            failover_cleared: None,
             wake_at: None,
         }
     }
@@ -308,6 +314,11 @@ impl Agent {
         self.consult_seq += 1;
         let seq = self.consult_seq;
         let view = consult::policy_view(self, purpose == ConsultPurpose::Election);
+        if let Some(revision) = self.switchover_for_me() {
+            if self.switchover_consulted.map(|(_, r)| r) != Some(revision) {
+                self.switchover_consulted = Some((seq, revision));
+            }
+        }
         self.outbox.push(Effect::ConsultPolicy(Box::new(PolicyCall {
             seq,
             purpose,
@@ -315,6 +326,102 @@ impl Agent {
             view,
         })));
         seq
+    }
+
+    /// The `failover` key's revision when it asks us, the leader, to hand over: addressed to
+    /// us (or to whoever leads), naming someone else or nobody, not scheduled.
+    pub fn switchover_for_me(&self) -> Option<i64> {
+        let failover = self.view.as_ref()?.failover.as_ref()?;
+        let me = self.settings.name.as_str();
+        let request = &failover.value;
+        let to_me = request.leader.as_deref().is_none_or(|l| l == me);
+        let away = request.candidate.as_deref() != Some(me);
+        (self.holds_leader_key() && to_me && away && request.scheduled_at.is_none())
+            .then_some(failover.mod_revision)
+    }
+
+    /// A manual failover (no `leader` in the request) naming us: Patroni lets the named
+    /// candidate of a leaderless cluster be promoted whatever its lag or synchronous state,
+    /// because the operator asked for it. The gate waives those two rules, nothing else.
+    pub fn manual_failover_to_me(&self) -> bool {
+        self.view
+            .as_ref()
+            .and_then(|v| v.failover.as_ref())
+            .is_some_and(|f| {
+                f.value.is_manual_failover()
+                    && f.value.candidate.as_deref() == Some(self.settings.name.as_str())
+            })
+    }
+
+    /// The leader's housekeeping of the `failover` key: a request that is done, stale or
+    /// unsupported is deleted (once per revision); one addressed to us is left to the policy.
+    pub fn tidy_failover_key(&mut self) {
+        let Some(failover) = self.view.as_ref().and_then(|v| v.failover.clone()) else {
+            self.switchover_consulted = None;
+            return;
+        };
+        if self.failover_cleared == Some(failover.mod_revision) {
+            return;
+        }
+        let me = self.settings.name.clone();
+        let request = &failover.value;
+        let (expected_revision, reason) = if request.candidate.as_deref() == Some(me.as_str()) {
+            (
+                None,
+                format!("{me} leads: the requested failover is complete"),
+            )
+        } else if let Some(leader) = request.leader.as_deref().filter(|l| *l != me) {
+            (
+                Some(failover.mod_revision),
+                format!("a switchover from {leader} was requested, but {me} leads"),
+            )
+        } else if let Some(at) = &request.scheduled_at {
+            (
+                Some(failover.mod_revision),
+                format!("scheduled switchovers (scheduled_at {at}) are not supported"),
+            )
+        } else {
+            return;
+        };
+        tracing::info!(node = %me, %reason, "clearing the failover key");
+        self.failover_cleared = Some(failover.mod_revision);
+        self.outbox.push(Effect::ClearFailover {
+            expected_revision,
+            reason,
+        });
+    }
+
+    /// The policy answered a call that carried a switchover addressed to us and did not stop
+    /// the primary: the request is declined and its key deleted, so it does not linger.
+    pub fn decline_switchover_if_unanswered(&mut self, answer: &PolicyAnswer) {
+        let Some((asked_seq, revision)) = self.switchover_consulted else {
+            return;
+        };
+        if answer.seq < asked_seq
+            || answer.decision.fence != pgwarden_policy::Fence::None
+            || self.switchover_for_me() != Some(revision)
+            || self.failover_cleared == Some(revision)
+        {
+            return;
+        }
+        let target = self
+            .view
+            .as_ref()
+            .and_then(|v| v.failover.as_ref())
+            .and_then(|f| f.value.candidate.as_deref())
+            .map(|c| format!(" to {c}"))
+            .unwrap_or_default();
+        let reason = match answer.warnings.last() {
+            Some(why) => format!("the policy declined the switchover{target}: {why}"),
+            None => format!("the policy did not stop the primary for the switchover{target}"),
+        };
+        tracing::warn!(node = %self.settings.name, %reason, "switchover declined");
+        self.last_race_refusal = Some(reason.clone());
+        self.failover_cleared = Some(revision);
+        self.outbox.push(Effect::ClearFailover {
+            expected_revision: Some(revision),
+            reason,
+        });
     }
 
     /// The invariant gate for racing; `Err` names the rule.
@@ -334,6 +441,7 @@ impl Agent {
             cluster_timeline: view.and_then(|v| v.timeline()),
             synchronous_mode: self.config.synchronous_mode != SynchronousMode::Off,
             sync: view.and_then(|v| v.sync.as_ref()).map(|s| &s.value),
+            manual_failover: self.manual_failover_to_me(),
         })
     }
 
@@ -411,6 +519,7 @@ impl Agent {
                 .as_ref()
                 .and_then(|v| v.sync.as_ref())
                 .map(|s| &s.value),
+            manual_failover: self.manual_failover_to_me(),
         })
         .map_err(|rule| rule.to_string())
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use pgwarden_policy as contract;
 
 use super::agent::Agent;
-use super::view::{ClusterView, MemberInfo, PeerReport, PgObservation};
+use super::view::{ClusterView, FailoverRequest, MemberInfo, PeerReport, PgObservation};
 use crate::config::SynchronousMode;
 
 /// Why the core asks: an election decides whether to race; routine calls carry every other
@@ -43,6 +43,9 @@ pub struct PolicyAnswer {
     pub decision: contract::Decision,
     /// Set when the configured policy failed and the embedded default decided instead.
     pub fallback: Option<String>,
+    /// What the policy logged at warn or error level while deciding (its reasons for a
+    /// refusal the decision itself cannot carry, such as a declined switchover).
+    pub warnings: Vec<String>,
 }
 
 /// The facts events are derived from, as of the last time the core looked.
@@ -55,6 +58,7 @@ pub struct EventBaseline {
     lagging: BTreeSet<String>,
     postgres_up: Option<bool>,
     store_reachable: bool,
+    failover: Option<(i64, contract::Switchover)>,
 }
 
 impl EventBaseline {
@@ -97,6 +101,11 @@ impl EventBaseline {
             }
             if now.sync_standbys != self.sync_standbys {
                 events.push(contract::Event::SyncChanged(now.sync_standbys.clone()));
+            }
+            if let Some((revision, request)) = &now.failover {
+                if self.failover.as_ref().map(|(r, _)| r) != Some(revision) {
+                    events.push(contract::Event::SwitchoverRequested(request.clone()));
+                }
             }
             for name in now.lagging.difference(&self.lagging) {
                 events.push(contract::Event::LagExceeded(name.clone()));
@@ -143,7 +152,20 @@ impl EventBaseline {
             lagging,
             postgres_up: agent.pg.as_ref().map(PgObservation::is_running),
             store_reachable: agent.dcs_error.is_none(),
+            failover: view
+                .failover
+                .as_ref()
+                .map(|f| (f.mod_revision, switchover(&f.value))),
         }
+    }
+}
+
+/// The contract's form of the `failover` key.
+pub fn switchover(request: &FailoverRequest) -> contract::Switchover {
+    contract::Switchover {
+        leader: request.leader.clone(),
+        candidate: request.candidate.clone(),
+        override_policy: request.override_policy,
     }
 }
 
@@ -372,7 +394,7 @@ pub fn policy_view(agent: &Agent, with_peers: bool) -> contract::ClusterView {
         leader_lsn: optime,
         sync_leader: sync.and_then(|s| s.leader.clone()),
         sync_standbys: sync.map(|s| s.sync_standby.clone()).unwrap_or_default(),
-        switchover: None,
+        switchover: view.failover.as_ref().map(|f| switchover(&f.value)),
         config: contract::Config {
             ttl_ms: u64::from(config.ttl) * 1000,
             loop_wait_ms: u64::from(config.loop_wait) * 1000,
@@ -416,5 +438,6 @@ pub fn decide_with_default(call: &PolicyCall) -> PolicyAnswer {
         seq: call.seq,
         decision: pgwarden_policy_default::DefaultPolicy::decide(&call.event, &call.view),
         fallback: None,
+        warnings: Vec::new(),
     }
 }

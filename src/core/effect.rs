@@ -161,6 +161,13 @@ pub enum Effect {
         /// mod_revision read; `None` when the key did not exist.
         expected_revision: Option<i64>,
     },
+    /// Delete `failover` (with `expected_revision`: only if nobody rewrote it since).
+    ClearFailover {
+        /// mod_revision read; `None` deletes whatever is there (the new leader does).
+        expected_revision: Option<i64>,
+        /// Why, for the log.
+        reason: String,
+    },
     /// Put `status` with the leader's WAL position.
     WriteStatus {
         /// Leader's WAL position.

@@ -313,7 +313,11 @@ impl Machine {
             }
             Event::PolicyDecided(answer) => {
                 context.note_decision(answer);
-                context.apply_fence(&answer.decision.fence)
+                let outcome = context.apply_fence(&answer.decision.fence);
+                if matches!(outcome, Handled) {
+                    context.decline_switchover_if_unanswered(answer);
+                }
+                outcome
             }
             _ => Super,
         }
@@ -683,6 +687,7 @@ impl Agent {
                 .reason("lease could not be renewed before the demotion deadline");
             return Transition(State::demoting());
         }
+        self.tidy_failover_key();
         let Some(pg) = self.pg.clone() else {
             return Handled;
         };

@@ -57,6 +57,8 @@ pub struct PromotionFacts<'a> {
     pub synchronous_mode: bool,
     /// `/sync`.
     pub sync: Option<&'a SyncState>,
+    /// An operator's manual failover names us: the synchronous-set rule is waived.
+    pub manual_failover: bool,
 }
 
 /// Check that promoting now breaks no invariant.
@@ -72,7 +74,7 @@ pub fn check_promotion(facts: &PromotionFacts<'_>) -> Result<(), Rule> {
             return Err(Rule::BehindClusterTimeline { mine, cluster });
         }
     }
-    if facts.synchronous_mode {
+    if facts.synchronous_mode && !facts.manual_failover {
         if let Some(sync) = facts.sync.filter(|s| s.leader.is_some()) {
             if !sync.allows(facts.me) {
                 return Err(Rule::NotSynchronous);
@@ -176,6 +178,10 @@ pub struct RaceFacts<'a> {
     pub synchronous_mode: bool,
     /// `/sync`.
     pub sync: Option<&'a SyncState>,
+    /// An operator's manual failover names us (Patroni's `failover --candidate` in a
+    /// leaderless cluster): the synchronous-set and lag rules are waived; the operator
+    /// accepted losing what the candidate lacks. Timeline and liveness rules still hold.
+    pub manual_failover: bool,
 }
 
 /// Check that racing for the leader key now breaks no invariant, whatever a policy said.
@@ -197,6 +203,9 @@ pub fn check_race(facts: &RaceFacts<'_>) -> Result<(), RaceRule> {
     }
     if facts.postgres_primary {
         return Ok(()); // a running primary on the cluster timeline has every committed write
+    }
+    if facts.manual_failover {
+        return Ok(());
     }
     if facts.synchronous_mode {
         if let Some(sync) = facts.sync.filter(|s| s.leader.is_some()) {

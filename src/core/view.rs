@@ -142,6 +142,31 @@ pub struct ClusterView {
     pub history: Vec<HistoryEntry>,
     /// `status.optime`: the leader's last published WAL position.
     pub optime: Option<Lsn>,
+    /// `failover`: a pending manual failover or switchover.
+    pub failover: Option<Versioned<FailoverRequest>>,
+}
+
+/// The `failover` key: a manual failover (a candidate, no leader) or a switchover (the
+/// current leader, optionally a candidate), as Patroni's REST API and patronictl write it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FailoverRequest {
+    /// The leader the request is addressed to (`leader`); absent for a failover.
+    pub leader: Option<String>,
+    /// The member to promote (`member`); absent for "any healthy standby".
+    pub candidate: Option<String>,
+    /// `scheduled_at`, as written (pgwarden does not schedule; see the API).
+    pub scheduled_at: Option<String>,
+    /// pgwarden's extension: the operator overrides the policy's refusal of the candidate
+    /// (`override_policy`); policies see it and decide whether to honour it.
+    pub override_policy: bool,
+}
+
+impl FailoverRequest {
+    /// A failover (no `leader`): the operator accepts promoting the candidate whatever its
+    /// lag or synchronous state, as Patroni allows in a leaderless cluster.
+    pub fn is_manual_failover(&self) -> bool {
+        self.leader.is_none() && self.candidate.is_some()
+    }
 }
 
 impl ClusterView {

@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 use super::keys::{self, KeyLayout};
 use crate::config::DynamicConfig;
 use crate::core::types::{Lsn, Timeline};
-use crate::core::view::{ClusterView, HistoryEntry, LeaderKey, MemberInfo, SyncState, Versioned};
+use crate::core::view::{
+    ClusterView, FailoverRequest, HistoryEntry, LeaderKey, MemberInfo, SyncState, Versioned,
+};
 
 /// One key as read from etcd.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +70,12 @@ pub fn decode_view(
                 }
             }
             keys::HISTORY => view.history = decode_history(&text),
+            keys::FAILOVER => {
+                view.failover = decode_failover(&text).map(|value| Versioned {
+                    value,
+                    mod_revision: raw.mod_revision,
+                })
+            }
             keys::STATUS => {
                 view.optime = serde_json::from_str::<Value>(&text)
                     .ok()
@@ -144,6 +152,58 @@ pub fn decode_sync(text: &str) -> Option<SyncState> {
         sync_standby,
         quorum,
     })
+}
+
+/// Decode `/failover`: `{"leader"?, "member"?, "scheduled_at"?, "override_policy"?}`, or the
+/// legacy `leader:candidate` text. An empty or unusable value is no request.
+pub fn decode_failover(text: &str) -> Option<FailoverRequest> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let name = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let request = match serde_json::from_str::<Value>(text) {
+        Ok(v @ Value::Object(_)) => FailoverRequest {
+            leader: name(v.get("leader")),
+            candidate: name(v.get("member")),
+            scheduled_at: name(v.get("scheduled_at")),
+            override_policy: v.get("override_policy").and_then(Value::as_bool) == Some(true),
+        },
+        Ok(_) => return None,
+        Err(_) => {
+            let (leader, candidate) = text.split_once(':')?;
+            let part = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+            FailoverRequest {
+                leader: part(leader),
+                candidate: part(candidate),
+                ..FailoverRequest::default()
+            }
+        }
+    };
+    (request.leader.is_some() || request.candidate.is_some()).then_some(request)
+}
+
+/// Encode `/failover` as Patroni's REST API does (plus `override_policy` when set).
+pub fn encode_failover(request: &FailoverRequest) -> String {
+    let mut v = serde_json::Map::new();
+    if let Some(leader) = &request.leader {
+        v.insert("leader".into(), json!(leader));
+    }
+    if let Some(candidate) = &request.candidate {
+        v.insert("member".into(), json!(candidate));
+    }
+    if let Some(at) = &request.scheduled_at {
+        v.insert("scheduled_at".into(), json!(at));
+    }
+    if request.override_policy {
+        v.insert("override_policy".into(), json!(true));
+    }
+    Value::Object(v).to_string()
 }
 
 /// Encode `/sync` as Patroni does.

@@ -13,7 +13,7 @@ use etcd_client::{
 use super::codec::{self, RawKey};
 use super::keys::{self, KeyLayout};
 use super::DcsError;
-use crate::core::view::{ClusterView, HistoryEntry, SyncState};
+use crate::core::view::{ClusterView, FailoverRequest, HistoryEntry, SyncState};
 use crate::core::{LeaseId, Lsn};
 
 /// Outcome of a leader key acquisition.
@@ -342,6 +342,36 @@ impl EtcdStore {
             .txn(txn)
             .await
             .map_err(err("release leader"))?
+            .succeeded())
+    }
+
+    /// Put `/failover` (a plain put, as Patroni's REST API does: the newest request wins).
+    pub async fn write_failover(&self, request: &FailoverRequest) -> Result<(), DcsError> {
+        let mut kv = self.client.kv_client();
+        kv.put(
+            self.layout.key(keys::FAILOVER),
+            codec::encode_failover(request),
+            None,
+        )
+        .await
+        .map_err(err("write failover"))?;
+        Ok(())
+    }
+
+    /// Delete `/failover`; with `expected_revision`, only if nobody rewrote it since.
+    /// Returns whether a key was deleted.
+    pub async fn clear_failover(&self, expected_revision: Option<i64>) -> Result<bool, DcsError> {
+        let mut kv = self.client.kv_client();
+        let key = self.layout.key(keys::FAILOVER);
+        let guards = match expected_revision {
+            Some(rev) => vec![Compare::mod_revision(key.clone(), CompareOp::Equal, rev)],
+            None => vec![Compare::create_revision(key.clone(), CompareOp::Greater, 0)],
+        };
+        let txn = Txn::new().when(guards).and_then([TxnOp::delete(key, None)]);
+        Ok(kv
+            .txn(txn)
+            .await
+            .map_err(err("clear failover"))?
             .succeeded())
     }
 

@@ -83,6 +83,8 @@ pub struct Metered {
     pub decision: Decision,
     /// Fuel used by the call (instantiation included).
     pub fuel_used: u64,
+    /// What the policy logged at warn or error level during the call.
+    pub warnings: Vec<String>,
 }
 
 /// The wasmtime engine policies are compiled for and run on. Cheap to clone (shared);
@@ -190,7 +192,7 @@ impl PolicyEngine {
     ) -> Result<Metered, PolicyCallError> {
         let wit_event = convert::event_to_wit(event);
         let wit_view = convert::view_to_wit(view);
-        let (answer, fuel_used) = self.call(
+        let (answer, fuel_used, warnings) = self.call(
             policy.name_arc(),
             policy.engine(),
             policy.pre(),
@@ -212,6 +214,7 @@ impl PolicyEngine {
         Ok(Metered {
             decision,
             fuel_used,
+            warnings,
         })
     }
 
@@ -229,7 +232,7 @@ impl PolicyEngine {
             policy.pre(),
             |store, bindings| bindings.pgwarden_policy_decider().call_metadata(store),
         )
-        .map(|(info, _fuel)| convert::info_from_wit(info))
+        .map(|(info, _fuel, _warnings)| convert::info_from_wit(info))
     }
 
     /// The wasmtime engine (for loading).
@@ -250,7 +253,7 @@ impl PolicyEngine {
         engine: &Engine,
         pre: &PolicyPre<GuestState>,
         f: impl FnOnce(&mut Store<GuestState>, &Bindings) -> wasmtime::Result<R>,
-    ) -> Result<(R, u64), PolicyCallError> {
+    ) -> Result<(R, u64, Vec<String>), PolicyCallError> {
         let limits = self.inner.limits;
         if !Engine::same(engine, &self.inner.engine) {
             return Err(PolicyCallError::Instantiate {
@@ -286,7 +289,8 @@ impl PolicyEngine {
             );
         }
         let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        result.map(|value| (value, fuel_used))
+        let warnings = store.data_mut().take_warnings();
+        result.map(|value| (value, fuel_used, warnings))
     }
 }
 

@@ -79,6 +79,8 @@ pub struct Verdict {
     pub shadow: Option<ShadowReport>,
     /// Time to the decision (the active call, plus the fallback if it failed; not the shadow).
     pub elapsed: Duration,
+    /// What the active policy logged at warn or error level while deciding.
+    pub warnings: Vec<String>,
 }
 
 /// Failures counted per kind.
@@ -245,8 +247,12 @@ impl PolicyHost {
         let started = Instant::now();
         self.counters.calls = self.counters.calls.saturating_add(1);
         let policy = self.active.name().to_string();
-        let (decision, source) = match self.engine.decide(&self.active, event, view) {
-            Ok(decision) => (decision, Source::Active { policy }),
+        let mut warnings = Vec::new();
+        let (decision, source) = match self.engine.decide_metered(&self.active, event, view) {
+            Ok(metered) => {
+                warnings = metered.warnings;
+                (metered.decision, Source::Active { policy })
+            }
             Err(error) => {
                 self.counters.fallbacks.bump(error.kind());
                 tracing::warn!(
@@ -272,6 +278,7 @@ impl PolicyHost {
             source,
             shadow,
             elapsed,
+            warnings,
         };
         self.record(event, view, &verdict);
         verdict

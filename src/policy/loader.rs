@@ -207,7 +207,7 @@ impl PolicyEngine {
             .map_err(link_error)?;
         let pre = PolicyPre::new(instance_pre).map_err(link_error)?;
 
-        let (info, _fuel) = self
+        let (info, _fuel, _warnings) = self
             .call(Arc::from(label), engine, &pre, |store, bindings| {
                 bindings.pgwarden_policy_decider().call_metadata(store)
             })

@@ -28,6 +28,7 @@ pub struct GuestState {
     /// The limiter installed with `Store::limiter`.
     pub limiter: GuestLimiter,
     log_lines: u32,
+    warnings: Vec<String>,
 }
 
 impl GuestState {
@@ -37,7 +38,14 @@ impl GuestState {
             policy,
             limiter: GuestLimiter::new(memory_bytes),
             log_lines: 0,
+            warnings: Vec::new(),
         }
+    }
+
+    /// The warning and error lines the guest logged during the call (a policy's reasons for
+    /// what it refused, e.g. a switchover; the host shows them where the decision is used).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// Log lines the guest wrote but the host dropped (over [`MAX_LOG_LINES_PER_CALL`]).
@@ -132,6 +140,9 @@ impl host::Host for GuestState {
             return;
         }
         let message = truncate(&message, MAX_LOG_MESSAGE_BYTES);
+        if matches!(level, host::Level::Warn | host::Level::Error) {
+            self.warnings.push(message.to_string());
+        }
         let policy = &*self.policy;
         match level {
             host::Level::Debug => tracing::debug!(policy, "policy log: {message}"),

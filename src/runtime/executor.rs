@@ -77,6 +77,7 @@ impl Executor {
             | Effect::AcquireLeader { .. }
             | Effect::ReleaseLeader
             | Effect::WriteSync { .. }
+            | Effect::ClearFailover { .. }
             | Effect::WriteStatus { .. }
             | Effect::UpdateHistory { .. }
             | Effect::ProbePeers { .. }) => {
@@ -220,6 +221,14 @@ impl Executor {
                 }
                 self.send(Input::SyncWritten { ok });
             }
+            Effect::ClearFailover {
+                expected_revision,
+                reason,
+            } => match store.clear_failover(expected_revision).await {
+                Ok(true) => tracing::info!(%reason, "cleared the failover key"),
+                Ok(false) => tracing::debug!(%reason, "failover key already changed or gone"),
+                Err(e) => tracing::warn!(error = %e, %reason, "could not clear the failover key"),
+            },
             Effect::WriteStatus { optime } => {
                 log_err("write status", store.write_status(optime).await)
             }

@@ -113,7 +113,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(api::serve(
         listener,
         api::ApiState::new(identity.clone(), status_rx.clone(), config.clone())
-            .with_policy(policy_status),
+            .with_policy(policy_status)
+            .with_store(store.clone()),
     ));
 
     let policy = policy::PolicyRunner::spawn(

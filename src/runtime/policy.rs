@@ -164,6 +164,7 @@ impl Decider for HostDecider {
             seq: call.seq,
             decision: verdict.decision,
             fallback: verdict.source.error().map(|e| e.to_string()),
+            warnings: verdict.warnings,
         };
         self.publish(None);
         answer

@@ -490,6 +490,18 @@ impl Cluster {
         http::request(self.api_addr(i), method, path, body, HTTP_TIMEOUT)
     }
 
+    /// [`http`](Self::http) for requests that wait for an outcome (switchover, failover).
+    pub fn http_slow(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        timeout: Duration,
+    ) -> Result<HttpResponse, String> {
+        http::request(self.api_addr(i), method, path, body, timeout)
+    }
+
     /// Status code of `method path` on node `i` (`None`: no answer).
     pub fn http_status(&self, i: usize, method: &str, path: &str) -> Option<u16> {
         self.http(i, method, path, None).ok().map(|r| r.status)

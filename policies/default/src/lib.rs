@@ -6,14 +6,24 @@
 //! - Among the members that answered the probe: stand down for a live primary, for an
 //!   eligible member that is further ahead, or one as far ahead with a higher
 //!   `failover_priority` (Patroni's `is_healthiest_node`).
-//! - A manual failover with a candidate: only the candidate races.
+//! - A manual failover or switchover (the `failover` key) with a candidate: only the
+//!   candidate races, without comparing itself to its peers. A failover (no leader named)
+//!   waives the lag and synchronous checks, as Patroni does: the operator asked for it. The
+//!   leader a switchover moves away from does not race while another member can take over.
+//!   A request that has left the cluster leaderless for longer than `ttl` is ignored, so a
+//!   candidate that never takes over cannot keep the cluster without a leader.
+//! - The leader hands over (`fence: demote`, a clean shutdown, then the key is released) for
+//!   a switchover addressed to it when the candidate, or with none named some standby, is
+//!   ready: running, streaming, within `maximum_lag_on_failover`, and allowed by `/sync`.
 //! - The leader keeps its current synchronous standbys, then adds the most advanced
 //!   streaming members that may be synchronous, up to `synchronous_node_count`.
 //!
 //! The same code is the embedded component, the agent's fallback when another policy fails,
 //! and the simulation's policy.
 
-use pgwarden_policy::{ClusterView, Decision, Event, Fence, Info, Member, Policy, Race, Role};
+use pgwarden_policy::{
+    log, ClusterView, Decision, Event, Fence, Info, Level, Member, Policy, Race, Role, Switchover,
+};
 
 /// Patroni's rules.
 pub struct DefaultPolicy;
@@ -31,7 +41,7 @@ impl Policy for DefaultPolicy {
         Decision {
             race: race(view),
             preference: preference(view),
-            fence: Fence::None,
+            fence: fence(view),
             sync_standbys: sync_standbys(view),
         }
     }
@@ -47,23 +57,38 @@ pub fn race(view: &ClusterView) -> Race {
     if let Some(holder) = view.lease.holder.as_ref().filter(|h| **h != view.me) {
         return Race::StandDown(format!("{holder} holds the leader key"));
     }
-    if let Some(candidate) = view
-        .switchover
-        .as_ref()
-        .and_then(|s| s.candidate.as_deref())
-    {
-        if candidate != view.me {
-            let candidate_alive = view
-                .member(candidate)
-                .is_some_and(|m| m.reachable != Some(false));
-            if candidate_alive {
-                return Race::StandDown(format!("manual failover to {candidate}"));
-            }
-        }
-    }
     let Some(me) = view.myself() else {
         return Race::StandDown("not in the member list".into());
     };
+    if let Some(switchover) = pending_switchover(view) {
+        match switchover.candidate.as_deref() {
+            Some(candidate) if candidate == view.me => {
+                return match named_candidate_ready(view, me, switchover.leader.is_none()) {
+                    Ok(()) => Race::Race,
+                    Err(why) => Race::StandDown(why),
+                };
+            }
+            Some(candidate) => {
+                let candidate_alive = view
+                    .member(candidate)
+                    .is_some_and(|m| m.reachable != Some(false));
+                if candidate_alive {
+                    return Race::StandDown(format!("manual failover to {candidate}"));
+                }
+            }
+            None if switchover.leader.as_deref() == Some(view.me.as_str()) => {
+                let someone_else = view
+                    .others()
+                    .any(|m| m.reachable == Some(true) && healthy_enough(view, m).is_ok());
+                if someone_else {
+                    return Race::StandDown(
+                        "a switchover away from this node is in progress".into(),
+                    );
+                }
+            }
+            None => {}
+        }
+    }
     match healthy_enough(view, me) {
         Err(why) => Race::StandDown(why),
         Ok(()) if me.role == Role::Primary => Race::Race,
@@ -72,6 +97,123 @@ pub fn race(view: &ClusterView) -> Race {
             None => Race::Race,
         },
     }
+}
+
+/// The `failover` key's request, unless it has kept the cluster leaderless for more than
+/// `ttl` (its candidate did not take over: the cluster must not stay without a leader).
+pub fn pending_switchover(view: &ClusterView) -> Option<&Switchover> {
+    let switchover = view.switchover.as_ref()?;
+    let stale =
+        view.lease.holder.is_none() && view.leaderless_ms.is_some_and(|ms| ms > view.config.ttl_ms);
+    (!stale).then_some(switchover)
+}
+
+/// Whether the node named by a manual failover (`manual`: no leader named) or a switchover
+/// may race: it must be able to lead and run PostgreSQL; a switchover candidate must also
+/// pass every health rule, a failover candidate need not (the operator accepted the loss).
+pub fn named_candidate_ready(view: &ClusterView, me: &Member, manual: bool) -> Result<(), String> {
+    if !manual {
+        return healthy_enough(view, me);
+    }
+    if !me.can_lead() {
+        return Err("nofailover (failover_priority <= 0)".into());
+    }
+    if me.role == Role::Unknown || me.state != "running" {
+        return Err(format!("PostgreSQL is not running ({})", me.state));
+    }
+    Ok(())
+}
+
+/// The leader's answer to a switchover addressed to it: demote (cleanly; the host releases
+/// the key after the stop) when a member can take over, otherwise keep leading (the host then
+/// declines the request and deletes it).
+pub fn fence(view: &ClusterView) -> Fence {
+    fence_for_switchover(view, |member| switchover_ready(view, member))
+}
+
+/// [`fence`] with the caller's test of a member that may take over.
+pub fn fence_for_switchover(
+    view: &ClusterView,
+    ready: impl Fn(&Member) -> Result<(), String>,
+) -> Fence {
+    if !view.lease.mine {
+        return Fence::None;
+    }
+    let Some(switchover) = view.switchover.as_ref() else {
+        return Fence::None;
+    };
+    if switchover.leader.as_deref().is_some_and(|l| l != view.me) {
+        return Fence::None;
+    }
+    match switchover.candidate.as_deref() {
+        Some(candidate) if candidate == view.me => Fence::None,
+        Some(candidate) => match view.member(candidate).map(&ready) {
+            Some(Ok(())) => Fence::Demote(format!("switchover to {candidate}")),
+            Some(Err(why)) => {
+                log(
+                    Level::Warn,
+                    &format!("switchover to {candidate} is not possible: {why}"),
+                );
+                Fence::None
+            }
+            None => {
+                log(
+                    Level::Warn,
+                    &format!("switchover to {candidate} is not possible: no such member"),
+                );
+                Fence::None
+            }
+        },
+        None => match view.others().find(|m| ready(m).is_ok()) {
+            Some(member) => Fence::Demote(format!(
+                "switchover: {} and possibly others can take over",
+                member.name
+            )),
+            None => {
+                log(
+                    Level::Warn,
+                    "switchover is not possible: no standby is ready to take over",
+                );
+                Fence::None
+            }
+        },
+    }
+}
+
+/// Whether a standby can take over from the live leader now: it may lead, runs and streams
+/// from the leader, is within `maximum_lag_on_failover`, and, for a switchover (not a
+/// failover naming it), `/sync` allows it.
+pub fn switchover_ready(view: &ClusterView, member: &Member) -> Result<(), String> {
+    if !member.can_lead() {
+        return Err(format!("{} may not lead (nofailover)", member.name));
+    }
+    if member.role != Role::Replica || member.state != "running" {
+        return Err(format!(
+            "{} is not a running standby ({:?}, {})",
+            member.name, member.role, member.state
+        ));
+    }
+    if !member.streaming {
+        return Err(format!("{} is not streaming from the leader", member.name));
+    }
+    // A failover (no leader named) is the operator's explicit choice: Patroni lets it name an
+    // asynchronous standby. A switchover must keep every acknowledged commit.
+    let manual = view.switchover.as_ref().is_some_and(|s| s.leader.is_none());
+    if !manual && view.config.synchronous_mode.is_synchronous() && !view.sync_allows(&member.name) {
+        return Err(format!(
+            "{} is not a synchronous standby (/sync: [{}])",
+            member.name,
+            view.sync_standbys.join(", ")
+        ));
+    }
+    let limit = view.config.maximum_lag_on_failover;
+    if let Some(lag) = member.lag_bytes.filter(|lag| *lag > limit) {
+        return Err(format!(
+            "{} lags {lag} bytes, over maximum_lag_on_failover {limit}",
+            member.name
+        ));
+    }
+    Ok(())
 }
 
 /// The rules a node checks about itself before racing.

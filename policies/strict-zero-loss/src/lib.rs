@@ -10,7 +10,9 @@
 //!   may lead at all) and warns through the host's log that the zero-loss rule was overridden.
 //! - A manual failover to a candidate this policy refuses does not hold back the confirmed
 //!   standbys: the candidate will never race, so they decide as if it had named nobody.
-//! - The leader keeps its lease, and chooses its synchronous standbys, as the default does.
+//! - The leader keeps its lease, and chooses its synchronous standbys, as the default does;
+//!   it hands over for a switchover only to a confirmed synchronous standby (or, with
+//!   `override_policy`, to the named candidate if the default would).
 //! - `preference` lists only the confirmed synchronous standbys, in the default's order.
 //!
 //! No parameters: the rule has no knob, by design.
@@ -36,7 +38,7 @@ impl Policy for StrictZeroLoss {
         Decision {
             race: race(view),
             preference: preference(view),
-            fence: Fence::None,
+            fence: fence(view),
             sync_standbys: default::sync_standbys(view),
         }
     }
@@ -56,6 +58,20 @@ pub fn race(view: &ClusterView) -> Race {
         Err(why) if overridden_for(view, me) => overridden(me, &why),
         Err(why) => Race::StandDown(format!("strict-zero-loss: {why}")),
     }
+}
+
+/// The leader hands over for a switchover only to a confirmed synchronous standby that is
+/// ready to take over; any other candidate is refused (with the reason in the log) unless
+/// the operator set `override_policy`.
+pub fn fence(view: &ClusterView) -> Fence {
+    let overridden = view.switchover.as_ref().is_some_and(|s| s.override_policy);
+    default::fence_for_switchover(view, |member| {
+        default::switchover_ready(view, member)?;
+        match confirmed(view, member) {
+            Err(why) if !overridden => Err(format!("strict-zero-loss: {why}")),
+            _ => Ok(()),
+        }
+    })
 }
 
 /// Whether `member` is a confirmed synchronous standby, or why not.

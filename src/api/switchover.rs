@@ -1,0 +1,412 @@
+//! Manual failover and switchover, as Patroni's REST API does them: `POST /switchover`,
+//! `POST /failover` and `DELETE /switchover`. A request is checked against the current
+//! cluster, written to the `failover` key, then the handler waits for the outcome. The
+//! leader's policy decides whether to hand over and the candidate's policy whether to take
+//! over; when either declines, the answer carries the reason that node recorded.
+//!
+//! These are the only handlers that write to the lock store. They are "unsafe" endpoints:
+//! with `restapi.authentication` set they require HTTP basic authentication.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde_json::Value;
+
+use super::ApiState;
+use crate::core::view::{ClusterView, FailoverRequest};
+use crate::runtime::http;
+
+/// What the operator asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Switchover,
+    Failover,
+}
+
+impl Action {
+    fn title(self) -> &'static str {
+        match self {
+            Action::Switchover => "Switchover",
+            Action::Failover => "Failover",
+        }
+    }
+
+    fn past(self) -> &'static str {
+        match self {
+            Action::Switchover => "switched",
+            Action::Failover => "failed",
+        }
+    }
+}
+
+/// `POST /switchover`: `{"leader", "candidate"?, "override_policy"?}`.
+pub async fn post_switchover(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(state, &headers, &body, Action::Switchover).await
+}
+
+/// `POST /failover`: `{"candidate" (or "member"), "leader"?, "override_policy"?}`; with a
+/// leader it is a switchover.
+pub async fn post_failover(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(state, &headers, &body, Action::Failover).await
+}
+
+/// `DELETE /switchover`: withdraw a pending request.
+pub async fn delete_switchover(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Some(denied) = refused_credentials(&state, &headers) {
+        return denied;
+    }
+    let Some(store) = state.store.clone() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the lock store is not connected",
+        );
+    };
+    let pending = state
+        .snapshot()
+        .view
+        .as_ref()
+        .and_then(|v| v.failover.as_ref())
+        .map(|f| f.mod_revision);
+    let Some(revision) = pending else {
+        return text(StatusCode::NOT_FOUND, "No pending switchover or failover");
+    };
+    match store.clear_failover(Some(revision)).await {
+        Ok(true) => text(StatusCode::OK, "Pending switchover or failover cancelled"),
+        Ok(false) => text(
+            StatusCode::CONFLICT,
+            "The pending request changed meanwhile; read it again",
+        ),
+        Err(e) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("failed to delete the failover key: {e}"),
+        ),
+    }
+}
+
+/// A parsed request body.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Body {
+    leader: Option<String>,
+    candidate: Option<String>,
+    scheduled_at: Option<String>,
+    override_policy: bool,
+}
+
+fn parse_body(body: &[u8]) -> Result<Body, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the request body is not JSON: {e}"))?;
+    let Value::Object(map) = value else {
+        return Err("the request body must be a JSON object".into());
+    };
+    let name = |key: &str| -> Result<Option<String>, String> {
+        match map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+            Some(other) => Err(format!("\"{key}\" must be a member name, not {other}")),
+        }
+    };
+    let override_policy = match map.get("override_policy") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(format!(
+                "\"override_policy\" must be true or false, not {other}"
+            ))
+        }
+    };
+    Ok(Body {
+        leader: name("leader")?,
+        candidate: name("candidate")?.or(name("member")?),
+        scheduled_at: name("scheduled_at")?,
+        override_policy,
+    })
+}
+
+async fn handle(state: ApiState, headers: &HeaderMap, body: &[u8], action: Action) -> Response {
+    if let Some(denied) = refused_credentials(&state, headers) {
+        return denied;
+    }
+    let body = match parse_body(body) {
+        Ok(body) => body,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &e),
+    };
+    // A failover naming the leader is a switchover (Patroni).
+    let action = if body.leader.is_some() {
+        Action::Switchover
+    } else {
+        action
+    };
+    let status = state.snapshot();
+    let Some(view) = status.view.as_ref() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster view is not available (lock store unreachable)",
+        );
+    };
+    if let Err((code, message)) = check(view, &body, action) {
+        return text(code, &message);
+    }
+    let Some(store) = state.store.clone() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the lock store is not connected",
+        );
+    };
+    let request = FailoverRequest {
+        leader: body.leader.clone(),
+        candidate: body.candidate.clone(),
+        scheduled_at: None,
+        override_policy: body.override_policy,
+    };
+    if body.override_policy {
+        tracing::warn!(candidate = ?body.candidate, leader = ?body.leader, "manual {} with override_policy: the operator overrides the policy's refusals", action.title().to_lowercase());
+    }
+    if let Err(e) = store.write_failover(&request).await {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("failed to write failover key into DCS: {e}"),
+        );
+    }
+    tracing::info!(action = action.title(), leader = ?request.leader, candidate = ?request.candidate, "manual request written to the failover key");
+    let old_leader = view.leader_name().map(str::to_owned);
+    let timeout = Duration::from_secs(2 * status.loop_wait.as_secs().max(10));
+    let (code, message) = wait_for_outcome(&state, action, old_leader, &request, timeout).await;
+    text(code, &message)
+}
+
+/// The request makes sense for this cluster (Patroni's checks and messages).
+fn check(view: &ClusterView, body: &Body, action: Action) -> Result<(), (StatusCode, String)> {
+    if body.scheduled_at.is_some() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "pgwarden does not schedule switchovers: omit scheduled_at and send the request when it should happen".into(),
+        ));
+    }
+    let leader = view.leader_name();
+    match action {
+        Action::Switchover if body.leader.is_none() => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "Switchover could be performed only from a specific leader".into(),
+            ))
+        }
+        Action::Failover if body.candidate.is_none() => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "Failover could be performed only to a specific candidate".into(),
+            ))
+        }
+        _ => {}
+    }
+    if let Some(named) = body.leader.as_deref() {
+        if leader != Some(named) {
+            return Err((
+                StatusCode::PRECONDITION_FAILED,
+                format!(
+                    "leader name does not match: {named} is not the leader ({})",
+                    leader.unwrap_or("none")
+                ),
+            ));
+        }
+    }
+    if let Some(candidate) = body.candidate.as_deref() {
+        if !view.members.contains_key(candidate) {
+            return Err((
+                StatusCode::PRECONDITION_FAILED,
+                format!("candidate does not exist: no member named {candidate}"),
+            ));
+        }
+        if leader == Some(candidate) {
+            return Err(match action {
+                Action::Switchover => (
+                    StatusCode::BAD_REQUEST,
+                    "Switchover target and source are the same".into(),
+                ),
+                Action::Failover => (
+                    StatusCode::PRECONDITION_FAILED,
+                    "Can't fail over to the leader.".into(),
+                ),
+            });
+        }
+        let sync_mode = view
+            .config
+            .as_ref()
+            .is_some_and(|c| c.value.synchronous_mode != crate::config::SynchronousMode::Off);
+        let recorded = view.sync.as_ref().map(|s| &s.value);
+        if action == Action::Switchover
+            && sync_mode
+            && recorded.is_some_and(|s| s.leader.is_some() && !s.allows(candidate))
+        {
+            return Err((
+                StatusCode::PRECONDITION_FAILED,
+                "candidate name does not match with sync_standby".into(),
+            ));
+        }
+    } else if !view.members.keys().any(|m| Some(m.as_str()) != leader) {
+        return Err((
+            StatusCode::PRECONDITION_FAILED,
+            "No good candidates have been found".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Poll the local view (fed by the etcd watch) until a new leader shows, the request is
+/// withdrawn or declined, or `timeout` passes.
+async fn wait_for_outcome(
+    state: &ApiState,
+    action: Action,
+    old_leader: Option<String>,
+    request: &FailoverRequest,
+    timeout: Duration,
+) -> (StatusCode, String) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut seen_request = false;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let status = state.snapshot();
+        let Some(view) = status.view.as_ref() else {
+            continue;
+        };
+        let leader = view.leader_name();
+        if let Some(new) = leader.filter(|l| Some(*l) != old_leader.as_deref()) {
+            return match request.candidate.as_deref() {
+                Some(wanted) if wanted != new => (
+                    StatusCode::OK,
+                    format!(
+                        "{} over to \"{new}\" instead of \"{wanted}\"",
+                        capitalized(action.past())
+                    ),
+                ),
+                _ => (
+                    StatusCode::OK,
+                    format!("Successfully {} over to \"{new}\"", action.past()),
+                ),
+            };
+        }
+        let pending = view.failover.as_ref().is_some_and(|f| f.value == *request);
+        seen_request |= pending;
+        if seen_request && !pending {
+            let why = refusal(view, old_leader.as_deref(), request).await;
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{} failed{}", action.title(), why),
+            );
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let why = refusal(view, old_leader.as_deref(), request).await;
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{} status unknown{}", action.title(), why),
+            );
+        }
+    }
+}
+
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Why the request did not happen, as the node that had to act recorded it (the leader for
+/// a handover, else the candidate): `": <reason>"`, or empty when it cannot be read.
+async fn refusal(view: &ClusterView, leader: Option<&str>, request: &FailoverRequest) -> String {
+    let actor = match (view.leader_name(), request.candidate.as_deref()) {
+        (Some(current), _) if Some(current) == leader => Some(current),
+        (_, Some(candidate)) => Some(candidate),
+        _ => None,
+    };
+    let Some(member) = actor.and_then(|name| view.members.get(name)) else {
+        return String::new();
+    };
+    let Ok(answer) = http::get_json(&member.api_url, Duration::from_secs(2)).await else {
+        return String::new();
+    };
+    answer
+        .pointer("/pgwarden/last_race_refusal")
+        .and_then(Value::as_str)
+        .map(|why| format!(": {} says: {why}", member.name))
+        .unwrap_or_default()
+}
+
+/// With `restapi.authentication`, unsafe requests need matching basic credentials.
+fn refused_credentials(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
+    let expected = state.config.restapi.authentication.as_ref()?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|raw| String::from_utf8(raw).ok());
+    let wanted = format!(
+        "{}:{}",
+        expected.username,
+        expected.password.as_deref().unwrap_or_default()
+    );
+    if given.as_deref() == Some(wanted.as_str()) {
+        return None;
+    }
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"pgwarden\"")],
+            "no or wrong credentials for this endpoint (restapi.authentication)",
+        )
+            .into_response(),
+    )
+}
+
+fn text(code: StatusCode, message: &str) -> Response {
+    (code, message.to_string()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_parse_like_patronis() {
+        let b = parse_body(br#"{"leader":"node1","candidate":"node2"}"#).expect("valid body");
+        assert_eq!(b.leader.as_deref(), Some("node1"));
+        assert_eq!(b.candidate.as_deref(), Some("node2"));
+        let b = parse_body(br#"{"member":"node3","override_policy":true}"#).expect("valid body");
+        assert_eq!(b.candidate.as_deref(), Some("node3"));
+        assert!(b.override_policy);
+        let b = parse_body(br#"{"leader":"node1","candidate":""}"#).expect("valid body");
+        assert_eq!(b.candidate, None);
+    }
+
+    #[test]
+    fn bad_bodies_name_the_field() {
+        assert!(parse_body(b"not json")
+            .expect_err("refused")
+            .contains("not JSON"));
+        assert!(parse_body(b"[1]")
+            .expect_err("refused")
+            .contains("JSON object"));
+        let e = parse_body(br#"{"candidate": 3}"#).expect_err("refused");
+        assert!(e.contains("\"candidate\""), "{e}");
+        let e = parse_body(br#"{"candidate":"a","override_policy":"yes"}"#).expect_err("refused");
+        assert!(e.contains("override_policy"), "{e}");
+    }
+}

@@ -400,3 +400,103 @@ fn strict_zero_loss_refuses_a_failover_to_an_async_standby_unless_overridden() {
         "the candidate logs the override"
     );
 }
+
+/// `/patroni`'s `pgwarden.policy` of node `i`.
+fn policy_status(c: &Cluster, i: usize) -> Result<serde_json::Value, String> {
+    c.patroni(i)
+        .and_then(|v| v.pointer("/pgwarden/policy").cloned())
+        .ok_or_else(|| format!("{} has no pgwarden.policy in /patroni", c.name(i)))
+}
+
+/// Lower-case hex SHA-256 of a file, by `sha256sum` (an independent oracle).
+fn sha256_of(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_string()
+}
+
+/// A cluster-wide policy in `/config` is loaded without restarting the agent, and a
+/// component whose digest does not match is refused while the last good policy decides.
+#[test]
+fn a_cluster_wide_policy_is_hot_reloaded_and_a_wrong_digest_refused() {
+    let _guard = exclusive();
+    let zone_aware = guests().path("zone-aware");
+    let mut c = Cluster::builder()
+        .scope("pgwarden-reload")
+        .nodes(1)
+        .synchronous_mode(false)
+        .start();
+    c.wait_for_leader(BOOTSTRAP_TIMEOUT);
+    let pid = c.agent_pid(0).expect("agent runs");
+    let active = |c: &Cluster| -> Result<String, String> {
+        let p = policy_status(c, 0)?;
+        p.pointer("/active/name")
+            .and_then(|n| n.as_str())
+            .map(str::to_owned)
+            .ok_or(format!("policy = {p}"))
+    };
+    assert_eq!(
+        wait_check(Duration::from_secs(30), "an active policy", || active(&c)),
+        "default",
+        "the embedded default decides at first"
+    );
+    // The component must be readable by the agent (the postgres user): copy it beside it.
+    let source = c.node_dir(0).join("zone-aware.wasm");
+    std::fs::copy(&zone_aware, &source).expect("copy the component");
+    let digest = sha256_of(&source);
+    let mut config = c.dcs_json("config").expect("etcd").expect("/config");
+    let with_policy = |config: &mut serde_json::Value, sha: &str| {
+        config["policy"] = serde_json::json!({
+            "name": "zone-aware",
+            "sha256": sha,
+            "source": source.display().to_string(),
+        });
+        config.to_string()
+    };
+    let key = format!("{}config", c.dcs_prefix());
+    let wrong = "0".repeat(64);
+    c.etcd().put(&key, &with_policy(&mut config, &wrong));
+    let error = wait_check(
+        Duration::from_secs(30),
+        "the wrong digest to be refused",
+        || {
+            let p = policy_status(&c, 0)?;
+            match p.pointer("/last_load_error").and_then(|e| e.as_str()) {
+                Some(e) => Ok(e.to_string()),
+                None => Err(format!("policy = {p}")),
+            }
+        },
+    );
+    assert!(
+        error.contains(&wrong) || error.contains("sha256"),
+        "{error}"
+    );
+    assert_eq!(
+        active(&c),
+        Ok("default".into()),
+        "the last good policy still decides"
+    );
+
+    c.etcd().put(&key, &with_policy(&mut config, &digest));
+    wait_check(
+        Duration::from_secs(30),
+        "zone-aware to become active",
+        || match active(&c)?.as_str() {
+            "zone-aware" => Ok(()),
+            other => Err(other.to_string()),
+        },
+    );
+    assert_eq!(c.agent_pid(0), Some(pid), "no restart");
+    assert_eq!(
+        sole_primary(&c),
+        Ok(0),
+        "the leader kept leading through both changes"
+    );
+    let _ = &mut c;
+}

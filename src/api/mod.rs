@@ -140,7 +140,39 @@ pub async fn serve(listener: TcpListener, state: ApiState) {
 
 async fn get_patroni(State(state): State<ApiState>) -> Json<Value> {
     let status = state.snapshot();
-    Json(state.patroni(&status))
+    let mut body = state.patroni(&status);
+    if let Some(pgwarden) = body.get_mut("pgwarden").and_then(Value::as_object_mut) {
+        pgwarden.insert("policy".into(), policy_json(&state, &status));
+    }
+    Json(body)
+}
+
+/// The `pgwarden.policy` object of `/patroni`: which policies decide, and what the host and
+/// the invariant gate did with their answers.
+fn policy_json(state: &ApiState, status: &NodeStatus) -> Value {
+    let runtime = state.policy_status();
+    let info = |p: &crate::policy::PolicyInfo| {
+        serde_json::json!({
+            "name": p.name,
+            "version": p.version,
+            "contract": p.contract_version,
+            "source": p.source,
+            "sha256": p.sha256,
+        })
+    };
+    let c = &runtime.counters;
+    serde_json::json!({
+        "active": runtime.active.as_ref().map(info),
+        "shadow": runtime.shadow.as_ref().map(info),
+        "calls": c.calls,
+        "fallbacks": status.policy.fallbacks,
+        "shadow_divergences": c.shadow_divergences,
+        "load_failures": runtime.load_failures,
+        "last_load_error": runtime.last_load_error,
+        "gate_rejections": status.policy.gate_rejections,
+        "last_gate_rejection": status.policy.last_gate_rejection,
+        "preference": status.policy.preference,
+    })
 }
 
 fn status_only(ok: bool) -> Response {

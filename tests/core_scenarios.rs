@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use pgwarden::config::DynamicConfig;
 use pgwarden::core::view::{
-    ClusterView, ControlState, DataDir, LeaderKey, MemberInfo, PeerReport, PeerStatus,
-    PgObservation, ServerObservation, SyncState, Versioned,
+    ClusterView, ControlState, DataDir, FailoverRequest, LeaderKey, MemberInfo, PeerReport,
+    PeerStatus, PgObservation, ReplicationPeer, ServerObservation, SyncState, Versioned,
 };
 use pgwarden::core::{
     decide_with_default, DemoteMode, Effect, Input, Instant, LeaseId, Lsn, Node, NodeSettings,
@@ -1076,5 +1076,184 @@ fn a_policy_may_demote_the_primary_early_and_the_key_is_released_only_after_the_
     assert!(
         !node.status().holds_leader_key,
         "a released key is not ours while the release is in flight"
+    );
+}
+
+/// The leader's view with a `failover` key at revision 30, and its PostgreSQL with `node3`
+/// streaming (and `node1` not connected).
+fn leader_with_request(request: FailoverRequest) -> (Node, Vec<Effect>) {
+    let mut node = primary();
+    let mut v = view(Some((ME, LEASE.0)), 2000, 30);
+    v.members.get_mut(ME).expect("me").role = "primary".into();
+    v.failover = Some(Versioned {
+        value: request,
+        mod_revision: 30,
+    });
+    let mut observed = pg(false, 2000);
+    if let Some(server) = observed.server.as_mut() {
+        server.replication.push(ReplicationPeer {
+            application_name: "node3".into(),
+            state: "streaming".into(),
+            sync_state: "async".into(),
+            flush_lsn: Some(Lsn(2000)),
+            replay_lsn: Some(Lsn(2000)),
+            usename: Some("replicator".into()),
+            client_addr: Some("127.0.0.1".into()),
+            sync_priority: 0,
+        });
+    }
+    // The view first: the probe's answer runs the decision cycle.
+    node.handle_input(Instant(600), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(600), Input::PostgresProbed(observed));
+    let effects = drain(&mut node);
+    (node, effects)
+}
+
+#[test]
+fn a_switchover_to_a_ready_standby_stops_the_leader_cleanly_before_the_key_is_released() {
+    let (node, effects) = leader_with_request(FailoverRequest {
+        leader: Some(ME.into()),
+        candidate: Some("node3".into()),
+        ..FailoverRequest::default()
+    });
+    assert!(
+        effects.contains(&Effect::Pg(PgAction::Demote {
+            mode: DemoteMode::Graceful
+        })),
+        "{effects:?}"
+    );
+    assert!(
+        !effects.contains(&Effect::ReleaseLeader),
+        "not before the stop"
+    );
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ClearFailover { .. })),
+        "the new leader clears the request, not the old one: {effects:?}"
+    );
+    assert_eq!(node.state(), "demoting");
+}
+
+#[test]
+fn a_switchover_the_policy_declines_is_cleared_with_the_reason() {
+    // node1 does not stream from the leader: the default policy keeps leading.
+    let (node, effects) = leader_with_request(FailoverRequest {
+        leader: Some(ME.into()),
+        candidate: Some("node1".into()),
+        ..FailoverRequest::default()
+    });
+    assert!(
+        effects.contains(&Effect::ClearFailover {
+            expected_revision: Some(30),
+            reason: "the policy did not stop the primary for the switchover to node1".into(),
+        }),
+        "{effects:?}"
+    );
+    assert_eq!(node.state(), "primary");
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Pg(PgAction::Demote { .. }))),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn the_leader_clears_requests_that_are_done_stale_or_scheduled() {
+    for (request, expected_revision) in [
+        // We are the candidate: the failover happened.
+        (
+            FailoverRequest {
+                candidate: Some(ME.into()),
+                ..FailoverRequest::default()
+            },
+            None,
+        ),
+        // Addressed to another leader.
+        (
+            FailoverRequest {
+                leader: Some("node1".into()),
+                candidate: Some("node3".into()),
+                ..FailoverRequest::default()
+            },
+            Some(30),
+        ),
+        // Scheduled (pgwarden does not schedule).
+        (
+            FailoverRequest {
+                leader: Some(ME.into()),
+                candidate: Some("node3".into()),
+                scheduled_at: Some("2026-12-01T00:00:00Z".into()),
+                ..FailoverRequest::default()
+            },
+            Some(30),
+        ),
+    ] {
+        let (node, effects) = leader_with_request(request.clone());
+        let cleared: Vec<_> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::ClearFailover {
+                    expected_revision, ..
+                } => Some(*expected_revision),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cleared, vec![expected_revision], "{request:?}: {effects:?}");
+        assert_eq!(node.state(), "primary", "{request:?}");
+    }
+}
+
+#[test]
+fn an_operators_failover_waives_the_sync_rule_for_its_candidate_only() {
+    // Synchronous mode, /sync names node3; the operator fails over to us (not in /sync).
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    let mut v = view(None, 1000, 20);
+    v.sync = Some(Versioned {
+        value: SyncState {
+            leader: Some("node1".into()),
+            sync_standby: vec!["node3".into()],
+            quorum: 0,
+        },
+        mod_revision: 3,
+    });
+    v.config = Some(Versioned {
+        value: DynamicConfig {
+            synchronous_mode: pgwarden::config::SynchronousMode::On,
+            ttl: 6,
+            loop_wait: 1,
+            retry_timeout: 2,
+            ..DynamicConfig::default()
+        },
+        mod_revision: 2,
+    });
+    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v.clone())));
+    drain(&mut node);
+    node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
+    let effects = drain(&mut node);
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. })),
+        "without a request the gate refuses: {effects:?}"
+    );
+    v.failover = Some(Versioned {
+        value: FailoverRequest {
+            candidate: Some(ME.into()),
+            ..FailoverRequest::default()
+        },
+        mod_revision: 21,
+    });
+    v.revision = 21;
+    node.handle_input(Instant(t + 1100), Input::ClusterChanged(Box::new(v)));
+    drain(&mut node);
+    node.handle_input(Instant(t + 1100), Input::PostgresProbed(pg(true, 1000)));
+    let effects = drain(&mut node);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. })),
+        "the named candidate goes to the election: {effects:?}"
     );
 }

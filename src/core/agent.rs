@@ -313,8 +313,12 @@ impl Agent {
     pub fn consult(&mut self, purpose: ConsultPurpose, event: pgwarden_policy::Event) -> u64 {
         self.consult_seq += 1;
         let seq = self.consult_seq;
+        let end_of_cycle_event = event.clone();
         let view = consult::policy_view(self, purpose == ConsultPurpose::Election);
-        if let Some(revision) = self.switchover_for_me() {
+        // The end-of-cycle call (after a fresh probe of PostgreSQL) is the one whose answer
+        // may decline a switchover; earlier answers may only accept it.
+        let end_of_cycle = end_of_cycle_event == pgwarden_policy::Event::Tick;
+        if let Some(revision) = self.switchover_for_me().filter(|_| end_of_cycle) {
             if self.switchover_consulted.map(|(_, r)| r) != Some(revision) {
                 self.switchover_consulted = Some((seq, revision));
             }

@@ -155,6 +155,7 @@ impl EventBaseline {
             failover: view
                 .failover
                 .as_ref()
+                .filter(|f| f.value.scheduled_at.is_none())
                 .map(|f| (f.mod_revision, switchover(&f.value))),
         }
     }
@@ -394,7 +395,12 @@ pub fn policy_view(agent: &Agent, with_peers: bool) -> contract::ClusterView {
         leader_lsn: optime,
         sync_leader: sync.and_then(|s| s.leader.clone()),
         sync_standbys: sync.map(|s| s.sync_standby.clone()).unwrap_or_default(),
-        switchover: view.failover.as_ref().map(|f| switchover(&f.value)),
+        // A scheduled request is not one to act on now (the leader deletes it).
+        switchover: view
+            .failover
+            .as_ref()
+            .filter(|f| f.value.scheduled_at.is_none())
+            .map(|f| switchover(&f.value)),
         config: contract::Config {
             ttl_ms: u64::from(config.ttl) * 1000,
             loop_wait_ms: u64::from(config.loop_wait) * 1000,

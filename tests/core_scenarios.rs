@@ -1091,16 +1091,7 @@ fn leader_with_request(request: FailoverRequest) -> (Node, Vec<Effect>) {
     });
     let mut observed = pg(false, 2000);
     if let Some(server) = observed.server.as_mut() {
-        server.replication.push(ReplicationPeer {
-            application_name: "node3".into(),
-            state: "streaming".into(),
-            sync_state: "async".into(),
-            flush_lsn: Some(Lsn(2000)),
-            replay_lsn: Some(Lsn(2000)),
-            usename: Some("replicator".into()),
-            client_addr: Some("127.0.0.1".into()),
-            sync_priority: 0,
-        });
+        server.replication.push(streaming_peer("node3", 2000));
     }
     // The view first: the probe's answer runs the decision cycle.
     node.handle_input(Instant(600), Input::ClusterChanged(Box::new(v)));
@@ -1256,4 +1247,46 @@ fn an_operators_failover_waives_the_sync_rule_for_its_candidate_only() {
             .any(|e| matches!(e, Effect::ProbePeers { .. })),
         "the named candidate goes to the election: {effects:?}"
     );
+}
+
+/// A `pg_stat_replication` row of a standby streaming up to `lsn`.
+fn streaming_peer(name: &str, lsn: u64) -> ReplicationPeer {
+    ReplicationPeer {
+        application_name: name.into(),
+        state: "streaming".into(),
+        sync_state: "async".into(),
+        flush_lsn: Some(Lsn(lsn)),
+        replay_lsn: Some(Lsn(lsn)),
+        usename: Some("replicator".into()),
+        client_addr: Some("127.0.0.1".into()),
+        sync_priority: 0,
+    }
+}
+
+#[test]
+fn a_policy_may_choose_which_sync_standbys_but_not_fewer_than_could_be_had() {
+    // The same leader (node3 streaming), answered once with no standby, once with node3.
+    let refusals = |sync_standbys: Vec<String>| {
+        let mut node = primary();
+        let mut observed = pg(false, 2000);
+        if let Some(server) = observed.server.as_mut() {
+            server.replication.push(streaming_peer("node3", 2000));
+        }
+        node.handle_input(Instant(600), Input::PostgresProbed(observed));
+        let decision = pgwarden_policy::Decision {
+            race: pgwarden_policy::Race::Race,
+            preference: Vec::new(),
+            fence: pgwarden_policy::Fence::None,
+            sync_standbys: Some(sync_standbys),
+        };
+        answer_all(&mut node, &decision);
+        node.status().policy.gate_rejections.clone()
+    };
+    let empty = refusals(Vec::new());
+    assert!(
+        empty.get("sync-set-too-small").is_some_and(|n| *n > 0),
+        "no standby where node3 could be one: {empty:?}"
+    );
+    let full = refusals(vec!["node3".into()]);
+    assert!(full.is_empty(), "a full choice is accepted: {full:?}");
 }

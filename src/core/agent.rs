@@ -505,7 +505,33 @@ impl Agent {
                 format!("{name} is not a streaming member that may be synchronous"),
             );
         }
-        accepted.truncate(self.config.synchronous_node_count.max(1) as usize);
+        let wanted = self.config.synchronous_node_count.max(1) as usize;
+        accepted.truncate(wanted);
+        // Fewer synchronous standbys than could be had is less durability than the host
+        // would keep: a policy may pick which ones, not how few.
+        let eligible = server
+            .replication
+            .iter()
+            .filter(|r| r.state == "streaming" && r.application_name != self.settings.name)
+            .filter(|r| {
+                view.members
+                    .get(&r.application_name)
+                    .is_some_and(|m| m.can_be_sync())
+            })
+            .count();
+        if accepted.len() < wanted.min(eligible) {
+            self.gate.reject(
+                &self.settings.name,
+                "sync-standbys",
+                "sync-set-too-small",
+                format!(
+                    "{} synchronous standbys chosen where {} are eligible (synchronous_node_count {wanted}); the host keeps its own choice",
+                    accepted.len(),
+                    eligible
+                ),
+            );
+            return None;
+        }
         Some(accepted)
     }
 

@@ -1,4 +1,5 @@
-//! Operator commands behind `pgwardenctl` (patronictl's equivalents). They read the lock
-//! store directly, like patronictl, so they work while agents are down.
+//! Operator commands behind `pgwardenctl`: patronictl's equivalents, which read the lock
+//! store directly so they work while agents are down, and the policy authoring tools.
 
 pub mod list;
+pub mod policy;

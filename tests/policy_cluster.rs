@@ -79,6 +79,45 @@ fn rejections_of(c: &Cluster, i: usize, rule: &str) -> u64 {
         .sum()
 }
 
+/// A write on `leader`, then every other node's agent reports (in `/patroni`) a WAL position
+/// at least the leader's after the write: both replicas are eligible for the failover.
+fn both_caught_up(c: &Cluster, leader: usize, round: u32) {
+    c.execute(
+        leader,
+        &format!("CREATE TABLE IF NOT EXISTS zone_rounds (round int); INSERT INTO zone_rounds VALUES ({round})"),
+    )
+    .expect("write on the leader");
+    let target: u64 = c
+        .query_scalar(
+            leader,
+            "SELECT (pg_current_wal_lsn() - '0/0')::bigint::text",
+        )
+        .expect("leader LSN")
+        .and_then(|v| v.parse().ok())
+        .expect("a number");
+    for i in (0..c.len()).filter(|&i| i != leader) {
+        wait_check(
+            REPLICATION_TIMEOUT,
+            &format!("{} to report the leader's position {target}", c.name(i)),
+            || {
+                let v = c.patroni(i).ok_or("no /patroni")?;
+                let received = v
+                    .pointer("/xlog/received_location")
+                    .and_then(|x| x.as_u64())
+                    .unwrap_or(0);
+                let replayed = v
+                    .pointer("/xlog/replayed_location")
+                    .and_then(|x| x.as_u64())
+                    .unwrap_or(0);
+                match received.max(replayed) {
+                    at if at >= target => Ok(()),
+                    at => Err(format!("at {at}")),
+                }
+            },
+        );
+    }
+}
+
 #[test]
 fn zone_aware_promotes_the_failed_leaders_zone_mate_every_time() {
     let _guard = exclusive();
@@ -113,6 +152,9 @@ fn zone_aware_promotes_the_failed_leaders_zone_mate_every_time() {
     let mut leader = 0;
     let mut zone_mate = 2;
     for round in 1..=3 {
+        // Both replicas eligible (asynchronous mode, within maximum_lag_on_failover): write on
+        // the leader and wait until each replica's agent reports the leader's position.
+        both_caught_up(&c, leader, round);
         c.kill_node(leader);
         let promoted = wait_check(FAILOVER_TIMEOUT, "a new leader", || sole_primary(&c));
         assert_eq!(

@@ -685,23 +685,6 @@ fn config_validation() {
     );
 }
 
-/// Where `scripts/test` installs patronictl (the compatibility oracle).
-fn patronictl() -> std::path::PathBuf {
-    if let Ok(path) = std::env::var("PGWARDEN_PATRONICTL") {
-        return path.into();
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let path = target.join("patroni-venv/bin/patronictl");
-    assert!(
-        path.exists(),
-        "patronictl not found at {}: scripts/test installs it (or set PGWARDEN_PATRONICTL)",
-        path.display()
-    );
-    path
-}
-
 /// `(pg_is_in_recovery(), port)` of the server behind a HAProxy port.
 fn behind_proxy(c: &Cluster, proxy_port: u16) -> Result<(bool, u16), String> {
     let mut config = c.pg_config_at(proxy_port);
@@ -752,7 +735,7 @@ fn haproxy_and_patronictl_follow_the_leader() {
         },
     );
 
-    let mut cmd = std::process::Command::new(patronictl());
+    let mut cmd = std::process::Command::new(support::process::patronictl());
     support::process::scrub_env(&mut cmd);
     cmd.arg("-c").arg(c.config_path(0)).arg("list");
     let listed = check_list_output(

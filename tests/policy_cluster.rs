@@ -249,23 +249,6 @@ fn always_promote_everywhere_still_yields_one_leader_thanks_to_the_gate() {
     assert_ne!(c.http_status(other, "GET", "/primary"), Some(200));
 }
 
-/// Where `scripts/test` installs patronictl (the compatibility oracle).
-fn patronictl() -> std::path::PathBuf {
-    if let Ok(path) = std::env::var("PGWARDEN_PATRONICTL") {
-        return path.into();
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let path = target.join("patroni-venv/bin/patronictl");
-    assert!(
-        path.exists(),
-        "patronictl not found at {}: scripts/test installs it (or set PGWARDEN_PATRONICTL)",
-        path.display()
-    );
-    path
-}
-
 /// The leader and the synchronous standby recorded in `/sync`, once the other replica streams.
 fn settled_sync_cluster(c: &Cluster) -> (usize, usize, usize) {
     let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);
@@ -350,7 +333,7 @@ fn patronictl_switchover_hands_over_cleanly() {
         "nothing to cancel"
     );
 
-    let mut cmd = std::process::Command::new(patronictl());
+    let mut cmd = std::process::Command::new(support::process::patronictl());
     support::process::scrub_env(&mut cmd);
     cmd.arg("-c")
         .arg(c.config_path(0))

@@ -433,3 +433,20 @@ pub fn failure_log_lines() -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(60)
 }
+
+/// Where `scripts/test` installs patronictl (the compatibility oracle).
+pub fn patronictl() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("PGWARDEN_PATRONICTL") {
+        return path.into();
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let path = target.join("patroni-venv/bin/patronictl");
+    assert!(
+        path.exists(),
+        "patronictl not found at {}: scripts/test installs it (or set PGWARDEN_PATRONICTL)",
+        path.display()
+    );
+    path
+}

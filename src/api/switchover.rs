@@ -17,29 +17,15 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use super::ApiState;
+use crate::core::manual::{check_request, ManualAction, RequestRefusal};
 use crate::core::view::{ClusterView, FailoverRequest};
 use crate::runtime::http;
 
-/// What the operator asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Action {
-    Switchover,
-    Failover,
-}
-
-impl Action {
-    fn title(self) -> &'static str {
-        match self {
-            Action::Switchover => "Switchover",
-            Action::Failover => "Failover",
-        }
-    }
-
-    fn past(self) -> &'static str {
-        match self {
-            Action::Switchover => "switched",
-            Action::Failover => "failed",
-        }
+/// How the answers name `action`: its title, its past tense, and that capitalized.
+fn words(action: ManualAction) -> (&'static str, &'static str, &'static str) {
+    match action {
+        ManualAction::Switchover => ("Switchover", "switched", "Switched"),
+        ManualAction::Failover => ("Failover", "failed", "Failed"),
     }
 }
 
@@ -49,7 +35,7 @@ pub async fn post_switchover(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(state, &headers, &body, Action::Switchover).await
+    handle(state, &headers, &body, ManualAction::Switchover).await
 }
 
 /// `POST /failover`: `{"candidate" (or "member"), "leader"?, "override_policy"?}`; with a
@@ -59,7 +45,7 @@ pub async fn post_failover(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(state, &headers, &body, Action::Failover).await
+    handle(state, &headers, &body, ManualAction::Failover).await
 }
 
 /// `DELETE /switchover`: withdraw a pending request.
@@ -95,16 +81,8 @@ pub async fn delete_switchover(State(state): State<ApiState>, headers: HeaderMap
     }
 }
 
-/// A parsed request body.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Body {
-    leader: Option<String>,
-    candidate: Option<String>,
-    scheduled_at: Option<String>,
-    override_policy: bool,
-}
-
-fn parse_body(body: &[u8]) -> Result<Body, String> {
+/// The request body as the `failover` key's value (checked later, against the cluster).
+fn parse_body(body: &[u8]) -> Result<FailoverRequest, String> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| format!("the request body is not JSON: {e}"))?;
     let Value::Object(map) = value else {
@@ -127,7 +105,7 @@ fn parse_body(body: &[u8]) -> Result<Body, String> {
             ))
         }
     };
-    Ok(Body {
+    Ok(FailoverRequest {
         leader: name("leader")?,
         candidate: name("candidate")?.or(name("member")?),
         scheduled_at: name("scheduled_at")?,
@@ -135,20 +113,20 @@ fn parse_body(body: &[u8]) -> Result<Body, String> {
     })
 }
 
-async fn handle(state: ApiState, headers: &HeaderMap, body: &[u8], action: Action) -> Response {
+async fn handle(
+    state: ApiState,
+    headers: &HeaderMap,
+    body: &[u8],
+    action: ManualAction,
+) -> Response {
     if let Some(denied) = refused_credentials(&state, headers) {
         return denied;
     }
-    let body = match parse_body(body) {
-        Ok(body) => body,
+    let request = match parse_body(body) {
+        Ok(request) => request,
         Err(e) => return text(StatusCode::BAD_REQUEST, &e),
     };
-    // A failover naming the leader is a switchover (Patroni).
-    let action = if body.leader.is_some() {
-        Action::Switchover
-    } else {
-        action
-    };
+    let action = ManualAction::of(action, &request);
     let status = state.snapshot();
     let Some(view) = status.view.as_ref() else {
         return text(
@@ -156,8 +134,12 @@ async fn handle(state: ApiState, headers: &HeaderMap, body: &[u8], action: Actio
             "the cluster view is not available (lock store unreachable)",
         );
     };
-    if let Err((code, message)) = check(view, &body, action) {
-        return text(code, &message);
+    match check_request(view, &request, action) {
+        Ok(()) => {}
+        Err(RequestRefusal::Invalid(why)) => return text(StatusCode::BAD_REQUEST, &why),
+        Err(RequestRefusal::NotPossible(why)) => {
+            return text(StatusCode::PRECONDITION_FAILED, &why)
+        }
     }
     let Some(store) = state.store.clone() else {
         return text(
@@ -165,14 +147,8 @@ async fn handle(state: ApiState, headers: &HeaderMap, body: &[u8], action: Actio
             "the lock store is not connected",
         );
     };
-    let request = FailoverRequest {
-        leader: body.leader.clone(),
-        candidate: body.candidate.clone(),
-        scheduled_at: None,
-        override_policy: body.override_policy,
-    };
-    if body.override_policy {
-        tracing::warn!(candidate = ?body.candidate, leader = ?body.leader, "manual {} with override_policy: the operator overrides the policy's refusals", action.title().to_lowercase());
+    if request.override_policy {
+        tracing::warn!(candidate = ?request.candidate, leader = ?request.leader, "manual {} with override_policy: the operator overrides the policy's refusals", words(action).0.to_lowercase());
     }
     if let Err(e) = store.write_failover(&request).await {
         return text(
@@ -180,95 +156,18 @@ async fn handle(state: ApiState, headers: &HeaderMap, body: &[u8], action: Actio
             &format!("failed to write failover key into DCS: {e}"),
         );
     }
-    tracing::info!(action = action.title(), leader = ?request.leader, candidate = ?request.candidate, "manual request written to the failover key");
+    tracing::info!(action = words(action).0, leader = ?request.leader, candidate = ?request.candidate, "manual request written to the failover key");
     let old_leader = view.leader_name().map(str::to_owned);
     let timeout = Duration::from_secs(2 * status.loop_wait.as_secs().max(10));
     let (code, message) = wait_for_outcome(&state, action, old_leader, &request, timeout).await;
     text(code, &message)
 }
 
-/// The request makes sense for this cluster (Patroni's checks and messages).
-fn check(view: &ClusterView, body: &Body, action: Action) -> Result<(), (StatusCode, String)> {
-    if body.scheduled_at.is_some() {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "pgwarden does not schedule switchovers: omit scheduled_at and send the request when it should happen".into(),
-        ));
-    }
-    let leader = view.leader_name();
-    match action {
-        Action::Switchover if body.leader.is_none() => {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "Switchover could be performed only from a specific leader".into(),
-            ))
-        }
-        Action::Failover if body.candidate.is_none() => {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "Failover could be performed only to a specific candidate".into(),
-            ))
-        }
-        _ => {}
-    }
-    if let Some(named) = body.leader.as_deref() {
-        if leader != Some(named) {
-            return Err((
-                StatusCode::PRECONDITION_FAILED,
-                format!(
-                    "leader name does not match: {named} is not the leader ({})",
-                    leader.unwrap_or("none")
-                ),
-            ));
-        }
-    }
-    if let Some(candidate) = body.candidate.as_deref() {
-        if !view.members.contains_key(candidate) {
-            return Err((
-                StatusCode::PRECONDITION_FAILED,
-                format!("candidate does not exist: no member named {candidate}"),
-            ));
-        }
-        if leader == Some(candidate) {
-            return Err(match action {
-                Action::Switchover => (
-                    StatusCode::BAD_REQUEST,
-                    "Switchover target and source are the same".into(),
-                ),
-                Action::Failover => (
-                    StatusCode::PRECONDITION_FAILED,
-                    "Can't fail over to the leader.".into(),
-                ),
-            });
-        }
-        let sync_mode = view
-            .config
-            .as_ref()
-            .is_some_and(|c| c.value.synchronous_mode != crate::config::SynchronousMode::Off);
-        let recorded = view.sync.as_ref().map(|s| &s.value);
-        if action == Action::Switchover
-            && sync_mode
-            && recorded.is_some_and(|s| s.leader.is_some() && !s.allows(candidate))
-        {
-            return Err((
-                StatusCode::PRECONDITION_FAILED,
-                "candidate name does not match with sync_standby".into(),
-            ));
-        }
-    } else if !view.members.keys().any(|m| Some(m.as_str()) != leader) {
-        return Err((
-            StatusCode::PRECONDITION_FAILED,
-            "No good candidates have been found".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// Poll the local view (fed by the etcd watch) until a new leader shows, the request is
 /// withdrawn or declined, or `timeout` passes.
 async fn wait_for_outcome(
     state: &ApiState,
-    action: Action,
+    action: ManualAction,
     old_leader: Option<String>,
     request: &FailoverRequest,
     timeout: Duration,
@@ -288,12 +187,12 @@ async fn wait_for_outcome(
                     StatusCode::OK,
                     format!(
                         "{} over to \"{new}\" instead of \"{wanted}\"",
-                        capitalized(action.past())
+                        words(action).2
                     ),
                 ),
                 _ => (
                     StatusCode::OK,
-                    format!("Successfully {} over to \"{new}\"", action.past()),
+                    format!("Successfully {} over to \"{new}\"", words(action).1),
                 ),
             };
         }
@@ -303,24 +202,16 @@ async fn wait_for_outcome(
             let why = refusal(view, old_leader.as_deref(), request).await;
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("{} failed{}", action.title(), why),
+                format!("{} failed{}", words(action).0, why),
             );
         }
         if tokio::time::Instant::now() >= deadline {
             let why = refusal(view, old_leader.as_deref(), request).await;
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("{} status unknown{}", action.title(), why),
+                format!("{} status unknown{}", words(action).0, why),
             );
         }
-    }
-}
-
-fn capitalized(word: &str) -> String {
-    let mut chars = word.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
     }
 }
 

@@ -313,11 +313,10 @@ impl Agent {
     pub fn consult(&mut self, purpose: ConsultPurpose, event: pgwarden_policy::Event) -> u64 {
         self.consult_seq += 1;
         let seq = self.consult_seq;
-        let end_of_cycle_event = event.clone();
         let view = consult::policy_view(self, purpose == ConsultPurpose::Election);
         // The end-of-cycle call (after a fresh probe of PostgreSQL) is the one whose answer
         // may decline a switchover; earlier answers may only accept it.
-        let end_of_cycle = end_of_cycle_event == pgwarden_policy::Event::Tick;
+        let end_of_cycle = event == pgwarden_policy::Event::Tick;
         if let Some(revision) = self.switchover_for_me().filter(|_| end_of_cycle) {
             if self.switchover_consulted.map(|(_, r)| r) != Some(revision) {
                 self.switchover_consulted = Some((seq, revision));
@@ -481,35 +480,8 @@ impl Agent {
         }
         let server = self.pg.as_ref()?.server.as_ref()?;
         let view = self.view.as_ref()?;
-        let mut accepted = Vec::new();
-        let mut refused = Vec::new();
-        for name in chosen {
-            let streaming = server
-                .replication
-                .iter()
-                .any(|r| &r.application_name == name && r.state == "streaming");
-            let may_be_sync = view.members.get(name).is_some_and(|m| m.can_be_sync());
-            if name != &self.settings.name && streaming && may_be_sync {
-                if !accepted.contains(name) {
-                    accepted.push(name.clone());
-                }
-            } else {
-                refused.push(name.clone());
-            }
-        }
-        for name in refused {
-            self.gate.reject(
-                &self.settings.name,
-                "sync-standbys",
-                "sync-standby-not-eligible",
-                format!("{name} is not a streaming member that may be synchronous"),
-            );
-        }
-        let wanted = self.config.synchronous_node_count.max(1) as usize;
-        accepted.truncate(wanted);
-        // Fewer synchronous standbys than could be had is less durability than the host
-        // would keep: a policy may pick which ones, not how few.
-        let eligible = server
+        // Streaming members (not us) that may be synchronous: what any choice is drawn from.
+        let eligible: Vec<&str> = server
             .replication
             .iter()
             .filter(|r| r.state == "streaming" && r.application_name != self.settings.name)
@@ -518,8 +490,26 @@ impl Agent {
                     .get(&r.application_name)
                     .is_some_and(|m| m.can_be_sync())
             })
-            .count();
-        if accepted.len() < wanted.min(eligible) {
+            .map(|r| r.application_name.as_str())
+            .collect();
+        let mut accepted: Vec<String> = Vec::new();
+        for name in chosen {
+            if !eligible.contains(&name.as_str()) {
+                self.gate.reject(
+                    &self.settings.name,
+                    "sync-standbys",
+                    "sync-standby-not-eligible",
+                    format!("{name} is not a streaming member that may be synchronous"),
+                );
+            } else if !accepted.contains(name) {
+                accepted.push(name.clone());
+            }
+        }
+        let wanted = self.config.synchronous_node_count.max(1) as usize;
+        accepted.truncate(wanted);
+        // Fewer synchronous standbys than could be had is less durability than the host
+        // would keep: a policy may pick which ones, not how few.
+        if accepted.len() < wanted.min(eligible.len()) {
             self.gate.reject(
                 &self.settings.name,
                 "sync-standbys",
@@ -527,7 +517,7 @@ impl Agent {
                 format!(
                     "{} synchronous standbys chosen where {} are eligible (synchronous_node_count {wanted}); the host keeps its own choice",
                     accepted.len(),
-                    eligible
+                    eligible.len()
                 ),
             );
             return None;

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use pgwarden_policy as contract;
 
 use super::agent::Agent;
-use super::view::{ClusterView, FailoverRequest, MemberInfo, PeerReport, PgObservation};
+use super::view::{ClusterView, MemberInfo, PeerReport, PgObservation};
 use crate::config::SynchronousMode;
 
 /// Why the core asks: an election decides whether to race; routine calls carry every other
@@ -152,22 +152,26 @@ impl EventBaseline {
             lagging,
             postgres_up: agent.pg.as_ref().map(PgObservation::is_running),
             store_reachable: agent.dcs_error.is_none(),
-            failover: view
-                .failover
-                .as_ref()
-                .filter(|f| f.value.scheduled_at.is_none())
-                .map(|f| (f.mod_revision, switchover(&f.value))),
+            failover: pending_switchover(view),
         }
     }
 }
 
-/// The contract's form of the `failover` key.
-pub fn switchover(request: &FailoverRequest) -> contract::Switchover {
-    contract::Switchover {
-        leader: request.leader.clone(),
-        candidate: request.candidate.clone(),
-        override_policy: request.override_policy,
-    }
+/// The `failover` key as policies see it, with its revision. A scheduled request is not one
+/// to act on now (the leader deletes it), so policies never see it.
+fn pending_switchover(view: &ClusterView) -> Option<(i64, contract::Switchover)> {
+    let failover = view.failover.as_ref()?;
+    let request = &failover.value;
+    request.scheduled_at.is_none().then(|| {
+        (
+            failover.mod_revision,
+            contract::Switchover {
+                leader: request.leader.clone(),
+                candidate: request.candidate.clone(),
+                override_policy: request.override_policy,
+            },
+        )
+    })
 }
 
 fn lag_bytes(view: &ClusterView, member: &MemberInfo) -> Option<u64> {
@@ -395,12 +399,7 @@ pub fn policy_view(agent: &Agent, with_peers: bool) -> contract::ClusterView {
         leader_lsn: optime,
         sync_leader: sync.and_then(|s| s.leader.clone()),
         sync_standbys: sync.map(|s| s.sync_standby.clone()).unwrap_or_default(),
-        // A scheduled request is not one to act on now (the leader deletes it).
-        switchover: view
-            .failover
-            .as_ref()
-            .filter(|f| f.value.scheduled_at.is_none())
-            .map(|f| switchover(&f.value)),
+        switchover: pending_switchover(view).map(|(_, request)| request),
         config: contract::Config {
             ttl_ms: u64::from(config.ttl) * 1000,
             loop_wait_ms: u64::from(config.loop_wait) * 1000,

@@ -12,6 +12,7 @@ pub mod health;
 pub mod input;
 pub mod lease;
 pub mod machine;
+pub mod manual;
 pub mod safety;
 pub mod status;
 pub mod sync;

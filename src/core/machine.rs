@@ -518,13 +518,8 @@ impl Agent {
         // The gate first: probing peers and asking the policy is pointless when no answer
         // could be acted on, and a writable primary that may not lead must stop now.
         if let Err(rule) = self.check_race_allowed() {
-            if self.pg.as_ref().is_some_and(|p| p.is_primary()) {
-                self.start_pg(PgAction::Demote {
-                    mode: DemoteMode::ImmediateNolock,
-                });
-                self.outbox
-                    .reason(format!("running primary may not lead: {rule}"));
-                return Transition(State::demoting());
+            if let Some(stop) = self.stop_primary_that_may_not_lead(&rule.to_string()) {
+                return stop;
             }
             self.last_race_refusal = Some(rule.to_string());
             return Handled;
@@ -534,6 +529,20 @@ impl Agent {
         self.outbox
             .reason("leader key is free: probing members before the election");
         Transition(State::candidate())
+    }
+
+    /// Without the key a writable PostgreSQL must stop at once, whatever a policy prefers:
+    /// the demotion to start when ours is a primary, `None` otherwise.
+    fn stop_primary_that_may_not_lead(&mut self, why: &str) -> Option<Outcome<State>> {
+        if !self.pg.as_ref().is_some_and(|p| p.is_primary()) {
+            return None;
+        }
+        self.start_pg(PgAction::Demote {
+            mode: DemoteMode::ImmediateNolock,
+        });
+        self.outbox
+            .reason(format!("running primary may not lead: {why}"));
+        Some(Transition(State::demoting()))
     }
 
     /// Act on the policy's election answer, through the gate.
@@ -562,14 +571,8 @@ impl Agent {
         };
         if let Some(why) = refusal {
             self.last_race_refusal = Some(why.clone());
-            if self.pg.as_ref().is_some_and(|p| p.is_primary()) {
-                // Without the key a writable primary must stop, whatever the policy prefers.
-                self.start_pg(PgAction::Demote {
-                    mode: DemoteMode::ImmediateNolock,
-                });
-                self.outbox
-                    .reason(format!("running primary may not lead: {why}"));
-                return Transition(State::demoting());
+            if let Some(stop) = self.stop_primary_that_may_not_lead(&why) {
+                return stop;
             }
             self.outbox.reason(format!("not racing: {why}"));
             return Transition(State::replica());

@@ -619,7 +619,7 @@ mod whole_decision {
     use super::*;
 
     #[test]
-    fn decide_combines_the_rules_and_never_fences() {
+    fn decide_combines_the_rules_and_does_not_fence_without_a_switchover() {
         let v = view(
             "node2",
             vec![replica("node2").lsn(9_500), replica("node3").lsn(9_000)],
@@ -641,5 +641,94 @@ mod whole_decision {
         let info = DefaultPolicy::info();
         assert_eq!(info.name, "default");
         assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+    }
+}
+
+mod switchover {
+    use super::*;
+    use pgwarden_policy::Switchover;
+
+    fn request(leader: Option<&str>, candidate: Option<&str>) -> Switchover {
+        Switchover {
+            leader: leader.map(str::to_owned),
+            candidate: candidate.map(str::to_owned),
+            override_policy: false,
+        }
+    }
+
+    /// node1 leads; node2 streams and is caught up, node3 does not stream.
+    fn asked(request: Switchover) -> ClusterView {
+        let mut v = leading(
+            "node1",
+            vec![replica("node2"), replica("node3").not_streaming()],
+        );
+        v.switchover = Some(request);
+        v
+    }
+
+    #[test]
+    fn the_leader_demotes_for_a_ready_candidate_and_keeps_leading_otherwise() {
+        let ready = asked(request(Some("node1"), Some("node2")));
+        assert_eq!(fence(&ready), Fence::Demote("switchover to node2".into()));
+        let not_streaming = asked(request(Some("node1"), Some("node3")));
+        assert_eq!(fence(&not_streaming), Fence::None);
+        let unknown = asked(request(Some("node1"), Some("node9")));
+        assert_eq!(fence(&unknown), Fence::None);
+        // Addressed to another leader: not ours to act on.
+        let elsewhere = asked(request(Some("node7"), Some("node2")));
+        assert_eq!(fence(&elsewhere), Fence::None);
+        // No candidate named: any ready standby will do.
+        let any = asked(request(Some("node1"), None));
+        assert!(matches!(fence(&any), Fence::Demote(_)), "{:?}", fence(&any));
+    }
+
+    #[test]
+    fn a_switchover_needs_the_sync_set_but_a_failover_does_not() {
+        let mut v = asked(request(Some("node1"), Some("node2")));
+        v.config.synchronous_mode = SynchronousMode::On;
+        v.sync_leader = Some("node1".into());
+        v.sync_standbys = vec!["node3".into()];
+        let node2 = v.member("node2").cloned().expect("node2");
+        assert!(
+            switchover_ready(&v, &node2).is_err(),
+            "switchover: not in /sync"
+        );
+        v.switchover = Some(request(None, Some("node2")));
+        assert_eq!(
+            switchover_ready(&v, &node2),
+            Ok(()),
+            "failover: the operator's call"
+        );
+    }
+
+    #[test]
+    fn only_the_named_candidate_races_and_a_failover_waives_its_lag() {
+        let mut v = leaderless("node3");
+        v.members = vec![replica("node2"), replica("node3").lsn(0)];
+        v.config.maximum_lag_on_failover = 100; // node3 is 10,000 bytes behind
+        v.switchover = Some(request(None, Some("node3")));
+        assert_eq!(
+            race(&v),
+            Race::Race,
+            "a failover's candidate races despite its lag"
+        );
+        v.switchover = Some(request(Some("node1"), Some("node3")));
+        assert!(
+            matches!(race(&v), Race::StandDown(_)),
+            "a switchover's candidate must be healthy"
+        );
+        v.me = "node2".into();
+        v.switchover = Some(request(None, Some("node3")));
+        assert_eq!(race(&v), stand_down("manual failover to node3"));
+    }
+
+    #[test]
+    fn a_request_that_kept_the_cluster_leaderless_past_ttl_is_ignored() {
+        let mut v = leaderless("node2");
+        v.switchover = Some(request(None, Some("node3")));
+        v.leaderless_ms = Some(v.config.ttl_ms - 1);
+        assert!(pending_switchover(&v).is_some());
+        v.leaderless_ms = Some(v.config.ttl_ms + 1);
+        assert!(pending_switchover(&v).is_none());
     }
 }

@@ -18,7 +18,7 @@
 //! No parameters: the rule has no knob, by design.
 
 use pgwarden_policy::{
-    log, ClusterView, Decision, Event, Fence, Info, Level, Member, Policy, Race, Role,
+    log, ClusterView, Decision, Event, Fence, Info, Level, Member, Policy, Race,
 };
 use pgwarden_policy_default as default;
 
@@ -55,7 +55,7 @@ pub fn race(view: &ClusterView) -> Race {
     match confirmed(view, me) {
         Ok(()) if candidate_refused(view) => default::race(&without_switchover(view)),
         Ok(()) => default::race(view),
-        Err(why) if overridden_for(view, me) => overridden(me, &why),
+        Err(why) if overridden_for(view, me) => overridden(view, me, &why),
         Err(why) => Race::StandDown(format!("strict-zero-loss: {why}")),
     }
 }
@@ -102,18 +102,15 @@ pub fn preference(view: &ClusterView) -> Vec<String> {
 
 /// A manual failover to `me` whose operator overrode the policy's refusals.
 fn overridden_for(view: &ClusterView, me: &Member) -> bool {
-    view.switchover
-        .as_ref()
+    default::pending_switchover(view)
         .is_some_and(|s| s.override_policy && s.candidate.as_deref() == Some(me.name.as_str()))
 }
 
-/// The race of an overridden candidate: the rule is waived, not PostgreSQL's state.
-fn overridden(me: &Member, why: &str) -> Race {
-    if !me.can_lead() {
-        return Race::StandDown("nofailover (failover_priority <= 0)".into());
-    }
-    if me.role == Role::Unknown || me.state != "running" {
-        return Race::StandDown(format!("PostgreSQL is not running ({})", me.state));
+/// The race of an overridden candidate: the rule is waived, not PostgreSQL's state (the
+/// default's rules for a failover's named candidate).
+fn overridden(view: &ClusterView, me: &Member, why: &str) -> Race {
+    if let Err(not_ready) = default::named_candidate_ready(view, me, true) {
+        return Race::StandDown(not_ready);
     }
     log(
         Level::Warn,
@@ -128,7 +125,7 @@ fn overridden(me: &Member, why: &str) -> Race {
 
 /// Whether a pending manual failover names a member this policy will never let race.
 fn candidate_refused(view: &ClusterView) -> bool {
-    let Some(switchover) = &view.switchover else {
+    let Some(switchover) = default::pending_switchover(view) else {
         return false;
     };
     let candidate = switchover.candidate.as_deref().and_then(|c| view.member(c));

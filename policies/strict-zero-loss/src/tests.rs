@@ -5,6 +5,7 @@
 //! and at the leader's last position unless a test says otherwise.
 
 use super::*;
+use pgwarden_policy::Role;
 use pgwarden_policy::{Config, Lease, Switchover, SynchronousMode};
 
 const LEADER_LSN: u64 = 10_000;
@@ -190,4 +191,52 @@ fn preference_lists_only_confirmed_standbys() {
 #[test]
 fn info_names_the_policy() {
     assert_eq!(StrictZeroLoss::info().name, "strict-zero-loss");
+}
+
+/// node1 leads (lease held) and is asked to hand over to `candidate`.
+fn switchover_to(candidate: &str, override_policy: bool) -> ClusterView {
+    let mut v = view("node1");
+    let mut leader = replica("node1");
+    leader.role = Role::Primary;
+    v.members.insert(0, leader);
+    v.lease = Lease {
+        holder: Some("node1".into()),
+        mine: true,
+        time_left_ms: Some(10_000),
+    };
+    v.switchover = Some(Switchover {
+        leader: Some("node1".into()),
+        candidate: Some(candidate.into()),
+        override_policy,
+    });
+    v
+}
+
+#[test]
+fn the_leader_hands_over_only_to_a_confirmed_standby_unless_overridden() {
+    assert_eq!(
+        fence(&switchover_to("node2", false)),
+        Fence::Demote("switchover to node2".into())
+    );
+    // node3 is streaming and caught up, so the default would hand over; this policy refuses.
+    assert_eq!(fence(&switchover_to("node3", false)), Fence::None);
+    // The override is for a failover (no leader named): a switchover keeps every commit
+    // under the default's rules too.
+    let mut overridden = switchover_to("node3", true);
+    assert_eq!(fence(&overridden), Fence::None);
+    if let Some(request) = overridden.switchover.as_mut() {
+        request.leader = None;
+    }
+    assert_eq!(
+        fence(&overridden),
+        Fence::Demote("switchover to node3".into())
+    );
+    if let Some(request) = overridden.switchover.as_mut() {
+        request.override_policy = false;
+    }
+    assert_eq!(
+        fence(&overridden),
+        Fence::None,
+        "a failover without override is refused"
+    );
 }

@@ -29,7 +29,7 @@ pub use zone::{
     in_zone, leader_zone, possible_candidate, zone_view, zone_wait_ms, ZONE_TAG, ZONE_WAIT_PARAM,
 };
 
-use pgwarden_policy::{ClusterView, Decision, Event, Fence, Info, Policy, Race, Role, Wait};
+use pgwarden_policy::{ClusterView, Decision, Event, Info, Policy, Race, Role, Wait};
 use pgwarden_policy_default as default;
 
 /// Patroni's rules, preferring the failed leader's zone.
@@ -49,7 +49,7 @@ impl Policy for ZoneAware {
         Decision {
             race: race(view),
             preference: preference(view),
-            fence: Fence::None,
+            fence: default::fence(view),
             sync_standbys: default::sync_standbys(view),
         }
     }
@@ -60,10 +60,7 @@ pub fn race(view: &ClusterView) -> Race {
     let Some(zone) = leader_zone(view) else {
         return default::race(view);
     };
-    let manual_candidate = view
-        .switchover
-        .as_ref()
-        .is_some_and(|s| s.candidate.is_some());
+    let manual_candidate = default::pending_switchover(view).is_some_and(|s| s.candidate.is_some());
     if view.lease.mine || view.lease.holder.is_some() || manual_candidate {
         return default::race(view);
     }

@@ -5,7 +5,7 @@
 //! the leader's last position unless a test says otherwise.
 
 use super::*;
-use pgwarden_policy::{Config, Lease, Member, Switchover, SynchronousMode};
+use pgwarden_policy::{Config, Fence, Lease, Member, Switchover, SynchronousMode};
 use pgwarden_policy_default::DefaultPolicy;
 
 const LEADER_LSN: u64 = 10_000;
@@ -273,4 +273,26 @@ fn decide_reuses_the_default_sync_standbys() {
 #[test]
 fn info_names_the_policy() {
     assert_eq!(ZoneAware::info().name, "zone-aware");
+}
+
+#[test]
+fn the_leader_hands_over_for_a_switchover_as_the_default_does() {
+    // node2 leads; a switchover to node3 (zone b, streaming, caught up) is addressed to it.
+    let mut v = view("node2", cluster(), 0);
+    v.lease = Lease {
+        holder: Some("node2".into()),
+        mine: true,
+        time_left_ms: Some(10_000),
+    };
+    v.switchover = Some(Switchover {
+        leader: Some("node2".into()),
+        candidate: Some("node3".into()),
+        override_policy: false,
+    });
+    let decision = ZoneAware::decide(&Event::Tick, &v);
+    assert_eq!(decision.fence, Fence::Demote("switchover to node3".into()));
+    assert_eq!(
+        decision.fence,
+        DefaultPolicy::decide(&Event::Tick, &v).fence
+    );
 }

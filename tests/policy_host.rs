@@ -52,11 +52,7 @@ fn member(name: &str, role: Role, lsn: u64) -> Member {
     Member {
         name: name.into(),
         role,
-        state: if role == Role::Primary {
-            "running".into()
-        } else {
-            "streaming".into()
-        },
+        state: "running".into(),
         streaming: role == Role::Replica,
         timeline: Some(3),
         received_lsn: Some(lsn),
@@ -254,8 +250,21 @@ fn the_embedded_default_decides_like_the_native_default() {
         assert_eq!(verdict.shadow, None);
         kinds.insert(format!("{:?}", std::mem::discriminant(&expected.race)));
     }
-    // The scenarios exercise more than one answer.
+    // The scenarios exercise more than one answer, among replicas too: an election won and
+    // one stood down for a more advanced peer.
     assert!(kinds.len() >= 2, "{kinds:?}");
+    let elections: Vec<Race> = scenarios()
+        .iter()
+        .filter(|(event, view)| *event == Event::Election && !view.lease.mine)
+        .map(|(event, view)| native(event, view).race)
+        .collect();
+    assert!(elections.contains(&Race::Race), "{elections:?}");
+    assert!(
+        elections
+            .iter()
+            .any(|r| matches!(r, Race::StandDown(why) if why.contains("is ahead"))),
+        "{elections:?}"
+    );
     let counters = host.counters();
     assert_eq!(counters.calls, scenarios().len() as u64);
     assert_eq!(counters.fallbacks.total(), 0);

@@ -124,7 +124,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .context("starting the policy thread")?;
     let policy_runner = policy.clone();
-    let mut selected_cluster_policy = None;
+    let mut selected_sources = None;
     let executor = Executor {
         inputs: input_tx.clone(),
         store: store.clone(),
@@ -155,10 +155,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // Publish the status and the fencing token before any effect runs: the PostgreSQL
         // worker checks a promote against this token, and member keys are built from it.
         let status = node.status();
-        if status.config.policy != selected_cluster_policy {
-            // `/config` names another policy (or none): hot reload on the policy thread.
-            selected_cluster_policy = status.config.policy.clone();
-            policy_runner.select(selected_cluster_policy.clone());
+        let sources = status
+            .config
+            .policy
+            .as_ref()
+            .map(|p| (p.active.clone(), p.shadow.clone()));
+        if sources != selected_sources {
+            // `/config` names other components (or none): hot reload on the policy thread.
+            // Parameters alone reach the policy through its view, without a reload.
+            selected_sources = sources;
+            policy_runner.select(status.config.policy.clone());
         }
         if let Ok(mut f) = fence.lock() {
             *f = Fence {

@@ -35,30 +35,12 @@ pub struct PolicyRuntimeStatus {
 /// Shared with the REST API.
 pub type SharedPolicyStatus = Arc<Mutex<PolicyRuntimeStatus>>;
 
-/// Whatever answers policy calls on the policy thread.
-pub trait Decider: Send + 'static {
-    /// Answer one call (falling back to the default itself when its policy fails).
-    fn decide(&mut self, call: &PolicyCall) -> PolicyAnswer;
-
-    /// `/config`'s `policy` changed (`None`: removed): select policies accordingly.
-    fn select(&mut self, cluster: Option<&ClusterPolicy>);
-}
-
-/// The embedded default, natively (simulations and tests without a wasm host).
-pub struct NativeDefault;
-
-impl Decider for NativeDefault {
-    fn decide(&mut self, call: &PolicyCall) -> PolicyAnswer {
-        decide_with_default(call)
-    }
-
-    fn select(&mut self, _cluster: Option<&ClusterPolicy>) {}
-}
-
 /// The wasmtime policy host, with the local and cluster-wide policy selection.
 pub struct HostDecider {
     host: PolicyHost,
     local: LocalPolicyConfig,
+    /// The embedded default, compiled once (selected again whenever nothing else is named).
+    embedded: LoadedPolicy,
     status: SharedPolicyStatus,
 }
 
@@ -79,11 +61,12 @@ impl HostDecider {
             timeout: Duration::from_millis(local.timeout_ms),
         };
         let engine = PolicyEngine::new(limits)?;
+        let embedded = engine.embedded_default()?;
         let active = match &local.active {
             Some(source) => {
                 load(&engine, source).map_err(|e| anyhow::anyhow!("policy.path: {e}"))?
             }
-            None => engine.embedded_default()?,
+            None => embedded.clone(),
         };
         let shadow = match &local.shadow {
             Some(source) => {
@@ -101,6 +84,7 @@ impl HostDecider {
         let decider = HostDecider {
             host,
             local: local.clone(),
+            embedded,
             status,
         };
         decider.publish(None);
@@ -131,9 +115,7 @@ impl HostDecider {
         let active = match active {
             Some(source) => load(engine, source)
                 .map_err(|e| format!("policy {:?} from /config: {e}", source.name))?,
-            None => engine
-                .embedded_default()
-                .map_err(|e| format!("embedded default policy: {e}"))?,
+            None => self.embedded.clone(),
         };
         let shadow = match shadow {
             Some(source) => Some(
@@ -146,8 +128,9 @@ impl HostDecider {
     }
 }
 
-impl Decider for HostDecider {
-    fn decide(&mut self, call: &PolicyCall) -> PolicyAnswer {
+impl HostDecider {
+    /// Answer one call (the host falls back to the default itself when the policy fails).
+    pub fn decide(&mut self, call: &PolicyCall) -> PolicyAnswer {
         let span = tracing::info_span!(
             "policy.decide",
             seq = call.seq,
@@ -157,20 +140,21 @@ impl Decider for HostDecider {
         let _entered = span.enter();
         let verdict = self.host.decide(&call.event, &call.view);
         tracing::debug!(race = ?verdict.decision.race, fence = ?verdict.decision.fence, elapsed_us = verdict.elapsed.as_micros() as u64, "decided");
-        if let Some(shadow) = verdict.shadow.as_ref().filter(|s| s.diverged) {
-            tracing::info!(shadow = %shadow.policy, differences = ?shadow.differences, "shadow policy diverged");
-        }
         let answer = PolicyAnswer {
             seq: call.seq,
             decision: verdict.decision,
             fallback: verdict.source.error().map(|e| e.to_string()),
             warnings: verdict.warnings,
         };
-        self.publish(None);
+        if let Ok(mut status) = self.status.lock() {
+            status.counters = self.host.counters();
+        }
         answer
     }
 
-    fn select(&mut self, cluster: Option<&ClusterPolicy>) {
+    /// `/config`'s policy components changed (`None`: removed): select them, or the local
+    /// ones; a component that cannot be loaded leaves the last good policy deciding.
+    pub fn select(&mut self, cluster: Option<&ClusterPolicy>) {
         match self.try_select(cluster) {
             Ok((active, shadow)) => {
                 self.host.set_active(active);
@@ -203,7 +187,7 @@ pub struct PolicyRunner {
 impl PolicyRunner {
     /// Start the policy thread.
     pub fn spawn(
-        mut decider: impl Decider,
+        mut decider: HostDecider,
         inputs: UnboundedSender<Input>,
         deadline: Duration,
     ) -> std::io::Result<PolicyRunner> {

@@ -97,14 +97,13 @@ fn text(value: &Value) -> String {
 }
 
 fn sha256(path: &str, v: &Value) -> Result<String, ConfigError> {
-    let digest = tree::string(path, v)?.to_ascii_lowercase();
-    if digest.len() != 64 || !digest.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(ConfigError::new(
+    let given = tree::string(path, v)?;
+    crate::policy::normalize_digest(&given).ok_or_else(|| {
+        ConfigError::new(
             path,
-            format!("{digest:?} is not a SHA-256 digest (64 hexadecimal characters)"),
-        ));
-    }
-    Ok(digest)
+            format!("{given:?} is not a SHA-256 digest (64 hexadecimal characters)"),
+        )
+    })
 }
 
 fn params(path: &str, v: &Value) -> Result<BTreeMap<String, String>, ConfigError> {
@@ -126,16 +125,13 @@ fn stem(path: &std::path::Path) -> String {
         .unwrap_or_else(|| "policy".into())
 }
 
-/// A local component reference: `{path, sha256?, name?}`.
-fn local_source(
-    mut s: Section<'_>,
-    warnings: &mut Vec<String>,
-) -> Result<ComponentSource, ConfigError> {
-    let path_key = s.key_path("path");
-    let path = match s.get("path") {
-        Some(v) => PathBuf::from(tree::string(&path_key, v)?),
-        None => return Err(ConfigError::new(&path_key, "missing: the component file")),
+/// The component a section names with `path` (and optionally `sha256`, `name`); `None`
+/// without a `path`.
+fn component_at(s: &mut Section<'_>) -> Result<Option<ComponentSource>, ConfigError> {
+    let Some(v) = s.get("path") else {
+        return Ok(None);
     };
+    let path = PathBuf::from(tree::string(&s.key_path("path"), v)?);
     let sha = match s.get("sha256") {
         Some(v) => Some(sha256(&s.key_path("sha256"), v)?),
         None => None,
@@ -144,12 +140,22 @@ fn local_source(
         Some(v) => tree::string(&s.key_path("name"), v)?,
         None => stem(&path),
     };
-    s.finish(warnings);
-    Ok(ComponentSource {
+    Ok(Some(ComponentSource {
         name,
         path,
         sha256: sha,
-    })
+    }))
+}
+
+/// A local component reference: `{path, sha256?, name?}`.
+fn local_source(
+    mut s: Section<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<ComponentSource, ConfigError> {
+    let source = component_at(&mut s)?
+        .ok_or_else(|| ConfigError::new(s.key_path("path"), "missing: the component file"))?;
+    s.finish(warnings);
+    Ok(source)
 }
 
 /// A cluster-wide component reference: `{name, sha256, source}`, all required.
@@ -188,23 +194,10 @@ pub(crate) fn parse_local(
     mut s: Section<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<LocalPolicyConfig, ConfigError> {
-    let mut c = LocalPolicyConfig::default();
-    if s.has("path") {
-        let path_key = s.key_path("path");
-        let path = PathBuf::from(tree::string(
-            &path_key,
-            s.get("path").unwrap_or(&Value::Null),
-        )?);
-        let sha = match s.get("sha256") {
-            Some(v) => Some(sha256(&s.key_path("sha256"), v)?),
-            None => None,
-        };
-        c.active = Some(ComponentSource {
-            name: stem(&path),
-            path,
-            sha256: sha,
-        });
-    }
+    let mut c = LocalPolicyConfig {
+        active: component_at(&mut s)?,
+        ..LocalPolicyConfig::default()
+    };
     if let Some(shadow) = s.section("shadow")? {
         c.shadow = Some(local_source(shadow, warnings)?);
     }

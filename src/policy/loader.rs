@@ -111,7 +111,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// An expected digest as given (hex, optionally `sha256:`-prefixed, any case) → lowercase
 /// hex, or `None` when it is not one.
-fn normalize_digest(expected: &str) -> Option<String> {
+pub fn normalize_digest(expected: &str) -> Option<String> {
     let hex = expected.trim();
     let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))

@@ -30,7 +30,9 @@ pub use compare::{decision_differences, FENCE, PREFERENCE, RACE, SYNC_STANDBYS};
 pub use engine::{Metered, PolicyEngine, PolicyLimits};
 pub use error::{PolicyCallError, PolicyEngineError, PolicyErrorKind, PolicyLoadError};
 pub use host::{ErrorCounts, PolicyCounters, PolicyHost, ShadowReport, Source, Verdict, OUTCOME};
-pub use loader::{sha256_hex, LoadedPolicy, PolicyInfo, ALLOWED_IMPORTS, EMBEDDED_DEFAULT_LABEL};
+pub use loader::{
+    normalize_digest, sha256_hex, LoadedPolicy, PolicyInfo, ALLOWED_IMPORTS, EMBEDDED_DEFAULT_LABEL,
+};
 pub use trace::{read_trace, TraceFileError, TraceRecord, TraceSource, TraceWriter, TracedFailure};
 pub use validate::{decision_problems, MAX_REASON_BYTES, MAX_WAIT};
 

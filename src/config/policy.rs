@@ -25,11 +25,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use super::error::ConfigError;
 use super::tree::{self, Section};
+use crate::policy::PolicyLimits;
 
 /// A component file and, optionally, the digest it must have.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,16 +66,29 @@ pub struct LocalPolicyConfig {
 }
 
 impl Default for LocalPolicyConfig {
+    /// The host's default limits, a 500 ms deadline, the embedded default policy.
     fn default() -> Self {
+        let limits = PolicyLimits::default();
         LocalPolicyConfig {
             active: None,
             shadow: None,
-            fuel: 50_000_000,
-            memory_bytes: 16 * 1024 * 1024,
-            timeout_ms: 20,
+            fuel: limits.fuel,
+            memory_bytes: limits.memory_bytes as u64,
+            timeout_ms: u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX),
             deadline_ms: 500,
             trace_file: None,
             params: BTreeMap::new(),
+        }
+    }
+}
+
+impl LocalPolicyConfig {
+    /// The per-call limits these settings give the policy host.
+    pub fn limits(&self) -> PolicyLimits {
+        PolicyLimits {
+            fuel: self.fuel,
+            memory_bytes: usize::try_from(self.memory_bytes).unwrap_or(usize::MAX),
+            timeout: Duration::from_millis(self.timeout_ms),
         }
     }
 }

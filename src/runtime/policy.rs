@@ -13,8 +13,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::config::{ClusterPolicy, ComponentSource, LocalPolicyConfig};
 use crate::core::{decide_with_default, Input, PolicyAnswer, PolicyCall};
 use crate::policy::{
-    LoadedPolicy, PolicyCounters, PolicyEngine, PolicyHost, PolicyInfo, PolicyLimits,
-    PolicyLoadError, TraceWriter,
+    LoadedPolicy, PolicyCounters, PolicyEngine, PolicyHost, PolicyInfo, PolicyLoadError,
+    TraceWriter,
 };
 
 /// What the REST API shows of the policy thread.
@@ -55,12 +55,7 @@ impl HostDecider {
         local: &LocalPolicyConfig,
         status: SharedPolicyStatus,
     ) -> anyhow::Result<HostDecider> {
-        let limits = PolicyLimits {
-            fuel: local.fuel,
-            memory_bytes: usize::try_from(local.memory_bytes).unwrap_or(usize::MAX),
-            timeout: Duration::from_millis(local.timeout_ms),
-        };
-        let engine = PolicyEngine::new(limits)?;
+        let engine = PolicyEngine::new(local.limits())?;
         let embedded = engine.embedded_default()?;
         let active = match &local.active {
             Some(source) => {

@@ -8,10 +8,10 @@
 
 use std::env;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-const GUEST_TARGET: &str = "wasm32-unknown-unknown";
-const GUEST_PROFILE: &str = "policy-guest";
+#[path = "build/guest_build.rs"]
+#[allow(dead_code)] // the tests use the rest of it
+mod guest_build;
 
 fn main() {
     for watched in [
@@ -19,6 +19,7 @@ fn main() {
         "policies/default",
         "wit/policy.wit",
         "Cargo.lock",
+        "build/guest_build.rs",
     ] {
         println!("cargo:rerun-if-changed={watched}");
     }
@@ -46,39 +47,8 @@ fn main() {
 }
 
 fn build_guest(manifest_dir: &Path, target_dir: &Path, package: &str) -> PathBuf {
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .current_dir(manifest_dir)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            package,
-            "--target",
-            GUEST_TARGET,
-            "--profile",
-            GUEST_PROFILE,
-        ])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .env(
-            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER",
-            "wasm-component-ld",
-        );
-    // The outer build's flags and wrappers (clippy, coverage) are for the host target.
-    for inherited in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "CARGO_PROFILE_RELEASE_DEBUG",
-    ] {
-        command.env_remove(inherited);
-    }
+    let mut command =
+        guest_build::guest_build(manifest_dir, target_dir, &[package.to_string()], None);
     let status = command
         .status()
         .unwrap_or_else(|e| panic!("running cargo to build the {package} policy component: {e}"));
@@ -88,6 +58,5 @@ fn build_guest(manifest_dir: &Path, target_dir: &Path, package: &str) -> PathBuf
              wasm32-unknown-unknown target: `rustup target add wasm32-unknown-unknown`."
         );
     }
-    let file = format!("{}.wasm", package.replace('-', "_"));
-    target_dir.join(GUEST_TARGET).join(GUEST_PROFILE).join(file)
+    guest_build::component_path(target_dir, package)
 }

@@ -928,27 +928,9 @@ fn new_refuses_an_existing_directory_and_an_invalid_name() {
 /// Run cargo (under `flock $PGWARDEN_CARGO_LOCK` when set, as `support/guests.rs` does) in
 /// `dir` with the build environment of this test removed.
 fn cargo(dir: &Path, args: &[&str]) {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = match std::env::var_os("PGWARDEN_CARGO_LOCK") {
-        Some(lock) => {
-            let mut command = Command::new("flock");
-            command.arg(lock).arg(&cargo);
-            command
-        }
-        None => Command::new(&cargo),
-    };
-    command.current_dir(dir).args(args);
-    for inherited in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-    ] {
-        command.env_remove(inherited);
-    }
+    let mut command =
+        guests::guest_build::nested_cargo(dir, std::env::var_os("PGWARDEN_CARGO_LOCK"));
+    command.args(args);
     let output = command
         .output()
         .unwrap_or_else(|e| panic!("running {command:?}: {e}"));

@@ -11,8 +11,10 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Mutex, OnceLock};
+
+#[path = "../../build/guest_build.rs"]
+pub mod guest_build;
 
 /// Every test guest, by directory name (package `pgwarden-policy-<name>`).
 pub const GUESTS: [&str; 5] = [
@@ -22,9 +24,6 @@ pub const GUESTS: [&str; 5] = [
     "garbage",
     "wasi-import",
 ];
-
-const TARGET: &str = "wasm32-unknown-unknown";
-const PROFILE: &str = "policy-guest";
 
 /// Where the guests are; [`path`](Guests::path) builds any other policy crate on demand.
 pub struct Guests {
@@ -44,11 +43,8 @@ impl Guests {
                 built.insert(name.to_string());
             }
         }
-        let path = self
-            .target_dir
-            .join(TARGET)
-            .join(PROFILE)
-            .join(format!("pgwarden_policy_{}.wasm", name.replace('-', "_")));
+        let path =
+            guest_build::component_path(&self.target_dir, &format!("pgwarden-policy-{name}"));
         assert!(path.is_file(), "{} was not built", path.display());
         path
     }
@@ -88,41 +84,16 @@ fn target_dir() -> PathBuf {
 
 /// Build `names` (packages `pgwarden-policy-<name>`) as components in one cargo run.
 fn cargo_build(target_dir: &Path, names: &[&str]) {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = match std::env::var_os("PGWARDEN_CARGO_LOCK") {
-        Some(lock) => {
-            let mut command = Command::new("flock");
-            command.arg(lock).arg(&cargo);
-            command
-        }
-        None => Command::new(&cargo),
-    };
-    command
-        .current_dir(manifest_dir())
-        .args(["build", "--quiet"]);
-    for name in names {
-        command.args(["-p", &format!("pgwarden-policy-{name}")]);
-    }
-    command
-        .args(["--target", TARGET, "--profile", PROFILE])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .env(
-            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER",
-            "wasm-component-ld",
-        );
-    // The test build's flags and wrappers are for the host target.
-    for inherited in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-    ] {
-        command.env_remove(inherited);
-    }
+    let packages: Vec<String> = names
+        .iter()
+        .map(|name| format!("pgwarden-policy-{name}"))
+        .collect();
+    let mut command = guest_build::guest_build(
+        manifest_dir(),
+        target_dir,
+        &packages,
+        std::env::var_os("PGWARDEN_CARGO_LOCK"),
+    );
     let status = command
         .status()
         .unwrap_or_else(|e| panic!("running {command:?} to build policy components: {e}"));

@@ -45,22 +45,6 @@ const TABLE: &str = "acked_writes";
 
 // ----- checks shared by the scenarios ---------------------------------------------------------
 
-/// The `/sync` key: `{"leader": <leader>, "sync_standby": "<one name>"}`; returns the standby.
-fn sync_standby(c: &Cluster, leader: &str) -> Result<String, String> {
-    let v = c.dcs_json("sync")?.ok_or("no /sync key yet")?;
-    if v.get("leader").and_then(Value::as_str) != Some(leader) {
-        return Err(format!("/sync = {v} (leader should be {leader})"));
-    }
-    let standby = v.get("sync_standby").and_then(Value::as_str).unwrap_or("");
-    let names: Vec<&str> = standby.split(',').filter(|s| !s.is_empty()).collect();
-    match names.as_slice() {
-        [one] if *one != leader && c.index_of(one).is_some() => Ok(one.to_string()),
-        _ => Err(format!(
-            "/sync = {v} (want exactly one standby, a member other than {leader})"
-        )),
-    }
-}
-
 /// GET /primary: 200 on `leader`, 503 on `replicas`, no answer from `down`;
 /// GET /replica: 200 on `replicas`, 503 on `leader`.
 fn expect_endpoints(
@@ -200,7 +184,7 @@ fn bootstrap_three(c: &Cluster) -> (usize, usize, usize) {
     let sync_name = wait_check(
         REPLICATION_TIMEOUT,
         "/sync to name the leader and one sync standby",
-        || sync_standby(c, &leader_name),
+        || c.sync_standby(&leader_name),
     );
     let sync = c
         .index_of(&sync_name)
@@ -317,7 +301,9 @@ fn bootstrap_replicate_failover_rejoin() {
         writer.error()
     );
     let leader_name = c.name(leader).to_string();
-    let sync_name = sync_standby(&c, &leader_name).expect("/sync just before the kill");
+    let sync_name = c
+        .sync_standby(&leader_name)
+        .expect("/sync just before the kill");
     let expected = c.index_of(&sync_name).expect("sync standby is a member");
     let survivor = third(leader, expected);
 
@@ -450,7 +436,7 @@ fn bootstrap_replicate_failover_rejoin() {
     let old_sync = wait_check(
         SHORT_TIMEOUT,
         "a synchronous standby after the rejoin",
-        || sync_standby(&c, c.name(new_leader)),
+        || c.sync_standby(c.name(new_leader)),
     );
     let old_sync_idx = c.index_of(&old_sync).expect("sync standby is a member");
     let replacement = third(new_leader, old_sync_idx);
@@ -459,7 +445,7 @@ fn bootstrap_replicate_failover_rejoin() {
         REPLICATION_TIMEOUT,
         "the remaining replica to become the synchronous standby",
         || {
-            let now = sync_standby(&c, c.name(new_leader))?;
+            let now = c.sync_standby(c.name(new_leader))?;
             if now != c.name(replacement) {
                 return Err(format!("/sync names {now}"));
             }

@@ -35,16 +35,6 @@ fn streaming(c: &Cluster, i: usize) -> Result<(), String> {
     }
 }
 
-/// The one node whose `/primary` answers 200, when exactly one does.
-fn sole_primary(c: &Cluster) -> Result<usize, String> {
-    let statuses = c.statuses("/primary");
-    let primaries: Vec<usize> = (0..c.len()).filter(|&i| statuses[i] == Some(200)).collect();
-    match primaries.as_slice() {
-        [one] => Ok(*one),
-        _ => Err(format!("/primary: {}", c.describe(&statuses))),
-    }
-}
-
 /// `pgwarden_policy_gate_rejections_total` of node `i`, by rule.
 fn gate_rejections(c: &Cluster, i: usize) -> Result<Vec<(String, u64)>, String> {
     let response = c.http(i, "GET", "/metrics", None)?;
@@ -156,7 +146,7 @@ fn zone_aware_promotes_the_failed_leaders_zone_mate_every_time() {
         // the leader and wait until each replica's agent reports the leader's position.
         both_caught_up(&c, leader, round);
         c.kill_node(leader);
-        let promoted = wait_check(FAILOVER_TIMEOUT, "a new leader", || sole_primary(&c));
+        let promoted = wait_check(FAILOVER_TIMEOUT, "a new leader", || c.leader_now());
         assert_eq!(
             promoted,
             zone_mate,
@@ -207,18 +197,12 @@ fn always_promote_everywhere_still_yields_one_leader_thanks_to_the_gate() {
             },
         );
     }
-    assert_eq!(sole_primary(&c), Ok(leader));
+    assert_eq!(c.leader_now(), Ok(leader));
 
     // The leader dies: only the synchronous standby may be promoted; the other replica's
     // "race" is refused by the gate (not-in-sync-set) before it ever reaches etcd.
     let sync = wait_check(REPLICATION_TIMEOUT, "a sync standby in /sync", || {
-        let v = c.dcs_json("sync")?.ok_or("no /sync")?;
-        let name = v
-            .get("sync_standby")
-            .and_then(|s| s.as_str())
-            .filter(|s| !s.is_empty())
-            .ok_or(format!("/sync = {v}"))?
-            .to_string();
+        let name = c.sync_standby(c.name(leader))?;
         c.index_of(&name).ok_or(format!("unknown member {name}"))
     });
     let other = replicas
@@ -227,7 +211,7 @@ fn always_promote_everywhere_still_yields_one_leader_thanks_to_the_gate() {
         .find(|&i| i != sync)
         .expect("two replicas");
     c.kill_node(leader);
-    let promoted = wait_check(FAILOVER_TIMEOUT, "a new leader", || sole_primary(&c));
+    let promoted = wait_check(FAILOVER_TIMEOUT, "a new leader", || c.leader_now());
     assert_eq!(
         promoted, sync,
         "only the synchronous standby may be promoted"
@@ -243,7 +227,7 @@ fn always_promote_everywhere_still_yields_one_leader_thanks_to_the_gate() {
     // Stable: one primary at every look over a few loops.
     let until = std::time::Instant::now() + c.loop_wait() * 3;
     while std::time::Instant::now() < until {
-        assert_eq!(sole_primary(&c), Ok(sync), "{}", c.diagnostics(40));
+        assert_eq!(c.leader_now(), Ok(sync), "{}", c.diagnostics(40));
         std::thread::sleep(support::process::POLL_INTERVAL);
     }
     assert_ne!(c.http_status(other, "GET", "/primary"), Some(200));
@@ -253,13 +237,7 @@ fn always_promote_everywhere_still_yields_one_leader_thanks_to_the_gate() {
 fn settled_sync_cluster(c: &Cluster) -> (usize, usize, usize) {
     let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);
     let sync = wait_check(REPLICATION_TIMEOUT, "a sync standby in /sync", || {
-        let v = c.dcs_json("sync")?.ok_or("no /sync")?;
-        let name = v
-            .get("sync_standby")
-            .and_then(|s| s.as_str())
-            .filter(|s| !s.is_empty())
-            .ok_or(format!("/sync = {v}"))?
-            .to_string();
+        let name = c.sync_standby(c.name(leader))?;
         c.index_of(&name).ok_or(format!("unknown member {name}"))
     });
     let other = (0..3)
@@ -289,7 +267,7 @@ fn post(c: &Cluster, i: usize, path: &str, body: &str) -> (u16, String) {
 #[test]
 fn patronictl_switchover_hands_over_cleanly() {
     let _guard = exclusive();
-    let mut c = Cluster::builder()
+    let c = Cluster::builder()
         .scope("pgwarden-switch")
         .synchronous_mode(true)
         .start();
@@ -352,7 +330,7 @@ fn patronictl_switchover_hands_over_cleanly() {
         "patronictl switchover: {out:?}\n{}",
         c.diagnostics(40)
     );
-    let new_leader = wait_check(FAILOVER_TIMEOUT, "the candidate leads", || sole_primary(&c));
+    let new_leader = wait_check(FAILOVER_TIMEOUT, "the candidate leads", || c.leader_now());
     assert_eq!(new_leader, sync, "{}", c.diagnostics(40));
     assert_eq!(
         c.query_scalar(sync, "SELECT count(*) FROM handover")
@@ -371,7 +349,6 @@ fn patronictl_switchover_hands_over_cleanly() {
             Some(kv) => Err(format!("failover = {kv:?}")),
         },
     );
-    let _ = &mut c;
 }
 
 /// `strict-zero-loss` refuses a manual failover to an asynchronous standby and says why,
@@ -395,7 +372,7 @@ fn strict_zero_loss_refuses_a_failover_to_an_async_standby_unless_overridden() {
         text.contains("not a confirmed synchronous standby"),
         "the refusal names the reason: {text}"
     );
-    assert_eq!(sole_primary(&c), Ok(leader), "nothing moved");
+    assert_eq!(c.leader_now(), Ok(leader), "nothing moved");
     assert_eq!(
         c.dcs_get("failover").ok().flatten().map(|kv| kv.value),
         None,
@@ -417,7 +394,7 @@ fn strict_zero_loss_refuses_a_failover_to_an_async_standby_unless_overridden() {
         text.contains(&format!("failed over to \"{}\"", c.name(other))),
         "{text}"
     );
-    let new_leader = wait_check(FAILOVER_TIMEOUT, "the candidate leads", || sole_primary(&c));
+    let new_leader = wait_check(FAILOVER_TIMEOUT, "the candidate leads", || c.leader_now());
     assert_eq!(new_leader, other);
     let log = std::fs::read_to_string(c.log_path(other)).unwrap_or_default();
     assert!(
@@ -452,7 +429,7 @@ fn sha256_of(path: &std::path::Path) -> String {
 fn a_cluster_wide_policy_is_hot_reloaded_and_a_wrong_digest_refused() {
     let _guard = exclusive();
     let zone_aware = guests().path("zone-aware");
-    let mut c = Cluster::builder()
+    let c = Cluster::builder()
         .scope("pgwarden-reload")
         .nodes(1)
         .synchronous_mode(false)
@@ -499,7 +476,7 @@ fn a_cluster_wide_policy_is_hot_reloaded_and_a_wrong_digest_refused() {
         },
     );
     assert!(
-        error.contains(&wrong) || error.contains("sha256"),
+        error.contains(&format!("sha256 is {digest}, expected {wrong}")),
         "{error}"
     );
     assert_eq!(
@@ -519,9 +496,8 @@ fn a_cluster_wide_policy_is_hot_reloaded_and_a_wrong_digest_refused() {
     );
     assert_eq!(c.agent_pid(0), Some(pid), "no restart");
     assert_eq!(
-        sole_primary(&c),
+        c.leader_now(),
         Ok(0),
         "the leader kept leading through both changes"
     );
-    let _ = &mut c;
 }

@@ -170,7 +170,6 @@ pub struct ClusterBuilder {
     /// A policy component per node, copied into the node's dir.
     policies: Vec<Option<PathBuf>>,
     /// Extra YAML (e.g. `policy.params`) appended to every node's `policy:` section.
-    policy_yaml: String,
     /// How many nodes `start` starts (the others wait for `Cluster::start_node`).
     initially_started: Option<usize>,
 }
@@ -187,7 +186,6 @@ impl Default for ClusterBuilder {
             retry_timeout: 2,
             tags: Vec::new(),
             policies: Vec::new(),
-            policy_yaml: String::new(),
             initially_started: None,
         }
     }
@@ -238,11 +236,6 @@ impl ClusterBuilder {
         self.policies[i] = Some(path.to_path_buf());
         self
     }
-    /// Lines added under every node's `policy:` section (indented by two spaces).
-    pub fn policy_yaml(mut self, yaml: &str) -> Self {
-        self.policy_yaml = yaml.to_string();
-        self
-    }
     /// Start only the first `n` nodes; start the rest with [`Cluster::start_node`].
     pub fn initially_started(mut self, n: usize) -> Self {
         self.initially_started = Some(n);
@@ -269,11 +262,7 @@ impl ClusterBuilder {
                             panic!("copy {} to {}: {e}", component.display(), copy.display())
                         });
                         give_to_runner(&copy);
-                        format!(
-                            "\npolicy:\n  path: {}\n{}",
-                            copy.display(),
-                            self.policy_yaml
-                        )
+                        format!("\npolicy:\n  path: {}\n", copy.display())
                     }
                     None => String::new(),
                 };
@@ -518,6 +507,22 @@ impl Cluster {
         (0..self.len())
             .map(|i| self.http_status(i, "GET", path))
             .collect()
+    }
+
+    /// The `/sync` key names `leader` and exactly one standby, a member: that standby.
+    pub fn sync_standby(&self, leader: &str) -> Result<String, String> {
+        let v = self.dcs_json("sync")?.ok_or("no /sync key yet")?;
+        if v.get("leader").and_then(Value::as_str) != Some(leader) {
+            return Err(format!("/sync = {v} (leader should be {leader})"));
+        }
+        let standby = v.get("sync_standby").and_then(Value::as_str).unwrap_or("");
+        let names: Vec<&str> = standby.split(',').filter(|s| !s.is_empty()).collect();
+        match names.as_slice() {
+            [one] if *one != leader && self.index_of(one).is_some() => Ok(one.to_string()),
+            _ => Err(format!(
+                "/sync = {v} (want exactly one standby, a member other than {leader})"
+            )),
+        }
     }
 
     /// The one node answering `GET /primary` with 200, `Err` (with all statuses) unless

@@ -296,29 +296,35 @@ fn nofailover_never_races() {
     assert_eq!(node.state(), "replica");
 }
 
+/// A leaderless view in synchronous mode (ttl 6, loop_wait 1) whose `/sync`, when
+/// `recorded` is given, was written by `node1` with these standbys at this revision.
+fn sync_mode_view(recorded: Option<(&[&str], i64)>) -> ClusterView {
+    let mut v = view(None, 1000, 20);
+    v.config = Some(Versioned {
+        value: DynamicConfig {
+            synchronous_mode: pgwarden::config::SynchronousMode::On,
+            ttl: 6,
+            loop_wait: 1,
+            retry_timeout: 2,
+            ..DynamicConfig::default()
+        },
+        mod_revision: 2,
+    });
+    v.sync = recorded.map(|(standbys, mod_revision)| Versioned {
+        value: SyncState {
+            leader: Some("node1".into()),
+            sync_standby: standbys.iter().map(|s| s.to_string()).collect(),
+            quorum: 0,
+        },
+        mod_revision,
+    });
+    v
+}
+
 #[test]
 fn synchronous_mode_only_lets_sync_members_race() {
     let (mut node, t) = running_replica(1, 1000, 1000);
-    let mut v = view(None, 1000, 20);
-    v.sync = Some(Versioned {
-        value: SyncState {
-            leader: Some("node1".into()),
-            sync_standby: vec!["node3".into()],
-            quorum: 0,
-        },
-        mod_revision: 3,
-    });
-    let node_config = DynamicConfig {
-        synchronous_mode: pgwarden::config::SynchronousMode::On,
-        ttl: 6,
-        loop_wait: 1,
-        retry_timeout: 2,
-        ..DynamicConfig::default()
-    };
-    v.config = Some(Versioned {
-        value: node_config,
-        mod_revision: 2,
-    });
+    let v = sync_mode_view(Some((&["node3"], 3)));
     node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
@@ -656,26 +662,7 @@ fn a_running_primary_that_may_not_lead_is_demoted() {
 #[test]
 fn synchronous_mode_claims_sync_before_promoting() {
     let (mut node, t) = running_replica(1, 1000, 1000);
-    let sync_config = DynamicConfig {
-        synchronous_mode: pgwarden::config::SynchronousMode::On,
-        ttl: 6,
-        loop_wait: 1,
-        retry_timeout: 2,
-        ..DynamicConfig::default()
-    };
-    let mut v = view(None, 1000, 20);
-    v.config = Some(Versioned {
-        value: sync_config,
-        mod_revision: 2,
-    });
-    v.sync = Some(Versioned {
-        value: SyncState {
-            leader: Some("node1".into()),
-            sync_standby: vec![ME.into()],
-            quorum: 0,
-        },
-        mod_revision: 9,
-    });
+    let v = sync_mode_view(Some((&[ME], 9)));
     node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
@@ -722,17 +709,7 @@ fn synchronous_mode_claims_sync_before_promoting() {
 #[test]
 fn a_lost_sync_claim_postpones_the_promotion() {
     let (mut node, t) = running_replica(1, 1000, 1000);
-    let mut v = view(None, 1000, 20);
-    v.config = Some(Versioned {
-        value: DynamicConfig {
-            synchronous_mode: pgwarden::config::SynchronousMode::On,
-            ttl: 6,
-            loop_wait: 1,
-            retry_timeout: 2,
-            ..DynamicConfig::default()
-        },
-        mod_revision: 2,
-    });
+    let v = sync_mode_view(None);
     node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
@@ -1200,25 +1177,7 @@ fn the_leader_clears_requests_that_are_done_stale_or_scheduled() {
 fn an_operators_failover_waives_the_sync_rule_for_its_candidate_only() {
     // Synchronous mode, /sync names node3; the operator fails over to us (not in /sync).
     let (mut node, t) = running_replica(1, 1000, 1000);
-    let mut v = view(None, 1000, 20);
-    v.sync = Some(Versioned {
-        value: SyncState {
-            leader: Some("node1".into()),
-            sync_standby: vec!["node3".into()],
-            quorum: 0,
-        },
-        mod_revision: 3,
-    });
-    v.config = Some(Versioned {
-        value: DynamicConfig {
-            synchronous_mode: pgwarden::config::SynchronousMode::On,
-            ttl: 6,
-            loop_wait: 1,
-            retry_timeout: 2,
-            ..DynamicConfig::default()
-        },
-        mod_revision: 2,
-    });
+    let mut v = sync_mode_view(Some((&["node3"], 3)));
     node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v.clone())));
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
@@ -1229,24 +1188,29 @@ fn an_operators_failover_waives_the_sync_rule_for_its_candidate_only() {
             .any(|e| matches!(e, Effect::ProbePeers { .. })),
         "without a request the gate refuses: {effects:?}"
     );
-    v.failover = Some(Versioned {
-        value: FailoverRequest {
-            candidate: Some(ME.into()),
-            ..FailoverRequest::default()
-        },
-        mod_revision: 21,
-    });
-    v.revision = 21;
-    node.handle_input(Instant(t + 1100), Input::ClusterChanged(Box::new(v)));
-    drain(&mut node);
-    node.handle_input(Instant(t + 1100), Input::PostgresProbed(pg(true, 1000)));
-    let effects = drain(&mut node);
-    assert!(
-        effects
-            .iter()
-            .any(|e| matches!(e, Effect::ProbePeers { .. })),
-        "the named candidate goes to the election: {effects:?}"
-    );
+    // A failover naming someone else waives nothing for us; one naming us does.
+    for (revision, candidate, elected) in [(21, "node1", false), (22, ME, true)] {
+        v.failover = Some(Versioned {
+            value: FailoverRequest {
+                candidate: Some(candidate.into()),
+                ..FailoverRequest::default()
+            },
+            mod_revision: revision,
+        });
+        v.revision = revision;
+        let at = Instant(t + 1100 * (revision as u64 - 20));
+        node.handle_input(at, Input::ClusterChanged(Box::new(v.clone())));
+        drain(&mut node);
+        node.handle_input(at, Input::PostgresProbed(pg(true, 1000)));
+        let effects = drain(&mut node);
+        assert_eq!(
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::ProbePeers { .. })),
+            elected,
+            "failover to {candidate}: {effects:?}"
+        );
+    }
 }
 
 /// A `pg_stat_replication` row of a standby streaming up to `lsn`.

@@ -26,7 +26,8 @@
 mod zone;
 
 pub use zone::{
-    in_zone, leader_zone, possible_candidate, zone_view, zone_wait_ms, ZONE_TAG, ZONE_WAIT_PARAM,
+    in_zone, leader_zone, possible_candidate, without_lag, zone_view, zone_wait_ms, ZONE_TAG,
+    ZONE_WAIT_PARAM,
 };
 
 use pgwarden_policy::{ClusterView, Decision, Event, Info, Policy, Race, Role, Wait};
@@ -100,10 +101,11 @@ pub fn wait_for_zone(view: &ClusterView, zone: &str) -> Option<Wait> {
     if remaining == 0 {
         return None;
     }
+    let lagless = without_lag(view);
     let candidate = default::preference(view)
         .into_iter()
         .filter_map(|name| view.member(&name))
-        .find(|m| m.name != view.me && in_zone(m, zone) && possible_candidate(view, m))?;
+        .find(|m| m.name != view.me && in_zone(m, zone) && possible_candidate(&lagless, m))?;
     Some(Wait {
         // Ask again at the next loop at the latest: the candidate may vanish meanwhile.
         delay_ms: remaining.min(view.config.loop_wait_ms).max(1),

@@ -42,15 +42,21 @@ pub fn zone_view(view: &ClusterView, zone: &str) -> ClusterView {
     restricted
 }
 
+/// The view with the lag rule switched off (it is the only rule that needs the leader's
+/// position), to judge members that may still catch up.
+pub fn without_lag(view: &ClusterView) -> ClusterView {
+    let mut view = view.clone();
+    view.leader_lsn = None;
+    view
+}
+
 /// A member worth waiting for: it answered the probe, runs as a replica, and passes every
-/// rule of the default policy except the lag limit, which it may still catch up on.
-/// Members the rules refuse for good (nofailover, stopped, outside `/sync`, behind the
-/// timeline with `check_timeline`) are not worth a wait.
-pub fn possible_candidate(view: &ClusterView, member: &Member) -> bool {
-    if member.reachable != Some(true) || member.role != Role::Replica {
-        return false;
-    }
-    let mut without_lag = view.clone();
-    without_lag.leader_lsn = None; // the lag rule is the only one skipped without it
-    healthy_enough(&without_lag, member).is_ok()
+/// rule of the default policy except the lag limit, which it may still catch up on
+/// (`lagless` is the view from [`without_lag`]). Members the rules refuse for good
+/// (nofailover, stopped, outside `/sync`, behind the timeline with `check_timeline`) are not
+/// worth a wait.
+pub fn possible_candidate(lagless: &ClusterView, member: &Member) -> bool {
+    member.reachable == Some(true)
+        && member.role == Role::Replica
+        && healthy_enough(lagless, member).is_ok()
 }

@@ -9,6 +9,9 @@
 
 mod types;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 pub use types::*;
 
 /// The version of the contract this SDK implements.

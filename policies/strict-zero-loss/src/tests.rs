@@ -5,28 +5,9 @@
 //! and at the leader's last position unless a test says otherwise.
 
 use super::*;
+use pgwarden_policy::testing::{replica, LEADER_LSN};
 use pgwarden_policy::Role;
 use pgwarden_policy::{Config, Lease, Switchover, SynchronousMode};
-
-const LEADER_LSN: u64 = 10_000;
-
-fn replica(name: &str) -> Member {
-    Member {
-        name: name.into(),
-        role: Role::Replica,
-        state: "running".into(),
-        streaming: true,
-        timeline: Some(1),
-        received_lsn: Some(LEADER_LSN),
-        replayed_lsn: Some(LEADER_LSN),
-        lag_bytes: Some(0),
-        tags: Vec::new(),
-        is_sync: false,
-        failover_priority: 1,
-        heartbeat_age_ms: Some(1_000),
-        reachable: Some(true),
-    }
-}
 
 fn view(me: &str) -> ClusterView {
     let mut sync = replica("node2");

@@ -5,34 +5,13 @@
 //! the leader's last position unless a test says otherwise.
 
 use super::*;
+use pgwarden_policy::testing::{self, MemberExt, LEADER_LSN};
 use pgwarden_policy::{Config, Fence, Lease, Member, Switchover, SynchronousMode};
 use pgwarden_policy_default::DefaultPolicy;
 
-const LEADER_LSN: u64 = 10_000;
-
+/// A healthy replica of `zone` at the leader's position.
 fn replica(name: &str, zone: &str) -> Member {
-    Member {
-        name: name.into(),
-        role: Role::Replica,
-        state: "running".into(),
-        streaming: true,
-        timeline: Some(1),
-        received_lsn: Some(LEADER_LSN),
-        replayed_lsn: Some(LEADER_LSN),
-        lag_bytes: Some(0),
-        tags: vec![(ZONE_TAG.into(), zone.into())],
-        is_sync: false,
-        failover_priority: 1,
-        heartbeat_age_ms: Some(1_000),
-        reachable: Some(true),
-    }
-}
-
-fn at(mut member: Member, lsn: u64) -> Member {
-    member.received_lsn = Some(lsn);
-    member.replayed_lsn = Some(lsn);
-    member.lag_bytes = Some(LEADER_LSN.saturating_sub(lsn));
-    member
+    testing::replica(name).tag(ZONE_TAG, zone)
 }
 
 fn cluster() -> Vec<Member> {
@@ -104,7 +83,7 @@ fn after_zone_wait_ms_another_zone_races() {
 fn without_a_leader_zone_it_is_the_default_policy() {
     for me in ["node2", "node3", "node4"] {
         let mut members = cluster();
-        members[0] = at(replica("node2", "a"), 9_000);
+        members[0] = replica("node2", "a").lsn(9_000);
         let mut v = view(me, members, 1_000);
         if let Some(leader) = v.last_leader.as_mut() {
             leader.tags.clear();
@@ -123,8 +102,8 @@ fn without_a_leader_zone_it_is_the_default_policy() {
 #[test]
 fn a_same_zone_peer_further_ahead_makes_us_stand_down() {
     let mut members = cluster();
-    members[0] = at(replica("node2", "a"), 9_000);
-    members.push(at(replica("node5", "a"), 9_500));
+    members[0] = replica("node2", "a").lsn(9_000);
+    members.push(replica("node5", "a").lsn(9_500));
     assert_eq!(
         race(&view("node2", members, 1_000)),
         Race::StandDown("node5 is ahead (9500 > 9000)".into())
@@ -134,7 +113,7 @@ fn a_same_zone_peer_further_ahead_makes_us_stand_down() {
 #[test]
 fn another_zones_peer_further_ahead_does_not_stop_the_same_zone_node() {
     let mut members = cluster();
-    members[0] = at(replica("node2", "a"), 9_500);
+    members[0] = replica("node2", "a").lsn(9_500);
     let v = view("node2", members, 1_000);
     assert_eq!(race(&v), Race::Race);
     assert_eq!(
@@ -156,7 +135,7 @@ fn a_live_primary_anywhere_makes_everyone_stand_down() {
 #[test]
 fn a_lagging_same_zone_member_is_waited_for_up_to_the_bound() {
     let mut members = cluster();
-    members[0] = at(replica("node2", "a"), LEADER_LSN - 2_000);
+    members[0] = replica("node2", "a").lsn(LEADER_LSN - 2_000);
     let lagging = |me: &str, waited_ms: u64| {
         let mut v = view(me, members.clone(), waited_ms);
         v.config.maximum_lag_on_failover = 1_000;
@@ -245,10 +224,10 @@ fn a_held_leader_key_is_respected() {
 #[test]
 fn preference_lists_the_leaders_zone_first_in_the_default_order() {
     let members = vec![
-        at(replica("node2", "a"), 9_000),
-        at(replica("node3", "b"), 9_900),
-        at(replica("node4", "b"), 9_950),
-        at(replica("node5", "a"), 9_500),
+        replica("node2", "a").lsn(9_000),
+        replica("node3", "b").lsn(9_900),
+        replica("node4", "b").lsn(9_950),
+        replica("node5", "a").lsn(9_500),
     ];
     let v = view("node3", members, 1_000);
     assert_eq!(preference(&v), ["node5", "node2", "node4", "node3"]);

@@ -34,7 +34,7 @@ pub use loader::{
     normalize_digest, sha256_hex, LoadedPolicy, PolicyInfo, ALLOWED_IMPORTS, EMBEDDED_DEFAULT_LABEL,
 };
 pub use trace::{read_trace, TraceFileError, TraceRecord, TraceSource, TraceWriter, TracedFailure};
-pub use validate::{decision_problems, MAX_REASON_BYTES, MAX_WAIT};
+pub use validate::decision_problems;
 
 /// The default policy component (`policies/default`), built by `build.rs`.
 pub const DEFAULT_POLICY_COMPONENT: &[u8] =

@@ -159,11 +159,6 @@ impl TraceWriter {
         })
     }
 
-    /// The file written.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Append one record and flush it.
     pub fn write(&mut self, record: &TraceRecord) -> Result<(), TraceFileError> {
         let mut line = serde_json::to_vec(record).map_err(|source| TraceFileError::Encode {

@@ -34,7 +34,7 @@ pub struct ApiState {
     config: Arc<Config>,
     policy: crate::runtime::policy::SharedPolicyStatus,
     /// For the operator endpoints that write the `failover` key.
-    store: Option<crate::dcs::EtcdStore>,
+    store: crate::dcs::StoreSlot,
 }
 
 impl ApiState {
@@ -49,7 +49,7 @@ impl ApiState {
             status,
             config: Arc::new(config),
             policy: Default::default(),
-            store: None,
+            store: crate::dcs::StoreSlot::default(),
         }
     }
 
@@ -61,8 +61,8 @@ impl ApiState {
 
     /// Let `POST /switchover`, `POST /failover` and `DELETE /switchover` write the
     /// `failover` key.
-    pub fn with_store(mut self, store: crate::dcs::EtcdStore) -> ApiState {
-        self.store = Some(store);
+    pub fn with_store(mut self, store: crate::dcs::StoreSlot) -> ApiState {
+        self.store = store;
         self
     }
 

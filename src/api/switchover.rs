@@ -53,7 +53,7 @@ pub async fn delete_switchover(State(state): State<ApiState>, headers: HeaderMap
     if let Some(denied) = refused_credentials(&state, &headers) {
         return denied;
     }
-    let Some(store) = state.store.clone() else {
+    let Some(store) = state.store.get() else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the lock store is not connected",
@@ -141,7 +141,7 @@ async fn handle(
             return text(StatusCode::PRECONDITION_FAILED, &why)
         }
     }
-    let Some(store) = state.store.clone() else {
+    let Some(store) = state.store.get() else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the lock store is not connected",

@@ -151,8 +151,8 @@ pub struct Agent {
     pub policy_fallbacks: u64,
     /// Decisions the invariant gate refused.
     pub gate: GateLog,
-    /// We released the leader key after a policy's demotion: do not count it as ours while
-    /// the release is in flight.
+    /// We asked to release the leader key: do not count it as ours while the release is in
+    /// flight.
     pub release_pending: bool,
     /// The routine call that first carried a switchover addressed to us: (seq, key revision).
     pub switchover_consulted: Option<(u64, i64)>,
@@ -213,6 +213,43 @@ impl Agent {
         self.outbox.push(Effect::Pg(action));
     }
 
+    /// Give the leader key up. Until a view shows it gone (or someone else's), the key is not
+    /// ours: a late view that still names us must not start a promotion that the release,
+    /// landing afterwards, would leave running without the key.
+    pub fn release_leader_key(&mut self) {
+        if let Some(release) = self.release_of_current_key() {
+            self.outbox.push(release);
+        }
+        self.acquired_leader = None;
+        self.release_pending = true;
+    }
+
+    /// The release of the leader key we know of: the one the view shows with our name, or
+    /// our last acquisition on the current lease. `None` when we know of no key of ours:
+    /// a release without a `create_revision` could delete a key we take later.
+    pub fn release_of_current_key(&self) -> Option<Effect> {
+        let lease = self.lease.id?;
+        let acquired = self
+            .acquired_leader
+            .filter(|a| a.lease == lease)
+            .map(|a| a.create_revision);
+        let seen = self
+            .view
+            .as_ref()
+            .and_then(|v| v.leader.as_ref())
+            .filter(|l| l.name == self.settings.name && l.lease == lease.0)
+            .map(|l| l.create_revision);
+        Some(Effect::ReleaseLeader {
+            lease: Some(lease),
+            create_revision: Some(seen.or(acquired)?),
+        })
+    }
+
+    /// A promotion has been handed to PostgreSQL and has not reported back.
+    pub fn promote_in_flight(&self) -> bool {
+        matches!(self.pg_action, Some(PgAction::Promote { .. }))
+    }
+
     /// Our `failover_priority`.
     pub fn my_failover_priority(&self) -> i64 {
         if self.settings.watchdog_required {
@@ -234,20 +271,25 @@ impl Agent {
             .filter(|a| a.lease == lease && view.revision < a.revision)
     }
 
-    /// Whether the leader key is ours, on our current lease.
-    pub fn holds_leader_key(&self) -> bool {
+    /// The view shows the leader key with our name on our current lease, whatever we intend.
+    pub fn view_shows_key_on_our_lease(&self) -> bool {
         let (Some(lease), Some(view)) = (self.lease.id, self.view.as_ref()) else {
             return false;
         };
+        view.leader
+            .as_ref()
+            .is_some_and(|l| l.name == self.settings.name && l.lease == lease.0)
+    }
+
+    /// Whether the leader key is ours, on our current lease.
+    pub fn holds_leader_key(&self) -> bool {
         if self.release_pending {
             return false;
         }
         if self.pending_acquisition().is_some() {
             return true;
         }
-        view.leader
-            .as_ref()
-            .is_some_and(|l| l.name == self.settings.name && l.lease == lease.0)
+        self.view_shows_key_on_our_lease()
     }
 
     /// `create_revision` of our leader key, for the fencing token.
@@ -282,6 +324,25 @@ impl Agent {
         Some(Upstream {
             name: leader.name.clone(),
             conn_url: member.conn_url.clone(),
+        })
+    }
+
+    /// Why the local WAL cannot be a prefix of the leader's, judged from `/history`: our
+    /// timeline ended at a switch point and we hold WAL past it (a standby that received
+    /// writes the new leader never had). Such a standby can never stream from the leader
+    /// (PostgreSQL refuses a start point outside the leader's history); it must be rewound.
+    pub fn diverged_from_history(&self) -> Option<String> {
+        let server = self.pg.as_ref()?.server.as_ref()?;
+        let view = self.view.as_ref()?;
+        let ended = view
+            .history
+            .iter()
+            .find(|h| h.timeline == server.timeline)?;
+        (server.wal_position > ended.switch_lsn).then(|| {
+            format!(
+                "WAL at {} on timeline {} runs past the switch point {} in the cluster's history",
+                server.wal_position, server.timeline, ended.switch_lsn
+            )
         })
     }
 

@@ -152,8 +152,15 @@ pub enum Effect {
         /// The lease to attach.
         lease: LeaseId,
     },
-    /// Delete `leader` if its value is still our name.
-    ReleaseLeader,
+    /// Delete `leader` if it is still the key we decided to give up: our name, on `lease`,
+    /// created at `create_revision` (a delayed release must never delete a key taken again
+    /// since, even on the same lease).
+    ReleaseLeader {
+        /// Our lease when the release was decided.
+        lease: Option<LeaseId>,
+        /// The key's create_revision as we last saw it.
+        create_revision: Option<i64>,
+    },
     /// Compare-and-swap `sync` (expected `None`: create).
     WriteSync {
         /// New value.

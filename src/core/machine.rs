@@ -188,8 +188,7 @@ impl Machine {
                     && context.holds_leader_key()
                 {
                     // PostgreSQL is down: only now may another member be promoted.
-                    context.outbox.push(Effect::ReleaseLeader);
-                    context.release_pending = true;
+                    context.release_leader_key();
                 }
                 context.data_maybe_diverged = true;
                 context.outbox.reason("PostgreSQL stopped after demotion");
@@ -249,13 +248,15 @@ impl Machine {
                 context.presync_claimed = false;
                 context.promote_after_acquire()
             }
-            Event::SyncWritten(ok) if context.presync_pending => {
+            // The answer to an earlier claim can arrive after the promotion it was for was
+            // abandoned and a new one started without a claim: it must not undo that one.
+            Event::SyncWritten(ok) if context.presync_pending && !context.promote_in_flight() => {
                 context.presync_pending = false;
                 if *ok {
                     context.presync_claimed = true;
                     context.promote_after_acquire()
                 } else {
-                    context.outbox.push(Effect::ReleaseLeader);
+                    context.release_leader_key();
                     context
                         .outbox
                         .reason("/sync changed under us before promotion; promotion postponed");
@@ -274,7 +275,7 @@ impl Machine {
                         Transition(State::primary())
                     }
                     PgActionOutcome::Failed { error } => {
-                        context.outbox.push(Effect::ReleaseLeader);
+                        context.release_leader_key();
                         context
                             .outbox
                             .reason(format!("promote failed ({error}); released the leader key"));
@@ -284,6 +285,7 @@ impl Machine {
             }
             Event::MustDemote(why) => {
                 // The key was taken or the deadline passed before promotion finished.
+                context.presync_pending = false;
                 context.outbox.reason(format!("race abandoned: {why}"));
                 if context.pg.as_ref().is_some_and(|p| p.is_primary()) {
                     context.start_pg(PgAction::Demote {
@@ -354,6 +356,9 @@ pub fn state_name(state: &State) -> &'static str {
 
 impl Agent {
     fn decide_start(&mut self) -> Outcome<State> {
+        if let Some(stop) = self.stop_primary_without_store() {
+            return stop;
+        }
         let (Some(pg), Some(view)) = (self.pg.clone(), self.view.clone()) else {
             return Handled;
         };
@@ -447,6 +452,29 @@ impl Agent {
         }
     }
 
+    /// An agent that (re)started and cannot reach the lock store holds no lease, so nothing
+    /// says that the PostgreSQL it found running as primary is still the leader: another
+    /// member may have been promoted meanwhile. It is stopped (Patroni's "offline" demotion:
+    /// fast, the key left alone) rather than left accepting writes while the store is away.
+    fn stop_primary_without_store(&mut self) -> Option<Outcome<State>> {
+        let primary = self.pg.as_ref().is_some_and(|p| p.is_primary());
+        if self.view.is_some()
+            || self.dcs_error.is_none()
+            || !primary
+            || self.lease_allows_primary()
+            || self.pg_action.is_some()
+        {
+            return None;
+        }
+        self.start_pg(PgAction::Demote {
+            mode: DemoteMode::Offline,
+        });
+        self.outbox.reason(
+            "PostgreSQL runs as primary but the lock store is unreachable and no lease covers it: stopping (offline)",
+        );
+        Some(Transition(State::demoting()))
+    }
+
     fn decide_replica(&mut self) -> Outcome<State> {
         let (Some(pg), Some(view)) = (self.pg.clone(), self.view.clone()) else {
             return Handled;
@@ -488,16 +516,22 @@ impl Agent {
                 let Some(upstream) = self.leader_upstream() else {
                     return Handled; // leader's member key not visible yet
                 };
-                if self.data_maybe_diverged {
+                let diverged = match self.diverged_from_history() {
+                    Some(why) => Some(why),
+                    None if self.data_maybe_diverged => {
+                        Some("data may have diverged from the new leader".to_string())
+                    }
+                    None => None,
+                };
+                if let Some(why) = diverged {
                     if self.use_pg_rewind() {
                         self.start_pg(PgAction::Rewind { from: upstream });
-                        self.outbox
-                            .reason("data may have diverged from the new leader: rewinding");
+                        self.outbox.reason(format!("{why}: rewinding"));
                         return Transition(State::rewinding());
                     }
                     self.start_pg(PgAction::Reinitialize { from: upstream });
                     self.outbox
-                        .reason("data may have diverged and use_pg_rewind is off: re-cloning");
+                        .reason(format!("{why} and use_pg_rewind is off: re-cloning"));
                     return Transition(State::cloning());
                 }
                 if self.following.as_deref() != Some(upstream.conn_url.as_str()) {
@@ -631,8 +665,11 @@ impl Agent {
     }
 
     fn promote_after_acquire(&mut self) -> Outcome<State> {
+        if self.promote_in_flight() {
+            return Handled; // its outcome decides; releasing the key now would orphan it
+        }
         if let Err(rule) = self.check_promotion_allowed() {
-            self.outbox.push(Effect::ReleaseLeader);
+            self.release_leader_key();
             self.outbox
                 .reason(format!("promotion refused by safety rule: {rule}"));
             return Transition(State::replica());
@@ -651,6 +688,7 @@ impl Agent {
                 .reason("holding the leader key: claiming /sync before promoting");
             return Transition(State::candidate());
         }
+        self.presync_pending = false;
         let already_primary = self.pg.as_ref().is_some_and(|p| p.is_primary());
         if already_primary {
             self.outbox

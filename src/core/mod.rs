@@ -442,6 +442,13 @@ impl Node {
     }
 
     fn run_cycle(&mut self) {
+        // A release that did not land (the store was unreachable, the answer lost) is sent
+        // again while the view still shows our key: the key must not outlive our intent.
+        if self.agent.release_pending && self.agent.view_shows_key_on_our_lease() {
+            if let Some(release) = self.agent.release_of_current_key() {
+                self.agent.outbox.push(release);
+            }
+        }
         // Let a transition made by this cycle act in the same cycle (starting → replica
         // → candidate), bounded so a flapping rule cannot spin.
         for _ in 0..3 {

@@ -328,14 +328,27 @@ impl EtcdStore {
         })
     }
 
-    /// Delete the leader key if it still holds our name on `lease` (a delayed release must
-    /// not delete a key we have since taken again on a newer lease).
-    pub async fn release_leader(&self, me: &str, lease: Option<LeaseId>) -> Result<bool, DcsError> {
+    /// Delete the leader key if it still holds our name on `lease` and was created at
+    /// `create_revision` (a delayed release must not delete a key we have since taken again,
+    /// on a newer lease or on the same one).
+    pub async fn release_leader(
+        &self,
+        me: &str,
+        lease: Option<LeaseId>,
+        create_revision: Option<i64>,
+    ) -> Result<bool, DcsError> {
         let mut kv = self.client.kv_client();
         let key = self.layout.leader();
         let mut guards = vec![Compare::value(key.clone(), CompareOp::Equal, me)];
         if let Some(lease) = lease {
             guards.push(Compare::lease(key.clone(), CompareOp::Equal, lease.0));
+        }
+        if let Some(revision) = create_revision {
+            guards.push(Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                revision,
+            ));
         }
         let txn = Txn::new().when(guards).and_then([TxnOp::delete(key, None)]);
         Ok(kv

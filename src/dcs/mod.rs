@@ -11,6 +11,24 @@ use std::time::Duration;
 pub use etcd::EtcdStore;
 pub use keys::KeyLayout;
 
+/// The connection to etcd once it exists. The agent starts without it: a node whose lock
+/// store is unreachable at start must still run its loop, because a PostgreSQL left running
+/// as primary has to be stopped without waiting for a store that may never answer.
+#[derive(Clone, Default)]
+pub struct StoreSlot(std::sync::Arc<std::sync::OnceLock<EtcdStore>>);
+
+impl StoreSlot {
+    /// The store, if connected.
+    pub fn get(&self) -> Option<EtcdStore> {
+        self.0.get().cloned()
+    }
+
+    /// Record the connection (the first one wins).
+    pub fn set(&self, store: EtcdStore) {
+        let _ = self.0.set(store);
+    }
+}
+
 /// A lock store operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DcsError {

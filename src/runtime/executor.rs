@@ -12,7 +12,7 @@ use super::member::{member_json, Identity};
 use crate::config::DynamicConfig;
 use crate::core::view::{HistoryEntry, PeerReport, PeerStatus};
 use crate::core::{Effect, Input, LeaseId, Lsn, NodeStatus, PgAction, PgActionOutcome, Timeline};
-use crate::dcs::EtcdStore;
+use crate::dcs::StoreSlot;
 use crate::postgres::{probe, PgController, PgSettings};
 
 /// The fencing token the PostgreSQL worker re-checks before promoting.
@@ -32,7 +32,7 @@ pub struct Executor {
     /// Inputs back to the loop.
     pub inputs: UnboundedSender<Input>,
     /// The lock store.
-    pub store: EtcdStore,
+    pub store: StoreSlot,
     /// Local PostgreSQL settings.
     pub pg: Arc<PgSettings>,
     /// Serial queue of PostgreSQL actions.
@@ -75,7 +75,7 @@ impl Executor {
             | Effect::WriteInitialize { .. }
             | Effect::WriteInitialConfig
             | Effect::AcquireLeader { .. }
-            | Effect::ReleaseLeader
+            | Effect::ReleaseLeader { .. }
             | Effect::WriteSync { .. }
             | Effect::ClearFailover { .. }
             | Effect::WriteStatus { .. }
@@ -91,7 +91,18 @@ impl Executor {
     }
 
     async fn run(self, effect: Effect) {
-        let store = &self.store;
+        let effect = match effect {
+            Effect::ProbePostgres => {
+                let observation = probe::observe(&self.pg).await;
+                return self.send(Input::PostgresProbed(observation));
+            }
+            Effect::ProbePeers { members } => return self.probe_peers(members).await,
+            other => other,
+        };
+        let Some(store) = self.store.get() else {
+            return self.store_not_connected(effect);
+        };
+        let store = &store;
         let me = self.identity.name.as_str();
         match effect {
             Effect::GrantLease { ttl_secs } => {
@@ -147,10 +158,6 @@ impl Executor {
             Effect::RevokeLease { lease } => {
                 log_err("revoke the old lease", store.revoke_lease(lease).await)
             }
-            Effect::ProbePostgres => {
-                let observation = probe::observe(&self.pg).await;
-                self.send(Input::PostgresProbed(observation));
-            }
             Effect::TouchMember { lease } => {
                 let value = member_json(&self.identity, &self.status.borrow().clone());
                 if let Err(e) = store.put_member(me, value.to_string(), lease).await {
@@ -198,13 +205,16 @@ impl Executor {
                 };
                 self.send(input);
             }
-            Effect::ReleaseLeader => {
-                let lease = self.status.borrow().lease;
-                log_err(
-                    "release leader",
-                    store.release_leader(me, lease).await.map(|_| ()),
-                )
-            }
+            Effect::ReleaseLeader {
+                lease,
+                create_revision,
+            } => log_err(
+                "release leader",
+                store
+                    .release_leader(me, lease, create_revision)
+                    .await
+                    .map(|_| ()),
+            ),
             Effect::WriteSync {
                 state,
                 expected_revision,
@@ -247,20 +257,50 @@ impl Executor {
                     }
                 }
             }
-            Effect::ProbePeers { members } => {
-                let timeout = self.peer_probe_timeout;
-                let probes = members.into_iter().map(|(name, url)| async move {
-                    let status = super::http::get_json(&url, timeout)
-                        .await
-                        .ok()
-                        .map(|v| peer_status(&v));
-                    PeerReport { name, status }
-                });
-                let reports = futures_join_all(probes).await;
-                self.send(Input::PeersProbed(reports));
-            }
-            Effect::Pg(_) | Effect::ConsultPolicy(_) | Effect::Shutdown { .. } => {}
+            Effect::ProbePostgres
+            | Effect::ProbePeers { .. }
+            | Effect::Pg(_)
+            | Effect::ConsultPolicy(_)
+            | Effect::Shutdown { .. } => {}
         }
+    }
+
+    async fn probe_peers(&self, members: Vec<(String, String)>) {
+        let timeout = self.peer_probe_timeout;
+        let probes = members.into_iter().map(|(name, url)| async move {
+            let status = super::http::get_json(&url, timeout)
+                .await
+                .ok()
+                .map(|v| peer_status(&v));
+            PeerReport { name, status }
+        });
+        let reports = futures_join_all(probes).await;
+        self.send(Input::PeersProbed(reports));
+    }
+
+    /// The agent has not reached etcd yet: answer what the core waits for with a failure.
+    fn store_not_connected(&self, effect: Effect) {
+        let error = "etcd: not connected yet".to_string();
+        let input = match effect {
+            Effect::GrantLease { .. } => Input::LeaseGrantFailed { error },
+            Effect::RenewLease { lease } => Input::LeaseRenewFailed {
+                lease,
+                expired: false,
+                error,
+            },
+            Effect::RaceInitialize => Input::InitializeRaced { won: false },
+            Effect::AcquireLeader { .. } => Input::LeaderAcquired {
+                won: false,
+                revision: 0,
+                create_revision: 0,
+            },
+            Effect::WriteSync { .. } => Input::SyncWritten { ok: false },
+            other => {
+                tracing::debug!(?other, "lock store not connected; effect dropped");
+                return;
+            }
+        };
+        self.send(input);
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use crate::api;
 use crate::config::Config;
 use crate::core::{Input, Node, NodeSettings, NodeStatus};
-use crate::dcs::{EtcdStore, KeyLayout};
+use crate::dcs::{EtcdStore, KeyLayout, StoreSlot};
 use crate::postgres::{PgController, PgSettings};
 use executor::{Executor, Fence};
 use member::Identity;
@@ -91,7 +91,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let policy_status = policy::SharedPolicyStatus::default();
     let decider = policy::HostDecider::from_local(&config.policy, policy_status.clone())
         .context("loading the failover policy")?;
-    let store = connect_store(&config).await;
+    // The loop runs before etcd answers: a PostgreSQL left running as primary must be
+    // stopped even if the store never comes back (the core decides; see `decide_start`).
+    let store = StoreSlot::default();
+    {
+        let (slot, config) = (store.clone(), config.clone());
+        tokio::spawn(async move { slot.set(connect_store(&config).await) });
+    }
     let settings = node_settings(&config);
     let identity = identity(&config);
     let pg = Arc::new(PgSettings::from_config(&config));
@@ -108,7 +114,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         fence.clone(),
         input_tx.clone(),
     ));
-    tokio::spawn(watch_cluster(store.clone(), input_tx.clone()));
+    tokio::spawn(watch_cluster(
+        store.clone(),
+        input_tx.clone(),
+        Duration::from_secs(config.bootstrap.dcs.retry_timeout.clamp(1, 10).into()),
+    ));
     let listener = api::bind(&config).await.context("starting the REST API")?;
     tokio::spawn(api::serve(
         listener,
@@ -203,7 +213,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Clean stop: a primary stops PostgreSQL before releasing the leader key, so no other
 /// member can be promoted while it still accepts writes.
-async fn shutdown(store: &EtcdStore, status: &NodeStatus, config: &Config) {
+async fn shutdown(store: &StoreSlot, status: &NodeStatus, config: &Config) {
     let pg = PgSettings::from_config(config);
     let mut controller = PgController::new(Arc::new(pg), status.config.clone());
     let stop = crate::core::PgAction::Demote {
@@ -214,16 +224,35 @@ async fn shutdown(store: &EtcdStore, status: &NodeStatus, config: &Config) {
         tracing::error!(error = %e, "stopping PostgreSQL at shutdown failed; leaving the leader key to expire");
         return;
     }
+    let Some(store) = store.get() else {
+        return; // never connected: the key, if any, is not ours to release
+    };
     if status.holds_leader_key {
-        if let Err(e) = store.release_leader(&config.name, status.lease).await {
+        if let Err(e) = store
+            .release_leader(&config.name, status.lease, status.leader_revision)
+            .await
+        {
             tracing::warn!(error = %e, "releasing the leader key failed");
         }
     }
 }
 
 /// Follow the lock store forever, reporting every change and every failure.
-async fn watch_cluster(store: EtcdStore, inputs: mpsc::UnboundedSender<Input>) {
+/// Until the first connection, the store counts as unreachable only once connecting has
+/// taken longer than `patience` (a normal start connects well within it, and the core stops
+/// a running primary it cannot cover with a lease when the store is unreachable).
+async fn watch_cluster(store: StoreSlot, inputs: mpsc::UnboundedSender<Input>, patience: Duration) {
+    let started = tokio::time::Instant::now();
     loop {
+        let Some(store) = store.get() else {
+            if started.elapsed() >= patience {
+                let _ = inputs.send(Input::DcsUnreachable {
+                    error: format!("etcd: not connected after {patience:?}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
         let tx = inputs.clone();
         let result = store
             .watch(move |view| {

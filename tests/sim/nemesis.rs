@@ -1,0 +1,171 @@
+//! The seeded fault schedule: which faults hit which node when, for how long, and the
+//! cluster's shape (size, synchronous mode, timing). Everything a run does follows from its
+//! seed through this plan and the world's own generator.
+
+use std::fmt;
+
+use crate::rng::Rng;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL of the agent, the postmaster and its children; the agent restarts afterwards.
+    Crash(usize),
+    /// SIGKILL of the agent alone: PostgreSQL keeps running with nobody managing it.
+    KillAgent(usize),
+    /// SIGSTOP of the agent (its REST API and PostgreSQL worker with it).
+    PauseAgent(usize),
+    /// SIGSTOP of the postmaster: no queries, commits or streaming; the agent runs on.
+    PausePostmaster(usize),
+    /// The whole VM suspended: agent and PostgreSQL stop, the boot clock keeps counting.
+    Suspend(usize),
+    /// The node cannot reach the lock store (nor the store it).
+    PartitionStore(usize),
+    /// Two nodes cannot reach each other (streaming and REST).
+    PartitionPeers(usize, usize),
+    /// The node reaches nothing and nobody reaches it.
+    Isolate(usize),
+    /// Every lock store round trip takes hundreds of milliseconds to seconds.
+    SlowStore,
+    /// The lock store answers nobody (quorum lost).
+    StoreOutage,
+    /// A clean stop of the agent (SIGTERM: PostgreSQL stopped, leader key released), then start.
+    Restart(usize),
+    /// The node's boot clock jumps forward by this many milliseconds.
+    ClockJump(usize, u64),
+}
+
+impl Fault {
+    /// Faults whose safety rests on the watchdog in asynchronous mode: PostgreSQL keeps
+    /// accepting writes while nothing runs that could stop it. In synchronous mode the
+    /// standbys following the new leader stop acknowledging, which the checkers verify.
+    pub fn needs_watchdog(&self) -> bool {
+        matches!(
+            self,
+            Fault::KillAgent(_) | Fault::PauseAgent(_) | Fault::Suspend(_)
+        )
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Scheduled {
+    pub at: u64,
+    pub duration: u64,
+    pub fault: Fault,
+}
+
+/// One run's plan.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub seed: u64,
+    pub nodes: usize,
+    pub synchronous: bool,
+    pub ttl: u32,
+    pub loop_wait: u32,
+    pub retry_timeout: u32,
+    pub margin_ms: u64,
+    pub faults: Vec<Scheduled>,
+    /// When every fault has ended.
+    pub heal_at: u64,
+    /// How long after `heal_at` the cluster has to be whole again.
+    pub heal_bound: u64,
+}
+
+/// First fault no earlier than this: the cluster has bootstrapped and replicas cloned.
+const FIRST_FAULT_MS: u64 = 15_000;
+const LAST_FAULT_MS: u64 = 90_000;
+
+impl Plan {
+    pub fn generate(seed: u64) -> Plan {
+        let mut rng = Rng::new(seed);
+        let nodes = if rng.chance(80) { 3 } else { 2 + rng.index(3) }; // 2..=4
+        let synchronous = rng.chance(50);
+        let (ttl, loop_wait, retry_timeout, margin_ms): (u32, u32, u32, u64) = match rng.index(3) {
+            0 => (4, 1, 2, 500),
+            1 => (6, 1, 2, 1000),
+            _ => (10, 2, 3, 2000),
+        };
+        let mut faults = Vec::new();
+        let count = 1 + rng.index(4);
+        for _ in 0..count {
+            let at = rng.range(FIRST_FAULT_MS, LAST_FAULT_MS);
+            let mut duration = rng.range(500, 20_000);
+            let node = rng.index(nodes);
+            let other = (node + 1 + rng.index(nodes - 1)) % nodes;
+            let fault = match rng.index(12) {
+                0 | 1 => Fault::Crash(node),
+                2 => Fault::KillAgent(node),
+                3 => Fault::PauseAgent(node),
+                4 => Fault::PausePostmaster(node),
+                5 => Fault::Suspend(node),
+                6 => Fault::PartitionStore(node),
+                7 => Fault::PartitionPeers(node, other),
+                8 => Fault::Isolate(node),
+                9 => {
+                    if rng.chance(50) {
+                        Fault::SlowStore
+                    } else {
+                        Fault::StoreOutage
+                    }
+                }
+                10 => Fault::Restart(node),
+                _ => Fault::ClockJump(node, rng.range(100, 20_000)),
+            };
+            let fault = match fault {
+                // A killed agent's successor holds no lease and cannot know when the old one
+                // ran out: in asynchronous mode only the watchdog stops that PostgreSQL in
+                // time. A crash of the whole node is the asynchronous equivalent.
+                Fault::KillAgent(n) if !synchronous => Fault::Crash(n),
+                other => other,
+            };
+            if fault.needs_watchdog() && !synchronous {
+                // Without a watchdog only a freeze shorter than the demotion margin is
+                // survivable in asynchronous mode; longer ones are the watchdog's to stop.
+                duration = duration.min(margin_ms.saturating_sub(100).max(100));
+            }
+            faults.push(Scheduled {
+                at,
+                duration,
+                fault,
+            });
+        }
+        faults.sort_by_key(|f| f.at);
+        let heal_at = faults.iter().map(|f| f.at + f.duration).max().unwrap_or(0) + 1;
+        let heal_bound: u64 = 60_000 + u64::from(ttl) * 4_000;
+        Plan {
+            seed,
+            nodes,
+            synchronous,
+            ttl,
+            loop_wait,
+            retry_timeout,
+            margin_ms,
+            faults,
+            heal_at,
+            heal_bound,
+        }
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed {}: {} nodes, synchronous {}, ttl {} s, loop_wait {} s, retry_timeout {} s, margin {} ms",
+            self.seed,
+            self.nodes,
+            self.synchronous,
+            self.ttl,
+            self.loop_wait,
+            self.retry_timeout,
+            self.margin_ms
+        )?;
+        for s in &self.faults {
+            writeln!(
+                f,
+                "  at {:>6} ms for {:>5} ms: {:?}",
+                s.at, s.duration, s.fault
+            )?;
+        }
+        write!(f, "  all healed at {} ms", self.heal_at)
+    }
+}

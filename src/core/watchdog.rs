@@ -237,10 +237,18 @@ impl Watchdog {
             (_, Some(Err(error)), _) if self.enabled() => Some(error.clone()),
             _ => None,
         };
+        // A device that is not in use but fails its check shows as failed: that is what
+        // an operator needs to see before this node is ever asked to lead.
+        let state = match (&self.state, &self.device_check) {
+            (WatchdogState::Disarmed, Some(Err(error))) => WatchdogState::Failed {
+                error: error.clone(),
+            },
+            (state, _) => state.clone(),
+        };
         WatchdogStatus {
             mode: self.settings.mode,
             device: self.settings.device.clone(),
-            state: self.state.clone(),
+            state,
             timeout_secs: self.timeout_for(config).ok().filter(|_| self.enabled()),
             last_keepalive_age: self.keepalive_age(now),
             failed: self.required_but_unusable(config),

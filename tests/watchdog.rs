@@ -314,25 +314,38 @@ fn failover_arms_before_promotion_and_a_switchover_disarms() {
     assert_eq!(fifo.count(Seen::WriterClosed), 0);
 
     c.start_node(0);
+    wait_check(REJOIN_TIMEOUT, "node1 streaming from node2 again", || {
+        let rows = c.query(
+            1,
+            "SELECT state FROM pg_stat_replication WHERE application_name = 'node1'",
+        )?;
+        match rows.first().and_then(|r| r[0].as_deref()) {
+            Some("streaming") => Ok(()),
+            _ => Err(format!("pg_stat_replication on node2: {rows:?}")),
+        }
+    });
+    let before = fifo.events().len();
+    // node2 learns that node1 streams at its next loop; until then it declines.
     wait_check(
-        REJOIN_TIMEOUT,
-        "node1 back as a streaming replica",
-        || match c.http_status(0, "GET", "/replica") {
-            Some(200) => Ok(()),
-            other => Err(format!("GET /replica on node1: {other:?}")),
+        SHORT_TIMEOUT,
+        "node2 accepting a switchover to node1",
+        || {
+            let r = c
+                .http_slow(
+                    1,
+                    "POST",
+                    "/switchover",
+                    Some(r#"{"leader":"node2","candidate":"node1"}"#),
+                    Duration::from_secs(90),
+                )
+                .map_err(|e| format!("POST /switchover on node2: {e}"))?;
+            match r.status {
+                200 => Ok(()),
+                503 if r.body.contains("not streaming") => Err(r.body),
+                _ => panic!("switchover: {} {}", r.status, r.body),
+            }
         },
     );
-    let before = fifo.events().len();
-    let r = c
-        .http_slow(
-            1,
-            "POST",
-            "/switchover",
-            Some(r#"{"leader":"node2","candidate":"node1"}"#),
-            Duration::from_secs(90),
-        )
-        .expect("POST /switchover on node2");
-    assert_eq!(r.status, 200, "switchover: {}", r.body);
     wait_for_magic_close(&fifo, before, "magic close after the switchover");
     assert_eq!(c.wait_for_leader(FAILOVER_TIMEOUT), 0);
     wait_check(SHORT_TIMEOUT, "node2's watchdog disarmed", || {

@@ -462,3 +462,17 @@ pub async fn run_pg_worker(
         let _ = inputs.send(Input::PgActionFinished { action, outcome });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_reporting_watchdog_failed_cannot_lead() {
+        let ok = serde_json::json!({"role": "replica", "state": "running"});
+        assert!(peer_status(&ok).can_lead);
+        let failed =
+            serde_json::json!({"role": "replica", "state": "running", "watchdog_failed": true});
+        assert!(!peer_status(&failed).can_lead);
+    }
+}

@@ -12,3 +12,4 @@ pub mod dcs;
 pub mod policy;
 pub mod postgres;
 pub mod runtime;
+pub mod watchdog;

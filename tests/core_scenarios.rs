@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use pgwarden::config::DynamicConfig;
+use pgwarden::config::{DynamicConfig, WatchdogMode};
 use pgwarden::core::view::{
     ClusterView, ControlState, DataDir, FailoverRequest, LeaderKey, MemberInfo, PeerReport,
     PeerStatus, PgObservation, ReplicationPeer, ServerObservation, SyncState, Versioned,
 };
 use pgwarden::core::{
-    decide_with_default, DemoteMode, Effect, Input, Instant, LeaseId, Lsn, Node, NodeSettings,
-    PgAction, PgActionOutcome, PolicyAnswer, Timeline,
+    decide_with_default, ArmReport, DemoteMode, Effect, Input, Instant, LeaseId, Lsn, Node,
+    NodeSettings, PgAction, PgActionOutcome, PolicyAnswer, Timeline, WatchdogSettings,
 };
 
 const ME: &str = "node2";
@@ -24,7 +24,7 @@ fn settings(failover_priority: i64) -> NodeSettings {
     };
     NodeSettings {
         name: ME.into(),
-        watchdog_required: false,
+        watchdog: WatchdogSettings::default(),
         failover_priority,
         use_pg_rewind: None,
         remove_data_directory_on_rewind_failure: false,
@@ -122,7 +122,12 @@ fn drain_raw(node: &mut Node) -> Vec<Effect> {
 
 /// A node that has a lease and sees a running replica following `node1`.
 fn running_replica(failover_priority: i64, my_lsn: u64, optime: u64) -> (Node, u64) {
-    let mut node = Node::new(settings(failover_priority), Instant(0));
+    running_replica_with(settings(failover_priority), my_lsn, optime)
+}
+
+/// [`running_replica`] with the given settings.
+fn running_replica_with(settings: NodeSettings, my_lsn: u64, optime: u64) -> (Node, u64) {
+    let mut node = Node::new(settings, Instant(0));
     let mut t = 0;
     node.handle_input(
         Instant(t),
@@ -854,11 +859,310 @@ fn a_ttl_change_moves_the_leader_key_onto_the_new_lease_without_demoting() {
     assert_eq!(node.state(), "primary");
 }
 
+// ----- watchdog -------------------------------------------------------------------------------
+
+/// Settings with a watchdog in `mode`; ttl 6 and safety_margin -1 give a 3 s timeout.
+fn watchdog_settings(mode: WatchdogMode) -> NodeSettings {
+    NodeSettings {
+        watchdog: WatchdogSettings {
+            mode,
+            device: "/run/test-watchdog".into(),
+            safety_margin: -1,
+        },
+        ..settings(1)
+    }
+}
+
+/// A replica with a watchdog whose leader key vanishes: it races, wins the key and returns
+/// the effects that follow the acquisition.
+fn replica_wins_the_key(mode: WatchdogMode) -> (Node, u64, Vec<Effect>) {
+    let (mut node, t) = running_replica_with(watchdog_settings(mode), 1000, 1000);
+    node.handle_input(Instant(t), Input::WatchdogChecked(Ok(())));
+    let effects = leader_key_deleted(&mut node, t, 1000, 1000);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. })),
+        "{effects:?}"
+    );
+    node.handle_input(Instant(t), Input::PeersProbed(Vec::new()));
+    assert_eq!(
+        drain(&mut node),
+        vec![Effect::AcquireLeader { lease: LEASE }]
+    );
+    node.handle_input(
+        Instant(t),
+        Input::LeaderAcquired {
+            won: true,
+            revision: 21,
+            create_revision: 21,
+        },
+    );
+    let effects = drain(&mut node);
+    (node, t, effects)
+}
+
+fn promotes(effects: &[Effect]) -> bool {
+    effects
+        .iter()
+        .any(|e| matches!(e, Effect::Pg(PgAction::Promote { .. })))
+}
+
+fn watchdog_json_state(node: &Node) -> &'static str {
+    node.status().watchdog.state.name()
+}
+
+#[test]
+fn the_watchdog_is_armed_before_promotion_and_promotion_waits_for_it() {
+    let (mut node, t, effects) = replica_wins_the_key(WatchdogMode::Automatic);
+    assert!(
+        effects.contains(&Effect::ArmWatchdog { timeout_secs: 3 }),
+        "{effects:?}"
+    );
+    assert!(
+        !promotes(&effects),
+        "no promotion before the arm: {effects:?}"
+    );
+    assert_eq!(node.state(), "candidate");
+    assert_eq!(watchdog_json_state(&node), "arming");
+    node.handle_input(
+        Instant(t + 5),
+        Input::WatchdogArmed(Ok(ArmReport {
+            device_timeout_secs: None,
+        })),
+    );
+    let effects = drain(&mut node);
+    assert!(
+        effects.contains(&Effect::Pg(PgAction::Promote {
+            lease: LEASE,
+            leader_revision: 21
+        })),
+        "{effects:?}"
+    );
+    let status = node.status().watchdog;
+    assert_eq!(status.state.name(), "armed");
+    assert_eq!(status.timeout_secs, Some(3));
+    assert!(status.failed.is_none());
+}
+
+#[test]
+fn a_required_watchdog_that_fails_to_arm_releases_the_key_and_never_promotes() {
+    let (mut node, t, effects) = replica_wins_the_key(WatchdogMode::Required);
+    assert!(effects.contains(&Effect::ArmWatchdog { timeout_secs: 3 }));
+    node.handle_input(
+        Instant(t + 5),
+        Input::WatchdogArmed(Err("open /run/test-watchdog: ENXIO".into())),
+    );
+    let effects = drain(&mut node);
+    assert!(!promotes(&effects), "{effects:?}");
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ReleaseLeader { .. })),
+        "{effects:?}"
+    );
+    assert_eq!(node.state(), "replica");
+    let status = node.status();
+    assert_eq!(status.watchdog.state.name(), "failed");
+    assert!(
+        status.watchdog.failed.is_some(),
+        "watchdog_failed in /patroni"
+    );
+    assert!(
+        status
+            .last_race_refusal
+            .as_deref()
+            .is_some_and(|r| r.contains("ENXIO")),
+        "{:?}",
+        status.last_race_refusal
+    );
+    // The key is gone; the next cycles do not race while the failure is recent.
+    node.handle_input(
+        Instant(t + 1_000),
+        Input::ClusterChanged(Box::new(view(None, 1000, 22))),
+    );
+    node.handle_input(Instant(t + 2_000), Input::Tick);
+    let mut effects = drain(&mut node);
+    node.handle_input(Instant(t + 2_000), Input::PostgresProbed(pg(true, 1000)));
+    effects.extend(drain(&mut node));
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. } | Effect::AcquireLeader { .. })),
+        "{effects:?}"
+    );
+    assert!(node
+        .status()
+        .last_race_refusal
+        .unwrap_or_default()
+        .contains("watchdog-unusable"));
+}
+
+#[test]
+fn an_automatic_watchdog_that_fails_to_arm_still_promotes_and_says_so() {
+    let (mut node, t, _) = replica_wins_the_key(WatchdogMode::Automatic);
+    node.handle_input(
+        Instant(t + 5),
+        Input::WatchdogArmed(Err("open /run/test-watchdog: ENXIO".into())),
+    );
+    let effects = drain(&mut node);
+    assert!(promotes(&effects), "{effects:?}");
+    let status = node.status().watchdog;
+    assert_eq!(status.state.name(), "failed");
+    assert!(
+        status.failed.is_none(),
+        "automatic never reports watchdog_failed"
+    );
+    assert!(status.last_error.unwrap_or_default().contains("ENXIO"));
+}
+
+#[test]
+fn a_required_device_with_a_longer_timeout_than_asked_is_refused_and_closed() {
+    let (mut node, t, _) = replica_wins_the_key(WatchdogMode::Required);
+    node.handle_input(
+        Instant(t + 5),
+        Input::WatchdogArmed(Ok(ArmReport {
+            device_timeout_secs: Some(60),
+        })),
+    );
+    let effects = drain(&mut node);
+    assert!(!promotes(&effects), "{effects:?}");
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::DisarmWatchdog { .. })));
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::ReleaseLeader { .. })));
+}
+
+/// A promoted leader with an armed watchdog, PostgreSQL primary, key visible.
+fn armed_leader() -> (Node, u64) {
+    let (mut node, t, _) = replica_wins_the_key(WatchdogMode::Automatic);
+    node.handle_input(
+        Instant(t + 5),
+        Input::WatchdogArmed(Ok(ArmReport {
+            device_timeout_secs: Some(3),
+        })),
+    );
+    let promote = drain(&mut node)
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Pg(a @ PgAction::Promote { .. }) => Some(a),
+            _ => None,
+        })
+        .expect("promote");
+    node.handle_input(
+        Instant(t + 10),
+        Input::PgActionFinished {
+            action: promote,
+            outcome: PgActionOutcome::Done { sysid: None },
+        },
+    );
+    assert_eq!(node.state(), "primary");
+    let mut v = view(Some((ME, LEASE.0)), 1000, 22);
+    v.leader.as_mut().expect("leader").create_revision = 21;
+    node.handle_input(Instant(t + 20), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(t + 20), Input::PostgresProbed(pg(false, 1000)));
+    drain(&mut node);
+    assert_eq!(node.state(), "primary");
+    (node, t + 20)
+}
+
+#[test]
+fn the_watchdog_is_fed_only_after_a_successful_renewal() {
+    let (mut node, t) = armed_leader();
+    let feeds = |effects: &[Effect]| {
+        effects
+            .iter()
+            .filter(|e| **e == Effect::FeedWatchdog)
+            .count()
+    };
+    // Timers and cycles alone never feed it.
+    node.handle_input(Instant(t + 900), Input::Tick);
+    node.handle_input(Instant(t + 900), Input::PostgresProbed(pg(false, 1000)));
+    let effects = drain(&mut node);
+    assert_eq!(feeds(&effects), 0, "{effects:?}");
+    node.handle_input(
+        Instant(t + 950),
+        Input::LeaseRenewFailed {
+            lease: LEASE,
+            expired: false,
+            error: "unavailable".into(),
+        },
+    );
+    assert_eq!(feeds(&drain(&mut node)), 0);
+    // A renewal of another lease is not ours.
+    node.handle_input(
+        Instant(t + 960),
+        Input::LeaseRenewed {
+            lease: LeaseId(0x99),
+            sent_at: Instant(t + 950),
+        },
+    );
+    assert_eq!(feeds(&drain(&mut node)), 0);
+    node.handle_input(
+        Instant(t + 1_000),
+        Input::LeaseRenewed {
+            lease: LEASE,
+            sent_at: Instant(t + 990),
+        },
+    );
+    assert_eq!(feeds(&drain(&mut node)), 1);
+    let age = node.status().watchdog.last_keepalive_age;
+    assert_eq!(age, Some(Duration::ZERO));
+}
+
+#[test]
+fn the_watchdog_is_disarmed_once_a_demoted_primary_has_stopped() {
+    let (mut node, t) = armed_leader();
+    node.handle_input(
+        Instant(t + 100),
+        Input::ClusterChanged(Box::new(view(Some(("node3", 99)), 1000, 30))),
+    );
+    let effects = drain(&mut node);
+    assert!(
+        effects.contains(&Effect::Pg(PgAction::Demote {
+            mode: DemoteMode::ImmediateNolock
+        })),
+        "{effects:?}"
+    );
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::DisarmWatchdog { .. })),
+        "still armed while PostgreSQL may accept writes: {effects:?}"
+    );
+    // A renewal while demoting does not feed it.
+    node.handle_input(
+        Instant(t + 150),
+        Input::LeaseRenewed {
+            lease: LEASE,
+            sent_at: Instant(t + 140),
+        },
+    );
+    assert!(!drain(&mut node).contains(&Effect::FeedWatchdog));
+    node.handle_input(
+        Instant(t + 200),
+        Input::PgActionFinished {
+            action: PgAction::Demote {
+                mode: DemoteMode::ImmediateNolock,
+            },
+            outcome: PgActionOutcome::Done { sysid: None },
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::DisarmWatchdog { .. })),
+        "{effects:?}"
+    );
+    assert_eq!(watchdog_json_state(&node), "disarmed");
+}
+
 #[test]
 fn a_node_whose_watchdog_is_required_but_missing_never_races() {
-    let mut s = settings(1);
-    s.watchdog_required = true;
-    let mut node = Node::new(s, Instant(0));
+    let mut node = Node::new(watchdog_settings(WatchdogMode::Required), Instant(0));
     node.handle_input(
         Instant(0),
         Input::ClusterChanged(Box::new(view(None, 1000, 10))),
@@ -872,19 +1176,76 @@ fn a_node_whose_watchdog_is_required_but_missing_never_races() {
         },
     );
     drain(&mut node);
-    node.handle_input(Instant(0), Input::PostgresProbed(pg(true, 1000)));
-    let effects = drain(&mut node);
-    assert!(
-        !effects
-            .iter()
-            .any(|e| matches!(e, Effect::ProbePeers { .. } | Effect::AcquireLeader { .. })),
-        "{effects:?}"
+    node.handle_input(
+        Instant(0),
+        Input::WatchdogChecked(Err(
+            "stat on watchdog device /run/test-watchdog: No such file or directory".into(),
+        )),
     );
+    for i in 0..3 {
+        let now = Instant(i * 1_000);
+        node.handle_input(now, Input::Tick);
+        node.handle_input(now, Input::PostgresProbed(pg(true, 1000)));
+        let effects = drain(&mut node);
+        assert!(
+            !effects
+                .iter()
+                .any(|e| matches!(e, Effect::ProbePeers { .. } | Effect::AcquireLeader { .. })),
+            "{effects:?}"
+        );
+        assert!(effects.contains(&Effect::CheckWatchdog), "{effects:?}");
+    }
+    let status = node.status();
+    let refusal = status.last_race_refusal.unwrap_or_default();
+    assert!(
+        refusal.contains("watchdog-unusable") && refusal.contains("No such file"),
+        "{refusal}"
+    );
+    assert!(status.watchdog.failed.is_some());
+}
+
+#[test]
+fn a_watchdog_timeout_below_loop_wait_makes_required_unusable_and_automatic_lead_without_it() {
+    // ttl 6 − safety_margin 5 = 1 s < loop_wait 2 s.
+    let short = |mode| {
+        let mut s = watchdog_settings(mode);
+        s.watchdog.safety_margin = 5;
+        s.bootstrap_config.loop_wait = 2;
+        s
+    };
+    let (mut node, t) = running_replica_with(short(WatchdogMode::Required), 1000, 1000);
+    node.handle_input(Instant(t), Input::WatchdogChecked(Ok(())));
+    let effects = leader_key_deleted(&mut node, t, 1000, 1000);
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::ProbePeers { .. })));
     assert!(node
         .status()
         .last_race_refusal
         .unwrap_or_default()
-        .contains("nofailover"));
+        .contains("below loop_wait"));
+
+    let (mut node, t) = running_replica_with(short(WatchdogMode::Automatic), 1000, 1000);
+    let effects = leader_key_deleted(&mut node, t, 1000, 1000);
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::ProbePeers { .. })));
+    node.handle_input(Instant(t), Input::PeersProbed(Vec::new()));
+    drain(&mut node);
+    node.handle_input(
+        Instant(t),
+        Input::LeaderAcquired {
+            won: true,
+            revision: 21,
+            create_revision: 21,
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(promotes(&effects), "{effects:?}");
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::ArmWatchdog { .. })));
+    assert_eq!(watchdog_json_state(&node), "failed");
 }
 
 /// Answer every pending policy call with `decision`; returns the other effects.

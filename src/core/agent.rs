@@ -14,6 +14,7 @@ use super::sync::{self, SyncStep};
 use super::time::Instant;
 use super::types::{LeaseId, Lsn, Timeline};
 use super::view::{ClusterView, PeerReport, PgObservation, ServerObservation};
+use super::watchdog::{Watchdog, WatchdogState};
 use crate::config::{DynamicConfig, SynchronousMode};
 
 /// Effects queued for the runtime, and the reason of the transition being made.
@@ -63,9 +64,9 @@ pub struct NodeSettings {
     pub name: String,
     /// `failover_priority` (`nofailover` ⇒ 0).
     pub failover_priority: i64,
-    /// `watchdog.mode: required`. Without a usable watchdog such a node must never lead, and
-    /// pgwarden has no watchdog driver yet.
-    pub watchdog_required: bool,
+    /// The `watchdog:` section: with `mode: required` and no usable device the node never
+    /// leads.
+    pub watchdog: super::watchdog::WatchdogSettings,
     /// Local `postgresql.use_pg_rewind`, overriding the dynamic value when set.
     pub use_pg_rewind: Option<bool>,
     /// `postgresql.remove_data_directory_on_rewind_failure`.
@@ -122,8 +123,8 @@ pub struct Agent {
     pub sync_barrier: Option<Lsn>,
     /// Last optime written to `/status`.
     pub published_optime: Option<Lsn>,
-    /// Timeline whose history we already wrote.
-    pub history_written_for: Option<Timeline>,
+    /// The last `/history` write asked for: the timeline and when.
+    pub history_written: Option<(Timeline, Instant)>,
     /// Why the last race was not entered.
     pub last_race_refusal: Option<String>,
     /// Last transition with its reason.
@@ -160,12 +161,28 @@ pub struct Agent {
     pub failover_cleared: Option<i64>,
     /// Run a decision cycle no later than this (a policy asked to be consulted again).
     pub wake_at: Option<Instant>,
+    /// The watchdog's mode, state and last device check.
+    pub watchdog: Watchdog,
+    /// A promotion waits for the watchdog arm in flight.
+    pub promotion_awaits_watchdog: bool,
+}
+
+/// Whether the watchdog lets this node act as primary now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchdogGate {
+    /// Armed with the right timeout, not wanted, or failed in `automatic` mode.
+    Ready,
+    /// An arm request is out (just queued, or earlier).
+    Arming,
+    /// `required` and the device cannot be armed: never act as primary.
+    Refused(String),
 }
 
 impl Agent {
     /// A fresh agent that knows only its settings.
     pub fn new(settings: NodeSettings) -> Agent {
         let config = settings.bootstrap_config.clone();
+        let watchdog = Watchdog::new(settings.watchdog.clone());
         Agent {
             settings,
             now: Instant(0),
@@ -186,7 +203,7 @@ impl Agent {
             presync_claimed: false,
             sync_barrier: None,
             published_optime: None,
-            history_written_for: None,
+            history_written: None,
             last_race_refusal: None,
             last_transition: String::new(),
             state_name: "starting",
@@ -204,6 +221,8 @@ impl Agent {
             switchover_consulted: None,
             failover_cleared: None,
             wake_at: None,
+            watchdog,
+            promotion_awaits_watchdog: false,
         }
     }
 
@@ -245,6 +264,20 @@ impl Agent {
         })
     }
 
+    /// Whether `/history` should be written for `timeline` now. The write has no answer and
+    /// can be lost (the store unreachable right after a promotion): it is repeated every
+    /// two loops until the view shows the timeline. Without it other members cannot tell
+    /// they are behind the cluster timeline, nor that their WAL ran past its switch point.
+    pub fn history_write_due(&self, timeline: Timeline) -> bool {
+        let again_after = Duration::from_secs(u64::from(self.config.loop_wait.max(1)) * 2);
+        match self.history_written {
+            Some((written, at)) if written == timeline => {
+                self.now.saturating_since(at) >= again_after
+            }
+            _ => true,
+        }
+    }
+
     /// A promotion has been handed to PostgreSQL and has not reported back.
     pub fn promote_in_flight(&self) -> bool {
         matches!(self.pg_action, Some(PgAction::Promote { .. }))
@@ -252,10 +285,92 @@ impl Agent {
 
     /// Our `failover_priority`.
     pub fn my_failover_priority(&self) -> i64 {
-        if self.settings.watchdog_required {
+        if self.watchdog_refusal().is_some() {
             return 0; // Patroni's rule: a required but unusable watchdog never leads
         }
         self.settings.failover_priority
+    }
+
+    /// With `watchdog.mode: required`, why the device is unusable now (`None`: usable, or
+    /// not required).
+    pub fn watchdog_refusal(&self) -> Option<String> {
+        self.watchdog.required_but_unusable(&self.config)
+    }
+
+    /// Make sure the watchdog is armed before acting as primary (Patroni arms it in
+    /// `enforce_primary_role`): queue an arm when it is not, re-arm when `ttl` changed the
+    /// timeout. `automatic` leads without a working device (logged, shown in the status).
+    pub fn watchdog_gate(&mut self) -> WatchdogGate {
+        if !self.watchdog.enabled() {
+            return WatchdogGate::Ready;
+        }
+        let wanted = self.watchdog.timeout_for(&self.config);
+        match (&self.watchdog.state, wanted) {
+            (WatchdogState::Arming { .. }, _) => WatchdogGate::Arming,
+            (WatchdogState::Armed { timeout_secs, .. }, Ok(t)) if *timeout_secs == t => {
+                WatchdogGate::Ready
+            }
+            (WatchdogState::Failed { error }, _) => {
+                if self.watchdog.required() {
+                    WatchdogGate::Refused(format!("watchdog could not be armed: {error}"))
+                } else {
+                    WatchdogGate::Ready
+                }
+            }
+            (_, Err(why)) => {
+                if self.watchdog.is_armed() {
+                    self.disarm_watchdog(format!("timing no longer allows a watchdog: {why}"));
+                }
+                self.watchdog_failed(why.clone());
+                if self.watchdog.required() {
+                    WatchdogGate::Refused(why)
+                } else {
+                    WatchdogGate::Ready
+                }
+            }
+            (_, Ok(timeout_secs)) => {
+                // Arm even when the last device check failed or has not answered yet: the
+                // arm is the real test, and a restarted leader must not demote for a check
+                // that is merely late.
+                self.watchdog.state = WatchdogState::Arming { timeout_secs };
+                self.outbox.push(Effect::ArmWatchdog { timeout_secs });
+                WatchdogGate::Arming
+            }
+        }
+    }
+
+    /// Record that the watchdog cannot be used (logged once per failure).
+    pub fn watchdog_failed(&mut self, error: String) {
+        if self.watchdog.state
+            != (WatchdogState::Failed {
+                error: error.clone(),
+            })
+        {
+            if self.watchdog.required() {
+                tracing::error!(node = %self.settings.name, %error, "watchdog required but unusable: this node will not lead");
+            } else {
+                tracing::warn!(node = %self.settings.name, %error, "watchdog unusable; leading without it (mode automatic)");
+            }
+        }
+        self.watchdog.state = WatchdogState::Failed { error };
+        self.watchdog.failed_at = Some(self.now);
+    }
+
+    /// Magic-close the device if it is armed (or being armed); a failed `automatic` device
+    /// is tried again next time the node leads.
+    pub fn disarm_watchdog(&mut self, reason: impl Into<String>) {
+        self.promotion_awaits_watchdog = false;
+        if self.watchdog.is_armed() {
+            let reason = reason.into();
+            tracing::info!(node = %self.settings.name, %reason, "disarming the watchdog");
+            self.outbox.push(Effect::DisarmWatchdog { reason });
+            self.watchdog.state = WatchdogState::Disarmed;
+            self.watchdog.last_keepalive = None;
+        } else if matches!(self.watchdog.state, WatchdogState::Failed { .. })
+            && !self.watchdog.required()
+        {
+            self.watchdog.state = WatchdogState::Disarmed;
+        }
     }
 
     /// The leader key as the latest view shows it.
@@ -492,8 +607,10 @@ impl Agent {
     pub fn check_race_allowed(&self) -> Result<(), safety::RaceRule> {
         let pg = self.pg.as_ref();
         let view = self.view.as_ref();
+        let watchdog_unusable = self.watchdog_refusal();
         safety::check_race(&safety::RaceFacts {
             me: &self.settings.name,
+            watchdog_unusable: watchdog_unusable.as_deref(),
             failover_priority: self.my_failover_priority(),
             leader: view.and_then(|v| v.leader_name()),
             postgres_running: pg.is_some_and(|p| p.is_running()),

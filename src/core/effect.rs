@@ -195,6 +195,23 @@ pub enum Effect {
     ConsultPolicy(Box<super::consult::PolicyCall>),
     /// Change the local PostgreSQL; report `PgActionFinished`.
     Pg(PgAction),
+    /// Check that the watchdog device exists and is writable, without opening it (opening
+    /// a real device starts its countdown); report `WatchdogChecked`.
+    CheckWatchdog,
+    /// Open the watchdog device (if not open), set its timeout and send a first keepalive;
+    /// report `WatchdogArmed`. Emitted before any promotion.
+    ArmWatchdog {
+        /// Seconds (`ttl - safety_margin`).
+        timeout_secs: u32,
+    },
+    /// One keepalive; only after a successful lease renewal of the leader. A failure comes
+    /// back as `WatchdogFeedFailed`.
+    FeedWatchdog,
+    /// Magic close (`V`) and close the device.
+    DisarmWatchdog {
+        /// Why, for the log.
+        reason: String,
+    },
     /// Stop the agent with an error (unrecoverable local state).
     Shutdown {
         /// Why.

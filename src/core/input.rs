@@ -88,6 +88,15 @@ pub enum Input {
     PeersProbed(Vec<PeerReport>),
     /// Result of `ConsultPolicy`.
     PolicyDecided(super::consult::PolicyAnswer),
+    /// Result of `CheckWatchdog`: `Err` says why the device is unusable.
+    WatchdogChecked(Result<(), String>),
+    /// Result of `ArmWatchdog`.
+    WatchdogArmed(Result<super::watchdog::ArmReport, String>),
+    /// A `FeedWatchdog` keepalive failed.
+    WatchdogFeedFailed {
+        /// Error text.
+        error: String,
+    },
     /// A `Pg` action finished.
     PgActionFinished {
         /// The action.

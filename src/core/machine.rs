@@ -8,7 +8,7 @@
 
 use statig::prelude::*;
 
-use super::agent::Agent;
+use super::agent::{Agent, WatchdogGate};
 use super::consult::{ConsultPurpose, PolicyAnswer};
 use super::effect::{DemoteMode, Effect, PgAction};
 use super::input::PgActionOutcome;
@@ -33,6 +33,8 @@ pub enum Event {
     MustDemote(String),
     /// The policy answered a call.
     PolicyDecided(PolicyAnswer),
+    /// An arm of the watchdog finished (the state in `Agent::watchdog` is updated).
+    WatchdogArmed,
 }
 
 #[state_machine(
@@ -190,6 +192,12 @@ impl Machine {
                     // PostgreSQL is down: only now may another member be promoted.
                     context.release_leader_key();
                 }
+                if stopped {
+                    // PostgreSQL accepts no more writes: the fence may go (Patroni disables
+                    // the watchdog at the shutdown safepoint). A failed stop keeps it armed
+                    // and unfed, so the device resets a node that could not stop.
+                    context.disarm_watchdog("demoted");
+                }
                 context.data_maybe_diverged = true;
                 context.outbox.reason("PostgreSQL stopped after demotion");
                 Transition(State::starting())
@@ -267,6 +275,10 @@ impl Machine {
                 context.outbox.reason("lost the race for the leader key");
                 Transition(State::replica())
             }
+            Event::WatchdogArmed if context.promotion_awaits_watchdog => {
+                context.promotion_awaits_watchdog = false;
+                context.promote_after_acquire()
+            }
             Event::PgActionFinished(action @ PgAction::Promote { .. }, outcome) => {
                 context.note_action_result(action, outcome);
                 match outcome {
@@ -333,6 +345,12 @@ pub struct Machine;
 
 impl Machine {
     fn after_transition(&mut self, source: &State, target: &State, context: &mut Agent) {
+        if matches!(source, State::Candidate {})
+            && matches!(target, State::Replica {} | State::Starting {})
+        {
+            // The promotion was abandoned before PostgreSQL became writable.
+            context.disarm_watchdog("promotion abandoned");
+        }
         let reason = context.outbox.take_reason();
         tracing::info!(node = %context.settings.name, from = ?source, to = ?target, %reason, "state transition");
         context.last_transition = format!("{source:?} -> {target:?}: {reason}");
@@ -674,6 +692,36 @@ impl Agent {
                 .reason(format!("promotion refused by safety rule: {rule}"));
             return Transition(State::replica());
         }
+        // The watchdog first: a `required` node that cannot arm it must not claim `/sync`
+        // for itself (only it could then be promoted) nor become writable.
+        match self.watchdog_gate() {
+            WatchdogGate::Ready => {}
+            WatchdogGate::Arming => {
+                self.promotion_awaits_watchdog = true;
+                if self.state_name == "candidate" {
+                    return Handled;
+                }
+                self.outbox
+                    .reason("holding the leader key: arming the watchdog before promoting");
+                return Transition(State::candidate());
+            }
+            WatchdogGate::Refused(why) => {
+                self.last_race_refusal = Some(why.clone());
+                if self.pg.as_ref().is_some_and(|p| p.is_primary()) {
+                    // Demoting releases the key once PostgreSQL is down.
+                    self.start_pg(PgAction::Demote {
+                        mode: DemoteMode::Immediate,
+                    });
+                    self.outbox
+                        .reason(format!("demoting: watchdog required but unusable ({why})"));
+                    return Transition(State::demoting());
+                }
+                self.release_leader_key();
+                self.outbox
+                    .reason(format!("not promoting: {why}; released the leader key"));
+                return Transition(State::replica());
+            }
+        }
         if let Some(claim) = self.presync_claim() {
             // Synchronous mode: record ourselves as the leader in /sync, with no standby,
             // before PostgreSQL can acknowledge a commit alone. Until a new standby is
@@ -728,6 +776,21 @@ impl Agent {
                 .reason("lease could not be renewed before the demotion deadline");
             return Transition(State::demoting());
         }
+        match self.watchdog_gate() {
+            WatchdogGate::Ready => {}
+            WatchdogGate::Arming => return Handled,
+            WatchdogGate::Refused(why) => {
+                if self.pg_action.is_some() {
+                    return Handled;
+                }
+                self.start_pg(PgAction::Demote {
+                    mode: DemoteMode::Immediate,
+                });
+                self.outbox
+                    .reason(format!("demoting: watchdog required but unusable ({why})"));
+                return Transition(State::demoting());
+            }
+        }
         self.tidy_failover_key();
         let Some(pg) = self.pg.clone() else {
             return Handled;
@@ -767,9 +830,9 @@ impl Agent {
             .unwrap_or_default();
         if server.timeline.0 > 1
             && server.timeline > cluster_timeline
-            && self.history_written_for != Some(server.timeline)
+            && self.history_write_due(server.timeline)
         {
-            self.history_written_for = Some(server.timeline);
+            self.history_written = Some((server.timeline, self.now));
             self.outbox.push(Effect::UpdateHistory {
                 timeline: server.timeline,
             });

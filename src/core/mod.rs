@@ -19,6 +19,7 @@ pub mod sync;
 pub mod time;
 pub mod types;
 pub mod view;
+pub mod watchdog;
 
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ pub use input::{Input, PgActionOutcome};
 pub use status::NodeStatus;
 pub use time::Instant;
 pub use types::{LeaseId, Lsn, Timeline};
+pub use watchdog::{ArmReport, WatchdogSettings, WatchdogState, WatchdogStatus};
 
 use agent::Agent;
 use machine::{state_name, Event, Machine, State};
@@ -140,6 +142,7 @@ impl Node {
                 self.renewal_in_flight = false;
                 self.agent.lease.renewed(lease, sent_at);
                 self.dcs_seen(now);
+                self.feed_watchdog(now, lease, sent_at);
             }
             Input::LeaseRenewFailed {
                 lease,
@@ -210,6 +213,23 @@ impl Node {
                 self.dispatch(Event::PeersProbed);
             }
             Input::PolicyDecided(answer) => self.dispatch(Event::PolicyDecided(answer)),
+            Input::WatchdogChecked(result) => match result {
+                Ok(()) => {
+                    let retry_after = Duration::from_secs(self.agent.config.ttl.into());
+                    self.agent.watchdog.device_checked_ok(now, retry_after);
+                }
+                Err(error) => {
+                    if self.agent.watchdog.device_check.as_ref() != Some(&Err(error.clone())) {
+                        tracing::warn!(node = %self.agent.settings.name, %error, "watchdog device check failed");
+                    }
+                    self.agent.watchdog.device_check = Some(Err(error));
+                }
+            },
+            Input::WatchdogArmed(result) => self.on_watchdog_armed(now, result),
+            Input::WatchdogFeedFailed { error } => {
+                tracing::error!(node = %self.agent.settings.name, %error, "watchdog keepalive failed");
+                self.agent.watchdog.feed_error = Some(error);
+            }
             Input::PgActionFinished { action, outcome } => {
                 if self.agent.pg_action.as_ref() == Some(&action) {
                     self.agent.pg_action = None;
@@ -291,6 +311,7 @@ impl Node {
             dcs_error: self.agent.dcs_error.clone(),
             loop_wait: Duration::from_secs(a.config.loop_wait.into()),
             ttl: Duration::from_secs(a.config.ttl.into()),
+            watchdog: a.watchdog.status(a.now, &a.config),
             policy: status::PolicyStatus {
                 gate_rejections: a.gate.rejections.clone(),
                 last_gate_rejection: a.gate.last.clone(),
@@ -320,6 +341,77 @@ impl Node {
             self.machine.state(),
             State::Primary {} | State::Candidate {}
         ) && self.agent.holds_leader_key()
+    }
+
+    /// Keepalive only after a successful renewal of the lease our leader key is on: a node
+    /// that cannot renew stops feeding, and the device resets it before another can lead.
+    ///
+    /// A keepalive restarts the device's countdown from `now`, so it must not let the device
+    /// fire later than the lease can expire (`sent_at + ttl` at the earliest): a renewal whose
+    /// answer took longer than `ttl - timeout` to arrive does not feed it.
+    fn feed_watchdog(&mut self, now: Instant, lease: LeaseId, sent_at: Instant) {
+        let WatchdogState::Armed { timeout_secs, .. } = self.agent.watchdog.state else {
+            return;
+        };
+        let fires_at = now + Duration::from_secs(timeout_secs.into());
+        let lease_ends_no_sooner_than = sent_at + self.agent.lease.ttl;
+        if fires_at > lease_ends_no_sooner_than {
+            tracing::warn!(
+                node = %self.agent.settings.name,
+                answer_ms = now.saturating_since(sent_at).as_millis() as u64,
+                "lease renewal answered too late to feed the watchdog"
+            );
+            return;
+        }
+        if self.agent.lease.id == Some(lease) && self.acting_as_leader() {
+            self.agent.outbox.push(Effect::FeedWatchdog);
+            self.agent.watchdog.last_keepalive = Some(now);
+            self.agent.watchdog.feed_error = None;
+        }
+    }
+
+    fn on_watchdog_armed(&mut self, now: Instant, result: Result<ArmReport, String>) {
+        let WatchdogState::Arming { timeout_secs } = self.agent.watchdog.state else {
+            if result.is_ok() {
+                // An answer nobody waits for (leadership ended meanwhile): close it again.
+                self.agent.outbox.push(Effect::DisarmWatchdog {
+                    reason: "armed after leadership ended".into(),
+                });
+            }
+            return;
+        };
+        let verdict = result.and_then(|report| {
+            self.agent
+                .watchdog
+                .judge_arm(timeout_secs, &report, self.agent.config.loop_wait)
+                .map(|()| report)
+        });
+        match verdict {
+            Ok(report) => {
+                tracing::info!(
+                    node = %self.agent.settings.name,
+                    timeout_secs,
+                    device_timeout_secs = ?report.device_timeout_secs,
+                    "watchdog armed"
+                );
+                self.agent.watchdog.state = WatchdogState::Armed {
+                    timeout_secs,
+                    device_timeout_secs: report.device_timeout_secs,
+                };
+                // The arm sent the first keepalive.
+                self.agent.watchdog.last_keepalive = Some(now);
+                self.agent.watchdog.feed_error = None;
+            }
+            Err(error) => {
+                // Close whatever was opened: an unsafe device must not stay armed.
+                self.agent.outbox.push(Effect::DisarmWatchdog {
+                    reason: format!("arm failed: {error}"),
+                });
+                self.agent.watchdog_failed(error);
+            }
+        }
+        self.dispatch(Event::WatchdogArmed);
+        self.next_cycle_at = now;
     }
 
     fn dispatch(&mut self, event: Event) {
@@ -448,6 +540,11 @@ impl Node {
             if let Some(release) = self.agent.release_of_current_key() {
                 self.agent.outbox.push(release);
             }
+        }
+        if self.agent.watchdog.enabled() && !self.agent.watchdog.is_armed() {
+            // Keeps the usability of a device that is not in use current, for the race
+            // gate of `required` and for the status (a stat, the device is not opened).
+            self.agent.outbox.push(Effect::CheckWatchdog);
         }
         // Let a transition made by this cycle act in the same cycle (starting → replica
         // → candidate), bounded so a flapping rule cannot spin.

@@ -87,8 +87,10 @@ pub fn check_promotion(facts: &PromotionFacts<'_>) -> Result<(), Rule> {
 /// A rule that refused a policy's decision to race for the leader key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RaceRule {
-    /// `nofailover`, `failover_priority` ≤ 0, or a required watchdog that is not usable.
+    /// `nofailover` or `failover_priority` ≤ 0.
     MayNotLead,
+    /// `watchdog.mode: required` and the device is not usable.
+    WatchdogUnusable(String),
     /// Another member holds the leader key.
     LeaderKeyHeld(String),
     /// PostgreSQL does not answer.
@@ -116,6 +118,7 @@ impl RaceRule {
     pub fn name(&self) -> &'static str {
         match self {
             RaceRule::MayNotLead => "may-not-lead",
+            RaceRule::WatchdogUnusable(_) => "watchdog-unusable",
             RaceRule::LeaderKeyHeld(_) => "leader-key-held",
             RaceRule::PostgresNotRunning => "postgres-not-running",
             RaceRule::BehindClusterTimeline { .. } => "behind-cluster-timeline",
@@ -128,10 +131,12 @@ impl RaceRule {
 impl fmt::Display for RaceRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RaceRule::MayNotLead => write!(
-                f,
-                "may-not-lead (nofailover, failover_priority <= 0 or required watchdog unusable)"
-            ),
+            RaceRule::MayNotLead => {
+                write!(f, "may-not-lead (nofailover or failover_priority <= 0)")
+            }
+            RaceRule::WatchdogUnusable(why) => {
+                write!(f, "watchdog-unusable (mode required: {why})")
+            }
             RaceRule::LeaderKeyHeld(holder) => write!(f, "leader-key-held (by {holder})"),
             RaceRule::PostgresNotRunning => write!(f, "postgres-not-running"),
             RaceRule::BehindClusterTimeline { mine, cluster } => {
@@ -156,6 +161,8 @@ impl fmt::Display for RaceRule {
 pub struct RaceFacts<'a> {
     /// Our name.
     pub me: &'a str,
+    /// With `watchdog.mode: required`, why the device is unusable.
+    pub watchdog_unusable: Option<&'a str>,
     /// Our effective `failover_priority`.
     pub failover_priority: i64,
     /// Holder of the leader key, if any.
@@ -187,6 +194,9 @@ pub struct RaceFacts<'a> {
 /// Check that racing for the leader key now breaks no invariant, whatever a policy said.
 /// The holder of the key itself is not racing and is not checked here.
 pub fn check_race(facts: &RaceFacts<'_>) -> Result<(), RaceRule> {
+    if let Some(why) = facts.watchdog_unusable {
+        return Err(RaceRule::WatchdogUnusable(why.to_owned()));
+    }
     if facts.failover_priority <= 0 {
         return Err(RaceRule::MayNotLead);
     }

@@ -50,6 +50,8 @@ pub struct NodeStatus {
     pub loop_wait: Duration,
     /// `ttl`.
     pub ttl: Duration,
+    /// The watchdog: mode, state, timeout, last keepalive.
+    pub watchdog: super::watchdog::WatchdogStatus,
     /// What the policy and the invariant gate did.
     pub policy: PolicyStatus,
 }

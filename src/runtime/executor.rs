@@ -11,9 +11,12 @@ use super::clock;
 use super::member::{member_json, Identity};
 use crate::config::DynamicConfig;
 use crate::core::view::{HistoryEntry, PeerReport, PeerStatus};
-use crate::core::{Effect, Input, LeaseId, Lsn, NodeStatus, PgAction, PgActionOutcome, Timeline};
+use crate::core::{
+    ArmReport, Effect, Input, LeaseId, Lsn, NodeStatus, PgAction, PgActionOutcome, Timeline,
+};
 use crate::dcs::StoreSlot;
 use crate::postgres::{probe, PgController, PgSettings};
+use crate::watchdog::WatchdogDevice;
 
 /// The fencing token the PostgreSQL worker re-checks before promoting.
 #[derive(Clone, Debug, Default)]
@@ -49,6 +52,8 @@ pub struct Executor {
     pub retry_timeout: Duration,
     /// Policy calls.
     pub policy: super::policy::PolicyRunner,
+    /// The watchdog device (open while armed).
+    pub watchdog: Arc<Mutex<WatchdogDevice>>,
 }
 
 impl Executor {
@@ -61,6 +66,33 @@ impl Executor {
                 let _ = self.pg_queue.send((action, config));
             }
             Effect::ConsultPolicy(call) => self.policy.submit(call),
+            // The watchdog runs inline: a few non-blocking syscalls, and an arm must be
+            // complete before any effect queued after it (the promotion) can run.
+            Effect::CheckWatchdog => {
+                let path = lock_watchdog(&self.watchdog).path().to_path_buf();
+                let result = crate::watchdog::check_device(&path).map_err(|e| e.to_string());
+                self.send(Input::WatchdogChecked(result));
+            }
+            Effect::ArmWatchdog { timeout_secs } => {
+                let result = lock_watchdog(&self.watchdog)
+                    .arm(timeout_secs)
+                    .map(|armed| ArmReport {
+                        device_timeout_secs: armed.device_timeout(),
+                    })
+                    .map_err(|e| e.to_string());
+                if let Err(error) = &result {
+                    tracing::warn!(%error, timeout_secs, "arming the watchdog failed");
+                }
+                self.send(Input::WatchdogArmed(result));
+            }
+            Effect::FeedWatchdog => {
+                if let Err(e) = lock_watchdog(&self.watchdog).keepalive() {
+                    self.send(Input::WatchdogFeedFailed {
+                        error: e.to_string(),
+                    });
+                }
+            }
+            Effect::DisarmWatchdog { reason } => disarm_watchdog(&self.watchdog, &reason),
             Effect::Shutdown { reason } => {
                 tracing::error!(%reason, "stopping the agent");
                 std::process::exit(1);
@@ -261,7 +293,11 @@ impl Executor {
             | Effect::ProbePeers { .. }
             | Effect::Pg(_)
             | Effect::ConsultPolicy(_)
-            | Effect::Shutdown { .. } => {}
+            | Effect::Shutdown { .. }
+            | Effect::CheckWatchdog
+            | Effect::ArmWatchdog { .. }
+            | Effect::FeedWatchdog
+            | Effect::DisarmWatchdog { .. } => {}
         }
     }
 
@@ -301,6 +337,24 @@ impl Executor {
             }
         };
         self.send(input);
+    }
+}
+
+/// The device, even if a panic elsewhere poisoned the lock (its state is a file handle,
+/// which a panic cannot leave half-updated).
+fn lock_watchdog(watchdog: &Mutex<WatchdogDevice>) -> std::sync::MutexGuard<'_, WatchdogDevice> {
+    watchdog.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Magic-close the device if it is open, logging the outcome.
+pub fn disarm_watchdog(watchdog: &Mutex<WatchdogDevice>, reason: &str) {
+    let mut device = lock_watchdog(watchdog);
+    if !device.is_armed() {
+        return;
+    }
+    match device.disarm() {
+        Ok(()) => tracing::info!(%reason, device = %device.path().display(), "watchdog disarmed"),
+        Err(e) => tracing::error!(error = %e, %reason, "disarming the watchdog failed"),
     }
 }
 
@@ -354,7 +408,10 @@ pub fn peer_status(v: &Value) -> PeerStatus {
             .and_then(Value::as_u64)
             .map(|t| Timeline(t as u32)),
         failover_priority,
-        can_lead: !nofailover && failover_priority > 0,
+        // Patroni: a member reporting `watchdog_failed` is "not watchdog capable".
+        can_lead: !nofailover
+            && failover_priority > 0
+            && v.get("watchdog_failed").and_then(Value::as_bool) != Some(true),
     }
 }
 
@@ -441,5 +498,19 @@ pub async fn run_pg_worker(
             "PostgreSQL action finished"
         );
         let _ = inputs.send(Input::PgActionFinished { action, outcome });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_reporting_watchdog_failed_cannot_lead() {
+        let ok = serde_json::json!({"role": "replica", "state": "running"});
+        assert!(peer_status(&ok).can_lead);
+        let failed =
+            serde_json::json!({"role": "replica", "state": "running", "watchdog_failed": true});
+        assert!(!peer_status(&failed).can_lead);
     }
 }

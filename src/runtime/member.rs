@@ -122,6 +122,11 @@ pub fn patroni_json(id: &Identity, status: &NodeStatus, dcs_last_seen_epoch: Opt
     if let Some(DataDir::Initialized { sysid, .. }) = status.pg.as_ref().map(|p| &p.data_dir) {
         m.insert("database_system_identifier".into(), json!(sysid));
     }
+    if status.watchdog.failed.is_some() {
+        // Patroni's field (`required` and unusable); peers treat such a member as unable
+        // to lead.
+        m.insert("watchdog_failed".into(), json!(true));
+    }
     m.insert(
         "patroni".into(),
         json!({"version": PATRONI_COMPAT_VERSION, "scope": id.scope, "name": id.name}),
@@ -137,7 +142,34 @@ pub fn patroni_json(id: &Identity, status: &NodeStatus, dcs_last_seen_epoch: Opt
             "holds_leader_key": status.holds_leader_key,
             "lease_deadline_in_ms": status.lease_deadline.map(|d| d.0 as i64 - status.now.0 as i64),
             "dcs_error": status.dcs_error,
+            "watchdog": watchdog_json(&status.watchdog),
         }),
     );
     Value::Object(m)
+}
+
+/// The `pgwarden.watchdog` object of `/patroni`.
+fn watchdog_json(w: &crate::core::WatchdogStatus) -> Value {
+    let mode = match w.mode {
+        crate::config::WatchdogMode::Off => "off",
+        crate::config::WatchdogMode::Automatic => "automatic",
+        crate::config::WatchdogMode::Required => "required",
+    };
+    let device_timeout = match &w.state {
+        crate::core::WatchdogState::Armed {
+            device_timeout_secs,
+            ..
+        } => *device_timeout_secs,
+        _ => None,
+    };
+    json!({
+        "mode": mode,
+        "device": w.device,
+        "state": w.state.name(),
+        "timeout_s": w.timeout_secs,
+        "device_timeout_s": device_timeout,
+        "last_keepalive_age_ms": w.last_keepalive_age.map(|a| a.as_millis() as u64),
+        "unusable": w.failed,
+        "last_error": w.last_error,
+    })
 }

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::core::{Input, Node, NodeSettings, NodeStatus};
 use crate::dcs::{EtcdStore, KeyLayout, StoreSlot};
 use crate::postgres::{PgController, PgSettings};
+use crate::watchdog::WatchdogDevice;
 use executor::{Executor, Fence};
 use member::Identity;
 
@@ -26,7 +27,11 @@ use member::Identity;
 pub fn node_settings(config: &Config) -> NodeSettings {
     NodeSettings {
         name: config.name.clone(),
-        watchdog_required: watchdog_required(config),
+        watchdog: crate::core::WatchdogSettings {
+            mode: config.watchdog.mode,
+            device: config.watchdog.device.display().to_string(),
+            safety_margin: config.watchdog.safety_margin,
+        },
         failover_priority: if config.tags.nofailover {
             0
         } else {
@@ -43,10 +48,33 @@ pub fn node_settings(config: &Config) -> NodeSettings {
     }
 }
 
-/// `watchdog.mode: required` ("never lead without an armed watchdog"); the core draws the
-/// consequence.
-fn watchdog_required(config: &Config) -> bool {
-    config.watchdog.mode == crate::config::WatchdogMode::Required
+/// Log what the watchdog configuration means at start: the timeout arithmetic and whether
+/// the device looks usable (the core re-checks every loop and decides).
+fn log_watchdog_plan(config: &Config) {
+    let w = &config.watchdog;
+    if w.mode == crate::config::WatchdogMode::Off {
+        tracing::info!("watchdog off");
+        return;
+    }
+    let dcs = &config.bootstrap.dcs;
+    let timeout = crate::core::watchdog::timeout_secs(dcs.ttl, w.safety_margin);
+    let device = w.device.display().to_string();
+    let mode = format!("{:?}", w.mode).to_lowercase();
+    if timeout == 0 || timeout < dcs.loop_wait {
+        tracing::warn!(%mode, %device, timeout, ttl = dcs.ttl, safety_margin = w.safety_margin, loop_wait = dcs.loop_wait,
+            "watchdog timeout (ttl - safety_margin) is below loop_wait: watchdog unusable with the bootstrap timing");
+    }
+    match crate::watchdog::check_device(&w.device) {
+        Ok(()) => {
+            tracing::info!(%mode, %device, timeout, "watchdog device present; it is armed before this node promotes")
+        }
+        Err(e) if w.mode == crate::config::WatchdogMode::Required => {
+            tracing::error!(error = %e, "watchdog.mode is required and the device is unusable: this node will not become leader")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "watchdog device unusable; this node leads without one (mode automatic)")
+        }
+    }
 }
 
 /// This node's identity as published in its member key.
@@ -107,6 +135,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (status_tx, status_rx) = watch::channel(Arc::new(node.status()));
     let (pg_tx, pg_rx) = mpsc::unbounded_channel();
     let fence = Arc::new(Mutex::new(Fence::default()));
+    let watchdog = Arc::new(Mutex::new(WatchdogDevice::new(&config.watchdog.device)));
 
     tokio::spawn(executor::run_pg_worker(
         pg_rx,
@@ -146,6 +175,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         peer_probe_timeout: Duration::from_millis(config.pgwarden.peer_probe_timeout_ms),
         retry_timeout: Duration::from_secs(config.bootstrap.dcs.retry_timeout.into()),
         policy,
+        watchdog: watchdog.clone(),
     };
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -158,9 +188,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if dcs.synchronous_mode_strict {
         tracing::warn!("synchronous_mode_strict is not implemented yet: with no synchronous standby left, writes continue without one");
     }
-    if watchdog_required(&config) {
-        tracing::warn!("watchdog.mode is required but pgwarden has no watchdog driver yet: this node will never become leader");
-    }
+    log_watchdog_plan(&config);
     loop {
         // Publish the status and the fencing token before any effect runs: the PostgreSQL
         // worker checks a promote against this token, and member keys are built from it.
@@ -207,13 +235,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down");
-    shutdown(&store, &node.status(), &config).await;
+    shutdown(&store, &node.status(), &config, &watchdog).await;
     Ok(())
 }
 
 /// Clean stop: a primary stops PostgreSQL before releasing the leader key, so no other
-/// member can be promoted while it still accepts writes.
-async fn shutdown(store: &StoreSlot, status: &NodeStatus, config: &Config) {
+/// member can be promoted while it still accepts writes; the watchdog is disarmed once
+/// PostgreSQL is down (Patroni's shutdown safepoint), and left counting if it is not.
+async fn shutdown(
+    store: &StoreSlot,
+    status: &NodeStatus,
+    config: &Config,
+    watchdog: &Mutex<WatchdogDevice>,
+) {
     let pg = PgSettings::from_config(config);
     let mut controller = PgController::new(Arc::new(pg), status.config.clone());
     let stop = crate::core::PgAction::Demote {
@@ -224,6 +258,7 @@ async fn shutdown(store: &StoreSlot, status: &NodeStatus, config: &Config) {
         tracing::error!(error = %e, "stopping PostgreSQL at shutdown failed; leaving the leader key to expire");
         return;
     }
+    executor::disarm_watchdog(watchdog, "clean shutdown");
     let Some(store) = store.get() else {
         return; // never connected: the key, if any, is not ours to release
     };

@@ -52,7 +52,7 @@ fn run_seed(seed: u64, decide: Decide, verbose: bool) -> Result<Outcome, String>
     if verbose {
         eprintln!("{plan}");
     }
-    let world = World::new(plan.clone(), decide, verbose).run();
+    let mut world = World::new(plan.clone(), decide, verbose).run();
     if world.violations.is_empty() {
         return Ok(world.outcome);
     }
@@ -76,6 +76,7 @@ struct Summary {
     sim_ms: u64,
     events: u64,
     promotions: usize,
+    watchdog_resets: usize,
     acked: usize,
     heal_ms: Vec<u64>,
 }
@@ -96,6 +97,7 @@ fn run_many(first: u64, count: u64, make_decide: fn() -> Decide) -> Summary {
                     sim_ms: 0,
                     events: 0,
                     promotions: 0,
+                    watchdog_resets: 0,
                     acked: 0,
                     heal_ms: Vec::new(),
                 };
@@ -108,6 +110,7 @@ fn run_many(first: u64, count: u64, make_decide: fn() -> Decide) -> Summary {
                             s.sim_ms += o.sim_ms;
                             s.events += o.events;
                             s.promotions += o.promotions;
+                            s.watchdog_resets += o.watchdog_resets;
                             s.acked += o.acked;
                             s.heal_ms.extend(o.healed_after_ms);
                         }
@@ -126,6 +129,7 @@ fn run_many(first: u64, count: u64, make_decide: fn() -> Decide) -> Summary {
         sim_ms: 0,
         events: 0,
         promotions: 0,
+        watchdog_resets: 0,
         acked: 0,
         heal_ms: Vec::new(),
     };
@@ -136,6 +140,7 @@ fn run_many(first: u64, count: u64, make_decide: fn() -> Decide) -> Summary {
         total.sim_ms += s.sim_ms;
         total.events += s.events;
         total.promotions += s.promotions;
+        total.watchdog_resets += s.watchdog_resets;
         total.acked += s.acked;
         total.heal_ms.extend(s.heal_ms);
     }
@@ -152,12 +157,13 @@ fn report(label: &str, s: &mut Summary, started: WallClock) {
             .unwrap_or(0)
     };
     eprintln!(
-        "{label}: {} seeds in {wall:.1} s ({:.0} seeds/s), {:.1} simulated hours, {} events, {} promotions, {} acknowledged commits; heal after last fault p50 {} ms, p99 {} ms, max {} ms; {} failed",
+        "{label}: {} seeds in {wall:.1} s ({:.0} seeds/s), {:.1} simulated hours, {} events, {} promotions, {} watchdog resets, {} acknowledged commits; heal after last fault p50 {} ms, p99 {} ms, max {} ms; {} failed",
         s.seeds,
         s.seeds as f64 / wall,
         s.sim_ms as f64 / 3_600_000.0,
         s.events,
         s.promotions,
+        s.watchdog_resets,
         s.acked,
         pct(50),
         pct(99),

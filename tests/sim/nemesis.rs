@@ -59,6 +59,8 @@ pub struct Plan {
     pub seed: u64,
     pub nodes: usize,
     pub synchronous: bool,
+    /// Every node runs a watchdog (`mode: automatic`, `safety_margin: -1`).
+    pub watchdog: bool,
     pub ttl: u32,
     pub loop_wait: u32,
     pub retry_timeout: u32,
@@ -79,6 +81,7 @@ impl Plan {
         let mut rng = Rng::new(seed);
         let nodes = if rng.chance(80) { 3 } else { 2 + rng.index(3) }; // 2..=4
         let synchronous = rng.chance(50);
+        let watchdog = rng.chance(60);
         let (ttl, loop_wait, retry_timeout, margin_ms): (u32, u32, u32, u64) = match rng.index(3) {
             0 => (4, 1, 2, 500),
             1 => (6, 1, 2, 1000),
@@ -114,10 +117,10 @@ impl Plan {
                 // A killed agent's successor holds no lease and cannot know when the old one
                 // ran out: in asynchronous mode only the watchdog stops that PostgreSQL in
                 // time. A crash of the whole node is the asynchronous equivalent.
-                Fault::KillAgent(n) if !synchronous => Fault::Crash(n),
+                Fault::KillAgent(n) if !synchronous && !watchdog => Fault::Crash(n),
                 other => other,
             };
-            if fault.needs_watchdog() && !synchronous {
+            if fault.needs_watchdog() && !synchronous && !watchdog {
                 // Without a watchdog only a freeze shorter than the demotion margin is
                 // survivable in asynchronous mode; longer ones are the watchdog's to stop.
                 duration = duration.min(margin_ms.saturating_sub(100).max(100));
@@ -135,6 +138,7 @@ impl Plan {
             seed,
             nodes,
             synchronous,
+            watchdog,
             ttl,
             loop_wait,
             retry_timeout,
@@ -150,10 +154,11 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "seed {}: {} nodes, synchronous {}, ttl {} s, loop_wait {} s, retry_timeout {} s, margin {} ms",
+            "seed {}: {} nodes, synchronous {}, watchdog {}, ttl {} s, loop_wait {} s, retry_timeout {} s, margin {} ms",
             self.seed,
             self.nodes,
             self.synchronous,
+            self.watchdog,
             self.ttl,
             self.loop_wait,
             self.retry_timeout,

@@ -16,7 +16,7 @@ use super::http::{self, HttpResponse, HTTP_TIMEOUT};
 use super::process::{
     assert_port_free, cmdline, failure_log_lines, free_port, give_to_runner, install_binaries,
     kill_tree, make_test_dir, pid_alive, pids_with_cmdline_containing, run_capture, runner_command,
-    set_mode, spawn_logged, tail_file, wait_check, wait_dead, Captured,
+    set_mode, spawn_logged, tail_file, wait_check, wait_dead, wait_until, Captured,
 };
 use super::sql;
 
@@ -52,6 +52,8 @@ pub struct NodeSpec {
     pub tags: Vec<(String, String)>,
     /// Extra top-level YAML appended verbatim (e.g. a `policy:` section).
     pub extra_yaml: String,
+    /// The `watchdog:` section's body, indented two spaces (default `mode: "off"`).
+    pub watchdog: String,
 }
 
 /// The scram-only pg_hba lines used for bootstrap and at runtime (never `trust`).
@@ -81,6 +83,7 @@ impl NodeSpec {
             synchronous_mode: d.synchronous_mode,
             tags: Vec::new(),
             extra_yaml: String::new(),
+            watchdog: "  mode: \"off\"\n".to_string(),
         }
     }
 
@@ -142,7 +145,8 @@ impl NodeSpec {
         for (k, v) in &self.tags {
             let _ = writeln!(y, "  {k}: '{v}'");
         }
-        y.push_str("\nwatchdog:\n  mode: \"off\"\n");
+        y.push_str("\nwatchdog:\n");
+        y.push_str(&self.watchdog);
         y.push_str(&self.extra_yaml);
         y
     }
@@ -172,6 +176,8 @@ pub struct ClusterBuilder {
     /// Extra YAML (e.g. `policy.params`) appended to every node's `policy:` section.
     /// How many nodes `start` starts (the others wait for `Cluster::start_node`).
     initially_started: Option<usize>,
+    /// `watchdog:` section bodies per node (`{dir}` stands for the node's dir).
+    watchdogs: Vec<Option<String>>,
 }
 
 impl Default for ClusterBuilder {
@@ -187,6 +193,7 @@ impl Default for ClusterBuilder {
             tags: Vec::new(),
             policies: Vec::new(),
             initially_started: None,
+            watchdogs: Vec::new(),
         }
     }
 }
@@ -236,6 +243,15 @@ impl ClusterBuilder {
         self.policies[i] = Some(path.to_path_buf());
         self
     }
+    /// The `watchdog:` section of node `i`: lines indented two spaces, `{dir}` replaced by
+    /// the node's dir (e.g. `"  mode: required\n  device: {dir}/watchdog.fifo\n"`).
+    pub fn watchdog(mut self, i: usize, body: &str) -> Self {
+        if self.watchdogs.len() <= i {
+            self.watchdogs.resize(i + 1, None);
+        }
+        self.watchdogs[i] = Some(body.to_string());
+        self
+    }
     /// Start only the first `n` nodes; start the rest with [`Cluster::start_node`].
     pub fn initially_started(mut self, n: usize) -> Self {
         self.initially_started = Some(n);
@@ -266,14 +282,20 @@ impl ClusterBuilder {
                     }
                     None => String::new(),
                 };
+                let local = NodeSpec::local(&self.scope, &name, &dir, etcd.endpoints());
+                let watchdog = match self.watchdogs.get(i).cloned().flatten() {
+                    Some(body) => body.replace("{dir}", &dir.display().to_string()),
+                    None => local.watchdog.clone(),
+                };
                 let spec = NodeSpec {
                     extra_yaml,
+                    watchdog,
                     ttl: self.ttl,
                     loop_wait: self.loop_wait,
                     retry_timeout: self.retry_timeout,
                     synchronous_mode: self.synchronous_mode,
                     tags: self.tags.get(i).cloned().unwrap_or_default(),
-                    ..NodeSpec::local(&self.scope, &name, &dir, etcd.endpoints())
+                    ..local
                 };
                 let config = dir.join("pgwarden.yml");
                 spec.write(&config);
@@ -413,6 +435,23 @@ impl Cluster {
         cmd.arg(&node.config).env("RUST_BACKTRACE", "1");
         let what = format!("agent {} (start #{})", node.spec.name, node.starts);
         node.agent = Some(spawn_logged(&mut cmd, &node.log, &what));
+    }
+
+    /// Clean stop: SIGTERM to node `i`'s agent, then wait for it to exit (it stops its
+    /// PostgreSQL first). Panics if it has not exited within `timeout`.
+    pub fn terminate_node(&mut self, i: usize, timeout: Duration) {
+        let name = self.nodes[i].spec.name.clone();
+        let mut child = self.nodes[i]
+            .agent
+            .take()
+            .unwrap_or_else(|| panic!("agent of {name} is not running"));
+        super::process::signal(child.id() as i32, nix::sys::signal::Signal::SIGTERM);
+        let status = wait_until(
+            timeout,
+            &format!("agent {name} to exit after SIGTERM"),
+            || child.try_wait().ok().flatten(),
+        );
+        eprintln!("[harness] {name} exited after SIGTERM: {status}");
     }
 
     /// Whether node `i`'s agent was started and not killed (it may have exited on its own).

@@ -1,0 +1,154 @@
+//! The nemesis at work: starting and ending each scheduled fault.
+
+use super::*;
+
+impl World {
+    pub(super) fn fault(&mut self, idx: usize, start: bool) {
+        let fault = self.plan.faults[idx].fault.clone();
+        self.log(|| {
+            format!(
+                "fault {} {:?}",
+                if start { "starts" } else { "ends" },
+                fault
+            )
+        });
+        let delta: i64 = if start { 1 } else { -1 };
+        let bump = |c: &mut u32| *c = (*c as i64 + delta).max(0) as u32;
+        match fault {
+            Fault::Crash(i) => {
+                if start {
+                    self.kill_agent(i);
+                    self.nodes[i].pg.stop(false);
+                } else {
+                    self.start_agent(i);
+                }
+            }
+            Fault::KillAgent(i) => {
+                if start {
+                    self.kill_agent(i);
+                } else {
+                    self.start_agent(i);
+                }
+            }
+            Fault::PauseAgent(i) => {
+                if start {
+                    if self.nodes[i].agent.is_some() {
+                        self.nodes[i].paused = true;
+                    }
+                } else {
+                    self.resume(i);
+                }
+            }
+            Fault::PausePostmaster(i) => {
+                if self.nodes[i].pg.running.is_some() || !start {
+                    self.nodes[i].pg.frozen = start && self.nodes[i].pg.running.is_some();
+                }
+            }
+            Fault::Suspend(i) => {
+                if start {
+                    if self.nodes[i].agent.is_some() {
+                        self.nodes[i].paused = true;
+                    }
+                    if self.nodes[i].pg.running.is_some() {
+                        self.nodes[i].pg.frozen = true;
+                    }
+                } else {
+                    // The VM's watchdog device was suspended with it.
+                    let d = self.plan.faults[idx].duration;
+                    if let Some((_, fed)) = self.nodes[i].dog.as_mut() {
+                        *fed += d;
+                    }
+                    self.nodes[i].pg.frozen = false;
+                    self.resume(i);
+                }
+            }
+            Fault::PartitionStore(i) => {
+                bump(&mut self.cut_store[i]);
+                self.network_changed();
+            }
+            Fault::PartitionPeers(a, b) => {
+                let c = self.cut_peer.entry((a.min(b), a.max(b))).or_default();
+                bump(c);
+            }
+            Fault::Isolate(i) => {
+                bump(&mut self.cut_store[i]);
+                for j in 0..self.nodes.len() {
+                    if j != i {
+                        let c = self.cut_peer.entry((i.min(j), i.max(j))).or_default();
+                        bump(c);
+                    }
+                }
+                self.network_changed();
+            }
+            Fault::SlowStore => bump(&mut self.slow_store),
+            Fault::StoreOutage => {
+                bump(&mut self.store_down);
+                self.network_changed();
+            }
+            Fault::Restart(i) => {
+                if start {
+                    self.clean_stop(i);
+                } else {
+                    self.start_agent(i);
+                }
+            }
+            Fault::ClockJump(i, ms) => {
+                if start {
+                    self.nodes[i].clock_offset += ms;
+                    self.feed(i, Input::Tick);
+                }
+            }
+        }
+    }
+
+    /// SIGTERM: PostgreSQL stopped (fast), then the leader key released if it was ours.
+    pub(super) fn clean_stop(&mut self, i: usize) {
+        let Some(status) = self.nodes[i].status.clone() else {
+            self.kill_agent(i);
+            return;
+        };
+        if self.nodes[i].paused {
+            return; // a stopped process does not handle SIGTERM until continued
+        }
+        self.kill_agent(i);
+        self.nodes[i].pg.stop(true);
+        self.nodes[i].dog = None;
+        if status.holds_leader_key && self.store_reachable(i) {
+            let before = self.store.revision();
+            self.store.release_leader(
+                &self.nodes[i].name,
+                status.lease.map(|l| l.0),
+                status.leader_revision,
+            );
+            if self.store.revision() != before {
+                self.store_changed();
+            }
+        }
+    }
+
+    /// Watches notice a cut within their retry period, and recover on the next retry.
+    pub(super) fn network_changed(&mut self) {
+        for i in 0..self.nodes.len() {
+            let Some(inc) = self.nodes[i].agent.as_ref().map(|a| a.inc) else {
+                continue;
+            };
+            let reachable = self.store_reachable(i);
+            if !reachable && !self.nodes[i].watch_broken {
+                let delay = self.rng.range(50, 500);
+                self.nodes[i].watch_broken = true;
+                self.after(delay, Ev::WatchRetry { node: i, inc });
+                let at = self.now + delay;
+                self.at(
+                    at,
+                    Ev::Deliver {
+                        node: i,
+                        inc,
+                        input: Input::DcsUnreachable {
+                            error: "watch: etcd unreachable".into(),
+                        },
+                    },
+                );
+            }
+        }
+    }
+}

@@ -72,13 +72,16 @@ impl MemberInfo {
         }
     }
 
-    /// `nosync` tag or a non-positive `sync_priority` keep a member out of the sync set.
+    /// `nosync` or `nostream` tags or a non-positive `sync_priority` keep a member out of
+    /// the sync set.
     pub fn can_be_sync(&self) -> bool {
-        let nosync = self
-            .tags
-            .get("nosync")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
+        let flag = |name: &str| {
+            self.tags
+                .get(name)
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+        };
+        let nosync = flag("nosync") || flag("nostream");
         let priority = self
             .tags
             .get("sync_priority")

@@ -733,6 +733,13 @@ impl Agent {
             .filter(|s| s.value.leader.as_deref() == Some(self.settings.name.as_str()))
             .map(|s| s.value.sync_standby.clone())
             .unwrap_or_default();
+        let configured = StandbyNames::parse(&server.synchronous_standby_names);
+        if plan.strict && chosen.is_empty() && recorded.is_empty() && !configured.is_empty() {
+            // Strict and nobody to choose yet (a new primary whose standbys are still
+            // reconnecting): keep what the promotion set, which any of them satisfies on
+            // reconnecting, rather than switching to the placeholder.
+            return Some(configured);
+        }
         Some(plan.target(&chosen, &recorded))
     }
 

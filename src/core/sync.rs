@@ -340,6 +340,11 @@ fn first_step(
     if facts.configured != facts.target {
         return Some(SyncStep::Configure(facts.target.clone()));
     }
+    if !facts.configured.requires_all() {
+        // `FIRST 1 (b, c)` (set before a strict promotion) waits for whichever connects
+        // first: it vouches for no particular standby, so nothing is recorded under it.
+        return None;
+    }
     let mut record: Vec<String> = in_sync.clone();
     for n in confirmed(facts, &wanted) {
         if !record.contains(&n) {
@@ -720,6 +725,16 @@ mod tests {
                 .map(|s| s.render()),
             Some("ANY 1 (\"b\",\"c\")".to_string())
         );
+    }
+
+    #[test]
+    fn nothing_is_recorded_under_a_setting_that_waits_for_any_one_of_several() {
+        let either = STRICT
+            .before_promotion(&names(&["b", "c"]))
+            .expect("strict");
+        let rec = recorded("a", &[], 0);
+        let rows = [peer("b", "sync", 9), peer("c", "potential", 9)];
+        assert_eq!(step(&rec, &either, &rows, &either, Some(1)), None);
     }
 
     #[test]

@@ -191,7 +191,14 @@ impl ClusterView {
             .as_ref()
             .is_some_and(|s| s.value.sync_standby.iter().any(|n| n == name))
         {
-            ListedRole::SyncStandby
+            let quorum = self.config.as_ref().is_some_and(|c| {
+                c.value.synchronous_mode == crate::config::SynchronousMode::Quorum
+            });
+            if quorum {
+                ListedRole::QuorumStandby
+            } else {
+                ListedRole::SyncStandby
+            }
         } else {
             ListedRole::Replica
         }
@@ -218,6 +225,8 @@ pub enum ListedRole {
     Leader,
     /// Recorded in `/sync`.
     SyncStandby,
+    /// A voter recorded in `/sync` in quorum mode.
+    QuorumStandby,
     /// Any other member.
     Replica,
 }
@@ -228,6 +237,7 @@ impl ListedRole {
         match self {
             ListedRole::Leader => "Leader",
             ListedRole::SyncStandby => "Sync Standby",
+            ListedRole::QuorumStandby => "Quorum Standby",
             ListedRole::Replica => "Replica",
         }
     }
@@ -237,6 +247,7 @@ impl ListedRole {
         match self {
             ListedRole::Leader => "leader",
             ListedRole::SyncStandby => "sync_standby",
+            ListedRole::QuorumStandby => "quorum_standby",
             ListedRole::Replica => "replica",
         }
     }

@@ -100,6 +100,13 @@ impl PgController {
             ("max_wal_senders", "10"),
             ("max_replication_slots", "10"),
             ("wal_log_hints", "on"),
+            // A standby reports its flush position at least this often even when no WAL
+            // arrives: a commit waiting for a standby that was just made synchronous is
+            // released by that report (PostgreSQL's default, 10 s, stalls writes that long).
+            ("wal_receiver_status_interval", "1s"),
+            // A standby that lost its primary retries streaming this often: the time a new
+            // primary runs without a synchronous copy after a failover (default 5 s).
+            ("wal_retrieve_retry_interval", "1s"),
         ] {
             params.entry(k.into()).or_insert_with(|| v.into());
         }

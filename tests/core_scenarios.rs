@@ -239,7 +239,8 @@ fn healthiest_replica_races_when_the_leader_key_is_deleted() {
     assert!(
         effects.contains(&Effect::Pg(PgAction::Promote {
             lease: LEASE,
-            leader_revision: 21
+            leader_revision: 21,
+            sync_standbys: None,
         })),
         "{effects:?}"
     );
@@ -705,7 +706,8 @@ fn synchronous_mode_claims_sync_before_promoting() {
     assert!(
         effects.contains(&Effect::Pg(PgAction::Promote {
             lease: LEASE,
-            leader_revision: 21
+            leader_revision: 21,
+            sync_standbys: None,
         })),
         "{effects:?}"
     );
@@ -935,7 +937,8 @@ fn the_watchdog_is_armed_before_promotion_and_promotion_waits_for_it() {
     assert!(
         effects.contains(&Effect::Pg(PgAction::Promote {
             lease: LEASE,
-            leader_revision: 21
+            leader_revision: 21,
+            sync_standbys: None,
         })),
         "{effects:?}"
     );
@@ -1628,4 +1631,257 @@ fn a_policy_may_choose_which_sync_standbys_but_not_fewer_than_could_be_had() {
     );
     let full = refusals(vec!["node3".into()]);
     assert!(full.is_empty(), "a full choice is accepted: {full:?}");
+}
+
+/// A leaderless view in quorum mode: `/sync` written by node1 with voters node2 (us) and
+/// node3, quorum 1 (`ANY 1 (node2, node3)`).
+fn quorum_view() -> ClusterView {
+    let mut v = sync_mode_view(Some((&[ME, "node3"], 3)));
+    if let Some(config) = v.config.as_mut() {
+        config.value.synchronous_mode = pgwarden::config::SynchronousMode::Quorum;
+    }
+    if let Some(sync) = v.sync.as_mut() {
+        sync.value.quorum = 1;
+    }
+    v
+}
+
+fn peer_at(name: &str, lsn: Option<u64>) -> PeerReport {
+    PeerReport {
+        name: name.into(),
+        status: lsn.map(|l| PeerStatus {
+            role: "replica".into(),
+            state: "running".into(),
+            wal_position: Some(Lsn(l)),
+            timeline: Some(Timeline(1)),
+            failover_priority: 1,
+            can_lead: true,
+        }),
+    }
+}
+
+/// Run an election in `v` where the peers answer as given; the policy always races.
+fn election(v: ClusterView, peers: Vec<PeerReport>) -> (Node, Vec<Effect>) {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
+    drain(&mut node);
+    node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
+    let effects = drain(&mut node);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. })),
+        "the vote is counted after the probe, not before: {effects:?}"
+    );
+    node.handle_input(Instant(t), Input::PeersProbed(peers));
+    let effects = answer_all(&mut node, &always_race());
+    (node, effects)
+}
+
+#[test]
+fn quorum_mode_races_only_with_enough_votes_whatever_the_policy_says() {
+    // node3 (the other voter) does not answer: a voter alone has 0 votes of 1.
+    let (node, effects) = election(
+        quorum_view(),
+        vec![peer_at("node1", None), peer_at("node3", None)],
+    );
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::AcquireLeader { .. })),
+        "{effects:?}"
+    );
+    assert!(node
+        .status()
+        .policy
+        .gate_rejections
+        .contains_key("quorum-not-reached"));
+    // node3 answers and is ahead: still no vote.
+    let (_, effects) = election(
+        quorum_view(),
+        vec![peer_at("node1", None), peer_at("node3", Some(1001))],
+    );
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::AcquireLeader { .. })));
+    // node3 answers, not ahead: one vote, enough.
+    let (_, effects) = election(
+        quorum_view(),
+        vec![peer_at("node1", None), peer_at("node3", Some(1000))],
+    );
+    assert!(
+        effects.contains(&Effect::AcquireLeader { lease: LEASE }),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn quorum_mode_lets_a_non_voter_win_with_quorum_plus_one_votes() {
+    // Voters node1 and node3 (not us); quorum 1: we need both.
+    let mut v = quorum_view();
+    if let Some(sync) = v.sync.as_mut() {
+        sync.value.leader = Some("node4".into());
+        sync.value.sync_standby = vec!["node1".into(), "node3".into()];
+    }
+    let (_, effects) = election(
+        v.clone(),
+        vec![peer_at("node1", Some(900)), peer_at("node3", None)],
+    );
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::AcquireLeader { .. })));
+    let (mut node, effects) = election(
+        v,
+        vec![peer_at("node1", Some(900)), peer_at("node3", Some(1000))],
+    );
+    assert!(effects.contains(&Effect::AcquireLeader { lease: LEASE }));
+    // Having won the votes, the promotion gate lets a non-voter through.
+    node.handle_input(
+        Instant(20),
+        Input::LeaderAcquired {
+            won: true,
+            revision: 21,
+            create_revision: 21,
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::WriteSync { .. })),
+        "claims /sync before promoting: {effects:?}"
+    );
+}
+
+#[test]
+fn strict_mode_promotes_with_synchronous_standby_names_already_set() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    let mut v = sync_mode_view(Some((&[ME], 9)));
+    if let Some(config) = v.config.as_mut() {
+        config.value.synchronous_mode_strict = true;
+    }
+    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
+    drain(&mut node);
+    node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
+    drain(&mut node);
+    node.handle_input(Instant(t), Input::PeersProbed(Vec::new()));
+    drain(&mut node);
+    node.handle_input(
+        Instant(t),
+        Input::LeaderAcquired {
+            won: true,
+            revision: 21,
+            create_revision: 21,
+        },
+    );
+    drain(&mut node);
+    node.handle_input(Instant(t), Input::SyncWritten { ok: true });
+    let promote = drain(&mut node)
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Pg(PgAction::Promote { sync_standbys, .. }) => Some(sync_standbys),
+            _ => None,
+        })
+        .expect("promotes");
+    let names = promote.expect("strict mode sets synchronous_standby_names before promoting");
+    assert_eq!(names.render(), "FIRST 1 (\"node1\",\"node3\")");
+}
+
+/// The bootstrapped primary in synchronous mode (strict or not) with node3 streaming.
+fn sync_primary(strict: bool, streaming: bool) -> (Node, Vec<Effect>) {
+    let mut node = primary();
+    let mut v = view(Some((ME, LEASE.0)), 0, 30);
+    v.members.get_mut(ME).expect("me").role = "primary".into();
+    v.config = Some(Versioned {
+        value: DynamicConfig {
+            synchronous_mode: pgwarden::config::SynchronousMode::On,
+            synchronous_mode_strict: strict,
+            ttl: 6,
+            loop_wait: 1,
+            retry_timeout: 2,
+            ..DynamicConfig::default()
+        },
+        mod_revision: 2,
+    });
+    v.sync = Some(Versioned {
+        value: SyncState {
+            leader: Some(ME.into()),
+            sync_standby: Vec::new(),
+            quorum: 0,
+        },
+        mod_revision: 25,
+    });
+    node.handle_input(Instant(600), Input::ClusterChanged(Box::new(v)));
+    drain(&mut node);
+    let mut observed = pg(false, 2000);
+    if let Some(server) = observed.server.as_mut() {
+        if streaming {
+            server.replication.push(streaming_peer("node3", 2000));
+        }
+    }
+    node.handle_input(Instant(1600), Input::Tick);
+    drain(&mut node);
+    node.handle_input(Instant(1600), Input::PostgresProbed(observed));
+    let effects = drain(&mut node);
+    (node, effects)
+}
+
+#[test]
+fn a_primary_configures_its_standby_on_the_first_cycle_and_looks_again_soon() {
+    let (mut node, effects) = sync_primary(false, true);
+    let action = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Pg(action @ PgAction::SetSyncStandbys { names })
+                if names.members() == vec!["node3".to_string()] =>
+            {
+                Some(action.clone())
+            }
+            _ => None,
+        })
+        .expect("node3 configured on the first cycle");
+    node.handle_input(
+        Instant(1700),
+        Input::PgActionFinished {
+            action,
+            outcome: PgActionOutcome::Done { sysid: None },
+        },
+    );
+    drain(&mut node);
+    // PostgreSQL has the setting; node3 has not confirmed yet.
+    let mut observed = pg(false, 2100);
+    if let Some(server) = observed.server.as_mut() {
+        server.synchronous_standby_names = "\"node3\"".into();
+        server.replication.push(streaming_peer("node3", 2000));
+    }
+    // The probe out when the action finished is stale; the one it triggers decides.
+    node.handle_input(Instant(1700), Input::PostgresProbed(observed.clone()));
+    assert!(drain(&mut node).contains(&Effect::ProbePostgres));
+    node.handle_input(Instant(1700), Input::PostgresProbed(observed));
+    drain(&mut node);
+    let next = node.poll_timeout().expect("a timeout");
+    assert!(
+        next.0 < 1700 + 1000,
+        "looks again before loop_wait while the set is being built: {next:?}"
+    );
+}
+
+#[test]
+fn strict_mode_with_no_standby_keeps_a_placeholder_and_never_clears_it() {
+    let (_, effects) = sync_primary(true, false);
+    assert!(
+        effects.iter().any(|e| matches!(
+            e,
+            Effect::Pg(PgAction::SetSyncStandbys { names })
+                if names.names == vec![pgwarden::core::sync::STRICT_PLACEHOLDER.to_string()]
+        )),
+        "{effects:?}"
+    );
+    let (_, effects) = sync_primary(false, false);
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Pg(PgAction::SetSyncStandbys { .. }))),
+        "non-strict with no standby leaves the setting empty: {effects:?}"
+    );
 }

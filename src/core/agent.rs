@@ -10,7 +10,7 @@ use super::gate::GateLog;
 use super::input::PgActionOutcome;
 use super::lease::Lease;
 use super::safety;
-use super::sync::{self, SyncStep};
+use super::sync::{self, StandbyNames, SyncFacts, SyncPlan, SyncStep};
 use super::time::Instant;
 use super::types::{LeaseId, Lsn, Timeline};
 use super::view::{ClusterView, PeerReport, PgObservation, ServerObservation};
@@ -118,6 +118,9 @@ pub struct Agent {
     pub presync_pending: bool,
     /// `/sync` was claimed for the current promotion.
     pub presync_claimed: bool,
+    /// Quorum mode: the last election passed the gate's vote count (what lets a member
+    /// outside `/sync` be promoted).
+    pub quorum_votes_won: bool,
     /// WAL position a newly configured synchronous standby must have flushed before it is
     /// recorded in `/sync` (None: not measured since the last change).
     pub sync_barrier: Option<Lsn>,
@@ -201,6 +204,7 @@ impl Agent {
             sync_write_in_flight: false,
             presync_pending: false,
             presync_claimed: false,
+            quorum_votes_won: false,
             sync_barrier: None,
             published_optime: None,
             history_written: None,
@@ -603,8 +607,30 @@ impl Agent {
         });
     }
 
-    /// The invariant gate for racing; `Err` names the rule.
+    /// The invariant gate for racing, before the peers were probed; `Err` names the rule.
     pub fn check_race_allowed(&self) -> Result<(), safety::RaceRule> {
+        self.check_race_with_votes(None)
+    }
+
+    /// The probed peers' positions, as quorum votes are counted from them (members whose
+    /// PostgreSQL answered with a position).
+    pub fn peer_positions(&self) -> Vec<(String, Lsn)> {
+        self.peers
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                let lsn = p.status.as_ref()?.wal_position.filter(|l| l.0 > 0)?;
+                Some((p.name.clone(), lsn))
+            })
+            .collect()
+    }
+
+    /// The invariant gate for racing; with `answers` (the election, after the probe) the
+    /// quorum vote is counted too.
+    pub fn check_race_with_votes(
+        &self,
+        answers: Option<&[(String, Lsn)]>,
+    ) -> Result<(), safety::RaceRule> {
         let pg = self.pg.as_ref();
         let view = self.view.as_ref();
         let watchdog_unusable = self.watchdog_refusal();
@@ -621,7 +647,9 @@ impl Agent {
             my_timeline: pg.and_then(|p| p.timeline()),
             cluster_timeline: view.and_then(|v| v.timeline()),
             synchronous_mode: self.config.synchronous_mode != SynchronousMode::Off,
+            quorum: self.config.synchronous_mode == SynchronousMode::Quorum,
             sync: view.and_then(|v| v.sync.as_ref()).map(|s| &s.value),
+            answers,
             manual_failover: self.manual_failover_to_me(),
         })
     }
@@ -684,7 +712,11 @@ impl Agent {
             }
         }
         let wanted = self.config.synchronous_node_count.max(1) as usize;
-        accepted.truncate(wanted);
+        // FIRST: exactly the synchronous standbys. Quorum: the set `ANY n` draws from,
+        // which may be larger than n.
+        if self.config.synchronous_mode != SynchronousMode::Quorum {
+            accepted.truncate(wanted);
+        }
         // Fewer synchronous standbys than could be had is less durability than the host
         // would keep: a policy may pick which ones, not how few.
         if accepted.len() < wanted.min(eligible.len()) {
@@ -712,6 +744,8 @@ impl Agent {
             my_timeline: self.pg.as_ref().and_then(|p| p.timeline()),
             cluster_timeline: self.view.as_ref().and_then(|v| v.timeline()),
             synchronous_mode: self.config.synchronous_mode != SynchronousMode::Off,
+            quorum: self.config.synchronous_mode == SynchronousMode::Quorum,
+            quorum_votes_won: self.quorum_votes_won,
             sync: self
                 .view
                 .as_ref()
@@ -742,6 +776,37 @@ impl Agent {
             },
             expected_revision: recorded.map(|r| r.mod_revision),
         })
+    }
+
+    /// The synchronous mode as the step functions see it (`None`: off).
+    pub fn sync_plan(&self) -> Option<SyncPlan> {
+        (self.config.synchronous_mode != SynchronousMode::Off).then(|| SyncPlan {
+            quorum: self.config.synchronous_mode == SynchronousMode::Quorum,
+            strict: self.config.synchronous_mode_strict,
+            node_count: self.config.synchronous_node_count.max(1),
+        })
+    }
+
+    /// The promotion action: in strict mode it carries the `synchronous_standby_names` to
+    /// put in effect first (the other members that may be synchronous), so the new primary
+    /// never acknowledges a commit without a synchronous copy.
+    pub fn promote_action(&self, lease: LeaseId, leader_revision: i64) -> PgAction {
+        let others: Vec<String> = self
+            .view
+            .as_ref()
+            .map(|v| {
+                v.members
+                    .values()
+                    .filter(|m| m.name != self.settings.name && m.can_be_sync())
+                    .map(|m| m.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        PgAction::Promote {
+            lease,
+            leader_revision,
+            sync_standbys: self.sync_plan().and_then(|p| p.before_promotion(&others)),
+        }
     }
 
     /// Book-keeping common to every finished PostgreSQL action.
@@ -793,10 +858,11 @@ impl Agent {
                 return Some(PgAction::EnsureSlots { names: missing });
             }
         }
-        let configured = sync::parse_standby_names(&server.synchronous_standby_names);
+        let configured = StandbyNames::parse(&server.synchronous_standby_names);
         if self.config.synchronous_mode == SynchronousMode::Off {
-            return (!configured.is_empty())
-                .then(|| PgAction::SetSyncStandbys { names: Vec::new() });
+            return (!configured.is_empty()).then(|| PgAction::SetSyncStandbys {
+                names: StandbyNames::none(),
+            });
         }
         match self.sync_step(server)? {
             SyncStep::Configure(names) => Some(PgAction::SetSyncStandbys { names }),
@@ -824,23 +890,78 @@ impl Agent {
         }
     }
 
-    fn sync_step(&self, server: &ServerObservation) -> Option<SyncStep> {
+    /// What `synchronous_standby_names` should say now.
+    fn sync_target(&self, server: &ServerObservation) -> Option<StandbyNames> {
+        let plan = self.sync_plan()?;
         let view = self.view.as_ref()?;
-        let recorded = view.sync.as_ref();
-        let desired = match &self.policy_sync {
+        let chosen = match &self.policy_sync {
             Some(chosen) => chosen.clone(),
             None => pgwarden_policy_default::sync_standbys(&consult::policy_view(self, false))
                 .unwrap_or_default(),
         };
-        let configured = sync::parse_standby_names(&server.synchronous_standby_names);
-        sync::next_step(
-            &self.settings.name,
-            recorded,
-            &configured,
-            &server.replication,
-            &desired,
-            self.sync_barrier,
-        )
+        // Only standbys PostgreSQL can see may be chosen (the gate checked a policy's
+        // choice against the same rows).
+        let chosen: Vec<String> = chosen
+            .into_iter()
+            .filter(|n| server.replication.iter().any(|r| &r.application_name == n))
+            .collect();
+        let recorded: Vec<String> = view
+            .sync
+            .as_ref()
+            .filter(|s| s.value.leader.as_deref() == Some(self.settings.name.as_str()))
+            .map(|s| s.value.sync_standby.clone())
+            .unwrap_or_default();
+        let configured = StandbyNames::parse(&server.synchronous_standby_names);
+        if plan.strict && chosen.is_empty() && recorded.is_empty() && !configured.is_empty() {
+            // Strict and nobody to choose yet (a new primary whose standbys are still
+            // reconnecting): keep what the promotion set, which any of them satisfies on
+            // reconnecting, rather than switching to the placeholder.
+            return Some(configured);
+        }
+        Some(plan.target(&chosen, &recorded))
+    }
+
+    fn sync_step(&self, server: &ServerObservation) -> Option<SyncStep> {
+        let view = self.view.as_ref()?;
+        let target = self.sync_target(server)?;
+        let configured = StandbyNames::parse(&server.synchronous_standby_names);
+        sync::next_step(&SyncFacts {
+            me: &self.settings.name,
+            recorded: view.sync.as_ref(),
+            configured: &configured,
+            replication: &server.replication,
+            target: &target,
+            barrier: self.sync_barrier,
+        })
+    }
+
+    /// The synchronous set is still being built: a step is pending, or fewer standbys are
+    /// recorded than running members could provide. The primary then looks again within a
+    /// second rather than a `loop_wait` later: this is the window in which commits may be
+    /// acknowledged without a synchronous copy (non-strict mode) or wait (strict mode).
+    pub fn sync_converging(&self, server: &ServerObservation) -> bool {
+        let (Some(plan), Some(view)) = (self.sync_plan(), self.view.as_ref()) else {
+            return false;
+        };
+        if self.sync_step(server).is_some() {
+            return true;
+        }
+        let running = view
+            .members
+            .values()
+            .filter(|m| m.name != self.settings.name && m.can_be_sync() && m.state == "running")
+            .count();
+        let wanted = if plan.quorum {
+            running
+        } else {
+            running.min(plan.node_count as usize)
+        };
+        let recorded = view
+            .sync
+            .as_ref()
+            .filter(|s| s.value.leader.as_deref() == Some(self.settings.name.as_str()))
+            .map_or(0, |s| s.value.sync_standby.len());
+        recorded < wanted
     }
 }
 

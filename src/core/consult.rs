@@ -290,11 +290,23 @@ fn synchronous_mode(agent: &Agent) -> contract::SynchronousMode {
     }
 }
 
-/// The local `policy.params`, overridden by those of `/config`.
+/// The local `policy.params`, overridden by those of `/config`. In quorum mode the host
+/// adds `/sync.quorum` as [`contract::SYNC_QUORUM_PARAM`]: contract 0.1.0 has no field for
+/// it, and a policy cannot count votes without it.
 fn policy_params(agent: &Agent) -> Vec<(String, String)> {
     let mut params = agent.settings.policy_params.clone();
     if let Some(cluster) = agent.config.policy.as_ref() {
         params.extend(cluster.params.clone());
+    }
+    let quorum = agent
+        .view
+        .as_ref()
+        .and_then(|v| v.sync.as_ref())
+        .map(|s| s.value.quorum);
+    if let Some(quorum) =
+        quorum.filter(|_| agent.config.synchronous_mode == SynchronousMode::Quorum)
+    {
+        params.insert(contract::SYNC_QUORUM_PARAM.to_string(), quorum.to_string());
     }
     params.into_iter().collect()
 }
@@ -405,7 +417,10 @@ pub fn policy_view(agent: &Agent, with_peers: bool) -> contract::ClusterView {
             loop_wait_ms: u64::from(config.loop_wait) * 1000,
             retry_timeout_ms: u64::from(config.retry_timeout) * 1000,
             maximum_lag_on_failover: config.maximum_lag_on_failover,
-            maximum_lag_on_syncnode: u64::try_from(config.maximum_lag_on_syncnode).ok(),
+            // Patroni: 0 or below never swaps a synchronous standby for lag.
+            maximum_lag_on_syncnode: u64::try_from(config.maximum_lag_on_syncnode)
+                .ok()
+                .filter(|limit| *limit > 0),
             synchronous_mode: synchronous_mode(agent),
             synchronous_node_count: config.synchronous_node_count,
             check_timeline: config.check_timeline,

@@ -1,6 +1,7 @@
 //! Effects: commands the core asks the runtime to carry out. Imperative names; each one is
 //! executed by exactly one executor and its outcome returns as an `Input`.
 
+use super::sync::StandbyNames;
 use super::types::{LeaseId, Lsn, Timeline};
 use super::view::SyncState;
 
@@ -69,6 +70,9 @@ pub enum PgAction {
         lease: LeaseId,
         /// `create_revision` of our leader key.
         leader_revision: i64,
+        /// Strict synchronous mode: `synchronous_standby_names` to put in effect before the
+        /// promotion, so the first commit already waits for a standby.
+        sync_standbys: Option<StandbyNames>,
     },
     /// Stop PostgreSQL.
     Demote {
@@ -80,10 +84,10 @@ pub enum PgAction {
         /// The new leader.
         from: Upstream,
     },
-    /// Set `synchronous_standby_names` to these members (empty: none) and reload.
+    /// Set `synchronous_standby_names` (empty: none) and reload.
     SetSyncStandbys {
-        /// Member names, in priority order.
-        names: Vec<String>,
+        /// The setting.
+        names: StandbyNames,
     },
     /// Create missing physical replication slots.
     EnsureSlots {

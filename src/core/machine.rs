@@ -14,6 +14,9 @@ use super::effect::{DemoteMode, Effect, PgAction};
 use super::input::PgActionOutcome;
 use super::view::DataDir;
 
+/// How soon a primary whose synchronous set is still being built looks again.
+const SYNC_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Events the machine reacts to; derived from inputs by `Node`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -567,6 +570,7 @@ impl Agent {
     }
 
     fn start_race(&mut self) -> Outcome<State> {
+        self.quorum_votes_won = false;
         // The gate first: probing peers and asking the policy is pointless when no answer
         // could be acted on, and a writable primary that may not lead must stop now.
         if let Err(rule) = self.check_race_allowed() {
@@ -599,9 +603,13 @@ impl Agent {
 
     /// Act on the policy's election answer, through the gate.
     fn decide_election(&mut self, race: &pgwarden_policy::Race) -> Outcome<State> {
+        let answers = self.peer_positions();
         let refusal = match race {
-            pgwarden_policy::Race::Race => match self.check_race_allowed() {
-                Ok(()) => None,
+            pgwarden_policy::Race::Race => match self.check_race_with_votes(Some(&answers)) {
+                Ok(()) => {
+                    self.quorum_votes_won = true;
+                    None
+                }
                 Err(rule) => {
                     let detail = rule.to_string();
                     self.gate
@@ -748,10 +756,7 @@ impl Agent {
             // We just won the key; the watch has not shown it yet. Promote on the next cycle.
             return Transition(State::replica());
         };
-        self.start_pg(PgAction::Promote {
-            lease,
-            leader_revision,
-        });
+        self.start_pg(self.promote_action(lease, leader_revision));
         if self.state_name == "candidate" {
             Handled
         } else {
@@ -810,10 +815,7 @@ impl Agent {
                 return Handled;
             };
             if self.check_promotion_allowed().is_ok() {
-                self.start_pg(PgAction::Promote {
-                    lease,
-                    leader_revision,
-                });
+                self.start_pg(self.promote_action(lease, leader_revision));
             }
             return Handled;
         }
@@ -848,6 +850,13 @@ impl Agent {
         }
         if let Some(step) = self.next_pg_step_for_primary(&server) {
             self.start_pg(step);
+        }
+        if self.sync_converging(&server) {
+            // Standbys reconnect to a new primary within a second or two; waiting a whole
+            // loop_wait to notice would stretch the window without a synchronous copy.
+            let loop_wait = std::time::Duration::from_secs(self.config.loop_wait.into());
+            let soon = self.now + loop_wait.min(SYNC_POLL);
+            self.wake_at = Some(self.wake_at.map_or(soon, |w| w.min(soon)));
         }
         Handled
     }

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use super::sync;
 use super::types::{Lsn, Timeline};
 use super::view::SyncState;
 
@@ -22,6 +23,9 @@ pub enum Rule {
     },
     /// In synchronous mode only a member recorded in `/sync` may be promoted.
     NotSynchronous,
+    /// Quorum mode: promoted only by the leader that wrote `/sync` or after an election
+    /// won with enough votes.
+    QuorumNotWon,
 }
 
 impl fmt::Display for Rule {
@@ -36,6 +40,9 @@ impl fmt::Display for Rule {
                 )
             }
             Rule::NotSynchronous => write!(f, "not-in-sync-set"),
+            Rule::QuorumNotWon => {
+                write!(f, "quorum-not-reached (no election won with /sync votes)")
+            }
         }
     }
 }
@@ -53,8 +60,12 @@ pub struct PromotionFacts<'a> {
     pub my_timeline: Option<Timeline>,
     /// The cluster's timeline from `/history`.
     pub cluster_timeline: Option<Timeline>,
-    /// `synchronous_mode: on`.
+    /// `synchronous_mode: on` or `quorum`.
     pub synchronous_mode: bool,
+    /// `synchronous_mode: quorum`.
+    pub quorum: bool,
+    /// Quorum mode: our last election passed the vote count.
+    pub quorum_votes_won: bool,
     /// `/sync`.
     pub sync: Option<&'a SyncState>,
     /// An operator's manual failover names us: the synchronous-set rule is waived.
@@ -76,7 +87,12 @@ pub fn check_promotion(facts: &PromotionFacts<'_>) -> Result<(), Rule> {
     }
     if facts.synchronous_mode && !facts.manual_failover {
         if let Some(sync) = facts.sync.filter(|s| s.leader.is_some()) {
-            if !sync.allows(facts.me) {
+            if facts.quorum {
+                // Being a voter proves nothing alone: the votes do.
+                if sync.leader.as_deref() != Some(facts.me) && !facts.quorum_votes_won {
+                    return Err(Rule::QuorumNotWon);
+                }
+            } else if !sync.allows(facts.me) {
                 return Err(Rule::NotSynchronous);
             }
         }
@@ -104,6 +120,13 @@ pub enum RaceRule {
     },
     /// Synchronous mode and `/sync` does not name us.
     NotSynchronous,
+    /// Quorum mode: fewer votes from `/sync` voters not ahead of us than `/sync.quorum`.
+    QuorumNotReached {
+        /// Votes counted (Patroni's counting: a non-voter starts at -1).
+        votes: i64,
+        /// `/sync.quorum`.
+        needed: u32,
+    },
     /// Further behind the leader's last position than `maximum_lag_on_failover`.
     LagExceeded {
         /// Bytes behind.
@@ -123,6 +146,7 @@ impl RaceRule {
             RaceRule::PostgresNotRunning => "postgres-not-running",
             RaceRule::BehindClusterTimeline { .. } => "behind-cluster-timeline",
             RaceRule::NotSynchronous => "not-in-sync-set",
+            RaceRule::QuorumNotReached { .. } => "quorum-not-reached",
             RaceRule::LagExceeded { .. } => "lag-exceeded",
         }
     }
@@ -146,6 +170,10 @@ impl fmt::Display for RaceRule {
                 )
             }
             RaceRule::NotSynchronous => write!(f, "not-in-sync-set"),
+            RaceRule::QuorumNotReached { votes, needed } => write!(
+                f,
+                "quorum-not-reached ({votes} votes from /sync voters not ahead, {needed} needed)"
+            ),
             RaceRule::LagExceeded { lag, limit } => {
                 write!(
                     f,
@@ -183,8 +211,13 @@ pub struct RaceFacts<'a> {
     pub cluster_timeline: Option<Timeline>,
     /// Any synchronous mode.
     pub synchronous_mode: bool,
+    /// `synchronous_mode: quorum`.
+    pub quorum: bool,
     /// `/sync`.
     pub sync: Option<&'a SyncState>,
+    /// Probed peers' WAL positions (`None`: not probed yet; the vote is then counted at
+    /// the election).
+    pub answers: Option<&'a [(String, Lsn)]>,
     /// An operator's manual failover names us (Patroni's `failover --candidate` in a
     /// leaderless cluster): the synchronous-set and lag rules are waived; the operator
     /// accepted losing what the candidate lacks. Timeline and liveness rules still hold.
@@ -219,7 +252,16 @@ pub fn check_race(facts: &RaceFacts<'_>) -> Result<(), RaceRule> {
     }
     if facts.synchronous_mode {
         if let Some(sync) = facts.sync.filter(|s| s.leader.is_some()) {
-            if !sync.allows(facts.me) {
+            if facts.quorum {
+                // A member outside the voters may win too, with enough votes (see
+                // `sync`'s module comment for why the count guarantees every
+                // acknowledged commit).
+                if let Some(answers) = facts.answers {
+                    let mine = facts.my_position.unwrap_or_default();
+                    sync::quorum_votes(facts.me, mine, sync, answers)
+                        .map_err(|(votes, needed)| RaceRule::QuorumNotReached { votes, needed })?;
+                }
+            } else if !sync.allows(facts.me) {
                 return Err(RaceRule::NotSynchronous);
             }
         }

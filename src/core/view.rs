@@ -72,13 +72,16 @@ impl MemberInfo {
         }
     }
 
-    /// `nosync` tag or a non-positive `sync_priority` keep a member out of the sync set.
+    /// `nosync` or `nostream` tags or a non-positive `sync_priority` keep a member out of
+    /// the sync set.
     pub fn can_be_sync(&self) -> bool {
-        let nosync = self
-            .tags
-            .get("nosync")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
+        let flag = |name: &str| {
+            self.tags
+                .get(name)
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+        };
+        let nosync = flag("nosync") || flag("nostream");
         let priority = self
             .tags
             .get("sync_priority")
@@ -188,7 +191,14 @@ impl ClusterView {
             .as_ref()
             .is_some_and(|s| s.value.sync_standby.iter().any(|n| n == name))
         {
-            ListedRole::SyncStandby
+            let quorum = self.config.as_ref().is_some_and(|c| {
+                c.value.synchronous_mode == crate::config::SynchronousMode::Quorum
+            });
+            if quorum {
+                ListedRole::QuorumStandby
+            } else {
+                ListedRole::SyncStandby
+            }
         } else {
             ListedRole::Replica
         }
@@ -215,6 +225,8 @@ pub enum ListedRole {
     Leader,
     /// Recorded in `/sync`.
     SyncStandby,
+    /// A voter recorded in `/sync` in quorum mode.
+    QuorumStandby,
     /// Any other member.
     Replica,
 }
@@ -225,6 +237,7 @@ impl ListedRole {
         match self {
             ListedRole::Leader => "Leader",
             ListedRole::SyncStandby => "Sync Standby",
+            ListedRole::QuorumStandby => "Quorum Standby",
             ListedRole::Replica => "Replica",
         }
     }
@@ -234,6 +247,7 @@ impl ListedRole {
         match self {
             ListedRole::Leader => "leader",
             ListedRole::SyncStandby => "sync_standby",
+            ListedRole::QuorumStandby => "quorum_standby",
             ListedRole::Replica => "replica",
         }
     }

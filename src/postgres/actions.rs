@@ -13,7 +13,7 @@ use super::probe;
 use super::settings::PgSettings;
 use super::{process, PgError};
 use crate::config::{DynamicConfig, InitdbOption};
-use crate::core::sync::render_standby_names;
+use crate::core::sync::StandbyNames;
 use crate::core::view::ControlState;
 use crate::core::{slot_name_for_member, PgAction, Upstream};
 
@@ -69,11 +69,13 @@ impl PgController {
                 self.write_conf()?;
                 self.reload().await.map(|_| None)
             }
-            PgAction::Promote { .. } => self.promote().await.map(|_| None),
+            PgAction::Promote { sync_standbys, .. } => {
+                self.promote(sync_standbys.as_ref()).await.map(|_| None)
+            }
             PgAction::Demote { mode } => self.stop(mode.shutdown_mode()).await.map(|_| None),
             PgAction::Rewind { from } => self.rewind(from).await.map(|_| None),
             PgAction::SetSyncStandbys { names } => {
-                self.sync_names = render_standby_names(names);
+                self.sync_names = names.render();
                 self.write_conf()?;
                 self.reload().await.map(|_| None)
             }
@@ -98,6 +100,13 @@ impl PgController {
             ("max_wal_senders", "10"),
             ("max_replication_slots", "10"),
             ("wal_log_hints", "on"),
+            // A standby reports its flush position at least this often even when no WAL
+            // arrives: a commit waiting for a standby that was just made synchronous is
+            // released by that report (PostgreSQL's default, 10 s, stalls writes that long).
+            ("wal_receiver_status_interval", "1s"),
+            // A standby that lost its primary retries streaming this often: the time a new
+            // primary runs without a synchronous copy after a failover (default 5 s).
+            ("wal_retrieve_retry_interval", "1s"),
         ] {
             params.entry(k.into()).or_insert_with(|| v.into());
         }
@@ -258,7 +267,39 @@ impl PgController {
             .map(|_| ())
     }
 
-    async fn promote(&mut self) -> Result<(), PgError> {
+    /// Wait (bounded by `pg_ctl_timeout`) until new sessions see `name = value`.
+    async fn await_setting(&self, name: &str, value: &str) -> Result<(), PgError> {
+        let literal = |v: &str| format!("'{}'", v.replace('\'', "''"));
+        let sql = format!(
+            "DO $$ BEGIN IF current_setting({}) IS DISTINCT FROM {} THEN \
+             RAISE EXCEPTION 'not reloaded yet'; END IF; END $$",
+            literal(name),
+            literal(value)
+        );
+        let what = format!("wait for {name} = {value} after reload");
+        let deadline = tokio::time::Instant::now() + self.s.pg_ctl_timeout;
+        loop {
+            let attempt = execute_sql(&self.s, &sql, &what, Duration::from_secs(5)).await;
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err(error) if tokio::time::Instant::now() >= deadline => return Err(error),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    async fn promote(&mut self, sync: Option<&StandbyNames>) -> Result<(), PgError> {
+        if let Some(sync) = sync {
+            // Strict mode: the setting must be in effect before the first commit the new
+            // primary could acknowledge. A standby ignores it, so it is set now; the
+            // postmaster has it once a new session sees it (it forwards the reload to the
+            // checkpointer, which publishes it to committing backends).
+            self.sync_names = sync.render();
+            self.write_conf()?;
+            self.reload().await?;
+            self.await_setting("synchronous_standby_names", &self.sync_names)
+                .await?;
+        }
         let args = self.ctl_args("promote");
         process::run(
             &self.s.bin("pg_ctl"),
@@ -271,7 +312,9 @@ impl PgController {
         // reported as a failed promotion (the core would release the key while we accept
         // writes), so it is logged and left to the next cycle.
         self.standby = None;
-        self.sync_names = String::new();
+        if sync.is_none() {
+            self.sync_names = String::new();
+        }
         if let Err(error) = self.write_conf() {
             tracing::warn!(%error, "rewriting postgresql.conf after promote failed");
         } else if let Err(error) = self.reload().await {

@@ -466,6 +466,7 @@ pub async fn run_pg_worker(
         if let PgAction::Promote {
             lease,
             leader_revision,
+            ..
         } = &action
         {
             let f = fence.lock().map(|f| f.clone()).unwrap_or_default();

@@ -181,13 +181,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tracing::info!(name = %config.name, scope = %config.scope, "pgwarden started");
-    let dcs = &config.bootstrap.dcs;
-    if dcs.synchronous_mode == crate::config::SynchronousMode::Quorum {
-        tracing::warn!("synchronous_mode: quorum is not implemented yet; running synchronous mode with FIRST n standbys (at least as durable)");
-    }
-    if dcs.synchronous_mode_strict {
-        tracing::warn!("synchronous_mode_strict is not implemented yet: with no synchronous standby left, writes continue without one");
-    }
     log_watchdog_plan(&config);
     loop {
         // Publish the status and the fencing token before any effect runs: the PostgreSQL

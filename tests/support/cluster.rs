@@ -49,6 +49,8 @@ pub struct NodeSpec {
     pub loop_wait: u32,
     pub retry_timeout: u32,
     pub synchronous_mode: bool,
+    /// Extra `bootstrap.dcs` keys (a `synchronous_mode` here replaces the boolean).
+    pub dcs_extra: Vec<(String, String)>,
     pub tags: Vec<(String, String)>,
     /// Extra top-level YAML appended verbatim (e.g. a `policy:` section).
     pub extra_yaml: String,
@@ -81,6 +83,7 @@ impl NodeSpec {
             loop_wait: d.loop_wait,
             retry_timeout: d.retry_timeout,
             synchronous_mode: d.synchronous_mode,
+            dcs_extra: Vec::new(),
             tags: Vec::new(),
             extra_yaml: String::new(),
             watchdog: "  mode: \"off\"\n".to_string(),
@@ -117,7 +120,7 @@ impl NodeSpec {
         let _ = write!(
             y,
             "\nbootstrap:\n  dcs:\n    ttl: {ttl}\n    loop_wait: {lw}\n    retry_timeout: {rt}\n    \
-             maximum_lag_on_failover: 1048576\n    synchronous_mode: {sync}\n    postgresql:\n      \
+             maximum_lag_on_failover: 1048576\n{sync}    postgresql:\n      \
              use_pg_rewind: true\n      use_slots: true\n      parameters:\n        \
              wal_level: replica\n        hot_standby: \"on\"\n        max_wal_senders: 10\n        \
              max_replication_slots: 10\n        wal_keep_size: 256MB\n        wal_log_hints: \"on\"\n  \
@@ -125,7 +128,7 @@ impl NodeSpec {
             ttl = self.ttl,
             lw = self.loop_wait,
             rt = self.retry_timeout,
-            sync = self.synchronous_mode,
+            sync = self.dcs_lines(),
             hba2 = hba("    "),
         );
         let _ = write!(
@@ -151,6 +154,18 @@ impl NodeSpec {
         y
     }
 
+    /// `synchronous_mode` and the extra `bootstrap.dcs` keys, as YAML lines.
+    fn dcs_lines(&self) -> String {
+        let mut lines = String::new();
+        if !self.dcs_extra.iter().any(|(k, _)| k == "synchronous_mode") {
+            let _ = writeln!(lines, "    synchronous_mode: {}", self.synchronous_mode);
+        }
+        for (k, v) in &self.dcs_extra {
+            let _ = writeln!(lines, "    {k}: {v}");
+        }
+        lines
+    }
+
     /// Writes the YAML to `path` (mode 600, owned by the agent user).
     pub fn write(&self, path: &Path) {
         fs::write(path, self.render()).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
@@ -167,6 +182,7 @@ pub struct ClusterBuilder {
     etcd_members: usize,
     scope: String,
     synchronous_mode: bool,
+    dcs_extra: Vec<(String, String)>,
     ttl: u32,
     loop_wait: u32,
     retry_timeout: u32,
@@ -187,6 +203,7 @@ impl Default for ClusterBuilder {
             etcd_members: 1,
             scope: "pgwarden-it".to_string(),
             synchronous_mode: true,
+            dcs_extra: Vec::new(),
             ttl: 6,
             loop_wait: 1,
             retry_timeout: 2,
@@ -217,6 +234,11 @@ impl ClusterBuilder {
     /// `bootstrap.dcs.synchronous_mode`.
     pub fn synchronous_mode(mut self, on: bool) -> Self {
         self.synchronous_mode = on;
+        self
+    }
+    /// Another `bootstrap.dcs` key, e.g. `dcs("synchronous_mode_strict", "true")`.
+    pub fn dcs(mut self, key: &str, value: &str) -> Self {
+        self.dcs_extra.push((key.to_string(), value.to_string()));
         self
     }
     /// `bootstrap.dcs.{ttl, loop_wait, retry_timeout}`.
@@ -294,6 +316,7 @@ impl ClusterBuilder {
                     loop_wait: self.loop_wait,
                     retry_timeout: self.retry_timeout,
                     synchronous_mode: self.synchronous_mode,
+                    dcs_extra: self.dcs_extra.clone(),
                     tags: self.tags.get(i).cloned().unwrap_or_default(),
                     ..local
                 };

@@ -15,14 +15,18 @@
 //! - The leader hands over (`fence: demote`, a clean shutdown, then the key is released) for
 //!   a switchover addressed to it when the candidate, or with none named some standby, is
 //!   ready: running, streaming, within `maximum_lag_on_failover`, and allowed by `/sync`.
-//! - The leader keeps its current synchronous standbys, then adds the most advanced
-//!   streaming members that may be synchronous, up to `synchronous_node_count`.
+//! - Quorum mode (`synchronous_mode: quorum`): a node outside `/sync` may race too, but
+//!   only with `/sync.quorum` votes from voters not ahead of it (`quorum_vote`).
+//! - The leader's synchronous standbys: streaming members that may be synchronous, those
+//!   within `maximum_lag_on_syncnode` first, then by `sync_priority`, keeping current ones,
+//!   then the most advanced; `synchronous_node_count` of them (all of them in quorum mode).
 //!
 //! The same code is the embedded component, the agent's fallback when another policy fails,
 //! and the simulation's policy.
 
 use pgwarden_policy::{
     log, ClusterView, Decision, Event, Fence, Info, Level, Member, Policy, Race, Role, Switchover,
+    SynchronousMode,
 };
 
 /// Patroni's rules.
@@ -94,7 +98,10 @@ pub fn race(view: &ClusterView) -> Race {
         Ok(()) if me.role == Role::Primary => Race::Race,
         Ok(()) => match better_peer(view, me) {
             Some(why) => Race::StandDown(why),
-            None => Race::Race,
+            None => match quorum_vote(view, me) {
+                Ok(()) => Race::Race,
+                Err(why) => Race::StandDown(why),
+            },
         },
     }
 }
@@ -235,7 +242,9 @@ pub fn healthy_enough(view: &ClusterView, me: &Member) -> Result<(), String> {
     if me.role == Role::Primary {
         return Ok(()); // a running primary on the cluster timeline is the healthiest
     }
-    if view.config.synchronous_mode.is_synchronous() && !view.sync_allows(&me.name) {
+    // Quorum mode lets a member outside the voters win with enough votes (`quorum_vote`).
+    let quorum = view.config.synchronous_mode == SynchronousMode::Quorum;
+    if view.config.synchronous_mode.is_synchronous() && !quorum && !view.sync_allows(&me.name) {
         return Err(format!(
             "synchronous mode: not in /sync (leader {:?}, standbys {:?})",
             view.sync_leader, view.sync_standbys
@@ -294,27 +303,48 @@ pub fn preference(view: &ClusterView) -> Vec<String> {
     candidates.into_iter().map(|m| m.name.clone()).collect()
 }
 
-/// The leader's synchronous standbys: current ones first so the set does not flap, then the
-/// most advanced streaming members that may be synchronous.
+/// The leader's synchronous standbys among the streaming members that may be synchronous
+/// (no `nosync`/`nostream`, `sync_priority` > 0): first those within
+/// `maximum_lag_on_syncnode` (so a lagging one is swapped for a healthier one, and kept only
+/// when there is none), then higher `sync_priority`, then the current ones (so the set does
+/// not flap), then the most advanced. FIRST mode takes `synchronous_node_count` of them;
+/// quorum mode returns them all (`ANY n` draws from the whole set).
 pub fn sync_standbys(view: &ClusterView) -> Option<Vec<String>> {
     if !view.lease.mine || !view.config.synchronous_mode.is_synchronous() {
         return None;
     }
-    let mut candidates: Vec<&Member> = view
+    let candidates: Vec<&Member> = view
         .others()
         .filter(|m| m.streaming && m.can_be_sync())
-        .filter(|m| {
-            let limit = view.config.maximum_lag_on_syncnode;
-            limit.is_none_or(|limit| m.lag_bytes.is_none_or(|lag| lag <= limit))
-        })
         .collect();
+    // Patroni measures lag from the most advanced replica when there are several (a busy
+    // primary is ahead of all of them), from the leader otherwise.
+    let best = candidates.iter().filter_map(|m| m.wal_position()).max();
+    let several = candidates.len() > 1;
+    let lagging = |m: &Member| -> bool {
+        let Some(limit) = view.config.maximum_lag_on_syncnode else {
+            return false;
+        };
+        let lag = match (several, best, m.wal_position()) {
+            (true, Some(best), Some(mine)) => Some(best.saturating_sub(mine)),
+            _ => m.lag_bytes,
+        };
+        lag.is_some_and(|lag| lag > limit)
+    };
+    let mut candidates = candidates;
     candidates.sort_by(|a, b| {
-        b.is_sync
-            .cmp(&a.is_sync)
+        lagging(a)
+            .cmp(&lagging(b))
+            .then(b.sync_priority().cmp(&a.sync_priority()))
+            .then(b.is_sync.cmp(&a.is_sync))
             .then(b.wal_position().cmp(&a.wal_position()))
             .then(a.name.cmp(&b.name))
     });
-    let count = view.config.synchronous_node_count.max(1) as usize;
+    let count = if view.config.synchronous_mode == SynchronousMode::Quorum {
+        candidates.len()
+    } else {
+        view.config.synchronous_node_count.max(1) as usize
+    };
     Some(
         candidates
             .into_iter()
@@ -322,6 +352,40 @@ pub fn sync_standbys(view: &ClusterView) -> Option<Vec<String>> {
             .map(|m| m.name.clone())
             .collect(),
     )
+}
+
+/// Quorum mode: whether the calling node has the votes `/sync` asks for (Patroni's
+/// counting: each voter that answered and is not ahead of it is one vote, itself excluded;
+/// a node outside the voters starts at -1). The leader that wrote `/sync` may lead alone
+/// unless someone who answered is ahead of it. The host's gate counts the same way.
+pub fn quorum_vote(view: &ClusterView, me: &Member) -> Result<(), String> {
+    if view.config.synchronous_mode != SynchronousMode::Quorum || view.sync_leader.is_none() {
+        return Ok(());
+    }
+    let quorum = view.sync_quorum().unwrap_or(0);
+    let mine = me.wal_position().unwrap_or(0);
+    let answered: Vec<(&str, u64)> = view
+        .others()
+        .filter(|p| p.reachable == Some(true))
+        .filter_map(|p| Some((p.name.as_str(), p.wal_position().filter(|l| *l > 0)?)))
+        .collect();
+    let ahead = answered.iter().any(|(_, lsn)| *lsn > mine);
+    if view.sync_leader.as_deref() == Some(view.me.as_str()) && !ahead {
+        return Ok(());
+    }
+    let is_voter = |name: &str| view.sync_standbys.iter().any(|s| s == name);
+    let mut votes: i64 = if is_voter(&view.me) { 0 } else { -1 };
+    votes += answered
+        .iter()
+        .filter(|(name, lsn)| is_voter(name) && *lsn <= mine)
+        .count() as i64;
+    if votes >= i64::from(quorum) {
+        Ok(())
+    } else {
+        Err(format!(
+            "quorum not reached: {votes} votes from /sync voters not ahead, {quorum} needed"
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -426,6 +426,76 @@ mod preference_order {
     }
 }
 
+mod quorum_race {
+    use super::*;
+
+    /// Quorum mode, `/sync` by node1 with `voters` and `quorum`, as `me` sees it.
+    fn quorum_view(me: &str, members: Vec<Member>, voters: &[&str], quorum: u32) -> ClusterView {
+        let mut v = sync_view(me, members, voters);
+        v.config.synchronous_mode = SynchronousMode::Quorum;
+        v.config.params.push((
+            pgwarden_policy::SYNC_QUORUM_PARAM.into(),
+            quorum.to_string(),
+        ));
+        v
+    }
+
+    #[test]
+    fn a_voter_needs_the_vote_of_another_voter() {
+        let alone = quorum_view(
+            "node2",
+            vec![replica("node2"), replica("node3").reachable(Some(false))],
+            &["node2", "node3"],
+            1,
+        );
+        assert!(matches!(race(&alone), Race::StandDown(why) if why.contains("quorum not reached")));
+        let with_vote = quorum_view(
+            "node2",
+            vec![replica("node2"), replica("node3")],
+            &["node2", "node3"],
+            1,
+        );
+        assert_eq!(race(&with_vote), Race::Race);
+    }
+
+    #[test]
+    fn a_non_voter_may_win_with_quorum_plus_one_votes() {
+        let one = quorum_view(
+            "node4",
+            vec![
+                replica("node2").lsn(9_000),
+                replica("node3").reachable(Some(false)),
+                replica("node4"),
+            ],
+            &["node2", "node3"],
+            1,
+        );
+        assert!(matches!(race(&one), Race::StandDown(_)));
+        let two = quorum_view(
+            "node4",
+            vec![
+                replica("node2").lsn(9_000),
+                replica("node3"),
+                replica("node4"),
+            ],
+            &["node2", "node3"],
+            1,
+        );
+        assert_eq!(race(&two), Race::Race);
+    }
+
+    #[test]
+    fn the_leader_that_wrote_sync_may_lead_alone() {
+        let v = quorum_view(
+            "node1",
+            vec![replica("node1"), replica("node2").reachable(Some(false))],
+            &["node2"],
+            1,
+        );
+        assert_eq!(race(&v), Race::Race);
+    }
+}
+
 mod sync_standby_choice {
     use super::*;
 
@@ -485,18 +555,70 @@ mod sync_standby_choice {
     }
 
     #[test]
-    fn nosync_not_streaming_and_too_lagging_members_are_skipped() {
-        let mut v = sync_leader(
+    fn nosync_nostream_priority_zero_and_not_streaming_members_are_skipped() {
+        let v = sync_leader(
             vec![
                 replica("node2").tag("nosync", "true"),
                 replica("node3").not_streaming(),
-                replica("node4").lag(5_000),
-                replica("node5").lsn(9_000).lag(1_000),
+                replica("node4").tag("nostream", "true"),
+                replica("node5").tag("sync_priority", "0"),
+                replica("node6").lsn(9_000),
             ],
             3,
         );
+        assert_eq!(sync_standbys(&v), Some(vec!["node6".to_string()]));
+    }
+
+    #[test]
+    fn a_sync_standby_lagging_beyond_maximum_lag_on_syncnode_is_swapped() {
+        let mut v = sync_leader(
+            vec![
+                replica("node2").lsn(5_000).sync(),
+                replica("node3").lsn(LEADER_LSN),
+            ],
+            1,
+        );
         v.config.maximum_lag_on_syncnode = Some(1_000);
-        assert_eq!(sync_standbys(&v), Some(vec!["node5".to_string()]));
+        assert_eq!(sync_standbys(&v), Some(vec!["node3".to_string()]));
+        // Within the limit it stays (no flapping).
+        v.config.maximum_lag_on_syncnode = Some(10_000);
+        assert_eq!(sync_standbys(&v), Some(vec!["node2".to_string()]));
+    }
+
+    #[test]
+    fn a_lagging_sync_standby_is_kept_when_there_is_no_healthier_one() {
+        let mut v = sync_leader(vec![replica("node2").lag(5_000).sync()], 1);
+        v.config.maximum_lag_on_syncnode = Some(1_000);
+        assert_eq!(sync_standbys(&v), Some(vec!["node2".to_string()]));
+    }
+
+    #[test]
+    fn a_higher_sync_priority_is_preferred() {
+        let v = sync_leader(
+            vec![
+                replica("node2").sync(),
+                replica("node3").tag("sync_priority", "5").lsn(9_000),
+            ],
+            1,
+        );
+        assert_eq!(sync_standbys(&v), Some(vec!["node3".to_string()]));
+    }
+
+    #[test]
+    fn quorum_mode_returns_every_eligible_standby() {
+        let mut v = sync_leader(
+            vec![
+                replica("node2"),
+                replica("node3").lsn(9_000),
+                replica("node4").tag("nosync", "true"),
+            ],
+            1,
+        );
+        v.config.synchronous_mode = SynchronousMode::Quorum;
+        assert_eq!(
+            sync_standbys(&v),
+            Some(vec!["node2".to_string(), "node3".to_string()])
+        );
     }
 
     #[test]

@@ -112,13 +112,17 @@ impl Member {
         self.failover_priority > 0 && !self.flag("nofailover")
     }
 
-    /// May be a synchronous standby: no `nosync` tag and `sync_priority` (default 1) > 0.
+    /// May be a synchronous standby: no `nosync` or `nostream` tag and `sync_priority`
+    /// (default 1) > 0.
     pub fn can_be_sync(&self) -> bool {
-        let priority = self
-            .tag("sync_priority")
+        !self.flag("nosync") && !self.flag("nostream") && self.sync_priority() > 0
+    }
+
+    /// `sync_priority` (default 1): the higher, the more preferred as synchronous standby.
+    pub fn sync_priority(&self) -> i64 {
+        self.tag("sync_priority")
             .and_then(|p| p.parse::<i64>().ok())
-            .unwrap_or(1);
-        !self.flag("nosync") && priority > 0
+            .unwrap_or(1)
     }
 
     /// Answered a probe and reports a running read-write PostgreSQL.
@@ -142,6 +146,9 @@ pub struct Lease {
     /// For our own lease: milliseconds left before the demotion deadline.
     pub time_left_ms: Option<u64>,
 }
+
+/// The `params` entry in which the host passes `/sync.quorum` in quorum mode.
+pub const SYNC_QUORUM_PARAM: &str = "pgwarden.sync_quorum";
 
 /// Dynamic configuration values, in milliseconds and bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -266,6 +273,12 @@ impl ClusterView {
             None => true,
             Some(leader) => leader == name || self.sync_standbys.iter().any(|s| s == name),
         }
+    }
+
+    /// `/sync.quorum` in quorum mode: votes a candidate needs (passed by the host as the
+    /// parameter [`SYNC_QUORUM_PARAM`] until the contract has a field for it).
+    pub fn sync_quorum(&self) -> Option<u32> {
+        self.config.param(SYNC_QUORUM_PARAM)?.parse().ok()
     }
 
     /// Members other than the calling node.

@@ -180,6 +180,7 @@ impl World {
         if let PgAction::Promote {
             lease,
             leader_revision,
+            ..
         } = &action
         {
             // The executor re-checks the fencing token against the latest published status.
@@ -359,7 +360,11 @@ impl World {
                 }
                 Ok(None)
             }
-            PgAction::Promote { .. } => {
+            PgAction::Promote { sync_standbys, .. } => {
+                // Strict mode: the setting is in effect before the first commit can happen.
+                if let (Some(names), Some(d)) = (sync_standbys, self.nodes[i].pg.data.as_mut()) {
+                    d.sync_names = names.render();
+                }
                 let id = self.fresh_id();
                 let tl = self.nodes[i].pg.promote(id)?;
                 self.outcome.promotions += 1;
@@ -405,7 +410,7 @@ impl World {
                     return Err("not a running primary".into());
                 }
                 if let Some(d) = pg.data.as_mut() {
-                    d.sync_names = pgwarden::core::sync::render_standby_names(names);
+                    d.sync_names = names.render();
                 }
                 Ok(None)
             }

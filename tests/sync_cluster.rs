@@ -1,0 +1,285 @@
+//! Synchronous replication on real etcd + PostgreSQL 15 + three pgwarden agents: strict mode
+//! (writes wait with no synchronous standby and resume when one returns) and quorum commit
+//! (`ANY 1 (...)`, `/sync.quorum`, a failover that keeps every acknowledged row).
+//!
+//! Same conventions as `tests/cluster.rs`: one cluster at a time (a global lock), conditions
+//! waited on with deadlines, password authentication, servers stopped by pid.
+//! Run with `cargo test --test sync_cluster`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{wait_check, wait_until, AckWriter, Cluster};
+
+static CLUSTER_LOCK: Mutex<()> = Mutex::new(());
+
+fn exclusive() -> MutexGuard<'static, ()> {
+    CLUSTER_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// initdb + first start + leader key (debug build, two busy cores).
+const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(180);
+/// Replicas cloned, streaming, synchronous set recorded.
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Leader death to a new leader.
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(120);
+/// One SQL round trip or a small replication delay.
+const SHORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a write must stay blocked to count as blocked (a negative check needs a window;
+/// unblocked, a commit takes milliseconds).
+const BLOCKED_WINDOW: Duration = Duration::from_secs(5);
+
+const TABLE: &str = "acked_writes";
+
+/// `/sync` as (leader, sorted standbys, quorum).
+fn sync_key(c: &Cluster) -> Result<(String, Vec<String>, u64), String> {
+    let v = c.dcs_json("sync")?.ok_or("no /sync key yet")?;
+    let leader = v
+        .get("leader")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let mut standbys: Vec<String> = v
+        .get("sync_standby")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    standbys.sort();
+    let quorum = v.get("quorum").and_then(Value::as_u64).unwrap_or(0);
+    Ok((leader, standbys, quorum))
+}
+
+fn ssn(c: &Cluster, i: usize) -> Result<String, String> {
+    Ok(c.query_scalar(i, "SHOW synchronous_standby_names")?
+        .unwrap_or_default())
+}
+
+fn ids_on(c: &Cluster, i: usize) -> Result<BTreeSet<i64>, String> {
+    let rows = c.query(i, &format!("SELECT id FROM {TABLE}"))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten()?.parse().ok())
+        .collect())
+}
+
+/// One INSERT on its own connection and thread, never cancelled (no statement_timeout): a
+/// cancelled synchronous-replication wait would commit locally. The receiver gets the result
+/// and any WARNING the server sent with it.
+fn insert_in_background(c: &Cluster, i: usize, id: i64) -> mpsc::Receiver<Result<(), String>> {
+    let (tx, rx) = mpsc::channel();
+    let mut config = c.pg_config(i);
+    let warnings: std::sync::Arc<Mutex<Vec<String>>> = Default::default();
+    let sink = warnings.clone();
+    config.notice_callback(move |n| {
+        if n.severity() == "WARNING" {
+            sink.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(n.message().to_string());
+        }
+    });
+    let mut client = support::sql::connect(&config).expect("connect for the blocked write");
+    std::thread::spawn(move || {
+        let result = client
+            .execute(&format!("INSERT INTO {TABLE} (id) VALUES ($1)"), &[&id])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let w = warnings.lock().unwrap_or_else(|e| e.into_inner());
+                if w.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("committed with warnings: {w:?}"))
+                }
+            });
+        let _ = tx.send(result);
+    });
+    rx
+}
+
+/// Strict mode: with both standbys gone a commit waits (the primary never clears
+/// `synchronous_standby_names`); when one standby returns, the waiting commit completes.
+#[test]
+fn strict_mode_blocks_writes_without_a_standby_and_resumes_when_one_returns() {
+    let _guard = exclusive();
+    let mut c = Cluster::builder()
+        .nodes(3)
+        .synchronous_mode(true)
+        .dcs("synchronous_mode_strict", "true")
+        .start();
+    let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);
+    let leader_name = c.name(leader).to_string();
+    let sync_name = wait_check(REPLICATION_TIMEOUT, "/sync to name one standby", || {
+        c.sync_standby(&leader_name)
+    });
+    let sync = c.index_of(&sync_name).expect("member");
+    let other = (0..3).find(|&i| i != leader && i != sync).expect("three");
+    c.execute(
+        leader,
+        &format!("CREATE TABLE {TABLE} (id bigint PRIMARY KEY)"),
+    )
+    .expect("create table");
+    c.execute(leader, &format!("INSERT INTO {TABLE} VALUES (0)"))
+        .expect("first row");
+
+    c.kill_node(sync);
+    c.kill_node(other);
+    // Their member keys expire with their leases; by then the leader has seen that no
+    // eligible standby is left, which is when a non-strict leader would clear the setting.
+    let (sync_key_name, other_name) = (sync_name.clone(), c.name(other).to_string());
+    wait_check(SHORT_TIMEOUT, "the dead members' keys to expire", || {
+        let left: Vec<String> = c
+            .dcs_dump()?
+            .into_iter()
+            .map(|kv| kv.key)
+            .filter(|k| k.ends_with(&sync_key_name) || k.ends_with(&other_name))
+            .filter(|k| k.contains("/members/"))
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("still there: {left:?}"))
+        }
+    });
+    let setting = ssn(&c, leader).expect("SHOW synchronous_standby_names");
+    eprintln!("synchronous_standby_names with no standby: {setting}");
+    assert!(
+        !setting.is_empty(),
+        "strict mode never clears synchronous_standby_names"
+    );
+
+    let blocked = insert_in_background(&c, leader, 1);
+    match blocked.recv_timeout(BLOCKED_WINDOW) {
+        Err(mpsc::RecvTimeoutError::Timeout) => {}
+        other => panic!("the write returned with no synchronous standby: {other:?}"),
+    }
+    assert!(
+        !ssn(&c, leader).expect("show").is_empty(),
+        "still set while the write waits"
+    );
+    let (_, recorded, _) = sync_key(&c).expect("/sync");
+    eprintln!("/sync while blocked: {recorded:?}");
+
+    // The standby that was not synchronous comes back: the leader makes it synchronous and
+    // the waiting commit completes.
+    c.start_node(other);
+    let result = wait_until(REPLICATION_TIMEOUT, "the blocked write to commit", || {
+        blocked.try_recv().ok()
+    });
+    assert_eq!(result, Ok(()), "the waiting commit completed cleanly");
+    let other_name = c.name(other).to_string();
+    wait_check(
+        SHORT_TIMEOUT,
+        "/sync to record the returned standby",
+        || match sync_key(&c)? {
+            (l, s, _) if l == leader_name && s == vec![other_name.clone()] => Ok(()),
+            seen => Err(format!("{seen:?}")),
+        },
+    );
+    wait_check(SHORT_TIMEOUT, "row 1 on the returned standby", || {
+        ids_on(&c, other)?
+            .contains(&1)
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    });
+}
+
+/// Quorum commit: `ANY 1 (both standbys)`, `/sync` with both voters and quorum 1
+/// (`quorum + numsync = 1 + 1 >= |voters ∪ sync| = 2`); the leader dies under a writer and
+/// a standby that has every acknowledged row takes over.
+#[test]
+fn quorum_mode_failover_keeps_every_acknowledged_row() {
+    let _guard = exclusive();
+    let mut c = Cluster::builder()
+        .nodes(3)
+        .dcs("synchronous_mode", "quorum")
+        .dcs("synchronous_node_count", "1")
+        .start();
+    let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);
+    let leader_name = c.name(leader).to_string();
+    let mut replicas: Vec<String> = (0..3)
+        .filter(|&i| i != leader)
+        .map(|i| c.name(i).to_string())
+        .collect();
+    replicas.sort();
+    let want_ssn = format!("ANY 1 (\"{}\",\"{}\")", replicas[0], replicas[1]);
+    wait_check(
+        REPLICATION_TIMEOUT,
+        "ANY 1 with both standbys, and /sync with both voters and quorum 1",
+        || {
+            let setting = ssn(&c, leader)?;
+            let key = sync_key(&c)?;
+            if setting == want_ssn && key == (leader_name.clone(), replicas.clone(), 1) {
+                Ok(())
+            } else {
+                Err(format!("ssn {setting:?}, /sync {key:?}"))
+            }
+        },
+    );
+    let quorum_rows = c
+        .query(
+            leader,
+            "SELECT application_name, sync_state FROM pg_stat_replication ORDER BY 1",
+        )
+        .expect("pg_stat_replication");
+    eprintln!("pg_stat_replication: {quorum_rows:?}");
+    assert!(
+        quorum_rows
+            .iter()
+            .all(|r| r.get(1).cloned().flatten().as_deref() == Some("quorum")),
+        "both standbys are quorum candidates: {quorum_rows:?}"
+    );
+
+    c.execute(
+        leader,
+        &format!("CREATE TABLE {TABLE} (id bigint PRIMARY KEY)"),
+    )
+    .expect("create table");
+    let writer = AckWriter::start(&c.pg_config(leader), TABLE, 1);
+    wait_until(SHORT_TIMEOUT, "the writer to acknowledge 50 rows", || {
+        (writer.acked_count() >= 50 || writer.is_finished()).then_some(())
+    });
+    assert!(writer.error().is_none(), "writer: {:?}", writer.error());
+    c.kill_node(leader);
+    wait_until(
+        SHORT_TIMEOUT,
+        "the writer to stop on the dead leader",
+        || writer.is_finished().then_some(()),
+    );
+    let report = writer.stop(Duration::from_secs(5));
+    assert!(
+        report.unsafe_commits.is_empty(),
+        "commits with warnings: {:?}",
+        report.unsafe_commits
+    );
+    eprintln!("writer: {} acknowledged rows", report.acked.len());
+
+    let new_leader = c.wait_for_leader(FAILOVER_TIMEOUT);
+    assert_ne!(new_leader, leader);
+    let present = wait_check(SHORT_TIMEOUT, "the rows on the new leader", || {
+        ids_on(&c, new_leader)
+    });
+    let lost: Vec<i64> = report
+        .acked
+        .iter()
+        .copied()
+        .filter(|id| !present.contains(id))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
+    let new_name = c.name(new_leader).to_string();
+    wait_check(
+        SHORT_TIMEOUT,
+        "/sync led by the new leader",
+        || match sync_key(&c)? {
+            (l, s, q) if l == new_name => Ok((s, q)),
+            seen => Err(format!("{seen:?}")),
+        },
+    );
+}

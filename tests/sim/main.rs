@@ -41,6 +41,12 @@ const PINNED: &[u64] = &[
     1129, 6721,
     // A late `/sync` claim failure released the key of a promotion already under way.
     9984,
+    // Promotion, then the store unreachable: the lost `/history` write was never repeated,
+    // so a diverged standby went unnoticed (17487) and a second promotion reused the
+    // timeline (11503).
+    11503, 17487,
+    // A former primary further along an abandoned timeline vetoed every election.
+    19621,
 ];
 
 fn native() -> Decide {

@@ -35,15 +35,23 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// Faults whose safety rests on the watchdog in asynchronous mode: PostgreSQL keeps
-    /// accepting writes while nothing runs that could stop it. In synchronous mode the
-    /// standbys following the new leader stop acknowledging, which the checkers verify.
+    /// Faults that leave PostgreSQL accepting writes while no agent runs that could stop
+    /// it: the watchdog's to cover (or `FIRST n` synchronous replication, see `generate`).
     pub fn needs_watchdog(&self) -> bool {
         matches!(
             self,
             Fault::KillAgent(_) | Fault::PauseAgent(_) | Fault::Suspend(_)
         )
     }
+}
+
+/// `synchronous_mode` and `synchronous_mode_strict`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SyncVariant {
+    Off,
+    On,
+    Strict,
+    Quorum,
 }
 
 #[derive(Clone, Debug)]
@@ -59,6 +67,8 @@ pub struct Plan {
     pub seed: u64,
     pub nodes: usize,
     pub synchronous: bool,
+    /// Which synchronous mode, when `synchronous`.
+    pub sync_variant: SyncVariant,
     /// Every node runs a watchdog (`mode: automatic`, `safety_margin: -1`).
     pub watchdog: bool,
     pub ttl: u32,
@@ -81,12 +91,28 @@ impl Plan {
         let mut rng = Rng::new(seed);
         let nodes = if rng.chance(80) { 3 } else { 2 + rng.index(3) }; // 2..=4
         let synchronous = rng.chance(50);
-        let watchdog = rng.chance(60);
+        // Dimensions added later draw from their own stream, so the schedules of seeds
+        // pinned before them (and the bugs they found) stay as they were.
+        let mut later = Rng::new(seed.rotate_left(29) ^ 0x0BAD_5EED_0000_0001);
+        let watchdog = later.chance(60);
+        let sync_variant = match (synchronous, later.index(4)) {
+            (false, _) => SyncVariant::Off,
+            (true, 0) => SyncVariant::Strict,
+            (true, 1) => SyncVariant::Quorum,
+            (true, _) => SyncVariant::On,
+        };
         let (ttl, loop_wait, retry_timeout, margin_ms): (u32, u32, u32, u64) = match rng.index(3) {
             0 => (4, 1, 2, 500),
             1 => (6, 1, 2, 1000),
             _ => (10, 2, 3, 2000),
         };
+        // What stops a primary whose agent is frozen or gone from acknowledging after a new
+        // leader was elected: the watchdog, or in `FIRST n` synchronous mode the fact that
+        // the new leader was one of its n synchronous standbys. In quorum mode (`ANY k`) the
+        // old primary keeps acknowledging through any voter still streaming from it until
+        // that voter follows the new leader: only the watchdog covers it, as in async mode.
+        let frozen_agent_covered =
+            watchdog || matches!(sync_variant, SyncVariant::On | SyncVariant::Strict);
         let mut faults = Vec::new();
         let count = 1 + rng.index(4);
         for _ in 0..count {
@@ -117,10 +143,10 @@ impl Plan {
                 // A killed agent's successor holds no lease and cannot know when the old one
                 // ran out: in asynchronous mode only the watchdog stops that PostgreSQL in
                 // time. A crash of the whole node is the asynchronous equivalent.
-                Fault::KillAgent(n) if !synchronous && !watchdog => Fault::Crash(n),
+                Fault::KillAgent(n) if !frozen_agent_covered => Fault::Crash(n),
                 other => other,
             };
-            if fault.needs_watchdog() && !synchronous && !watchdog {
+            if fault.needs_watchdog() && !frozen_agent_covered {
                 // Without a watchdog only a freeze shorter than the demotion margin is
                 // survivable in asynchronous mode; longer ones are the watchdog's to stop.
                 duration = duration.min(margin_ms.saturating_sub(100).max(100));
@@ -138,6 +164,7 @@ impl Plan {
             seed,
             nodes,
             synchronous,
+            sync_variant,
             watchdog,
             ttl,
             loop_wait,
@@ -154,10 +181,10 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "seed {}: {} nodes, synchronous {}, watchdog {}, ttl {} s, loop_wait {} s, retry_timeout {} s, margin {} ms",
+            "seed {}: {} nodes, synchronous {:?}, watchdog {}, ttl {} s, loop_wait {} s, retry_timeout {} s, margin {} ms",
             self.seed,
             self.nodes,
-            self.synchronous,
+            self.sync_variant,
             self.watchdog,
             self.ttl,
             self.loop_wait,

@@ -274,6 +274,16 @@ pub fn better_peer(view: &ClusterView, me: &Member) -> Option<String> {
         let Some(peer_lsn) = peer.wal_position().filter(|_| eligible) else {
             continue;
         };
+        // A position on a timeline the cluster (or we) already left is not comparable: it
+        // may be further along a history that was abandoned (a former primary's unreplicated
+        // writes). Such a peer cannot be promoted, so it must not veto either.
+        let left_behind = |tl: Option<u32>| match (peer.timeline, tl) {
+            (Some(theirs), Some(other)) => theirs < other,
+            _ => false,
+        };
+        if left_behind(me.timeline) || left_behind(view.cluster_timeline) {
+            continue;
+        }
         if peer_lsn > my_lsn {
             return Some(format!("{} is ahead ({peer_lsn} > {my_lsn})", peer.name));
         }

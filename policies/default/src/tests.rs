@@ -267,6 +267,20 @@ mod better_peer_rules {
     }
 
     #[test]
+    fn a_peer_further_along_an_abandoned_timeline_does_not_veto() {
+        // node3 is a former primary on timeline 1 with writes nobody received; node2 is on
+        // the cluster's timeline 2. Without this rule neither could ever lead.
+        let v = view(
+            "node2",
+            vec![
+                replica("node2").lsn(9_000).timeline(2),
+                replica("node3").lsn(9_500).timeline(1),
+            ],
+        );
+        assert_eq!(race(&v), Race::Race);
+    }
+
+    #[test]
     fn a_peer_behind_does_not_veto() {
         let v = view(
             "node2",

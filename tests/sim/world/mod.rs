@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
-use pgwarden::config::{DynamicConfig, WatchdogMode};
+use pgwarden::config::{DynamicConfig, SynchronousMode, WatchdogMode};
 use pgwarden::core::view::{
     ControlState, DataDir, HistoryEntry, PeerReport, PgObservation, ReplicationPeer,
     ServerObservation, SyncState,
@@ -27,7 +27,7 @@ use pgwarden::core::{
 use pgwarden::runtime::executor::peer_status;
 use pgwarden::runtime::member::{member_json, patroni_json, Identity};
 
-use crate::nemesis::{Fault, Plan};
+use crate::nemesis::{Fault, Plan, SyncVariant};
 use crate::pg::{common_prefix, lsn_of, parse_sync_rule, Data, FakePg, Pending, Rec};
 use crate::rng::Rng;
 use crate::store::{MemStore, EXPIRY_TICK_MS};
@@ -227,11 +227,12 @@ impl World {
             ttl: plan.ttl,
             loop_wait: plan.loop_wait,
             retry_timeout: plan.retry_timeout,
-            synchronous_mode: if plan.synchronous {
-                pgwarden::config::SynchronousMode::On
-            } else {
-                pgwarden::config::SynchronousMode::Off
+            synchronous_mode: match plan.sync_variant {
+                SyncVariant::Off => SynchronousMode::Off,
+                SyncVariant::On | SyncVariant::Strict => SynchronousMode::On,
+                SyncVariant::Quorum => SynchronousMode::Quorum,
             },
+            synchronous_mode_strict: plan.sync_variant == SyncVariant::Strict,
             ..DynamicConfig::default()
         };
         let nodes = (0..plan.nodes)

@@ -750,3 +750,105 @@ fn haproxy_and_patronictl_follow_the_leader() {
     support::sql::execute(&config, &format!("INSERT INTO {TABLE} (id) VALUES (-10)"))
         .expect("a write through HAProxy after the failover");
 }
+
+/// Pids whose parent is `parent` (a postmaster's backends, walsenders, auxiliaries).
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+/// Whether a process exists and is not a zombie.
+fn process_alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().next().map(|s| s != "Z" && s != "X")
+        })
+        .unwrap_or(false)
+}
+
+/// A leader whose postmaster is SIGSTOPped accepts no new connection, but the backends and
+/// walsenders it already forked go on committing and streaming. Its agent notices after
+/// `unresponsive_primary_timeout_ms`, kills the postmaster and every child, and only then
+/// releases the leader key: a replica takes over with every acknowledged row, and the old
+/// node comes back as a replica.
+#[test]
+fn a_frozen_postmaster_is_killed_before_its_key_is_released() {
+    let _guard = exclusive();
+    let c = Cluster::builder()
+        .nodes(3)
+        .pgwarden("  unresponsive_primary_timeout_ms: 4000\n")
+        .start();
+    let (leader, _, _) = bootstrap_three(&c);
+    let writer = AckWriter::start(&c.pg_config(leader), TABLE, 1);
+    wait_until(SHORT_TIMEOUT, "the writer to commit 50 rows", || {
+        (writer.acked_count() >= 50).then_some(())
+    });
+    let postmaster = c
+        .postmaster_pid(leader)
+        .expect("the leader's postmaster pid");
+    let forked = children_of(postmaster);
+    assert!(!forked.is_empty(), "a running postmaster has children");
+    let acked_before = writer.acked_count();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(postmaster),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP the postmaster");
+    let frozen_at = Instant::now();
+    let acked_at_freeze = writer.acked_count();
+    eprintln!(
+        "[harness] SIGSTOPped the postmaster {postmaster} of {}",
+        c.name(leader)
+    );
+    // The probe needs its 3 s connect timeout to notice, and the agent 4 s more to act.
+    wait_until(
+        Duration::from_secs(3),
+        "the existing session to keep committing with its postmaster frozen",
+        || (writer.acked_count() >= acked_at_freeze + 5).then_some(()),
+    );
+
+    let new_leader = wait_until(FAILOVER_TIMEOUT, "another member to lead", || {
+        c.leader_now().ok().filter(|&l| l != leader)
+    });
+    eprintln!(
+        "[harness] {} leads {:?} after the freeze",
+        c.name(new_leader),
+        frozen_at.elapsed()
+    );
+    for pid in std::iter::once(postmaster).chain(forked) {
+        assert!(
+            !process_alive(pid),
+            "process {pid} of the frozen server survived the new leader's election"
+        );
+    }
+    let report = writer.stop(SHORT_TIMEOUT);
+    assert!(report.acked.len() >= acked_before);
+    let present = ids_on(&c, new_leader).expect("ids on the new leader");
+    let lost: Vec<i64> = report
+        .acked
+        .iter()
+        .copied()
+        .filter(|id| !present.contains(id))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged ids lost: {lost:?}");
+    wait_check(
+        REJOIN_TIMEOUT,
+        "the old leader to rejoin as a replica",
+        || check_patroni(&c, leader, "replica").map(|_| ()),
+    );
+}

@@ -510,3 +510,22 @@ fn cluster_policy_in_config_requires_name_digest_and_absolute_source() {
     .expect_err("relative source");
     assert_eq!(relative.path, "policy.source");
 }
+
+#[test]
+fn the_unresponsive_primary_timeout_defaults_to_30_s_and_refuses_less_than_a_second() {
+    let c = parse(&seed_text(), &no_env).expect("valid");
+    assert_eq!(c.config.pgwarden.unresponsive_primary_timeout_ms, 30_000);
+    let with = |v: &str| {
+        format!(
+            "{}\npgwarden:\n  unresponsive_primary_timeout_ms: {v}\n",
+            seed_text()
+        )
+    };
+    let c = parse(&with("4000"), &no_env).expect("valid");
+    assert_eq!(c.config.pgwarden.unresponsive_primary_timeout_ms, 4_000);
+    let e = parse_err(&with("500"));
+    assert_eq!(e.path, "pgwarden.unresponsive_primary_timeout_ms");
+    assert!(e.message.contains("below the minimum of 1000"), "{e}");
+    let e = parse_err(&with("soon"));
+    assert_eq!(e.path, "pgwarden.unresponsive_primary_timeout_ms");
+}

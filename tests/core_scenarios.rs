@@ -29,6 +29,7 @@ fn settings(failover_priority: i64) -> NodeSettings {
         use_pg_rewind: None,
         remove_data_directory_on_rewind_failure: false,
         demotion_margin: Duration::from_secs(1),
+        unresponsive_primary_timeout: Duration::from_secs(5),
         tags: Default::default(),
         bootstrap_config: config,
         policy_params: Default::default(),
@@ -1884,4 +1885,164 @@ fn strict_mode_with_no_standby_keeps_a_placeholder_and_never_clears_it() {
             .any(|e| matches!(e, Effect::Pg(PgAction::SetSyncStandbys { .. }))),
         "non-strict with no standby leaves the setting empty: {effects:?}"
     );
+}
+
+/// A primary that keeps its lease alive: renewals acknowledged up to `until`.
+fn renew_until(node: &mut Node, from: u64, until: u64) {
+    let mut t = from;
+    while t <= until {
+        node.handle_input(
+            Instant(t),
+            Input::LeaseRenewed {
+                lease: LEASE,
+                sent_at: Instant(t),
+            },
+        );
+        t += 1_000;
+    }
+}
+
+fn frozen_postmaster() -> PgObservation {
+    PgObservation {
+        server: None,
+        postmaster_alive: true,
+        ..pg(false, 5_000)
+    }
+}
+
+#[test]
+fn a_primary_whose_postmaster_accepts_no_connection_is_killed_before_the_key_is_released() {
+    let mut node = primary();
+    drain(&mut node);
+    // The lease stays valid throughout: only PostgreSQL is the problem.
+    renew_until(&mut node, 1_000, 1_000);
+    node.handle_input(Instant(1_000), Input::PostgresProbed(frozen_postmaster()));
+    let effects = drain(&mut node);
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Pg(_))),
+        "one silent probe is not yet a frozen primary: {effects:?}"
+    );
+    assert_eq!(node.state(), "primary");
+    renew_until(&mut node, 2_000, 5_000);
+    node.handle_input(Instant(5_999), Input::PostgresProbed(frozen_postmaster()));
+    assert!(!drain(&mut node)
+        .iter()
+        .any(|e| matches!(e, Effect::Pg(PgAction::Demote { .. }))));
+    // unresponsive_primary_timeout is 5 s in these settings.
+    node.handle_input(Instant(6_000), Input::PostgresProbed(frozen_postmaster()));
+    let effects = drain(&mut node);
+    assert!(
+        effects.contains(&Effect::Pg(PgAction::Demote {
+            mode: DemoteMode::Immediate
+        })),
+        "{effects:?}"
+    );
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ReleaseLeader { .. })),
+        "the key is kept while the old primary may still commit: {effects:?}"
+    );
+    assert_eq!(node.state(), "demoting");
+    assert!(node
+        .status()
+        .last_transition
+        .contains("accepted no connection"));
+    node.handle_input(
+        Instant(6_100),
+        Input::PgActionFinished {
+            action: PgAction::Demote {
+                mode: DemoteMode::Immediate,
+            },
+            outcome: PgActionOutcome::Done { sysid: None },
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(
+        effects.iter().any(|e| matches!(
+            e,
+            Effect::ReleaseLeader {
+                lease: Some(LEASE),
+                create_revision: Some(_)
+            }
+        )),
+        "once it is down the key goes, naming the exact key: {effects:?}"
+    );
+}
+
+#[test]
+fn a_primary_that_answers_again_is_left_alone() {
+    let mut node = primary();
+    drain(&mut node);
+    renew_until(&mut node, 1_000, 4_000);
+    node.handle_input(Instant(1_000), Input::PostgresProbed(frozen_postmaster()));
+    node.handle_input(Instant(4_000), Input::PostgresProbed(pg(false, 5_000)));
+    drain(&mut node);
+    renew_until(&mut node, 5_000, 9_000);
+    // Silent again: the clock starts over.
+    node.handle_input(Instant(7_000), Input::PostgresProbed(frozen_postmaster()));
+    node.handle_input(Instant(9_000), Input::PostgresProbed(frozen_postmaster()));
+    assert!(!drain(&mut node)
+        .iter()
+        .any(|e| matches!(e, Effect::Pg(PgAction::Demote { .. }))));
+    assert_eq!(node.state(), "primary");
+}
+
+#[test]
+fn a_replica_keeps_its_upstream_while_the_leader_key_blinks() {
+    let (mut node, t) = running_replica(1, 1000, 3_000_000);
+    // The key vanishes (an etcd hiccup, or the leader's lease expiring) and the node, which
+    // is too far behind to race; then the same leader takes the key again.
+    let effects = leader_key_deleted(&mut node, t, 1000, 3_000_000);
+    assert!(
+        !effects.iter().any(|e| matches!(
+            e,
+            Effect::Pg(PgAction::Follow { .. } | PgAction::StartReplica { .. })
+        )),
+        "primary_conninfo untouched while no leader is known: {effects:?}"
+    );
+    node.handle_input(
+        Instant(t + 500),
+        Input::ClusterChanged(Box::new(view(Some(("node1", 7)), 3_000_000, 30))),
+    );
+    let mut effects = drain(&mut node);
+    node.handle_input(Instant(t + 500), Input::PostgresProbed(pg(true, 1000)));
+    effects.extend(drain(&mut node));
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Pg(_))),
+        "still following the same leader: nothing to change: {effects:?}"
+    );
+    assert_eq!(node.state(), "replica");
+}
+
+#[test]
+fn an_agent_restarted_without_the_store_stops_the_primary_it_finds() {
+    let mut node = Node::new(settings(1), Instant(0));
+    // No view ever arrives; PostgreSQL runs read-write from before the restart.
+    node.handle_input(Instant(0), Input::Tick);
+    drain(&mut node);
+    node.handle_input(Instant(10), Input::PostgresProbed(pg(false, 5_000)));
+    assert!(
+        !drain(&mut node)
+            .iter()
+            .any(|e| matches!(e, Effect::Pg(PgAction::Demote { .. }))),
+        "a store that merely has not answered yet is no reason to stop"
+    );
+    node.handle_input(
+        Instant(2_000),
+        Input::DcsUnreachable {
+            error: "etcd: not connected after 2s".into(),
+        },
+    );
+    node.handle_input(Instant(2_000), Input::Tick);
+    let mut effects = drain(&mut node);
+    node.handle_input(Instant(2_010), Input::PostgresProbed(pg(false, 5_000)));
+    effects.extend(drain(&mut node));
+    assert!(
+        effects.contains(&Effect::Pg(PgAction::Demote {
+            mode: DemoteMode::Offline
+        })),
+        "{effects:?}"
+    );
+    assert_eq!(node.state(), "demoting");
 }

@@ -90,6 +90,10 @@ const PGWARDEN: &[(&str, &[&str])] = &[
         "PGWARDEN_DEMOTION_MARGIN_MS",
         &["pgwarden", "demotion_margin_ms"],
     ),
+    (
+        "PGWARDEN_UNRESPONSIVE_PRIMARY_TIMEOUT_MS",
+        &["pgwarden", "unresponsive_primary_timeout_ms"],
+    ),
 ];
 
 /// Which key paths were set from which variables, to re-address errors.

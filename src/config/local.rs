@@ -380,6 +380,23 @@ fn parse_pgwarden(
             ));
         }
     }
+    if let Some(v) = s.get("unresponsive_primary_timeout_ms") {
+        c.unresponsive_primary_timeout_ms = tree::whole(
+            "pgwarden.unresponsive_primary_timeout_ms",
+            v,
+            "a whole number of milliseconds",
+        )?;
+        // Below a second a busy but healthy primary (one slow probe) would be killed.
+        if c.unresponsive_primary_timeout_ms < 1000 {
+            return Err(ConfigError::new(
+                "pgwarden.unresponsive_primary_timeout_ms",
+                format!(
+                    "{} is below the minimum of 1000 milliseconds",
+                    c.unresponsive_primary_timeout_ms
+                ),
+            ));
+        }
+    }
     s.finish(warnings);
     Ok(c)
 }

@@ -229,6 +229,10 @@ pub struct PgwardenConfig {
     /// How long before the lease would expire the leader stops acting as primary: the
     /// demotion deadline is the send time of the last acknowledged renewal + ttl − margin.
     pub demotion_margin_ms: u64,
+    /// How long a running primary may fail to answer the probe (postmaster alive, no new
+    /// connection accepted) before it is stopped (immediate, then SIGKILL of the postmaster
+    /// and its children) and the leader key released.
+    pub unresponsive_primary_timeout_ms: u64,
 }
 
 impl Default for PgwardenConfig {
@@ -236,6 +240,7 @@ impl Default for PgwardenConfig {
         PgwardenConfig {
             peer_probe_timeout_ms: 2000,
             demotion_margin_ms: 1000,
+            unresponsive_primary_timeout_ms: 30_000,
         }
     }
 }

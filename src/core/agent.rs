@@ -73,6 +73,8 @@ pub struct NodeSettings {
     pub remove_data_directory_on_rewind_failure: bool,
     /// Time budgeted to stop PostgreSQL before the lease can expire.
     pub demotion_margin: Duration,
+    /// How long a running primary may not answer before it is stopped and the key released.
+    pub unresponsive_primary_timeout: Duration,
     /// Tags as configured (published, and read by health checks).
     pub tags: serde_json::Map<String, serde_json::Value>,
     /// Dynamic configuration to use until `/config` exists (`bootstrap.dcs`).
@@ -130,6 +132,8 @@ pub struct Agent {
     pub history_written: Option<(Timeline, Instant)>,
     /// Why the last race was not entered.
     pub last_race_refusal: Option<String>,
+    /// Since when our running primary has not answered the probe (postmaster alive).
+    pub unresponsive_since: Option<Instant>,
     /// Last transition with its reason.
     pub last_transition: String,
     /// Current state name (kept by the transition hook).
@@ -209,6 +213,7 @@ impl Agent {
             published_optime: None,
             history_written: None,
             last_race_refusal: None,
+            unresponsive_since: None,
             last_transition: String::new(),
             state_name: "starting",
             last_error: None,

@@ -765,6 +765,28 @@ impl Agent {
         }
     }
 
+    /// The postmaster is alive but accepts no connection (frozen, hung, or recovering for
+    /// too long). Its existing sessions may still commit, so the key must not be released
+    /// while it runs: after `unresponsive_primary_timeout` it is stopped (immediate, then
+    /// SIGKILL of the postmaster and its children), and the demotion releases the key only
+    /// once it is down.
+    fn stop_unresponsive_primary(&mut self) -> Outcome<State> {
+        let since = *self.unresponsive_since.get_or_insert(self.now);
+        let silent = self.now.saturating_since(since);
+        if silent < self.settings.unresponsive_primary_timeout {
+            return Handled;
+        }
+        self.unresponsive_since = None;
+        self.start_pg(PgAction::Demote {
+            mode: DemoteMode::Immediate,
+        });
+        self.outbox.reason(format!(
+            "PostgreSQL has accepted no connection for {} ms (postmaster frozen or hung): stopping it before releasing the leader key",
+            silent.as_millis()
+        ));
+        Transition(State::demoting())
+    }
+
     fn decide_primary(&mut self) -> Outcome<State> {
         if !self.holds_leader_key() {
             self.start_pg(PgAction::Demote {
@@ -805,10 +827,13 @@ impl Agent {
         }
         let Some(server) = pg.server.clone() else {
             if !pg.postmaster_alive {
+                self.unresponsive_since = None;
                 self.start_pg(PgAction::StartPrimary);
+                return Handled;
             }
-            return Handled;
+            return self.stop_unresponsive_primary();
         };
+        self.unresponsive_since = None;
         if server.in_recovery {
             let (Some(lease), Some(leader_revision)) = (self.lease.id, self.my_leader_revision())
             else {

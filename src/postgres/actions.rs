@@ -15,7 +15,11 @@ use super::{process, PgError};
 use crate::config::{DynamicConfig, InitdbOption};
 use crate::core::sync::StandbyNames;
 use crate::core::view::ControlState;
+use crate::core::DemoteMode;
 use crate::core::{slot_name_for_member, PgAction, Upstream};
+
+/// How long `pg_ctl stop -m immediate` may take before the postmaster is killed.
+const IMMEDIATE_STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// Executes PostgreSQL actions, one at a time, and remembers how PostgreSQL is configured.
 pub struct PgController {
@@ -71,6 +75,12 @@ impl PgController {
             }
             PgAction::Promote { sync_standbys, .. } => {
                 self.promote(sync_standbys.as_ref()).await.map(|_| None)
+            }
+            PgAction::Demote {
+                mode: DemoteMode::ImmediateNolock,
+            } => {
+                self.kill();
+                Ok(None)
             }
             PgAction::Demote { mode } => self.stop(mode.shutdown_mode()).await.map(|_| None),
             PgAction::Rewind { from } => self.rewind(from).await.map(|_| None),
@@ -227,31 +237,68 @@ impl PgController {
         .await
     }
 
+    /// The emergency stop (`immediate-nolock`: the key is lost or the lease deadline has
+    /// passed, another member may be promoted any moment): SIGKILL of the postmaster and
+    /// every process it forked, no waiting on a postmaster that may be frozen. A crash, as
+    /// far as the data is concerned, like an immediate shutdown.
+    fn kill(&mut self) {
+        if let Some(pid) = probe::postmaster_pid(&self.s.data_dir).filter(|p| probe::pid_alive(*p))
+        {
+            let killed = process::kill_server(pid);
+            tracing::warn!(
+                pid,
+                processes = killed,
+                "PostgreSQL killed (immediate-nolock)"
+            );
+        }
+    }
+
     async fn stop(&mut self, mode: &str) -> Result<(), PgError> {
         let Some(pid) = probe::postmaster_pid(&self.s.data_dir).filter(|p| probe::pid_alive(*p))
         else {
             return Ok(());
         };
+        if mode == "immediate" && process::is_stopped(pid) {
+            // SIGSTOPped: pg_ctl's SIGQUIT would wait in its queue until the wait expires.
+            let killed = process::kill_server(pid);
+            tracing::warn!(
+                pid,
+                processes = killed,
+                "the postmaster is stopped (SIGSTOP); killed it and its children"
+            );
+            return Ok(());
+        }
         let mut args = self.ctl_args("stop");
         args.push("-m".into());
         args.push(mode.into());
+        // An immediate stop takes well under a second when the postmaster runs; waiting the
+        // whole pg_ctl_timeout for one that is frozen would keep a primary whose sessions
+        // may still commit alive (and the leader key held) for a minute.
+        let wait = if mode == "immediate" {
+            self.s.pg_ctl_timeout.min(IMMEDIATE_STOP_WAIT)
+        } else {
+            self.s.pg_ctl_timeout
+        };
+        if let Some(t) = args.iter().position(|a| a == "-t") {
+            args[t + 1] = wait.as_secs().max(1).to_string();
+        }
         let result = process::run(
             &self.s.bin("pg_ctl"),
             &args,
             &[],
-            self.s.pg_ctl_timeout + Duration::from_secs(5),
+            wait + Duration::from_secs(2),
         )
         .await;
         if let Err(error) = result {
             if mode != "immediate" {
                 return Err(error);
             }
-            // An immediate stop that did not work: the postmaster is hung. Kill its group.
-            tracing::warn!(%error, pid, "pg_ctl stop -m immediate failed; killing the postmaster");
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            // The postmaster did not obey (SIGSTOPped or hung): kill it and every process
+            // it forked. Its backends would otherwise keep serving, and committing on, the
+            // connections they already have.
+            tracing::warn!(%error, pid, "pg_ctl stop -m immediate failed; killing the postmaster and its children");
+            let killed = process::kill_server(pid);
+            tracing::warn!(pid, processes = killed, "PostgreSQL killed");
         }
         Ok(())
     }
@@ -499,7 +546,22 @@ impl PgController {
         );
         if !clean {
             // pg_rewind needs a cleanly shut down target: finish crash recovery in
-            // single-user mode first (it exits at end of input).
+            // single-user mode first (it exits at end of input). Single-user mode refuses
+            // standby mode, and a node stopped while it started as a standby has the signal
+            // file: drop it (and recovery.signal); `start` writes the standby setup again.
+            for signal in ["standby.signal", "recovery.signal"] {
+                let path = self.s.data_dir.join(signal);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(PgError::Io {
+                            what: format!("remove {}", path.display()),
+                            source,
+                        })
+                    }
+                }
+            }
             let args = vec![
                 "--single".to_string(),
                 "-D".into(),

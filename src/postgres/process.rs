@@ -27,6 +27,58 @@ pub async fn run(
     execute(program, args, envs, timeout, Output::Captured).await
 }
 
+/// SIGKILL a postmaster and every process it forked (backends, walsenders, auxiliaries),
+/// children first found through `/proc` before the postmaster dies (they are re-parented
+/// afterwards). Returns how many processes were signalled.
+pub fn kill_server(postmaster: i32) -> usize {
+    let signal = |pid: i32, sig| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+    // Stopped first, so it forks no new backend between the listing and the kill.
+    let _ = signal(postmaster, nix::sys::signal::Signal::SIGSTOP);
+    let children = children_of(postmaster);
+    let mut killed = 0;
+    for pid in std::iter::once(postmaster).chain(children) {
+        let sent = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        if sent.is_ok() {
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// Whether the process is stopped (SIGSTOP: state `T` in `/proc/<pid>/stat`).
+pub fn is_stopped(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().next().map(|s| s == "T")
+        })
+        .unwrap_or(false)
+}
+
+/// Pids whose parent is `parent`, from `/proc/<pid>/stat`.
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // "pid (comm) state ppid ...": the command may contain spaces.
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
 /// `pg_ctl start ...`: output discarded, success or failure only.
 pub async fn pg_ctl_start(
     pg_ctl: &Path,

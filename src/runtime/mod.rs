@@ -42,6 +42,9 @@ pub fn node_settings(config: &Config) -> NodeSettings {
             .postgresql
             .remove_data_directory_on_rewind_failure,
         demotion_margin: Duration::from_millis(config.pgwarden.demotion_margin_ms),
+        unresponsive_primary_timeout: Duration::from_millis(
+            config.pgwarden.unresponsive_primary_timeout_ms,
+        ),
         tags: config.tags.raw.clone(),
         bootstrap_config: config.bootstrap.dcs.clone(),
         policy_params: config.policy.params.clone(),

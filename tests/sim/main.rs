@@ -47,10 +47,25 @@ const PINNED: &[u64] = &[
     11503, 17487,
     // A former primary further along an abandoned timeline vetoed every election.
     19621,
+    // The deadline's immediate stop of a frozen postmaster waited on pg_ctl while the lease
+    // expired: immediate-nolock now kills at once.
+    364,
 ];
 
 fn native() -> Decide {
     Box::new(decide_with_default)
+}
+
+/// The embedded default policy as production runs it: a WebAssembly component in the
+/// wasmtime host, with its fuel, memory and fallback rules.
+fn wasm() -> Decide {
+    let status = pgwarden::runtime::policy::SharedPolicyStatus::default();
+    let mut host = pgwarden::runtime::policy::HostDecider::from_local(
+        &pgwarden::config::LocalPolicyConfig::default(),
+        status,
+    )
+    .expect("the embedded default policy loads");
+    Box::new(move |call| host.decide(call))
 }
 
 fn run_seed(seed: u64, decide: Decide, verbose: bool) -> Result<Outcome, String> {
@@ -202,6 +217,18 @@ fn simulated_fault_schedules() {
     report("native policy", &mut summary, started);
     assert_eq!(summary.seeds, count);
     assert!(summary.promotions > 0, "no seed ever failed over");
+}
+
+/// A few hundred seeds with every policy call answered by the wasm component
+/// (`PGWARDEN_SIM_WASM_SEEDS`, 300 by default, from seed 1,000,001): the sandboxed policy must
+/// decide exactly as safely as the native one, and no call may fall back.
+#[test]
+fn simulated_fault_schedules_through_the_wasm_policy_host() {
+    let count = env_u64("PGWARDEN_SIM_WASM_SEEDS", 300);
+    let started = WallClock::now();
+    let mut summary = run_many(1_000_001, count, wasm);
+    report("wasm policy", &mut summary, started);
+    assert_eq!(summary.seeds, count);
 }
 
 /// Seeds that once found bugs.

@@ -1,6 +1,6 @@
 //! A fake PostgreSQL: a data directory holding a WAL (a sequence of records, each stamped
 //! with the timeline it was written on), a postmaster that runs as primary or standby, can be
-//! frozen (SIGSTOP) or killed, synchronous commit over `synchronous_standby_names`, and
+//! frozen (its postmaster alone, or the whole machine) or killed, synchronous commit over `synchronous_standby_names`, and
 //! physical streaming that only works while the standby's WAL is a prefix of its upstream's
 //! (a standby that has WAL its upstream lacks has diverged and cannot stream, as in
 //! PostgreSQL). Promotion appends a timeline-switch record, as the end-of-recovery
@@ -58,8 +58,14 @@ pub struct FakePg {
     pub data: Option<Data>,
     /// `Some(in_recovery)` while the postmaster runs.
     pub running: Option<bool>,
-    /// SIGSTOPped postmaster: no queries, no commits, no streaming.
+    /// The whole server stopped (a suspended VM): no queries, commits or streaming.
     pub frozen: bool,
+    /// Only the postmaster SIGSTOPped: no new connection is accepted (probes, new
+    /// replication connections, pg_rewind, basebackup), but the backends and walsenders it
+    /// already forked keep serving, committing and streaming.
+    pub postmaster_frozen: bool,
+    /// When the postmaster froze, for the liveness checker.
+    pub postmaster_frozen_since: Option<u64>,
     /// The upstream this standby streamed from at the last replication step.
     pub streaming_from: Option<String>,
     pub pending: Vec<Pending>,
@@ -94,6 +100,8 @@ impl FakePg {
         }
         self.running = Some(as_standby);
         self.frozen = false;
+        self.postmaster_frozen = false;
+        self.postmaster_frozen_since = None;
         self.streaming_from = None;
         Ok(())
     }
@@ -112,6 +120,8 @@ impl FakePg {
         }
         self.running = None;
         self.frozen = false;
+        self.postmaster_frozen = false;
+        self.postmaster_frozen_since = None;
         self.streaming_from = None;
         self.pending.clear();
     }

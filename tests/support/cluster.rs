@@ -194,6 +194,8 @@ pub struct ClusterBuilder {
     initially_started: Option<usize>,
     /// `watchdog:` section bodies per node (`{dir}` stands for the node's dir).
     watchdogs: Vec<Option<String>>,
+    /// The `pgwarden:` section's body for every node, lines indented two spaces.
+    pgwarden: String,
 }
 
 impl Default for ClusterBuilder {
@@ -211,11 +213,19 @@ impl Default for ClusterBuilder {
             policies: Vec::new(),
             initially_started: None,
             watchdogs: Vec::new(),
+            pgwarden: String::new(),
         }
     }
 }
 
 impl ClusterBuilder {
+    /// The `pgwarden:` section of every node: lines indented two spaces
+    /// (e.g. `"  unresponsive_primary_timeout_ms: 4000\n"`).
+    pub fn pgwarden(mut self, body: &str) -> Self {
+        self.pgwarden = body.to_string();
+        self
+    }
+
     /// Number of pgwarden nodes (`node1..nodeN`).
     pub fn nodes(mut self, n: usize) -> Self {
         self.nodes = n;
@@ -293,7 +303,7 @@ impl ClusterBuilder {
                 fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
                 set_mode(&dir, 0o700);
                 give_to_runner(&dir);
-                let extra_yaml = match self.policies.get(i).cloned().flatten() {
+                let mut extra_yaml = match self.policies.get(i).cloned().flatten() {
                     Some(component) => {
                         let copy = dir.join("policy.wasm");
                         fs::copy(&component, &copy).unwrap_or_else(|e| {
@@ -304,6 +314,10 @@ impl ClusterBuilder {
                     }
                     None => String::new(),
                 };
+                if !self.pgwarden.is_empty() {
+                    extra_yaml.push_str("\npgwarden:\n");
+                    extra_yaml.push_str(&self.pgwarden);
+                }
                 let local = NodeSpec::local(&self.scope, &name, &dir, etcd.endpoints());
                 let watchdog = match self.watchdogs.get(i).cloned().flatten() {
                     Some(body) => body.replace("{dir}", &dir.display().to_string()),

@@ -47,6 +47,29 @@ impl World {
         }
     }
 
+    /// A leader whose postmaster accepts no connection is replaced: detected after
+    /// `unresponsive_primary_timeout`, killed (immediate stop of a stopped postmaster), its key
+    /// released, so a healthy member can be elected (bounded by `ttl` plus an election).
+    pub(super) fn check_frozen_leader(&mut self) {
+        let Some((leader, _)) = self.store.leader() else {
+            return;
+        };
+        let Some(l) = self.find(&leader) else {
+            return;
+        };
+        let Some(since) = self.nodes[l].pg.postmaster_frozen_since else {
+            return;
+        };
+        let loop_ms = u64::from(self.plan.loop_wait) * 1_000;
+        let bound = UNRESPONSIVE_PRIMARY_TIMEOUT_MS + PROBE_TIMEOUT_MS + 2 * loop_ms + 2_000;
+        if self.nodes[l].agent.is_some() && !self.nodes[l].paused && self.now > since + bound {
+            self.violate(format!(
+                "{leader} still holds the leader key {} ms after its postmaster froze",
+                self.now - since
+            ));
+        }
+    }
+
     /// Never two nodes able to acknowledge a commit at the same instant.
     pub(super) fn check_writers(&mut self) {
         if self.nodes.iter().filter(|n| n.pg.is_writable()).count() < 2 {

@@ -77,6 +77,10 @@ impl World {
             }
             Effect::ConsultPolicy(call) => {
                 let answer = (self.decide)(&call);
+                if let Some(error) = &answer.fallback {
+                    // The sandboxed default must never need its native fallback.
+                    self.violate(format!("the policy failed and fell back: {error}"));
+                }
                 self.after(
                     1,
                     Ev::Deliver {

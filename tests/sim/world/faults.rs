@@ -41,7 +41,9 @@ impl World {
             }
             Fault::PausePostmaster(i) => {
                 if self.nodes[i].pg.running.is_some() || !start {
-                    self.nodes[i].pg.frozen = start && self.nodes[i].pg.running.is_some();
+                    let frozen = start && self.nodes[i].pg.running.is_some();
+                    self.nodes[i].pg.postmaster_frozen = frozen;
+                    self.nodes[i].pg.postmaster_frozen_since = frozen.then_some(self.now);
                 }
             }
             Fault::Suspend(i) => {

@@ -39,6 +39,10 @@ pub type Decide = Box<dyn FnMut(&PolicyCall) -> PolicyAnswer>;
 const WRITE_EVERY_MS: u64 = 50;
 /// Standbys pull WAL from their upstream this often.
 const STREAM_EVERY_MS: u64 = 20;
+/// `pgwarden.unresponsive_primary_timeout_ms` in the simulated clusters.
+const UNRESPONSIVE_PRIMARY_TIMEOUT_MS: u64 = 5_000;
+/// `pg_ctl_timeout`: how long a fast stop of a frozen postmaster waits before failing.
+const PG_CTL_TIMEOUT_MS: u64 = 60_000;
 /// A probe of a frozen postmaster gives up after this long (the probe's connect timeout).
 const PROBE_TIMEOUT_MS: u64 = 3_000;
 /// `pgwarden.peer_probe_timeout_ms`.
@@ -260,6 +264,9 @@ impl World {
                         use_pg_rewind: Some(true),
                         remove_data_directory_on_rewind_failure: true,
                         demotion_margin: Duration::from_millis(plan.margin_ms),
+                        unresponsive_primary_timeout: Duration::from_millis(
+                            UNRESPONSIVE_PRIMARY_TIMEOUT_MS,
+                        ),
                         tags: Default::default(),
                         bootstrap_config: config.clone(),
                         policy_params: Default::default(),
@@ -430,6 +437,7 @@ impl World {
             Ev::Probe { node, inc } => self.probe(node, inc),
             Ev::PgDone { node, inc, action } => self.pg_done(node, inc, action),
             Ev::Expiry => {
+                self.check_frozen_leader();
                 let before = self.store.revision();
                 self.store.expire(self.now);
                 if self.store.revision() != before {

@@ -16,7 +16,7 @@ impl World {
             },
         };
         let server = match (pg.running, &pg.data) {
-            (Some(in_recovery), Some(d)) if !pg.frozen => {
+            (Some(in_recovery), Some(d)) if !pg.frozen && !pg.postmaster_frozen => {
                 let lsn = lsn_of(d.wal.len());
                 Some(ServerObservation {
                     in_recovery,
@@ -122,7 +122,7 @@ impl World {
     pub(super) fn probe(&mut self, i: usize, inc: u64) {
         let observation = self.observe(i);
         // A frozen postmaster does not answer: the probe waits for its connect timeout.
-        let delay = if self.nodes[i].pg.frozen {
+        let delay = if self.nodes[i].pg.frozen || self.nodes[i].pg.postmaster_frozen {
             PROBE_TIMEOUT_MS
         } else {
             1
@@ -224,9 +224,12 @@ impl World {
             PgAction::StartReplica { .. } | PgAction::StartPrimary => self.rng.range(200, 800),
             PgAction::Follow { .. } => self.rng.range(20, 200),
             PgAction::Promote { .. } => self.rng.range(50, 300),
-            PgAction::Demote { mode } => match mode {
-                DemoteMode::Immediate | DemoteMode::ImmediateNolock => self.rng.range(20, 150),
-                DemoteMode::Graceful | DemoteMode::Offline => self.rng.range(100, 1_000),
+            // Immediate stops kill a stopped postmaster at once (and immediate-nolock always
+            // kills); a fast stop of a frozen postmaster waits for pg_ctl_timeout and fails.
+            PgAction::Demote { mode } => match (mode, self.nodes[i].pg.postmaster_frozen) {
+                (DemoteMode::Immediate | DemoteMode::ImmediateNolock, _) => self.rng.range(20, 150),
+                (DemoteMode::Graceful | DemoteMode::Offline, false) => self.rng.range(100, 1_000),
+                (DemoteMode::Graceful | DemoteMode::Offline, true) => PG_CTL_TIMEOUT_MS,
             },
             PgAction::Rewind { .. } => self.rng.range(300, 1_500),
             PgAction::SetSyncStandbys { .. } | PgAction::EnsureSlots { .. } => {
@@ -280,7 +283,7 @@ impl World {
         self.nodes.iter().position(|n| n.name == name)
     }
 
-    /// A source a standby may copy from: reachable, running, not frozen.
+    /// A source a standby may connect to: reachable, running, accepting connections.
     pub(super) fn source(&self, i: usize, name: &str) -> Result<usize, String> {
         let j = self
             .find(name)
@@ -289,7 +292,7 @@ impl World {
         if !self.peers_reachable(i, j) {
             return Err(format!("{name} unreachable"));
         }
-        if p.running.is_none() || p.frozen || p.data.is_none() {
+        if p.running.is_none() || p.frozen || p.postmaster_frozen || p.data.is_none() {
             return Err(format!("{name} is not running"));
         }
         Ok(j)
@@ -300,6 +303,17 @@ impl World {
         i: usize,
         action: &PgAction,
     ) -> Result<Option<String>, String> {
+        // Signals to a frozen postmaster (promote, reload) wait until it runs again.
+        let signals_postmaster = matches!(
+            action,
+            PgAction::Promote { .. } | PgAction::Follow { .. } | PgAction::SetSyncStandbys { .. }
+        );
+        if signals_postmaster && self.nodes[i].pg.postmaster_frozen {
+            return Err(format!(
+                "{}: the postmaster does not respond",
+                action.kind()
+            ));
+        }
         match action {
             PgAction::Bootstrap => {
                 if self.nodes[i].pg.data.is_some() {
@@ -384,6 +398,10 @@ impl World {
             }
             PgAction::Demote { mode } => {
                 let clean = matches!(mode, DemoteMode::Graceful | DemoteMode::Offline);
+                if clean && self.nodes[i].pg.postmaster_frozen {
+                    return Err("pg_ctl stop -m fast: server does not shut down".into());
+                }
+                // Immediate: pg_ctl, or the SIGKILL of the postmaster and its children.
                 self.nodes[i].pg.stop(clean);
                 Ok(None)
             }
@@ -483,7 +501,18 @@ impl World {
                 continue;
             }
             let upstream = pg.data.as_ref().and_then(|d| d.upstream.clone());
-            let source = upstream.as_deref().and_then(|u| self.source(i, u).ok());
+            // A walsender already serving this standby survives its postmaster's freeze.
+            let connected = pg.streaming_from.is_some() && pg.streaming_from == upstream;
+            let source = upstream.as_deref().and_then(|u| match self.source(i, u) {
+                Ok(j) => Some(j),
+                Err(_) => self.find(u).filter(|&j| {
+                    connected
+                        && self.peers_reachable(i, j)
+                        && self.nodes[j].pg.postmaster_frozen
+                        && !self.nodes[j].pg.frozen
+                        && self.nodes[j].pg.running.is_some()
+                }),
+            });
             let mut streaming_from = None;
             if let Some(j) = source {
                 let have = self.nodes[i].pg.wal_len();

@@ -2046,3 +2046,60 @@ fn an_agent_restarted_without_the_store_stops_the_primary_it_finds() {
     );
     assert_eq!(node.state(), "demoting");
 }
+
+#[test]
+fn an_agent_restarted_beside_a_frozen_primary_kills_it_after_the_timeout() {
+    let mut node = Node::new(settings(1), Instant(0));
+    node.handle_input(
+        Instant(0),
+        Input::ClusterChanged(Box::new(view(Some(("node1", 7)), 5_000, 10))),
+    );
+    node.handle_input(
+        Instant(0),
+        Input::LeaseGranted {
+            lease: LEASE,
+            ttl_secs: 6,
+            sent_at: Instant(0),
+        },
+    );
+    drain(&mut node);
+    // PostgreSQL was a primary (in production, no standby.signal), its postmaster is alive
+    // and it answers nothing.
+    node.handle_input(Instant(10), Input::PostgresProbed(frozen_postmaster()));
+    assert!(!drain(&mut node).iter().any(|e| matches!(e, Effect::Pg(_))));
+    assert_eq!(node.state(), "starting");
+    node.handle_input(Instant(5_000), Input::Tick);
+    assert!(drain(&mut node).contains(&Effect::ProbePostgres));
+    node.handle_input(Instant(5_010), Input::PostgresProbed(frozen_postmaster()));
+    let effects = drain(&mut node);
+    assert!(
+        effects.contains(&Effect::Pg(PgAction::Demote {
+            mode: DemoteMode::Immediate
+        })),
+        "{effects:?}"
+    );
+    assert_eq!(node.state(), "demoting");
+}
+
+#[test]
+fn a_standby_that_is_slow_to_start_is_left_alone() {
+    let mut node = Node::new(settings(1), Instant(0));
+    node.handle_input(
+        Instant(0),
+        Input::ClusterChanged(Box::new(view(Some(("node1", 7)), 5_000, 10))),
+    );
+    drain(&mut node);
+    let recovering = PgObservation {
+        server: None,
+        postmaster_alive: true,
+        ..pg(true, 5_000)
+    };
+    for t in [10, 5_010, 60_010] {
+        node.handle_input(Instant(t - 10), Input::Tick);
+        drain(&mut node);
+        node.handle_input(Instant(t), Input::PostgresProbed(recovering.clone()));
+        assert!(!drain(&mut node)
+            .iter()
+            .any(|e| matches!(e, Effect::Pg(PgAction::Demote { .. }))));
+    }
+}

@@ -380,6 +380,11 @@ impl Agent {
         if let Some(stop) = self.stop_primary_without_store() {
             return stop;
         }
+        if self.found_unresponsive_primary() {
+            // An agent (re)started beside a primary that accepts no connection: nothing
+            // else will ever stop it, and its sessions may still commit.
+            return self.stop_unresponsive_primary();
+        }
         let (Some(pg), Some(view)) = (self.pg.clone(), self.view.clone()) else {
             return Handled;
         };
@@ -763,6 +768,31 @@ impl Agent {
             self.outbox.reason("holding the leader key: promoting");
             Transition(State::candidate())
         }
+    }
+
+    /// PostgreSQL was last a primary (pg_control says in production, no standby signal), its
+    /// postmaster is alive and it answers no connection, and no action of ours is running.
+    /// A standby in a long recovery looks the same and is left alone.
+    fn found_unresponsive_primary(&mut self) -> bool {
+        let Some(pg) = self.pg.as_ref() else {
+            return false;
+        };
+        let was_primary = matches!(
+            &pg.data_dir,
+            DataDir::Initialized {
+                state: super::view::ControlState::InProduction,
+                standby_signal: false,
+                ..
+            }
+        );
+        let unresponsive = pg.postmaster_alive && pg.server.is_none();
+        if !(was_primary && unresponsive) || self.pg_action.is_some() {
+            if pg.server.is_some() || !pg.postmaster_alive {
+                self.unresponsive_since = None;
+            }
+            return false;
+        }
+        true
     }
 
     /// The postmaster is alive but accepts no connection (frozen, hung, or recovering for

@@ -50,6 +50,11 @@ const PINNED: &[u64] = &[
     // The deadline's immediate stop of a frozen postmaster waited on pg_ctl while the lease
     // expired: immediate-nolock now kills at once.
     364,
+    // Found in the simulation's own model: a suspended VM's watchdog fired during the
+    // suspend (24665); a restarted agent's lease wait counted against the frozen-leader
+    // bound (22746). The first also showed that a suspend longer than the lease is beyond
+    // any watchdog in asynchronous mode.
+    24665, 22746,
 ];
 
 fn native() -> Decide {

@@ -111,8 +111,11 @@ impl Plan {
         // the new leader was one of its n synchronous standbys. In quorum mode (`ANY k`) the
         // old primary keeps acknowledging through any voter still streaming from it until
         // that voter follows the new leader: only the watchdog covers it, as in async mode.
-        let frozen_agent_covered =
-            watchdog || matches!(sync_variant, SyncVariant::On | SyncVariant::Strict);
+        // A suspended VM is different: its watchdog sleeps with it, and on resume PostgreSQL
+        // serves its clients before the agent has looked at the clock. Only `FIRST n` covers
+        // a suspend longer than the lease.
+        let first_n = matches!(sync_variant, SyncVariant::On | SyncVariant::Strict);
+        let frozen_agent_covered = watchdog || first_n;
         let mut faults = Vec::new();
         let count = 1 + rng.index(4);
         for _ in 0..count {
@@ -146,9 +149,13 @@ impl Plan {
                 Fault::KillAgent(n) if !frozen_agent_covered => Fault::Crash(n),
                 other => other,
             };
-            if fault.needs_watchdog() && !frozen_agent_covered {
-                // Without a watchdog only a freeze shorter than the demotion margin is
-                // survivable in asynchronous mode; longer ones are the watchdog's to stop.
+            let covered = match fault {
+                Fault::Suspend(_) => first_n,
+                _ => frozen_agent_covered,
+            };
+            if fault.needs_watchdog() && !covered {
+                // Uncovered, only a freeze shorter than the demotion margin is survivable:
+                // the agent then resumes before its deadline.
                 duration = duration.min(margin_ms.saturating_sub(100).max(100));
             }
             faults.push(Scheduled {

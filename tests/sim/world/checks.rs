@@ -62,7 +62,11 @@ impl World {
         };
         let loop_ms = u64::from(self.plan.loop_wait) * 1_000;
         let bound = UNRESPONSIVE_PRIMARY_TIMEOUT_MS + PROBE_TIMEOUT_MS + 2 * loop_ms + 2_000;
-        if self.nodes[l].agent.is_some() && !self.nodes[l].paused && self.now > since + bound {
+        let same_agent = self.nodes[l]
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.inc == self.nodes[l].incarnation_at_freeze);
+        if same_agent && !self.nodes[l].paused && self.now > since + bound {
             self.violate(format!(
                 "{leader} still holds the leader key {} ms after its postmaster froze",
                 self.now - since

@@ -44,10 +44,12 @@ impl World {
                     let frozen = start && self.nodes[i].pg.running.is_some();
                     self.nodes[i].pg.postmaster_frozen = frozen;
                     self.nodes[i].pg.postmaster_frozen_since = frozen.then_some(self.now);
+                    self.nodes[i].incarnation_at_freeze = self.nodes[i].incarnation;
                 }
             }
             Fault::Suspend(i) => {
                 if start {
+                    self.nodes[i].suspended_since.get_or_insert(self.now);
                     if self.nodes[i].agent.is_some() {
                         self.nodes[i].paused = true;
                     }
@@ -55,10 +57,12 @@ impl World {
                         self.nodes[i].pg.frozen = true;
                     }
                 } else {
-                    // The VM's watchdog device was suspended with it.
-                    let d = self.plan.faults[idx].duration;
-                    if let Some((_, fed)) = self.nodes[i].dog.as_mut() {
-                        *fed += d;
+                    // The VM's watchdog device was suspended with it: its countdown resumes
+                    // where it stopped.
+                    if let Some(since) = self.nodes[i].suspended_since.take() {
+                        if let Some((_, fed)) = self.nodes[i].dog.as_mut() {
+                            *fed += self.now - since.max(*fed).min(self.now);
+                        }
                     }
                     self.nodes[i].pg.frozen = false;
                     self.resume(i);

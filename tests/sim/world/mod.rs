@@ -182,6 +182,11 @@ struct SimNode {
     status: Option<NodeStatus>,
     /// The watchdog device while armed: (timeout, last keepalive), global milliseconds.
     dog: Option<(u64, u64)>,
+    /// The machine is suspended (VM), since then: nothing on it runs, its watchdog included.
+    suspended_since: Option<u64>,
+    /// The agent's incarnation when the postmaster froze (the liveness check applies to an
+    /// agent that kept running; a restarted one has no lease and waits for the old to expire).
+    incarnation_at_freeze: u64,
 }
 
 /// A commit the client saw acknowledged.
@@ -285,6 +290,8 @@ impl World {
                     watch_pending: false,
                     status: None,
                     dog: None,
+                    suspended_since: None,
+                    incarnation_at_freeze: 0,
                 }
             })
             .collect::<Vec<_>>();
@@ -477,6 +484,11 @@ impl World {
 
     fn start_agent(&mut self, i: usize) {
         if self.nodes[i].agent.is_some() {
+            return;
+        }
+        if self.nodes[i].suspended_since.is_some() {
+            // Nothing starts on a suspended machine; look again after it resumes.
+            self.after(500, Ev::AgentStart { node: i });
             return;
         }
         let now = self.node_now(i);

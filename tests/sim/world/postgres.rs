@@ -481,6 +481,9 @@ impl World {
             let Some((timeout, fed)) = self.nodes[i].dog else {
                 continue;
             };
+            if self.nodes[i].suspended_since.is_some() {
+                continue;
+            }
             if self.now <= fed + timeout {
                 continue;
             }

@@ -223,6 +223,8 @@ pub struct World {
     next_id: u64,
     acked: Vec<Ack>,
     max_tl_created: u32,
+    /// A primary has had synchronous standbys configured (strict mode is in force).
+    strict_engaged: bool,
     decide: Decide,
     pub violations: Vec<String>,
     pub outcome: Outcome,
@@ -311,6 +313,7 @@ impl World {
             next_id: 1,
             acked: Vec::new(),
             max_tl_created: 1,
+            strict_engaged: false,
             decide,
             violations: Vec::new(),
             outcome: Outcome::default(),

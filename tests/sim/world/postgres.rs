@@ -570,6 +570,18 @@ impl World {
             .as_ref()
             .and_then(|d| parse_sync_rule(&d.sync_names));
         let streaming = self.streaming_standbys(i);
+        if rule.is_some() {
+            self.strict_engaged = true;
+        }
+        if rule.is_none() && self.plan.sync_variant == SyncVariant::Strict && self.strict_engaged {
+            // Strict mode: once the first primary configured a synchronous standby (between
+            // bootstrap and that first cycle a lone primary has nobody to wait for), no commit
+            // is acknowledged without a synchronous copy, across failovers included.
+            let name = self.nodes[i].name.clone();
+            self.violate(format!(
+                "strict mode: {name} acknowledges commits with no synchronous standby configured"
+            ));
+        }
         let flushed_by: Vec<usize> = match &rule {
             None => vec![usize::MAX],
             Some(r) if r.any => {

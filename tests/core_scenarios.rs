@@ -2103,3 +2103,41 @@ fn a_standby_that_is_slow_to_start_is_left_alone() {
             .any(|e| matches!(e, Effect::Pg(PgAction::Demote { .. }))));
     }
 }
+
+#[test]
+fn a_promotion_still_running_at_the_deadline_is_followed_by_a_kill() {
+    // The same race as above, up to the promote handed to PostgreSQL.
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    leader_key_deleted(&mut node, t, 1000, 1000);
+    node.handle_input(
+        Instant(t),
+        Input::PeersProbed(vec![PeerReport {
+            name: "node1".into(),
+            status: None,
+        }]),
+    );
+    drain(&mut node);
+    node.handle_input(
+        Instant(t),
+        Input::LeaderAcquired {
+            won: true,
+            revision: 21,
+            create_revision: 21,
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::Pg(PgAction::Promote { .. }))));
+    // No renewal lands (etcd unreachable); the promote is slow (a replay backlog). The
+    // lease was granted at 0 with ttl 6 and margin 1: the deadline is at 5 s.
+    node.handle_input(Instant(5_000), Input::Tick);
+    let effects = drain(&mut node);
+    assert!(
+        effects.contains(&Effect::Pg(PgAction::Demote {
+            mode: DemoteMode::ImmediateNolock
+        })),
+        "the promote may still complete: PostgreSQL must be stopped after it: {effects:?}"
+    );
+    assert_eq!(node.state(), "demoting");
+}

@@ -302,7 +302,12 @@ impl Machine {
                 // The key was taken or the deadline passed before promotion finished.
                 context.presync_pending = false;
                 context.outbox.reason(format!("race abandoned: {why}"));
-                if context.pg.as_ref().is_some_and(|p| p.is_primary()) {
+                // A promote already handed to PostgreSQL may still complete: stop it as if it
+                // had (the stop runs right after it, or kills it meanwhile), keeping the
+                // watchdog armed until PostgreSQL is down.
+                if context.pg.as_ref().is_some_and(|p| p.is_primary())
+                    || context.promote_in_flight()
+                {
                     context.start_pg(PgAction::Demote {
                         mode: DemoteMode::ImmediateNolock,
                     });
@@ -350,6 +355,7 @@ impl Machine {
     fn after_transition(&mut self, source: &State, target: &State, context: &mut Agent) {
         if matches!(source, State::Candidate {})
             && matches!(target, State::Replica {} | State::Starting {})
+            && !context.promote_in_flight()
         {
             // The promotion was abandoned before PostgreSQL became writable.
             context.disarm_watchdog("promotion abandoned");

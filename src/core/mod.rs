@@ -97,6 +97,9 @@ impl Node {
                 self.agent.dcs_error = Some(error);
             }
             Input::PostgresProbed(observation) => {
+                if observation.server.is_some() {
+                    self.agent.unresponsive_since = None;
+                }
                 let fresh = self.probe_in_flight == Some(self.action_seq);
                 self.probe_in_flight = None;
                 self.agent.pg = Some(observation);
@@ -363,7 +366,11 @@ impl Node {
             );
             return;
         }
-        if self.agent.lease.id == Some(lease) && self.acting_as_leader() {
+        // A leader stopping PostgreSQL (a switchover's fast shutdown, a long checkpoint)
+        // still holds the key and renews it: the device is fed until the stop is done.
+        let stopping_with_key =
+            matches!(self.machine.state(), State::Demoting {}) && self.agent.holds_leader_key();
+        if self.agent.lease.id == Some(lease) && (self.acting_as_leader() || stopping_with_key) {
             self.agent.outbox.push(Effect::FeedWatchdog);
             self.agent.watchdog.last_keepalive = Some(now);
             self.agent.watchdog.feed_error = None;

@@ -442,7 +442,13 @@ pub fn quorum_votes(
     answers: &[(String, Lsn)],
 ) -> Result<(), (i64, u32)> {
     let voters = &recorded.sync_standby;
-    let ahead = answers.iter().any(|(_, lsn)| *lsn > my_position);
+    // Only those that may hold acknowledged commits can be "ahead": the recorded leader and
+    // the voters. A non-voter further along (a crashed old primary with unacknowledged WAL)
+    // must not veto the claimer, or nobody could ever lead again.
+    let ahead = answers.iter().any(|(name, lsn)| {
+        *lsn > my_position
+            && (voters.contains(name) || recorded.leader.as_deref() == Some(name.as_str()))
+    });
     if recorded.leader.as_deref() == Some(me) && !ahead {
         return Ok(());
     }
@@ -930,5 +936,16 @@ mod tests {
             quorum: 0,
         };
         assert!(quorum_votes("b", Lsn(10), &empty, &[at("c", 1)]).is_err());
+        // A non-voter further along (a crashed old primary's unacknowledged WAL) does not
+        // veto the claimer: only the leader and the voters may hold acknowledged commits.
+        let claimed = SyncState {
+            leader: Some("b".into()),
+            sync_standby: vec![],
+            quorum: 0,
+        };
+        assert_eq!(
+            quorum_votes("b", Lsn(10), &claimed, &[("a".into(), Lsn(50))]),
+            Ok(())
+        );
     }
 }

@@ -242,15 +242,7 @@ impl PgController {
     /// every process it forked, no waiting on a postmaster that may be frozen. A crash, as
     /// far as the data is concerned, like an immediate shutdown.
     fn kill(&mut self) {
-        if let Some(pid) = probe::postmaster_pid(&self.s.data_dir).filter(|p| probe::pid_alive(*p))
-        {
-            let killed = process::kill_server(pid);
-            tracing::warn!(
-                pid,
-                processes = killed,
-                "PostgreSQL killed (immediate-nolock)"
-            );
-        }
+        super::kill_postmaster(&self.s);
     }
 
     async fn stop(&mut self, mode: &str) -> Result<(), PgError> {

@@ -11,6 +11,19 @@ pub mod settings;
 use std::time::Duration;
 
 pub use actions::PgController;
+
+/// SIGKILL the postmaster of `settings.data_dir` and every process it forked, if one runs
+/// (the `immediate-nolock` stop; see [`process::kill_server`]).
+pub fn kill_postmaster(settings: &PgSettings) {
+    if let Some(pid) = probe::postmaster_pid(&settings.data_dir).filter(|p| probe::pid_alive(*p)) {
+        let killed = process::kill_server(pid);
+        tracing::warn!(
+            pid,
+            processes = killed,
+            "PostgreSQL killed (immediate-nolock)"
+        );
+    }
+}
 pub use settings::PgSettings;
 
 /// A PostgreSQL operation that failed, naming what was attempted.

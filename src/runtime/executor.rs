@@ -62,6 +62,17 @@ impl Executor {
         let this = self.clone();
         match effect {
             Effect::Pg(action) => {
+                if matches!(
+                    action,
+                    PgAction::Demote {
+                        mode: crate::core::DemoteMode::ImmediateNolock
+                    }
+                ) {
+                    // The emergency stop must not wait behind whatever action the serial
+                    // worker is running (a slot creation, a slow promote): kill now; the
+                    // queued action then finds PostgreSQL down and reports it.
+                    crate::postgres::kill_postmaster(&self.pg);
+                }
                 let config = self.status.borrow().config.clone();
                 let _ = self.pg_queue.send((action, config));
             }

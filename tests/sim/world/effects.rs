@@ -92,6 +92,15 @@ impl World {
                 return;
             }
             Effect::Pg(action) => {
+                if matches!(
+                    action,
+                    PgAction::Demote {
+                        mode: DemoteMode::ImmediateNolock
+                    }
+                ) {
+                    // The executor kills at once, ahead of the serial worker's queue.
+                    self.nodes[i].pg.stop(false);
+                }
                 self.nodes[i].worker.push_back(action);
                 self.start_next_action(i);
                 return;

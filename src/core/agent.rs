@@ -814,6 +814,29 @@ impl Agent {
         }
     }
 
+    /// Starting PostgreSQL as the primary again (it was down while we hold the key): with the
+    /// standbys `/sync` records for us all required (at least as strict as whatever set was
+    /// in effect; the next cycle narrows it safely), or in strict mode with nobody recorded,
+    /// what a promotion would start with. Never fewer than `/sync` promises.
+    pub fn start_primary_action(&self) -> PgAction {
+        let recorded: Vec<String> = self
+            .view
+            .as_ref()
+            .and_then(|v| v.sync.as_ref())
+            .filter(|s| s.value.leader.as_deref() == Some(self.settings.name.as_str()))
+            .map(|s| s.value.sync_standby.clone())
+            .unwrap_or_default();
+        let sync_standbys = if recorded.is_empty() {
+            match self.promote_action(LeaseId(0), 0) {
+                PgAction::Promote { sync_standbys, .. } => sync_standbys,
+                _ => None,
+            }
+        } else {
+            Some(StandbyNames::all_of(recorded))
+        };
+        PgAction::StartPrimary { sync_standbys }
+    }
+
     /// Book-keeping common to every finished PostgreSQL action.
     pub fn note_action_result(&mut self, action: &PgAction, outcome: &PgActionOutcome) {
         match outcome {
@@ -832,7 +855,9 @@ impl Agent {
                         self.following = Some(from.conn_url.clone());
                         self.data_maybe_diverged = false;
                     }
-                    PgAction::Promote { .. } | PgAction::StartPrimary | PgAction::Bootstrap => {
+                    PgAction::Promote { .. }
+                    | PgAction::StartPrimary { .. }
+                    | PgAction::Bootstrap => {
                         self.following = None;
                         self.data_maybe_diverged = false;
                         self.sync_barrier = None;

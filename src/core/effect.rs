@@ -58,7 +58,11 @@ pub enum PgAction {
         upstream: Option<Upstream>,
     },
     /// Start as a primary (the leader key is ours and PostgreSQL was down).
-    StartPrimary,
+    StartPrimary {
+        /// `synchronous_standby_names` to start with (`None`: none). The runtime keeps the
+        /// setting only in memory, so a restarted agent must be told what `/sync` promises.
+        sync_standbys: Option<StandbyNames>,
+    },
     /// Point a running standby at `upstream` (rewrites primary_conninfo and reloads).
     Follow {
         /// Leader to follow.
@@ -104,7 +108,7 @@ impl PgAction {
             PgAction::Clone { .. } => "clone",
             PgAction::Reinitialize { .. } => "reinitialize",
             PgAction::StartReplica { .. } => "start_replica",
-            PgAction::StartPrimary => "start_primary",
+            PgAction::StartPrimary { .. } => "start_primary",
             PgAction::Follow { .. } => "follow",
             PgAction::Promote { .. } => "promote",
             PgAction::Demote { .. } => "demote",

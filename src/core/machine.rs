@@ -864,7 +864,8 @@ impl Agent {
         let Some(server) = pg.server.clone() else {
             if !pg.postmaster_alive {
                 self.unresponsive_since = None;
-                self.start_pg(PgAction::StartPrimary);
+                let start = self.start_primary_action();
+                self.start_pg(start);
                 return Handled;
             }
             return self.stop_unresponsive_primary();

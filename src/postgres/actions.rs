@@ -64,8 +64,11 @@ impl PgController {
                 self.standby = Some(self.stream_from(upstream.as_ref())?);
                 self.start().await.map(|_| None)
             }
-            PgAction::StartPrimary => {
+            PgAction::StartPrimary { sync_standbys } => {
                 self.standby = None;
+                if let Some(names) = sync_standbys {
+                    self.sync_names = names.render();
+                }
                 self.start().await.map(|_| None)
             }
             PgAction::Follow { upstream } => {

@@ -221,7 +221,9 @@ impl World {
         let duration = match &action {
             PgAction::Bootstrap => self.rng.range(500, 1_500),
             PgAction::Clone { .. } | PgAction::Reinitialize { .. } => self.rng.range(300, 2_000),
-            PgAction::StartReplica { .. } | PgAction::StartPrimary => self.rng.range(200, 800),
+            PgAction::StartReplica { .. } | PgAction::StartPrimary { .. } => {
+                self.rng.range(200, 800)
+            }
             PgAction::Follow { .. } => self.rng.range(20, 200),
             PgAction::Promote { .. } => self.rng.range(50, 300),
             // Immediate stops kill a stopped postmaster at once (and immediate-nolock always
@@ -359,7 +361,15 @@ impl World {
                 self.nodes[i].pg.start(true, upstream)?;
                 Ok(None)
             }
-            PgAction::StartPrimary => {
+            PgAction::StartPrimary { sync_standbys } => {
+                // The runtime forgets the setting across an agent restart: only what the
+                // core sends survives (the fake keeps none of its own).
+                if let Some(d) = self.nodes[i].pg.data.as_mut() {
+                    d.sync_names = sync_standbys
+                        .as_ref()
+                        .map(|n| n.render())
+                        .unwrap_or_default();
+                }
                 self.nodes[i].pg.start(false, None)?;
                 self.check_may_write(i, "start_primary");
                 Ok(None)

@@ -54,6 +54,8 @@ pub struct Executor {
     pub policy: super::policy::PolicyRunner,
     /// The watchdog device (open while armed).
     pub watchdog: Arc<Mutex<WatchdogDevice>>,
+    /// `restapi.authentication`, sent with `POST /failsafe` (peers protect it the same way).
+    pub api_auth: Option<crate::config::Credentials>,
 }
 
 impl Executor {
@@ -112,7 +114,9 @@ impl Executor {
             | Effect::ClearFailover { .. }
             | Effect::WriteStatus { .. }
             | Effect::UpdateHistory { .. }
-            | Effect::ProbePeers { .. }) => {
+            | Effect::ProbePeers { .. }
+            | Effect::ProbeFailsafe { .. }
+            | Effect::WriteFailsafe { .. }) => {
                 tokio::spawn(async move { this.run(other).await });
             }
         }
@@ -129,6 +133,12 @@ impl Executor {
                 return self.send(Input::PostgresProbed(observation));
             }
             Effect::ProbePeers { members } => return self.probe_peers(members).await,
+            Effect::ProbeFailsafe { members } => {
+                let input =
+                    super::failsafe::run_round(&self.identity, self.api_auth.as_ref(), members)
+                        .await;
+                return self.send(input);
+            }
             other => other,
         };
         let Some(store) = self.store.get() else {
@@ -289,8 +299,13 @@ impl Executor {
                     }
                 }
             }
+            Effect::WriteFailsafe { members } => log_err(
+                "write failsafe",
+                store.write_failsafe(members.as_ref()).await,
+            ),
             Effect::ProbePostgres
             | Effect::ProbePeers { .. }
+            | Effect::ProbeFailsafe { .. }
             | Effect::Pg(_)
             | Effect::ConsultPolicy(_)
             | Effect::Shutdown { .. }

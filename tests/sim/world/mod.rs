@@ -7,6 +7,7 @@
 
 mod checks;
 mod effects;
+mod failsafe;
 mod faults;
 mod postgres;
 
@@ -15,6 +16,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use pgwarden::config::{DynamicConfig, SynchronousMode, WatchdogMode};
+use pgwarden::core::failsafe::HeartbeatVerdict;
 use pgwarden::core::view::{
     ControlState, DataDir, HistoryEntry, PeerReport, PgObservation, ReplicationPeer,
     ServerObservation, SyncState,
@@ -95,6 +97,9 @@ enum Op {
     WriteHistory {
         entries: Vec<HistoryEntry>,
     },
+    WriteFailsafe {
+        members: Option<BTreeMap<String, String>>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -143,6 +148,13 @@ enum Ev {
         node: usize,
         inc: u64,
         action: PgAction,
+    },
+    /// A failsafe round's requests reaching the members.
+    FailsafePost {
+        node: usize,
+        inc: u64,
+        members: Vec<(String, String)>,
+        sent_at: Instant,
     },
     Expiry,
     Stream,
@@ -214,6 +226,7 @@ pub struct World {
     next_id: u64,
     acked: Vec<Ack>,
     max_tl_created: u32,
+    next_failsafe_request: u64,
     decide: Decide,
     pub violations: Vec<String>,
     pub outcome: Outcome,
@@ -233,6 +246,7 @@ impl World {
                 SyncVariant::Quorum => SynchronousMode::Quorum,
             },
             synchronous_mode_strict: plan.sync_variant == SyncVariant::Strict,
+            failsafe_mode: plan.failsafe,
             ..DynamicConfig::default()
         };
         let nodes = (0..plan.nodes)
@@ -297,6 +311,7 @@ impl World {
             next_id: 1,
             acked: Vec::new(),
             max_tl_created: 1,
+            next_failsafe_request: 0,
             decide,
             violations: Vec::new(),
             outcome: Outcome::default(),
@@ -429,6 +444,16 @@ impl World {
             }
             Ev::Probe { node, inc } => self.probe(node, inc),
             Ev::PgDone { node, inc, action } => self.pg_done(node, inc, action),
+            Ev::FailsafePost {
+                node,
+                inc,
+                members,
+                sent_at,
+            } => {
+                if self.alive(node, inc) {
+                    self.failsafe_post_arrives(node, inc, members, sent_at);
+                }
+            }
             Ev::Expiry => {
                 let before = self.store.revision();
                 self.store.expire(self.now);

@@ -68,6 +68,12 @@ impl World {
                 None => refusals.push(format!("{name}: no verdict")),
             }
         }
+        if refusals.is_empty() {
+            self.outcome.failsafe_confirmed += 1;
+        } else {
+            self.outcome.failsafe_failed += 1;
+            self.log(|| format!("failsafe round of {leader} failed: {refusals:?}"));
+        }
         // The answers (or the timeouts) travel back; an answer needs the way back open.
         let delay = if unanswered {
             UNANSWERED_MS

@@ -206,6 +206,9 @@ pub struct Outcome {
     pub acked: usize,
     pub promotions: usize,
     pub watchdog_resets: usize,
+    /// Failsafe rounds every member confirmed, and rounds that failed.
+    pub failsafe_confirmed: usize,
+    pub failsafe_failed: usize,
     pub healed_after_ms: Option<u64>,
     pub events: u64,
     pub sim_ms: u64,

@@ -594,7 +594,12 @@ impl Node {
             State::Primary {} | State::Candidate {}
         );
         if is_primary && !self.agent.may_stay_primary() {
-            self.dispatch(Event::MustDemote("lease demotion deadline passed".into()));
+            let why = if self.agent.failsafe_mode() && self.agent.failsafe.renewals_failing {
+                "lease demotion deadline passed and no failsafe round confirmed this primary since"
+            } else {
+                "lease demotion deadline passed"
+            };
+            self.dispatch(Event::MustDemote(why.into()));
         }
     }
 

@@ -183,12 +183,22 @@ impl Executor {
                                 error: "lease not found".into(),
                             })
                         }
+                        // etcd-client turns etcd's TTL-0 answer for an unknown lease into an
+                        // error: it is an answer, not an outage.
+                        Err(e) if e.lease_not_found() => {
+                            return self.send(Input::LeaseRenewFailed {
+                                lease,
+                                expired: true,
+                                error: e.to_string(),
+                            })
+                        }
                         Err(e) if clock::now() >= give_up_at => {
+                            tracing::warn!(error = %e, %lease, "lease keep-alive failed within retry_timeout");
                             return self.send(Input::LeaseRenewFailed {
                                 lease,
                                 expired: false,
                                 error: e.to_string(),
-                            })
+                            });
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "keep-alive failed; retrying");
@@ -204,6 +214,16 @@ impl Executor {
                 let value = member_json(&self.identity, &self.status.borrow().clone());
                 if let Err(e) = store.put_member(me, value.to_string(), lease).await {
                     tracing::warn!(error = %e, "could not update the member key");
+                    if e.lease_not_found() {
+                        // etcd says the lease is gone: that is authoritative, whatever the
+                        // keep-alive path reports (after a long outage it may keep failing
+                        // instead of answering TTL 0, and the lease would never be replaced).
+                        self.send(Input::LeaseRenewFailed {
+                            lease,
+                            expired: true,
+                            error: e.to_string(),
+                        });
+                    }
                 }
             }
             Effect::RaceInitialize => {

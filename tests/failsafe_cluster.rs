@@ -103,8 +103,8 @@ fn last_transition(c: &Cluster, i: usize) -> String {
 fn demotion_reason(c: &Cluster, i: usize) -> String {
     let log = std::fs::read_to_string(c.log_path(i)).unwrap_or_default();
     log.lines()
-        .filter(|l| l.contains("state transition") && l.contains("from=Primary"))
-        .last()
+        .rev()
+        .find(|l| l.contains("state transition") && l.contains("from=Primary"))
         .map(str::to_string)
         .unwrap_or_else(|| format!("no demotion in the log; last: {}", last_transition(c, i)))
 }

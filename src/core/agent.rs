@@ -230,7 +230,7 @@ impl Agent {
             wake_at: None,
             watchdog,
             promotion_awaits_watchdog: false,
-            failsafe: Failsafe::new(Instant(0)),
+            failsafe: Failsafe::new(Instant(0), Duration::ZERO),
         }
     }
 
@@ -454,6 +454,13 @@ impl Agent {
     /// `ttl`.
     pub fn ttl(&self) -> Duration {
         Duration::from_secs(self.config.ttl.into())
+    }
+
+    /// The most a failsafe promise runs down between two inputs: below the demotion margin,
+    /// so a clock jump cannot cut it shorter than the primary's budget (see `failsafe`).
+    pub fn failsafe_step(&self) -> Duration {
+        (self.settings.demotion_margin / 2)
+            .clamp(Duration::from_millis(100), Duration::from_secs(1))
     }
 
     /// The last confirmed failsafe round still covers a primary.
@@ -756,14 +763,13 @@ impl Agent {
             manual_failover: self.manual_failover_to_me(),
             failsafe_heartbeat_from: self
                 .failsafe
-                .fresh_heartbeat(&self.settings.name, self.now, self.ttl())
+                .fresh_heartbeat(&self.settings.name)
                 .map(|h| h.leader.as_str()),
             not_in_failsafe: self.failsafe_mode()
                 && view.is_some_and(|v| {
                     !v.failsafe.is_empty() && !v.failsafe.contains_key(&self.settings.name)
                 }),
-            failsafe_startup: self.failsafe_mode()
-                && self.failsafe.in_startup_grace(self.now, self.ttl()),
+            failsafe_startup: self.failsafe_mode() && self.failsafe.in_startup_grace(),
         })
     }
 

@@ -21,8 +21,16 @@
 //! that restarted has forgotten what it accepted, so it waits `ttl` after its start before
 //! racing (`RaceRule::FailsafeStartup`). The heartbeat is accepted or refused by the core
 //! itself, atomically with its state: a member racing or promoting refuses, so a promotion
-//! and an accepted heartbeat cannot overlap. Durations are measured on each node's boot
-//! clock, like the lease: clocks must run at the same rate, not agree.
+//! and an accepted heartbeat cannot overlap.
+//!
+//! Durations are measured on each node's boot clock, like the lease: clocks must run at the
+//! same rate, not agree. Unlike the lease, nothing outside the member bounds its promise
+//! (etcd expires a key on its own clock; here only the member's clock says when `ttl` is
+//! over), so the promise is counted in time the member saw pass: each step between two
+//! inputs counts at most `step` (the core asks to be woken twice per step while a promise
+//! holds). A jump of the clock, or a suspend, then shortens the promise by at most `step`,
+//! which is kept below the demotion margin. A member that was suspended cannot have
+//! answered the rounds meanwhile, so the primary stopped anyway; it only waits longer.
 //!
 //! Must not touch: clocks, the network, the lock store.
 
@@ -54,6 +62,8 @@ pub struct Heartbeat {
     pub leader: String,
     /// When we accepted it (our clock).
     pub at: Instant,
+    /// How much of the promise not to race is left, in observed time.
+    pub left: Duration,
 }
 
 /// The core's failsafe record.
@@ -61,6 +71,10 @@ pub struct Heartbeat {
 pub struct Failsafe {
     /// When this agent started: what it accepted before is forgotten.
     pub started_at: Instant,
+    /// What is left of the startup grace (`ttl` from the start), in observed time.
+    pub startup_left: Duration,
+    /// The last instant time was observed (the last input).
+    pub observed_at: Instant,
     /// The last heartbeat we accepted.
     pub heartbeat: Option<Heartbeat>,
     /// Primary: send time of the last round every member accepted.
@@ -85,10 +99,12 @@ pub struct Failsafe {
 }
 
 impl Failsafe {
-    /// A record for an agent started at `now`.
-    pub fn new(now: Instant) -> Failsafe {
+    /// A record for an agent started at `now` under `ttl`.
+    pub fn new(now: Instant, ttl: Duration) -> Failsafe {
         Failsafe {
             started_at: now,
+            startup_left: ttl,
+            observed_at: now,
             heartbeat: None,
             confirmed_sent_at: None,
             active: false,
@@ -119,17 +135,41 @@ impl Failsafe {
             .map(|(_, v)| v)
     }
 
-    /// The leader whose heartbeat still holds us back from racing at `now`, if any.
-    pub fn fresh_heartbeat(&self, me: &str, now: Instant, ttl: Duration) -> Option<&Heartbeat> {
-        self.heartbeat
-            .as_ref()
-            .filter(|h| h.leader != me && now.saturating_since(h.at) < ttl)
+    /// Let time pass up to `now`, counting at most `step` since the last observation.
+    pub fn observe(&mut self, now: Instant, step: Duration) {
+        let passed = now.saturating_since(self.observed_at).min(step);
+        self.observed_at = self.observed_at.max(now);
+        self.startup_left = self.startup_left.saturating_sub(passed);
+        if let Some(h) = self.heartbeat.as_mut() {
+            h.left = h.left.saturating_sub(passed);
+        }
     }
 
-    /// Whether the agent started less than `ttl` ago (it may have accepted a heartbeat it
-    /// no longer remembers).
-    pub fn in_startup_grace(&self, now: Instant, ttl: Duration) -> bool {
-        now.saturating_since(self.started_at) < ttl
+    /// Accept a heartbeat from `leader` at `now`: no race for `ttl` of observed time.
+    pub fn accept(&mut self, leader: String, now: Instant, ttl: Duration) {
+        self.heartbeat = Some(Heartbeat {
+            leader,
+            at: now,
+            left: ttl,
+        });
+    }
+
+    /// The leader whose heartbeat still holds us back from racing, if any.
+    pub fn fresh_heartbeat(&self, me: &str) -> Option<&Heartbeat> {
+        self.heartbeat
+            .as_ref()
+            .filter(|h| h.leader != me && !h.left.is_zero())
+    }
+
+    /// Whether the agent started less than `ttl` of observed time ago (it may have accepted
+    /// a heartbeat it no longer remembers).
+    pub fn in_startup_grace(&self) -> bool {
+        !self.startup_left.is_zero()
+    }
+
+    /// Whether a promise is running down (the core must then be woken every half `step`).
+    pub fn holding(&self) -> bool {
+        self.in_startup_grace() || self.heartbeat.as_ref().is_some_and(|h| !h.left.is_zero())
     }
 
     /// Record a round every member accepted, sent at `sent_at` (late answers never move the
@@ -195,7 +235,7 @@ mod tests {
 
     #[test]
     fn a_confirmed_round_gives_the_same_deadline_as_a_renewal_sent_then() {
-        let mut f = Failsafe::new(Instant(0));
+        let mut f = Failsafe::new(Instant(0), TTL);
         assert!(!f.allows_primary_at(Instant(0), TTL, MARGIN));
         f.renewals_failing = true;
         f.confirmed(Instant(10_000));
@@ -210,23 +250,44 @@ mod tests {
         assert_eq!(f.deadline(TTL, MARGIN), None);
     }
 
+    const STEP: Duration = Duration::from_millis(500);
+
+    fn observe_until(f: &mut Failsafe, from: u64, to: u64) {
+        for t in (from..=to).step_by(250) {
+            f.observe(Instant(t), STEP);
+        }
+    }
+
     #[test]
     fn a_heartbeat_holds_back_for_ttl_and_only_from_another_leader() {
-        let mut f = Failsafe::new(Instant(0));
-        assert!(f.in_startup_grace(Instant(5_999), TTL));
-        assert!(!f.in_startup_grace(Instant(6_000), TTL));
-        f.heartbeat = Some(Heartbeat {
-            leader: "node1".into(),
-            at: Instant(10_000),
-        });
-        assert!(f.fresh_heartbeat("node2", Instant(15_999), TTL).is_some());
-        assert!(f.fresh_heartbeat("node2", Instant(16_000), TTL).is_none());
-        assert!(f.fresh_heartbeat("node1", Instant(11_000), TTL).is_none());
+        let mut f = Failsafe::new(Instant(0), TTL);
+        observe_until(&mut f, 0, 5_750);
+        assert!(f.in_startup_grace());
+        observe_until(&mut f, 5_750, 6_000);
+        assert!(!f.in_startup_grace());
+        f.observe(Instant(10_000), STEP); // the input carrying the heartbeat
+        f.accept("node1".into(), Instant(10_000), TTL);
+        observe_until(&mut f, 10_000, 15_750);
+        assert!(f.fresh_heartbeat("node2").is_some());
+        assert!(f.holding());
+        assert!(f.fresh_heartbeat("node1").is_none(), "our own");
+        observe_until(&mut f, 15_750, 16_000);
+        assert!(f.fresh_heartbeat("node2").is_none());
+        assert!(!f.holding());
+    }
+
+    #[test]
+    fn a_clock_jump_or_a_suspend_shortens_the_promise_by_one_step_at_most() {
+        let mut f = Failsafe::new(Instant(0), TTL);
+        observe_until(&mut f, 0, 7_000);
+        f.accept("node1".into(), Instant(7_000), TTL);
+        f.observe(Instant(60_000), STEP); // the clock jumped 53 s
+        assert_eq!(f.fresh_heartbeat("node2").map(|h| h.left), Some(TTL - STEP));
     }
 
     #[test]
     fn verdicts_are_found_by_request_and_bounded() {
-        let mut f = Failsafe::new(Instant(0));
+        let mut f = Failsafe::new(Instant(0), TTL);
         for id in 0..40 {
             f.record_verdict(id, HeartbeatVerdict::Accepted);
         }

@@ -67,7 +67,8 @@ impl Node {
     pub fn new(settings: NodeSettings, now: Instant) -> Node {
         let mut agent = Agent::new(settings);
         agent.now = now;
-        agent.failsafe = failsafe::Failsafe::new(now);
+        let ttl = Duration::from_secs(agent.config.ttl.into());
+        agent.failsafe = failsafe::Failsafe::new(now, ttl);
         let machine = Machine
             .uninitialized_state_machine()
             .init_with_context(&mut agent);
@@ -91,6 +92,8 @@ impl Node {
     /// Feed one fact observed at `now`.
     pub fn handle_input(&mut self, now: Instant, input: Input) {
         self.agent.now = now;
+        let step = self.agent.failsafe_step();
+        self.agent.failsafe.observe(now, step);
         match input {
             Input::Tick => {}
             Input::ClusterChanged(view) => self.on_cluster_changed(now, *view),
@@ -247,8 +250,8 @@ impl Node {
                 match &verdict {
                     failsafe::HeartbeatVerdict::Accepted => {
                         tracing::debug!(node = %self.agent.settings.name, %leader, "failsafe heartbeat accepted");
-                        self.agent.failsafe.heartbeat =
-                            Some(failsafe::Heartbeat { leader, at: now });
+                        let ttl = self.agent.ttl();
+                        self.agent.failsafe.accept(leader, now, ttl);
                     }
                     failsafe::HeartbeatVerdict::Refused(why) => {
                         tracing::warn!(node = %self.agent.settings.name, %leader, %why, "failsafe heartbeat refused");
@@ -314,6 +317,10 @@ impl Node {
         }
         if self.failsafe_round_wanted() && !self.agent.failsafe.round_in_flight {
             wake = wake.min(self.agent.failsafe.next_round_at);
+        }
+        if self.agent.failsafe.holding() && self.agent.failsafe_mode() {
+            // A promise not to race counts only time we saw pass, a step at a time.
+            wake = wake.min(self.agent.now + self.agent.failsafe_step() / 2);
         }
         Some(wake)
     }

@@ -47,6 +47,9 @@ const PINNED: &[u64] = &[
     11503, 17487,
     // A former primary further along an abandoned timeline vetoed every election.
     19621,
+    // Failsafe: a replica's clock jumped forward, its accepted heartbeat looked a ttl old at
+    // once and it raced beside the failsafe primary: promises now count observed time.
+    21355,
 ];
 
 fn native() -> Decide {

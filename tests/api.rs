@@ -215,3 +215,91 @@ async fn patroni_status_uses_patronis_field_names() {
     assert_eq!(v["role"], "primary");
     assert_eq!(v["xlog"]["location"], 5000);
 }
+
+/// A node (`pg1`, a replica or the leader) with `failsafe_mode` as given, behind the router,
+/// its core fed by a loop like the runtime's: `POST /failsafe` goes through the core.
+async fn failsafe_call(
+    primary: bool,
+    failsafe_mode: bool,
+    method: Method,
+    uri: &str,
+    body: &str,
+) -> (StatusCode, String) {
+    let loaded = pgwarden::config::parse(SEED, &|_| None).expect("seed config");
+    let mut node = Node::new(pgwarden::runtime::node_settings(&loaded.config), Instant(0));
+    let mut view = ClusterView {
+        revision: 10,
+        initialize: Some("7300".into()),
+        ..ClusterView::default()
+    };
+    view.config = Some(pgwarden::core::view::Versioned {
+        value: pgwarden::config::DynamicConfig {
+            failsafe_mode,
+            ..loaded.config.bootstrap.dcs.clone()
+        },
+        mod_revision: 2,
+    });
+    view.failsafe
+        .insert("pg1".into(), "http://10.0.1.11:8008/patroni".into());
+    view.failsafe
+        .insert("pg2".into(), "http://10.0.1.12:8008/patroni".into());
+    node.handle_input(Instant(0), Input::ClusterChanged(Box::new(view)));
+    node.handle_input(Instant(0), Input::PostgresProbed(pg(!primary)));
+    let (status_tx, status_rx) = tokio::sync::watch::channel(Arc::new(node.status()));
+    let (input_tx, mut inputs) = tokio::sync::mpsc::unbounded_channel::<Input>();
+    tokio::spawn(async move {
+        while let Some(input) = inputs.recv().await {
+            node.handle_input(Instant(10), input);
+            let _ = status_tx.send(Arc::new(node.status()));
+        }
+    });
+    let identity = Identity {
+        scope: "pg-cluster".into(),
+        name: "pg1".into(),
+        conn_url: "postgres://10.0.1.11:5432/postgres".into(),
+        api_url: "http://10.0.1.11:8008/patroni".into(),
+    };
+    let app = router(ApiState::new(identity, status_rx, loaded.config).with_inputs(input_tx));
+    let response = app
+        .oneshot(
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::from(body.to_string()))
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    let code = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (code, String::from_utf8_lossy(&bytes).to_string())
+}
+
+#[tokio::test]
+async fn post_failsafe_is_answered_by_the_core() {
+    let heartbeat = r#"{"name":"pg2","conn_url":"postgres://10.0.1.12:5432/postgres","api_url":"http://10.0.1.12:8008/patroni","slots":{}}"#;
+    let (code, body) = failsafe_call(false, true, Method::POST, "/failsafe", heartbeat).await;
+    assert_eq!((code, body.as_str()), (StatusCode::OK, "Accepted"));
+    // A member running as primary refuses: the sender must not keep running beside it.
+    let (code, body) = failsafe_call(true, true, Method::POST, "/failsafe", heartbeat).await;
+    assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let (code, _) = failsafe_call(false, false, Method::POST, "/failsafe", heartbeat).await;
+    assert_eq!(code, StatusCode::BAD_GATEWAY);
+    let (code, _) = failsafe_call(false, true, Method::POST, "/failsafe", "{}").await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn get_failsafe_lists_the_members_or_says_it_is_off() {
+    let (code, body) = failsafe_call(false, true, Method::GET, "/failsafe", "").await;
+    assert_eq!(code, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["pg2"], "http://10.0.1.12:8008/patroni");
+    let (code, _) = failsafe_call(false, false, Method::GET, "/failsafe", "").await;
+    assert_eq!(code, StatusCode::BAD_GATEWAY);
+}

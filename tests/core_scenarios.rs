@@ -2141,3 +2141,464 @@ fn a_promotion_still_running_at_the_deadline_is_followed_by_a_kill() {
     );
     assert_eq!(node.state(), "demoting");
 }
+
+// ----- failsafe mode --------------------------------------------------------------------------
+
+const ALL: &[&str] = &["node1", "node2", "node3"];
+
+/// `view` with `failsafe_mode: true` in `/config` and `/failsafe` listing `listed`.
+fn with_failsafe(mut v: ClusterView, listed: &[&str]) -> ClusterView {
+    v.config = Some(Versioned {
+        value: DynamicConfig {
+            ttl: 6,
+            loop_wait: 1,
+            retry_timeout: 2,
+            failsafe_mode: true,
+            ..DynamicConfig::default()
+        },
+        mod_revision: 3,
+    });
+    v.failsafe = listed
+        .iter()
+        .map(|name| (name.to_string(), member(name).api_url))
+        .collect();
+    v
+}
+
+/// One decision cycle at `t`: the timer, then the probe it asks for.
+fn cycle(node: &mut Node, t: u64, observation: PgObservation) -> Vec<Effect> {
+    node.handle_input(Instant(t), Input::Tick);
+    let mut effects = drain(node);
+    node.handle_input(Instant(t), Input::PostgresProbed(observation));
+    effects.extend(drain(node));
+    effects
+}
+
+fn failsafe_round(effects: &[Effect]) -> Option<Vec<String>> {
+    effects.iter().find_map(|e| match e {
+        Effect::ProbeFailsafe { members } => {
+            Some(members.iter().map(|(name, _)| name.clone()).collect())
+        }
+        _ => None,
+    })
+}
+
+fn demotes(effects: &[Effect]) -> Option<DemoteMode> {
+    effects.iter().find_map(|e| match e {
+        Effect::Pg(PgAction::Demote { mode }) => Some(*mode),
+        _ => None,
+    })
+}
+
+/// The bootstrapped primary of `primary()` with failsafe mode on and every member listed.
+fn failsafe_primary() -> Node {
+    let mut node = primary();
+    let mut v = with_failsafe(view(Some((ME, LEASE.0)), 0, 10), ALL);
+    v.members.get_mut(ME).expect("me").role = "primary".into();
+    node.handle_input(Instant(600), Input::ClusterChanged(Box::new(v)));
+    drain(&mut node);
+    assert!(node.status().failsafe.enabled);
+    node
+}
+
+/// The store stops answering: the renewal sent at 0 is the last acknowledged one (lease
+/// deadline 5 s); the failure starts a round at once.
+fn store_unreachable(node: &mut Node, t: u64) -> Vec<Effect> {
+    node.handle_input(
+        Instant(t),
+        Input::LeaseRenewFailed {
+            lease: LEASE,
+            expired: false,
+            error: "etcd unreachable".into(),
+        },
+    );
+    drain(node)
+}
+
+#[test]
+fn a_failsafe_primary_outlives_its_lease_while_every_member_confirms() {
+    let mut node = failsafe_primary();
+    let effects = store_unreachable(&mut node, 1_000);
+    assert_eq!(
+        failsafe_round(&effects),
+        Some(vec!["node1".to_string(), "node3".to_string()]),
+        "{effects:?}"
+    );
+    assert_eq!(node.status().lease_deadline, Some(Instant(5_000)));
+    let mut t = 1_000;
+    while t < 12_000 {
+        node.handle_input(
+            Instant(t + 20),
+            Input::FailsafeConfirmed {
+                sent_at: Instant(t),
+                refusals: Vec::new(),
+            },
+        );
+        let status = node.status();
+        assert!(status.failsafe.active, "at {t}");
+        // A confirmed round counts like a renewal sent at the round's start.
+        assert_eq!(status.lease_deadline, Some(Instant(t + 5_000)));
+        t += 1_000;
+        let effects = cycle(&mut node, t, pg(false, 1000));
+        assert_eq!(demotes(&effects), None, "at {t}: {effects:?}");
+        assert!(
+            failsafe_round(&effects).is_some(),
+            "a round per loop at {t}"
+        );
+    }
+    assert_eq!(node.state(), "primary", "{}", node.status().last_transition);
+    let status = node.status();
+    let identity = pgwarden::runtime::member::Identity {
+        scope: "c".into(),
+        name: ME.into(),
+        conn_url: String::new(),
+        api_url: String::new(),
+    };
+    let patroni = pgwarden::runtime::member::patroni_json(&identity, &status, None);
+    assert_eq!(patroni["failsafe_mode_is_active"], true);
+    // Rounds stop being confirmed: the deadline of the last one (sent at t - 1 s) still
+    // holds, then demotes.
+    node.handle_input(Instant(t + 3_999), Input::Tick);
+    assert_eq!(node.state(), "primary");
+    node.handle_input(Instant(t + 4_000), Input::Tick);
+    assert_eq!(
+        demotes(&drain(&mut node)),
+        Some(DemoteMode::ImmediateNolock)
+    );
+}
+
+#[test]
+fn one_refusal_or_one_silent_member_demotes_the_failsafe_primary_at_once() {
+    for refusal in [
+        "node3: 500 this member runs as primary",
+        "node1: http://127.0.0.1:8008/node1/failsafe: no answer within 2s",
+    ] {
+        let mut node = failsafe_primary();
+        store_unreachable(&mut node, 1_000);
+        node.handle_input(
+            Instant(1_010),
+            Input::FailsafeConfirmed {
+                sent_at: Instant(1_000),
+                refusals: Vec::new(),
+            },
+        );
+        node.handle_input(Instant(2_000), Input::Tick);
+        assert!(failsafe_round(&drain(&mut node)).is_some());
+        node.handle_input(
+            Instant(2_500),
+            Input::FailsafeConfirmed {
+                sent_at: Instant(2_000),
+                refusals: vec![refusal.to_string()],
+            },
+        );
+        // Patroni's `offline` demotion, before the lease deadline (5 s) even passed.
+        assert_eq!(demotes(&drain(&mut node)), Some(DemoteMode::Offline));
+        let status = node.status();
+        assert_eq!(status.state, "demoting");
+        assert!(
+            status.last_transition.contains("failsafe") && status.last_transition.contains(refusal),
+            "{}",
+            status.last_transition
+        );
+        assert!(!status.failsafe.active);
+        // Stopped, PostgreSQL comes back as a standby: the stale view still names us, but
+        // nothing lets us promote again until the store renews the lease.
+        node.handle_input(
+            Instant(2_600),
+            Input::PgActionFinished {
+                action: PgAction::Demote {
+                    mode: DemoteMode::Offline,
+                },
+                outcome: PgActionOutcome::Done { sysid: None },
+            },
+        );
+        drain(&mut node);
+        for t in [3_000, 3_100, 3_200] {
+            let effects = cycle(&mut node, t, pg(true, 1000));
+            assert!(!promotes(&effects), "at {t}: {effects:?}");
+        }
+    }
+}
+
+#[test]
+fn the_watchdog_is_fed_after_a_confirmed_round_within_the_ttl() {
+    let (mut node, t) = armed_leader();
+    let mut v = with_failsafe(view(Some((ME, LEASE.0)), 1000, 23), ALL);
+    v.leader.as_mut().expect("leader").create_revision = 21;
+    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
+    drain(&mut node);
+    store_unreachable(&mut node, t + 100);
+    let feeds = |effects: &[Effect]| {
+        effects
+            .iter()
+            .filter(|e| **e == Effect::FeedWatchdog)
+            .count()
+    };
+    node.handle_input(
+        Instant(t + 120),
+        Input::FailsafeConfirmed {
+            sent_at: Instant(t + 100),
+            refusals: Vec::new(),
+        },
+    );
+    assert_eq!(feeds(&drain(&mut node)), 1);
+    // An answer so late that the device (3 s) would fire after the members may race.
+    node.handle_input(
+        Instant(t + 4_000),
+        Input::FailsafeConfirmed {
+            sent_at: Instant(t + 900),
+            refusals: Vec::new(),
+        },
+    );
+    assert_eq!(feeds(&drain(&mut node)), 0);
+    // A failed round never feeds it.
+    node.handle_input(
+        Instant(t + 4_100),
+        Input::FailsafeConfirmed {
+            sent_at: Instant(t + 4_000),
+            refusals: vec!["node1: no answer".into()],
+        },
+    );
+    assert_eq!(feeds(&drain(&mut node)), 0);
+}
+
+#[test]
+fn the_leader_records_every_member_in_failsafe() {
+    let mut node = failsafe_primary();
+    // /failsafe lacks node3: the leader rewrites it with everyone, itself included.
+    let mut v = with_failsafe(view(Some((ME, LEASE.0)), 0, 11), &["node1", "node2"]);
+    v.members.get_mut(ME).expect("me").role = "primary".into();
+    node.handle_input(Instant(700), Input::ClusterChanged(Box::new(v)));
+    drain(&mut node);
+    let effects = cycle(&mut node, 1_000, pg(false, 1000));
+    let written = effects.iter().find_map(|e| match e {
+        Effect::WriteFailsafe { members } => Some(members.clone()),
+        _ => None,
+    });
+    let members = written.flatten().expect("a /failsafe write");
+    assert_eq!(members.keys().collect::<Vec<_>>(), ALL.to_vec());
+    // Not asked again in the next loop while the write is on its way.
+    let effects = cycle(&mut node, 1_500, pg(false, 1000));
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::WriteFailsafe { .. })));
+}
+
+/// Time passing as the runtime shows it to a replica: a tick every 250 ms, probes answered.
+fn idle(node: &mut Node, from: u64, to: u64) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    for t in (from..to).step_by(250) {
+        node.handle_input(Instant(t), Input::Tick);
+        let now = drain(node);
+        let probed = now.contains(&Effect::ProbePostgres);
+        effects.extend(now);
+        if probed {
+            node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
+            effects.extend(drain(node));
+        }
+    }
+    effects
+}
+
+/// A replica following node1 with failsafe mode on, past its startup grace (ttl).
+fn failsafe_replica(listed: &[&str]) -> (Node, u64) {
+    let (mut node, t0) = running_replica(1, 1000, 1000);
+    let t = 10_000;
+    idle(&mut node, t0, t);
+    node.handle_input(
+        Instant(t),
+        Input::LeaseRenewed {
+            lease: LEASE,
+            sent_at: Instant(t),
+        },
+    );
+    node.handle_input(
+        Instant(t),
+        Input::ClusterChanged(Box::new(with_failsafe(
+            view(Some(("node1", 7)), 1000, 15),
+            listed,
+        ))),
+    );
+    if drain(&mut node).contains(&Effect::ProbePostgres) {
+        node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
+        drain(&mut node);
+    }
+    (node, t)
+}
+
+#[test]
+fn a_replica_that_accepted_a_heartbeat_does_not_race_for_ttl() {
+    let (mut node, t) = failsafe_replica(ALL);
+    node.handle_input(
+        Instant(t),
+        Input::FailsafeHeartbeat {
+            leader: "node1".into(),
+            request: 7,
+        },
+    );
+    assert_eq!(
+        node.status().failsafe.verdict(7),
+        Some(&pgwarden::core::failsafe::HeartbeatVerdict::Accepted)
+    );
+    let effects = leader_key_deleted(&mut node, t + 1_000, 1000, 1000);
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. })),
+        "{effects:?}"
+    );
+    let refusal = node.status().last_race_refusal.unwrap_or_default();
+    assert!(refusal.contains("failsafe-heartbeat"), "{refusal}");
+    let races = |effects: &[Effect]| {
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. }))
+    };
+    assert!(!races(&idle(&mut node, t + 1_000, t + 5_750)));
+    // A ttl of observed time after the heartbeat the promise has run out (the unobserved
+    // second before the key vanished counted only one step: a little later than a ttl).
+    let effects = idle(&mut node, t + 5_750, t + 7_500);
+    assert!(
+        races(&effects),
+        "{:?} {:?} {}",
+        node.status().last_race_refusal,
+        node.status().failsafe.last_heartbeat,
+        node.state()
+    );
+}
+
+#[test]
+fn a_member_missing_from_failsafe_does_not_race() {
+    let (mut node, t) = failsafe_replica(&["node1", "node3"]);
+    let mut v = with_failsafe(view(None, 1000, 20), &["node1", "node3"]);
+    v.revision = 20;
+    node.handle_input(Instant(t + 1_000), Input::ClusterChanged(Box::new(v)));
+    let mut effects = drain(&mut node);
+    node.handle_input(Instant(t + 1_000), Input::PostgresProbed(pg(true, 1000)));
+    effects.extend(drain(&mut node));
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. })),
+        "{effects:?}"
+    );
+    let refusal = node.status().last_race_refusal.unwrap_or_default();
+    assert!(refusal.contains("not-in-failsafe"), "{refusal}");
+}
+
+#[test]
+fn a_racing_member_refuses_heartbeats_and_a_restarted_one_waits_a_ttl() {
+    // Racing: a heartbeat now would let the old primary run beside the new one.
+    let (mut node, t) = failsafe_replica(&[]);
+    leader_key_deleted(&mut node, t + 1_000, 1000, 1000);
+    assert_eq!(
+        node.state(),
+        "candidate",
+        "{:?} {}",
+        node.status().last_race_refusal,
+        node.status().last_transition
+    );
+    node.handle_input(
+        Instant(t + 1_001),
+        Input::FailsafeHeartbeat {
+            leader: "node1".into(),
+            request: 9,
+        },
+    );
+    assert!(matches!(
+        node.status().failsafe.verdict(9),
+        Some(pgwarden::core::failsafe::HeartbeatVerdict::Refused(_))
+    ));
+    // Just started: what it accepted before the restart is forgotten, so it waits.
+    let (mut young, t) = running_replica(1, 1000, 1000);
+    young.handle_input(
+        Instant(t),
+        Input::ClusterChanged(Box::new(with_failsafe(
+            view(Some(("node1", 7)), 1000, 15),
+            &[],
+        ))),
+    );
+    if drain(&mut young).contains(&Effect::ProbePostgres) {
+        young.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
+        drain(&mut young);
+    }
+    leader_key_deleted(&mut young, t + 100, 1000, 1000);
+    let refusal = young.status().last_race_refusal.unwrap_or_default();
+    assert!(refusal.contains("failsafe-startup"), "{refusal}");
+}
+
+#[test]
+fn a_failsafe_primary_whose_lease_expired_in_the_outage_takes_its_key_back() {
+    let mut node = failsafe_primary();
+    store_unreachable(&mut node, 1_000);
+    node.handle_input(
+        Instant(1_010),
+        Input::FailsafeConfirmed {
+            sent_at: Instant(1_000),
+            refusals: Vec::new(),
+        },
+    );
+    drain(&mut node);
+    // The store is back and says the lease is gone; the key went with it.
+    node.handle_input(
+        Instant(1_500),
+        Input::LeaseRenewFailed {
+            lease: LEASE,
+            expired: true,
+            error: "lease not found".into(),
+        },
+    );
+    let effects = drain(&mut node);
+    assert_eq!(demotes(&effects), None, "{effects:?}");
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::GrantLease { .. })));
+    let fresh = LeaseId(0x43);
+    node.handle_input(
+        Instant(1_510),
+        Input::LeaseGranted {
+            lease: fresh,
+            ttl_secs: 6,
+            sent_at: Instant(1_505),
+        },
+    );
+    drain(&mut node);
+    let effects = cycle(&mut node, 2_000, pg(false, 1000));
+    assert_eq!(demotes(&effects), None, "{effects:?}");
+    assert!(
+        effects.contains(&Effect::AcquireLeader { lease: fresh }),
+        "{effects:?}"
+    );
+    node.handle_input(
+        Instant(2_010),
+        Input::LeaderAcquired {
+            won: true,
+            revision: 40,
+            create_revision: 40,
+        },
+    );
+    drain(&mut node);
+    assert_eq!(node.state(), "primary");
+    assert!(node.status().holds_leader_key);
+    // Had another member taken the key, the primary would demote at once.
+    let mut other = failsafe_primary();
+    store_unreachable(&mut other, 1_000);
+    other.handle_input(
+        Instant(1_010),
+        Input::FailsafeConfirmed {
+            sent_at: Instant(1_000),
+            refusals: Vec::new(),
+        },
+    );
+    other.handle_input(
+        Instant(1_500),
+        Input::ClusterChanged(Box::new(with_failsafe(
+            view(Some(("node3", 99)), 0, 30),
+            ALL,
+        ))),
+    );
+    assert_eq!(
+        demotes(&drain(&mut other)),
+        Some(DemoteMode::ImmediateNolock)
+    );
+}

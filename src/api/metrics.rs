@@ -20,6 +20,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "patroni_postgres_timeline",
     "patroni_cluster_unlocked",
     "patroni_postgres_server_version",
+    "patroni_failsafe_mode_is_active",
+    "patroni_failsafe_mode_enabled",
     "pgwarden_lease_remaining_milliseconds",
     "pgwarden_policy_gate_rejections_total",
     "pgwarden_policy_fallbacks_total",
@@ -107,6 +109,16 @@ pub(super) async fn get_metrics(State(state): State<ApiState>) -> impl IntoRespo
         "patroni_postgres_server_version",
         "PostgreSQL server version.",
         server.map(|x| x.server_version as i128).unwrap_or(0),
+    );
+    gauge(
+        "patroni_failsafe_mode_is_active",
+        "Value is 1 if failsafe mode is active (the primary runs on members' confirmations).",
+        s.failsafe.active as i128,
+    );
+    gauge(
+        "patroni_failsafe_mode_enabled",
+        "Value is 1 if failsafe mode is enabled in the dynamic configuration.",
+        s.failsafe.enabled as i128,
     );
     gauge(
         "pgwarden_lease_remaining_milliseconds",

@@ -4,6 +4,7 @@
 //! the operator endpoints (`switchover`) write to etcd.
 
 mod cluster;
+mod failsafe;
 pub mod metrics;
 mod switchover;
 
@@ -35,6 +36,8 @@ pub struct ApiState {
     policy: crate::runtime::policy::SharedPolicyStatus,
     /// For the operator endpoints that write the `failover` key.
     store: crate::dcs::StoreSlot,
+    /// The core's inputs, for `POST /failsafe` heartbeats the core must judge.
+    inputs: Option<tokio::sync::mpsc::UnboundedSender<crate::core::Input>>,
 }
 
 impl ApiState {
@@ -50,7 +53,17 @@ impl ApiState {
             config: Arc::new(config),
             policy: Default::default(),
             store: crate::dcs::StoreSlot::default(),
+            inputs: None,
         }
+    }
+
+    /// Let `POST /failsafe` hand heartbeats to the core.
+    pub fn with_inputs(
+        mut self,
+        inputs: tokio::sync::mpsc::UnboundedSender<crate::core::Input>,
+    ) -> ApiState {
+        self.inputs = Some(inputs);
+        self
     }
 
     /// Show the policy thread's status (active policy, counters) in `/patroni` and `/metrics`.
@@ -110,6 +123,10 @@ pub fn router(state: ApiState) -> Router {
             axum::routing::post(switchover::post_switchover).delete(switchover::delete_switchover),
         )
         .route("/failover", axum::routing::post(switchover::post_failover))
+        .route(
+            "/failsafe",
+            get(failsafe::get_failsafe).post(failsafe::post_failsafe),
+        )
         .fallback(health_check)
         .with_state(state);
     // The method rewrite must run before routing, so it wraps a router that has no routes

@@ -237,7 +237,7 @@ async fn refusal(view: &ClusterView, leader: Option<&str>, request: &FailoverReq
 }
 
 /// With `restapi.authentication`, unsafe requests need matching basic credentials.
-fn refused_credentials(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
+pub(super) fn refused_credentials(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
     let expected = state.config.restapi.authentication.as_ref()?;
     let given = headers
         .get(header::AUTHORIZATION)

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::consult::{self, ConsultPurpose, PolicyAnswer, PolicyCall};
 use super::effect::{Effect, PgAction, Upstream};
+use super::failsafe::{self, Failsafe, HeartbeatVerdict};
 use super::gate::GateLog;
 use super::input::PgActionOutcome;
 use super::lease::Lease;
@@ -172,6 +173,8 @@ pub struct Agent {
     pub watchdog: Watchdog,
     /// A promotion waits for the watchdog arm in flight.
     pub promotion_awaits_watchdog: bool,
+    /// Failsafe mode: heartbeats accepted, the primary's confirmed rounds.
+    pub failsafe: Failsafe,
 }
 
 /// Whether the watchdog lets this node act as primary now.
@@ -232,6 +235,7 @@ impl Agent {
             wake_at: None,
             watchdog,
             promotion_awaits_watchdog: false,
+            failsafe: Failsafe::new(Instant(0), Duration::ZERO),
         }
     }
 
@@ -431,10 +435,116 @@ impl Agent {
             .map(|l| l.create_revision)
     }
 
-    /// Whether the lease still allows acting as primary now.
+    /// Whether the lease still allows acting as primary now (what a promotion needs). After
+    /// a failed failsafe round the lease no longer counts until the store renews it: the
+    /// stale view still names us, and we just stood down.
     pub fn lease_allows_primary(&self) -> bool {
-        self.lease
-            .allows_primary_at(self.now, self.settings.demotion_margin)
+        !self.failsafe.stood_down
+            && self
+                .lease
+                .allows_primary_at(self.now, self.settings.demotion_margin)
+    }
+
+    /// Whether a running primary may keep running now: the lease, or in failsafe mode the
+    /// last round every member confirmed.
+    pub fn may_stay_primary(&self) -> bool {
+        self.lease_allows_primary() || self.failsafe_allows_primary()
+    }
+
+    /// `failsafe_mode` in the effective configuration.
+    pub fn failsafe_mode(&self) -> bool {
+        self.config.failsafe_mode
+    }
+
+    /// `ttl`.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.config.ttl.into())
+    }
+
+    /// The most a failsafe promise runs down between two inputs: below the demotion margin,
+    /// so a clock jump cannot cut it shorter than the primary's budget (see `failsafe`).
+    pub fn failsafe_step(&self) -> Duration {
+        (self.settings.demotion_margin / 2)
+            .clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
+
+    /// The last confirmed failsafe round still covers a primary.
+    pub fn failsafe_allows_primary(&self) -> bool {
+        self.failsafe_mode()
+            && self
+                .failsafe
+                .allows_primary_at(self.now, self.ttl(), self.settings.demotion_margin)
+    }
+
+    /// When a primary must have stopped writing: the later of the lease's deadline and the
+    /// failsafe one.
+    pub fn demotion_deadline(&self) -> Option<Instant> {
+        let margin = self.settings.demotion_margin;
+        let lease = self
+            .lease
+            .demotion_deadline(margin)
+            .filter(|_| !self.failsafe.stood_down);
+        let failsafe = self
+            .failsafe
+            .deadline(self.ttl(), margin)
+            .filter(|_| self.failsafe_mode());
+        lease.max(failsafe)
+    }
+
+    /// A primary that lost its key during a lock store outage (the lease expired meanwhile)
+    /// may take it back while its failsafe right holds and nobody else holds the key: the
+    /// members it asked do not race, the others may not.
+    pub fn failsafe_may_retake_key(&self) -> bool {
+        !self.release_pending
+            && self.failsafe_allows_primary()
+            && self
+                .view_leader()
+                .is_none_or(|leader| leader == self.settings.name)
+    }
+
+    /// The answer to a leader's `POST /failsafe`, decided against our own state so that a
+    /// heartbeat is never accepted while we race or promote.
+    pub fn failsafe_verdict(&self) -> HeartbeatVerdict {
+        if !self.failsafe_mode() {
+            return HeartbeatVerdict::Disabled;
+        }
+        if self.pg.as_ref().is_some_and(|p| p.is_primary()) {
+            return HeartbeatVerdict::Refused("this member runs as primary".into());
+        }
+        if matches!(self.state_name, "candidate" | "primary") || self.holds_leader_key() {
+            return HeartbeatVerdict::Refused(format!(
+                "this member is becoming primary (state {})",
+                self.state_name
+            ));
+        }
+        HeartbeatVerdict::Accepted
+    }
+
+    /// The `/failsafe` write the leader owes, if any: the members when failsafe mode is on
+    /// and the key differs, a delete when it is off and the key exists. Asked again after
+    /// two loops while the view still differs (the write has no answer and can be lost).
+    pub fn failsafe_write_due(&self) -> Option<Option<std::collections::BTreeMap<String, String>>> {
+        let view = self.view.as_ref()?;
+        let wanted = if self.failsafe_mode() {
+            let members = failsafe::desired_members(view);
+            if members == view.failsafe || !members.contains_key(&self.settings.name) {
+                return None; // up to date, or our own member key is not visible yet
+            }
+            Some(members)
+        } else if view.failsafe.is_empty() {
+            return None;
+        } else {
+            None
+        };
+        let again_after = Duration::from_secs(u64::from(self.config.loop_wait.max(1)) * 2);
+        match &self.failsafe.written {
+            Some((asked, at))
+                if *asked == wanted && self.now.saturating_since(*at) < again_after =>
+            {
+                None
+            }
+            _ => Some(wanted),
+        }
     }
 
     /// The leader as an upstream to follow or clone from.
@@ -656,6 +766,15 @@ impl Agent {
             sync: view.and_then(|v| v.sync.as_ref()).map(|s| &s.value),
             answers,
             manual_failover: self.manual_failover_to_me(),
+            failsafe_heartbeat_from: self
+                .failsafe
+                .fresh_heartbeat(&self.settings.name)
+                .map(|h| h.leader.as_str()),
+            not_in_failsafe: self.failsafe_mode()
+                && view.is_some_and(|v| {
+                    !v.failsafe.is_empty() && !v.failsafe.contains_key(&self.settings.name)
+                }),
+            failsafe_startup: self.failsafe_mode() && self.failsafe.in_startup_grace(),
         })
     }
 

@@ -198,6 +198,18 @@ pub enum Effect {
         /// (name, api_url).
         members: Vec<(String, String)>,
     },
+    /// Failsafe round: `POST /failsafe` to each of these members (name, api_url) with our
+    /// name and addresses (2 s timeout, one retry); report `FailsafeConfirmed` with the send
+    /// time of the round. Only 200 counts as accepted.
+    ProbeFailsafe {
+        /// (name, api_url) from `/failsafe`, ourselves excluded.
+        members: Vec<(String, String)>,
+    },
+    /// Put `/failsafe` (`None`: delete it): member name to REST API URL.
+    WriteFailsafe {
+        /// The members, or `None` to delete the key (failsafe mode off).
+        members: Option<std::collections::BTreeMap<String, String>>,
+    },
     /// Ask the policy; report `PolicyDecided` (never later than the policy deadline: the
     /// runtime answers with the embedded default when the policy fails or hangs).
     ConsultPolicy(Box<super::consult::PolicyCall>),

@@ -97,6 +97,21 @@ pub enum Input {
         /// Error text.
         error: String,
     },
+    /// A leader's `POST /failsafe` reached our REST API; the core answers it (the verdict
+    /// for `request` appears in the status) and, when it accepts, does not race for `ttl`.
+    FailsafeHeartbeat {
+        /// The sending leader's member name.
+        leader: String,
+        /// Request id chosen by the REST handler, to find its verdict.
+        request: u64,
+    },
+    /// Result of `ProbeFailsafe`: `refusals` is empty when every member accepted.
+    FailsafeConfirmed {
+        /// When the round started (before the first request left).
+        sent_at: Instant,
+        /// One line per member that refused or did not answer.
+        refusals: Vec<String>,
+    },
     /// A `Pg` action finished.
     PgActionFinished {
         /// The action.

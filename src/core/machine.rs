@@ -38,6 +38,8 @@ pub enum Event {
     PolicyDecided(PolicyAnswer),
     /// An arm of the watchdog finished (the state in `Agent::watchdog` is updated).
     WatchdogArmed,
+    /// A failsafe round failed while the lock store is unreachable: stop being primary now.
+    FailsafeLost(String),
 }
 
 #[state_machine(
@@ -333,6 +335,20 @@ impl Machine {
                 context.outbox.reason(format!("demoting: {why}"));
                 Transition(State::demoting())
             }
+            Event::FailsafeLost(why) => {
+                // Patroni's `offline` demotion: fast stop, the key left to expire. Until the
+                // store renews our lease, neither it nor the stale view that still names us
+                // may start a new promotion.
+                context.failsafe.stood_down = true;
+                context.failsafe.end_primary();
+                context.start_pg(PgAction::Demote {
+                    mode: DemoteMode::Offline,
+                });
+                context.outbox.reason(format!(
+                    "demoting (offline): the lock store is unreachable and failsafe mode could not confirm this primary: {why}"
+                ));
+                Transition(State::demoting())
+            }
             Event::PolicyDecided(answer) => {
                 context.note_decision(answer);
                 let outcome = context.apply_fence(&answer.decision.fence);
@@ -353,6 +369,10 @@ pub struct Machine;
 
 impl Machine {
     fn after_transition(&mut self, source: &State, target: &State, context: &mut Agent) {
+        if matches!(source, State::Primary {}) {
+            // The failsafe right belongs to the primary that earned it, in that term only.
+            context.failsafe.end_primary();
+        }
         if matches!(source, State::Candidate {})
             && matches!(target, State::Replica {} | State::Starting {})
             && !context.promote_in_flight()
@@ -825,19 +845,32 @@ impl Agent {
 
     fn decide_primary(&mut self) -> Outcome<State> {
         if !self.holds_leader_key() {
+            if self.failsafe_may_retake_key() {
+                // The lease expired during the outage; the members we asked do not race.
+                if let Some(lease) = self.lease.id {
+                    self.outbox.push(Effect::AcquireLeader { lease });
+                }
+                return Handled;
+            }
             self.start_pg(PgAction::Demote {
                 mode: DemoteMode::ImmediateNolock,
             });
             self.outbox.reason("leader key is not ours any more");
             return Transition(State::demoting());
         }
-        if !self.lease_allows_primary() {
+        if !self.may_stay_primary() {
             self.start_pg(PgAction::Demote {
                 mode: DemoteMode::ImmediateNolock,
             });
             self.outbox
                 .reason("lease could not be renewed before the demotion deadline");
             return Transition(State::demoting());
+        }
+        if self.dcs_error.is_none() {
+            if let Some(members) = self.failsafe_write_due() {
+                self.failsafe.written = Some((members.clone(), self.now));
+                self.outbox.push(Effect::WriteFailsafe { members });
+            }
         }
         match self.watchdog_gate() {
             WatchdogGate::Ready => {}

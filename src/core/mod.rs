@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod consult;
 pub mod effect;
+pub mod failsafe;
 pub mod gate;
 pub mod health;
 pub mod input;
@@ -66,6 +67,8 @@ impl Node {
     pub fn new(settings: NodeSettings, now: Instant) -> Node {
         let mut agent = Agent::new(settings);
         agent.now = now;
+        let ttl = Duration::from_secs(agent.config.ttl.into());
+        agent.failsafe = failsafe::Failsafe::new(now, ttl);
         let machine = Machine
             .uninitialized_state_machine()
             .init_with_context(&mut agent);
@@ -89,6 +92,8 @@ impl Node {
     /// Feed one fact observed at `now`.
     pub fn handle_input(&mut self, now: Instant, input: Input) {
         self.agent.now = now;
+        let step = self.agent.failsafe_step();
+        self.agent.failsafe.observe(now, step);
         match input {
             Input::Tick => {}
             Input::ClusterChanged(view) => self.on_cluster_changed(now, *view),
@@ -117,6 +122,7 @@ impl Node {
             } => {
                 self.grant_in_flight = false;
                 self.dcs_seen(now);
+                self.store_answers_lease();
                 let ttl = Duration::from_secs(ttl_secs.into());
                 match (self.agent.lease.id, self.agent.holds_leader_key()) {
                     (Some(_), true) => {
@@ -140,12 +146,24 @@ impl Node {
             Input::LeaseGrantFailed { error } => {
                 self.grant_in_flight = false;
                 self.agent.dcs_error = Some(error);
+                self.store_failing(now);
             }
             Input::LeaseRenewed { lease, sent_at } => {
                 self.renewal_in_flight = false;
                 self.agent.lease.renewed(lease, sent_at);
                 self.dcs_seen(now);
-                self.feed_watchdog(now, lease, sent_at);
+                self.store_answers_lease();
+                // A leader stopping PostgreSQL (a switchover's fast shutdown, a long
+                // checkpoint) still holds the key and renews it: the device is fed until the
+                // stop is done.
+                let stopping_with_key = matches!(self.machine.state(), State::Demoting {})
+                    && self.agent.holds_leader_key();
+                if self.agent.lease.id == Some(lease)
+                    && (self.acting_as_leader() || stopping_with_key)
+                {
+                    let ttl = self.agent.lease.ttl;
+                    self.feed_watchdog(now, sent_at + ttl, "lease renewal");
+                }
             }
             Input::LeaseRenewFailed {
                 lease,
@@ -158,8 +176,12 @@ impl Node {
                     self.agent.lease.lost();
                     self.agent.acquired_leader = None;
                     self.next_lease_at = now;
+                    // The store answered: not an outage, whatever happened to the lease.
+                    self.agent.failsafe.renewals_failing = false;
+                    self.agent.failsafe.active = false;
                 } else {
                     self.agent.dcs_error = Some(error);
+                    self.store_failing(now);
                 }
             }
             Input::InitializeRaced { won } => self.dispatch(Event::InitializeRaced(won)),
@@ -233,6 +255,25 @@ impl Node {
                 tracing::error!(node = %self.agent.settings.name, %error, "watchdog keepalive failed");
                 self.agent.watchdog.feed_error = Some(error);
             }
+            Input::FailsafeHeartbeat { leader, request } => {
+                let verdict = self.agent.failsafe_verdict();
+                match &verdict {
+                    failsafe::HeartbeatVerdict::Accepted => {
+                        tracing::debug!(node = %self.agent.settings.name, %leader, "failsafe heartbeat accepted");
+                        let ttl = self.agent.ttl();
+                        self.agent.failsafe.accept(leader, now, ttl);
+                    }
+                    failsafe::HeartbeatVerdict::Refused(why) => {
+                        tracing::warn!(node = %self.agent.settings.name, %leader, %why, "failsafe heartbeat refused");
+                    }
+                    failsafe::HeartbeatVerdict::Disabled => {}
+                }
+                self.agent.failsafe.record_verdict(request, verdict);
+            }
+            Input::FailsafeConfirmed { sent_at, refusals } => {
+                self.agent.failsafe.round_in_flight = false;
+                self.on_failsafe_round(now, sent_at, refusals);
+            }
             Input::PgActionFinished { action, outcome } => {
                 if self.agent.pg_action.as_ref() == Some(&action) {
                     self.agent.pg_action = None;
@@ -279,14 +320,17 @@ impl Node {
         if !self.renewal_in_flight && !self.grant_in_flight {
             wake = wake.min(self.next_lease_at);
         }
-        if self.acting_as_leader() {
-            if let Some(deadline) = self
-                .agent
-                .lease
-                .demotion_deadline(self.agent.settings.demotion_margin)
-            {
+        if self.acting_as_leader() || matches!(self.machine.state(), State::Primary {}) {
+            if let Some(deadline) = self.agent.demotion_deadline() {
                 wake = wake.min(deadline);
             }
+        }
+        if self.failsafe_round_wanted() && !self.agent.failsafe.round_in_flight {
+            wake = wake.min(self.agent.failsafe.next_round_at);
+        }
+        if self.agent.failsafe.holding() && self.agent.failsafe_mode() {
+            // A promise not to race counts only time we saw pass, a step at a time.
+            wake = wake.min(self.agent.now + self.agent.failsafe_step() / 2);
         }
         Some(wake)
     }
@@ -300,7 +344,7 @@ impl Node {
             holds_leader_key: a.holds_leader_key(),
             lease: a.lease.id,
             leader_revision: a.my_leader_revision(),
-            lease_deadline: a.lease.demotion_deadline(a.settings.demotion_margin),
+            lease_deadline: a.demotion_deadline(),
             now: a.now,
             pg: a.pg.clone(),
             view: a.view.clone(),
@@ -320,6 +364,23 @@ impl Node {
                 last_gate_rejection: a.gate.last.clone(),
                 fallbacks: a.policy_fallbacks,
                 preference: a.last_preference.clone(),
+            },
+            failsafe: status::FailsafeStatus {
+                enabled: a.failsafe_mode(),
+                active: a.failsafe.active
+                    && matches!(self.machine.state(), State::Primary {})
+                    && a.failsafe_allows_primary(),
+                members: a
+                    .view
+                    .as_ref()
+                    .map(|v| v.failsafe.clone())
+                    .unwrap_or_default(),
+                last_heartbeat: a
+                    .failsafe
+                    .heartbeat
+                    .as_ref()
+                    .map(|h| (h.leader.clone(), a.now.saturating_since(h.at))),
+                verdicts: a.failsafe.verdicts.iter().cloned().collect(),
             },
         }
     }
@@ -346,34 +407,100 @@ impl Node {
         ) && self.agent.holds_leader_key()
     }
 
-    /// Keepalive only after a successful renewal of the lease our leader key is on: a node
-    /// that cannot renew stops feeding, and the device resets it before another can lead.
+    /// Keepalive only after a successful renewal of the lease our leader key is on, or a
+    /// failsafe round every member confirmed: a node that can do neither stops feeding, and
+    /// the device resets it before another can lead.
     ///
     /// A keepalive restarts the device's countdown from `now`, so it must not let the device
-    /// fire later than the lease can expire (`sent_at + ttl` at the earliest): a renewal whose
-    /// answer took longer than `ttl - timeout` to arrive does not feed it.
-    fn feed_watchdog(&mut self, now: Instant, lease: LeaseId, sent_at: Instant) {
+    /// fire later than another member may lead: `until` (the renewal's or the round's send
+    /// time + ttl). An answer that took longer than `ttl - timeout` to arrive does not feed it.
+    fn feed_watchdog(&mut self, now: Instant, until: Instant, what: &str) {
         let WatchdogState::Armed { timeout_secs, .. } = self.agent.watchdog.state else {
             return;
         };
         let fires_at = now + Duration::from_secs(timeout_secs.into());
-        let lease_ends_no_sooner_than = sent_at + self.agent.lease.ttl;
-        if fires_at > lease_ends_no_sooner_than {
+        if fires_at > until {
             tracing::warn!(
                 node = %self.agent.settings.name,
-                answer_ms = now.saturating_since(sent_at).as_millis() as u64,
-                "lease renewal answered too late to feed the watchdog"
+                late_ms = fires_at.saturating_since(until).as_millis() as u64,
+                "{what} answered too late to feed the watchdog"
             );
             return;
         }
-        // A leader stopping PostgreSQL (a switchover's fast shutdown, a long checkpoint)
-        // still holds the key and renews it: the device is fed until the stop is done.
-        let stopping_with_key =
-            matches!(self.machine.state(), State::Demoting {}) && self.agent.holds_leader_key();
-        if self.agent.lease.id == Some(lease) && (self.acting_as_leader() || stopping_with_key) {
-            self.agent.outbox.push(Effect::FeedWatchdog);
-            self.agent.watchdog.last_keepalive = Some(now);
-            self.agent.watchdog.feed_error = None;
+        self.agent.outbox.push(Effect::FeedWatchdog);
+        self.agent.watchdog.last_keepalive = Some(now);
+        self.agent.watchdog.feed_error = None;
+    }
+
+    /// The lease could not be renewed or granted: the store is unreachable (not a compare
+    /// mismatch). A primary in failsafe mode starts a round at once.
+    fn store_failing(&mut self, now: Instant) {
+        self.agent.failsafe.renewals_failing = true;
+        self.agent.failsafe.next_round_at = self.agent.failsafe.next_round_at.min(now);
+    }
+
+    /// The store granted or renewed our lease: failsafe is no longer what keeps us running.
+    fn store_answers_lease(&mut self) {
+        let f = &mut self.agent.failsafe;
+        if f.active {
+            tracing::info!(node = %self.agent.settings.name, "lock store reachable again: failsafe mode no longer active");
+        }
+        f.renewals_failing = false;
+        f.active = false;
+        f.stood_down = false;
+    }
+
+    /// A primary in failsafe mode whose lease cannot be renewed runs rounds.
+    fn failsafe_round_wanted(&self) -> bool {
+        self.agent.failsafe_mode()
+            && self.agent.failsafe.renewals_failing
+            && matches!(self.machine.state(), State::Primary {})
+    }
+
+    /// Start a failsafe round when one is due: `POST /failsafe` to every other member in
+    /// `/failsafe`; alone in it, the round is confirmed at once (Patroni's single node rule).
+    fn maybe_start_failsafe_round(&mut self, now: Instant, interval: Duration) {
+        if !self.failsafe_round_wanted()
+            || self.agent.failsafe.round_in_flight
+            || now < self.agent.failsafe.next_round_at
+        {
+            return;
+        }
+        self.agent.failsafe.next_round_at = now + interval;
+        let Some(view) = self.agent.view.as_ref() else {
+            return;
+        };
+        match failsafe::round_members(view, &self.agent.settings.name) {
+            Err(why) => {
+                if self.agent.failsafe.warned.as_ref() != Some(&why) {
+                    tracing::warn!(node = %self.agent.settings.name, %why, "failsafe mode cannot keep this primary running");
+                    self.agent.failsafe.warned = Some(why);
+                }
+            }
+            Ok(members) if members.is_empty() => self.on_failsafe_round(now, now, Vec::new()),
+            Ok(members) => {
+                self.agent.failsafe.round_in_flight = true;
+                self.agent.outbox.push(Effect::ProbeFailsafe { members });
+            }
+        }
+    }
+
+    /// A failsafe round's result: all accepted extends the primary's right to run and feeds
+    /// the watchdog; any refusal while the store is unreachable demotes at once.
+    fn on_failsafe_round(&mut self, now: Instant, sent_at: Instant, refusals: Vec<String>) {
+        if !self.agent.failsafe_mode() || !matches!(self.machine.state(), State::Primary {}) {
+            return;
+        }
+        if refusals.is_empty() {
+            let was_active = self.agent.failsafe.active;
+            self.agent.failsafe.confirmed(sent_at);
+            if self.agent.failsafe.active && !was_active {
+                tracing::warn!(node = %self.agent.settings.name, "lock store unreachable: failsafe mode active, every member confirmed this primary");
+            }
+            let until = sent_at + self.agent.ttl();
+            self.feed_watchdog(now, until, "failsafe round");
+        } else if self.agent.failsafe.renewals_failing {
+            self.dispatch(Event::FailsafeLost(refusals.join("; ")));
         }
     }
 
@@ -468,7 +595,10 @@ impl Node {
             self.next_cycle_at = now;
         }
         let state = self.machine.state().clone();
-        if matches!(state, State::Primary {}) && !self.agent.holds_leader_key() {
+        if matches!(state, State::Primary {})
+            && !self.agent.holds_leader_key()
+            && !self.agent.failsafe_may_retake_key()
+        {
             self.dispatch(Event::MustDemote(
                 "the leader key is gone or held by another member".into(),
             ));
@@ -480,8 +610,13 @@ impl Node {
             self.machine.state(),
             State::Primary {} | State::Candidate {}
         );
-        if is_primary && !self.agent.lease_allows_primary() {
-            self.dispatch(Event::MustDemote("lease demotion deadline passed".into()));
+        if is_primary && !self.agent.may_stay_primary() {
+            let why = if self.agent.failsafe_mode() && self.agent.failsafe.renewals_failing {
+                "lease demotion deadline passed and no failsafe round confirmed this primary since"
+            } else {
+                "lease demotion deadline passed"
+            };
+            self.dispatch(Event::MustDemote(why.into()));
         }
     }
 
@@ -532,6 +667,8 @@ impl Node {
                 _ => {}
             }
         }
+        // Failsafe rounds stand in for renewals, on the same schedule and for the same reason.
+        self.maybe_start_failsafe_round(now, lease_interval);
         if now < self.next_cycle_at || self.probe_in_flight.is_some() {
             return;
         }

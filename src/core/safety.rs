@@ -127,6 +127,14 @@ pub enum RaceRule {
         /// `/sync.quorum`.
         needed: u32,
     },
+    /// Failsafe: a leader's `POST /failsafe` accepted less than `ttl` ago says it may still
+    /// run as primary through a lock store outage.
+    FailsafeHeartbeat(String),
+    /// Failsafe: `/failsafe` lists the members a failsafe primary asks; we are not among them.
+    NotInFailsafe,
+    /// Failsafe: the agent started less than `ttl` ago and may have accepted a heartbeat it
+    /// no longer remembers.
+    FailsafeStartup,
     /// Further behind the leader's last position than `maximum_lag_on_failover`.
     LagExceeded {
         /// Bytes behind.
@@ -147,6 +155,9 @@ impl RaceRule {
             RaceRule::BehindClusterTimeline { .. } => "behind-cluster-timeline",
             RaceRule::NotSynchronous => "not-in-sync-set",
             RaceRule::QuorumNotReached { .. } => "quorum-not-reached",
+            RaceRule::FailsafeHeartbeat(_) => "failsafe-heartbeat",
+            RaceRule::NotInFailsafe => "not-in-failsafe",
+            RaceRule::FailsafeStartup => "failsafe-startup",
             RaceRule::LagExceeded { .. } => "lag-exceeded",
         }
     }
@@ -173,6 +184,17 @@ impl fmt::Display for RaceRule {
             RaceRule::QuorumNotReached { votes, needed } => write!(
                 f,
                 "quorum-not-reached ({votes} votes from /sync voters not ahead, {needed} needed)"
+            ),
+            RaceRule::FailsafeHeartbeat(leader) => write!(
+                f,
+                "failsafe-heartbeat ({leader} confirmed itself as primary over POST /failsafe less than ttl ago)"
+            ),
+            RaceRule::NotInFailsafe => {
+                write!(f, "not-in-failsafe (/failsafe does not list this member)")
+            }
+            RaceRule::FailsafeStartup => write!(
+                f,
+                "failsafe-startup (started less than ttl ago; a failsafe primary may count on us)"
             ),
             RaceRule::LagExceeded { lag, limit } => {
                 write!(
@@ -222,6 +244,12 @@ pub struct RaceFacts<'a> {
     /// leaderless cluster): the synchronous-set and lag rules are waived; the operator
     /// accepted losing what the candidate lacks. Timeline and liveness rules still hold.
     pub manual_failover: bool,
+    /// Failsafe: the leader whose accepted heartbeat is younger than `ttl`.
+    pub failsafe_heartbeat_from: Option<&'a str>,
+    /// Failsafe mode on, `/failsafe` non-empty and without us.
+    pub not_in_failsafe: bool,
+    /// Failsafe mode on and the agent started less than `ttl` ago.
+    pub failsafe_startup: bool,
 }
 
 /// Check that racing for the leader key now breaks no invariant, whatever a policy said.
@@ -246,6 +274,17 @@ pub fn check_race(facts: &RaceFacts<'_>) -> Result<(), RaceRule> {
     }
     if facts.postgres_primary {
         return Ok(()); // a running primary on the cluster timeline has every committed write
+    }
+    // Failsafe rules hold even for an operator's failover: a primary may still be running
+    // on the strength of our promise (see `failsafe`'s module comment).
+    if let Some(leader) = facts.failsafe_heartbeat_from {
+        return Err(RaceRule::FailsafeHeartbeat(leader.to_owned()));
+    }
+    if facts.not_in_failsafe {
+        return Err(RaceRule::NotInFailsafe);
+    }
+    if facts.failsafe_startup {
+        return Err(RaceRule::FailsafeStartup);
     }
     if facts.manual_failover {
         return Ok(());

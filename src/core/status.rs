@@ -54,6 +54,34 @@ pub struct NodeStatus {
     pub watchdog: super::watchdog::WatchdogStatus,
     /// What the policy and the invariant gate did.
     pub policy: PolicyStatus,
+    /// Failsafe mode: whether it is on, whether this primary runs on it, what we answered.
+    pub failsafe: FailsafeStatus,
+}
+
+/// The failsafe part of `NodeStatus`, for `/patroni`, `/failsafe` and `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct FailsafeStatus {
+    /// `failsafe_mode` in the effective configuration.
+    pub enabled: bool,
+    /// This primary keeps running on failsafe confirmations (the lock store unreachable).
+    pub active: bool,
+    /// `/failsafe` as last seen.
+    pub members: std::collections::BTreeMap<String, String>,
+    /// The last heartbeat accepted: from which leader, how long ago.
+    pub last_heartbeat: Option<(String, Duration)>,
+    /// Recent answers to `POST /failsafe`, by request id.
+    pub verdicts: Vec<(u64, super::failsafe::HeartbeatVerdict)>,
+}
+
+impl FailsafeStatus {
+    /// What we answered to request `id`.
+    pub fn verdict(&self, id: u64) -> Option<&super::failsafe::HeartbeatVerdict> {
+        self.verdicts
+            .iter()
+            .rev()
+            .find(|(i, _)| *i == id)
+            .map(|(_, v)| v)
+    }
 }
 
 /// The policy's and the gate's record, for `/patroni` and `/metrics`.

@@ -147,6 +147,9 @@ pub struct ClusterView {
     pub optime: Option<Lsn>,
     /// `failover`: a pending manual failover or switchover.
     pub failover: Option<Versioned<FailoverRequest>>,
+    /// `failsafe`: member name to REST API URL, as the leader last recorded it (empty when
+    /// absent).
+    pub failsafe: BTreeMap<String, String>,
 }
 
 /// The `failover` key: a manual failover (a candidate, no leader) or a switchover (the

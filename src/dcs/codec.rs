@@ -76,6 +76,7 @@ pub fn decode_view(
                     mod_revision: raw.mod_revision,
                 })
             }
+            keys::FAILSAFE => view.failsafe = decode_failsafe(&text),
             keys::STATUS => {
                 view.optime = serde_json::from_str::<Value>(&text)
                     .ok()
@@ -204,6 +205,23 @@ pub fn encode_failover(request: &FailoverRequest) -> String {
         v.insert("override_policy".into(), json!(true));
     }
     Value::Object(v).to_string()
+}
+
+/// Decode `/failsafe`: Patroni's `{"member": "api_url", ...}`. Anything else (bad JSON, a
+/// non-string URL) is ignored, entry by entry: an unreadable key lists nobody.
+pub fn decode_failsafe(text: &str) -> BTreeMap<String, String> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => map
+            .into_iter()
+            .filter_map(|(name, url)| Some((name, url.as_str()?.to_string())))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// Encode `/failsafe` as Patroni does.
+pub fn encode_failsafe(members: &BTreeMap<String, String>) -> String {
+    json!(members).to_string()
 }
 
 /// Encode `/sync` as Patroni does.
@@ -343,5 +361,33 @@ mod tests {
             new_leader: Some("b".into()),
         }];
         assert_eq!(decode_history(&encode_history(&history)), history);
+    }
+
+    #[test]
+    fn failsafe_round_trips_in_patronis_shape() {
+        let mut members = BTreeMap::new();
+        members.insert(
+            "pg1".to_string(),
+            "http://10.0.0.1:8008/patroni".to_string(),
+        );
+        members.insert(
+            "pg2".to_string(),
+            "http://10.0.0.2:8008/patroni".to_string(),
+        );
+        let text = encode_failsafe(&members);
+        assert_eq!(
+            text,
+            r#"{"pg1":"http://10.0.0.1:8008/patroni","pg2":"http://10.0.0.2:8008/patroni"}"#
+        );
+        assert_eq!(decode_failsafe(&text), members);
+        assert!(decode_failsafe("not json").is_empty());
+        assert_eq!(
+            decode_failsafe(r#"{"a":"http://a/patroni","b":3}"#).len(),
+            1
+        );
+        let layout = KeyLayout::new("/service", "c");
+        let mut keys = BTreeMap::new();
+        keys.insert("/service/c/failsafe".to_string(), raw(&text, 0, 3));
+        assert_eq!(decode_view(&layout, &keys, 3).failsafe, members);
     }
 }

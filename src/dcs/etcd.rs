@@ -411,6 +411,26 @@ impl EtcdStore {
         }
     }
 
+    /// Put `/failsafe` (`None`: delete it).
+    pub async fn write_failsafe(
+        &self,
+        members: Option<&BTreeMap<String, String>>,
+    ) -> Result<(), DcsError> {
+        let mut kv = self.client.kv_client();
+        let key = self.layout.key(keys::FAILSAFE);
+        match members {
+            Some(members) => {
+                kv.put(key, codec::encode_failsafe(members), None)
+                    .await
+                    .map_err(err("put failsafe"))?;
+            }
+            None => {
+                kv.delete(key, None).await.map_err(err("delete failsafe"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Put `/status`.
     pub async fn write_status(&self, optime: Lsn) -> Result<(), DcsError> {
         let mut kv = self.client.kv_client();

@@ -60,6 +60,8 @@ pub const HISTORY: &str = "history";
 pub const STATUS: &str = "status";
 /// Manual failover/switchover request.
 pub const FAILOVER: &str = "failover";
+/// Failsafe membership: member name to REST API URL, kept by the leader.
+pub const FAILSAFE: &str = "failsafe";
 
 #[cfg(test)]
 mod tests {

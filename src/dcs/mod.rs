@@ -53,3 +53,19 @@ pub enum DcsError {
     #[error("etcd watch: {0}")]
     WatchCanceled(String),
 }
+
+impl DcsError {
+    /// etcd refused the request because the lease it names does not exist (expired or
+    /// revoked): proof that the lease is gone, unlike a timeout.
+    pub fn lease_not_found(&self) -> bool {
+        match self {
+            DcsError::Etcd { source, .. } => {
+                let text = source.to_string();
+                // "etcdserver: requested lease not found" (a put), "lease keep alive error:
+                // lease not found" (etcd-client's reading of a keep-alive answered with TTL 0).
+                text.contains("lease not found")
+            }
+            _ => false,
+        }
+    }
+}

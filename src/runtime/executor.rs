@@ -54,6 +54,8 @@ pub struct Executor {
     pub policy: super::policy::PolicyRunner,
     /// The watchdog device (open while armed).
     pub watchdog: Arc<Mutex<WatchdogDevice>>,
+    /// `restapi.authentication`, sent with `POST /failsafe` (peers protect it the same way).
+    pub api_auth: Option<crate::config::Credentials>,
 }
 
 impl Executor {
@@ -123,7 +125,9 @@ impl Executor {
             | Effect::ClearFailover { .. }
             | Effect::WriteStatus { .. }
             | Effect::UpdateHistory { .. }
-            | Effect::ProbePeers { .. }) => {
+            | Effect::ProbePeers { .. }
+            | Effect::ProbeFailsafe { .. }
+            | Effect::WriteFailsafe { .. }) => {
                 tokio::spawn(async move { this.run(other).await });
             }
         }
@@ -140,6 +144,12 @@ impl Executor {
                 return self.send(Input::PostgresProbed(observation));
             }
             Effect::ProbePeers { members } => return self.probe_peers(members).await,
+            Effect::ProbeFailsafe { members } => {
+                let input =
+                    super::failsafe::run_round(&self.identity, self.api_auth.as_ref(), members)
+                        .await;
+                return self.send(input);
+            }
             other => other,
         };
         let Some(store) = self.store.get() else {
@@ -184,12 +194,22 @@ impl Executor {
                                 error: "lease not found".into(),
                             })
                         }
+                        // etcd-client turns etcd's TTL-0 answer for an unknown lease into an
+                        // error: it is an answer, not an outage.
+                        Err(e) if e.lease_not_found() => {
+                            return self.send(Input::LeaseRenewFailed {
+                                lease,
+                                expired: true,
+                                error: e.to_string(),
+                            })
+                        }
                         Err(e) if clock::now() >= give_up_at => {
+                            tracing::warn!(error = %e, %lease, "lease keep-alive failed within retry_timeout");
                             return self.send(Input::LeaseRenewFailed {
                                 lease,
                                 expired: false,
                                 error: e.to_string(),
-                            })
+                            });
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "keep-alive failed; retrying");
@@ -205,6 +225,16 @@ impl Executor {
                 let value = member_json(&self.identity, &self.status.borrow().clone());
                 if let Err(e) = store.put_member(me, value.to_string(), lease).await {
                     tracing::warn!(error = %e, "could not update the member key");
+                    if e.lease_not_found() {
+                        // etcd says the lease is gone: that is authoritative, whatever the
+                        // keep-alive path reports (after a long outage it may keep failing
+                        // instead of answering TTL 0, and the lease would never be replaced).
+                        self.send(Input::LeaseRenewFailed {
+                            lease,
+                            expired: true,
+                            error: e.to_string(),
+                        });
+                    }
                 }
             }
             Effect::RaceInitialize => {
@@ -300,8 +330,13 @@ impl Executor {
                     }
                 }
             }
+            Effect::WriteFailsafe { members } => log_err(
+                "write failsafe",
+                store.write_failsafe(members.as_ref()).await,
+            ),
             Effect::ProbePostgres
             | Effect::ProbePeers { .. }
+            | Effect::ProbeFailsafe { .. }
             | Effect::Pg(_)
             | Effect::ConsultPolicy(_)
             | Effect::Shutdown { .. }

@@ -44,6 +44,17 @@ pub async fn request(
     body: Option<String>,
     timeout: Duration,
 ) -> Result<(u16, Vec<u8>), HttpError> {
+    request_as(method, url, body, None, timeout).await
+}
+
+/// [`request`] with HTTP basic authentication (`user`, `password`) when given.
+pub async fn request_as(
+    method: &str,
+    url: &str,
+    body: Option<String>,
+    basic_auth: Option<(&str, &str)>,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), HttpError> {
     let uri: hyper::Uri =
         url.parse()
             .map_err(|e: hyper::http::uri::InvalidUri| HttpError::Url {
@@ -55,10 +66,16 @@ pub async fn request(
         url: url.to_string(),
         message: "bad method".into(),
     })?;
-    let req = hyper::Request::builder()
+    let mut builder = hyper::Request::builder()
         .method(method)
         .uri(uri)
-        .header("content-type", "application/json")
+        .header("content-type", "application/json");
+    if let Some((user, password)) = basic_auth {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        builder = builder.header("authorization", format!("Basic {token}"));
+    }
+    let req = builder
         .body(http_body_util::Full::new(Bytes::from(
             body.unwrap_or_default(),
         )))

@@ -113,6 +113,10 @@ pub fn patroni_json(id: &Identity, status: &NodeStatus, dcs_last_seen_epoch: Opt
     if status.view.as_ref().is_some_and(|v| v.leader.is_none()) {
         m.insert("cluster_unlocked".into(), json!(true));
     }
+    if status.failsafe.active {
+        // Patroni shows the field only while the primary runs on failsafe.
+        m.insert("failsafe_mode_is_active".into(), json!(true));
+    }
     if let Some(seen) = dcs_last_seen_epoch {
         m.insert("dcs_last_seen".into(), json!(seen));
     }

@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod executor;
+pub mod failsafe;
 pub mod http;
 pub mod member;
 pub mod policy;
@@ -156,7 +157,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listener,
         api::ApiState::new(identity.clone(), status_rx.clone(), config.clone())
             .with_policy(policy_status)
-            .with_store(store.clone()),
+            .with_store(store.clone())
+            .with_inputs(input_tx.clone()),
     ));
 
     let policy = policy::PolicyRunner::spawn(
@@ -179,6 +181,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         retry_timeout: Duration::from_secs(config.bootstrap.dcs.retry_timeout.into()),
         policy,
         watchdog: watchdog.clone(),
+        api_auth: config.restapi.authentication.clone(),
     };
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

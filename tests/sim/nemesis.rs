@@ -71,6 +71,8 @@ pub struct Plan {
     pub sync_variant: SyncVariant,
     /// Every node runs a watchdog (`mode: automatic`, `safety_margin: -1`).
     pub watchdog: bool,
+    /// `failsafe_mode: true` in the dynamic configuration.
+    pub failsafe: bool,
     pub ttl: u32,
     pub loop_wait: u32,
     pub retry_timeout: u32,
@@ -101,6 +103,7 @@ impl Plan {
             (true, 1) => SyncVariant::Quorum,
             (true, _) => SyncVariant::On,
         };
+        let failsafe = later.chance(50);
         let (ttl, loop_wait, retry_timeout, margin_ms): (u32, u32, u32, u64) = match rng.index(3) {
             0 => (4, 1, 2, 500),
             1 => (6, 1, 2, 1000),
@@ -173,6 +176,7 @@ impl Plan {
             synchronous,
             sync_variant,
             watchdog,
+            failsafe,
             ttl,
             loop_wait,
             retry_timeout,
@@ -188,11 +192,12 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "seed {}: {} nodes, synchronous {:?}, watchdog {}, ttl {} s, loop_wait {} s, retry_timeout {} s, margin {} ms",
+            "seed {}: {} nodes, synchronous {:?}, watchdog {}, failsafe {}, ttl {} s, loop_wait {} s, retry_timeout {} s, margin {} ms",
             self.seed,
             self.nodes,
             self.sync_variant,
             self.watchdog,
+            self.failsafe,
             self.ttl,
             self.loop_wait,
             self.retry_timeout,

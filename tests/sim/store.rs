@@ -267,6 +267,18 @@ impl MemStore {
         );
     }
 
+    pub fn write_failsafe(&mut self, members: Option<&BTreeMap<String, String>>) {
+        let key = self.layout.key(keys::FAILSAFE);
+        match members {
+            Some(members) => {
+                let _ = self.put(key, codec::encode_failsafe(members), 0);
+            }
+            None => {
+                self.delete(&key);
+            }
+        }
+    }
+
     pub fn write_history(&mut self, entries: &[HistoryEntry]) {
         let _ = self.put(
             self.layout.key(keys::HISTORY),

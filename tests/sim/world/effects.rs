@@ -75,6 +75,11 @@ impl World {
                 self.probe_peers(i, inc, members);
                 return;
             }
+            Effect::ProbeFailsafe { members } => {
+                self.failsafe_round(i, inc, members);
+                return;
+            }
+            Effect::WriteFailsafe { members } => Op::WriteFailsafe { members },
             Effect::ConsultPolicy(call) => {
                 let answer = (self.decide)(&call);
                 if let Some(error) = &answer.fallback {
@@ -239,6 +244,10 @@ impl World {
             }
             Op::WriteHistory { entries } => {
                 self.store.write_history(entries);
+                None
+            }
+            Op::WriteFailsafe { members } => {
+                self.store.write_failsafe(members.as_ref());
                 None
             }
         };

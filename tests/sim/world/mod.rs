@@ -7,6 +7,7 @@
 
 mod checks;
 mod effects;
+mod failsafe;
 mod faults;
 mod postgres;
 
@@ -15,6 +16,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use pgwarden::config::{DynamicConfig, SynchronousMode, WatchdogMode};
+use pgwarden::core::failsafe::HeartbeatVerdict;
 use pgwarden::core::view::{
     ControlState, DataDir, HistoryEntry, PeerReport, PgObservation, ReplicationPeer,
     ServerObservation, SyncState,
@@ -99,6 +101,9 @@ enum Op {
     WriteHistory {
         entries: Vec<HistoryEntry>,
     },
+    WriteFailsafe {
+        members: Option<BTreeMap<String, String>>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -147,6 +152,13 @@ enum Ev {
         node: usize,
         inc: u64,
         action: PgAction,
+    },
+    /// A failsafe round's requests reaching the members.
+    FailsafePost {
+        node: usize,
+        inc: u64,
+        members: Vec<(String, String)>,
+        sent_at: Instant,
     },
     Expiry,
     Stream,
@@ -203,6 +215,9 @@ pub struct Outcome {
     pub acked: usize,
     pub promotions: usize,
     pub watchdog_resets: usize,
+    /// Failsafe rounds every member confirmed, and rounds that failed.
+    pub failsafe_confirmed: usize,
+    pub failsafe_failed: usize,
     pub healed_after_ms: Option<u64>,
     pub events: u64,
     pub sim_ms: u64,
@@ -225,6 +240,7 @@ pub struct World {
     max_tl_created: u32,
     /// A primary has had synchronous standbys configured (strict mode is in force).
     strict_engaged: bool,
+    next_failsafe_request: u64,
     decide: Decide,
     pub violations: Vec<String>,
     pub outcome: Outcome,
@@ -244,6 +260,7 @@ impl World {
                 SyncVariant::Quorum => SynchronousMode::Quorum,
             },
             synchronous_mode_strict: plan.sync_variant == SyncVariant::Strict,
+            failsafe_mode: plan.failsafe,
             ..DynamicConfig::default()
         };
         let nodes = (0..plan.nodes)
@@ -314,6 +331,7 @@ impl World {
             acked: Vec::new(),
             max_tl_created: 1,
             strict_engaged: false,
+            next_failsafe_request: 0,
             decide,
             violations: Vec::new(),
             outcome: Outcome::default(),
@@ -446,6 +464,16 @@ impl World {
             }
             Ev::Probe { node, inc } => self.probe(node, inc),
             Ev::PgDone { node, inc, action } => self.pg_done(node, inc, action),
+            Ev::FailsafePost {
+                node,
+                inc,
+                members,
+                sent_at,
+            } => {
+                if self.alive(node, inc) {
+                    self.failsafe_post_arrives(node, inc, members, sent_at);
+                }
+            }
             Ev::Expiry => {
                 self.check_frozen_leader();
                 let before = self.store.revision();

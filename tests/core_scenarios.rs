@@ -222,6 +222,7 @@ fn healthiest_replica_races_when_the_leader_key_is_deleted() {
                     timeline: Some(Timeline(1)),
                     failover_priority: 1,
                     can_lead: true,
+                    probe_revision: Some(1_000),
                 }),
             },
         ]),
@@ -262,6 +263,7 @@ fn a_more_advanced_peer_wins_the_race() {
                 timeline: Some(Timeline(1)),
                 failover_priority: 1,
                 can_lead: true,
+                probe_revision: Some(1_000),
             }),
         }]),
     );
@@ -1657,6 +1659,7 @@ fn peer_at(name: &str, lsn: Option<u64>) -> PeerReport {
             timeline: Some(Timeline(1)),
             failover_priority: 1,
             can_lead: true,
+            probe_revision: Some(1_000),
         }),
     }
 }
@@ -2600,5 +2603,87 @@ fn a_failsafe_primary_whose_lease_expired_in_the_outage_takes_its_key_back() {
     assert_eq!(
         demotes(&drain(&mut other)),
         Some(DemoteMode::ImmediateNolock)
+    );
+}
+
+#[test]
+fn the_watchdog_is_not_armed_for_a_promotion_when_the_last_renewal_is_too_old() {
+    // The lease was granted at 0 (ttl 6): it may expire at 6 s. A 3 s watchdog armed at
+    // 3.5 s would fire at 6.5 s, after another member could lead: no promotion then.
+    let (mut node, _) =
+        running_replica_with(watchdog_settings(WatchdogMode::Automatic), 1000, 1000);
+    let t = 3_500;
+    node.handle_input(Instant(t), Input::WatchdogChecked(Ok(())));
+    leader_key_deleted(&mut node, t, 1000, 1000);
+    node.handle_input(Instant(t), Input::PeersProbed(Vec::new()));
+    assert_eq!(
+        drain(&mut node),
+        vec![Effect::AcquireLeader { lease: LEASE }]
+    );
+    node.handle_input(
+        Instant(t),
+        Input::LeaderAcquired {
+            won: true,
+            revision: 21,
+            create_revision: 21,
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(!promotes(&effects), "{effects:?}");
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ArmWatchdog { .. })),
+        "{effects:?}"
+    );
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ReleaseLeader { .. })),
+        "{effects:?}"
+    );
+    assert!(node
+        .status()
+        .last_race_refusal
+        .is_some_and(|r| r.contains("too old to arm")));
+}
+
+#[test]
+fn a_quorum_vote_read_before_the_key_vanished_does_not_count() {
+    // node3's position comes from a probe it asked for before it saw the key go (a voter
+    // cut off from the store, or simply a loop-old snapshot): it may predate commits the
+    // old primary acknowledged through node3, so it is no vote.
+    let leaderless_at = quorum_view().revision;
+    let stale = |lsn: u64| {
+        let mut p = peer_at("node3", Some(lsn));
+        if let Some(s) = p.status.as_mut() {
+            s.probe_revision = Some(leaderless_at - 1);
+        }
+        p
+    };
+    let (node, effects) = election(quorum_view(), vec![peer_at("node1", None), stale(1000)]);
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::AcquireLeader { .. })),
+        "{effects:?}"
+    );
+    assert!(node
+        .status()
+        .policy
+        .gate_rejections
+        .contains_key("quorum-not-reached"));
+    // The same answer from a probe asked for once the key was seen free counts.
+    let fresh = |lsn: u64| {
+        let mut p = peer_at("node3", Some(lsn));
+        if let Some(s) = p.status.as_mut() {
+            s.probe_revision = Some(leaderless_at);
+        }
+        p
+    };
+    let (_, effects) = election(quorum_view(), vec![peer_at("node1", None), fresh(1000)]);
+    assert!(
+        effects.contains(&Effect::AcquireLeader { lease: LEASE }),
+        "{effects:?}"
     );
 }

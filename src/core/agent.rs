@@ -151,6 +151,10 @@ pub struct Agent {
     pub last_leader: Option<pgwarden_policy::Member>,
     /// Since when the leader key has been free.
     pub leaderless_since: Option<Instant>,
+    /// The first view revision that showed the leader key free (quorum votes must be newer).
+    pub leaderless_since_revision: Option<i64>,
+    /// See `NodeStatus::probe_revision`.
+    pub probe_revision: Option<i64>,
     /// The policy's last promotion preference order.
     pub last_preference: Vec<String>,
     /// The synchronous standbys the policy chose, after the gate's check (`None`: the
@@ -225,6 +229,8 @@ impl Agent {
             pending_election: None,
             last_leader: None,
             leaderless_since: None,
+            leaderless_since_revision: None,
+            probe_revision: None,
             last_preference: Vec::new(),
             policy_sync: None,
             policy_fallbacks: 0,
@@ -340,6 +346,24 @@ impl Agent {
                 } else {
                     WatchdogGate::Ready
                 }
+            }
+            (_, Ok(timeout_secs))
+                if !self.pg.as_ref().is_some_and(|p| p.is_primary())
+                    && self.lease.valid_until().is_none_or(|until| {
+                        self.now + Duration::from_secs(timeout_secs.into()) > until
+                    }) =>
+            {
+                // Arming starts the countdown now: if the last acknowledged renewal is too
+                // old, the device would fire after the lease could already have expired and
+                // another member been promoted. Before a promotion that is refused: the key
+                // is given back and the race run again once renewals are fresh (they are
+                // sent often enough for this). A primary already writable arms regardless:
+                // late protection beats none.
+                let why = format!(
+                    "the last lease renewal is too old to arm a {timeout_secs} s watchdog safely"
+                );
+                tracing::warn!(node = %self.settings.name, %why, "not promoting yet");
+                WatchdogGate::Refused(why)
             }
             (_, Ok(timeout_secs)) => {
                 // Arm even when the last device check failed or has not answered yet: the
@@ -729,12 +753,29 @@ impl Agent {
 
     /// The probed peers' positions, as quorum votes are counted from them (members whose
     /// PostgreSQL answered with a position).
+    ///
+    /// A vote counts only if the voter's position was read after the leader key vanished:
+    /// its `/patroni` answers from its last probe, which can be a loop old, and a voter cut
+    /// off from the store may still report a position older than commits the old primary
+    /// acknowledged through it until its deadline. Any probe asked for after the voter saw
+    /// the key free is newer than every such commit (the old primary stopped before its
+    /// lease, and so the key, could go).
     pub fn peer_positions(&self) -> Vec<(String, Lsn)> {
+        let since = self.leaderless_since_revision;
         self.peers
             .iter()
             .flatten()
             .filter_map(|p| {
-                let lsn = p.status.as_ref()?.wal_position.filter(|l| l.0 > 0)?;
+                let status = p.status.as_ref()?;
+                let fresh = match (since, status.probe_revision) {
+                    (Some(since), Some(seen)) => seen >= since,
+                    (Some(_), None) => false,
+                    (None, _) => true,
+                };
+                if !fresh {
+                    return None;
+                }
+                let lsn = status.wal_position.filter(|l| l.0 > 0)?;
                 Some((p.name.clone(), lsn))
             })
             .collect()

@@ -438,6 +438,7 @@ pub fn track_leader(agent: &mut Agent) {
     match view.leader.as_ref() {
         Some(leader) => {
             agent.leaderless_since = None;
+            agent.leaderless_since_revision = None;
             if let Some(member) = view.members.get(&leader.name) {
                 agent.last_leader = Some(member_from_key(view, member));
             }
@@ -445,6 +446,7 @@ pub fn track_leader(agent: &mut Agent) {
         None => {
             if agent.leaderless_since.is_none() {
                 agent.leaderless_since = Some(agent.now);
+                agent.leaderless_since_revision = Some(view.revision);
             }
         }
     }

@@ -45,6 +45,8 @@ pub struct Node {
     next_cycle_at: Instant,
     /// `action_seq` when the probe in flight was requested.
     probe_in_flight: Option<u64>,
+    /// The view revision when the probe in flight was requested.
+    probe_asked_at_revision: Option<i64>,
     /// Counts finished PostgreSQL actions, to discard probes that predate one.
     action_seq: u64,
     grant_in_flight: bool,
@@ -77,6 +79,7 @@ impl Node {
             agent,
             next_cycle_at: now,
             probe_in_flight: None,
+            probe_asked_at_revision: None,
             action_seq: 0,
             grant_in_flight: false,
             renewal_in_flight: false,
@@ -102,6 +105,7 @@ impl Node {
                 self.agent.dcs_error = Some(error);
             }
             Input::PostgresProbed(observation) => {
+                self.agent.probe_revision = self.probe_asked_at_revision;
                 if observation.server.is_some() {
                     self.agent.unresponsive_since = None;
                 }
@@ -354,6 +358,7 @@ impl Node {
             last_transition: a.last_transition.clone(),
             last_error: a.last_error.clone(),
             last_race_refusal: a.last_race_refusal.clone(),
+            probe_revision: a.probe_revision,
             dcs_last_seen: self.dcs_last_seen,
             dcs_error: self.agent.dcs_error.clone(),
             loop_wait: Duration::from_secs(a.config.loop_wait.into()),
@@ -418,6 +423,15 @@ impl Node {
         let WatchdogState::Armed { timeout_secs, .. } = self.agent.watchdog.state else {
             return;
         };
+        let WatchdogState::Armed {
+            device_timeout_secs,
+            ..
+        } = self.agent.watchdog.state
+        else {
+            return;
+        };
+        // A device that reported a longer timeout than asked fires that much later.
+        let timeout_secs = device_timeout_secs.map_or(timeout_secs, |d| d.max(timeout_secs));
         let fires_at = now + Duration::from_secs(timeout_secs.into());
         if fires_at > until {
             tracing::warn!(
@@ -630,8 +644,21 @@ impl Node {
             .ttl
             .saturating_sub(self.agent.settings.demotion_margin)
             / 2;
+        // With a watchdog, renew at least twice per (ttl − timeout): arming (at a promotion)
+        // starts the device's countdown at once, and it may only fire after the lease
+        // could expire if the last renewal is recent enough (see `watchdog_gate`).
+        let watchdog_slack = match self.agent.watchdog.timeout_for(&self.agent.config) {
+            Ok(timeout) if self.agent.watchdog.enabled() => {
+                self.agent
+                    .lease
+                    .ttl
+                    .saturating_sub(Duration::from_secs(timeout.into()))
+                    / 2
+            }
+            _ => held,
+        };
         let lease_interval = if self.agent.lease.id.is_some() {
-            loop_wait.min(held.max(Duration::from_millis(500)))
+            loop_wait.min(held.min(watchdog_slack).max(Duration::from_millis(500)))
         } else {
             loop_wait
         };
@@ -673,6 +700,7 @@ impl Node {
             return;
         }
         self.probe_in_flight = Some(self.action_seq);
+        self.probe_asked_at_revision = self.agent.view.as_ref().map(|v| v.revision);
         self.agent.outbox.push(Effect::ProbePostgres);
         self.next_cycle_at = now + loop_wait;
     }

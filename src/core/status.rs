@@ -42,6 +42,9 @@ pub struct NodeStatus {
     pub last_error: Option<String>,
     /// Why the node did not race last time.
     pub last_race_refusal: Option<String>,
+    /// The lock store revision this node had seen when the PostgreSQL probe behind `pg` was
+    /// asked for: the position in `pg` is no older than that revision (quorum votes).
+    pub probe_revision: Option<i64>,
     /// Last successful contact with the lock store.
     pub dcs_last_seen: Option<Instant>,
     /// Last lock store error, cleared by the next success.

@@ -405,4 +405,7 @@ pub struct PeerStatus {
     pub failover_priority: i64,
     /// Whether it may lead at all (`nofailover` false and priority > 0).
     pub can_lead: bool,
+    /// `pgwarden.probe_revision`: the store revision its position is no older than (absent
+    /// from Patroni peers, whose quorum votes then do not count).
+    pub probe_revision: Option<i64>,
 }

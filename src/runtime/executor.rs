@@ -458,6 +458,9 @@ pub fn peer_status(v: &Value) -> PeerStatus {
         can_lead: !nofailover
             && failover_priority > 0
             && v.get("watchdog_failed").and_then(Value::as_bool) != Some(true),
+        probe_revision: v
+            .pointer("/pgwarden/probe_revision")
+            .and_then(Value::as_i64),
     }
 }
 

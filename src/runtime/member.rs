@@ -146,6 +146,7 @@ pub fn patroni_json(id: &Identity, status: &NodeStatus, dcs_last_seen_epoch: Opt
             "holds_leader_key": status.holds_leader_key,
             "lease_deadline_in_ms": status.lease_deadline.map(|d| d.0 as i64 - status.now.0 as i64),
             "dcs_error": status.dcs_error,
+            "probe_revision": status.probe_revision,
             "watchdog": watchdog_json(&status.watchdog),
         }),
     );

@@ -336,16 +336,19 @@ impl Machine {
                 Transition(State::demoting())
             }
             Event::FailsafeLost(why) => {
-                // Patroni's `offline` demotion: fast stop, the key left to expire. Until the
-                // store renews our lease, neither it nor the stale view that still names us
-                // may start a new promotion.
+                // Patroni stops `offline` (fast) here. This primary may already run past its
+                // lease on failsafe rounds, and the members' promise not to race ends a `ttl`
+                // after their last heartbeat: a fast stop that hangs (a frozen postmaster, a
+                // long checkpoint) would outlive it. So: killed at once, like any lost key
+                // (found by the simulation, seed 4282). Until the store renews our lease,
+                // neither it nor the stale view that still names us may start a promotion.
                 context.failsafe.stood_down = true;
                 context.failsafe.end_primary();
                 context.start_pg(PgAction::Demote {
-                    mode: DemoteMode::Offline,
+                    mode: DemoteMode::ImmediateNolock,
                 });
                 context.outbox.reason(format!(
-                    "demoting (offline): the lock store is unreachable and failsafe mode could not confirm this primary: {why}"
+                    "demoting (immediate-nolock): the lock store is unreachable and failsafe mode could not confirm this primary: {why}"
                 ));
                 Transition(State::demoting())
             }
@@ -506,8 +509,9 @@ impl Agent {
 
     /// An agent that (re)started and cannot reach the lock store holds no lease, so nothing
     /// says that the PostgreSQL it found running as primary is still the leader: another
-    /// member may have been promoted meanwhile. It is stopped (Patroni's "offline" demotion:
-    /// fast, the key left alone) rather than left accepting writes while the store is away.
+    /// member may have been promoted meanwhile, or be any moment (the old agent's lease ends
+    /// at a time nobody here knows). It is killed at once, the key left alone (Patroni stops
+    /// `offline`, fast, which can take as long as a checkpoint).
     fn stop_primary_without_store(&mut self) -> Option<Outcome<State>> {
         let primary = self.pg.as_ref().is_some_and(|p| p.is_primary());
         if self.view.is_some()
@@ -519,10 +523,10 @@ impl Agent {
             return None;
         }
         self.start_pg(PgAction::Demote {
-            mode: DemoteMode::Offline,
+            mode: DemoteMode::ImmediateNolock,
         });
         self.outbox.reason(
-            "PostgreSQL runs as primary but the lock store is unreachable and no lease covers it: stopping (offline)",
+            "PostgreSQL runs as primary but the lock store is unreachable and no lease covers it: stopping (immediate-nolock)",
         );
         Some(Transition(State::demoting()))
     }

@@ -58,6 +58,9 @@ const PINNED: &[u64] = &[
     // Failsafe: a replica's clock jumped forward, its accepted heartbeat looked a ttl old at
     // once and it raced beside the failsafe primary: promises now count observed time.
     21355,
+    // Failsafe: a failed round demoted `offline` (fast) a primary whose postmaster was
+    // frozen; the stop hung past the members' promise not to race. Now immediate-nolock.
+    4282,
 ];
 
 fn native() -> Decide {
@@ -68,11 +71,14 @@ fn native() -> Decide {
 /// wasmtime host, with its fuel, memory and fallback rules.
 fn wasm() -> Decide {
     let status = pgwarden::runtime::policy::SharedPolicyStatus::default();
-    let mut host = pgwarden::runtime::policy::HostDecider::from_local(
-        &pgwarden::config::LocalPolicyConfig::default(),
-        status,
-    )
-    .expect("the embedded default policy loads");
+    // The simulation checks decisions, not speed: a generous wall-clock limit, so a loaded
+    // CI machine running a debug build cannot turn a slow call into a fallback.
+    let config = pgwarden::config::LocalPolicyConfig {
+        timeout_ms: 10_000,
+        ..pgwarden::config::LocalPolicyConfig::default()
+    };
+    let mut host = pgwarden::runtime::policy::HostDecider::from_local(&config, status)
+        .expect("the embedded default policy loads");
     Box::new(move |call| host.decide(call))
 }
 

@@ -97,6 +97,7 @@ fn pg(in_recovery: bool, lsn: u64) -> PgObservation {
         },
         postmaster_alive: true,
         server: Some(server(in_recovery, lsn)),
+        silent: false,
     }
 }
 
@@ -372,6 +373,7 @@ fn primary() -> Node {
             data_dir: DataDir::Empty,
             postmaster_alive: false,
             server: None,
+            silent: false,
         }),
     );
     assert_eq!(
@@ -608,6 +610,7 @@ fn former_primary_restart(use_pg_rewind: Option<bool>) -> Vec<Effect> {
         },
         postmaster_alive: false,
         server: None,
+        silent: false,
     };
     node.handle_input(Instant(0), Input::PostgresProbed(stopped));
     drain(&mut node)
@@ -1909,6 +1912,7 @@ fn frozen_postmaster() -> PgObservation {
     PgObservation {
         server: None,
         postmaster_alive: true,
+        silent: true,
         ..pg(false, 5_000)
     }
 }
@@ -2690,4 +2694,24 @@ fn a_quorum_vote_read_before_the_key_vanished_does_not_count() {
         effects.contains(&Effect::AcquireLeader { lease: LEASE }),
         "{effects:?}"
     );
+}
+
+#[test]
+fn a_primary_that_answers_with_errors_is_not_killed() {
+    // Too many clients, or a pg_hba that locks the agent out: PostgreSQL answers, with an
+    // error. That is not a frozen postmaster, and killing it would fail over for nothing.
+    let mut node = primary();
+    drain(&mut node);
+    renew_until(&mut node, 1_000, 20_000);
+    let refusing = PgObservation {
+        silent: false,
+        ..frozen_postmaster()
+    };
+    for t in [1_000, 6_000, 12_000, 20_000] {
+        node.handle_input(Instant(t), Input::PostgresProbed(refusing.clone()));
+        assert!(!drain(&mut node)
+            .iter()
+            .any(|e| matches!(e, Effect::Pg(PgAction::Demote { .. }))));
+    }
+    assert_eq!(node.state(), "primary");
 }

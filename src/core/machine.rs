@@ -815,7 +815,7 @@ impl Agent {
                 ..
             }
         );
-        let unresponsive = pg.postmaster_alive && pg.server.is_none();
+        let unresponsive = pg.postmaster_alive && pg.server.is_none() && pg.silent;
         if !(was_primary && unresponsive) || self.pg_action.is_some() {
             if pg.server.is_some() || !pg.postmaster_alive {
                 self.unresponsive_since = None;
@@ -831,6 +831,12 @@ impl Agent {
     /// SIGKILL of the postmaster and its children), and the demotion releases the key only
     /// once it is down.
     fn stop_unresponsive_primary(&mut self) -> Outcome<State> {
+        if !self.pg.as_ref().is_some_and(|p| p.silent) {
+            // It answered, with an error (too many clients, authentication, starting up):
+            // not frozen. Killing a primary for being full would fail over for nothing.
+            self.unresponsive_since = None;
+            return Handled;
+        }
         let since = *self.unresponsive_since.get_or_insert(self.now);
         let silent = self.now.saturating_since(since);
         if silent < self.settings.unresponsive_primary_timeout {

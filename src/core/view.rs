@@ -353,6 +353,10 @@ pub struct PgObservation {
     pub postmaster_alive: bool,
     /// The server answered queries; `None` when it did not.
     pub server: Option<ServerObservation>,
+    /// The probe got no answer in time (a frozen or hung postmaster), as opposed to an
+    /// answer that was an error (too many clients, authentication, starting up): only
+    /// silence counts towards `unresponsive_primary_timeout`.
+    pub silent: bool,
 }
 
 impl PgObservation {

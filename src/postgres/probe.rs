@@ -14,15 +14,20 @@ use crate::core::{Lsn, Timeline};
 pub async fn observe(settings: &PgSettings) -> PgObservation {
     let data_dir = read_data_dir(settings).await;
     let postmaster_alive = postmaster_pid(&settings.data_dir).is_some_and(pid_alive);
-    let server = if postmaster_alive {
-        query_server(settings).await.ok()
+    let (server, silent) = if postmaster_alive {
+        match query_server(settings).await {
+            Ok(server) => (Some(server), false),
+            Err(PgError::Timeout { .. }) => (None, true),
+            Err(_) => (None, false),
+        }
     } else {
-        None
+        (None, false)
     };
     PgObservation {
         data_dir,
         postmaster_alive,
         server,
+        silent,
     }
 }
 

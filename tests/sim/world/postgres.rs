@@ -44,6 +44,7 @@ impl World {
             data_dir,
             postmaster_alive: pg.running.is_some(),
             server,
+            silent: pg.running.is_some() && (pg.frozen || pg.postmaster_frozen),
         }
     }
 

@@ -6,7 +6,7 @@
 //! twice, and a whole cluster again within a bound once the faults heal.
 //!
 //! A failing seed prints its plan and the command that replays it with a full trace:
-//! `PGWARDEN_SIM_SEED=<seed> cargo test --test sim -- --ignored replay_one_seed --nocapture`.
+//! `PGWARDEN_SIM_SEED=<seed> cargo test --test sim replay_one_seed -- --nocapture`.
 //! Seeds that once found a bug are pinned in `PINNED` and run on every build.
 
 mod nemesis;
@@ -92,7 +92,7 @@ fn run_seed(seed: u64, decide: Decide, verbose: bool) -> Result<Outcome, String>
         return Ok(world.outcome);
     }
     Err(format!(
-        "{plan}\n  violations:\n    {}\n  state at the end:\n{}  replay: PGWARDEN_SIM_SEED={seed} cargo test --test sim -- --ignored replay_one_seed --nocapture",
+        "{plan}\n  violations:\n    {}\n  state at the end:\n{}  replay: PGWARDEN_SIM_SEED={seed} cargo test --test sim replay_one_seed -- --nocapture",
         world.violations.join("\n    "),
         world.describe()
     ))
@@ -105,6 +105,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+#[derive(Default)]
 struct Summary {
     seeds: u64,
     failures: Vec<String>,
@@ -118,6 +119,43 @@ struct Summary {
     heal_ms: Vec<u64>,
 }
 
+impl From<Result<Outcome, String>> for Summary {
+    fn from(run: Result<Outcome, String>) -> Summary {
+        match run {
+            Ok(o) => Summary {
+                sim_ms: o.sim_ms,
+                events: o.events,
+                promotions: o.promotions,
+                watchdog_resets: o.watchdog_resets,
+                failsafe_confirmed: o.failsafe_confirmed,
+                failsafe_failed: o.failsafe_failed,
+                acked: o.acked,
+                heal_ms: o.healed_after_ms.into_iter().collect(),
+                ..Summary::default()
+            },
+            Err(e) => Summary {
+                failures: vec![e],
+                ..Summary::default()
+            },
+        }
+    }
+}
+
+impl Summary {
+    fn add(&mut self, other: Summary) {
+        self.seeds += other.seeds;
+        self.failures.extend(other.failures);
+        self.sim_ms += other.sim_ms;
+        self.events += other.events;
+        self.promotions += other.promotions;
+        self.watchdog_resets += other.watchdog_resets;
+        self.failsafe_confirmed += other.failsafe_confirmed;
+        self.failsafe_failed += other.failsafe_failed;
+        self.acked += other.acked;
+        self.heal_ms.extend(other.heal_ms);
+    }
+}
+
 /// Run `count` seeds from `first` on every core, each thread with its own decider.
 fn run_many(first: u64, count: u64, make_decide: fn() -> Decide) -> Summary {
     let threads = std::thread::available_parallelism()
@@ -128,66 +166,25 @@ fn run_many(first: u64, count: u64, make_decide: fn() -> Decide) -> Summary {
         .map(|t| {
             std::thread::spawn(move || {
                 let decide = Rc::new(RefCell::new(make_decide()));
-                let mut s = Summary {
-                    seeds: 0,
-                    failures: Vec::new(),
-                    sim_ms: 0,
-                    events: 0,
-                    promotions: 0,
-                    watchdog_resets: 0,
-                    failsafe_confirmed: 0,
-                    failsafe_failed: 0,
-                    acked: 0,
-                    heal_ms: Vec::new(),
-                };
+                let mut s = Summary::default();
                 let mut seed = first + t;
                 while seed < first + count {
                     let shared = decide.clone();
                     let call: Decide = Box::new(move |c| (shared.borrow_mut())(c));
-                    match run_seed(seed, call, false) {
-                        Ok(o) => {
-                            s.sim_ms += o.sim_ms;
-                            s.events += o.events;
-                            s.promotions += o.promotions;
-                            s.watchdog_resets += o.watchdog_resets;
-                            s.failsafe_confirmed += o.failsafe_confirmed;
-                            s.failsafe_failed += o.failsafe_failed;
-                            s.acked += o.acked;
-                            s.heal_ms.extend(o.healed_after_ms);
-                        }
-                        Err(e) => s.failures.push(e),
-                    }
-                    s.seeds += 1;
+                    let outcome = run_seed(seed, call, false);
+                    s.add(Summary {
+                        seeds: 1,
+                        ..Summary::from(outcome)
+                    });
                     seed += threads;
                 }
                 s
             })
         })
         .collect();
-    let mut total = Summary {
-        seeds: 0,
-        failures: Vec::new(),
-        sim_ms: 0,
-        events: 0,
-        promotions: 0,
-        watchdog_resets: 0,
-        failsafe_confirmed: 0,
-        failsafe_failed: 0,
-        acked: 0,
-        heal_ms: Vec::new(),
-    };
+    let mut total = Summary::default();
     for h in handles {
-        let s = h.join().expect("simulation thread panicked");
-        total.seeds += s.seeds;
-        total.failures.extend(s.failures);
-        total.sim_ms += s.sim_ms;
-        total.events += s.events;
-        total.promotions += s.promotions;
-        total.watchdog_resets += s.watchdog_resets;
-        total.failsafe_confirmed += s.failsafe_confirmed;
-        total.failsafe_failed += s.failsafe_failed;
-        total.acked += s.acked;
-        total.heal_ms.extend(s.heal_ms);
+        total.add(h.join().expect("simulation thread panicked"));
     }
     total
 }
@@ -267,14 +264,19 @@ fn pinned_regression_seeds() {
     }
 }
 
-/// Replays `PGWARDEN_SIM_SEED` with a trace of every transition, fault and action.
+/// Replays `PGWARDEN_SIM_SEED` with a trace of every transition, fault and action. Without
+/// it (as in CI) it checks what makes a replay worth anything: a seed run twice does exactly
+/// the same thing.
 #[test]
-#[ignore = "run on demand with PGWARDEN_SIM_SEED=<seed>"]
 fn replay_one_seed() {
-    let seed = std::env::var("PGWARDEN_SIM_SEED")
-        .expect("set PGWARDEN_SIM_SEED to the seed to replay")
-        .parse()
-        .expect("PGWARDEN_SIM_SEED is a number");
+    let Some(seed) = std::env::var("PGWARDEN_SIM_SEED").ok() else {
+        let seed = 17487;
+        let first = run_seed(seed, native(), false).expect("pinned seed passes");
+        let again = run_seed(seed, native(), false).expect("pinned seed passes");
+        assert_eq!(first, again, "seed {seed} did not replay exactly");
+        return;
+    };
+    let seed = seed.parse().expect("PGWARDEN_SIM_SEED is a number");
     match run_seed(seed, native(), true) {
         Ok(o) => eprintln!("seed {seed} passes: {o:?}"),
         Err(e) => panic!("{e}"),

@@ -210,7 +210,7 @@ pub struct Ack {
 }
 
 /// Counters a run reports.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Outcome {
     pub acked: usize,
     pub promotions: usize,

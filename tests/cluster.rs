@@ -349,12 +349,7 @@ fn bootstrap_replicate_failover_rejoin() {
     let present = wait_check(SHORT_TIMEOUT, "reading the ids on the new leader", || {
         ids_on(&c, new_leader)
     });
-    let lost: Vec<i64> = report
-        .acked
-        .iter()
-        .copied()
-        .filter(|id| !present.contains(id))
-        .collect();
+    let lost = report.missing_from(&present);
     assert!(
         lost.is_empty(),
         "{} acknowledged ids lost: {lost:?}",
@@ -616,12 +611,7 @@ fn etcd_member_loss_changes_nothing() {
     let report = writer.stop(SHORT_TIMEOUT);
     assert!(report.error.is_none(), "{report:?}");
     let present = ids_on(&c, leader).expect("ids on the leader");
-    let lost: Vec<i64> = report
-        .acked
-        .iter()
-        .copied()
-        .filter(|id| !present.contains(id))
-        .collect();
+    let lost = report.missing_from(&present);
     assert!(
         lost.is_empty(),
         "acknowledged ids missing on the unchanged leader: {lost:?}"
@@ -839,12 +829,7 @@ fn a_frozen_postmaster_is_killed_before_its_key_is_released() {
     let report = writer.stop(SHORT_TIMEOUT);
     assert!(report.acked.len() >= acked_before);
     let present = ids_on(&c, new_leader).expect("ids on the new leader");
-    let lost: Vec<i64> = report
-        .acked
-        .iter()
-        .copied()
-        .filter(|id| !present.contains(id))
-        .collect();
+    let lost = report.missing_from(&present);
     assert!(lost.is_empty(), "acknowledged ids lost: {lost:?}");
     wait_check(
         REJOIN_TIMEOUT,

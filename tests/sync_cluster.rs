@@ -266,12 +266,7 @@ fn quorum_mode_failover_keeps_every_acknowledged_row() {
     let present = wait_check(SHORT_TIMEOUT, "the rows on the new leader", || {
         ids_on(&c, new_leader)
     });
-    let lost: Vec<i64> = report
-        .acked
-        .iter()
-        .copied()
-        .filter(|id| !present.contains(id))
-        .collect();
+    let lost = report.missing_from(&present);
     assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
     let new_name = c.name(new_leader).to_string();
     wait_check(

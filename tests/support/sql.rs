@@ -71,6 +71,17 @@ pub struct WriterReport {
     pub unsafe_commits: Vec<(i64, String)>,
 }
 
+impl WriterReport {
+    /// Acknowledged ids that are not in `present` (the rows read back from a primary).
+    pub fn missing_from(&self, present: &std::collections::BTreeSet<i64>) -> Vec<i64> {
+        self.acked
+            .iter()
+            .copied()
+            .filter(|id| !present.contains(id))
+            .collect()
+    }
+}
+
 /// A thread that commits numbered rows (`INSERT INTO <table>(id) VALUES (n)`, autocommit) one
 /// after the other and records an id only after its commit returned OK without a warning.
 /// It stops at the first error or when asked to.

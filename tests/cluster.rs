@@ -410,16 +410,20 @@ fn bootstrap_replicate_failover_rejoin() {
     );
     c.execute(new_leader, &format!("INSERT INTO {TABLE} (id) VALUES (-1)"))
         .expect("write on the new leader after the rejoin");
-    wait_check(
-        REPLICATION_TIMEOUT,
-        "the new row on the rejoined node",
-        || {
-            ids_on(&c, leader)?
-                .contains(&-1)
-                .then_some(())
-                .ok_or_else(|| "row -1 not there yet".to_string())
-        },
-    );
+    // Both replicas stream from the new leader: the surviving one may have received WAL
+    // the new leader never had (it was asynchronous), in which case it had to be rewound.
+    for r in [leader, survivor] {
+        wait_check(
+            REJOIN_TIMEOUT,
+            &format!("the new row on {}", c.name(r)),
+            || {
+                ids_on(&c, r)?
+                    .contains(&-1)
+                    .then_some(())
+                    .ok_or_else(|| "row -1 not there yet".to_string())
+            },
+        );
+    }
     wait_check(
         SHORT_TIMEOUT,
         "final topology: one primary, two replicas",
@@ -835,5 +839,101 @@ fn a_frozen_postmaster_is_killed_before_its_key_is_released() {
         REJOIN_TIMEOUT,
         "the old leader to rejoin as a replica",
         || check_patroni(&c, leader, "replica").map(|_| ()),
+    );
+}
+
+/// A replica that received WAL the new leader never had cannot stream from it (PostgreSQL
+/// refuses a start point past the fork), even after its WAL receiver fetched the new
+/// timeline's history file. Its agent must see the divergence and rewind it.
+///
+/// The order of events is forced: node2 is down while the leader writes (node3, tagged
+/// `nofailover`, receives it all), then the leader dies and node2 comes back and leads from
+/// its older position.
+#[test]
+fn a_replica_ahead_of_the_new_leader_is_rewound() {
+    let _guard = exclusive();
+    let mut c = Cluster::builder()
+        .nodes(3)
+        .synchronous_mode(false)
+        // The node that was down is a WAL segment or more behind: the operator accepts
+        // losing those writes rather than having no leader.
+        .dcs("maximum_lag_on_failover", "1073741824")
+        .tag(2, "nofailover", "true")
+        .initially_started(1)
+        .start();
+    let (leader, behind, ahead) = (0, 1, 2);
+    assert_eq!(c.wait_for_leader(BOOTSTRAP_TIMEOUT), leader);
+    c.start_node(behind);
+    c.start_node(ahead);
+    c.execute(
+        leader,
+        &format!("CREATE TABLE {TABLE} (id bigint PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT now()); INSERT INTO {TABLE} (id) VALUES (0)"),
+    )
+    .expect("create the test table on the leader");
+    for r in [behind, ahead] {
+        wait_check(
+            REPLICATION_TIMEOUT,
+            &format!("row 0 readable on {}", c.name(r)),
+            || {
+                ids_on(&c, r)?
+                    .contains(&0)
+                    .then_some(())
+                    .ok_or_else(|| "row 0 not there yet".to_string())
+            },
+        );
+    }
+
+    c.kill_node(behind);
+    c.execute(
+        leader,
+        &format!("INSERT INTO {TABLE} (id) SELECT generate_series(1, 100)"),
+    )
+    .expect("rows only the leader and the replica ahead receive");
+    wait_check(
+        REPLICATION_TIMEOUT,
+        "rows 1..100 on the replica ahead",
+        || {
+            (ids_on(&c, ahead)?.len() == 101)
+                .then_some(())
+                .ok_or_else(|| "not all rows there yet".to_string())
+        },
+    );
+    c.kill_node(leader);
+    c.start_node(behind);
+    let new_leader = c.wait_for_leader(FAILOVER_TIMEOUT);
+    assert_eq!(
+        new_leader, behind,
+        "only the replica that was down may lead (the other is nofailover)"
+    );
+    let present = ids_on(&c, new_leader).expect("ids on the new leader");
+    assert!(
+        !present.contains(&1),
+        "the new leader was down while rows 1..100 were written, yet has them"
+    );
+
+    c.execute(new_leader, &format!("INSERT INTO {TABLE} (id) VALUES (-1)"))
+        .expect("a write on the new leader");
+    wait_check(
+        REJOIN_TIMEOUT,
+        "the replica ahead to be rewound onto the new timeline and receive row -1",
+        || {
+            let ids = ids_on(&c, ahead)?;
+            if !ids.contains(&-1) {
+                return Err(format!(
+                    "{} rows, no row -1; /patroni: {:?}",
+                    ids.len(),
+                    c.patroni(ahead)
+                ));
+            }
+            if ids.contains(&1) {
+                return Err("row 1, which the new leader never had, is still there".into());
+            }
+            Ok(())
+        },
+    );
+    let log = fs::read_to_string(c.log_path(ahead)).unwrap_or_default();
+    assert!(
+        log.contains("rewinding"),
+        "the agent of the replica ahead never logged a rewind"
     );
 }

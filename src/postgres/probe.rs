@@ -175,9 +175,13 @@ async fn query_server(settings: &PgSettings) -> Result<ServerObservation, PgErro
                 .query("SELECT status, sender_host, sender_port, received_tli FROM pg_stat_wal_receiver", &[])
                 .await
                 .map_err(sql("pg_stat_wal_receiver"))?;
-            // A standby's checkpoint timeline lags until its next restartpoint; the timeline
-            // history files it has fetched tell which timeline it replays now.
-            if let Some(tli) = newest_history_timeline(&settings.data_dir) {
+            // A standby's checkpoint timeline lags until its next restartpoint. The WAL it
+            // holds tells which timeline it has reached: a segment of timeline N exists only
+            // once the standby received (or replayed into) WAL of N. A history file does not
+            // say as much: the WAL receiver fetches it before asking to stream, and a standby
+            // that holds WAL past the point where N forked keeps it while refusing N. Taking
+            // the history file's word hid exactly that divergence.
+            if let Some(tli) = newest_segment_timeline(&settings.data_dir) {
                 obs.timeline = obs.timeline.max(tli);
             }
             if let Some(r) = rows.first() {
@@ -235,15 +239,58 @@ async fn query_server(settings: &PgSettings) -> Result<ServerObservation, PgErro
         })?
 }
 
-/// The highest timeline with a history file in `pg_wal` (`0000000N.history`).
-fn newest_history_timeline(data_dir: &Path) -> Option<Timeline> {
+/// The highest timeline of a WAL segment in `pg_wal` (`TTTTTTTTXXXXXXXXYYYYYYYY`, 24 hex
+/// digits; `.partial` and `.history` files do not count).
+fn newest_segment_timeline(data_dir: &Path) -> Option<Timeline> {
     std::fs::read_dir(data_dir.join("pg_wal"))
         .ok()?
         .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            let hex = name.strip_suffix(".history")?;
-            u32::from_str_radix(hex, 16).ok().map(Timeline)
-        })
+        .filter_map(|e| segment_timeline(&e.file_name().to_string_lossy()))
         .max()
+}
+
+/// The timeline of a WAL segment file name, `None` for any other file.
+fn segment_timeline(name: &str) -> Option<Timeline> {
+    if name.len() != 24 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(&name[..8], 16).ok().map(Timeline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_segment_names_carry_a_timeline() {
+        assert_eq!(
+            segment_timeline("00000002000000000000000A"),
+            Some(Timeline(2))
+        );
+        assert_eq!(
+            segment_timeline("0000001F0000000100000003"),
+            Some(Timeline(31))
+        );
+        assert_eq!(segment_timeline("00000003.history"), None);
+        assert_eq!(segment_timeline("000000010000000000000004.partial"), None);
+        assert_eq!(segment_timeline("archive_status"), None);
+        assert_eq!(segment_timeline("00000001000000000000000G"), None);
+    }
+
+    #[test]
+    fn a_fetched_history_file_does_not_raise_the_timeline() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let wal = dir.path().join("pg_wal");
+        std::fs::create_dir_all(&wal).expect("write into the temp dir");
+        assert_eq!(newest_segment_timeline(dir.path()), None);
+        std::fs::write(wal.join("000000010000000000000003"), b"").expect("write into the temp dir");
+        std::fs::write(
+            wal.join("00000002.history"),
+            b"1\t0/3000060\tno recovery target\n",
+        )
+        .expect("write into the temp dir");
+        assert_eq!(newest_segment_timeline(dir.path()), Some(Timeline(1)));
+        std::fs::write(wal.join("000000020000000000000003"), b"").expect("write into the temp dir");
+        assert_eq!(newest_segment_timeline(dir.path()), Some(Timeline(2)));
+    }
 }

@@ -119,8 +119,8 @@ impl NodeSpec {
         }
         let _ = write!(
             y,
-            "\nbootstrap:\n  dcs:\n    ttl: {ttl}\n    loop_wait: {lw}\n    retry_timeout: {rt}\n    \
-             maximum_lag_on_failover: 1048576\n{sync}    postgresql:\n      \
+            "\nbootstrap:\n  dcs:\n    ttl: {ttl}\n    loop_wait: {lw}\n    retry_timeout: {rt}\n\
+             {sync}    postgresql:\n      \
              use_pg_rewind: true\n      use_slots: true\n      parameters:\n        \
              wal_level: replica\n        hot_standby: \"on\"\n        max_wal_senders: 10\n        \
              max_replication_slots: 10\n        wal_keep_size: 256MB\n        wal_log_hints: \"on\"\n  \
@@ -144,9 +144,20 @@ impl NodeSpec {
             pg = self.pg_port,
             hba4 = hba("    "),
         );
-        y.push_str("tags:\n  nofailover: false\n  noloadbalance: false\n  clonefrom: false\n  nosync: false\n");
+        // The seed's tags, unless the test sets them; booleans and numbers stay unquoted
+        // (YAML `true` is a boolean, `'true'` a string).
+        y.push_str("tags:\n");
+        for default in ["nofailover", "noloadbalance", "clonefrom", "nosync"] {
+            if !self.tags.iter().any(|(k, _)| k == default) {
+                let _ = writeln!(y, "  {default}: false");
+            }
+        }
         for (k, v) in &self.tags {
-            let _ = writeln!(y, "  {k}: '{v}'");
+            if v.parse::<bool>().is_ok() || v.parse::<i64>().is_ok() {
+                let _ = writeln!(y, "  {k}: {v}");
+            } else {
+                let _ = writeln!(y, "  {k}: '{v}'");
+            }
         }
         y.push_str("\nwatchdog:\n");
         y.push_str(&self.watchdog);
@@ -157,7 +168,11 @@ impl NodeSpec {
     /// `synchronous_mode` and the extra `bootstrap.dcs` keys, as YAML lines.
     fn dcs_lines(&self) -> String {
         let mut lines = String::new();
-        if !self.dcs_extra.iter().any(|(k, _)| k == "synchronous_mode") {
+        let overridden = |key: &str| self.dcs_extra.iter().any(|(k, _)| k == key);
+        if !overridden("maximum_lag_on_failover") {
+            lines.push_str("    maximum_lag_on_failover: 1048576\n");
+        }
+        if !overridden("synchronous_mode") {
             let _ = writeln!(lines, "    synchronous_mode: {}", self.synchronous_mode);
         }
         for (k, v) in &self.dcs_extra {

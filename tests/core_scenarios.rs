@@ -117,6 +117,17 @@ fn drain(node: &mut Node) -> Vec<Effect> {
     effects
 }
 
+/// The sequence number of the one `/sync` write among `effects`.
+fn sync_write_seq(effects: &[Effect]) -> u64 {
+    effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::WriteSync { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no /sync write among {effects:?}"))
+}
+
 /// Effects as emitted, policy calls included and unanswered.
 fn drain_raw(node: &mut Node) -> Vec<Effect> {
     std::iter::from_fn(|| node.poll_effect()).collect()
@@ -698,6 +709,7 @@ fn synchronous_mode_claims_sync_before_promoting() {
     assert_eq!(
         effects,
         vec![Effect::WriteSync {
+            seq: 1,
             state: SyncState {
                 leader: Some(ME.into()),
                 sync_standby: Vec::new(),
@@ -707,7 +719,16 @@ fn synchronous_mode_claims_sync_before_promoting() {
         }],
         "/sync is claimed before PostgreSQL may acknowledge anything alone"
     );
-    node.handle_input(Instant(t), Input::SyncWritten { ok: true });
+    // An answer to some other /sync write says nothing about the claim.
+    node.handle_input(Instant(t), Input::SyncWritten { seq: 7, ok: true });
+    let effects = drain(&mut node);
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Pg(PgAction::Promote { .. }))),
+        "promoted on another write's answer: {effects:?}"
+    );
+    node.handle_input(Instant(t), Input::SyncWritten { seq: 1, ok: true });
     let effects = drain(&mut node);
     assert!(
         effects.contains(&Effect::Pg(PgAction::Promote {
@@ -737,8 +758,8 @@ fn a_lost_sync_claim_postpones_the_promotion() {
             create_revision: 21,
         },
     );
-    drain(&mut node);
-    node.handle_input(Instant(t), Input::SyncWritten { ok: false });
+    let seq = sync_write_seq(&drain(&mut node));
+    node.handle_input(Instant(t), Input::SyncWritten { seq, ok: false });
     let effects = drain(&mut node);
     assert!(
         effects
@@ -1781,8 +1802,8 @@ fn strict_mode_promotes_with_synchronous_standby_names_already_set() {
             create_revision: 21,
         },
     );
-    drain(&mut node);
-    node.handle_input(Instant(t), Input::SyncWritten { ok: true });
+    let seq = sync_write_seq(&drain(&mut node));
+    node.handle_input(Instant(t), Input::SyncWritten { seq, ok: true });
     let promote = drain(&mut node)
         .into_iter()
         .find_map(|e| match e {
@@ -2714,4 +2735,56 @@ fn a_primary_that_answers_with_errors_is_not_killed() {
             .any(|e| matches!(e, Effect::Pg(PgAction::Demote { .. }))));
     }
     assert_eq!(node.state(), "primary");
+}
+
+#[test]
+fn a_failed_start_is_retried_at_the_next_cycle_not_at_once() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    // PostgreSQL went down (shut down cleanly, as a standby).
+    let mut stopped = pg(true, 1000);
+    stopped.server = None;
+    stopped.postmaster_alive = false;
+    stopped.data_dir = DataDir::Initialized {
+        sysid: "7300".into(),
+        state: ControlState::ShutDownInRecovery,
+        timeline: Timeline(1),
+        standby_signal: true,
+    };
+    let start_of = |effects: &[Effect]| {
+        effects.iter().find_map(|e| match e {
+            Effect::Pg(a @ PgAction::StartReplica { .. }) => Some(a.clone()),
+            _ => None,
+        })
+    };
+    let mut now = t + 1000;
+    node.handle_input(Instant(now), Input::Tick);
+    drain(&mut node);
+    node.handle_input(Instant(now), Input::PostgresProbed(stopped.clone()));
+    let start = start_of(&drain(&mut node)).expect("starts PostgreSQL again");
+    node.handle_input(
+        Instant(now),
+        Input::PgActionFinished {
+            action: start,
+            outcome: PgActionOutcome::Failed {
+                error: "pg_ctl start: exit status 1".into(),
+            },
+        },
+    );
+    // No probe (and so no new start) before a loop_wait has passed.
+    let loop_wait = 1_000 * u64::from(node.status().config.loop_wait.max(1));
+    let effects = drain(&mut node);
+    assert!(!effects.contains(&Effect::ProbePostgres), "{effects:?}");
+    let wake = node.poll_timeout().expect("a wake-up");
+    assert!(
+        wake >= Instant(now + loop_wait),
+        "woken at {wake:?}, before a loop_wait after the failure at {now}"
+    );
+    now += loop_wait;
+    node.handle_input(Instant(now), Input::Tick);
+    assert!(drain(&mut node).contains(&Effect::ProbePostgres));
+    node.handle_input(Instant(now), Input::PostgresProbed(stopped));
+    assert!(
+        start_of(&drain(&mut node)).is_some(),
+        "retried at the next cycle"
+    );
 }

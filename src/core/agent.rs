@@ -115,10 +115,13 @@ pub struct Agent {
     pub bootstrap_sysid: Option<String>,
     /// Bootstrap finished before a lease existed; take the key once one does.
     pub pending_bootstrap_leader: bool,
-    /// A `/sync` write is in flight.
-    pub sync_write_in_flight: bool,
-    /// The pre-promotion `/sync` claim is in flight.
-    pub presync_pending: bool,
+    /// Sequence number of the last `/sync` write issued (answers carry it back).
+    pub sync_writes_issued: u64,
+    /// The `/sync` write in flight, by sequence number.
+    pub sync_write_in_flight: Option<u64>,
+    /// The pre-promotion `/sync` claim in flight, by sequence number: only its own answer
+    /// may let the promotion go on (a routine write's success says nothing about the claim).
+    pub presync_pending: Option<u64>,
     /// `/sync` was claimed for the current promotion.
     pub presync_claimed: bool,
     /// Quorum mode: the last election passed the gate's vote count (what lets a member
@@ -212,8 +215,9 @@ impl Agent {
             data_maybe_diverged: false,
             bootstrap_sysid: None,
             pending_bootstrap_leader: false,
-            sync_write_in_flight: false,
-            presync_pending: false,
+            sync_writes_issued: 0,
+            sync_write_in_flight: None,
+            presync_pending: None,
             presync_claimed: false,
             quorum_votes_won: false,
             sync_barrier: None,
@@ -921,8 +925,9 @@ impl Agent {
         .map_err(|rule| rule.to_string())
     }
 
-    /// The `/sync` write a promotion needs first, if any.
-    pub fn presync_claim(&self) -> Option<Effect> {
+    /// The `/sync` write a promotion needs first, if any: the value and the revision to
+    /// compare against.
+    pub fn presync_claim(&self) -> Option<(super::view::SyncState, Option<i64>)> {
         if self.config.synchronous_mode == SynchronousMode::Off || self.presync_claimed {
             return None;
         }
@@ -933,14 +938,30 @@ impl Agent {
         }) {
             return None;
         }
-        Some(Effect::WriteSync {
-            state: super::view::SyncState {
+        Some((
+            super::view::SyncState {
                 leader: Some(self.settings.name.clone()),
                 sync_standby: Vec::new(),
                 quorum: 0,
             },
-            expected_revision: recorded.map(|r| r.mod_revision),
-        })
+            recorded.map(|r| r.mod_revision),
+        ))
+    }
+
+    /// A numbered `/sync` compare-and-swap, marked in flight.
+    pub fn write_sync(
+        &mut self,
+        state: super::view::SyncState,
+        expected_revision: Option<i64>,
+    ) -> Effect {
+        self.sync_writes_issued += 1;
+        let seq = self.sync_writes_issued;
+        self.sync_write_in_flight = Some(seq);
+        Effect::WriteSync {
+            seq,
+            state,
+            expected_revision,
+        }
     }
 
     /// The synchronous mode as the step functions see it (`None`: off).
@@ -1062,20 +1083,16 @@ impl Agent {
 
     /// The next `/sync` write a running primary needs.
     pub fn next_sync_record(&mut self, server: &ServerObservation) -> Option<Effect> {
-        if self.config.synchronous_mode == SynchronousMode::Off || self.sync_write_in_flight {
+        if self.config.synchronous_mode == SynchronousMode::Off
+            || self.sync_write_in_flight.is_some()
+        {
             return None;
         }
         match self.sync_step(server)? {
             SyncStep::Record {
                 state,
                 expected_revision,
-            } => {
-                self.sync_write_in_flight = true;
-                Some(Effect::WriteSync {
-                    state,
-                    expected_revision,
-                })
-            }
+            } => Some(self.write_sync(state, expected_revision)),
             SyncStep::Configure(_) => None,
         }
     }

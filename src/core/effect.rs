@@ -117,6 +117,23 @@ impl PgAction {
             PgAction::EnsureSlots { .. } => "ensure_slots",
         }
     }
+
+    /// Whether a failure is retried at the next regular cycle rather than at once: starting
+    /// or building a server that just failed to start or build would fail the same way, and
+    /// a clone retried in a tight loop hammers the leader. Stopping and promoting are not
+    /// among them: what follows their failure decides safety and must not wait.
+    pub fn retried_at_next_cycle(&self) -> bool {
+        matches!(
+            self,
+            PgAction::Bootstrap
+                | PgAction::Clone { .. }
+                | PgAction::Reinitialize { .. }
+                | PgAction::StartReplica { .. }
+                | PgAction::StartPrimary { .. }
+                | PgAction::Follow { .. }
+                | PgAction::Rewind { .. }
+        )
+    }
 }
 
 /// A command for the runtime.
@@ -171,6 +188,8 @@ pub enum Effect {
     },
     /// Compare-and-swap `sync` (expected `None`: create).
     WriteSync {
+        /// Sequence number, returned in `Input::SyncWritten`.
+        seq: u64,
         /// New value.
         state: SyncState,
         /// mod_revision read; `None` when the key did not exist.

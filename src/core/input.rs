@@ -81,6 +81,8 @@ pub enum Input {
     },
     /// Result of `WriteSync`.
     SyncWritten {
+        /// The `seq` of the `Effect::WriteSync` answered.
+        seq: u64,
         /// The compare-and-swap succeeded.
         ok: bool,
     },

@@ -30,8 +30,13 @@ pub enum Event {
     PeersProbed,
     /// A PostgreSQL action finished.
     PgActionFinished(PgAction, PgActionOutcome),
-    /// A `/sync` compare-and-swap finished.
-    SyncWritten(bool),
+    /// A `/sync` compare-and-swap finished: its sequence number and whether it succeeded.
+    SyncWritten {
+        /// The write's sequence number.
+        seq: u64,
+        /// The compare-and-swap succeeded.
+        ok: bool,
+    },
     /// The leader key is no longer ours, or the lease deadline passed: stop being primary now.
     MustDemote(String),
     /// The policy answered a call.
@@ -261,10 +266,12 @@ impl Machine {
                 context.presync_claimed = false;
                 context.promote_after_acquire()
             }
-            // The answer to an earlier claim can arrive after the promotion it was for was
-            // abandoned and a new one started without a claim: it must not undo that one.
-            Event::SyncWritten(ok) if context.presync_pending && !context.promote_in_flight() => {
-                context.presync_pending = false;
+            // Only the claim's own answer counts: an earlier claim's, or a routine write's
+            // sent while we were primary before, may arrive after a new claim went out.
+            Event::SyncWritten { seq, ok }
+                if context.presync_pending == Some(*seq) && !context.promote_in_flight() =>
+            {
+                context.presync_pending = None;
                 if *ok {
                     context.presync_claimed = true;
                     context.promote_after_acquire()
@@ -302,7 +309,7 @@ impl Machine {
             }
             Event::MustDemote(why) => {
                 // The key was taken or the deadline passed before promotion finished.
-                context.presync_pending = false;
+                context.presync_pending = None;
                 context.outbox.reason(format!("race abandoned: {why}"));
                 // A promote already handed to PostgreSQL may still complete: stop it as if it
                 // had (the stop runs right after it, or kills it meanwhile), keeping the
@@ -765,12 +772,14 @@ impl Agent {
                 return Transition(State::replica());
             }
         }
-        if let Some(claim) = self.presync_claim() {
+        if let Some((state, expected_revision)) = self.presync_claim() {
             // Synchronous mode: record ourselves as the leader in /sync, with no standby,
             // before PostgreSQL can acknowledge a commit alone. Until a new standby is
             // confirmed only we may be promoted, so nothing we acknowledge can be lost.
-            self.presync_pending = true;
-            self.sync_write_in_flight = true;
+            let claim = self.write_sync(state, expected_revision);
+            if let Effect::WriteSync { seq, .. } = &claim {
+                self.presync_pending = Some(*seq);
+            }
             self.outbox.push(claim);
             if self.state_name == "candidate" {
                 return Handled;
@@ -779,7 +788,7 @@ impl Agent {
                 .reason("holding the leader key: claiming /sync before promoting");
             return Transition(State::candidate());
         }
-        self.presync_pending = false;
+        self.presync_pending = None;
         let already_primary = self.pg.as_ref().is_some_and(|p| p.is_primary());
         if already_primary {
             self.outbox

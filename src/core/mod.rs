@@ -43,6 +43,8 @@ pub struct Node {
     machine: InitializedStateMachine<Machine>,
     agent: Agent,
     next_cycle_at: Instant,
+    /// After a failed start or build, no cycle (which would retry it) before this.
+    retry_not_before: Instant,
     /// `action_seq` when the probe in flight was requested.
     probe_in_flight: Option<u64>,
     /// The view revision when the probe in flight was requested.
@@ -78,6 +80,7 @@ impl Node {
             machine,
             agent,
             next_cycle_at: now,
+            retry_not_before: now,
             probe_in_flight: None,
             probe_asked_at_revision: None,
             action_seq: 0,
@@ -116,7 +119,7 @@ impl Node {
                     self.run_cycle();
                 } else {
                     // An action finished while this probe was out: look again before deciding.
-                    self.next_cycle_at = now;
+                    self.next_cycle_at = now.max(self.retry_not_before);
                 }
             }
             Input::LeaseGranted {
@@ -230,12 +233,14 @@ impl Node {
                 }
                 self.dispatch(Event::LeaderAcquired(won));
             }
-            Input::SyncWritten { ok } => {
-                self.agent.sync_write_in_flight = false;
+            Input::SyncWritten { seq, ok } => {
+                if self.agent.sync_write_in_flight == Some(seq) {
+                    self.agent.sync_write_in_flight = None;
+                }
                 if !ok {
                     tracing::info!(node = %self.agent.settings.name, "/sync changed under us; re-reading");
                 }
-                self.dispatch(Event::SyncWritten(ok));
+                self.dispatch(Event::SyncWritten { seq, ok });
             }
             Input::PeersProbed(reports) => {
                 self.agent.peers = Some(reports);
@@ -283,8 +288,16 @@ impl Node {
                     self.agent.pg_action = None;
                 }
                 self.action_seq += 1;
+                let retry_later = matches!(outcome, PgActionOutcome::Failed { .. })
+                    && action.retried_at_next_cycle();
                 self.dispatch(Event::PgActionFinished(action, outcome));
-                self.next_cycle_at = now;
+                if retry_later {
+                    let loop_wait = Duration::from_secs(self.agent.config.loop_wait.max(1).into());
+                    self.retry_not_before = now + loop_wait;
+                    self.next_cycle_at = self.next_cycle_at.max(self.retry_not_before);
+                } else {
+                    self.next_cycle_at = now;
+                }
             }
         }
         self.enforce_deadline();

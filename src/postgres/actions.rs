@@ -333,14 +333,25 @@ impl PgController {
     async fn promote(&mut self, sync: Option<&StandbyNames>) -> Result<(), PgError> {
         if let Some(sync) = sync {
             // Strict mode: the setting must be in effect before the first commit the new
-            // primary could acknowledge. A standby ignores it, so it is set now; the
-            // postmaster has it once a new session sees it (it forwards the reload to the
-            // checkpointer, which publishes it to committing backends).
+            // primary could acknowledge. A standby ignores it, so it is set now. Committing
+            // backends do not read the setting itself: they wait only once the checkpointer
+            // has published it (`sync_standbys_defined` in shared memory), which it does when
+            // it handles the reload. A new session seeing the value proves the postmaster
+            // reloaded and so has signalled the checkpointer; a CHECKPOINT (a restartpoint
+            // here, quick when little was replayed since the last one) proves the
+            // checkpointer went round its loop, handling that signal, since.
             self.sync_names = sync.render();
             self.write_conf()?;
             self.reload().await?;
             self.await_setting("synchronous_standby_names", &self.sync_names)
                 .await?;
+            execute_sql(
+                &self.s,
+                "CHECKPOINT",
+                "CHECKPOINT so the checkpointer publishes synchronous_standby_names",
+                self.s.pg_ctl_timeout,
+            )
+            .await?;
         }
         let args = self.ctl_args("promote");
         process::run(

@@ -289,6 +289,7 @@ impl Executor {
                     .map(|_| ()),
             ),
             Effect::WriteSync {
+                seq,
                 state,
                 expected_revision,
             } => {
@@ -302,7 +303,7 @@ impl Executor {
                 if ok {
                     tracing::info!(sync_standby = ?state.sync_standby, "recorded synchronous standbys in /sync");
                 }
-                self.send(Input::SyncWritten { ok });
+                self.send(Input::SyncWritten { seq, ok });
             }
             Effect::ClearFailover {
                 expected_revision,
@@ -376,7 +377,7 @@ impl Executor {
                 revision: 0,
                 create_revision: 0,
             },
-            Effect::WriteSync { .. } => Input::SyncWritten { ok: false },
+            Effect::WriteSync { seq, .. } => Input::SyncWritten { seq, ok: false },
             other => {
                 tracing::debug!(?other, "lock store not connected; effect dropped");
                 return;

@@ -757,6 +757,17 @@ impl Cluster {
                 self.log_path(i).display(),
                 tail_file(self.log_path(i), lines)
             );
+            // pg_ctl's own log (`-l`): startup failures land here.
+            let ctl_log = self.node_dir(i).join("data.postgresql.log");
+            if ctl_log.exists() {
+                let _ = writeln!(
+                    out,
+                    "----- {} pg_ctl log {} (last 30 lines) -----\n{}",
+                    self.name(i),
+                    ctl_log.display(),
+                    tail_file(&ctl_log, 30)
+                );
+            }
             if let Some(pg_log) = newest_file(&self.data_dir(i).join("log")) {
                 let _ = writeln!(
                     out,

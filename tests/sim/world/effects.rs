@@ -56,9 +56,11 @@ impl World {
                 create_revision,
             },
             Effect::WriteSync {
+                seq,
                 state,
                 expected_revision,
             } => Op::WriteSync {
+                seq,
                 state,
                 expected: expected_revision,
             },
@@ -231,7 +233,12 @@ impl World {
                     .release_leader(&name, lease.map(|l| l.0), *create_revision);
                 None
             }
-            Op::WriteSync { state, expected } => Some(Input::SyncWritten {
+            Op::WriteSync {
+                seq,
+                state,
+                expected,
+            } => Some(Input::SyncWritten {
+                seq: *seq,
                 ok: self.store.write_sync(state, *expected),
             }),
             Op::ClearFailover { expected } => {
@@ -301,7 +308,7 @@ impl World {
                 revision: 0,
                 create_revision: 0,
             },
-            Op::WriteSync { .. } => Input::SyncWritten { ok: false },
+            Op::WriteSync { seq, .. } => Input::SyncWritten { seq, ok: false },
             _ => return,
         };
         self.at(

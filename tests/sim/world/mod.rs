@@ -89,6 +89,7 @@ enum Op {
         create_revision: Option<i64>,
     },
     WriteSync {
+        seq: u64,
         state: SyncState,
         expected: Option<i64>,
     },

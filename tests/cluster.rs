@@ -865,6 +865,23 @@ fn a_replica_ahead_of_the_new_leader_is_rewound() {
     assert_eq!(c.wait_for_leader(BOOTSTRAP_TIMEOUT), leader);
     c.start_node(behind);
     c.start_node(ahead);
+    // Both stream before anything is written: a replica killed before it streamed has only
+    // its base backup, which ends before the other replica's backup checkpoint, and a fork
+    // that early leaves the replica ahead no common checkpoint for pg_rewind to start from.
+    wait_check(
+        REPLICATION_TIMEOUT,
+        "both replicas streaming from the leader",
+        || {
+            let rows = c.query(
+                leader,
+                "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming' ORDER BY 1",
+            )?;
+            let names: Vec<_> = rows.into_iter().filter_map(|r| r[0].clone()).collect();
+            (names == [c.name(behind), c.name(ahead)])
+                .then_some(())
+                .ok_or_else(|| format!("streaming: {names:?}"))
+        },
+    );
     c.execute(
         leader,
         &format!("CREATE TABLE {TABLE} (id bigint PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT now()); INSERT INTO {TABLE} (id) VALUES (0)"),

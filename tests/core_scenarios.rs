@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use pgwarden::config::{DynamicConfig, WatchdogMode};
 use pgwarden::core::view::{
-    ClusterView, ControlState, DataDir, FailoverRequest, LeaderKey, MemberInfo, PeerReport,
-    PeerStatus, PgObservation, ReplicationPeer, ServerObservation, SyncState, Versioned,
+    ClusterView, ControlState, DataDir, FailoverRequest, HistoryEntry, LeaderKey, MemberInfo,
+    PeerReport, PeerStatus, PgObservation, ReplicationPeer, ServerObservation, SyncState,
+    Versioned,
 };
 use pgwarden::core::{
     decide_with_default, ArmReport, DemoteMode, Effect, Input, Instant, LeaseId, Lsn, Node,
@@ -2787,4 +2788,62 @@ fn a_failed_start_is_retried_at_the_next_cycle_not_at_once() {
         start_of(&drain(&mut node)).is_some(),
         "retried at the next cycle"
     );
+}
+
+#[test]
+fn a_failed_rewind_is_tried_again_instead_of_starting_the_diverged_data() {
+    let mut s = settings(1);
+    s.use_pg_rewind = Some(true);
+    let (mut node, t) = running_replica_with(s, 5000, 5000);
+    // node3 was promoted at 4000, which this standby had already passed on timeline 1.
+    let mut v = view(Some(("node3", 9)), 6000, 20);
+    v.history = vec![HistoryEntry {
+        timeline: Timeline(1),
+        switch_lsn: Lsn(4000),
+        reason: "no recovery target specified".into(),
+        timestamp: None,
+        new_leader: Some("node3".into()),
+    }];
+    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
+    drain(&mut node);
+    node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 5000)));
+    let rewind_of = |effects: &[Effect]| {
+        effects.iter().find_map(|e| match e {
+            Effect::Pg(a @ PgAction::Rewind { .. }) => Some(a.clone()),
+            _ => None,
+        })
+    };
+    let rewind = rewind_of(&drain(&mut node)).expect("a diverged standby is rewound");
+    node.handle_input(
+        Instant(t),
+        Input::PgActionFinished {
+            action: rewind,
+            outcome: PgActionOutcome::Failed {
+                error: "pg_rewind: could not find previous WAL record".into(),
+            },
+        },
+    );
+    drain(&mut node);
+    // PostgreSQL is down (pg_rewind needs it so); the next cycle comes a loop_wait later.
+    let mut stopped = pg(true, 5000);
+    stopped.server = None;
+    stopped.postmaster_alive = false;
+    stopped.data_dir = DataDir::Initialized {
+        sysid: "7300".into(),
+        state: ControlState::ShutDownInRecovery,
+        timeline: Timeline(1),
+        standby_signal: true,
+    };
+    let now = t + 1_000;
+    node.handle_input(Instant(now), Input::Tick);
+    assert!(drain(&mut node).contains(&Effect::ProbePostgres));
+    node.handle_input(Instant(now), Input::PostgresProbed(stopped));
+    let effects = drain(&mut node);
+    assert!(
+        rewind_of(&effects).is_some(),
+        "rewound again rather than started as it is: {effects:?}"
+    );
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::Pg(PgAction::StartReplica { .. }))));
 }

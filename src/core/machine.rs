@@ -176,6 +176,10 @@ impl Machine {
                                 .reason(format!("pg_rewind failed ({error}); re-cloning"));
                             Transition(State::cloning())
                         } else {
+                            // Starting the data as it is would be refused by PostgreSQL (or
+                            // worse, stream nothing): the next cycle rewinds again, a
+                            // loop_wait later, until it works or an operator re-clones.
+                            context.data_maybe_diverged = true;
                             context
                                 .outbox
                                 .reason(format!("pg_rewind failed ({error}); will retry"));

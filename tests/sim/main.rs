@@ -254,6 +254,18 @@ fn simulated_fault_schedules_through_the_wasm_policy_host() {
     assert_eq!(summary.seeds, count);
 }
 
+/// Production-shaped seeds (`PGWARDEN_SIM_SHAPED_SEEDS`, 2,000 by default): Patroni's
+/// default timing for half of them, `maximum_lag_on_syncnode` for half, and standbys that
+/// fall behind (see [`nemesis::PRODUCTION_SHAPED_FROM`]).
+#[test]
+fn simulated_production_shaped_schedules() {
+    let count = env_u64("PGWARDEN_SIM_SHAPED_SEEDS", 2_000);
+    let started = WallClock::now();
+    let mut summary = run_many(nemesis::PRODUCTION_SHAPED_FROM + 1, count, native);
+    report("production-shaped", &mut summary, started);
+    assert_eq!(summary.seeds, count);
+}
+
 /// Seeds that once found bugs.
 #[test]
 fn pinned_regression_seeds() {

@@ -32,6 +32,9 @@ pub enum Fault {
     Restart(usize),
     /// The node's boot clock jumps forward by this many milliseconds.
     ClockJump(usize, u64),
+    /// The standby receives one WAL record per this many milliseconds (the client writes
+    /// one per 50 ms): it falls behind for as long as the fault lasts.
+    SlowStandby(usize, u64),
 }
 
 impl Fault {
@@ -77,12 +80,22 @@ pub struct Plan {
     pub loop_wait: u32,
     pub retry_timeout: u32,
     pub margin_ms: u64,
+    /// The watchdog's `safety_margin` (-1: half the ttl; Patroni's default is 5).
+    pub watchdog_safety_margin: i64,
+    /// `maximum_lag_on_syncnode` in bytes (-1: off).
+    pub maximum_lag_on_syncnode: i64,
     pub faults: Vec<Scheduled>,
     /// When every fault has ended.
     pub heal_at: u64,
     /// How long after `heal_at` the cluster has to be whole again.
     pub heal_bound: u64,
 }
+
+/// Seeds from here on are shaped like production: half of them run Patroni's default timing
+/// (ttl 30 s, loop_wait 10 s, retry_timeout 10 s, watchdog safety_margin 5 s), and the
+/// schedule adds standbys that fall behind one by one. A separate range, so the schedules of
+/// the seeds below it (the pinned ones among them) stay exactly as they were.
+pub const PRODUCTION_SHAPED_FROM: u64 = 3_000_000;
 
 /// First fault no earlier than this: the cluster has bootstrapped and replicas cloned.
 const FIRST_FAULT_MS: u64 = 15_000;
@@ -104,11 +117,26 @@ impl Plan {
             (true, _) => SyncVariant::On,
         };
         let failsafe = later.chance(50);
-        let (ttl, loop_wait, retry_timeout, margin_ms): (u32, u32, u32, u64) = match rng.index(3) {
-            0 => (4, 1, 2, 500),
-            1 => (6, 1, 2, 1000),
-            _ => (10, 2, 3, 2000),
-        };
+        let (mut ttl, mut loop_wait, mut retry_timeout, mut margin_ms): (u32, u32, u32, u64) =
+            match rng.index(3) {
+                0 => (4, 1, 2, 500),
+                1 => (6, 1, 2, 1000),
+                _ => (10, 2, 3, 2000),
+            };
+        let mut watchdog_safety_margin = -1;
+        let mut maximum_lag_on_syncnode = -1;
+        let mut shaped = (seed >= PRODUCTION_SHAPED_FROM)
+            .then(|| Rng::new(seed.rotate_left(17) ^ 0x5EED_0000_0000_0003));
+        if let Some(shaped) = shaped.as_mut() {
+            if shaped.chance(50) {
+                // Patroni's defaults, with pgwarden's default demotion margin.
+                (ttl, loop_wait, retry_timeout, margin_ms) = (30, 10, 10, 1000);
+                watchdog_safety_margin = 5;
+            }
+            if shaped.chance(50) {
+                maximum_lag_on_syncnode = (shaped.range(16, 512) * crate::pg::REC_BYTES) as i64;
+            }
+        }
         // What stops a primary whose agent is frozen or gone from acknowledging after a new
         // leader was elected: the watchdog, or in `FIRST n` synchronous mode the fact that
         // the new leader was one of its n synchronous standbys. In quorum mode (`ANY k`) the
@@ -167,6 +195,15 @@ impl Plan {
                 fault,
             });
         }
+        if let Some(shaped) = shaped.as_mut() {
+            for _ in 0..1 + shaped.index(2) {
+                faults.push(Scheduled {
+                    at: shaped.range(FIRST_FAULT_MS, LAST_FAULT_MS),
+                    duration: shaped.range(5_000, 60_000),
+                    fault: Fault::SlowStandby(shaped.index(nodes), shaped.range(60, 1_000)),
+                });
+            }
+        }
         faults.sort_by_key(|f| f.at);
         let heal_at = faults.iter().map(|f| f.at + f.duration).max().unwrap_or(0) + 1;
         let heal_bound: u64 = 60_000 + u64::from(ttl) * 4_000;
@@ -181,6 +218,8 @@ impl Plan {
             loop_wait,
             retry_timeout,
             margin_ms,
+            watchdog_safety_margin,
+            maximum_lag_on_syncnode,
             faults,
             heal_at,
             heal_bound,
@@ -192,16 +231,18 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "seed {}: {} nodes, synchronous {:?}, watchdog {}, failsafe {}, ttl {} s, loop_wait {} s, retry_timeout {} s, margin {} ms",
+            "seed {}: {} nodes, synchronous {:?}, watchdog {} (safety_margin {}), failsafe {}, ttl {} s, loop_wait {} s, retry_timeout {} s, margin {} ms, maximum_lag_on_syncnode {}",
             self.seed,
             self.nodes,
             self.sync_variant,
             self.watchdog,
+            self.watchdog_safety_margin,
             self.failsafe,
             self.ttl,
             self.loop_wait,
             self.retry_timeout,
-            self.margin_ms
+            self.margin_ms,
+            self.maximum_lag_on_syncnode
         )?;
         for s in &self.faults {
             writeln!(

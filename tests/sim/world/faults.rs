@@ -98,6 +98,16 @@ impl World {
                     self.start_agent(i);
                 }
             }
+            Fault::SlowStandby(i, every_ms) => {
+                if start {
+                    self.nodes[i].slow_receive = Some((every_ms, self.now));
+                } else if self.nodes[i]
+                    .slow_receive
+                    .is_some_and(|(e, _)| e == every_ms)
+                {
+                    self.nodes[i].slow_receive = None;
+                }
+            }
             Fault::ClockJump(i, ms) => {
                 if start {
                     self.nodes[i].clock_offset += ms;

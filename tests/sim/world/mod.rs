@@ -200,6 +200,8 @@ struct SimNode {
     /// The agent's incarnation when the postmaster froze (the liveness check applies to an
     /// agent that kept running; a restarted one has no lease and waits for the old to expire).
     incarnation_at_freeze: u64,
+    /// A slow standby: (one record per this many ms, received everything due up to then).
+    slow_receive: Option<(u64, u64)>,
 }
 
 /// A commit the client saw acknowledged.
@@ -262,6 +264,7 @@ impl World {
             },
             synchronous_mode_strict: plan.sync_variant == SyncVariant::Strict,
             failsafe_mode: plan.failsafe,
+            maximum_lag_on_syncnode: plan.maximum_lag_on_syncnode,
             ..DynamicConfig::default()
         };
         let nodes = (0..plan.nodes)
@@ -284,7 +287,7 @@ impl World {
                                 WatchdogMode::Off
                             },
                             device: "/dev/watchdog".into(),
-                            safety_margin: -1,
+                            safety_margin: plan.watchdog_safety_margin,
                         },
                         use_pg_rewind: Some(true),
                         remove_data_directory_on_rewind_failure: true,
@@ -312,6 +315,7 @@ impl World {
                     dog: None,
                     suspended_since: None,
                     incarnation_at_freeze: 0,
+                    slow_receive: None,
                 }
             })
             .collect::<Vec<_>>();

@@ -528,11 +528,17 @@ impl World {
                 }),
             });
             let mut streaming_from = None;
+            // A slow standby receives only the records due since it last caught up.
+            let cap = match self.nodes[i].slow_receive {
+                Some((every, since)) => ((self.now - since) / every).min(200) as usize,
+                None => 200,
+            };
+            let mut received = 0;
             if let Some(j) = source {
                 let have = self.nodes[i].pg.wal_len();
                 let (prefix, missing) = match (&self.nodes[j].pg.data, &self.nodes[i].pg.data) {
                     (Some(theirs), Some(mine)) => {
-                        let upto = theirs.wal.len().min(have + 200);
+                        let upto = theirs.wal.len().min(have + cap);
                         (
                             is_prefix(&mine.wal, &theirs.wal),
                             theirs.wal.get(have..upto).map(<[Rec]>::to_vec),
@@ -542,10 +548,19 @@ impl World {
                 };
                 if prefix {
                     if let (Some(missing), Some(mine)) = (missing, self.nodes[i].pg.data.as_mut()) {
+                        received = missing.len();
                         mine.wal.extend_from_slice(&missing);
                     }
                     streaming_from = upstream;
                 }
+            }
+            if let Some((every, since)) = self.nodes[i].slow_receive.as_mut() {
+                // Credit does not pile up while there is nothing to receive.
+                *since = if received < cap {
+                    self.now
+                } else {
+                    *since + received as u64 * *every
+                };
             }
             self.nodes[i].pg.streaming_from = streaming_from;
         }

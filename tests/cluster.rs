@@ -11,7 +11,6 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -20,26 +19,11 @@ use support::process::{
     give_to_runner, install_binaries, make_test_dir, run_capture, runner_command, set_mode,
     Captured, POLL_INTERVAL,
 };
+use support::shared::{
+    exclusive, BOOTSTRAP_TIMEOUT, FAILOVER_TIMEOUT, REJOIN_TIMEOUT, REPLICATION_TIMEOUT,
+    SHORT_TIMEOUT,
+};
 use support::{wait_check, wait_until, AckWriter, Cluster, NodeSpec};
-
-/// Clusters never overlap, whatever `--test-threads` says.
-static CLUSTER_LOCK: Mutex<()> = Mutex::new(());
-
-fn exclusive() -> MutexGuard<'static, ()> {
-    // A failed scenario poisons the lock; the next one may still run.
-    CLUSTER_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// initdb + first start + leader key (debug build, two busy cores).
-const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(180);
-/// Replicas cloned, streaming, sync standby chosen.
-const REPLICATION_TIMEOUT: Duration = Duration::from_secs(120);
-/// Leader death to a new leader: ttl + loop_wait + race + promote, with a wide margin.
-const FAILOVER_TIMEOUT: Duration = Duration::from_secs(120);
-/// A killed former primary back as a replica (crash recovery, pg_rewind, restart).
-const REJOIN_TIMEOUT: Duration = Duration::from_secs(180);
-/// One SQL round trip or a small replication delay.
-const SHORT_TIMEOUT: Duration = Duration::from_secs(30);
 
 const TABLE: &str = "acked_writes";
 

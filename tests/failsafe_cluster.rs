@@ -10,24 +10,14 @@
 
 mod support;
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use support::process::{signal, POLL_INTERVAL};
+use support::shared::{exclusive, BOOTSTRAP_TIMEOUT, REPLICATION_TIMEOUT};
 use support::{wait_check, Cluster};
 
-static CLUSTER_LOCK: Mutex<()> = Mutex::new(());
-
-fn exclusive() -> MutexGuard<'static, ()> {
-    CLUSTER_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// initdb + first start + leader key (debug build, two busy cores).
-const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(180);
-/// Replicas cloned and streaming, `/failsafe` written.
-const REPLICATION_TIMEOUT: Duration = Duration::from_secs(120);
 /// An outage noticed, a demotion carried out, a new leader after recovery.
 const REACTION_TIMEOUT: Duration = Duration::from_secs(90);
 

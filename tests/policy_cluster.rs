@@ -10,22 +10,13 @@
 
 mod support;
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use support::guests::guests;
+use support::shared::{
+    exclusive, BOOTSTRAP_TIMEOUT, FAILOVER_TIMEOUT, REJOIN_TIMEOUT, REPLICATION_TIMEOUT,
+};
 use support::{wait_check, Cluster};
-
-static CLUSTER_LOCK: Mutex<()> = Mutex::new(());
-
-fn exclusive() -> MutexGuard<'static, ()> {
-    CLUSTER_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(180);
-const REPLICATION_TIMEOUT: Duration = Duration::from_secs(120);
-const FAILOVER_TIMEOUT: Duration = Duration::from_secs(120);
-const REJOIN_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Node `i` runs PostgreSQL as a streaming standby of the leader (`/replica` answers 200).
 fn streaming(c: &Cluster, i: usize) -> Result<(), String> {

@@ -9,27 +9,15 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::sync::mpsc;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+use support::shared::{
+    exclusive, BOOTSTRAP_TIMEOUT, FAILOVER_TIMEOUT, REPLICATION_TIMEOUT, SHORT_TIMEOUT,
+};
 use support::{wait_check, wait_until, AckWriter, Cluster};
 
-static CLUSTER_LOCK: Mutex<()> = Mutex::new(());
-
-fn exclusive() -> MutexGuard<'static, ()> {
-    CLUSTER_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// initdb + first start + leader key (debug build, two busy cores).
-const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(180);
-/// Replicas cloned, streaming, synchronous set recorded.
-const REPLICATION_TIMEOUT: Duration = Duration::from_secs(120);
-/// Leader death to a new leader.
-const FAILOVER_TIMEOUT: Duration = Duration::from_secs(120);
-/// One SQL round trip or a small replication delay.
-const SHORT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a write must stay blocked to count as blocked (a negative check needs a window;
 /// unblocked, a commit takes milliseconds).
 const BLOCKED_WINDOW: Duration = Duration::from_secs(5);

@@ -16,31 +16,18 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde_json::Value;
 use support::process::give_to_runner;
+use support::shared::{
+    exclusive, BOOTSTRAP_TIMEOUT, FAILOVER_TIMEOUT, REJOIN_TIMEOUT, REPLICATION_TIMEOUT,
+    SHORT_TIMEOUT,
+};
 use support::{wait_check, wait_until, Cluster};
-
-static CLUSTER_LOCK: Mutex<()> = Mutex::new(());
-
-fn exclusive() -> MutexGuard<'static, ()> {
-    CLUSTER_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// initdb + first start + leader key (debug build, two busy cores).
-const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(180);
-/// A replica cloned and streaming.
-const REPLICATION_TIMEOUT: Duration = Duration::from_secs(120);
-/// Leader death to a new leader: ttl + loop_wait + race + promote, with a wide margin.
-const FAILOVER_TIMEOUT: Duration = Duration::from_secs(120);
-/// A killed former primary back as a replica (crash recovery, pg_rewind, restart).
-const REJOIN_TIMEOUT: Duration = Duration::from_secs(180);
-/// A few agent loops.
-const SHORT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the reader of a FIFO saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

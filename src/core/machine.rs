@@ -829,13 +829,7 @@ impl Agent {
             }
         );
         let unresponsive = pg.postmaster_alive && pg.server.is_none() && pg.silent;
-        if !(was_primary && unresponsive) || self.pg_action.is_some() {
-            if pg.server.is_some() || !pg.postmaster_alive {
-                self.unresponsive_since = None;
-            }
-            return false;
-        }
-        true
+        was_primary && unresponsive && self.pg_action.is_none()
     }
 
     /// The postmaster is alive but accepts no connection (frozen, hung, or recovering for
@@ -843,22 +837,27 @@ impl Agent {
     /// while it runs: after `unresponsive_primary_timeout` it is stopped (immediate, then
     /// SIGKILL of the postmaster and its children), and the demotion releases the key only
     /// once it is down.
+    ///
+    /// The clock (`unresponsive_since`) is kept by the probe handler: only silent probes
+    /// count, an answer with an error (too many clients, authentication, starting up) stops
+    /// it, as killing a primary for being full would fail over for nothing.
     fn stop_unresponsive_primary(&mut self) -> Outcome<State> {
-        if !self.pg.as_ref().is_some_and(|p| p.silent) {
-            // It answered, with an error (too many clients, authentication, starting up):
-            // not frozen. Killing a primary for being full would fail over for nothing.
-            self.unresponsive_since = None;
+        let Some(since) = self.unresponsive_since else {
             return Handled;
-        }
-        let since = *self.unresponsive_since.get_or_insert(self.now);
+        };
         let silent = self.now.saturating_since(since);
         if silent < self.settings.unresponsive_primary_timeout {
             return Handled;
         }
         self.unresponsive_since = None;
-        self.start_pg(PgAction::Demote {
-            mode: DemoteMode::Immediate,
-        });
+        // With the key, it is released once PostgreSQL is down; without it there is
+        // nothing to wait for and the kill goes out at once.
+        let mode = if self.holds_leader_key() {
+            DemoteMode::Immediate
+        } else {
+            DemoteMode::ImmediateNolock
+        };
+        self.start_pg(PgAction::Demote { mode });
         self.outbox.reason(format!(
             "PostgreSQL has accepted no connection for {} ms (postmaster frozen or hung): stopping it before releasing the leader key",
             silent.as_millis()
@@ -867,6 +866,19 @@ impl Agent {
     }
 
     fn decide_primary(&mut self) -> Outcome<State> {
+        // A postmaster silent for too long is stopped whatever else is going on: while it
+        // runs, the sessions it already forked may commit, and no key or failsafe round
+        // should keep such a primary in place.
+        if self.pg_action.is_none()
+            && self
+                .pg
+                .as_ref()
+                .is_some_and(|p| p.postmaster_alive && p.server.is_none() && p.silent)
+        {
+            if let outcome @ Transition(_) = self.stop_unresponsive_primary() {
+                return outcome;
+            }
+        }
         if !self.holds_leader_key() {
             if self.failsafe_may_retake_key() {
                 // The lease expired during the outage; the members we asked do not race.
@@ -919,14 +931,12 @@ impl Agent {
         }
         let Some(server) = pg.server.clone() else {
             if !pg.postmaster_alive {
-                self.unresponsive_since = None;
                 let start = self.start_primary_action();
                 self.start_pg(start);
                 return Handled;
             }
             return self.stop_unresponsive_primary();
         };
-        self.unresponsive_since = None;
         if server.in_recovery {
             let (Some(lease), Some(leader_revision)) = (self.lease.id, self.my_leader_revision())
             else {

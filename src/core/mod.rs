@@ -109,8 +109,16 @@ impl Node {
             }
             Input::PostgresProbed(observation) => {
                 self.agent.probe_revision = self.probe_asked_at_revision;
-                if observation.server.is_some() {
+                // The unresponsive-primary clock runs from the first silent probe, whatever
+                // the agent is busy with meanwhile (a store outage, a failsafe round, taking
+                // its key back): an answer, even an error, or a dead postmaster stops it.
+                if observation.server.is_some()
+                    || !observation.postmaster_alive
+                    || !observation.silent
+                {
                     self.agent.unresponsive_since = None;
+                } else if self.agent.unresponsive_since.is_none() {
+                    self.agent.unresponsive_since = Some(now);
                 }
                 let fresh = self.probe_in_flight == Some(self.action_seq);
                 self.probe_in_flight = None;

@@ -61,6 +61,10 @@ const PINNED: &[u64] = &[
     // Failsafe: a failed round demoted `offline` (fast) a primary whose postmaster was
     // frozen; the stop hung past the members' promise not to race. Now immediate-nolock.
     4282,
+    // Failsafe: a primary's postmaster froze just before a store partition; while the agent
+    // took its key back the unresponsive clock was not running, and the kill came late.
+    // The clock now runs from the first silent probe, whatever the agent is doing.
+    3_011_084,
 ];
 
 fn native() -> Decide {

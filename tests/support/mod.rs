@@ -9,6 +9,7 @@ pub mod guests;
 pub mod haproxy;
 pub mod http;
 pub mod process;
+pub mod shared;
 pub mod sql;
 
 pub use cluster::{Cluster, ClusterBuilder, NodeSpec};

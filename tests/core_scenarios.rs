@@ -444,19 +444,101 @@ fn primary_demotes_when_its_lease_cannot_be_renewed_before_the_deadline() {
     assert_eq!(node.state(), "primary");
     let deadline = node.status().lease_deadline.expect("deadline");
     assert_eq!(deadline, Instant(5_000));
+    // retry_timeout (2 s) before the deadline: a clean stop while the lease still holds,
+    // and a wake-up asked for that moment.
+    assert!(node.poll_timeout().is_some_and(|t| t <= Instant(3_000)));
+    node.handle_input(Instant(2_999), Input::Tick);
+    assert_eq!(demotes(&drain(&mut node)), None);
+    node.handle_input(Instant(3_000), Input::Tick);
+    assert_eq!(demotes(&drain(&mut node)), Some(DemoteMode::Offline));
+    assert_eq!(node.state(), "demoting");
+    // The fast stop hangs: at the deadline PostgreSQL is killed.
+    assert!(node.poll_timeout().is_some_and(|t| t <= deadline));
     node.handle_input(Instant(4_999), Input::Tick);
-    assert!(!drain(&mut node)
-        .iter()
-        .any(|e| matches!(e, Effect::Pg(PgAction::Demote { .. }))));
+    assert_eq!(demotes(&drain(&mut node)), None);
     node.handle_input(deadline, Input::Tick);
-    let effects = drain(&mut node);
-    assert!(
-        effects.contains(&Effect::Pg(PgAction::Demote {
-            mode: DemoteMode::ImmediateNolock
-        })),
-        "{effects:?}"
+    assert_eq!(
+        demotes(&drain(&mut node)),
+        Some(DemoteMode::ImmediateNolock)
+    );
+    // The overtaken fast stop reports first: the kill decides.
+    node.handle_input(
+        Instant(5_100),
+        Input::PgActionFinished {
+            action: PgAction::Demote {
+                mode: DemoteMode::Offline,
+            },
+            outcome: PgActionOutcome::Failed {
+                error: "pg_ctl stop: server died".into(),
+            },
+        },
     );
     assert_eq!(node.state(), "demoting");
+    node.handle_input(
+        Instant(5_200),
+        Input::PgActionFinished {
+            action: PgAction::Demote {
+                mode: DemoteMode::ImmediateNolock,
+            },
+            outcome: PgActionOutcome::Done { sysid: None },
+        },
+    );
+    assert_eq!(node.state(), "starting");
+}
+
+#[test]
+fn a_clean_offline_stop_releases_the_key_and_never_restarts_as_primary_meanwhile() {
+    let mut node = primary();
+    drain(&mut node);
+    node.handle_input(
+        Instant(1_000),
+        Input::LeaseRenewFailed {
+            lease: LEASE,
+            expired: false,
+            error: "unavailable".into(),
+        },
+    );
+    node.handle_input(Instant(3_000), Input::Tick);
+    assert_eq!(demotes(&drain(&mut node)), Some(DemoteMode::Offline));
+    node.handle_input(
+        Instant(3_500),
+        Input::PgActionFinished {
+            action: PgAction::Demote {
+                mode: DemoteMode::Offline,
+            },
+            outcome: PgActionOutcome::Done { sysid: None },
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ReleaseLeader { .. })),
+        "the key is given up once PostgreSQL is down: {effects:?}"
+    );
+    assert_eq!(node.state(), "starting");
+    // PostgreSQL is down, the stale view still names us: nothing starts it as a primary.
+    let stopped = PgObservation {
+        data_dir: DataDir::Initialized {
+            sysid: "7300".into(),
+            state: ControlState::ShutDown,
+            timeline: Timeline(1),
+            standby_signal: false,
+        },
+        postmaster_alive: false,
+        server: None,
+        silent: false,
+    };
+    for t in [4_000, 4_600, 5_200] {
+        let effects = cycle(&mut node, t, stopped.clone());
+        assert!(
+            !effects.iter().any(|e| matches!(
+                e,
+                Effect::Pg(PgAction::StartPrimary { .. } | PgAction::Promote { .. })
+            )),
+            "at {t}: {effects:?}"
+        );
+    }
 }
 
 #[test]
@@ -2287,9 +2369,14 @@ fn a_failsafe_primary_outlives_its_lease_while_every_member_confirms() {
     let patroni = pgwarden::runtime::member::patroni_json(&identity, &status, None);
     assert_eq!(patroni["failsafe_mode_is_active"], true);
     // Rounds stop being confirmed: the deadline of the last one (sent at t - 1 s) still
-    // holds, then demotes.
-    node.handle_input(Instant(t + 3_999), Input::Tick);
+    // holds; retry_timeout (2 s) before it PostgreSQL is stopped cleanly, and a stop still
+    // running at the deadline is killed.
+    node.handle_input(Instant(t + 1_999), Input::Tick);
     assert_eq!(node.state(), "primary");
+    node.handle_input(Instant(t + 2_000), Input::Tick);
+    assert_eq!(demotes(&drain(&mut node)), Some(DemoteMode::Offline));
+    node.handle_input(Instant(t + 3_999), Input::Tick);
+    assert_eq!(demotes(&drain(&mut node)), None);
     node.handle_input(Instant(t + 4_000), Input::Tick);
     assert_eq!(
         demotes(&drain(&mut node)),
@@ -2847,4 +2934,34 @@ fn a_failed_rewind_is_tried_again_instead_of_starting_the_diverged_data() {
     assert!(!effects
         .iter()
         .any(|e| matches!(e, Effect::Pg(PgAction::StartReplica { .. }))));
+}
+
+#[test]
+fn an_offline_stop_of_a_frozen_postmaster_is_turned_into_a_kill() {
+    let mut node = primary();
+    drain(&mut node);
+    node.handle_input(
+        Instant(1_000),
+        Input::LeaseRenewFailed {
+            lease: LEASE,
+            expired: false,
+            error: "unavailable".into(),
+        },
+    );
+    node.handle_input(Instant(3_000), Input::Tick);
+    assert_eq!(demotes(&drain(&mut node)), Some(DemoteMode::Offline));
+    // The store answers again, so the deadline moves away; but the postmaster is frozen and
+    // the fast stop can never finish.
+    renew_until(&mut node, 3_100, 3_100);
+    node.handle_input(Instant(3_200), Input::PostgresProbed(frozen_postmaster()));
+    assert_eq!(demotes(&drain(&mut node)), None);
+    renew_until(&mut node, 4_100, 8_100);
+    // unresponsive_primary_timeout is 5 s from the first silent probe.
+    node.handle_input(Instant(8_199), Input::PostgresProbed(frozen_postmaster()));
+    assert_eq!(demotes(&drain(&mut node)), None);
+    node.handle_input(Instant(8_200), Input::PostgresProbed(frozen_postmaster()));
+    assert_eq!(
+        demotes(&drain(&mut node)),
+        Some(DemoteMode::ImmediateNolock)
+    );
 }

@@ -479,6 +479,20 @@ impl Agent {
         self.lease_allows_primary() || self.failsafe_allows_primary()
     }
 
+    /// Renewals are failing and the demotion deadline is at most `retry_timeout` away: the
+    /// time to stop PostgreSQL cleanly (fast shutdown: standbys receive all its WAL, so it
+    /// rejoins without a rewind) before the deadline would have it killed. The validated
+    /// timing (`ttl − margin > loop_wait + retry_timeout`) keeps this from ever holding
+    /// while renewals succeed.
+    pub fn offline_stop_due(&self) -> bool {
+        let retry = Duration::from_secs(self.config.retry_timeout.into());
+        self.failsafe.renewals_failing
+            && self.may_stay_primary()
+            && self
+                .demotion_deadline()
+                .is_some_and(|deadline| self.now + retry >= deadline)
+    }
+
     /// `failsafe_mode` in the effective configuration.
     pub fn failsafe_mode(&self) -> bool {
         self.config.failsafe_mode

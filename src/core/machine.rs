@@ -45,6 +45,9 @@ pub enum Event {
     WatchdogArmed,
     /// A failsafe round failed while the lock store is unreachable: stop being primary now.
     FailsafeLost(String),
+    /// Renewals are failing and the demotion deadline is within `retry_timeout`: stop
+    /// PostgreSQL cleanly while the lease still covers it (Patroni's `offline`).
+    StopOffline(String),
 }
 
 #[state_machine(
@@ -196,11 +199,21 @@ impl Machine {
     #[state]
     fn demoting(context: &mut Agent, event: &Event) -> Outcome<State> {
         match event {
+            Event::PgActionFinished(action @ PgAction::Demote { .. }, outcome)
+                if context.pg_action.is_some() =>
+            {
+                // A stop that a later one (the deadline's kill) overtook: that one decides.
+                context.note_action_result(action, outcome);
+                Handled
+            }
             Event::PgActionFinished(action @ PgAction::Demote { mode }, outcome) => {
                 context.note_action_result(action, outcome);
                 let stopped = matches!(outcome, PgActionOutcome::Done { .. });
                 if stopped
-                    && matches!(mode, DemoteMode::Graceful | DemoteMode::Immediate)
+                    && matches!(
+                        mode,
+                        DemoteMode::Graceful | DemoteMode::Immediate | DemoteMode::Offline
+                    )
                     && context.holds_leader_key()
                 {
                     // PostgreSQL is down: only now may another member be promoted.
@@ -346,6 +359,15 @@ impl Machine {
                 context.outbox.reason(format!("demoting: {why}"));
                 Transition(State::demoting())
             }
+            Event::StopOffline(why) => {
+                context.start_pg(PgAction::Demote {
+                    mode: DemoteMode::Offline,
+                });
+                context.outbox.reason(format!(
+                    "demoting (offline, a fast stop): {why}; the key is released once PostgreSQL is down, or expires"
+                ));
+                Transition(State::demoting())
+            }
             Event::FailsafeLost(why) => {
                 // Patroni stops `offline` (fast) here. This primary may already run past its
                 // lease on failsafe rounds, and the members' promise not to race ends a `ttl`
@@ -383,8 +405,15 @@ pub struct Machine;
 
 impl Machine {
     fn after_transition(&mut self, source: &State, target: &State, context: &mut Agent) {
-        if matches!(source, State::Primary {}) {
-            // The failsafe right belongs to the primary that earned it, in that term only.
+        // The failsafe right belongs to the primary that earned it, in that term only; a
+        // primary stopping PostgreSQL keeps it until the stop is over, so that a clean
+        // (offline) stop is not cut short by a kill the moment it starts.
+        let primary_term_over = match (source, target) {
+            (State::Primary {}, State::Demoting {}) => false,
+            (State::Primary {}, _) | (State::Demoting {}, _) => true,
+            _ => false,
+        };
+        if primary_term_over {
             context.failsafe.end_primary();
         }
         if matches!(source, State::Candidate {})

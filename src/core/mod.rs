@@ -345,9 +345,28 @@ impl Node {
         if !self.renewal_in_flight && !self.grant_in_flight {
             wake = wake.min(self.next_lease_at);
         }
+        // A stop through pg_ctl is killed at the deadline if still running.
+        let stopping_slowly = matches!(self.machine.state(), State::Demoting {})
+            && matches!(
+                self.agent.pg_action,
+                Some(PgAction::Demote { mode }) if mode != DemoteMode::ImmediateNolock
+            );
+        if let Some(deadline) = self
+            .agent
+            .demotion_deadline()
+            .filter(|d| stopping_slowly && *d > self.agent.now)
+        {
+            wake = wake.min(deadline);
+        }
         if self.acting_as_leader() || matches!(self.machine.state(), State::Primary {}) {
             if let Some(deadline) = self.agent.demotion_deadline() {
                 wake = wake.min(deadline);
+                // The clean (offline) stop is due `retry_timeout` before the deadline.
+                let retry = Duration::from_secs(self.agent.config.retry_timeout.into());
+                let offline_at = deadline - retry;
+                if self.agent.failsafe.renewals_failing && offline_at > self.agent.now {
+                    wake = wake.min(offline_at);
+                }
             }
         }
         if self.failsafe_round_wanted() && !self.agent.failsafe.round_in_flight {
@@ -645,6 +664,47 @@ impl Node {
             self.machine.state(),
             State::Primary {} | State::Candidate {}
         );
+        if matches!(self.machine.state(), State::Demoting {}) {
+            // A stop that keeps PostgreSQL running meanwhile (fast or immediate, through
+            // pg_ctl) must be over by the deadline: past it, it is killed.
+            let stopping_slowly = matches!(
+                self.agent.pg_action,
+                Some(PgAction::Demote { mode }) if mode != DemoteMode::ImmediateNolock
+            );
+            // A frozen postmaster never finishes a stop through pg_ctl either: once it has
+            // been silent for the unresponsive-primary timeout, it is killed too.
+            let frozen = self.agent.unresponsive_since.is_some_and(|since| {
+                self.agent.now.saturating_since(since)
+                    >= self.agent.settings.unresponsive_primary_timeout
+            });
+            if stopping_slowly && (!self.agent.may_stay_primary() || frozen) {
+                let why = if frozen {
+                    "PostgreSQL accepts no connection (postmaster frozen or hung) while it stops"
+                } else {
+                    "the demotion deadline passed before PostgreSQL stopped"
+                };
+                tracing::warn!(node = %self.agent.settings.name, why, "killing PostgreSQL");
+                self.agent.start_pg(PgAction::Demote {
+                    mode: DemoteMode::ImmediateNolock,
+                });
+            }
+            return;
+        }
+        if matches!(self.machine.state(), State::Primary {})
+            && self.agent.may_stay_primary()
+            && self.agent.offline_stop_due()
+            && self
+                .agent
+                .pg_action
+                .as_ref()
+                .is_none_or(|a| !matches!(a, PgAction::Demote { .. }))
+        {
+            let retry = self.agent.config.retry_timeout;
+            self.dispatch(Event::StopOffline(format!(
+                "the lease could not be renewed and the demotion deadline is less than retry_timeout ({retry} s) away"
+            )));
+            return;
+        }
         if is_primary && !self.agent.may_stay_primary() {
             let why = if self.agent.failsafe_mode() && self.agent.failsafe.renewals_failing {
                 "lease demotion deadline passed and no failsafe round confirmed this primary since"

@@ -65,6 +65,10 @@ const PINNED: &[u64] = &[
     // took its key back the unresponsive clock was not running, and the kill came late.
     // The clock now runs from the first silent probe, whatever the agent is doing.
     3_011_084,
+    // An offline (fast) stop begun during an isolation met a frozen postmaster; the store
+    // came back, the deadline moved away, and the stop hung with the key held. A stop of a
+    // silent postmaster is now turned into a kill after the unresponsive timeout.
+    8683,
 ];
 
 fn native() -> Decide {

@@ -483,10 +483,13 @@ impl Agent {
     /// time to stop PostgreSQL cleanly (fast shutdown: standbys receive all its WAL, so it
     /// rejoins without a rewind) before the deadline would have it killed. The validated
     /// timing (`ttl − margin > loop_wait + retry_timeout`) keeps this from ever holding
-    /// while renewals succeed.
+    /// while renewals succeed. Not in failsafe mode: there the members' confirmations
+    /// decide (a confirmed round extends the right to run, a failed one kills), and the
+    /// first round is only sent when renewals are found failing, which is about this moment.
     pub fn offline_stop_due(&self) -> bool {
         let retry = Duration::from_secs(self.config.retry_timeout.into());
-        self.failsafe.renewals_failing
+        !self.failsafe_mode()
+            && self.failsafe.renewals_failing
             && self.may_stay_primary()
             && self
                 .demotion_deadline()

@@ -364,7 +364,10 @@ impl Node {
                 // The clean (offline) stop is due `retry_timeout` before the deadline.
                 let retry = Duration::from_secs(self.agent.config.retry_timeout.into());
                 let offline_at = deadline - retry;
-                if self.agent.failsafe.renewals_failing && offline_at > self.agent.now {
+                if self.agent.failsafe.renewals_failing
+                    && !self.agent.failsafe_mode()
+                    && offline_at > self.agent.now
+                {
                     wake = wake.min(offline_at);
                 }
             }
@@ -701,7 +704,7 @@ impl Node {
         {
             let retry = self.agent.config.retry_timeout;
             self.dispatch(Event::StopOffline(format!(
-                "the lease could not be renewed and the demotion deadline is less than retry_timeout ({retry} s) away"
+                "the lease could not be renewed; the demotion deadline is less than retry_timeout ({retry} s) away"
             )));
             return;
         }

@@ -529,3 +529,18 @@ fn the_unresponsive_primary_timeout_defaults_to_30_s_and_refuses_less_than_a_sec
     let e = parse_err(&with("soon"));
     assert_eq!(e.path, "pgwarden.unresponsive_primary_timeout_ms");
 }
+
+#[test]
+fn the_role_history_file_is_optional_and_never_an_empty_path() {
+    let c = parse(&seed_text(), &no_env).expect("valid");
+    assert_eq!(c.config.pgwarden.role_history, None);
+    let with = |v: &str| format!("{}\npgwarden:\n  role_history: {v}\n", seed_text());
+    let c = parse(&with("/var/log/pgwarden/roles.jsonl"), &no_env).expect("valid");
+    assert_eq!(
+        c.config.pgwarden.role_history.as_deref(),
+        Some(std::path::Path::new("/var/log/pgwarden/roles.jsonl"))
+    );
+    let e = parse_err(&with("''"));
+    assert_eq!(e.path, "pgwarden.role_history");
+    assert!(e.message.contains("empty path"), "{e}");
+}

@@ -94,6 +94,7 @@ const PGWARDEN: &[(&str, &[&str])] = &[
         "PGWARDEN_UNRESPONSIVE_PRIMARY_TIMEOUT_MS",
         &["pgwarden", "unresponsive_primary_timeout_ms"],
     ),
+    ("PGWARDEN_ROLE_HISTORY", &["pgwarden", "role_history"]),
 ];
 
 /// Which key paths were set from which variables, to re-address errors.

@@ -380,6 +380,16 @@ fn parse_pgwarden(
             ));
         }
     }
+    if let Some(v) = s.get("role_history") {
+        let path = tree::string("pgwarden.role_history", v)?;
+        if path.trim().is_empty() {
+            return Err(ConfigError::new(
+                "pgwarden.role_history",
+                "an empty path; leave the key out to keep no role history",
+            ));
+        }
+        c.role_history = Some(path.into());
+    }
     if let Some(v) = s.get("unresponsive_primary_timeout_ms") {
         c.unresponsive_primary_timeout_ms = tree::whole(
             "pgwarden.unresponsive_primary_timeout_ms",

@@ -221,7 +221,7 @@ impl Default for Tags {
 
 /// `pgwarden:` section: our extensions. Patroni ignores unknown top-level sections, so a
 /// file carrying it still works with Patroni.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgwardenConfig {
     /// Timeout of the `GET /patroni` probe of each peer during a leader race (Patroni
     /// hard-codes 2 s).
@@ -233,6 +233,10 @@ pub struct PgwardenConfig {
     /// connection accepted) before it is stopped (immediate, then SIGKILL of the postmaster
     /// and its children) and the leader key released.
     pub unresponsive_primary_timeout_ms: u64,
+    /// A file to append the node's role history to, as JSON lines (state, PostgreSQL role,
+    /// leader key, lease, timeline, action in flight, on every change): for chaos testing
+    /// and post-mortems. Off when unset.
+    pub role_history: Option<std::path::PathBuf>,
 }
 
 impl Default for PgwardenConfig {
@@ -241,6 +245,7 @@ impl Default for PgwardenConfig {
             peer_probe_timeout_ms: 2000,
             demotion_margin_ms: 1000,
             unresponsive_primary_timeout_ms: 30_000,
+            role_history: None,
         }
     }
 }

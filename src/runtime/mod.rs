@@ -8,6 +8,7 @@ pub mod failsafe;
 pub mod http;
 pub mod member;
 pub mod policy;
+pub mod role_history;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -188,6 +189,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("installing the SIGTERM handler")?;
     tracing::info!(name = %config.name, scope = %config.scope, "pgwarden started");
     log_watchdog_plan(&config);
+    let mut role_history = config
+        .pgwarden
+        .role_history
+        .as_deref()
+        .map(role_history::RoleHistory::open);
     loop {
         // Publish the status and the fencing token before any effect runs: the PostgreSQL
         // worker checks a promote against this token, and member keys are built from it.
@@ -209,6 +215,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 leader_revision: status.leader_revision,
                 deadline: status.lease_deadline,
             };
+        }
+        if let Some(history) = role_history.as_mut() {
+            history.record(&status);
         }
         let _ = status_tx.send(Arc::new(status));
         while let Some(effect) = node.poll_effect() {

@@ -8,6 +8,7 @@ pub mod etcd;
 pub mod guests;
 pub mod haproxy;
 pub mod http;
+pub mod netns;
 pub mod process;
 pub mod shared;
 pub mod sql;

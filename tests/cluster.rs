@@ -673,8 +673,15 @@ fn haproxy_and_patronictl_follow_the_leader() {
     let _guard = exclusive();
     let mut c = Cluster::builder().nodes(3).synchronous_mode(true).start();
     let (leader, _sync, _other) = bootstrap_three(&c);
-    let servers: Vec<(String, u16, u16)> = (0..3)
-        .map(|i| (c.name(i).to_string(), c.pg_port(i), c.api_addr(i).port()))
+    let servers: Vec<support::haproxy::Server> = (0..3)
+        .map(|i| {
+            (
+                c.name(i).to_string(),
+                c.host_ip(i).to_string(),
+                c.pg_port(i),
+                c.api_addr(i).port(),
+            )
+        })
         .collect();
     let proxy = Haproxy::start(&servers);
     // inter 3s, rise 2: a server is UP after about 6 s.

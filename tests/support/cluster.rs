@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::etcd::{EtcdCluster, Kv};
 use super::http::{self, HttpResponse, HTTP_TIMEOUT};
+use super::netns::Host;
 use super::process::{
     assert_port_free, cmdline, failure_log_lines, free_port, give_to_runner, install_binaries,
     kill_tree, make_test_dir, pid_alive, pids_with_cmdline_containing, run_capture, runner_command,
@@ -44,6 +45,12 @@ pub struct NodeSpec {
     pub pg_port: u16,
     /// `postgresql.listen`; normally `127.0.0.1:<pg_port>`.
     pub pg_listen: String,
+    /// The address the REST API and PostgreSQL listen on and advertise: 127.0.0.1, or the
+    /// node's host address in a chaos topology.
+    pub host: String,
+    /// The network clients and standbys connect from (pg_hba): `127.0.0.1/32`, or the
+    /// topology's subnet.
+    pub client_net: String,
     pub etcd_hosts: Vec<String>,
     pub ttl: u32,
     pub loop_wait: u32,
@@ -65,6 +72,18 @@ pub const PG_HBA: [&str; 3] = [
     "host replication replicator 127.0.0.1/32 scram-sha-256",
 ];
 
+/// [`PG_HBA`], plus the same TCP lines for `client_net` when it is not loopback.
+pub fn pg_hba_lines(client_net: &str) -> Vec<String> {
+    let mut lines: Vec<String> = PG_HBA.iter().map(|l| l.to_string()).collect();
+    if client_net != "127.0.0.1/32" {
+        lines.push(format!("host all all {client_net} scram-sha-256"));
+        lines.push(format!(
+            "host replication replicator {client_net} scram-sha-256"
+        ));
+    }
+    lines
+}
+
 impl NodeSpec {
     /// A node on loopback with fresh free ports and the [`ClusterBuilder`] default timing
     /// (ttl 6, loop_wait 1, retry_timeout 2, synchronous mode on, no extra tags).
@@ -78,6 +97,8 @@ impl NodeSpec {
             api_port: free_port(),
             pg_port,
             pg_listen: format!("127.0.0.1:{pg_port}"),
+            host: "127.0.0.1".to_string(),
+            client_net: "127.0.0.1/32".to_string(),
             etcd_hosts,
             ttl: d.ttl,
             loop_wait: d.loop_wait,
@@ -100,7 +121,7 @@ impl NodeSpec {
         let dir = self.dir.display();
         let mut y = String::new();
         let hba = |indent: &str| {
-            PG_HBA
+            pg_hba_lines(&self.client_net)
                 .iter()
                 .map(|l| format!("{indent}- {l}\n"))
                 .collect::<String>()
@@ -108,8 +129,9 @@ impl NodeSpec {
         let _ = write!(
             y,
             "scope: {scope}\nnamespace: {NAMESPACE}\nname: {name}\n\n\
-             restapi:\n  listen: 127.0.0.1:{api}\n  connect_address: 127.0.0.1:{api}\n\n\
+             restapi:\n  listen: {host}:{api}\n  connect_address: {host}:{api}\n\n\
              etcd3:\n  hosts:\n",
+            host = self.host,
             scope = self.scope,
             name = self.name,
             api = self.api_port,
@@ -133,7 +155,7 @@ impl NodeSpec {
         );
         let _ = write!(
             y,
-            "postgresql:\n  listen: {listen}\n  connect_address: 127.0.0.1:{pg}\n  \
+            "postgresql:\n  listen: {listen}\n  connect_address: {host}:{pg}\n  \
              data_dir: {dir}/data\n  bin_dir: {PG_BIN_DIR}\n  pgpass: {dir}/pgpass\n  \
              authentication:\n    superuser:\n      username: {SUPERUSER}\n      password: '{SUPERUSER_PASSWORD}'\n    \
              replication:\n      username: {REPLICATION_USER}\n      password: '{REPLICATION_PASSWORD}'\n    \
@@ -141,6 +163,7 @@ impl NodeSpec {
              parameters:\n    unix_socket_directories: '{dir}'\n    password_encryption: scram-sha-256\n  \
              pg_hba:\n{hba4}\n",
             listen = self.pg_listen,
+            host = self.host,
             pg = self.pg_port,
             hba4 = hba("    "),
         );
@@ -211,6 +234,11 @@ pub struct ClusterBuilder {
     watchdogs: Vec<Option<String>>,
     /// The `pgwarden:` section's body for every node, lines indented two spaces.
     pgwarden: String,
+    /// Chaos topology: a host (network namespace) per node and per etcd member, and the
+    /// subnet clients connect from. Empty: everything on loopback.
+    node_hosts: Vec<Host>,
+    etcd_hosts: Vec<Host>,
+    client_net: Option<String>,
 }
 
 impl Default for ClusterBuilder {
@@ -229,6 +257,9 @@ impl Default for ClusterBuilder {
             initially_started: None,
             watchdogs: Vec::new(),
             pgwarden: String::new(),
+            node_hosts: Vec::new(),
+            etcd_hosts: Vec::new(),
+            client_net: None,
         }
     }
 }
@@ -305,10 +336,26 @@ impl ClusterBuilder {
         self
     }
 
+    /// Runs node `i` in `nodes[i]`'s network namespace and etcd member `j` in `etcd[j]`'s,
+    /// each listening on its host's address; clients connect from `client_net` (the
+    /// topology's subnet). Sets the node and etcd member counts.
+    pub fn placed(mut self, nodes: Vec<Host>, etcd: Vec<Host>, client_net: &str) -> Self {
+        self.nodes = nodes.len();
+        self.etcd_members = etcd.len();
+        self.node_hosts = nodes;
+        self.etcd_hosts = etcd;
+        self.client_net = Some(client_net.to_string());
+        self
+    }
+
     /// Starts etcd, writes the node configs and starts every agent (does not wait for a
     /// leader: use [`Cluster::wait_for_leader`]).
     pub fn start(self) -> Cluster {
-        let etcd = EtcdCluster::start(self.etcd_members);
+        let etcd = if self.etcd_hosts.is_empty() {
+            EtcdCluster::start(self.etcd_members)
+        } else {
+            EtcdCluster::start_in(&self.etcd_hosts)
+        };
         let base = make_test_dir("pgwarden-it-");
         let (pgwarden, pgwardenctl) = install_binaries(&base.path().join("bin"));
         let nodes = (0..self.nodes)
@@ -333,7 +380,12 @@ impl ClusterBuilder {
                     extra_yaml.push_str("\npgwarden:\n");
                     extra_yaml.push_str(&self.pgwarden);
                 }
-                let local = NodeSpec::local(&self.scope, &name, &dir, etcd.endpoints());
+                let mut local = NodeSpec::local(&self.scope, &name, &dir, etcd.endpoints());
+                if let Some(host) = self.node_hosts.get(i) {
+                    local.host = host.addr().to_string();
+                    local.pg_listen = format!("{}:{}", local.host, local.pg_port);
+                    local.client_net = self.client_net.clone().unwrap_or_default();
+                }
                 let watchdog = match self.watchdogs.get(i).cloned().flatten() {
                     Some(body) => body.replace("{dir}", &dir.display().to_string()),
                     None => local.watchdog.clone(),
@@ -357,6 +409,7 @@ impl ClusterBuilder {
                     spec,
                     agent: None,
                     starts: 0,
+                    host: self.node_hosts.get(i).cloned(),
                 }
             })
             .collect();
@@ -381,6 +434,8 @@ struct Node {
     log: PathBuf,
     agent: Option<Child>,
     starts: u32,
+    /// The network namespace the agent (and so PostgreSQL) runs in, if any.
+    host: Option<Host>,
 }
 
 /// A running cluster. Node indexes are 0-based; node `i` is named `node{i+1}`.
@@ -449,7 +504,16 @@ impl Cluster {
     }
     /// REST API address.
     pub fn api_addr(&self, i: usize) -> SocketAddr {
-        ([127, 0, 0, 1], self.nodes[i].spec.api_port).into()
+        let ip: std::net::IpAddr = self.nodes[i]
+            .spec
+            .host
+            .parse()
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        (ip, self.nodes[i].spec.api_port).into()
+    }
+    /// The address node `i` listens on (127.0.0.1 unless placed in a namespace).
+    pub fn host_ip(&self, i: usize) -> &str {
+        &self.nodes[i].spec.host
     }
     /// PostgreSQL port.
     pub fn pg_port(&self, i: usize) -> u16 {
@@ -478,15 +542,23 @@ impl Cluster {
             "agent of {} is already running",
             node.spec.name
         );
-        if node.starts == 0 {
+        if node.starts == 0 && node.host.is_none() {
             assert_port_free(node.spec.api_port, &format!("{} REST API", node.spec.name));
             assert_port_free(node.spec.pg_port, &format!("{} PostgreSQL", node.spec.name));
         }
         node.starts += 1;
         let mut cmd = runner_command(&self.pgwarden, &node.spec.dir);
         cmd.arg(&node.config).env("RUST_BACKTRACE", "1");
+        if let Some(host) = &node.host {
+            cmd = host.wrap(&cmd);
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
         let what = format!("agent {} (start #{})", node.spec.name, node.starts);
-        node.agent = Some(spawn_logged(&mut cmd, &node.log, &what));
+        let child = spawn_logged(&mut cmd, &node.log, &what);
+        if let Some(host) = &node.host {
+            host.track(child.id() as i32);
+        }
+        node.agent = Some(child);
     }
 
     /// Clean stop: SIGTERM to node `i`'s agent, then wait for it to exit (it stops its
@@ -681,7 +753,9 @@ impl Cluster {
 
     /// Superuser connection settings for node `i` (TCP 127.0.0.1, scram password).
     pub fn pg_config(&self, i: usize) -> postgres::Config {
-        sql::pg_config(self.pg_port(i), SUPERUSER, SUPERUSER_PASSWORD)
+        let mut config = sql::pg_config(self.pg_port(i), SUPERUSER, SUPERUSER_PASSWORD);
+        config.host(self.host_ip(i));
+        config
     }
 
     /// A superuser connection to node `i`.

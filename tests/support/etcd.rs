@@ -7,6 +7,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use super::http;
+use super::netns::Host;
 use super::process::{
     assert_port_free, failure_log_lines, free_port, kill_tree, make_test_dir, pid_alive,
     run_capture, spawn_logged, tail_file, wait_check, wait_dead, Captured,
@@ -40,6 +41,10 @@ impl Kv {
 
 struct Member {
     name: String,
+    /// The address it listens on: 127.0.0.1, or its host's in a chaos topology.
+    ip: String,
+    /// The network namespace it runs in, if any.
+    host: Option<Host>,
     client_port: u16,
     peer_port: u16,
     data_dir: PathBuf,
@@ -58,11 +63,29 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     /// Starts `members` members (`--initial-cluster-state new`) and waits until all are healthy.
     pub fn start(members: usize) -> EtcdCluster {
-        assert!(members >= 1, "an etcd cluster needs at least one member");
+        Self::start_placed(vec![None; members])
+    }
+
+    /// One member in each host's network namespace, listening on the host's address.
+    pub fn start_in(hosts: &[Host]) -> EtcdCluster {
+        Self::start_placed(hosts.iter().cloned().map(Some).collect())
+    }
+
+    fn start_placed(hosts: Vec<Option<Host>>) -> EtcdCluster {
+        assert!(
+            !hosts.is_empty(),
+            "an etcd cluster needs at least one member"
+        );
         let dir = make_test_dir("pgwarden-etcd-");
-        let members: Vec<Member> = (0..members)
-            .map(|i| Member {
+        let members: Vec<Member> = hosts
+            .into_iter()
+            .enumerate()
+            .map(|(i, host)| Member {
                 name: format!("etcd{i}"),
+                ip: host
+                    .as_ref()
+                    .map_or_else(|| "127.0.0.1".to_string(), |h| h.addr().to_string()),
+                host,
                 client_port: free_port(),
                 peer_port: free_port(),
                 data_dir: dir.path().join(format!("etcd{i}.data")),
@@ -72,7 +95,7 @@ impl EtcdCluster {
             .collect();
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}=http://{}:{}", m.name, m.ip, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
         let token = format!(
@@ -99,10 +122,12 @@ impl EtcdCluster {
     fn spawn_member(&mut self, i: usize) {
         let m = &self.members[i];
         assert!(m.child.is_none(), "etcd member {i} is already running");
-        assert_port_free(m.client_port, &format!("etcd member {i} clients"));
-        assert_port_free(m.peer_port, &format!("etcd member {i} peers"));
-        let client = format!("http://127.0.0.1:{}", m.client_port);
-        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        if m.host.is_none() {
+            assert_port_free(m.client_port, &format!("etcd member {i} clients"));
+            assert_port_free(m.peer_port, &format!("etcd member {i} peers"));
+        }
+        let client = format!("http://{}:{}", m.ip, m.client_port);
+        let peer = format!("http://{}:{}", m.ip, m.peer_port);
         let mut cmd = Command::new(ETCD_BIN);
         cmd.arg("--name")
             .arg(&m.name)
@@ -126,8 +151,14 @@ impl EtcdCluster {
             .arg("--logger")
             .arg("zap")
             .current_dir(self.dir.path());
+        if let Some(host) = &m.host {
+            cmd = host.wrap(&cmd);
+        }
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = spawn_logged(&mut cmd, &m.log, &format!("etcd member {i} ({client})"));
+        if let Some(host) = &m.host {
+            host.track(child.id() as i32);
+        }
         self.members[i].child = Some(child);
     }
 
@@ -139,7 +170,10 @@ impl EtcdCluster {
                 if m.child.is_none() {
                     continue;
                 }
-                let addr = ([127, 0, 0, 1], m.client_port).into();
+                let ip: std::net::IpAddr =
+                    m.ip.parse()
+                        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+                let addr = (ip, m.client_port).into();
                 match http::get(addr, "/health") {
                     Ok(r) if r.status == 200 && r.body.contains("\"true\"") => {}
                     Ok(r) => bad.push(format!("member {i}: {} {}", r.status, r.body.trim())),
@@ -159,19 +193,19 @@ impl EtcdCluster {
         self.members.len()
     }
 
-    /// `http://127.0.0.1:<client port>` of every member, in member order.
+    /// `http://<address>:<client port>` of every member, in member order.
     pub fn client_urls(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("http://{}:{}", m.ip, m.client_port))
             .collect()
     }
 
-    /// `127.0.0.1:<client port>` of every member, in member order (the agents' `etcd3.hosts`).
+    /// `<address>:<client port>` of every member, in member order (the agents' `etcd3.hosts`).
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}:{}", m.ip, m.client_port))
             .collect()
     }
 
@@ -180,7 +214,7 @@ impl EtcdCluster {
         self.members
             .iter()
             .filter(|m| m.child.is_some())
-            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}:{}", m.ip, m.client_port))
             .collect()
     }
 

@@ -17,13 +17,16 @@ pub struct Haproxy {
     pub replica_port: u16,
 }
 
-/// The seed's configuration with our ports: `servers` are (name, PostgreSQL port, REST port).
-pub fn seed_config(primary_port: u16, replica_port: u16, servers: &[(String, u16, u16)]) -> String {
-    let lines = |servers: &[(String, u16, u16)]| {
+/// One backend: name, address, PostgreSQL port, REST port.
+pub type Server = (String, String, u16, u16);
+
+/// The seed's configuration with our addresses and ports.
+pub fn seed_config(primary_port: u16, replica_port: u16, servers: &[Server]) -> String {
+    let lines = |servers: &[Server]| {
         servers
             .iter()
-            .map(|(name, pg, api)| {
-                format!("    server {name} 127.0.0.1:{pg} maxconn 200 check port {api}\n")
+            .map(|(name, host, pg, api)| {
+                format!("    server {name} {host}:{pg} maxconn 200 check port {api}\n")
             })
             .collect::<String>()
     };
@@ -41,7 +44,7 @@ pub fn seed_config(primary_port: u16, replica_port: u16, servers: &[(String, u16
 
 impl Haproxy {
     /// Start HAProxy in the foreground (`-db`) with the seed's checks for `servers`.
-    pub fn start(servers: &[(String, u16, u16)]) -> Haproxy {
+    pub fn start(servers: &[Server]) -> Haproxy {
         let dir = make_test_dir("pgwarden-haproxy-");
         let primary_port = free_port();
         let replica_port = free_port();

@@ -3,6 +3,7 @@
 //! Used by the test binaries through `mod support;`. Not every binary uses every helper.
 #![allow(dead_code, unused_imports)]
 
+pub mod chaos;
 pub mod cluster;
 pub mod etcd;
 pub mod guests;

@@ -27,23 +27,86 @@ const TABLE: &str = "chaos_writes";
 /// members running, one leader, a synchronous standby, both replicas streaming.
 const HEAL_TIMEOUT: Duration = Duration::from_secs(180);
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
-    /// SIGKILL of the leader's agent, postmaster and every child; restarted afterwards.
+    /// SIGKILL of the leader's agent, postmaster and every child; restarted afterwards (a
+    /// restarted node rejoining).
     KillLeader,
-    /// The leader cannot reach any etcd member (nft in its namespace), then heals.
-    PartitionLeaderFromEtcd,
+    /// SIGSTOP of the leader's agent for 2 × ttl, then SIGCONT. In synchronous mode the old
+    /// primary cannot acknowledge once its synchronous standby has been promoted.
+    FreezeLeaderAgent,
     /// SIGSTOP of the leader's postmaster.
     FreezeLeaderPostmaster,
+    /// One etcd member killed (quorum kept): nothing changes.
+    LoseEtcdMember,
+    /// Two of three etcd members killed, failsafe mode off: the primary stops at its
+    /// deadline; a leader again once etcd is back.
+    LoseEtcdQuorum,
+    /// The same with `failsafe_mode: true`: every member confirms the primary, which keeps
+    /// taking writes through the outage.
+    LoseEtcdQuorumFailsafe,
+    /// The leader cannot reach any etcd member (nft in its namespace), then heals.
+    PartitionLeaderFromEtcd,
+    /// The leader cannot reach the other nodes (nor they it); it keeps etcd and the key.
+    PartitionLeaderFromReplicas,
+    /// The synchronous standby is cut off from everything: another standby replaces it.
+    PartitionSyncStandby,
 }
+
+impl Fault {
+    /// Whether the fault must end with another member leading.
+    fn fails_over(self) -> bool {
+        matches!(
+            self,
+            Fault::KillLeader
+                | Fault::FreezeLeaderAgent
+                | Fault::FreezeLeaderPostmaster
+                | Fault::PartitionLeaderFromEtcd
+        )
+    }
+}
+
+/// Every fault kind once: the short form, run in CI.
+const SHORT_FORM: [Fault; 9] = [
+    Fault::KillLeader,
+    Fault::FreezeLeaderAgent,
+    Fault::FreezeLeaderPostmaster,
+    Fault::LoseEtcdMember,
+    Fault::LoseEtcdQuorum,
+    Fault::LoseEtcdQuorumFailsafe,
+    Fault::PartitionLeaderFromEtcd,
+    Fault::PartitionLeaderFromReplicas,
+    Fault::PartitionSyncStandby,
+];
 
 /// One line of the report.
 struct Row {
     fault: Fault,
     acked: usize,
     lost: usize,
-    first_write_ms: u128,
+    /// From the fault to the first write the new leader acknowledged (faults that fail over).
+    first_write_ms: Option<u128>,
+    /// The longest time without an acknowledged write through HAProxy, from the fault to
+    /// the healed cluster.
+    stall_ms: u128,
     heal_ms: u128,
+}
+
+/// The longest gap between acknowledged writes in `[from, to]` (edges included).
+fn longest_stall(acks: &[Ack], from: u128, to: u128) -> u128 {
+    let mut times: Vec<u128> = acks
+        .iter()
+        .map(|a| a.at_ms)
+        .filter(|t| *t > from && *t < to)
+        .collect();
+    times.sort_unstable();
+    let mut last = from;
+    let mut longest = 0;
+    for t in times.into_iter().chain(std::iter::once(to)) {
+        longest = longest.max(t - last);
+        last = t;
+    }
+    longest
 }
 
 fn ids_on(c: &Cluster, i: usize) -> Result<BTreeSet<i64>, String> {
@@ -81,8 +144,105 @@ fn all_acks(writers: &[Writer]) -> Vec<Ack> {
     writers.iter().flat_map(Writer::acks).collect()
 }
 
+/// Milliseconds from `t0` to the first commit through HAProxy acknowledged after `t0`
+/// (by `server`, when given).
+fn first_write_by(writer: &Writer, t0: u128, server: Option<&String>) -> Option<u128> {
+    writer
+        .acks()
+        .iter()
+        .find(|a| a.at_ms > t0 && server.is_none_or(|s| &a.server == s))
+        .map(|a| a.at_ms - t0)
+}
+
+fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+        .unwrap_or_else(|e| panic!("{signal} to {pid}: {e}"));
+}
+
+/// Turns `failsafe_mode` on or off in `/config` (the agents pick it up from the watch).
+fn set_failsafe(c: &Cluster, on: bool) {
+    let key = format!("{}config", c.dcs_prefix());
+    let mut config = c
+        .dcs_json("config")
+        .expect("read /config")
+        .expect("/config exists");
+    config["failsafe_mode"] = serde_json::Value::Bool(on);
+    c.etcd()
+        .try_put(&key, &config.to_string())
+        .expect("write /config");
+}
+
+/// The short form, or `PGWARDEN_CHAOS_FAULTS` faults drawn from `PGWARDEN_CHAOS_SEED` (the
+/// long form, run by `bench/chaos`).
+fn faults_to_run() -> Vec<Fault> {
+    let count: Option<usize> = std::env::var("PGWARDEN_CHAOS_FAULTS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let Some(count) = count else {
+        return SHORT_FORM.to_vec();
+    };
+    let mut state: u64 = std::env::var("PGWARDEN_CHAOS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    eprintln!("[chaos] {count} faults from seed {state}");
+    (0..count)
+        .map(|_| {
+            // xorshift64*: a fixed, dependency-free sequence per seed.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let r = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+            SHORT_FORM[(r % SHORT_FORM.len() as u64) as usize]
+        })
+        .collect()
+}
+
+/// One table row per fault kind: how many injected, writes acknowledged through HAProxy
+/// from each fault to the next, acknowledged writes lost, interleavings found (over the
+/// whole run), time from the fault to the first write and to a whole cluster (median and
+/// maximum).
+fn print_report(report: &[Row], overlaps: usize) {
+    let secs = |ms: u128| ms as f64 / 1000.0;
+    let spread = |mut v: Vec<u128>| {
+        v.sort_unstable();
+        format!(
+            "{:.1} s / {:.1} s",
+            secs(v[v.len() / 2]),
+            secs(v[v.len() - 1])
+        )
+    };
+    eprintln!(
+        "\n| fault | injected | acknowledged | lost | overlaps | first write (median / max) | longest write stall (median / max) | healed (median / max) |"
+    );
+    eprintln!("|---|---|---|---|---|---|---|---|");
+    for kind in SHORT_FORM {
+        let rows: Vec<&Row> = report.iter().filter(|r| r.fault == kind).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        eprintln!(
+            "| {kind:?} | {} | {} | {} | {overlaps} | {} | {} | {} |",
+            rows.len(),
+            rows.iter().map(|r| r.acked).sum::<usize>(),
+            rows.iter().map(|r| r.lost).sum::<usize>(),
+            {
+                let firsts: Vec<u128> = rows.iter().filter_map(|r| r.first_write_ms).collect();
+                if firsts.is_empty() {
+                    "— (no failover)".to_string()
+                } else {
+                    spread(firsts)
+                }
+            },
+            spread(rows.iter().map(|r| r.stall_ms).collect()),
+            spread(rows.iter().map(|r| r.heal_ms).collect()),
+        );
+    }
+}
+
 #[test]
-fn one_of_each_fault_loses_no_acknowledged_write_and_heals() {
+fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
     if !is_root() {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -155,51 +315,126 @@ fn one_of_each_fault_loses_no_acknowledged_write_and_heals() {
     });
 
     let mut report = Vec::new();
-    for fault in [
-        Fault::KillLeader,
-        Fault::PartitionLeaderFromEtcd,
-        Fault::FreezeLeaderPostmaster,
-    ] {
+    for fault in faults_to_run() {
         let old = wait_check(HEAL_TIMEOUT, "a whole cluster before the fault", || {
             whole(&c)
         });
         let acked_before = writers[0].acks().len();
         let started = Instant::now();
         let t0 = support::chaos::now_ms();
-        eprintln!("[chaos] {fault:?} on {}", c.name(old));
-        let mut frozen = None;
+        eprintln!("[chaos] {fault:?} (leader {})", c.name(old));
+        let ttl = c.ttl();
+        let etcd_addrs: Vec<_> = etcd_hosts.iter().map(|h| h.addr()).collect();
+        let sync_name = c.sync_standby(c.name(old)).expect("a sync standby");
+        let sync = c
+            .index_of(&sync_name)
+            .expect("the sync standby is a member");
+        let others: Vec<_> = (0..c.len())
+            .filter(|&i| i != old)
+            .map(|i| node_hosts[i].addr())
+            .collect();
+        let mut stopped_pid = None;
         match fault {
             Fault::KillLeader => c.kill_node(old),
-            Fault::PartitionLeaderFromEtcd => {
-                let etcd: Vec<_> = etcd_hosts.iter().map(|h| h.addr()).collect();
-                node_hosts[old].block(&etcd);
+            Fault::FreezeLeaderAgent => {
+                let pid = c.agent_pid(old).expect("the leader's agent") as i32;
+                signal(pid, nix::sys::signal::Signal::SIGSTOP);
+                stopped_pid = Some(pid);
             }
             Fault::FreezeLeaderPostmaster => {
                 let pid = c.postmaster_pid(old).expect("the leader's postmaster");
-                nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGSTOP,
-                )
-                .expect("SIGSTOP the postmaster");
-                frozen = Some(pid);
+                signal(pid, nix::sys::signal::Signal::SIGSTOP);
+                stopped_pid = Some(pid);
+            }
+            Fault::LoseEtcdMember => c.etcd_mut().stop_member(2),
+            Fault::LoseEtcdQuorum => {
+                c.etcd_mut().stop_member(1);
+                c.etcd_mut().stop_member(2);
+            }
+            Fault::LoseEtcdQuorumFailsafe => {
+                set_failsafe(&c, true);
+                wait_check(
+                    Duration::from_secs(60),
+                    "/failsafe to list every member",
+                    || {
+                        let members = c.dcs_json("failsafe")?.unwrap_or_default();
+                        let n = members.as_object().map_or(0, |m| m.len());
+                        (n == c.len())
+                            .then_some(())
+                            .ok_or(format!("/failsafe = {members}"))
+                    },
+                );
+                c.etcd_mut().stop_member(1);
+                c.etcd_mut().stop_member(2);
+            }
+            Fault::PartitionLeaderFromEtcd => node_hosts[old].block(&etcd_addrs),
+            Fault::PartitionLeaderFromReplicas => node_hosts[old].block(&others),
+            Fault::PartitionSyncStandby => {
+                let mut everyone = etcd_addrs.clone();
+                everyone.extend(
+                    (0..c.len())
+                        .filter(|&i| i != sync)
+                        .map(|i| node_hosts[i].addr()),
+                );
+                everyone.push(topology.root_addr());
+                node_hosts[sync].block(&everyone);
             }
         }
-        let new = wait_until(FAILOVER_TIMEOUT, "another member to lead", || {
-            c.leader_now().ok().filter(|&l| l != old)
-        });
-        let first_write = wait_until(FAILOVER_TIMEOUT, "a write through HAProxy", || {
-            writers[0]
-                .acks()
-                .iter()
-                .find(|a| a.at_ms > t0 && names.get(&a.server) == Some(&c.name(new).to_string()))
-                .map(|a| a.at_ms - t0)
-        });
+        // What the fault must lead to, and the first write acknowledged after it.
+        let first_write = match fault {
+            f if f.fails_over() => {
+                let new = wait_until(FAILOVER_TIMEOUT, "another member to lead", || {
+                    c.leader_now().ok().filter(|&l| l != old)
+                });
+                let new_ip = c.host_ip(new).to_string();
+                Some(wait_until(
+                    FAILOVER_TIMEOUT,
+                    "a write on the new leader",
+                    || first_write_by(&writers[0], t0, Some(&new_ip)),
+                ))
+            }
+            Fault::LoseEtcdQuorum => {
+                wait_check(
+                    FAILOVER_TIMEOUT,
+                    "the primary to stop (no lease)",
+                    || match c.leader_now() {
+                        Ok(l) => Err(format!("{} still answers /primary", c.name(l))),
+                        Err(_) => Ok(()),
+                    },
+                );
+                None
+            }
+            Fault::LoseEtcdQuorumFailsafe => {
+                // Past any lease deadline: the primary lives on the members' confirmations.
+                std::thread::sleep(2 * ttl);
+                let after = support::chaos::now_ms();
+                let acks = wait_until(FAILOVER_TIMEOUT, "writes to go on in failsafe mode", || {
+                    first_write_by(&writers[0], after, Some(&c.host_ip(old).to_string()))
+                });
+                assert_eq!(c.leader_now(), Ok(old), "failsafe keeps the same primary");
+                Some(acks)
+            }
+            _ => {
+                std::thread::sleep(2 * ttl);
+                let after = support::chaos::now_ms();
+                let acks = wait_until(FAILOVER_TIMEOUT, "writes to go on", || {
+                    first_write_by(&writers[0], after, None)
+                });
+                assert_eq!(c.leader_now(), Ok(old), "{fault:?} changes no leader");
+                Some(acks)
+            }
+        };
         // Heal what the fault left.
         match fault {
             Fault::KillLeader => c.start_node(old),
-            Fault::PartitionLeaderFromEtcd => node_hosts[old].heal(),
+            Fault::FreezeLeaderAgent => {
+                std::thread::sleep(ttl);
+                if let Some(pid) = stopped_pid {
+                    signal(pid, nix::sys::signal::Signal::SIGCONT);
+                }
+            }
             Fault::FreezeLeaderPostmaster => {
-                if let Some(pid) = frozen {
+                if let Some(pid) = stopped_pid {
                     // Killed by its agent by now; a SIGCONT to a gone pid is harmless.
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(pid),
@@ -207,11 +442,26 @@ fn one_of_each_fault_loses_no_acknowledged_write_and_heals() {
                     );
                 }
             }
+            Fault::LoseEtcdMember => c.etcd_mut().start_member(2),
+            Fault::LoseEtcdQuorum | Fault::LoseEtcdQuorumFailsafe => {
+                c.etcd_mut().start_member(1);
+                c.etcd_mut().start_member(2);
+                if fault == Fault::LoseEtcdQuorumFailsafe {
+                    set_failsafe(&c, false);
+                }
+            }
+            Fault::PartitionLeaderFromEtcd | Fault::PartitionLeaderFromReplicas => {
+                node_hosts[old].heal()
+            }
+            Fault::PartitionSyncStandby => node_hosts[sync].heal(),
         }
+        let first_write = first_write.filter(|_| fault.fails_over());
         let leader = wait_check(HEAL_TIMEOUT, "the cluster to heal", || whole(&c));
         let heal_ms = started.elapsed().as_millis();
-        let present = ids_on(&c, leader).expect("ids on the leader");
+        // The acknowledgements first, then the rows: a commit acknowledged between the
+        // two reads would otherwise look lost.
         let acks = all_acks(&writers);
+        let present = ids_on(&c, leader).expect("ids on the leader");
         let lost: Vec<i64> = acks
             .iter()
             .map(|a| a.id)
@@ -223,8 +473,10 @@ fn one_of_each_fault_loses_no_acknowledged_write_and_heals() {
             c.name(leader),
             &lost[..lost.len().min(20)]
         );
+        let stall_ms = longest_stall(&writers[0].acks(), t0, support::chaos::now_ms());
         report.push(Row {
             fault,
+            stall_ms,
             acked: writers[0].acks().len() - acked_before,
             lost: lost.len(),
             first_write_ms: first_write,
@@ -260,18 +512,7 @@ fn one_of_each_fault_loses_no_acknowledged_write_and_heals() {
         );
     }
 
-    eprintln!("\n| fault | acknowledged (HAProxy writer) | lost | first write after the fault | healed after |");
-    eprintln!("|---|---|---|---|---|");
-    for r in &report {
-        eprintln!(
-            "| {:?} | {} | {} | {:.1} s | {:.1} s |",
-            r.fault,
-            r.acked,
-            r.lost,
-            r.first_write_ms as f64 / 1000.0,
-            r.heal_ms as f64 / 1000.0
-        );
-    }
+    print_report(&report, overlaps.len());
     eprintln!(
         "stale direct clients acknowledged {} rows; the replica port served {reads} reads, {} of them by a member just promoted (before HAProxy's checks caught up), none by an old primary",
         writers[1..].iter().map(|w| w.acks().len()).sum::<usize>(),

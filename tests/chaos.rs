@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use support::chaos::{interleaved_terms, read_role_history, Ack, ReplicaReader, RoleLine, Writer};
-use support::haproxy::{Haproxy, Server};
+use support::haproxy::Haproxy;
 use support::netns::Topology;
 use support::process::is_root;
 use support::shared::{exclusive, BOOTSTRAP_TIMEOUT, FAILOVER_TIMEOUT, REPLICATION_TIMEOUT};
@@ -273,17 +273,7 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
     )
     .expect("create the table");
 
-    let servers: Vec<Server> = (0..c.len())
-        .map(|i| {
-            (
-                c.name(i).to_string(),
-                c.host_ip(i).to_string(),
-                c.pg_port(i),
-                c.api_addr(i).port(),
-            )
-        })
-        .collect();
-    let proxy = Haproxy::start(&servers);
+    let proxy = Haproxy::start(&c.haproxy_servers());
     let through_proxy = c.pg_config_at(proxy.primary_port);
     wait_check(
         Duration::from_secs(60),
@@ -405,30 +395,33 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
                 None
             }
             Fault::LoseEtcdQuorumFailsafe => {
-                // Past any lease deadline: the primary lives on the members' confirmations.
-                std::thread::sleep(2 * ttl);
-                let after = support::chaos::now_ms();
-                let acks = wait_until(FAILOVER_TIMEOUT, "writes to go on in failsafe mode", || {
-                    first_write_by(&writers[0], after, Some(&c.host_ip(old).to_string()))
+                // Past any lease deadline the primary lives on the members' confirmations.
+                let old_ip = c.host_ip(old).to_string();
+                wait_until(FAILOVER_TIMEOUT, "a write two ttl into the outage", || {
+                    first_write_by(&writers[0], t0 + 2 * ttl.as_millis(), Some(&old_ip))
                 });
                 assert_eq!(c.leader_now(), Ok(old), "failsafe keeps the same primary");
-                Some(acks)
+                None
             }
             _ => {
-                std::thread::sleep(2 * ttl);
-                let after = support::chaos::now_ms();
-                let acks = wait_until(FAILOVER_TIMEOUT, "writes to go on", || {
-                    first_write_by(&writers[0], after, None)
+                wait_until(FAILOVER_TIMEOUT, "a write two ttl into the fault", || {
+                    first_write_by(&writers[0], t0 + 2 * ttl.as_millis(), None)
                 });
                 assert_eq!(c.leader_now(), Ok(old), "{fault:?} changes no leader");
-                Some(acks)
+                None
             }
         };
         // Heal what the fault left.
         match fault {
             Fault::KillLeader => c.start_node(old),
             Fault::FreezeLeaderAgent => {
-                std::thread::sleep(ttl);
+                // The old agent stays frozen until the new leader has served writes for a ttl.
+                let served_from = t0 + first_write.unwrap_or_default() + ttl.as_millis();
+                wait_until(
+                    FAILOVER_TIMEOUT,
+                    "the new leader to serve writes for a ttl",
+                    || first_write_by(&writers[0], served_from, None),
+                );
                 if let Some(pid) = stopped_pid {
                     signal(pid, nix::sys::signal::Signal::SIGCONT);
                 }
@@ -455,7 +448,6 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
             }
             Fault::PartitionSyncStandby => node_hosts[sync].heal(),
         }
-        let first_write = first_write.filter(|_| fault.fails_over());
         let leader = wait_check(HEAL_TIMEOUT, "the cluster to heal", || whole(&c));
         let heal_ms = started.elapsed().as_millis();
         // The acknowledgements first, then the rows: a commit acknowledged between the

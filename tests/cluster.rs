@@ -673,17 +673,7 @@ fn haproxy_and_patronictl_follow_the_leader() {
     let _guard = exclusive();
     let mut c = Cluster::builder().nodes(3).synchronous_mode(true).start();
     let (leader, _sync, _other) = bootstrap_three(&c);
-    let servers: Vec<support::haproxy::Server> = (0..3)
-        .map(|i| {
-            (
-                c.name(i).to_string(),
-                c.host_ip(i).to_string(),
-                c.pg_port(i),
-                c.api_addr(i).port(),
-            )
-        })
-        .collect();
-    let proxy = Haproxy::start(&servers);
+    let proxy = Haproxy::start(&c.haproxy_servers());
     // inter 3s, rise 2: a server is UP after about 6 s.
     let routing = Duration::from_secs(60);
     wait_check(
@@ -736,25 +726,6 @@ fn haproxy_and_patronictl_follow_the_leader() {
         .expect("a write through HAProxy after the failover");
 }
 
-/// Pids whose parent is `parent` (a postmaster's backends, walsenders, auxiliaries).
-fn children_of(parent: i32) -> Vec<i32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let (_, rest) = stat.rsplit_once(')')?;
-                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
-                })
-                == Some(parent)
-        })
-        .collect()
-}
-
 /// Whether a process exists and is not a zombie.
 fn process_alive(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -786,7 +757,7 @@ fn a_frozen_postmaster_is_killed_before_its_key_is_released() {
     let postmaster = c
         .postmaster_pid(leader)
         .expect("the leader's postmaster pid");
-    let forked = children_of(postmaster);
+    let forked = pgwarden::postgres::process::children_of(postmaster);
     assert!(!forked.is_empty(), "a running postmaster has children");
     let acked_before = writer.acked_count();
     nix::sys::signal::kill(

@@ -479,6 +479,14 @@ impl Agent {
         self.lease_allows_primary() || self.failsafe_allows_primary()
     }
 
+    /// PostgreSQL has been silent (see `PgObservation::is_unresponsive`) for at least
+    /// `unresponsive_primary_timeout`.
+    pub fn unresponsive_too_long(&self) -> bool {
+        self.unresponsive_since.is_some_and(|since| {
+            self.now.saturating_since(since) >= self.settings.unresponsive_primary_timeout
+        })
+    }
+
     /// Renewals are failing and the demotion deadline is at most `retry_timeout` away: the
     /// time to stop PostgreSQL cleanly (fast shutdown: standbys receive all its WAL, so it
     /// rejoins without a rewind) before the deadline would have it killed. The validated

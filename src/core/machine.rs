@@ -857,8 +857,7 @@ impl Agent {
                 ..
             }
         );
-        let unresponsive = pg.postmaster_alive && pg.server.is_none() && pg.silent;
-        was_primary && unresponsive && self.pg_action.is_none()
+        was_primary && pg.is_unresponsive() && self.pg_action.is_none()
     }
 
     /// The postmaster is alive but accepts no connection (frozen, hung, or recovering for
@@ -871,13 +870,14 @@ impl Agent {
     /// count, an answer with an error (too many clients, authentication, starting up) stops
     /// it, as killing a primary for being full would fail over for nothing.
     fn stop_unresponsive_primary(&mut self) -> Outcome<State> {
-        let Some(since) = self.unresponsive_since else {
-            return Handled;
-        };
-        let silent = self.now.saturating_since(since);
-        if silent < self.settings.unresponsive_primary_timeout {
+        if !self.unresponsive_too_long() {
             return Handled;
         }
+        let silent = self
+            .unresponsive_since
+            .map_or(std::time::Duration::ZERO, |since| {
+                self.now.saturating_since(since)
+            });
         self.unresponsive_since = None;
         // With the key, it is released once PostgreSQL is down; without it there is
         // nothing to wait for and the kill goes out at once.
@@ -898,12 +898,7 @@ impl Agent {
         // A postmaster silent for too long is stopped whatever else is going on: while it
         // runs, the sessions it already forked may commit, and no key or failsafe round
         // should keep such a primary in place.
-        if self.pg_action.is_none()
-            && self
-                .pg
-                .as_ref()
-                .is_some_and(|p| p.postmaster_alive && p.server.is_none() && p.silent)
-        {
+        if self.pg_action.is_none() && self.pg.as_ref().is_some_and(|p| p.is_unresponsive()) {
             if let outcome @ Transition(_) = self.stop_unresponsive_primary() {
                 return outcome;
             }

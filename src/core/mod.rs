@@ -112,10 +112,7 @@ impl Node {
                 // The unresponsive-primary clock runs from the first silent probe, whatever
                 // the agent is busy with meanwhile (a store outage, a failsafe round, taking
                 // its key back): an answer, even an error, or a dead postmaster stops it.
-                if observation.server.is_some()
-                    || !observation.postmaster_alive
-                    || !observation.silent
-                {
+                if !observation.is_unresponsive() {
                     self.agent.unresponsive_since = None;
                 } else if self.agent.unresponsive_since.is_none() {
                     self.agent.unresponsive_since = Some(now);
@@ -676,10 +673,7 @@ impl Node {
             );
             // A frozen postmaster never finishes a stop through pg_ctl either: once it has
             // been silent for the unresponsive-primary timeout, it is killed too.
-            let frozen = self.agent.unresponsive_since.is_some_and(|since| {
-                self.agent.now.saturating_since(since)
-                    >= self.agent.settings.unresponsive_primary_timeout
-            });
+            let frozen = self.agent.unresponsive_too_long();
             if stopping_slowly && (!self.agent.may_stay_primary() || frozen) {
                 let why = if frozen {
                     "PostgreSQL accepts no connection (postmaster frozen or hung) while it stops"

@@ -365,6 +365,12 @@ impl PgObservation {
         self.server.is_some()
     }
 
+    /// The postmaster is alive but the probe got no answer at all (frozen or hung). An
+    /// answer with an error is not silence.
+    pub fn is_unresponsive(&self) -> bool {
+        self.postmaster_alive && self.server.is_none() && self.silent
+    }
+
     /// Running as a writable primary.
     pub fn is_primary(&self) -> bool {
         self.server.as_ref().is_some_and(|s| !s.in_recovery)

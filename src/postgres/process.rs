@@ -59,8 +59,9 @@ pub fn is_stopped(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-/// Pids whose parent is `parent`, from `/proc/<pid>/stat`.
-fn children_of(parent: i32) -> Vec<i32> {
+/// Pids whose parent is `parent`, from `/proc/<pid>/stat` (a postmaster's backends,
+/// walsenders and auxiliaries).
+pub fn children_of(parent: i32) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };

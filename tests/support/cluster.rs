@@ -511,6 +511,20 @@ impl Cluster {
             .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
         (ip, self.nodes[i].spec.api_port).into()
     }
+    /// Every node as an HAProxy backend (name, address, PostgreSQL port, REST port).
+    pub fn haproxy_servers(&self) -> Vec<super::haproxy::Server> {
+        (0..self.len())
+            .map(|i| {
+                (
+                    self.name(i).to_string(),
+                    self.host_ip(i).to_string(),
+                    self.pg_port(i),
+                    self.api_addr(i).port(),
+                )
+            })
+            .collect()
+    }
+
     /// The address node `i` listens on (127.0.0.1 unless placed in a namespace).
     pub fn host_ip(&self, i: usize) -> &str {
         &self.nodes[i].spec.host

@@ -172,14 +172,39 @@ fn set_failsafe(c: &Cluster, on: bool) {
         .expect("write /config");
 }
 
-/// The short form, or `PGWARDEN_CHAOS_FAULTS` faults drawn from `PGWARDEN_CHAOS_SEED` (the
-/// long form, run by `bench/chaos`).
+/// The fault kinds named in `PGWARDEN_CHAOS_KINDS` (comma-separated, as in the report:
+/// `PartitionSyncStandby,KillLeader`), or all of them.
+fn kinds_to_run() -> Vec<Fault> {
+    let Ok(names) = std::env::var("PGWARDEN_CHAOS_KINDS") else {
+        return SHORT_FORM.to_vec();
+    };
+    let kinds: Vec<Fault> = names
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|name| {
+            *SHORT_FORM
+                .iter()
+                .find(|f| format!("{f:?}") == name)
+                .unwrap_or_else(|| {
+                    panic!("PGWARDEN_CHAOS_KINDS: unknown fault kind {name:?}; expected one of {SHORT_FORM:?}")
+                })
+        })
+        .collect();
+    assert!(!kinds.is_empty(), "PGWARDEN_CHAOS_KINDS names no fault kind");
+    kinds
+}
+
+/// The short form (one of each kind), or `PGWARDEN_CHAOS_FAULTS` faults drawn from
+/// `PGWARDEN_CHAOS_SEED` (the long form, run by `bench/chaos`); `PGWARDEN_CHAOS_KINDS`
+/// narrows either to some kinds.
 fn faults_to_run() -> Vec<Fault> {
+    let kinds = kinds_to_run();
     let count: Option<usize> = std::env::var("PGWARDEN_CHAOS_FAULTS")
         .ok()
         .and_then(|v| v.parse().ok());
     let Some(count) = count else {
-        return SHORT_FORM.to_vec();
+        return kinds;
     };
     let mut state: u64 = std::env::var("PGWARDEN_CHAOS_SEED")
         .ok()
@@ -194,7 +219,7 @@ fn faults_to_run() -> Vec<Fault> {
             state ^= state << 25;
             state ^= state >> 27;
             let r = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
-            SHORT_FORM[(r % SHORT_FORM.len() as u64) as usize]
+            kinds[(r % kinds.len() as u64) as usize]
         })
         .collect()
 }

@@ -1712,6 +1712,7 @@ fn streaming_peer(name: &str, lsn: u64) -> ReplicationPeer {
         usename: Some("replicator".into()),
         client_addr: Some("127.0.0.1".into()),
         sync_priority: 0,
+        reply_time: None,
     }
 }
 
@@ -1994,6 +1995,91 @@ fn strict_mode_with_no_standby_keeps_a_placeholder_and_never_clears_it() {
             .iter()
             .any(|e| matches!(e, Effect::Pg(PgAction::SetSyncStandbys { .. }))),
         "non-strict with no standby leaves the setting empty: {effects:?}"
+    );
+}
+
+#[test]
+fn a_sync_standby_that_stops_replying_is_dropped_before_its_connection_times_out() {
+    // node3 is the recorded synchronous standby, node1 streams asynchronously. node3's
+    // link is cut: PostgreSQL still shows it streaming (until wal_sender_timeout), but its
+    // reply time stops moving at 3 s. With the default status interval (1 s) it counts as
+    // silent after 5 s, and the first step drops it from /sync (FIRST mode: /sync first).
+    let (mut node, effects) = sync_primary(false, true);
+    for effect in effects {
+        if let Effect::Pg(action) = effect {
+            node.handle_input(
+                Instant(1_650),
+                Input::PgActionFinished {
+                    action,
+                    outcome: PgActionOutcome::Done { sysid: None },
+                },
+            );
+        }
+    }
+    let mut v = view(Some((ME, LEASE.0)), 0, 40);
+    v.members.get_mut(ME).expect("me").role = "primary".into();
+    v.config = Some(Versioned {
+        value: DynamicConfig {
+            synchronous_mode: pgwarden::config::SynchronousMode::On,
+            ttl: 6,
+            loop_wait: 1,
+            retry_timeout: 2,
+            ..DynamicConfig::default()
+        },
+        mod_revision: 2,
+    });
+    v.sync = Some(Versioned {
+        value: SyncState {
+            leader: Some(ME.into()),
+            sync_standby: vec!["node3".into()],
+            quorum: 0,
+        },
+        mod_revision: 35,
+    });
+    node.handle_input(Instant(1_700), Input::ClusterChanged(Box::new(v)));
+    drain(&mut node);
+    let observed_at = |t: u64| {
+        let mut observed = pg(false, 2000);
+        let server = observed.server.as_mut().expect("running");
+        server.synchronous_standby_names = "\"node3\"".into();
+        let mut node3 = streaming_peer("node3", 2000);
+        node3.sync_state = "sync".into();
+        node3.reply_time = Some(format!("reply at {}", t.min(3_000)));
+        let mut node1 = streaming_peer("node1", 2000);
+        node1.reply_time = Some(format!("reply at {t}"));
+        server.replication = vec![node3, node1];
+        observed
+    };
+    let drops_node3 = |effects: &[Effect]| {
+        effects.iter().any(|e| match e {
+            Effect::WriteSync { state, .. } => !state.sync_standby.contains(&"node3".into()),
+            Effect::Pg(PgAction::SetSyncStandbys { names }) => {
+                !names.members().contains(&"node3".into())
+            }
+            _ => false,
+        })
+    };
+    let mut dropped_at = None;
+    for t in (2_000..=12_000).step_by(500) {
+        renew_until(&mut node, t, t);
+        let effects = cycle(&mut node, t, observed_at(t));
+        if drops_node3(&effects) {
+            let first_write = effects
+                .iter()
+                .find(|e| matches!(e, Effect::WriteSync { .. } | Effect::Pg(_)));
+            assert!(
+                matches!(first_write, Some(Effect::WriteSync { state, .. }) if state.sync_standby.is_empty()),
+                "/sync gives node3 up before PostgreSQL does: {effects:?}"
+            );
+            dropped_at = Some(t);
+            break;
+        }
+    }
+    // Silent from 3 s on: still trusted at 8 s (5 s), dropped at the next probe.
+    assert_eq!(dropped_at, Some(8_500));
+    assert!(
+        node.status().holds_leader_key,
+        "the primary keeps leading meanwhile"
     );
 }
 

@@ -10,11 +10,12 @@ use super::failsafe::{self, Failsafe, HeartbeatVerdict};
 use super::gate::GateLog;
 use super::input::PgActionOutcome;
 use super::lease::Lease;
+use super::replies::{self, StandbyReplies};
 use super::safety;
 use super::sync::{self, StandbyNames, SyncFacts, SyncPlan, SyncStep};
 use super::time::Instant;
 use super::types::{LeaseId, Lsn, Timeline};
-use super::view::{ClusterView, PeerReport, PgObservation, ServerObservation};
+use super::view::{ClusterView, PeerReport, PgObservation, ReplicationPeer, ServerObservation};
 use super::watchdog::{Watchdog, WatchdogState};
 use crate::config::{DynamicConfig, SynchronousMode};
 
@@ -182,6 +183,8 @@ pub struct Agent {
     pub promotion_awaits_watchdog: bool,
     /// Failsafe mode: heartbeats accepted, the primary's confirmed rounds.
     pub failsafe: Failsafe,
+    /// When each standby last replied, as the primary's probes saw it.
+    pub standby_replies: StandbyReplies,
 }
 
 /// Whether the watchdog lets this node act as primary now.
@@ -246,6 +249,7 @@ impl Agent {
             watchdog,
             promotion_awaits_watchdog: false,
             failsafe: Failsafe::new(Instant(0), Duration::ZERO),
+            standby_replies: StandbyReplies::default(),
         }
     }
 
@@ -871,6 +875,19 @@ impl Agent {
         }
     }
 
+    /// A standby the primary sees streaming and still replying: the only kind that may be
+    /// made synchronous. A cut-off standby stays "streaming" until `wal_sender_timeout`,
+    /// stalling every commit meanwhile; its silence shows much sooner.
+    pub fn standby_is_live(&self, row: &ReplicationPeer) -> bool {
+        let interval = self
+            .config
+            .postgresql
+            .parameters
+            .get("wal_receiver_status_interval");
+        let timeout = replies::reply_timeout(interval.map(String::as_str));
+        self.standby_replies.is_live(row, timeout)
+    }
+
     /// The policy's synchronous standbys, minus those that may not be synchronous (each one
     /// refused by the gate), at most `synchronous_node_count`.
     fn checked_sync_choice(&mut self, chosen: Option<&[String]>) -> Option<Vec<String>> {
@@ -880,11 +897,12 @@ impl Agent {
         }
         let server = self.pg.as_ref()?.server.as_ref()?;
         let view = self.view.as_ref()?;
-        // Streaming members (not us) that may be synchronous: what any choice is drawn from.
+        // Live streaming members (not us) that may be synchronous: what any choice is drawn
+        // from.
         let eligible: Vec<&str> = server
             .replication
             .iter()
-            .filter(|r| r.state == "streaming" && r.application_name != self.settings.name)
+            .filter(|r| self.standby_is_live(r) && r.application_name != self.settings.name)
             .filter(|r| {
                 view.members
                     .get(&r.application_name)
@@ -899,7 +917,7 @@ impl Agent {
                     &self.settings.name,
                     "sync-standbys",
                     "sync-standby-not-eligible",
-                    format!("{name} is not a streaming member that may be synchronous"),
+                    format!("{name} is not a streaming, replying member that may be synchronous"),
                 );
             } else if !accepted.contains(name) {
                 accepted.push(name.clone());
@@ -1131,11 +1149,17 @@ impl Agent {
             None => pgwarden_policy_default::sync_standbys(&consult::policy_view(self, false))
                 .unwrap_or_default(),
         };
-        // Only standbys PostgreSQL can see may be chosen (the gate checked a policy's
-        // choice against the same rows).
+        // Only standbys PostgreSQL sees streaming and replying may be chosen (the gate
+        // checked a policy's choice against the same rows, but a standby may have fallen
+        // silent since).
         let chosen: Vec<String> = chosen
             .into_iter()
-            .filter(|n| server.replication.iter().any(|r| &r.application_name == n))
+            .filter(|n| {
+                server
+                    .replication
+                    .iter()
+                    .any(|r| &r.application_name == n && self.standby_is_live(r))
+            })
             .collect();
         let recorded: Vec<String> = view
             .sync

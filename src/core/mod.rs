@@ -14,6 +14,7 @@ pub mod input;
 pub mod lease;
 pub mod machine;
 pub mod manual;
+pub mod replies;
 pub mod safety;
 pub mod status;
 pub mod sync;
@@ -117,6 +118,13 @@ impl Node {
                 } else if self.agent.unresponsive_since.is_none() {
                     self.agent.unresponsive_since = Some(now);
                 }
+                let rows = observation
+                    .server
+                    .as_ref()
+                    .map(|s| s.replication.as_slice());
+                self.agent
+                    .standby_replies
+                    .observe(rows.unwrap_or_default(), now);
                 let fresh = self.probe_in_flight == Some(self.action_seq);
                 self.probe_in_flight = None;
                 self.agent.pg = Some(observation);

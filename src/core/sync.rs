@@ -505,6 +505,7 @@ mod tests {
             usename: None,
             client_addr: None,
             sync_priority: 0,
+            reply_time: None,
         }
     }
 

@@ -90,6 +90,11 @@ impl World {
                     usename: Some("replicator".into()),
                     client_addr: None,
                     sync_priority: 0,
+                    // A connected standby replies continuously in the model: its reply
+                    // time is the time of the probe. (A cut-off standby leaves the rows at
+                    // once here; the real one lingers until wal_sender_timeout, which the
+                    // chaos suite covers.)
+                    reply_time: Some(self.now.to_string()),
                 }
             })
             .collect()

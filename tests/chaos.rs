@@ -531,6 +531,9 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
 
     print_report(&report, overlaps.len());
     eprintln!(
+        "[chaos] watchdog: the run is in synchronous mode, where a frozen agent's PostgreSQL cannot acknowledge once its synchronous standby is promoted. In asynchronous mode only a watchdog resetting the frozen host stops it acknowledging next to the new primary; this machine has no watchdog device, so that case is not run (docs/reliability.md)"
+    );
+    eprintln!(
         "stale direct clients acknowledged {} rows; the replica port served {reads} reads, {} of them by a member just promoted (before HAProxy's checks caught up), none by an old primary",
         writers[1..].iter().map(|w| w.acks().len()).sum::<usize>(),
         primary_reads.len()

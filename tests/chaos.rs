@@ -37,7 +37,9 @@ enum Fault {
     FreezeLeaderAgent,
     /// SIGSTOP of the leader's postmaster.
     FreezeLeaderPostmaster,
-    /// One etcd member killed (quorum kept): nothing changes.
+    /// One etcd member killed (quorum kept): nothing changes. The member killed is etcd's
+    /// Raft leader, the worst case: etcd answers nothing while it elects another (about a
+    /// second), and keep-alives sent meanwhile hang.
     LoseEtcdMember,
     /// Two of three etcd members killed, failsafe mode off: the primary stops at its
     /// deadline; a leader again once etcd is back.
@@ -191,7 +193,10 @@ fn kinds_to_run() -> Vec<Fault> {
                 })
         })
         .collect();
-    assert!(!kinds.is_empty(), "PGWARDEN_CHAOS_KINDS names no fault kind");
+    assert!(
+        !kinds.is_empty(),
+        "PGWARDEN_CHAOS_KINDS names no fault kind"
+    );
     kinds
 }
 
@@ -334,6 +339,10 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
         let old = wait_check(HEAL_TIMEOUT, "a whole cluster before the fault", || {
             whole(&c)
         });
+        if fault == Fault::LoseEtcdMember {
+            // The member about to be killed leads etcd (set up before the clock starts).
+            c.etcd().move_leader(2);
+        }
         let acked_before = writers[0].acks().len();
         let started = Instant::now();
         let t0 = support::chaos::now_ms();

@@ -36,7 +36,6 @@ pub struct EtcdStore {
     /// a dead connection.
     watch_client: Client,
     layout: KeyLayout,
-    request_timeout: Duration,
 }
 
 fn err(op: &'static str) -> impl FnOnce(etcd_client::Error) -> DcsError {
@@ -80,7 +79,6 @@ impl EtcdStore {
             client,
             watch_client,
             layout,
-            request_timeout,
         })
     }
 
@@ -177,8 +175,9 @@ impl EtcdStore {
         Ok((LeaseId(resp.id()), resp.ttl().max(0) as u32))
     }
 
-    /// Send one keep-alive; `Ok(false)` when the lease no longer exists.
-    pub async fn keep_alive(&self, lease: LeaseId) -> Result<bool, DcsError> {
+    /// Send one keep-alive, waiting at most `timeout` for the answer; `Ok(false)` when the
+    /// lease no longer exists.
+    pub async fn keep_alive(&self, lease: LeaseId, timeout: Duration) -> Result<bool, DcsError> {
         let mut client = self.client.lease_client();
         let work = async {
             let (mut keeper, mut stream) = client
@@ -191,11 +190,11 @@ impl EtcdStore {
                 None => Err(DcsError::WatchCanceled("keep-alive stream closed".into())),
             }
         };
-        tokio::time::timeout(self.request_timeout, work)
+        tokio::time::timeout(timeout, work)
             .await
             .map_err(|_| DcsError::Timeout {
                 op: "keep-alive",
-                after: self.request_timeout,
+                after: timeout,
             })?
     }
 

@@ -18,6 +18,9 @@ use crate::dcs::StoreSlot;
 use crate::postgres::{probe, PgController, PgSettings};
 use crate::watchdog::WatchdogDevice;
 
+/// The shortest wait for one keep-alive answer (a healthy etcd answers in milliseconds).
+const KEEP_ALIVE_ATTEMPT_FLOOR: Duration = Duration::from_millis(500);
+
 /// The fencing token the PostgreSQL worker re-checks before promoting.
 #[derive(Clone, Debug, Default)]
 pub struct Fence {
@@ -182,10 +185,17 @@ impl Executor {
             }
             Effect::RenewLease { lease } => {
                 // Retry transient failures within retry_timeout; report the last send time.
+                // Each attempt gets a third of the budget: a keep-alive sent on a stream
+                // whose etcd member just died, or during an etcd leader election (about a
+                // second), hangs rather than fails, and must not take the whole budget
+                // from the retry that would succeed.
                 let give_up_at = clock::now() + self.retry_timeout;
+                let per_attempt = (self.retry_timeout / 3).max(KEEP_ALIVE_ATTEMPT_FLOOR);
                 loop {
                     let sent_at = clock::now();
-                    match store.keep_alive(lease).await {
+                    let left = give_up_at.saturating_since(sent_at);
+                    let attempt = per_attempt.min(left);
+                    match store.keep_alive(lease, attempt).await {
                         Ok(true) => return self.send(Input::LeaseRenewed { lease, sent_at }),
                         Ok(false) => {
                             return self.send(Input::LeaseRenewFailed {

@@ -293,6 +293,10 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
     let mut c = Cluster::builder()
         .scope("pgwarden-chaos")
         .placed(node_hosts.clone(), etcd_hosts.clone(), &topology.subnet())
+        // retry_timeout must outlast an etcd leader election: 1-3 s with etcd's default
+        // election timeout (a split vote takes another round). With 2 s the long form saw a
+        // lost etcd leader demote the primary. ttl >= loop_wait + 2 x retry_timeout.
+        .timing(8, 1, 3)
         .pgwarden("  unresponsive_primary_timeout_ms: 4000\n  role_history: role-history.jsonl\n")
         .start();
     let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);

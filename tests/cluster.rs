@@ -916,3 +916,94 @@ fn a_replica_ahead_of_the_new_leader_is_rewound() {
         "the agent of the replica ahead never logged a rewind"
     );
 }
+
+/// `patronictl reinit` on a replica: `POST /reinitialize` wipes its data directory and
+/// clones it again from the leader, after which it streams again. On the leader it is
+/// refused with Patroni's message, and a malformed body is a 400 naming the field.
+#[test]
+fn patronictl_reinit_reclones_a_replica() {
+    let _guard = exclusive();
+    let c = Cluster::builder().nodes(2).synchronous_mode(false).start();
+    let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);
+    let replica = 1 - leader;
+    c.execute(
+        leader,
+        &format!("CREATE TABLE {TABLE} (id bigint PRIMARY KEY)"),
+    )
+    .expect("create the test table");
+    wait_check(REPLICATION_TIMEOUT, "the replica streaming", || {
+        check_patroni(&c, replica, "replica").and_then(|p| {
+            (p["replication_state"] == "streaming")
+                .then_some(())
+                .ok_or_else(|| format!("replication_state {}", p["replication_state"]))
+        })
+    });
+    // A file only the old copy has: gone once the data directory was wiped.
+    let marker = c.data_dir(replica).join("pgwarden-reinit-marker");
+    fs::write(&marker, "old copy").expect("write the marker");
+    let started_before = c.patroni(replica).expect("/patroni")["postmaster_start_time"].clone();
+
+    let bad = c
+        .http(
+            replica,
+            "POST",
+            "/reinitialize",
+            Some(r#"{"force": "yes"}"#),
+        )
+        .expect("an answer");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("`force`"), "{}", bad.body);
+
+    // patronictl itself refuses to send it to the leader ("No replica among provided
+    // members"); the endpoint refuses too.
+    let refused = c
+        .http(leader, "POST", "/reinitialize", Some(r#"{"force": true}"#))
+        .expect("an answer");
+    assert_eq!(
+        (refused.status, refused.body.as_str()),
+        (503, "I am the leader, can not reinitialize")
+    );
+    assert_eq!(c.leader_now(), Ok(leader), "the leader is left alone");
+
+    let mut cmd = std::process::Command::new(support::process::patronictl());
+    support::process::scrub_env(&mut cmd);
+    cmd.arg("-c").arg(c.config_path(0)).args([
+        "reinit",
+        c.scope(),
+        c.name(replica),
+        "--force",
+        "--wait",
+    ]);
+    let done = run_capture(&mut cmd, REJOIN_TIMEOUT);
+    assert!(
+        done.success() && done.stdout.contains("Success: reinitialize for member"),
+        "patronictl reinit on the replica: {done:?}\n{}",
+        c.diagnostics(40)
+    );
+    c.execute(leader, &format!("INSERT INTO {TABLE} VALUES (1)"))
+        .expect("a write after the re-clone");
+    wait_check(
+        REJOIN_TIMEOUT,
+        "the re-cloned replica streaming and holding the new row",
+        || {
+            let p = check_patroni(&c, replica, "replica")?;
+            if p["replication_state"] != "streaming" {
+                return Err(format!("replication_state {}", p["replication_state"]));
+            }
+            ids_on(&c, replica)?
+                .contains(&1)
+                .then_some(())
+                .ok_or_else(|| "row 1 not there yet".to_string())
+        },
+    );
+    assert!(
+        !marker.exists(),
+        "the data directory was not wiped: {} survived",
+        marker.display()
+    );
+    assert_ne!(
+        c.patroni(replica).expect("/patroni")["postmaster_start_time"],
+        started_before,
+        "PostgreSQL was restarted on the new copy"
+    );
+}

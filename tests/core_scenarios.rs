@@ -3046,3 +3046,74 @@ fn an_offline_stop_of_a_frozen_postmaster_is_turned_into_a_kill() {
         Some(DemoteMode::ImmediateNolock)
     );
 }
+
+/// What the core answered to `POST /reinitialize` request `request`.
+fn reinitialize_verdict(node: &Node, request: u64) -> Result<(), String> {
+    node.status()
+        .reinitialize_verdicts
+        .iter()
+        .find(|(id, _)| *id == request)
+        .map(|(_, verdict)| verdict.clone())
+        .unwrap_or_else(|| panic!("no verdict for request {request}"))
+}
+
+#[test]
+fn reinitialize_wipes_and_reclones_a_replica_from_the_leader() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    node.handle_input(Instant(t), Input::ReinitializeRequested { request: 1 });
+    assert_eq!(reinitialize_verdict(&node, 1), Ok(()));
+    let effects = drain(&mut node);
+    let action = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Pg(action @ PgAction::Reinitialize { from }) if from.name == "node1" => {
+                Some(action.clone())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("a re-clone from the leader: {effects:?}"));
+    assert_eq!(node.state(), "cloning");
+    // A second request while the copy runs is refused, not queued or cancelling it.
+    node.handle_input(Instant(t + 1), Input::ReinitializeRequested { request: 2 });
+    assert_eq!(
+        reinitialize_verdict(&node, 2),
+        Err("reinitialize already in progress".to_string())
+    );
+    assert!(!drain(&mut node).iter().any(|e| matches!(e, Effect::Pg(_))));
+    node.handle_input(
+        Instant(t + 2),
+        Input::PgActionFinished {
+            action,
+            outcome: PgActionOutcome::Done {
+                sysid: Some("7300".into()),
+            },
+        },
+    );
+    drain(&mut node);
+    assert_eq!(node.state(), "replica");
+}
+
+#[test]
+fn reinitialize_is_refused_on_the_leader_and_without_one() {
+    let mut node = primary();
+    node.handle_input(Instant(600), Input::ReinitializeRequested { request: 7 });
+    assert_eq!(
+        reinitialize_verdict(&node, 7),
+        Err("I am the leader, can not reinitialize".to_string())
+    );
+    assert!(!drain(&mut node)
+        .iter()
+        .any(|e| matches!(e, Effect::Pg(PgAction::Reinitialize { .. }))));
+    assert_eq!(node.state(), "primary");
+
+    let (mut replica, t) = running_replica(1, 1000, 1000);
+    let mut leaderless = view(None, 1000, 20);
+    leaderless.optime = Some(Lsn(1000));
+    replica.handle_input(Instant(t), Input::ClusterChanged(Box::new(leaderless)));
+    drain(&mut replica);
+    replica.handle_input(Instant(t), Input::ReinitializeRequested { request: 8 });
+    assert_eq!(
+        reinitialize_verdict(&replica, 8),
+        Err("Cluster has no leader, can not reinitialize".to_string())
+    );
+}

@@ -1,11 +1,13 @@
 //! The REST API HAProxy and patronictl talk to: Patroni's paths, methods and status codes.
 //! Every health and status answer comes from the last published `NodeStatus`; no such
 //! handler touches PostgreSQL or etcd, so a hung database cannot hang a health check. Only
-//! the operator endpoints (`switchover`) write to etcd.
+//! the operator endpoints (`switchover`) write to etcd; `failsafe` and `reinitialize` hand
+//! their request to the core and answer with its verdict.
 
 mod cluster;
 mod failsafe;
 pub mod metrics;
+mod reinitialize;
 mod switchover;
 
 use std::collections::HashMap;
@@ -123,6 +125,10 @@ pub fn router(state: ApiState) -> Router {
             axum::routing::post(switchover::post_switchover).delete(switchover::delete_switchover),
         )
         .route("/failover", axum::routing::post(switchover::post_failover))
+        .route(
+            "/reinitialize",
+            axum::routing::post(reinitialize::post_reinitialize),
+        )
         .route(
             "/failsafe",
             get(failsafe::get_failsafe).post(failsafe::post_failsafe),

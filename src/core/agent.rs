@@ -185,6 +185,8 @@ pub struct Agent {
     pub failsafe: Failsafe,
     /// When each standby last replied, as the primary's probes saw it.
     pub standby_replies: StandbyReplies,
+    /// Recent answers to `POST /reinitialize`, by request id (oldest first, bounded).
+    pub reinitialize_verdicts: VecDeque<(u64, Result<(), String>)>,
 }
 
 /// Whether the watchdog lets this node act as primary now.
@@ -250,6 +252,7 @@ impl Agent {
             promotion_awaits_watchdog: false,
             failsafe: Failsafe::new(Instant(0), Duration::ZERO),
             standby_replies: StandbyReplies::default(),
+            reinitialize_verdicts: VecDeque::new(),
         }
     }
 
@@ -499,10 +502,15 @@ impl Agent {
     /// decide (a confirmed round extends the right to run, a failed one kills), and the
     /// first round is only sent when renewals are found failing, which is about this moment.
     pub fn offline_stop_due(&self) -> bool {
+        !self.failsafe_mode() && self.may_stay_primary() && self.lease_lapsing()
+    }
+
+    /// Renewals of our lease are failing and its demotion deadline is within
+    /// `retry_timeout`: a primary stops (offline), a replica does not race (it would have to
+    /// stop right after winning).
+    pub fn lease_lapsing(&self) -> bool {
         let retry = Duration::from_secs(self.config.retry_timeout.into());
-        !self.failsafe_mode()
-            && self.failsafe.renewals_failing
-            && self.may_stay_primary()
+        self.failsafe.renewals_failing
             && self
                 .demotion_deadline()
                 .is_some_and(|deadline| self.now + retry >= deadline)
@@ -849,6 +857,7 @@ impl Agent {
                     !v.failsafe.is_empty() && !v.failsafe.contains_key(&self.settings.name)
                 }),
             failsafe_startup: self.failsafe_mode() && self.failsafe.in_startup_grace(),
+            lease_lapsing: !self.failsafe_mode() && self.lease_lapsing(),
         })
     }
 

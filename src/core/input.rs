@@ -107,6 +107,13 @@ pub enum Input {
         /// Request id chosen by the REST handler, to find its verdict.
         request: u64,
     },
+    /// `POST /reinitialize` reached our REST API: wipe the data directory and clone it
+    /// again from the leader. The core answers (the verdict for `request` appears in the
+    /// status), so the request is judged atomically with the node's state.
+    ReinitializeRequested {
+        /// Request id chosen by the REST handler, to find its verdict.
+        request: u64,
+    },
     /// Result of `ProbeFailsafe`: `refusals` is empty when every member accepted.
     FailsafeConfirmed {
         /// When the round started (before the first request left).

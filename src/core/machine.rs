@@ -48,6 +48,9 @@ pub enum Event {
     /// Renewals are failing and the demotion deadline is within `retry_timeout`: stop
     /// PostgreSQL cleanly while the lease still covers it (Patroni's `offline`).
     StopOffline(String),
+    /// An operator asked for a fresh copy (`POST /reinitialize`) and the core accepted it
+    /// ([`Agent::reinitialize_verdict`]): only `starting` and `replica` receive it.
+    Reinitialize,
 }
 
 #[state_machine(
@@ -62,6 +65,7 @@ impl Machine {
     fn starting(context: &mut Agent, event: &Event) -> Outcome<State> {
         match event {
             Event::Cycle => context.decide_start(),
+            Event::Reinitialize => context.start_reinitialize(),
             Event::PgActionFinished(action, outcome) => {
                 context.note_action_result(action, outcome);
                 Handled
@@ -142,6 +146,8 @@ impl Machine {
                 context.note_action_result(action, outcome);
                 match outcome {
                     PgActionOutcome::Done { .. } => {
+                        // A fresh copy of the leader cannot have diverged from it.
+                        context.data_maybe_diverged = false;
                         context.outbox.reason("cloned from the leader");
                         Transition(State::replica())
                     }
@@ -258,6 +264,7 @@ impl Machine {
     fn replica(context: &mut Agent, event: &Event) -> Outcome<State> {
         match event {
             Event::Cycle => context.decide_replica(),
+            Event::Reinitialize => context.start_reinitialize(),
             _ => Super,
         }
     }
@@ -445,6 +452,53 @@ pub fn state_name(state: &State) -> &'static str {
 }
 
 impl Agent {
+    /// Whether `POST /reinitialize` may go ahead now, or why not (Patroni's messages where
+    /// it has one). Only a standby (or a node still deciding how to start) that sees a
+    /// leader to clone from and runs no PostgreSQL action is wiped. A running action is
+    /// never cancelled, whatever `force` says: a clone or rewind cut short leaves a data
+    /// directory nobody can use.
+    pub fn reinitialize_verdict(&self) -> Result<(), String> {
+        if self.holds_leader_key() || self.state_name == "primary" {
+            return Err("I am the leader, can not reinitialize".into());
+        }
+        if self.view.as_ref().and_then(|v| v.leader.as_ref()).is_none() {
+            return Err("Cluster has no leader, can not reinitialize".into());
+        }
+        if let Some(action) = &self.pg_action {
+            return Err(format!("{} already in progress", action.kind()));
+        }
+        if !matches!(self.state_name, "starting" | "replica") {
+            return Err(format!(
+                "the node is {}, can not reinitialize",
+                self.state_name
+            ));
+        }
+        if self
+            .leader_upstream()
+            .is_none_or(|u| u.name == self.settings.name)
+        {
+            return Err("the leader's member key is not visible yet, can not reinitialize".into());
+        }
+        Ok(())
+    }
+
+    /// Wipe the data directory and clone from the leader (accepted `POST /reinitialize`).
+    fn start_reinitialize(&mut self) -> Outcome<State> {
+        let Some(from) = self
+            .leader_upstream()
+            .filter(|u| u.name != self.settings.name)
+        else {
+            return Handled; // the verdict checked this; nothing to clone from any more
+        };
+        self.data_maybe_diverged = false;
+        self.outbox.reason(format!(
+            "reinitialize requested: wiping the data directory and cloning from {}",
+            from.name
+        ));
+        self.start_pg(PgAction::Reinitialize { from });
+        Transition(State::cloning())
+    }
+
     fn decide_start(&mut self) -> Outcome<State> {
         if let Some(stop) = self.stop_primary_without_store() {
             return stop;

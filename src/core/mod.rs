@@ -39,6 +39,9 @@ pub use watchdog::{ArmReport, WatchdogSettings, WatchdogState, WatchdogStatus};
 use agent::Agent;
 use machine::{state_name, Event, Machine, State};
 
+/// Answers to `POST /reinitialize` kept for the REST handlers to find theirs.
+const REINITIALIZE_VERDICTS_KEPT: usize = 16;
+
 /// One pgwarden node's decision logic.
 pub struct Node {
     machine: InitializedStateMachine<Machine>,
@@ -292,6 +295,27 @@ impl Node {
                 }
                 self.agent.failsafe.record_verdict(request, verdict);
             }
+            Input::ReinitializeRequested { request } => {
+                let verdict = self.agent.reinitialize_verdict();
+                match &verdict {
+                    Ok(()) => {
+                        tracing::info!(node = %self.agent.settings.name, "reinitialize requested")
+                    }
+                    Err(why) => {
+                        tracing::warn!(node = %self.agent.settings.name, %why, "reinitialize refused")
+                    }
+                }
+                let accepted = verdict.is_ok();
+                if self.agent.reinitialize_verdicts.len() >= REINITIALIZE_VERDICTS_KEPT {
+                    self.agent.reinitialize_verdicts.pop_front();
+                }
+                self.agent
+                    .reinitialize_verdicts
+                    .push_back((request, verdict));
+                if accepted {
+                    self.dispatch(Event::Reinitialize);
+                }
+            }
             Input::FailsafeConfirmed { sent_at, refusals } => {
                 self.agent.failsafe.round_in_flight = false;
                 self.on_failsafe_round(now, sent_at, refusals);
@@ -435,6 +459,7 @@ impl Node {
                     .map(|h| (h.leader.clone(), a.now.saturating_since(h.at))),
                 verdicts: a.failsafe.verdicts.iter().cloned().collect(),
             },
+            reinitialize_verdicts: a.reinitialize_verdicts.iter().cloned().collect(),
         }
     }
 

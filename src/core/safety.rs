@@ -109,6 +109,9 @@ pub enum RaceRule {
     WatchdogUnusable(String),
     /// Another member holds the leader key.
     LeaderKeyHeld(String),
+    /// Our lease's renewals are failing and it lapses within `retry_timeout`: a win would be
+    /// followed at once by an offline demotion (a new timeline for nothing).
+    LeaseLapsing,
     /// PostgreSQL does not answer.
     PostgresNotRunning,
     /// Our timeline is behind the cluster's.
@@ -151,6 +154,7 @@ impl RaceRule {
             RaceRule::MayNotLead => "may-not-lead",
             RaceRule::WatchdogUnusable(_) => "watchdog-unusable",
             RaceRule::LeaderKeyHeld(_) => "leader-key-held",
+            RaceRule::LeaseLapsing => "lease-lapsing",
             RaceRule::PostgresNotRunning => "postgres-not-running",
             RaceRule::BehindClusterTimeline { .. } => "behind-cluster-timeline",
             RaceRule::NotSynchronous => "not-in-sync-set",
@@ -192,6 +196,10 @@ impl fmt::Display for RaceRule {
             RaceRule::NotInFailsafe => {
                 write!(f, "not-in-failsafe (/failsafe does not list this member)")
             }
+            RaceRule::LeaseLapsing => write!(
+                f,
+                "lease-lapsing (renewals are failing and the lease lapses within retry_timeout)"
+            ),
             RaceRule::FailsafeStartup => write!(
                 f,
                 "failsafe-startup (started less than ttl ago; a failsafe primary may count on us)"
@@ -250,6 +258,8 @@ pub struct RaceFacts<'a> {
     pub not_in_failsafe: bool,
     /// Failsafe mode on and the agent started less than `ttl` ago.
     pub failsafe_startup: bool,
+    /// Our lease's renewals are failing and its deadline is within `retry_timeout`.
+    pub lease_lapsing: bool,
 }
 
 /// Check that racing for the leader key now breaks no invariant, whatever a policy said.
@@ -263,6 +273,9 @@ pub fn check_race(facts: &RaceFacts<'_>) -> Result<(), RaceRule> {
     }
     if let Some(holder) = facts.leader.filter(|l| *l != facts.me) {
         return Err(RaceRule::LeaderKeyHeld(holder.to_owned()));
+    }
+    if facts.lease_lapsing {
+        return Err(RaceRule::LeaseLapsing);
     }
     if !facts.postgres_running {
         return Err(RaceRule::PostgresNotRunning);

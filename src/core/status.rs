@@ -59,6 +59,8 @@ pub struct NodeStatus {
     pub policy: PolicyStatus,
     /// Failsafe mode: whether it is on, whether this primary runs on it, what we answered.
     pub failsafe: FailsafeStatus,
+    /// Recent answers to `POST /reinitialize`, by request id.
+    pub reinitialize_verdicts: Vec<(u64, Result<(), String>)>,
 }
 
 /// The failsafe part of `NodeStatus`, for `/patroni`, `/failsafe` and `/metrics`.

@@ -20,6 +20,8 @@ use crate::watchdog::WatchdogDevice;
 
 /// The shortest wait for one keep-alive answer (a healthy etcd answers in milliseconds).
 const KEEP_ALIVE_ATTEMPT_FLOOR: Duration = Duration::from_millis(500);
+/// The pause between a failed keep-alive and the next attempt.
+const KEEP_ALIVE_RETRY_PAUSE: Duration = Duration::from_millis(300);
 
 /// The fencing token the PostgreSQL worker re-checks before promoting.
 #[derive(Clone, Debug, Default)]
@@ -213,7 +215,8 @@ impl Executor {
                                 error: e.to_string(),
                             })
                         }
-                        Err(e) if clock::now() >= give_up_at => {
+                        // No attempt is started that could not get an answer in time.
+                        Err(e) if clock::now() + KEEP_ALIVE_RETRY_PAUSE >= give_up_at => {
                             tracing::warn!(error = %e, %lease, "lease keep-alive failed within retry_timeout");
                             return self.send(Input::LeaseRenewFailed {
                                 lease,
@@ -223,7 +226,7 @@ impl Executor {
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "keep-alive failed; retrying");
-                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            tokio::time::sleep(KEEP_ALIVE_RETRY_PAUSE).await;
                         }
                     }
                 }

@@ -123,6 +123,8 @@ struct Summary {
     watchdog_resets: usize,
     failsafe_confirmed: usize,
     failsafe_failed: usize,
+    reinitialize_accepted: usize,
+    reinitialize_refused: usize,
     acked: usize,
     heal_ms: Vec<u64>,
 }
@@ -137,6 +139,8 @@ impl From<Result<Outcome, String>> for Summary {
                 watchdog_resets: o.watchdog_resets,
                 failsafe_confirmed: o.failsafe_confirmed,
                 failsafe_failed: o.failsafe_failed,
+                reinitialize_accepted: o.reinitialize_accepted,
+                reinitialize_refused: o.reinitialize_refused,
                 acked: o.acked,
                 heal_ms: o.healed_after_ms.into_iter().collect(),
                 ..Summary::default()
@@ -159,6 +163,8 @@ impl Summary {
         self.watchdog_resets += other.watchdog_resets;
         self.failsafe_confirmed += other.failsafe_confirmed;
         self.failsafe_failed += other.failsafe_failed;
+        self.reinitialize_accepted += other.reinitialize_accepted;
+        self.reinitialize_refused += other.reinitialize_refused;
         self.acked += other.acked;
         self.heal_ms.extend(other.heal_ms);
     }
@@ -207,7 +213,7 @@ fn report(label: &str, s: &mut Summary, started: WallClock) {
             .unwrap_or(0)
     };
     eprintln!(
-        "{label}: {} seeds in {wall:.1} s ({:.0} seeds/s), {:.1} simulated hours, {} events, {} promotions, {} watchdog resets, {} failsafe rounds confirmed, {} failed, {} acknowledged commits; heal after last fault p50 {} ms, p99 {} ms, max {} ms; {} failed",
+        "{label}: {} seeds in {wall:.1} s ({:.0} seeds/s), {:.1} simulated hours, {} events, {} promotions, {} watchdog resets, {} failsafe rounds confirmed, {} failed, {} reinitialize requests accepted, {} refused, {} acknowledged commits; heal after last fault p50 {} ms, p99 {} ms, max {} ms; {} failed",
         s.seeds,
         s.seeds as f64 / wall,
         s.sim_ms as f64 / 3_600_000.0,
@@ -216,6 +222,8 @@ fn report(label: &str, s: &mut Summary, started: WallClock) {
         s.watchdog_resets,
         s.failsafe_confirmed,
         s.failsafe_failed,
+        s.reinitialize_accepted,
+        s.reinitialize_refused,
         s.acked,
         pct(50),
         pct(99),
@@ -272,6 +280,23 @@ fn simulated_production_shaped_schedules() {
     let mut summary = run_many(nemesis::PRODUCTION_SHAPED_FROM + 1, count, native);
     report("production-shaped", &mut summary, started);
     assert_eq!(summary.seeds, count);
+}
+
+/// Seeds with operators' `POST /reinitialize` requests to random nodes
+/// (`PGWARDEN_SIM_OPERATOR_SEEDS`, 500 by default): a standby wiped and re-cloned at any
+/// moment, the leader or a node mid-action refusing. Every check holds throughout.
+#[test]
+fn simulated_operator_reinitialize_requests() {
+    let count = env_u64("PGWARDEN_SIM_OPERATOR_SEEDS", 500);
+    let started = WallClock::now();
+    let mut summary = run_many(nemesis::OPERATOR_REQUESTS_FROM + 1, count, native);
+    report("operator requests", &mut summary, started);
+    assert_eq!(summary.seeds, count);
+    if count >= 100 {
+        // Both answers are exercised, or the dimension tests nothing.
+        assert!(summary.reinitialize_accepted > 0, "no request was accepted");
+        assert!(summary.reinitialize_refused > 0, "no request was refused");
+    }
 }
 
 /// Seeds that once found bugs.

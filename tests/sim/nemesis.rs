@@ -35,6 +35,9 @@ pub enum Fault {
     /// The standby receives one WAL record per this many milliseconds (the client writes
     /// one per 50 ms): it falls behind for as long as the fault lasts.
     SlowStandby(usize, u64),
+    /// Not a fault: an operator's `POST /reinitialize` to the node (`patronictl reinit`),
+    /// whatever its role at that moment; the core accepts or refuses it.
+    OperatorReinitialize(usize),
 }
 
 impl Fault {
@@ -96,6 +99,10 @@ pub struct Plan {
 /// schedule adds standbys that fall behind one by one. A separate range, so the schedules of
 /// the seeds below it (the pinned ones among them) stay exactly as they were.
 pub const PRODUCTION_SHAPED_FROM: u64 = 3_000_000;
+
+/// Seeds from here on (production-shaped too) add operators' `POST /reinitialize` requests
+/// to random nodes at random times, from their own random stream.
+pub const OPERATOR_REQUESTS_FROM: u64 = 5_000_000;
 
 /// First fault no earlier than this: the cluster has bootstrapped and replicas cloned.
 const FIRST_FAULT_MS: u64 = 15_000;
@@ -201,6 +208,16 @@ impl Plan {
                     at: shaped.range(FIRST_FAULT_MS, LAST_FAULT_MS),
                     duration: shaped.range(5_000, 60_000),
                     fault: Fault::SlowStandby(shaped.index(nodes), shaped.range(60, 1_000)),
+                });
+            }
+        }
+        if seed >= OPERATOR_REQUESTS_FROM {
+            let mut operator = Rng::new(seed.rotate_left(29) ^ 0x0BE5_0000_0000_0005);
+            for _ in 0..1 + operator.index(3) {
+                faults.push(Scheduled {
+                    at: operator.range(FIRST_FAULT_MS, LAST_FAULT_MS),
+                    duration: 1,
+                    fault: Fault::OperatorReinitialize(operator.index(nodes)),
                 });
             }
         }

@@ -108,6 +108,26 @@ impl World {
                     self.nodes[i].slow_receive = None;
                 }
             }
+            Fault::OperatorReinitialize(i) => {
+                let n = &self.nodes[i];
+                if start && n.agent.is_some() && !n.paused {
+                    self.next_reinitialize_request += 1;
+                    let request = self.next_reinitialize_request;
+                    self.feed(i, Input::ReinitializeRequested { request });
+                    let verdict = self.nodes[i].status.as_ref().and_then(|s| {
+                        s.reinitialize_verdicts
+                            .iter()
+                            .find(|(id, _)| *id == request)
+                            .map(|(_, v)| v.clone())
+                    });
+                    self.log(|| format!("POST /reinitialize to node {i}: {verdict:?}"));
+                    match verdict {
+                        Some(Ok(())) => self.outcome.reinitialize_accepted += 1,
+                        Some(Err(_)) => self.outcome.reinitialize_refused += 1,
+                        None => panic!("node {i} gave no verdict to POST /reinitialize"),
+                    }
+                }
+            }
             Fault::ClockJump(i, ms) => {
                 if start {
                     self.nodes[i].clock_offset += ms;

@@ -221,6 +221,9 @@ pub struct Outcome {
     /// Failsafe rounds every member confirmed, and rounds that failed.
     pub failsafe_confirmed: usize,
     pub failsafe_failed: usize,
+    /// Operators' `POST /reinitialize` requests accepted and refused.
+    pub reinitialize_accepted: usize,
+    pub reinitialize_refused: usize,
     pub healed_after_ms: Option<u64>,
     pub events: u64,
     pub sim_ms: u64,
@@ -244,6 +247,7 @@ pub struct World {
     /// A primary has had synchronous standbys configured (strict mode is in force).
     strict_engaged: bool,
     next_failsafe_request: u64,
+    next_reinitialize_request: u64,
     decide: Decide,
     pub violations: Vec<String>,
     pub outcome: Outcome,
@@ -337,6 +341,7 @@ impl World {
             max_tl_created: 1,
             strict_engaged: false,
             next_failsafe_request: 0,
+            next_reinitialize_request: 0,
             decide,
             violations: Vec::new(),
             outcome: Outcome::default(),

@@ -381,15 +381,30 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
             }
             Fault::LoseEtcdQuorumFailsafe => {
                 set_failsafe(&c, true);
+                // Every agent must run with failsafe mode on (GET /failsafe answers 502 while
+                // it is off), not only the key list every member: the key outlives an earlier
+                // failsafe fault, and an agent that has not seen the new /config yet demotes.
                 wait_check(
                     Duration::from_secs(60),
-                    "/failsafe to list every member",
+                    "every agent in failsafe mode, /failsafe listing every member",
                     || {
                         let members = c.dcs_json("failsafe")?.unwrap_or_default();
                         let n = members.as_object().map_or(0, |m| m.len());
-                        (n == c.len())
-                            .then_some(())
-                            .ok_or(format!("/failsafe = {members}"))
+                        if n != c.len() {
+                            return Err(format!("/failsafe = {members}"));
+                        }
+                        for i in 0..c.len() {
+                            let answer = c.http(i, "GET", "/failsafe", None)?;
+                            if answer.status != 200 {
+                                return Err(format!(
+                                    "{}: GET /failsafe {} {}",
+                                    c.name(i),
+                                    answer.status,
+                                    answer.body
+                                ));
+                            }
+                        }
+                        Ok(())
                     },
                 );
                 c.etcd_mut().stop_member(1);
@@ -479,6 +494,21 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
                 c.etcd_mut().start_member(2);
                 if fault == Fault::LoseEtcdQuorumFailsafe {
                     set_failsafe(&c, false);
+                    // The next fault may need failsafe off everywhere (a quorum loss that must
+                    // stop the primary).
+                    wait_check(HEAL_TIMEOUT, "every agent out of failsafe mode", || {
+                        for i in 0..c.len() {
+                            let answer = c.http(i, "GET", "/failsafe", None)?;
+                            if answer.status != 502 {
+                                return Err(format!(
+                                    "{}: GET /failsafe {}",
+                                    c.name(i),
+                                    answer.status
+                                ));
+                            }
+                        }
+                        Ok(())
+                    });
                 }
             }
             Fault::PartitionLeaderFromEtcd | Fault::PartitionLeaderFromReplicas => {

@@ -1713,6 +1713,7 @@ fn streaming_peer(name: &str, lsn: u64) -> ReplicationPeer {
         client_addr: Some("127.0.0.1".into()),
         sync_priority: 0,
         reply_time: None,
+        pid: None,
     }
 }
 
@@ -3116,4 +3117,63 @@ fn reinitialize_is_refused_on_the_leader_and_without_one() {
         reinitialize_verdict(&replica, 8),
         Err("Cluster has no leader, can not reinitialize".to_string())
     );
+}
+
+#[test]
+fn a_failed_reinitialize_is_cloned_again_at_a_later_cycle() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    node.handle_input(Instant(t), Input::ReinitializeRequested { request: 1 });
+    let action = drain(&mut node)
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Pg(action @ PgAction::Reinitialize { .. }) => Some(action),
+            _ => None,
+        })
+        .expect("a re-clone");
+    node.handle_input(
+        Instant(t + 100),
+        Input::PgActionFinished {
+            action,
+            outcome: PgActionOutcome::Failed {
+                error: "pg_basebackup: connection refused".into(),
+            },
+        },
+    );
+    drain(&mut node);
+    assert_eq!(node.state(), "starting");
+    // The action wiped the directory before the copy failed; a loop_wait later the node
+    // clones from the leader.
+    let empty = PgObservation {
+        data_dir: DataDir::Empty,
+        postmaster_alive: false,
+        server: None,
+        silent: false,
+    };
+    let effects = cycle(&mut node, t + 1_200, empty);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Pg(PgAction::Clone { from }) if from.name == "node1")),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn reinitialize_refuses_a_data_directory_of_another_cluster() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    let mut other = view(Some(("node1", 7)), 1000, 30);
+    other.initialize = Some("9999".into());
+    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(other)));
+    drain(&mut node);
+    node.handle_input(Instant(t), Input::ReinitializeRequested { request: 3 });
+    let verdict = reinitialize_verdict(&node, 3);
+    assert!(
+        verdict
+            .as_ref()
+            .is_err_and(|why| why.contains("belongs to another cluster")),
+        "{verdict:?}"
+    );
+    assert!(!drain(&mut node)
+        .iter()
+        .any(|e| matches!(e, Effect::Pg(PgAction::Reinitialize { .. }))));
 }

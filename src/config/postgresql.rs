@@ -179,6 +179,16 @@ pub(crate) fn parse(
             ));
             false
         });
+        if parameters.contains_key("wal_receiver_status_interval") {
+            // Kept (PostgreSQL takes it), but the primary judges its standbys' silence by
+            // the cluster-wide value (see core::replies): a longer local one reads as silence.
+            warnings.push(format!(
+                "key `{}`: the primary judges standbys' replies by the value in the dynamic \
+                 configuration (bootstrap.dcs or /config, default 1s); set it there so every \
+                 node agrees",
+                join(&path, "wal_receiver_status_interval")
+            ));
+        }
     }
     let pg_hba = match s.get("pg_hba") {
         Some(v) => Some(tree::string_list(&s.key_path("pg_hba"), v, false)?),

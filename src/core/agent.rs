@@ -886,15 +886,18 @@ impl Agent {
 
     /// A standby the primary sees streaming and still replying: the only kind that may be
     /// made synchronous. A cut-off standby stays "streaming" until `wal_sender_timeout`,
-    /// stalling every commit meanwhile; its silence shows much sooner.
-    pub fn standby_is_live(&self, row: &ReplicationPeer) -> bool {
+    /// stalling every commit meanwhile; its silence shows much sooner. Judged by name over
+    /// `rows` (`pg_stat_replication`): every connection under the name must be live, since
+    /// PostgreSQL may count a dead one left over from before a reconnect as the synchronous
+    /// one.
+    pub fn standby_is_live(&self, rows: &[ReplicationPeer], name: &str) -> bool {
         let interval = self
             .config
             .postgresql
             .parameters
             .get("wal_receiver_status_interval");
         let timeout = replies::reply_timeout(interval.map(String::as_str));
-        self.standby_replies.is_live(row, timeout)
+        self.standby_replies.name_is_live(rows, name, timeout)
     }
 
     /// The policy's synchronous standbys, minus those that may not be synchronous (each one
@@ -908,17 +911,17 @@ impl Agent {
         let view = self.view.as_ref()?;
         // Live streaming members (not us) that may be synchronous: what any choice is drawn
         // from.
-        let eligible: Vec<&str> = server
+        let mut eligible: Vec<&str> = server
             .replication
             .iter()
-            .filter(|r| self.standby_is_live(r) && r.application_name != self.settings.name)
-            .filter(|r| {
-                view.members
-                    .get(&r.application_name)
-                    .is_some_and(|m| m.can_be_sync())
-            })
             .map(|r| r.application_name.as_str())
+            .filter(|name| {
+                *name != self.settings.name && self.standby_is_live(&server.replication, name)
+            })
+            .filter(|name| view.members.get(*name).is_some_and(|m| m.can_be_sync()))
             .collect();
+        eligible.sort_unstable();
+        eligible.dedup();
         let mut accepted: Vec<String> = Vec::new();
         for name in chosen {
             if !eligible.contains(&name.as_str()) {
@@ -1164,10 +1167,8 @@ impl Agent {
         let chosen: Vec<String> = chosen
             .into_iter()
             .filter(|n| {
-                server
-                    .replication
-                    .iter()
-                    .any(|r| &r.application_name == n && self.standby_is_live(r))
+                server.replication.iter().any(|r| &r.application_name == n)
+                    && self.standby_is_live(&server.replication, n)
             })
             .collect();
         let recorded: Vec<String> = view

@@ -367,7 +367,8 @@ pub fn policy_view(agent: &Agent, with_peers: bool) -> contract::ClusterView {
                 .find(|r| r.application_name == member.name);
             // A standby that stopped replying is not counted as streaming: it may not be
             // made synchronous (see `core::replies`).
-            member.streaming = row.is_some_and(|r| agent.standby_is_live(r));
+            member.streaming =
+                row.is_some() && agent.standby_is_live(&server.replication, &member.name);
             if let Some(row) = row {
                 member.received_lsn = row.flush_lsn.map(|l| l.0);
                 member.replayed_lsn = row.replay_lsn.map(|l| l.0);

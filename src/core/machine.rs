@@ -146,8 +146,6 @@ impl Machine {
                 context.note_action_result(action, outcome);
                 match outcome {
                     PgActionOutcome::Done { .. } => {
-                        // A fresh copy of the leader cannot have diverged from it.
-                        context.data_maybe_diverged = false;
                         context.outbox.reason("cloned from the leader");
                         Transition(State::replica())
                     }
@@ -458,11 +456,32 @@ impl Agent {
     /// never cancelled, whatever `force` says: a clone or rewind cut short leaves a data
     /// directory nobody can use.
     pub fn reinitialize_verdict(&self) -> Result<(), String> {
-        if self.holds_leader_key() || self.state_name == "primary" {
+        let leader = self.view.as_ref().and_then(|v| v.leader.as_ref());
+        // The key may name us on an old lease (an agent restarted beside its primary).
+        if self.holds_leader_key()
+            || self.state_name == "primary"
+            || leader.is_some_and(|l| l.name == self.settings.name)
+        {
             return Err("I am the leader, can not reinitialize".into());
         }
-        if self.view.as_ref().and_then(|v| v.leader.as_ref()).is_none() {
+        if leader.is_none() {
             return Err("Cluster has no leader, can not reinitialize".into());
+        }
+        // A data directory of another cluster (a misconfigured node) is not ours to wipe:
+        // the agent refuses to run on it, and so does this.
+        let cluster_sysid = self
+            .view
+            .as_ref()
+            .and_then(|v| v.initialize.as_deref())
+            .filter(|s| !s.is_empty());
+        if let (Some(DataDir::Initialized { sysid, .. }), Some(cluster)) =
+            (self.pg.as_ref().map(|p| &p.data_dir), cluster_sysid)
+        {
+            if sysid != cluster {
+                return Err(format!(
+                    "the data directory belongs to another cluster (system identifier {sysid}, the cluster's {cluster}), can not reinitialize"
+                ));
+            }
         }
         if let Some(action) = &self.pg_action {
             return Err(format!("{} already in progress", action.kind()));
@@ -490,7 +509,6 @@ impl Agent {
         else {
             return Handled; // the verdict checked this; nothing to clone from any more
         };
-        self.data_maybe_diverged = false;
         self.outbox.reason(format!(
             "reinitialize requested: wiping the data directory and cloning from {}",
             from.name

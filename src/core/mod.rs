@@ -121,13 +121,11 @@ impl Node {
                 } else if self.agent.unresponsive_since.is_none() {
                     self.agent.unresponsive_since = Some(now);
                 }
-                let rows = observation
-                    .server
-                    .as_ref()
-                    .map(|s| s.replication.as_slice());
-                self.agent
-                    .standby_replies
-                    .observe(rows.unwrap_or_default(), now);
+                // A probe that reached no server says nothing of replies: skipping it keeps a
+                // silent standby's clock running through a failed probe.
+                if let Some(server) = observation.server.as_ref() {
+                    self.agent.standby_replies.observe(&server.replication, now);
+                }
                 let fresh = self.probe_in_flight == Some(self.action_seq);
                 self.probe_in_flight = None;
                 self.agent.pg = Some(observation);

@@ -29,7 +29,9 @@ const TIMEOUT_FLOOR: Duration = Duration::from_secs(5);
 /// The last reply time of each standby and when the agent first saw that value.
 #[derive(Clone, Debug, Default)]
 pub struct StandbyReplies {
-    seen: BTreeMap<String, (Option<String>, Instant)>,
+    /// By connection (name, walsender pid): a standby that reconnects while its old
+    /// walsender lingers has two rows under one name, each with its own reply time.
+    seen: BTreeMap<(String, Option<i32>), (Option<String>, Instant)>,
     /// When the latest rows were taken. Silence is measured up to here, not to the time of
     /// a decision: a cycle run between probes has no news of replies and must not count
     /// the time since the last probe as silence.
@@ -41,28 +43,30 @@ impl StandbyReplies {
     /// view are forgotten: one that reconnects starts a fresh clock.
     pub fn observe(&mut self, rows: &[ReplicationPeer], now: Instant) {
         self.observed_at = now;
-        self.seen
-            .retain(|name, _| rows.iter().any(|r| &r.application_name == name));
+        self.seen.retain(|(name, pid), _| {
+            rows.iter()
+                .any(|r| &r.application_name == name && r.pid == *pid)
+        });
         for row in rows {
-            match self.seen.get_mut(&row.application_name) {
+            let key = (row.application_name.clone(), row.pid);
+            match self.seen.get_mut(&key) {
                 Some((last, since)) if *last != row.reply_time => {
                     *last = row.reply_time.clone();
                     *since = now;
                 }
                 Some(_) => {}
                 None => {
-                    self.seen
-                        .insert(row.application_name.clone(), (row.reply_time.clone(), now));
+                    self.seen.insert(key, (row.reply_time.clone(), now));
                 }
             }
         }
     }
 
-    /// How long `name`'s reply time had stood still at the latest probe (zero if never
+    /// How long `row`'s reply time had stood still at the latest probe (zero if never
     /// seen).
-    pub fn silent_for(&self, name: &str) -> Duration {
+    pub fn silent_for(&self, row: &ReplicationPeer) -> Duration {
         self.seen
-            .get(name)
+            .get(&(row.application_name.clone(), row.pid))
             .map(|(_, since)| self.observed_at.saturating_since(*since))
             .unwrap_or_default()
     }
@@ -70,8 +74,21 @@ impl StandbyReplies {
     /// Whether `row` is a standby streaming and answering within `timeout` (`None`: replies
     /// are not judged).
     pub fn is_live(&self, row: &ReplicationPeer, timeout: Option<Duration>) -> bool {
-        row.state == "streaming"
-            && timeout.is_none_or(|t| self.silent_for(&row.application_name) <= t)
+        row.state == "streaming" && timeout.is_none_or(|t| self.silent_for(row) <= t)
+    }
+
+    /// Whether `name` has rows in `rows` and every one of them is live.
+    pub fn name_is_live(
+        &self,
+        rows: &[ReplicationPeer],
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> bool {
+        let mut mine = rows
+            .iter()
+            .filter(|r| r.application_name == name)
+            .peekable();
+        mine.peek().is_some() && mine.all(|r| self.is_live(r, timeout))
     }
 }
 
@@ -115,6 +132,7 @@ mod tests {
 
     fn row(name: &str, reply: Option<&str>) -> ReplicationPeer {
         ReplicationPeer {
+            pid: Some(100),
             application_name: name.into(),
             state: "streaming".into(),
             sync_state: "sync".into(),
@@ -138,7 +156,10 @@ mod tests {
         assert!(replies.is_live(&row("a", Some("t2")), timeout));
         replies.observe(&[row("a", Some("t2"))], Instant(7_001));
         assert!(!replies.is_live(&row("a", Some("t2")), timeout));
-        assert_eq!(replies.silent_for("a"), Duration::from_millis(5_001));
+        assert_eq!(
+            replies.silent_for(&row("a", Some("t2"))),
+            Duration::from_millis(5_001)
+        );
         // A reply brings it back.
         replies.observe(&[row("a", Some("t3"))], Instant(8_000));
         assert!(replies.is_live(&row("a", Some("t3")), timeout));
@@ -151,7 +172,34 @@ mod tests {
         replies.observe(&[], Instant(10_000));
         replies.observe(&[row("a", Some("t1"))], Instant(20_000));
         replies.observe(&[row("a", Some("t1"))], Instant(21_000));
-        assert_eq!(replies.silent_for("a"), Duration::from_secs(1));
+        assert_eq!(
+            replies.silent_for(&row("a", Some("t1"))),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn a_lingering_dead_connection_makes_its_name_not_live() {
+        // The standby reconnected (pid 200) while the old walsender (pid 100) lingers.
+        let mut replies = StandbyReplies::default();
+        let timeout = Some(Duration::from_secs(5));
+        let old = row("a", Some("t1"));
+        let mut new = row("a", Some("n1"));
+        new.pid = Some(200);
+        replies.observe(&[old.clone(), new.clone()], Instant(0));
+        new.reply_time = Some("n2".into());
+        replies.observe(&[old.clone(), new.clone()], Instant(6_000));
+        assert!(replies.is_live(&new, timeout));
+        assert!(!replies.is_live(&old, timeout));
+        assert!(!replies.name_is_live(&[old.clone(), new.clone()], "a", timeout));
+        // Once the old walsender is gone the name is live again.
+        new.reply_time = Some("n3".into());
+        replies.observe(std::slice::from_ref(&new), Instant(7_000));
+        assert!(replies.name_is_live(std::slice::from_ref(&new), "a", timeout));
+        assert!(
+            !replies.name_is_live(&[new], "b", timeout),
+            "no row, not live"
+        );
     }
 
     #[test]

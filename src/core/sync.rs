@@ -506,6 +506,7 @@ mod tests {
             client_addr: None,
             sync_priority: 0,
             reply_time: None,
+            pid: None,
         }
     }
 

@@ -311,6 +311,9 @@ pub struct ReplicationPeer {
     pub client_addr: Option<String>,
     /// `sync_priority`.
     pub sync_priority: i32,
+    /// `pid` of the walsender: one connection (a name can have two while an old connection
+    /// lingers after a reconnect).
+    pub pid: Option<i32>,
     /// `reply_time` as text: the standby's send time of its last reply. Only its changes
     /// are used (see [`super::replies`]), so the standby's clock does not matter.
     pub reply_time: Option<String>,

@@ -196,7 +196,7 @@ async fn query_server(settings: &PgSettings) -> Result<ServerObservation, PgErro
         } else {
             let rows = client
                 .query(
-                    "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text, usename::text, host(client_addr), sync_priority, reply_time::text FROM pg_stat_replication",
+                    "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text, usename::text, host(client_addr), sync_priority, reply_time::text, pid FROM pg_stat_replication",
                     &[],
                 )
                 .await
@@ -219,6 +219,7 @@ async fn query_server(settings: &PgSettings) -> Result<ServerObservation, PgErro
                     client_addr: r.get(6),
                     sync_priority: r.get::<_, Option<i32>>(7).unwrap_or_default(),
                     reply_time: r.get(8),
+                    pid: r.get(9),
                 })
                 .collect();
         }

@@ -53,8 +53,6 @@ pub struct Executor {
     pub bootstrap_config: DynamicConfig,
     /// Timeout of a peer probe.
     pub peer_probe_timeout: Duration,
-    /// Bound on lock store retries.
-    pub retry_timeout: Duration,
     /// Policy calls.
     pub policy: super::policy::PolicyRunner,
     /// The watchdog device (open while armed).
@@ -191,8 +189,12 @@ impl Executor {
                 // whose etcd member just died, or during an etcd leader election (about a
                 // second), hangs rather than fails, and must not take the whole budget
                 // from the retry that would succeed.
-                let give_up_at = clock::now() + self.retry_timeout;
-                let per_attempt = (self.retry_timeout / 3).max(KEEP_ALIVE_ATTEMPT_FLOOR);
+                // The effective retry_timeout (a change in /config applies at once, as it
+                // does to the core's deadlines).
+                let retry_timeout =
+                    Duration::from_secs(self.status.borrow().config.retry_timeout.max(1).into());
+                let give_up_at = clock::now() + retry_timeout;
+                let per_attempt = (retry_timeout / 3).max(KEEP_ALIVE_ATTEMPT_FLOOR);
                 loop {
                     let sent_at = clock::now();
                     let left = give_up_at.saturating_since(sent_at);

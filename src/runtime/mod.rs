@@ -179,7 +179,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         status: status_rx,
         bootstrap_config: config.bootstrap.dcs.clone(),
         peer_probe_timeout: Duration::from_millis(config.pgwarden.peer_probe_timeout_ms),
-        retry_timeout: Duration::from_secs(config.bootstrap.dcs.retry_timeout.into()),
         policy,
         watchdog: watchdog.clone(),
         api_auth: config.restapi.authentication.clone(),

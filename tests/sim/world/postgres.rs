@@ -95,6 +95,7 @@ impl World {
                     // once here; the real one lingers until wal_sender_timeout, which the
                     // chaos suite covers.)
                     reply_time: Some(self.now.to_string()),
+                    pid: Some(j as i32 + 1),
                 }
             })
             .collect()
@@ -345,6 +346,12 @@ impl World {
             PgAction::Clone { from } | PgAction::Reinitialize { from } => {
                 if matches!(action, PgAction::Clone { .. }) && self.nodes[i].pg.data.is_some() {
                     return Err("data directory not empty".into());
+                }
+                if matches!(action, PgAction::Reinitialize { .. }) {
+                    // As the real action: stop and wipe first, whatever the clone then does.
+                    let pg = &mut self.nodes[i].pg;
+                    pg.stop(false);
+                    pg.data = None;
                 }
                 let j = self.source(i, &from.name)?;
                 let source = self.nodes[j].pg.data.clone().ok_or("source has no data")?;

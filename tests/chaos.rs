@@ -343,6 +343,18 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
         let old = wait_check(HEAL_TIMEOUT, "a whole cluster before the fault", || {
             whole(&c)
         });
+        // HAProxy settled: the leader out of the reads pool. A member promoted less than
+        // HAProxy's detection time ago (fall 3 x inter 3 s) still takes reads; if its agent
+        // froze then, its PostgreSQL would go on serving them after a new primary wrote
+        // (the long form found 5 s windows: see docs/reliability.md).
+        wait_check(
+            HEAL_TIMEOUT,
+            "HAProxy to take the leader out of the reads pool",
+            || match proxy.server_status("postgres_replicas", c.name(old))? {
+                s if s.starts_with("DOWN") => Ok(()),
+                other => Err(format!("postgres_replicas/{}: {other}", c.name(old))),
+            },
+        );
         if fault == Fault::LoseEtcdMember {
             // The member about to be killed leads etcd (set up before the clock starts).
             c.etcd().move_leader(2);

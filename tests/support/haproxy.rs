@@ -1,5 +1,6 @@
 //! HAProxy in front of a test cluster, configured with the seed guide's `haproxy.cfg`
-//! listen sections unchanged except for addresses and ports.
+//! listen sections unchanged except for addresses and ports (the stats page included, which
+//! the tests read as CSV to know which servers HAProxy routes to).
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -15,13 +16,20 @@ pub struct Haproxy {
     pub primary_port: u16,
     /// Port balancing across healthy standbys.
     pub replica_port: u16,
+    /// The seed's stats page.
+    pub stats_port: u16,
 }
 
 /// One backend: name, address, PostgreSQL port, REST port.
 pub type Server = (String, String, u16, u16);
 
 /// The seed's configuration with our addresses and ports.
-pub fn seed_config(primary_port: u16, replica_port: u16, servers: &[Server]) -> String {
+pub fn seed_config(
+    primary_port: u16,
+    replica_port: u16,
+    stats_port: u16,
+    servers: &[Server],
+) -> String {
     let lines = |servers: &[Server]| {
         servers
             .iter()
@@ -33,6 +41,7 @@ pub fn seed_config(primary_port: u16, replica_port: u16, servers: &[Server]) -> 
     format!(
         "global\n    maxconn 2000\n\n\
          defaults\n    mode    tcp\n    retries 2\n    timeout client  30m\n    timeout server  30m\n    timeout connect 4s\n    timeout check   5s\n\n\
+         listen stats\n    mode http\n    bind 127.0.0.1:{stats_port}\n    stats enable\n    stats uri /\n    stats refresh 5s\n\n\
          # Writes: only the leader answers 200 on /primary\n\
          listen postgres_primary\n    bind 127.0.0.1:{primary_port}\n    option httpchk\n    http-check send meth OPTIONS uri /primary\n    http-check expect status 200\n    default-server inter 3s fall 3 rise 2 on-marked-down shutdown-sessions\n{}\n\
          # Reads: every healthy standby answers 200 on /replica\n\
@@ -48,9 +57,13 @@ impl Haproxy {
         let dir = make_test_dir("pgwarden-haproxy-");
         let primary_port = free_port();
         let replica_port = free_port();
+        let stats_port = free_port();
         let cfg = dir.path().join("haproxy.cfg");
-        std::fs::write(&cfg, seed_config(primary_port, replica_port, servers))
-            .expect("write haproxy.cfg");
+        std::fs::write(
+            &cfg,
+            seed_config(primary_port, replica_port, stats_port, servers),
+        )
+        .expect("write haproxy.cfg");
         let log = dir.path().join("haproxy.log");
         let mut cmd = Command::new("haproxy");
         cmd.arg("-db").arg("-f").arg(&cfg);
@@ -61,7 +74,28 @@ impl Haproxy {
             log,
             primary_port,
             replica_port,
+            stats_port,
         }
+    }
+
+    /// Status of `server` in listen section `proxy` from the stats page (`UP`, `DOWN`,
+    /// `UP 1/3` while going down, `DOWN 1/2` while going up, ...).
+    pub fn server_status(&self, proxy: &str, server: &str) -> Result<String, String> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.stats_port));
+        let page = super::http::request(
+            addr,
+            "GET",
+            "/;csv",
+            None,
+            std::time::Duration::from_secs(2),
+        )?;
+        // "# pxname,svname,qcur,...,status,...": status is the 18th column.
+        page.body
+            .lines()
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|f| f.len() > 17 && f[0] == proxy && f[1] == server)
+            .map(|f| f[17].to_string())
+            .ok_or_else(|| format!("{proxy}/{server} not on the stats page"))
     }
 
     /// The end of HAProxy's log, for failure messages.

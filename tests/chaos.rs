@@ -161,6 +161,22 @@ fn signal(pid: i32, signal: nix::sys::signal::Signal) {
         .unwrap_or_else(|e| panic!("{signal} to {pid}: {e}"));
 }
 
+/// Every node answers `GET /failsafe` with `status` (200: failsafe mode on, 502: off).
+fn every_failsafe_answer(c: &Cluster, status: u16) -> Result<(), String> {
+    for i in 0..c.len() {
+        let answer = c.http(i, "GET", "/failsafe", None)?;
+        if answer.status != status {
+            return Err(format!(
+                "{}: GET /failsafe {} {}",
+                c.name(i),
+                answer.status,
+                answer.body
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Turns `failsafe_mode` on or off in `/config` (the agents pick it up from the watch).
 fn set_failsafe(c: &Cluster, on: bool) {
     let key = format!("{}config", c.dcs_prefix());
@@ -405,18 +421,7 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
                         if n != c.len() {
                             return Err(format!("/failsafe = {members}"));
                         }
-                        for i in 0..c.len() {
-                            let answer = c.http(i, "GET", "/failsafe", None)?;
-                            if answer.status != 200 {
-                                return Err(format!(
-                                    "{}: GET /failsafe {} {}",
-                                    c.name(i),
-                                    answer.status,
-                                    answer.body
-                                ));
-                            }
-                        }
-                        Ok(())
+                        every_failsafe_answer(&c, 200)
                     },
                 );
                 c.etcd_mut().stop_member(1);
@@ -509,17 +514,7 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
                     // The next fault may need failsafe off everywhere (a quorum loss that must
                     // stop the primary).
                     wait_check(HEAL_TIMEOUT, "every agent out of failsafe mode", || {
-                        for i in 0..c.len() {
-                            let answer = c.http(i, "GET", "/failsafe", None)?;
-                            if answer.status != 502 {
-                                return Err(format!(
-                                    "{}: GET /failsafe {}",
-                                    c.name(i),
-                                    answer.status
-                                ));
-                            }
-                        }
-                        Ok(())
+                        every_failsafe_answer(&c, 502)
                     });
                 }
             }

@@ -1900,10 +1900,15 @@ fn strict_mode_promotes_with_synchronous_standby_names_already_set() {
     assert_eq!(names.render(), "FIRST 1 (\"node1\",\"node3\")");
 }
 
-/// The bootstrapped primary in synchronous mode (strict or not) with node3 streaming.
-fn sync_primary(strict: bool, streaming: bool) -> (Node, Vec<Effect>) {
-    let mut node = primary();
-    let mut v = view(Some((ME, LEASE.0)), 0, 30);
+/// The view of a synchronous-mode cluster we lead (at `revision`), `/sync` recording
+/// `sync_standby` (at `sync_revision`).
+fn sync_leader_view(
+    strict: bool,
+    revision: i64,
+    sync_standby: Vec<String>,
+    sync_revision: i64,
+) -> ClusterView {
+    let mut v = view(Some((ME, LEASE.0)), 0, revision);
     v.members.get_mut(ME).expect("me").role = "primary".into();
     v.config = Some(Versioned {
         value: DynamicConfig {
@@ -1919,11 +1924,18 @@ fn sync_primary(strict: bool, streaming: bool) -> (Node, Vec<Effect>) {
     v.sync = Some(Versioned {
         value: SyncState {
             leader: Some(ME.into()),
-            sync_standby: Vec::new(),
+            sync_standby,
             quorum: 0,
         },
-        mod_revision: 25,
+        mod_revision: sync_revision,
     });
+    v
+}
+
+/// The bootstrapped primary in synchronous mode (strict or not) with node3 streaming.
+fn sync_primary(strict: bool, streaming: bool) -> (Node, Vec<Effect>) {
+    let mut node = primary();
+    let v = sync_leader_view(strict, 30, Vec::new(), 25);
     node.handle_input(Instant(600), Input::ClusterChanged(Box::new(v)));
     drain(&mut node);
     let mut observed = pg(false, 2000);
@@ -2017,26 +2029,7 @@ fn a_sync_standby_that_stops_replying_is_dropped_before_its_connection_times_out
             );
         }
     }
-    let mut v = view(Some((ME, LEASE.0)), 0, 40);
-    v.members.get_mut(ME).expect("me").role = "primary".into();
-    v.config = Some(Versioned {
-        value: DynamicConfig {
-            synchronous_mode: pgwarden::config::SynchronousMode::On,
-            ttl: 6,
-            loop_wait: 1,
-            retry_timeout: 2,
-            ..DynamicConfig::default()
-        },
-        mod_revision: 2,
-    });
-    v.sync = Some(Versioned {
-        value: SyncState {
-            leader: Some(ME.into()),
-            sync_standby: vec!["node3".into()],
-            quorum: 0,
-        },
-        mod_revision: 35,
-    });
+    let v = sync_leader_view(false, 40, vec!["node3".into()], 35);
     node.handle_input(Instant(1_700), Input::ClusterChanged(Box::new(v)));
     drain(&mut node);
     let observed_at = |t: u64| {

@@ -5,7 +5,6 @@
 //!
 //! Must not touch: PostgreSQL, the lock store.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -22,9 +21,6 @@ use crate::core::Input;
 /// How long the handler waits for the core's verdict. Below the sender's 2 s timeout, so a
 /// busy core gives the sender an answer (a refusal) rather than a timeout and a retry.
 const VERDICT_WAIT: Duration = Duration::from_millis(1_500);
-
-/// Request ids, to find our own verdict among concurrent ones.
-static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 
 /// `GET /failsafe`: `/failsafe`'s members and URLs; 502 when failsafe mode is off.
 pub async fn get_failsafe(State(state): State<ApiState>) -> Response {
@@ -58,20 +54,13 @@ pub async fn post_failsafe(
         )
             .into_response();
     };
-    let Some(inputs) = state.inputs.as_ref() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the agent's loop is not running",
-        )
-            .into_response();
+    let request = match super::send_to_core(&state, |request| Input::FailsafeHeartbeat {
+        leader,
+        request,
+    }) {
+        Ok(request) => request,
+        Err(why) => return (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     };
-    let request = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
-    if inputs
-        .send(Input::FailsafeHeartbeat { leader, request })
-        .is_err()
-    {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the agent's loop stopped").into_response();
-    }
     let mut status = state.status.clone();
     let verdict = tokio::time::timeout(
         VERDICT_WAIT,

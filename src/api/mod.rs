@@ -110,6 +110,27 @@ pub async fn bind(config: &Config) -> std::io::Result<TcpListener> {
     TcpListener::bind((host, listen.port)).await
 }
 
+/// Request ids for inputs the core answers in the status (`POST /failsafe`,
+/// `POST /reinitialize`), so each handler finds its own verdict among concurrent ones.
+static NEXT_REQUEST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Hand the core the input `make` builds around a fresh request id; the id, or why the
+/// agent's loop cannot take it (answered as 503).
+fn send_to_core(
+    state: &ApiState,
+    make: impl FnOnce(u64) -> crate::core::Input,
+) -> Result<u64, &'static str> {
+    let inputs = state
+        .inputs
+        .as_ref()
+        .ok_or("the agent's loop is not running")?;
+    let request = NEXT_REQUEST.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    inputs
+        .send(make(request))
+        .map_err(|_| "the agent's loop stopped")?;
+    Ok(request)
+}
+
 /// The router.
 pub fn router(state: ApiState) -> Router {
     let routes = Router::new()

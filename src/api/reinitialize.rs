@@ -10,7 +10,6 @@
 //!
 //! Must not touch: PostgreSQL, the lock store.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -24,9 +23,6 @@ use crate::core::Input;
 
 /// How long the handler waits for the core's verdict (it comes within one input step).
 const VERDICT_WAIT: Duration = Duration::from_secs(5);
-
-/// Request ids, to find our own verdict among concurrent ones.
-static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 
 /// Why a body is refused, naming the field and what was expected.
 fn check_body(body: &[u8]) -> Result<(), String> {
@@ -64,20 +60,11 @@ pub async fn post_reinitialize(
     if let Err(why) = check_body(&body) {
         return (StatusCode::BAD_REQUEST, why).into_response();
     }
-    let Some(inputs) = state.inputs.as_ref() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the agent's loop is not running",
-        )
-            .into_response();
-    };
-    let request = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
-    if inputs
-        .send(Input::ReinitializeRequested { request })
-        .is_err()
-    {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the agent's loop stopped").into_response();
-    }
+    let request =
+        match super::send_to_core(&state, |request| Input::ReinitializeRequested { request }) {
+            Ok(request) => request,
+            Err(why) => return (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+        };
     let mut status = state.status.clone();
     let find = |s: &crate::core::NodeStatus| {
         s.reinitialize_verdicts

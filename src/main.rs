@@ -48,5 +48,5 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(pgwarden::runtime::run(loaded.config))
+    runtime.block_on(pgwarden::runtime::run(loaded.config, &args.config))
 }

@@ -560,11 +560,12 @@ fn observe_stable(
 }
 
 /// Losing one of three etcd members changes nothing: not the first-listed member (a follower;
-/// the agents must fail over to another endpoint), and then not the Raft leader either.
+/// the agents must fail over to another endpoint), and then not the Raft leader either; nor
+/// do ten SIGHUPs to the leader's agent (an operator's `systemctl reload`).
 /// Timing ttl 10 / loop_wait 1 / retry_timeout 4 (loop_wait + 2 * retry_timeout <= ttl) leaves
 /// room for etcd's default 1-2 s leader election.
 #[test]
-fn etcd_member_loss_changes_nothing() {
+fn etcd_member_loss_and_sighup_change_nothing() {
     let _guard = exclusive();
     let mut c = Cluster::builder()
         .nodes(3)
@@ -595,6 +596,19 @@ fn etcd_member_loss_changes_nothing() {
     eprintln!("[harness] stopping etcd Raft leader: member {raft_leader}");
     c.etcd_mut().stop_member(raft_leader);
     observe_stable(&c, leader, &writer, min_window, "etcd Raft leader down");
+    c.etcd_mut().start_member(raft_leader);
+
+    // Phase 3: SIGHUP (Patroni's systemd `ExecReload`) ten times to the leader's agent, once
+    // while its file is broken: each is handled (the agent logs it), none stops the agent,
+    // and nothing changes for the cluster.
+    sighup_ten_times(&mut c, leader);
+    observe_stable(
+        &c,
+        leader,
+        &writer,
+        c.ttl(),
+        "after ten SIGHUPs to the leader's agent",
+    );
 
     let report = writer.stop(SHORT_TIMEOUT);
     assert!(report.error.is_none(), "{report:?}");
@@ -604,6 +618,41 @@ fn etcd_member_loss_changes_nothing() {
         lost.is_empty(),
         "acknowledged ids missing on the unchanged leader: {lost:?}"
     );
+}
+
+/// Sends SIGHUP ten times to node `i`'s agent (the fifth time with its configuration file
+/// made unparsable, then restored) and checks each was handled, not fatal: the agent logs
+/// every one and is alive afterwards.
+fn sighup_ten_times(c: &mut Cluster, i: usize) {
+    let pid = c.agent_pid(i).expect("the agent is running") as i32;
+    let config = c.config_path(i).to_path_buf();
+    let good = fs::read_to_string(&config).expect("read the agent's config");
+    let logged = |c: &Cluster, needle: &str| {
+        fs::read_to_string(c.log_path(i))
+            .unwrap_or_default()
+            .matches(needle)
+            .count()
+    };
+    for round in 1..=10 {
+        let broken = round == 5;
+        let needle = if broken {
+            fs::write(&config, "scope: [unclosed\n").expect("break the config");
+            "SIGHUP: the configuration file is invalid"
+        } else {
+            "SIGHUP: configuration re-read"
+        };
+        let before = logged(c, needle);
+        support::process::signal(pid, nix::sys::signal::Signal::SIGHUP);
+        wait_until(
+            SHORT_TIMEOUT,
+            &format!("{} to log SIGHUP #{round} ({needle:?})", c.name(i)),
+            || (logged(c, needle) > before).then_some(()),
+        );
+        if broken {
+            fs::write(&config, &good).expect("restore the config");
+        }
+        assert!(c.agent_alive(i), "SIGHUP #{round} stopped {}", c.name(i));
+    }
 }
 
 /// An invalid local config (`postgresql.listen` without a port) makes the agent exit non-zero

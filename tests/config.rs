@@ -544,3 +544,29 @@ fn the_role_history_file_is_optional_and_never_an_empty_path() {
     assert_eq!(e.path, "pgwarden.role_history");
     assert!(e.message.contains("empty path"), "{e}");
 }
+
+/// SIGHUP compares the re-read file with the running one section by section: the warning
+/// it logs names exactly the sections that changed.
+#[test]
+fn changed_sections_name_what_differs() {
+    let running = parse(&seed_text(), &no_env).expect("seed").config;
+    let same = parse(&seed_text(), &no_env).expect("seed").config;
+    assert!(running.changed_sections(&same).is_empty());
+
+    let tagged = parse(&seed_with("nofailover: false", "nofailover: true"), &no_env)
+        .expect("seed with nofailover")
+        .config;
+    assert_eq!(running.changed_sections(&tagged), vec!["tags"]);
+
+    let two = parse(
+        &seed_with("nofailover: false", "nofailover: true").replacen(
+            "listen: 0.0.0.0:8008",
+            "listen: 0.0.0.0:8018",
+            1,
+        ),
+        &no_env,
+    )
+    .expect("seed with two changes")
+    .config;
+    assert_eq!(running.changed_sections(&two), vec!["restapi", "tags"]);
+}

@@ -36,6 +36,30 @@ pub struct Config {
     pub policy: super::policy::LocalPolicyConfig,
 }
 
+impl Config {
+    /// The top-level sections (YAML names) in which `other` differs from `self`.
+    pub fn changed_sections(&self, other: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |name, differs: bool| {
+            if differs {
+                changed.push(name);
+            }
+        };
+        check("scope", self.scope != other.scope);
+        check("namespace", self.namespace != other.namespace);
+        check("name", self.name != other.name);
+        check("restapi", self.restapi != other.restapi);
+        check("etcd3", self.etcd != other.etcd);
+        check("bootstrap", self.bootstrap != other.bootstrap);
+        check("postgresql", self.postgresql != other.postgresql);
+        check("watchdog", self.watchdog != other.watchdog);
+        check("tags", self.tags != other.tags);
+        check("pgwarden", self.pgwarden != other.pgwarden);
+        check("policy", self.policy != other.policy);
+        changed
+    }
+}
+
 /// `restapi:` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestApiConfig {

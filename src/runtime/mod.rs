@@ -8,12 +8,15 @@ pub mod failsafe;
 pub mod http;
 pub mod member;
 pub mod policy;
+pub mod reload;
 pub mod role_history;
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::api;
@@ -118,8 +121,13 @@ pub async fn connect_store(config: &Config) -> EtcdStore {
     }
 }
 
-/// Run the agent until SIGTERM/SIGINT.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Run the agent until SIGTERM/SIGINT. `config_path` is where `config` was read from; SIGHUP
+/// re-reads it.
+pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
+    // First of all: SIGHUP's default action would kill the agent and leave PostgreSQL
+    // unmanaged (see `reload`).
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     // A policy named in the local configuration that cannot be loaded refuses the start.
     let policy_status = policy::SharedPolicyStatus::default();
     let decider = policy::HostDecider::from_local(&config.policy, policy_status.clone())
@@ -184,8 +192,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         api_auth: config.restapi.authentication.clone(),
     };
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
     tracing::info!(name = %config.name, scope = %config.scope, "pgwarden started");
     log_watchdog_plan(&config);
     let mut role_history = config
@@ -239,6 +245,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = tokio::time::sleep(sleep_for) => node.handle_input(clock::now(), Input::Tick),
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => reload::on_sighup(config_path, &config),
         }
     }
     tracing::info!("shutting down");

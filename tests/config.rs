@@ -218,28 +218,39 @@ fn restapi_listen_without_port_is_refused() {
     assert!(e.message.contains("\"80080\""), "{e}");
 }
 
+/// Timing Patroni adjusts is adjusted the same way, with a warning naming the key: a ttl below
+/// pgwarden's floor is raised to it, and `loop_wait + 2*retry_timeout <= ttl` is made true.
 #[test]
-fn ttl_below_floor_is_refused() {
-    let e = parse_err(&seed_with("    ttl: 30", "    ttl: 2"));
-    assert_eq!(e.path, "bootstrap.dcs.ttl");
+fn ttl_below_floor_is_raised_with_a_warning() {
+    let loaded = parse(&seed_with("    ttl: 30", "    ttl: 2"), &no_env).expect("adjusted");
+    let dcs = &loaded.config.bootstrap.dcs;
+    assert_eq!((dcs.ttl, dcs.loop_wait, dcs.retry_timeout), (4, 1, 1));
     assert!(
-        e.message.starts_with("2 is below pgwarden's minimum of 4"),
-        "{e}"
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("bootstrap.dcs.ttl: 2 is below pgwarden's minimum of 4")),
+        "{:?}",
+        loaded.warnings
     );
 }
 
 #[test]
-fn timing_rule_violation_shows_the_numbers() {
+fn timing_rule_violation_is_adjusted_with_a_warning() {
     let yaml = seed_with(
         "    ttl: 30\n    loop_wait: 10\n    retry_timeout: 10",
-        "    ttl: 10\n    loop_wait: 5\n    retry_timeout: 5",
+        "    ttl: 21\n    loop_wait: 2\n    retry_timeout: 10",
     );
-    let e = parse_err(&yaml);
-    assert_eq!(e.path, "bootstrap.dcs.ttl");
+    let loaded = parse(&yaml, &no_env).expect("adjusted, as Patroni does");
+    let dcs = &loaded.config.bootstrap.dcs;
+    assert_eq!((dcs.ttl, dcs.loop_wait, dcs.retry_timeout), (21, 1, 10));
     assert!(
-        e.message
-            .starts_with("loop_wait 5 + 2*retry_timeout 5 = 15 is more than ttl 10"),
-        "{e}"
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("bootstrap.dcs.loop_wait: ") && w.contains("from 2 to 1")),
+        "{:?}",
+        loaded.warnings
     );
 }
 
@@ -421,9 +432,9 @@ fn dynamic_config_round_trips_and_rejects_bad_documents() {
     assert_eq!(c.to_json(), doc);
     assert_eq!(DynamicConfig::from_json(&c.to_json()).expect("again"), c);
 
-    let e = DynamicConfig::from_json(&json!({"ttl": 1})).expect_err("ttl 1");
-    assert_eq!(e.path, "ttl");
-    assert!(e.message.starts_with("1 is below"), "{e}");
+    // Timing below the floors is adjusted, as Patroni adjusts it, not refused.
+    let c = DynamicConfig::from_json(&json!({"ttl": 1})).expect("ttl 1 is raised");
+    assert_eq!(c.ttl, pgwarden::config::MIN_TTL_SECS);
     let e = DynamicConfig::from_json(&json!({"loop_wait": "often"})).expect_err("type");
     assert_eq!(
         e.to_string(),

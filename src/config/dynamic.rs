@@ -283,50 +283,57 @@ impl DynamicConfig {
         s.unsupported(UNSUPPORTED);
         s.finish(&mut warnings);
 
+        c.adjust_timing(path_prefix, &mut warnings);
         c.validate(path_prefix)?;
         Ok((c, warnings))
     }
 
-    /// Checks pgwarden's rules: `ttl >= 4` (see [`MIN_TTL_SECS`]), `loop_wait >= 1`,
-    /// `retry_timeout >= 1`, `loop_wait + 2*retry_timeout <= ttl`, and
-    /// `synchronous_node_count >= 1`. Patroni silently adjusts offending values; pgwarden
-    /// refuses them so the timing that decides failover is the timing that was written.
+    /// Adjusts the timing as Patroni does, with a warning each: a value below its floor is
+    /// raised to it (pgwarden's floors: ttl [`MIN_TTL_SECS`], loop_wait 1, retry_timeout 1;
+    /// Patroni's are 20, 1 and 3), then `loop_wait + 2*retry_timeout <= ttl` is made true by
+    /// lowering `loop_wait`, and only when that is not enough by setting `loop_wait` to 1 and
+    /// `retry_timeout` to `(ttl - 1) / 2`. The rule lets the leader sleep one loop and retry its
+    /// DCS calls before its lease expires.
+    pub fn adjust_timing(&mut self, path_prefix: &str, warnings: &mut Vec<String>) {
+        let p = |k: &str| join(path_prefix, k);
+        for (name, value, floor) in [
+            ("loop_wait", &mut self.loop_wait, 1),
+            ("retry_timeout", &mut self.retry_timeout, 1),
+            ("ttl", &mut self.ttl, MIN_TTL_SECS),
+        ] {
+            if *value < floor {
+                warnings.push(format!(
+                    "{}: {value} is below pgwarden's minimum of {floor} seconds; adjusted to {floor}",
+                    p(name)
+                ));
+                *value = floor;
+            }
+        }
+        let (ttl, loop_wait, retry_timeout) = (self.ttl, self.loop_wait, self.retry_timeout);
+        if 1 + 2 * u64::from(retry_timeout) > u64::from(ttl) {
+            self.loop_wait = 1;
+            self.retry_timeout = (ttl - 1) / 2;
+            warnings.push(format!(
+                "{}: loop_wait + 2*retry_timeout must not exceed ttl {ttl}: adjusted loop_wait \
+                 from {loop_wait} to 1 and retry_timeout from {retry_timeout} to {}",
+                p("ttl"),
+                self.retry_timeout
+            ));
+        } else if u64::from(loop_wait) + 2 * u64::from(retry_timeout) > u64::from(ttl) {
+            self.loop_wait = ttl - 2 * retry_timeout;
+            warnings.push(format!(
+                "{}: loop_wait + 2*retry_timeout must not exceed ttl {ttl} (retry_timeout \
+                 {retry_timeout}): adjusted loop_wait from {loop_wait} to {}",
+                p("loop_wait"),
+                self.loop_wait
+            ));
+        }
+    }
+
+    /// Checks what [`DynamicConfig::adjust_timing`] leaves to refuse:
+    /// `synchronous_node_count >= 1`.
     pub fn validate(&self, path_prefix: &str) -> Result<(), ConfigError> {
         let p = |k: &str| join(path_prefix, k);
-        if self.ttl < MIN_TTL_SECS {
-            return Err(ConfigError::new(
-                p("ttl"),
-                format!(
-                    "{} is below pgwarden's minimum of {MIN_TTL_SECS} seconds (etcd grants at \
-                     least 2 s and the leader needs time to renew once with a retry)",
-                    self.ttl
-                ),
-            ));
-        }
-        if self.loop_wait < 1 {
-            return Err(ConfigError::new(
-                p("loop_wait"),
-                format!("{} is below the minimum of 1 second", self.loop_wait),
-            ));
-        }
-        if self.retry_timeout < 1 {
-            return Err(ConfigError::new(
-                p("retry_timeout"),
-                format!("{} is below the minimum of 1 second", self.retry_timeout),
-            ));
-        }
-        let needed = u64::from(self.loop_wait) + 2 * u64::from(self.retry_timeout);
-        if needed > u64::from(self.ttl) {
-            return Err(ConfigError::new(
-                p("ttl"),
-                format!(
-                    "loop_wait {} + 2*retry_timeout {} = {needed} is more than ttl {}; the rule \
-                     loop_wait + 2*retry_timeout <= ttl lets the leader sleep one loop and retry \
-                     its DCS calls before its lease expires",
-                    self.loop_wait, self.retry_timeout, self.ttl
-                ),
-            ));
-        }
         if self.synchronous_node_count < 1 {
             return Err(ConfigError::new(
                 p("synchronous_node_count"),
@@ -627,26 +634,34 @@ mod tests {
     }
 
     #[test]
-    fn timing_floor_and_rule() {
-        let e = DynamicConfig::from_json(&json!({"ttl": 3, "loop_wait": 1, "retry_timeout": 1}))
-            .expect_err("below floor");
-        assert_eq!(e.path, "ttl");
-        assert!(e.message.starts_with("3 is below"), "{}", e.message);
-        let ok = DynamicConfig::from_json(&json!({"ttl": 4, "loop_wait": 1, "retry_timeout": 1}))
-            .expect("floor is 4");
-        assert_eq!(ok.ttl, 4);
-        let e = DynamicConfig::from_json(&json!({"ttl": 10, "loop_wait": 5, "retry_timeout": 5}))
-            .expect_err("rule");
+    fn timing_is_adjusted_as_patroni_does() {
+        let adjusted = |v: Value| {
+            DynamicConfig::from_json_with_warnings(&v, "bootstrap.dcs")
+                .expect("adjusted, not refused")
+        };
+        // The acceptance suite's timing: loop_wait is lowered to fit.
+        let (c, w) = adjusted(json!({"ttl": 21, "loop_wait": 2, "retry_timeout": 10}));
+        assert_eq!((c.ttl, c.loop_wait, c.retry_timeout), (21, 1, 10));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("bootstrap.dcs.loop_wait: "), "{w:?}");
+        assert!(w[0].contains("from 2 to 1"), "{w:?}");
+        // loop_wait alone cannot fix it: retry_timeout is lowered too.
+        let (c, w) = adjusted(json!({"ttl": 10, "loop_wait": 5, "retry_timeout": 5}));
+        assert_eq!((c.ttl, c.loop_wait, c.retry_timeout), (10, 1, 4));
+        assert!(w[0].contains("retry_timeout from 5 to 4"), "{w:?}");
+        // Below the floors: raised to them.
+        let (c, w) = adjusted(json!({"ttl": 3, "loop_wait": 0, "retry_timeout": 0}));
+        assert_eq!((c.ttl, c.loop_wait, c.retry_timeout), (4, 1, 1));
+        assert_eq!(w.len(), 3, "{w:?}");
         assert!(
-            e.message
-                .starts_with("loop_wait 5 + 2*retry_timeout 5 = 15 is more than ttl 10"),
-            "{}",
-            e.message
+            w.iter()
+                .any(|w| w.starts_with("bootstrap.dcs.ttl: 3 is below")),
+            "{w:?}"
         );
-        let e = DynamicConfig::from_json(&json!({"loop_wait": 0})).expect_err("loop_wait 0");
-        assert_eq!(e.path, "loop_wait");
-        let e = DynamicConfig::from_json(&json!({"retry_timeout": 0})).expect_err("retry 0");
-        assert_eq!(e.path, "retry_timeout");
+        // Nothing to adjust: no warning, and the document keeps what was written.
+        let (c, w) = adjusted(json!({"ttl": 4, "loop_wait": 1, "retry_timeout": 1}));
+        assert_eq!((c.ttl, c.loop_wait, c.retry_timeout), (4, 1, 1));
+        assert!(w.is_empty(), "{w:?}");
         let e = DynamicConfig::from_json(&json!({"synchronous_node_count": 0})).expect_err("0");
         assert_eq!(e.path, "synchronous_node_count");
     }

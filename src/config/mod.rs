@@ -17,8 +17,9 @@
 //! back as [`Loaded::warnings`] for the caller to log. A value pgwarden cannot use
 //! safely is a [`ConfigError`] naming the key (or environment variable) and the value.
 //!
-//! Deliberate differences from Patroni: timing values that break the rules are refused
-//! rather than silently adjusted, `ttl` may go down to [`MIN_TTL_SECS`] (Patroni: 20), an
+//! Timing values that break Patroni's rules are adjusted as Patroni adjusts them, with a
+//! warning. Deliberate differences from Patroni: `ttl` may go down to [`MIN_TTL_SECS`]
+//! (Patroni: 20) and `retry_timeout` to 1 (Patroni: 3), an
 //! unknown `watchdog.mode` is refused rather than turning the watchdog off, and only the
 //! `etcd3` DCS is accepted.
 

@@ -1056,3 +1056,89 @@ fn patronictl_reinit_reclones_a_replica() {
         "PostgreSQL was restarted on the new copy"
     );
 }
+
+/// Patroni's acceptance suite bootstraps with `wal_keep_segments`, which PostgreSQL 13 and
+/// later refuse. Here: (1) a bootstrap that PostgreSQL refuses (an invalid `max_connections`)
+/// ends with the agent stopped, `initialize` deleted and the half-made data directory moved
+/// aside; (2) an `initialize` key orphaned by a bootstrap that died half-way (written here
+/// as the dead agent would have left it) is detected and removed after ttl; (3) the fixed
+/// configuration then bootstraps, with `wal_keep_segments: 100` written as
+/// `wal_keep_size = 1600MB`.
+#[test]
+fn failed_and_orphaned_bootstraps_recover_and_old_parameters_are_translated() {
+    let _guard = exclusive();
+    let mut c = Cluster::builder()
+        .scope("pgwarden-boot")
+        .nodes(1)
+        .synchronous_mode(false)
+        .initially_started(0)
+        .start();
+    let config = c.config_path(0).to_path_buf();
+    let good = fs::read_to_string(&config)
+        .expect("read the config")
+        .replacen("wal_keep_size: 256MB", "wal_keep_segments: 100", 1);
+    assert!(good.contains("wal_keep_segments: 100"), "{good}");
+    let broken = good.replacen(
+        "wal_keep_segments: 100",
+        "wal_keep_segments: 100\n        max_connections: lots",
+        1,
+    );
+    fs::write(&config, &broken).expect("write the broken config");
+
+    // (1) PostgreSQL refuses to start: the agent stops and leaves nothing behind.
+    c.start_node(0);
+    wait_until(
+        BOOTSTRAP_TIMEOUT,
+        "the agent to stop after the failed bootstrap",
+        || (!c.agent_alive(0)).then_some(()),
+    );
+    c.terminate_node(0, SHORT_TIMEOUT); // reap it
+    let log = fs::read_to_string(c.log_path(0)).unwrap_or_default();
+    assert!(log.contains("bootstrap failed"), "agent log:\n{log}");
+    assert_eq!(
+        c.dcs_get("initialize").expect("read initialize"),
+        None,
+        "initialize released"
+    );
+    assert_eq!(c.dcs_get("leader").expect("read leader"), None);
+    assert!(
+        !c.data_dir(0).exists(),
+        "the failed data directory was moved aside"
+    );
+    let aside: Vec<_> = fs::read_dir(c.node_dir(0))
+        .expect("list the node dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("data_failed_"))
+        .collect();
+    assert_eq!(aside.len(), 1, "one data_failed_* directory: {aside:?}");
+
+    // (2) A bootstrap that died half-way: `initialize` empty, no leader, nobody bootstrapping.
+    c.etcd().put(&format!("{}initialize", c.dcs_prefix()), "");
+    fs::write(&config, &good).expect("write the fixed config");
+    c.start_node(0);
+    let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);
+    let log = fs::read_to_string(c.log_path(0)).unwrap_or_default();
+    assert!(
+        log.contains("deleted the initialize key"),
+        "the orphaned initialize key is reported:\n{log}"
+    );
+    let sysid = c
+        .dcs_get("initialize")
+        .expect("read initialize")
+        .expect("initialize after the bootstrap")
+        .value;
+    assert!(
+        !sysid.is_empty() && sysid.chars().all(|ch| ch.is_ascii_digit()),
+        "{sysid:?}"
+    );
+
+    // (3) wal_keep_segments reached PostgreSQL 15 as wal_keep_size.
+    let size = wait_check(SHORT_TIMEOUT, "SHOW wal_keep_size on the leader", || {
+        c.query_scalar(leader, "SHOW wal_keep_size")
+    });
+    assert_eq!(size.as_deref(), Some("1600MB"));
+    assert!(
+        log.contains("wal_keep_segments = 100 does not exist in PostgreSQL 15"),
+        "the translation is logged:\n{log}"
+    );
+}

@@ -34,6 +34,7 @@ fn settings(failover_priority: i64) -> NodeSettings {
         tags: Default::default(),
         bootstrap_config: config,
         policy_params: Default::default(),
+        custom_bootstrap_method: None,
     }
 }
 
@@ -426,6 +427,92 @@ fn primary() -> Node {
     node.handle_input(Instant(520), Input::ClusterChanged(Box::new(v)));
     assert!(node.status().holds_leader_key);
     node
+}
+
+/// A starting node with an empty data directory, `view` as the cluster and a granted lease.
+fn empty_node(settings: NodeSettings, v: ClusterView) -> Node {
+    let mut node = Node::new(settings, Instant(0));
+    node.handle_input(Instant(0), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(
+        Instant(0),
+        Input::LeaseGranted {
+            lease: LEASE,
+            ttl_secs: 6,
+            sent_at: Instant(0),
+        },
+    );
+    drain(&mut node);
+    node
+}
+
+fn probe_empty(node: &mut Node, at: u64) -> Vec<Effect> {
+    node.handle_input(
+        Instant(at),
+        Input::PostgresProbed(PgObservation {
+            data_dir: DataDir::Empty,
+            postmaster_alive: false,
+            server: None,
+            silent: false,
+        }),
+    );
+    drain(node)
+}
+
+/// `bootstrap.method` other than initdb: the node never races to bootstrap (it would create
+/// an empty cluster in place of the clone or restore asked for); it waits for a leader.
+#[test]
+fn a_custom_bootstrap_method_never_bootstraps() {
+    let mut v = view(None, 0, 1);
+    v.initialize = None;
+    let custom = NodeSettings {
+        custom_bootstrap_method: Some("clone_with_wale".into()),
+        ..settings(1)
+    };
+    let mut node = empty_node(custom, v.clone());
+    for at in [1_000, 2_000, 3_000] {
+        let effects = probe_empty(&mut node, at);
+        assert!(!effects.contains(&Effect::RaceInitialize), "{effects:?}");
+    }
+    assert_eq!(node.state(), "starting");
+    // The same node with initdb races.
+    let mut node = empty_node(settings(1), v);
+    assert!(probe_empty(&mut node, 1_000).contains(&Effect::RaceInitialize));
+}
+
+/// An `initialize` key left empty by a bootstrap that died half-way (no leader, no member
+/// "initializing new cluster") is deleted, at its revision, once seen for a whole ttl; one
+/// with a member still bootstrapping is left alone.
+#[test]
+fn an_orphaned_initialize_key_is_cleared_after_ttl() {
+    let mut v = view(None, 0, 1);
+    v.initialize = Some(String::new());
+    v.initialize_revision = 3;
+    let clears = |effects: &[Effect]| {
+        effects.iter().find_map(|e| match e {
+            Effect::ClearStaleInitialize { mod_revision, .. } => Some(*mod_revision),
+            _ => None,
+        })
+    };
+    let mut node = empty_node(settings(1), v.clone());
+    assert_eq!(clears(&probe_empty(&mut node, 1_000)), None);
+    assert_eq!(
+        clears(&probe_empty(&mut node, 6_999)),
+        None,
+        "ttl 6 s not over"
+    );
+    assert_eq!(clears(&probe_empty(&mut node, 7_000)), Some(3));
+
+    let mut busy = v;
+    busy.members.get_mut("node1").expect("node1").state =
+        pgwarden::core::initialize::BOOTSTRAPPING_STATE.into();
+    let mut node = empty_node(settings(1), busy);
+    for at in [1_000, 7_000, 60_000] {
+        assert_eq!(
+            clears(&probe_empty(&mut node, at)),
+            None,
+            "node1 is bootstrapping"
+        );
+    }
 }
 
 #[test]

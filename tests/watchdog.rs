@@ -240,6 +240,28 @@ fn bootstrap_leader_arms_feeds_and_magic_closes_on_sigterm() {
         None,
         "PostgreSQL is stopped by the time the agent has exited"
     );
+    // The clean stop's last words: the member key says stopped (its lease outlives the
+    // agent by up to ttl, so patronictl list would show a running member otherwise), and
+    // the leader key is released.
+    let member = c
+        .dcs_json(&format!("members/{}", c.name(0)))
+        .expect("read the member key")
+        .expect("the member key outlives the agent until its lease expires");
+    assert_eq!(
+        member.get("state").and_then(Value::as_str),
+        Some("stopped"),
+        "{member}"
+    );
+    assert_eq!(
+        member.get("role").and_then(Value::as_str),
+        Some("primary"),
+        "{member}"
+    );
+    assert_eq!(
+        c.dcs_get("leader").expect("read /leader"),
+        None,
+        "the leader key is released"
+    );
 }
 
 /// Node2 (`mode: required`, FIFO) replicates; the leader dies; node2 arms the watchdog

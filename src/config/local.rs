@@ -116,6 +116,7 @@ pub(crate) fn build(root: &Value, warnings: &mut Vec<String>) -> Result<Config, 
             dcs: DynamicConfig::default(),
             initdb: Vec::new(),
             pg_hba: Vec::new(),
+            custom_method: None,
         },
     };
     let postgresql = match s.section("postgresql")? {
@@ -270,14 +271,18 @@ fn parse_bootstrap(
         None => Vec::new(),
     };
     // A custom bootstrap method has its own section named after it.
+    let mut custom_method = None;
     if let Some(v) = s.get("method") {
         let method = tree::string("bootstrap.method", v)?;
         if method != "initdb" {
             warnings.push(format!(
-                "key `bootstrap.method` ({method}) accepted but not yet supported by pgwarden; \
-                 new clusters are created with initdb"
+                "bootstrap.method: {method:?} is not supported by pgwarden (only initdb): this \
+                 node will never bootstrap a new cluster, it only joins one that another member \
+                 bootstrapped (an empty cluster is not created in place of the clone or restore \
+                 that was asked for)"
             ));
             s.unsupported(&[method.as_str()]);
+            custom_method = Some(method);
         }
     }
     s.unsupported(&["post_bootstrap", "post_init", "users"]);
@@ -286,6 +291,7 @@ fn parse_bootstrap(
         dcs,
         initdb,
         pg_hba,
+        custom_method,
     })
 }
 

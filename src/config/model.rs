@@ -94,6 +94,9 @@ pub struct BootstrapConfig {
     pub initdb: Vec<InitdbOption>,
     /// pg_hba.conf lines written after initdb.
     pub pg_hba: Vec<String>,
+    /// `bootstrap.method` when it names something other than `initdb` (not implemented:
+    /// such a node refuses to bootstrap a new cluster).
+    pub custom_method: Option<String>,
 }
 
 /// One `initdb` (or `pg_basebackup`) option, as Patroni lists them in YAML.

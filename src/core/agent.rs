@@ -83,6 +83,10 @@ pub struct NodeSettings {
     pub bootstrap_config: DynamicConfig,
     /// Local `policy.params` (`/config`'s override them).
     pub policy_params: std::collections::BTreeMap<String, String>,
+    /// `bootstrap.method` when it is not `initdb`: custom bootstrap is not implemented, so
+    /// this node never bootstraps a new cluster (an empty one in place of the clone or
+    /// restore asked for would be worse than none); it joins one another member created.
+    pub custom_bootstrap_method: Option<String>,
 }
 
 /// The facts, updated by `Node` from inputs, read by the machine's handlers.
@@ -145,6 +149,8 @@ pub struct Agent {
     pub state_name: &'static str,
     /// Last PostgreSQL action error.
     pub last_error: Option<String>,
+    /// How long an orphaned `initialize` key has been seen (see `initialize`).
+    pub orphaned_initialize: super::initialize::OrphanWatch,
     /// Last lock store error, until it answers again.
     pub dcs_error: Option<String>,
     /// Sequence number of the last policy call.
@@ -233,6 +239,7 @@ impl Agent {
             last_transition: String::new(),
             state_name: "starting",
             last_error: None,
+            orphaned_initialize: Default::default(),
             dcs_error: None,
             consult_seq: 0,
             pending_election: None,

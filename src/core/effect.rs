@@ -165,6 +165,14 @@ pub enum Effect {
     RaceInitialize,
     /// Delete `initialize` after a failed bootstrap.
     CancelInitialize,
+    /// Delete an `initialize` key orphaned by a bootstrap that died half-way, if it is still
+    /// at `mod_revision` (see `initialize`).
+    ClearStaleInitialize {
+        /// The orphaned key's mod_revision.
+        mod_revision: i64,
+        /// How long it was seen orphaned, for the log.
+        orphaned_for: std::time::Duration,
+    },
     /// Set `initialize` to the system identifier.
     WriteInitialize {
         /// Database system identifier.

@@ -542,9 +542,21 @@ impl Agent {
                     if self.my_failover_priority() <= 0 {
                         return Handled; // nofailover members never bootstrap a cluster
                     }
+                    if self.settings.custom_bootstrap_method.is_some() {
+                        // Refused at start with a warning: wait for a leader to clone from.
+                        return Handled;
+                    }
                     self.outbox.push(Effect::RaceInitialize);
                     self.outbox.reason("no cluster yet: racing to bootstrap");
                     return Transition(State::bootstrapping());
+                }
+                let facts = super::initialize::InitializeFacts::of(&view);
+                let ttl = std::time::Duration::from_secs(self.config.ttl.into());
+                if let Some(mod_revision) = self.orphaned_initialize.observe(facts, self.now, ttl) {
+                    self.outbox.push(Effect::ClearStaleInitialize {
+                        mod_revision,
+                        orphaned_for: self.orphaned_initialize.age(self.now).unwrap_or(ttl),
+                    });
                 }
                 match self.leader_upstream() {
                     Some(from) if from.name != self.settings.name => {

@@ -10,6 +10,7 @@ pub mod effect;
 pub mod failsafe;
 pub mod gate;
 pub mod health;
+pub mod initialize;
 pub mod input;
 pub mod lease;
 pub mod machine;

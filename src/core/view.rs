@@ -131,6 +131,8 @@ pub struct ClusterView {
     pub revision: i64,
     /// `initialize`: `Some("")` while bootstrapping, then the system identifier.
     pub initialize: Option<String>,
+    /// `initialize`'s etcd mod_revision (0 when absent).
+    pub initialize_revision: i64,
     /// `config`, when present and valid.
     pub config: Option<Versioned<DynamicConfig>>,
     /// Why the stored `config` was rejected, when it was (the agent keeps its last good one).

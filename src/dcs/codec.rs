@@ -48,7 +48,10 @@ pub fn decode_view(
                     create_revision: raw.create_revision,
                 })
             }
-            keys::INITIALIZE => view.initialize = Some(text.to_string()),
+            keys::INITIALIZE => {
+                view.initialize = Some(text.to_string());
+                view.initialize_revision = raw.mod_revision;
+            }
             keys::CONFIG => match serde_json::from_str::<Value>(&text)
                 .map_err(|e| format!("config: not JSON: {e}"))
                 .and_then(|v| DynamicConfig::from_json(&v).map_err(|e| e.to_string()))

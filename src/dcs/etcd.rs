@@ -267,6 +267,25 @@ impl EtcdStore {
         Ok(())
     }
 
+    /// Delete `initialize` only if it is still at `mod_revision` (an orphan left by a
+    /// bootstrap that died). Returns whether it was deleted.
+    pub async fn clear_initialize_at(&self, mod_revision: i64) -> Result<bool, DcsError> {
+        let mut kv = self.client.kv_client();
+        let key = self.layout.key(keys::INITIALIZE);
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                mod_revision,
+            )])
+            .and_then([TxnOp::delete(key, None)]);
+        Ok(kv
+            .txn(txn)
+            .await
+            .map_err(err("clear orphaned initialize"))?
+            .succeeded())
+    }
+
     /// Record the system identifier in `initialize`.
     pub async fn write_initialize(&self, sysid: &str) -> Result<(), DcsError> {
         let mut kv = self.client.kv_client();

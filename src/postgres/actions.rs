@@ -27,6 +27,11 @@ pub struct PgController {
     standby: Option<StreamFrom>,
     sync_names: String,
     dynamic: DynamicConfig,
+    /// What the server binary accepts, read once (`None` until then, or when it could not
+    /// be read: then parameters are written as configured).
+    server: Option<conf::ServerParameters>,
+    /// The warnings of the last translation, so each is logged once, not at every write.
+    translation_warnings: Vec<String>,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgError {
@@ -42,6 +47,32 @@ impl PgController {
             standby: None,
             sync_names: String::new(),
             dynamic,
+            server: None,
+            translation_warnings: Vec::new(),
+        }
+    }
+
+    /// Reads what the server binary accepts (`postgres --version`, `--describe-config`)
+    /// the first time it is needed.
+    async fn learn_server(&mut self) {
+        if self.server.is_some() {
+            return;
+        }
+        let postgres = self.s.bin("postgres");
+        let wait = Duration::from_secs(30);
+        let version = process::run(&postgres, &["--version".into()], &[], wait).await;
+        let describe = process::run(&postgres, &["--describe-config".into()], &[], wait).await;
+        match (version, describe) {
+            (Ok(version), Ok(describe)) => {
+                self.server = conf::ServerParameters::parse(&describe, &version);
+                if self.server.is_none() {
+                    tracing::warn!(%version, "cannot read the PostgreSQL version; parameters are written as configured");
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => tracing::warn!(
+                error = %e,
+                "cannot list the parameters PostgreSQL accepts; they are written as configured"
+            ),
         }
     }
 
@@ -52,6 +83,7 @@ impl PgController {
 
     /// Carry out one action; bootstrap and clone return the system identifier.
     pub async fn execute(&mut self, action: &PgAction) -> Result<Option<String>, PgError> {
+        self.learn_server().await;
         match action {
             PgAction::Bootstrap => self.bootstrap().await.map(Some),
             PgAction::Clone { from } => self.clone_from(from).await.map(Some),
@@ -96,7 +128,24 @@ impl PgController {
         }
     }
 
-    fn parameters(&self) -> BTreeMap<String, String> {
+    /// [`PgController::configured_parameters`] as this PostgreSQL version accepts them
+    /// (see [`conf::for_server`]); a new warning is logged once.
+    fn parameters(&mut self) -> BTreeMap<String, String> {
+        let params = self.configured_parameters();
+        let Some(server) = &self.server else {
+            return params;
+        };
+        let (params, warnings) = conf::for_server(params, server);
+        if warnings != self.translation_warnings {
+            for warning in &warnings {
+                tracing::warn!("postgresql parameters: {warning}");
+            }
+            self.translation_warnings = warnings;
+        }
+        params
+    }
+
+    fn configured_parameters(&self) -> BTreeMap<String, String> {
         let mut params = conf::merge_parameters(
             &self.dynamic.postgresql.parameters,
             &self.s.local_parameters,
@@ -134,9 +183,9 @@ impl PgController {
         std::fs::rename(&tmp, path).map_err(io(format!("rename to {}", path.display())))
     }
 
-    fn write_conf(&self) -> Result<(), PgError> {
-        let text =
-            conf::postgresql_conf(&self.parameters(), self.standby.as_ref(), &self.sync_names);
+    fn write_conf(&mut self) -> Result<(), PgError> {
+        let params = self.parameters();
+        let text = conf::postgresql_conf(&params, self.standby.as_ref(), &self.sync_names);
         self.write_file(&self.s.data_dir.join("postgresql.conf"), &text, 0o600)?;
         let hba = self
             .s
@@ -421,8 +470,57 @@ impl PgController {
         Ok(probe::read_control_data(&self.s).await?.sysid)
     }
 
+    /// initdb, first start, roles. All or nothing: a failure leaves no half-made cluster
+    /// behind (see [`PgController::discard_failed_bootstrap`]), so the next attempt, on this
+    /// node or another, starts from an empty data directory.
     async fn bootstrap(&mut self) -> Result<String, PgError> {
+        // Only an empty data directory is bootstrapped (the core decides so); initdb cleans
+        // up after itself when it fails.
         self.wipe_data_dir()?;
+        self.initdb().await?;
+        match self.first_start().await {
+            Ok(sysid) => Ok(sysid),
+            Err(error) => {
+                self.discard_failed_bootstrap().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Stops whatever the failed bootstrap started and moves its data directory aside to
+    /// `<data_dir>_failed_<unix time>` (as Patroni does), for the operator to inspect.
+    async fn discard_failed_bootstrap(&mut self) {
+        let dir = self.s.data_dir.clone();
+        if probe::postmaster_pid(&dir).is_some_and(probe::pid_alive) {
+            if let Err(e) = self.stop("immediate").await {
+                tracing::warn!(error = %e, "stopping the PostgreSQL of a failed bootstrap");
+            }
+        }
+        if !dir.exists() || std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none()) {
+            return;
+        }
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut aside = dir.clone().into_os_string();
+        aside.push(format!("_failed_{stamp}"));
+        match std::fs::rename(&dir, &aside) {
+            Ok(()) => tracing::warn!(
+                from = %dir.display(),
+                to = %std::path::Path::new(&aside).display(),
+                "moved the data directory of the failed bootstrap aside"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                dir = %dir.display(),
+                "could not move the data directory of the failed bootstrap aside; the next \
+                 start will find it initialized"
+            ),
+        }
+    }
+
+    async fn initdb(&mut self) -> Result<(), PgError> {
         let pwfile = self.s.pgpass.with_extension("initdb-pw");
         let password = self.s.superuser.password.clone().unwrap_or_default();
         self.write_file(&pwfile, &format!("{password}\n"), 0o600)?;
@@ -443,7 +541,11 @@ impl PgController {
         let result =
             process::run(&self.s.bin("initdb"), &args, &[], Duration::from_secs(300)).await;
         let _ = std::fs::remove_file(&pwfile);
-        result?;
+        result.map(|_| ())
+    }
+
+    /// After initdb: configuration files, the first start, the roles.
+    async fn first_start(&mut self) -> Result<String, PgError> {
         let data = &self.s.data_dir;
         std::fs::rename(
             data.join("postgresql.conf"),

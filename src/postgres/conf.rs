@@ -2,7 +2,7 @@
 //! (which includes initdb's original as `postgresql.base.conf`), `pg_hba.conf`, the
 //! pgpass file and `primary_conninfo`. Writing them is `files`' job.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Parameters that must be equal on every member; they come from the cluster-wide
 /// configuration only and are also passed on the `postgres` command line (Patroni's list).
@@ -78,6 +78,190 @@ pub fn merge_parameters(
         }
     }
     merged
+}
+
+/// What the PostgreSQL server binary knows: its major version and the parameters
+/// `postgres --describe-config` lists (every parameter settable in a file except developer
+/// options, which are listed in [`DEVELOPER_PARAMETERS`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerParameters {
+    /// Major version (13, 14, 15, ...).
+    pub major: u32,
+    /// Parameter names, lowercase.
+    pub names: BTreeSet<String>,
+}
+
+impl ServerParameters {
+    /// Parses `postgres --describe-config` (tab-separated, the name first) and the major
+    /// version from `postgres --version` ("postgres (PostgreSQL) 15.18 ...").
+    pub fn parse(describe_config: &str, version: &str) -> Option<ServerParameters> {
+        let number = version
+            .split_whitespace()
+            .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
+        let major = number.split(['.', 'b', 'r', 'd']).next()?.parse().ok()?;
+        let names = describe_config
+            .lines()
+            .filter_map(|l| l.split('\t').next())
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect();
+        Some(ServerParameters { major, names })
+    }
+
+    fn knows(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        self.names.contains(&name) || DEVELOPER_PARAMETERS.contains(&name.as_str())
+    }
+}
+
+/// Settable in postgresql.conf but not listed by `--describe-config` (developer options
+/// and a few others; compared with `pg_settings` of PostgreSQL 15, plus later versions').
+pub const DEVELOPER_PARAMETERS: &[&str] = &[
+    "allow_in_place_tablespaces",
+    "allow_system_table_mods",
+    "application_name",
+    "backtrace_functions",
+    "debug_discard_caches",
+    "debug_io_direct",
+    "debug_logical_replication_streaming",
+    "debug_parallel_query",
+    "force_parallel_mode",
+    "ignore_checksum_failure",
+    "ignore_invalid_pages",
+    "ignore_system_indexes",
+    "jit_debugging_support",
+    "jit_dump_bitcode",
+    "jit_expressions",
+    "jit_profiling_support",
+    "jit_tuple_deforming",
+    "post_auth_delay",
+    "pre_auth_delay",
+    "remove_temp_files_after_crash",
+    "restrict_nonsystem_relation_kind",
+    "send_abort_for_crash",
+    "send_abort_for_kill",
+    "trace_notify",
+    "trace_recovery_messages",
+    "trace_sort",
+    "wal_consistency_checking",
+    "zero_damaged_pages",
+];
+
+/// Parameters PostgreSQL removed or renamed: (name, first major without it, replacement).
+pub const RETIRED_PARAMETERS: &[(&str, u32, Option<&str>)] = &[
+    ("checkpoint_segments", 10, Some("max_wal_size")),
+    ("default_with_oids", 12, None),
+    (
+        "min_parallel_relation_size",
+        10,
+        Some("min_parallel_table_scan_size"),
+    ),
+    ("operator_precedence_warning", 14, None),
+    ("replacement_sort_tuples", 11, None),
+    ("sql_inheritance", 10, None),
+    ("ssl_renegotiation_limit", 10, None),
+    ("stats_temp_directory", 15, None),
+    ("vacuum_cleanup_index_scale_factor", 14, None),
+    ("vacuum_defer_cleanup_age", 16, None),
+    ("force_parallel_mode", 16, Some("debug_parallel_query")),
+    ("old_snapshot_threshold", 17, None),
+    ("db_user_namespace", 17, None),
+    ("trace_recovery_messages", 17, None),
+    ("wal_keep_segments", 13, Some("wal_keep_size")),
+];
+
+/// The parameters as `server` accepts them, and a warning per change: `wal_keep_segments`
+/// and `wal_keep_size` are converted into each other by version (16 MB a segment, as
+/// Patroni assumes), `wal_level = hot_standby` is written `replica`, and a parameter the
+/// server does not know is left out (PostgreSQL would refuse to start), except extension
+/// parameters (a dot in the name), which only the loaded extension can check.
+pub fn for_server(
+    mut params: BTreeMap<String, String>,
+    server: &ServerParameters,
+) -> (BTreeMap<String, String>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let pg = server.major;
+    if pg >= 13 {
+        if let Some(segments) = params.remove("wal_keep_segments") {
+            match (
+                params.contains_key("wal_keep_size"),
+                segments.trim().parse::<u64>(),
+            ) {
+                (false, Ok(n)) => {
+                    let size = format!("{}MB", n * 16);
+                    warnings.push(format!(
+                        "wal_keep_segments = {segments} does not exist in PostgreSQL {pg}: \
+                         written as wal_keep_size = {size} (16 MB a segment)"
+                    ));
+                    params.insert("wal_keep_size".into(), size);
+                }
+                (true, _) => warnings.push(format!(
+                    "wal_keep_segments = {segments} does not exist in PostgreSQL {pg}: left \
+                     out (wal_keep_size is set)"
+                )),
+                (false, Err(_)) => warnings.push(format!(
+                    "wal_keep_segments = {segments:?} does not exist in PostgreSQL {pg} and is \
+                     not a number of segments: left out"
+                )),
+            }
+        }
+    } else if let Some(size) = params.remove("wal_keep_size") {
+        match parse_megabytes(&size) {
+            Some(mb) if !params.contains_key("wal_keep_segments") => {
+                let segments = (mb + 8) / 16;
+                warnings.push(format!(
+                    "wal_keep_size = {size} does not exist in PostgreSQL {pg}: written as \
+                     wal_keep_segments = {segments}"
+                ));
+                params.insert("wal_keep_segments".into(), segments.to_string());
+            }
+            _ => warnings.push(format!(
+                "wal_keep_size = {size} does not exist in PostgreSQL {pg}: left out"
+            )),
+        }
+    }
+    if params.get("wal_level").map(String::as_str) == Some("hot_standby") {
+        warnings.push("wal_level = hot_standby is written as its current name, replica".into());
+        params.insert("wal_level".into(), "replica".into());
+    }
+    if !server.names.is_empty() {
+        params.retain(|name, value| {
+            if name.contains('.') || server.knows(name) {
+                return true;
+            }
+            let retired = RETIRED_PARAMETERS
+                .iter()
+                .find(|(n, since, _)| *n == name.as_str() && pg >= *since);
+            warnings.push(match retired {
+                Some((_, since, Some(instead))) => format!(
+                    "{name} = {value} was replaced by {instead} in PostgreSQL {since}: left out \
+                     (set {instead} instead)"
+                ),
+                Some((_, since, None)) => {
+                    format!("{name} = {value} was removed in PostgreSQL {since}: left out")
+                }
+                None => format!("{name} = {value} is not a parameter of PostgreSQL {pg}: left out"),
+            });
+            false
+        });
+    }
+    (params, warnings)
+}
+
+/// A size in megabytes: a plain number is megabytes (wal_keep_size's unit).
+fn parse_megabytes(value: &str) -> Option<u64> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "mb" => Some(n),
+        "kb" => Some(n / 1024),
+        "gb" => Some(n * 1024),
+        "tb" => Some(n * 1024 * 1024),
+        _ => None,
+    }
 }
 
 /// Render `postgresql.conf`.
@@ -191,6 +375,114 @@ mod tests {
         let primary = postgresql_conf(&BTreeMap::new(), None, "\"node2\"");
         assert!(!primary.contains("primary_conninfo"));
         assert!(primary.contains("synchronous_standby_names = '\"node2\"'"));
+    }
+
+    fn pg15() -> ServerParameters {
+        ServerParameters {
+            major: 15,
+            names: [
+                "wal_keep_size",
+                "wal_level",
+                "work_mem",
+                "max_wal_size",
+                "port",
+            ]
+            .map(String::from)
+            .into(),
+        }
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn wal_keep_segments_becomes_wal_keep_size_on_13_and_later() {
+        let (out, warnings) = for_server(params(&[("wal_keep_segments", "100")]), &pg15());
+        assert_eq!(out, params(&[("wal_keep_size", "1600MB")]));
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("wal_keep_size = 1600MB"),
+            "{warnings:?}"
+        );
+        // An explicit wal_keep_size wins.
+        let (out, _) = for_server(
+            params(&[("wal_keep_segments", "100"), ("wal_keep_size", "256MB")]),
+            &pg15(),
+        );
+        assert_eq!(out, params(&[("wal_keep_size", "256MB")]));
+        // And the other way round before 13.
+        let pg12 = ServerParameters {
+            major: 12,
+            names: ["wal_keep_segments"].map(String::from).into(),
+        };
+        let (out, _) = for_server(params(&[("wal_keep_size", "1GB")]), &pg12);
+        assert_eq!(out, params(&[("wal_keep_segments", "64")]));
+    }
+
+    #[test]
+    fn unknown_and_retired_parameters_are_left_out_with_a_reason() {
+        let (out, warnings) = for_server(
+            params(&[
+                ("checkpoint_segments", "8"),
+                ("stats_temp_directory", "/tmp"),
+                ("no_such_thing", "1"),
+                ("work_mem", "4MB"),
+                ("pg_stat_statements.max", "100"),
+                ("zero_damaged_pages", "off"),
+                ("wal_level", "hot_standby"),
+            ]),
+            &pg15(),
+        );
+        assert_eq!(
+            out,
+            params(&[
+                ("pg_stat_statements.max", "100"),
+                ("wal_level", "replica"),
+                ("work_mem", "4MB"),
+                ("zero_damaged_pages", "off"),
+            ])
+        );
+        let all = warnings.join("\n");
+        assert!(
+            all.contains("checkpoint_segments = 8 was replaced by max_wal_size in PostgreSQL 10"),
+            "{all}"
+        );
+        assert!(
+            all.contains("stats_temp_directory = /tmp was removed in PostgreSQL 15"),
+            "{all}"
+        );
+        assert!(
+            all.contains("no_such_thing = 1 is not a parameter of PostgreSQL 15"),
+            "{all}"
+        );
+        // Without the server's list nothing is left out.
+        let (out, _) = for_server(
+            params(&[("no_such_thing", "1")]),
+            &ServerParameters {
+                major: 15,
+                names: BTreeSet::new(),
+            },
+        );
+        assert_eq!(out, params(&[("no_such_thing", "1")]));
+    }
+
+    #[test]
+    fn server_parameters_parse_describe_config_and_version() {
+        let s = ServerParameters::parse(
+            "archive_command\tsighup\tWAL\tSTRING\n\nWal_Keep_Size\tsighup\tx\n",
+            "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n",
+        )
+        .expect("parsed");
+        assert_eq!(s.major, 15);
+        assert!(s.knows("wal_keep_size") && s.knows("archive_command"));
+        assert_eq!(
+            ServerParameters::parse("", "postgres (PostgreSQL) 17beta1").map(|s| s.major),
+            Some(17)
+        );
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct Executor {
     pub watchdog: Arc<Mutex<WatchdogDevice>>,
     /// `restapi.authentication`, sent with `POST /failsafe` (peers protect it the same way).
     pub api_auth: Option<crate::config::Credentials>,
+    /// The lock store effects in flight, awaited before the agent stops on its own
+    /// ([`Executor::settle`]): a failed bootstrap's delete of `initialize` must reach etcd.
+    pub store_tasks: tokio_util::task::TaskTracker,
 }
 
 impl Executor {
@@ -109,10 +112,8 @@ impl Executor {
                 }
             }
             Effect::DisarmWatchdog { reason } => disarm_watchdog(&self.watchdog, &reason),
-            Effect::Shutdown { reason } => {
-                tracing::error!(%reason, "stopping the agent");
-                std::process::exit(1);
-            }
+            // The loop stops the agent, after `settle` (see `runtime::run`).
+            Effect::Shutdown { .. } => {}
             other @ (Effect::GrantLease { .. }
             | Effect::RenewLease { .. }
             | Effect::RevokeLease { .. }
@@ -120,6 +121,7 @@ impl Executor {
             | Effect::TouchMember { .. }
             | Effect::RaceInitialize
             | Effect::CancelInitialize
+            | Effect::ClearStaleInitialize { .. }
             | Effect::WriteInitialize { .. }
             | Effect::WriteInitialConfig
             | Effect::AcquireLeader { .. }
@@ -131,9 +133,18 @@ impl Executor {
             | Effect::ProbePeers { .. }
             | Effect::ProbeFailsafe { .. }
             | Effect::WriteFailsafe { .. }) => {
-                tokio::spawn(async move { this.run(other).await });
+                self.store_tasks.spawn(async move { this.run(other).await });
             }
         }
+    }
+
+    /// Waits up to `bound` for the lock store effects already dispatched; returns whether
+    /// all of them finished.
+    pub async fn settle(&self, bound: Duration) -> bool {
+        self.store_tasks.close();
+        tokio::time::timeout(bound, self.store_tasks.wait())
+            .await
+            .is_ok()
     }
 
     fn send(&self, input: Input) {
@@ -265,6 +276,22 @@ impl Executor {
             Effect::CancelInitialize => {
                 log_err("delete initialize", store.cancel_initialize().await)
             }
+            Effect::ClearStaleInitialize {
+                mod_revision,
+                orphaned_for,
+            } => match store.clear_initialize_at(mod_revision).await {
+                Ok(true) => tracing::warn!(
+                    mod_revision,
+                    orphaned_for = ?orphaned_for,
+                    "deleted the initialize key: it was empty with no leader and no member \
+                     bootstrapping (a bootstrap died half-way); the members race to bootstrap again"
+                ),
+                Ok(false) => tracing::info!(
+                    mod_revision,
+                    "the orphaned initialize key changed before it could be deleted; left as it is"
+                ),
+                Err(e) => tracing::warn!(error = %e, "deleting the orphaned initialize key failed"),
+            },
             Effect::WriteInitialize { sysid } => {
                 log_err("write initialize", store.write_initialize(&sysid).await)
             }

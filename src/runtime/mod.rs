@@ -53,6 +53,7 @@ pub fn node_settings(config: &Config) -> NodeSettings {
         tags: config.tags.raw.clone(),
         bootstrap_config: config.bootstrap.dcs.clone(),
         policy_params: config.policy.params.clone(),
+        custom_bootstrap_method: config.bootstrap.custom_method.clone(),
     }
 }
 
@@ -190,6 +191,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         policy,
         watchdog: watchdog.clone(),
         api_auth: config.restapi.authentication.clone(),
+        store_tasks: tokio_util::task::TaskTracker::new(),
     };
 
     tracing::info!(name = %config.name, scope = %config.scope, "pgwarden started");
@@ -225,9 +227,26 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
             history.record(&status);
         }
         let _ = status_tx.send(Arc::new(status));
+        let mut stop_reason = None;
         while let Some(effect) = node.poll_effect() {
             tracing::debug!(?effect, "effect");
+            if let crate::core::Effect::Shutdown { reason } = &effect {
+                stop_reason = Some(reason.clone());
+            }
             executor.dispatch(effect);
+        }
+        if let Some(reason) = stop_reason {
+            // Effects the core emitted before stopping (a failed bootstrap's delete of
+            // `initialize`) must reach etcd: wait for them, within retry_timeout.
+            let bound = Duration::from_secs(node.status().config.retry_timeout.clamp(1, 30).into());
+            if !executor.settle(bound).await {
+                tracing::warn!(
+                    ?bound,
+                    "lock store writes still running when the agent stops"
+                );
+            }
+            tracing::error!(%reason, "stopping the agent");
+            anyhow::bail!("stopped: {reason}");
         }
         let wake = node
             .poll_timeout()
@@ -249,17 +268,27 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down");
-    shutdown(&store, &node.status(), &config, &watchdog).await;
+    shutdown(
+        &store,
+        &node.status(),
+        &config,
+        &executor.identity,
+        &watchdog,
+    )
+    .await;
     Ok(())
 }
 
 /// Clean stop: a primary stops PostgreSQL before releasing the leader key, so no other
 /// member can be promoted while it still accepts writes; the watchdog is disarmed once
-/// PostgreSQL is down (Patroni's shutdown safepoint), and left counting if it is not.
+/// PostgreSQL is down (Patroni's shutdown safepoint), and left counting if it is not. The
+/// member key says `stopped` before the key is released, so tools (patronictl list) and
+/// peers never see a stopped member as running.
 async fn shutdown(
     store: &StoreSlot,
     status: &NodeStatus,
     config: &Config,
+    identity: &Identity,
     watchdog: &Mutex<WatchdogDevice>,
 ) {
     let pg = PgSettings::from_config(config);
@@ -276,12 +305,45 @@ async fn shutdown(
     let Some(store) = store.get() else {
         return; // never connected: the key, if any, is not ours to release
     };
+    // A stop must end even when etcd does not answer.
+    let bound = Duration::from_secs(status.config.retry_timeout.clamp(1, 30).into());
+    if let Some(lease) = status.lease {
+        // PostgreSQL is down (stopped above); the role stays what it was, as Patroni's does.
+        let stopped = NodeStatus {
+            pg: status
+                .pg
+                .clone()
+                .map(|pg| crate::core::view::PgObservation {
+                    server: None,
+                    postmaster_alive: false,
+                    ..pg
+                }),
+            pg_action: None,
+            ..status.clone()
+        };
+        let mut value = member::member_json(identity, &stopped);
+        value["role"] = serde_json::json!(status.role().as_str());
+        let value = value.to_string();
+        match tokio::time::timeout(bound, store.put_member(&config.name, value, lease)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "writing the member key's final state (stopped) failed")
+            }
+            Err(_) => tracing::warn!(
+                ?bound,
+                "writing the member key's final state (stopped) timed out"
+            ),
+        }
+    }
     if status.holds_leader_key {
-        if let Err(e) = store
-            .release_leader(&config.name, status.lease, status.leader_revision)
-            .await
-        {
-            tracing::warn!(error = %e, "releasing the leader key failed");
+        let release = store.release_leader(&config.name, status.lease, status.leader_revision);
+        match tokio::time::timeout(bound, release).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "releasing the leader key failed"),
+            Err(_) => tracing::warn!(
+                ?bound,
+                "releasing the leader key timed out; it expires with the lease"
+            ),
         }
     }
 }

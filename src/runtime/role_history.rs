@@ -149,6 +149,7 @@ mod tests {
             tags: Default::default(),
             bootstrap_config: DynamicConfig::default(),
             policy_params: Default::default(),
+            custom_bootstrap_method: None,
         };
         Node::new(settings, Instant(0)).status()
     }

@@ -228,6 +228,15 @@ impl MemStore {
         self.delete(&self.layout.key(keys::INITIALIZE));
     }
 
+    pub fn clear_initialize_at(&mut self, mod_revision: i64) -> bool {
+        match self.get(keys::INITIALIZE) {
+            Some(k) if k.mod_revision == mod_revision => {
+                self.delete(&self.layout.key(keys::INITIALIZE))
+            }
+            _ => false,
+        }
+    }
+
     pub fn write_initialize(&mut self, sysid: &str) {
         let _ = self.put(self.layout.key(keys::INITIALIZE), sysid.to_string(), 0);
     }

@@ -39,6 +39,9 @@ impl World {
             }
             Effect::RaceInitialize => Op::RaceInitialize,
             Effect::CancelInitialize => Op::CancelInitialize,
+            Effect::ClearStaleInitialize { mod_revision, .. } => {
+                Op::ClearStaleInitialize { mod_revision }
+            }
             Effect::WriteInitialize { sysid } => Op::WriteInitialize { sysid },
             Effect::WriteInitialConfig => Op::WriteConfig {
                 json: self.nodes[i]
@@ -203,6 +206,10 @@ impl World {
             }),
             Op::CancelInitialize => {
                 self.store.cancel_initialize();
+                None
+            }
+            Op::ClearStaleInitialize { mod_revision } => {
+                self.store.clear_initialize_at(*mod_revision);
                 None
             }
             Op::WriteInitialize { sysid } => {

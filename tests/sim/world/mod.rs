@@ -75,6 +75,9 @@ enum Op {
     },
     RaceInitialize,
     CancelInitialize,
+    ClearStaleInitialize {
+        mod_revision: i64,
+    },
     WriteInitialize {
         sysid: String,
     },
@@ -302,6 +305,7 @@ impl World {
                         tags: Default::default(),
                         bootstrap_config: config.clone(),
                         policy_params: Default::default(),
+                        custom_bootstrap_method: None,
                     },
                     name,
                     agent: None,

@@ -103,9 +103,47 @@ fn pg(in_recovery: bool, lsn: u64) -> PgObservation {
     }
 }
 
+thread_local! {
+    /// Every transition the scenarios made on this thread: (from, event, to, why code).
+    /// The state-machine table (`tests/sim/table.rs`) runs [`SCENARIOS`] and reads it.
+    static RECORDED: std::cell::RefCell<std::collections::BTreeSet<(&'static str, String, &'static str, &'static str)>> =
+        Default::default();
+}
+
+/// The node's transitions since the last look, also kept in [`RECORDED`].
+fn transitions(node: &mut Node) -> Vec<pgwarden::core::why::TransitionRecord> {
+    let made = node.take_transitions();
+    RECORDED.with(|r| {
+        r.borrow_mut().extend(
+            made.iter()
+                .map(|t| (t.from, t.event.clone(), t.to, t.why.code())),
+        );
+    });
+    made
+}
+
+/// Moves the node's transitions into [`RECORDED`].
+fn record(node: &mut Node) {
+    let made = node.take_transitions();
+    RECORDED.with(|r| {
+        r.borrow_mut().extend(
+            made.into_iter()
+                .map(|t| (t.from, t.event, t.to, t.why.code())),
+        );
+    });
+}
+
+/// The transitions recorded on this thread so far.
+#[allow(dead_code)] // read by the simulation binary, which includes this file
+pub fn recorded() -> std::collections::BTreeSet<(&'static str, String, &'static str, &'static str)>
+{
+    RECORDED.with(|r| r.borrow().clone())
+}
+
 /// Effects, with every policy call answered at once by the native default policy (the
 /// answers' own effects included).
 fn drain(node: &mut Node) -> Vec<Effect> {
+    record(node);
     let mut effects = Vec::new();
     while let Some(effect) = node.poll_effect() {
         match effect {
@@ -116,6 +154,7 @@ fn drain(node: &mut Node) -> Vec<Effect> {
             other => effects.push(other),
         }
     }
+    record(node);
     effects
 }
 
@@ -132,6 +171,7 @@ fn sync_write_seq(effects: &[Effect]) -> u64 {
 
 /// Effects as emitted, policy calls included and unanswered.
 fn drain_raw(node: &mut Node) -> Vec<Effect> {
+    record(node);
     std::iter::from_fn(|| node.poll_effect()).collect()
 }
 
@@ -252,14 +292,7 @@ fn healthiest_replica_races_when_the_leader_key_is_deleted() {
         },
     );
     let effects = drain(&mut node);
-    assert!(
-        effects.contains(&Effect::Pg(PgAction::Promote {
-            lease: LEASE,
-            leader_revision: 21,
-            sync_standbys: None,
-        })),
-        "{effects:?}"
-    );
+    assert!(promotes_with(&effects, LEASE, 21, None), "{effects:?}");
 }
 
 #[test]
@@ -900,14 +933,7 @@ fn synchronous_mode_claims_sync_before_promoting() {
     );
     node.handle_input(Instant(t), Input::SyncWritten { seq: 1, ok: true });
     let effects = drain(&mut node);
-    assert!(
-        effects.contains(&Effect::Pg(PgAction::Promote {
-            lease: LEASE,
-            leader_revision: 21,
-            sync_standbys: None,
-        })),
-        "{effects:?}"
-    );
+    assert!(promotes_with(&effects, LEASE, 21, None), "{effects:?}");
 }
 
 #[test]
@@ -1101,6 +1127,22 @@ fn replica_wins_the_key(mode: WatchdogMode) -> (Node, u64, Vec<Effect>) {
     (node, t, effects)
 }
 
+/// Whether `effects` promote under this fencing token (lease, leader key revision) with
+/// these `synchronous_standby_names`.
+fn promotes_with(
+    effects: &[Effect],
+    lease: LeaseId,
+    leader_revision: i64,
+    sync: Option<pgwarden::core::sync::StandbyNames>,
+) -> bool {
+    effects.iter().any(|e| {
+        matches!(e, Effect::Pg(PgAction::Promote { permit, sync_standbys })
+            if permit.lease() == lease
+                && permit.leader_revision() == leader_revision
+                && *sync_standbys == sync)
+    })
+}
+
 fn promotes(effects: &[Effect]) -> bool {
     effects
         .iter()
@@ -1131,14 +1173,7 @@ fn the_watchdog_is_armed_before_promotion_and_promotion_waits_for_it() {
         })),
     );
     let effects = drain(&mut node);
-    assert!(
-        effects.contains(&Effect::Pg(PgAction::Promote {
-            lease: LEASE,
-            leader_revision: 21,
-            sync_standbys: None,
-        })),
-        "{effects:?}"
-    );
+    assert!(promotes_with(&effects, LEASE, 21, None), "{effects:?}");
     let status = node.status().watchdog;
     assert_eq!(status.state.name(), "armed");
     assert_eq!(status.timeout_secs, Some(3));
@@ -1237,7 +1272,12 @@ fn a_required_device_with_a_longer_timeout_than_asked_is_refused_and_closed() {
 
 /// A promoted leader with an armed watchdog, PostgreSQL primary, key visible.
 fn armed_leader() -> (Node, u64) {
-    let (mut node, t, _) = replica_wins_the_key(WatchdogMode::Automatic);
+    armed_leader_with(WatchdogMode::Automatic)
+}
+
+/// [`armed_leader`] with the watchdog in `mode`.
+fn armed_leader_with(mode: WatchdogMode) -> (Node, u64) {
+    let (mut node, t, _) = replica_wins_the_key(mode);
     node.handle_input(
         Instant(t + 5),
         Input::WatchdogArmed(Ok(ArmReport {
@@ -3256,4 +3296,320 @@ fn reinitialize_refuses_a_data_directory_of_another_cluster() {
     assert!(!drain(&mut node)
         .iter()
         .any(|e| matches!(e, Effect::Pg(PgAction::Reinitialize { .. }))));
+}
+
+/// A replica whose leader key vanished, now a candidate that probed its peers and asked the
+/// policy; returns the election call, unanswered.
+fn candidate_asking() -> (Node, u64, pgwarden::core::PolicyCall) {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    leader_key_deleted(&mut node, t, 1000, 1000);
+    assert_eq!(node.state(), "candidate");
+    node.handle_input(Instant(t), Input::PeersProbed(Vec::new()));
+    let call = drain_raw(&mut node)
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::ConsultPolicy(call)
+                if call.purpose == pgwarden::core::ConsultPurpose::Election =>
+            {
+                Some(*call)
+            }
+            _ => None,
+        })
+        .expect("the election call");
+    (node, t, call)
+}
+
+/// A policy that never answers the election does not keep the node a candidate: after
+/// `ttl` the race is abandoned, and the same cycle, seeing the key still free, starts a new
+/// election (peers probed again, the policy asked again).
+#[test]
+fn an_election_the_policy_does_not_answer_is_abandoned_after_ttl() {
+    let (mut node, t, _call) = candidate_asking();
+    let mut made = Vec::new();
+    for at in [t + 3_000, t + 6_100] {
+        // The lease is renewed meanwhile: only the unanswered call ends the race.
+        node.handle_input(
+            Instant(at),
+            Input::LeaseRenewed {
+                lease: LEASE,
+                sent_at: Instant(at),
+            },
+        );
+        node.handle_input(Instant(at), Input::Tick);
+        drain(&mut node);
+        // The runtime answers the probes the node asks for.
+        for _ in 0..2 {
+            node.handle_input(Instant(at), Input::PostgresProbed(pg(true, 1000)));
+            made.extend(transitions(&mut node).into_iter().map(|t| (at, t)));
+            drain(&mut node);
+        }
+    }
+    let codes: Vec<(u64, &str, &str)> = made
+        .iter()
+        .map(|(at, t)| (*at, t.to, t.why.code()))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            (t + 6_100, "replica", "policy-did-not-answer"),
+            (t + 6_100, "candidate", "leader-key-free"),
+        ]
+    );
+}
+
+/// The lease expires while the policy decides: the race is abandoned at once (a candidate
+/// without a lease is past its deadline), and the policy's late "race" answer acquires
+/// nothing.
+#[test]
+fn a_lease_lost_while_the_policy_decides_ends_the_race() {
+    let (mut node, t, call) = candidate_asking();
+    node.handle_input(
+        Instant(t + 10),
+        Input::LeaseRenewFailed {
+            lease: LEASE,
+            expired: true,
+            error: "lease not found".into(),
+        },
+    );
+    drain_raw(&mut node);
+    node.handle_input(
+        Instant(t + 20),
+        Input::PolicyDecided(decide_with_default(&call)),
+    );
+    let effects = drain(&mut node);
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::AcquireLeader { .. })),
+        "{effects:?}"
+    );
+    assert_eq!(node.state(), "replica");
+    assert!(
+        node.status().last_transition.contains("race abandoned"),
+        "{}",
+        node.status().last_transition
+    );
+}
+
+/// A promotion PostgreSQL refuses: the key is released at once, so a healthy member can
+/// take it, and the node is a replica again.
+#[test]
+fn a_failed_promotion_releases_the_key() {
+    let (mut node, t, effects) = replica_wins_the_key(WatchdogMode::Off);
+    let promote = effects
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Pg(a @ PgAction::Promote { .. }) => Some(a),
+            _ => None,
+        })
+        .expect("promote");
+    node.handle_input(
+        Instant(t + 10),
+        Input::PgActionFinished {
+            action: promote,
+            outcome: PgActionOutcome::Failed {
+                error: "pg_ctl promote: server did not promote in time".into(),
+            },
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ReleaseLeader { .. })),
+        "{effects:?}"
+    );
+    assert_eq!(node.state(), "replica");
+    assert!(!node.status().holds_leader_key);
+}
+
+/// A clean stop that fails (here one a policy asked for) leaves PostgreSQL running as the
+/// primary: the key is kept (it is released only once PostgreSQL is down), and the next
+/// cycle finds a running primary holding the key and leads again.
+#[test]
+fn a_primary_whose_clean_stop_fails_keeps_its_key_and_leads_again() {
+    let mut node = primary();
+    node.handle_input(Instant(600), Input::Tick);
+    let demote = pgwarden_policy::Decision {
+        race: pgwarden_policy::Race::Race,
+        preference: Vec::new(),
+        fence: pgwarden_policy::Fence::Demote("maintenance window".into()),
+        sync_standbys: None,
+    };
+    node.handle_input(Instant(600), Input::PostgresProbed(pg(false, 2000)));
+    answer_all(&mut node, &demote);
+    assert_eq!(node.state(), "demoting");
+    node.handle_input(
+        Instant(700),
+        Input::PgActionFinished {
+            action: PgAction::Demote {
+                mode: DemoteMode::Graceful,
+            },
+            outcome: PgActionOutcome::Failed {
+                error: "pg_ctl stop: timed out".into(),
+            },
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ReleaseLeader { .. })),
+        "PostgreSQL may still run: the key stays: {effects:?}"
+    );
+    assert_eq!(node.state(), "starting");
+    assert!(node.status().holds_leader_key);
+    // The runtime answers the probes the node asks for; PostgreSQL still runs as primary.
+    for at in [800, 900] {
+        node.handle_input(Instant(at), Input::PostgresProbed(pg(false, 2000)));
+        drain(&mut node);
+    }
+    assert_eq!(node.state(), "primary");
+    assert!(node
+        .status()
+        .last_transition
+        .contains("holding the leader key"));
+}
+
+/// A primary whose `required` watchdog must be armed again (the ttl changed) and cannot
+/// be: it stops PostgreSQL rather than lead unprotected.
+#[test]
+fn a_required_watchdog_that_cannot_be_armed_again_demotes_the_primary() {
+    let (mut node, t) = armed_leader_with(WatchdogMode::Required);
+    let mut v = view(Some((ME, LEASE.0)), 1000, 30);
+    v.leader.as_mut().expect("leader").create_revision = 21;
+    v.config = Some(Versioned {
+        value: DynamicConfig {
+            ttl: 8,
+            loop_wait: 1,
+            retry_timeout: 2,
+            ..DynamicConfig::default()
+        },
+        mod_revision: 30,
+    });
+    node.handle_input(Instant(t + 10), Input::ClusterChanged(Box::new(v)));
+    drain(&mut node);
+    node.handle_input(Instant(t + 10), Input::PostgresProbed(pg(false, 1000)));
+    let effects = drain(&mut node);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ArmWatchdog { timeout_secs: 4 })),
+        "armed again for the new ttl: {effects:?}"
+    );
+    node.handle_input(
+        Instant(t + 20),
+        Input::WatchdogArmed(Err("/dev/watchdog: no such device".into())),
+    );
+    let effects = drain(&mut node);
+    let effects = if node.state() == "primary" {
+        node.handle_input(Instant(t + 30), Input::PostgresProbed(pg(false, 1000)));
+        drain(&mut node)
+    } else {
+        effects
+    };
+    assert!(
+        effects.contains(&Effect::Pg(PgAction::Demote {
+            mode: DemoteMode::Immediate
+        })),
+        "{effects:?}"
+    );
+    assert_eq!(node.state(), "demoting");
+    assert!(node
+        .status()
+        .last_transition
+        .contains("watchdog required but unusable"));
+}
+
+/// Every scenario above, for the state-machine table (`tests/sim/table.rs`), which runs
+/// them all and reads the transitions they made.
+#[allow(dead_code)] // read by the simulation binary, which includes this file
+pub const SCENARIOS: &[fn()] = &[
+    an_election_the_policy_does_not_answer_is_abandoned_after_ttl,
+    a_lease_lost_while_the_policy_decides_ends_the_race,
+    a_failed_promotion_releases_the_key,
+    a_primary_whose_clean_stop_fails_keeps_its_key_and_leads_again,
+    a_required_watchdog_that_cannot_be_armed_again_demotes_the_primary,
+    healthiest_replica_races_when_the_leader_key_is_deleted,
+    a_more_advanced_peer_wins_the_race,
+    replica_lagging_beyond_maximum_lag_on_failover_does_not_race,
+    nofailover_never_races,
+    synchronous_mode_only_lets_sync_members_race,
+    a_custom_bootstrap_method_never_bootstraps,
+    an_orphaned_initialize_key_is_cleared_after_ttl,
+    primary_demotes_when_its_lease_cannot_be_renewed_before_the_deadline,
+    a_clean_offline_stop_releases_the_key_and_never_restarts_as_primary_meanwhile,
+    primary_demotes_at_once_when_the_lease_is_lost,
+    primary_demotes_when_another_member_holds_the_key,
+    renewals_move_the_deadline_forward,
+    a_runtime_config_that_breaks_the_lease_budget_is_rejected_and_the_last_good_one_kept,
+    a_restarted_agent_takes_its_own_leader_key_back_onto_its_new_lease,
+    a_former_primary_rejoins_with_pg_rewind_or_a_fresh_clone,
+    a_running_primary_that_may_not_lead_is_demoted,
+    synchronous_mode_claims_sync_before_promoting,
+    a_lost_sync_claim_postpones_the_promotion,
+    a_ttl_change_rotates_a_replicas_lease,
+    a_ttl_change_moves_the_leader_key_onto_the_new_lease_without_demoting,
+    the_watchdog_is_armed_before_promotion_and_promotion_waits_for_it,
+    a_required_watchdog_that_fails_to_arm_releases_the_key_and_never_promotes,
+    an_automatic_watchdog_that_fails_to_arm_still_promotes_and_says_so,
+    a_required_device_with_a_longer_timeout_than_asked_is_refused_and_closed,
+    the_watchdog_is_fed_only_after_a_successful_renewal,
+    the_watchdog_is_disarmed_once_a_demoted_primary_has_stopped,
+    a_node_whose_watchdog_is_required_but_missing_never_races,
+    a_watchdog_timeout_below_loop_wait_makes_required_unusable_and_automatic_lead_without_it,
+    the_gate_refuses_a_policy_that_races_while_another_member_leads,
+    the_gate_refuses_an_election_answer_once_the_node_lags,
+    a_policy_that_waits_postpones_the_race_and_is_asked_again,
+    a_policy_may_demote_the_primary_early_and_the_key_is_released_only_after_the_stop,
+    a_switchover_to_a_ready_standby_stops_the_leader_cleanly_before_the_key_is_released,
+    a_switchover_the_policy_declines_is_cleared_with_the_reason,
+    the_leader_clears_requests_that_are_done_stale_or_scheduled,
+    an_operators_failover_waives_the_sync_rule_for_its_candidate_only,
+    a_policy_may_choose_which_sync_standbys_but_not_fewer_than_could_be_had,
+    quorum_mode_races_only_with_enough_votes_whatever_the_policy_says,
+    quorum_mode_lets_a_non_voter_win_with_quorum_plus_one_votes,
+    strict_mode_promotes_with_synchronous_standby_names_already_set,
+    a_primary_configures_its_standby_on_the_first_cycle_and_looks_again_soon,
+    strict_mode_with_no_standby_keeps_a_placeholder_and_never_clears_it,
+    a_sync_standby_that_stops_replying_is_dropped_before_its_connection_times_out,
+    a_primary_whose_postmaster_accepts_no_connection_is_killed_before_the_key_is_released,
+    a_primary_that_answers_again_is_left_alone,
+    a_replica_keeps_its_upstream_while_the_leader_key_blinks,
+    an_agent_restarted_without_the_store_stops_the_primary_it_finds,
+    an_agent_restarted_beside_a_frozen_primary_kills_it_after_the_timeout,
+    a_standby_that_is_slow_to_start_is_left_alone,
+    a_promotion_still_running_at_the_deadline_is_followed_by_a_kill,
+    a_failsafe_primary_outlives_its_lease_while_every_member_confirms,
+    one_refusal_or_one_silent_member_demotes_the_failsafe_primary_at_once,
+    the_watchdog_is_fed_after_a_confirmed_round_within_the_ttl,
+    the_leader_records_every_member_in_failsafe,
+    a_replica_that_accepted_a_heartbeat_does_not_race_for_ttl,
+    a_member_missing_from_failsafe_does_not_race,
+    a_racing_member_refuses_heartbeats_and_a_restarted_one_waits_a_ttl,
+    a_failsafe_primary_whose_lease_expired_in_the_outage_takes_its_key_back,
+    the_watchdog_is_not_armed_for_a_promotion_when_the_last_renewal_is_too_old,
+    a_quorum_vote_read_before_the_key_vanished_does_not_count,
+    a_primary_that_answers_with_errors_is_not_killed,
+    a_failed_start_is_retried_at_the_next_cycle_not_at_once,
+    a_failed_rewind_is_tried_again_instead_of_starting_the_diverged_data,
+    an_offline_stop_of_a_frozen_postmaster_is_turned_into_a_kill,
+    reinitialize_wipes_and_reclones_a_replica_from_the_leader,
+    reinitialize_is_refused_on_the_leader_and_without_one,
+    a_failed_reinitialize_is_cloned_again_at_a_later_cycle,
+    reinitialize_refuses_a_data_directory_of_another_cluster,
+];
+
+/// A scenario missing from [`SCENARIOS`] would be missing from the table too.
+#[test]
+fn every_scenario_is_listed_for_the_state_machine_table() {
+    let tests = include_str!("core_scenarios.rs")
+        .lines()
+        .filter(|l| l.trim() == "#[test]")
+        .count();
+    assert_eq!(
+        SCENARIOS.len() + 1,
+        tests,
+        "add the new scenario to SCENARIOS"
+    );
 }

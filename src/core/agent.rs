@@ -17,13 +17,16 @@ use super::time::Instant;
 use super::types::{LeaseId, Lsn, Timeline};
 use super::view::{ClusterView, PeerReport, PgObservation, ReplicationPeer, ServerObservation};
 use super::watchdog::{Watchdog, WatchdogState};
+use super::why::{TransitionRecord, Why};
 use crate::config::{DynamicConfig, SynchronousMode};
 
-/// Effects queued for the runtime, and the reason of the transition being made.
+/// Effects queued for the runtime, the reason of the transition being made, and the
+/// transitions made since the runtime last took them.
 #[derive(Debug, Default)]
 pub struct Outbox {
     effects: VecDeque<Effect>,
-    reason: Option<String>,
+    why: Option<Why>,
+    transitions: Vec<TransitionRecord>,
 }
 
 impl Outbox {
@@ -32,19 +35,46 @@ impl Outbox {
         self.effects.push_back(effect);
     }
 
-    /// Say why the transition being returned happens.
-    pub fn reason(&mut self, why: impl Into<String>) {
-        self.reason = Some(why.into());
+    /// Say why the transition being returned happens (`Agent::go`).
+    pub fn explain(&mut self, why: Why) {
+        debug_assert!(self.why.is_none(), "two reasons for one transition");
+        self.why = Some(why);
     }
 
     /// Take the reason for the transition hook.
-    pub fn take_reason(&mut self) -> String {
-        self.reason.take().unwrap_or_else(|| "unspecified".into())
+    pub fn take_why(&mut self) -> Option<Why> {
+        self.why.take()
+    }
+
+    /// Record a transition made.
+    pub fn record(&mut self, transition: TransitionRecord) {
+        self.transitions.push(transition);
+    }
+
+    /// The transitions recorded since `from` (an earlier [`Outbox::transition_count`]).
+    pub fn transitions_since(&mut self, from: usize) -> &mut [TransitionRecord] {
+        &mut self.transitions[from..]
+    }
+
+    /// How many transitions are recorded.
+    pub fn transition_count(&self) -> usize {
+        self.transitions.len()
+    }
+
+    /// Take the recorded transitions.
+    pub fn take_transitions(&mut self) -> Vec<TransitionRecord> {
+        std::mem::take(&mut self.transitions)
     }
 
     /// Next effect for the runtime.
     pub fn pop(&mut self) -> Option<Effect> {
         self.effects.pop_front()
+    }
+}
+
+impl consult::StandbyLiveness for Agent {
+    fn is_live(&self, rows: &[ReplicationPeer], name: &str) -> bool {
+        self.standby_is_live(rows, name)
     }
 }
 
@@ -157,12 +187,9 @@ pub struct Agent {
     pub consult_seq: u64,
     /// The election call waiting for its answer, and when it was asked.
     pub pending_election: Option<(u64, Instant)>,
-    /// The last leader as last seen (its member key expires with it).
-    pub last_leader: Option<pgwarden_policy::Member>,
-    /// Since when the leader key has been free.
-    pub leaderless_since: Option<Instant>,
-    /// The first view revision that showed the leader key free (quorum votes must be newer).
-    pub leaderless_since_revision: Option<i64>,
+    /// The leader as last seen, and since when (and which view revision) the key has been
+    /// free (quorum votes must be newer than that revision).
+    pub leader_memory: consult::LeaderMemory,
     /// See `NodeStatus::probe_revision`.
     pub probe_revision: Option<i64>,
     /// The policy's last promotion preference order.
@@ -243,9 +270,7 @@ impl Agent {
             dcs_error: None,
             consult_seq: 0,
             pending_election: None,
-            last_leader: None,
-            leaderless_since: None,
-            leaderless_since_revision: None,
+            leader_memory: Default::default(),
             probe_revision: None,
             last_preference: Vec::new(),
             policy_sync: None,
@@ -676,11 +701,39 @@ impl Agent {
             .collect()
     }
 
+    /// The facts a policy's view and events are made of.
+    pub fn policy_facts(&self) -> consult::PolicyFacts<'_> {
+        let held = self.holds_leader_key();
+        consult::PolicyFacts {
+            me: &self.settings.name,
+            now: self.now,
+            view: self.view.as_ref(),
+            pg: self.pg.as_ref(),
+            config: &self.config,
+            local_params: &self.settings.policy_params,
+            tags: &self.settings.tags,
+            failover_priority: self.my_failover_priority(),
+            holds_leader_key: held,
+            dcs_error: self.dcs_error.as_deref(),
+            time_left_ms: held
+                .then(|| {
+                    self.lease
+                        .demotion_deadline(self.settings.demotion_margin)
+                        .map(|deadline| deadline.0.saturating_sub(self.now.0))
+                })
+                .flatten(),
+            last_leader: self.leader_memory.last_leader.as_ref(),
+            leaderless_since: self.leader_memory.leaderless_since,
+            peers: self.peers.as_deref(),
+            live_standbys: self,
+        }
+    }
+
     /// Queue a policy call; the answer comes back as `Input::PolicyDecided`.
     pub fn consult(&mut self, purpose: ConsultPurpose, event: pgwarden_policy::Event) -> u64 {
         self.consult_seq += 1;
         let seq = self.consult_seq;
-        let view = consult::policy_view(self, purpose == ConsultPurpose::Election);
+        let view = consult::policy_view(&self.policy_facts(), purpose == ConsultPurpose::Election);
         // The end-of-cycle call (after a fresh probe of PostgreSQL) is the one whose answer
         // may decline a switchover; earlier answers may only accept it.
         let end_of_cycle = event == pgwarden_policy::Event::Tick;
@@ -809,7 +862,7 @@ impl Agent {
     /// the key free is newer than every such commit (the old primary stopped before its
     /// lease, and so the key, could go).
     pub fn peer_positions(&self) -> Vec<(String, Lsn)> {
-        let since = self.leaderless_since_revision;
+        let since = self.leader_memory.leaderless_since_revision;
         self.peers
             .iter()
             .flatten()
@@ -967,10 +1020,15 @@ impl Agent {
     }
 
     /// The invariant gate for promotion; `Err` names the rule.
-    pub fn check_promotion_allowed(&self) -> Result<(), String> {
+    pub fn check_promotion_allowed(&self) -> Result<safety::PromotionPermit, String> {
+        let key = if self.holds_leader_key() {
+            self.lease.id.zip(self.my_leader_revision())
+        } else {
+            None
+        };
         safety::check_promotion(&safety::PromotionFacts {
             me: &self.settings.name,
-            holds_leader_key: self.holds_leader_key(),
+            key,
             lease_allows_primary: self.lease_allows_primary(),
             my_timeline: self.pg.as_ref().and_then(|p| p.timeline()),
             cluster_timeline: self.view.as_ref().and_then(|v| v.timeline()),
@@ -1038,7 +1096,15 @@ impl Agent {
     /// The promotion action: in strict mode it carries the `synchronous_standby_names` to
     /// put in effect first (the other members that may be synchronous), so the new primary
     /// never acknowledges a commit without a synchronous copy.
-    pub fn promote_action(&self, lease: LeaseId, leader_revision: i64) -> PgAction {
+    pub fn promote_action(&self, permit: safety::PromotionPermit) -> PgAction {
+        PgAction::Promote {
+            permit,
+            sync_standbys: self.promotion_sync_standbys(),
+        }
+    }
+
+    /// Strict synchronous mode: `synchronous_standby_names` a promotion puts in effect first.
+    fn promotion_sync_standbys(&self) -> Option<StandbyNames> {
         let others: Vec<String> = self
             .view
             .as_ref()
@@ -1050,11 +1116,7 @@ impl Agent {
                     .collect()
             })
             .unwrap_or_default();
-        PgAction::Promote {
-            lease,
-            leader_revision,
-            sync_standbys: self.sync_plan().and_then(|p| p.before_promotion(&others)),
-        }
+        self.sync_plan().and_then(|p| p.before_promotion(&others))
     }
 
     /// Starting PostgreSQL as the primary again (it was down while we hold the key): with the
@@ -1070,10 +1132,7 @@ impl Agent {
             .map(|s| s.value.sync_standby.clone())
             .unwrap_or_default();
         let sync_standbys = if recorded.is_empty() {
-            match self.promote_action(LeaseId(0), 0) {
-                PgAction::Promote { sync_standbys, .. } => sync_standbys,
-                _ => None,
-            }
+            self.promotion_sync_standbys()
         } else {
             Some(StandbyNames::all_of(recorded))
         };
@@ -1165,8 +1224,11 @@ impl Agent {
         let view = self.view.as_ref()?;
         let chosen = match &self.policy_sync {
             Some(chosen) => chosen.clone(),
-            None => pgwarden_policy_default::sync_standbys(&consult::policy_view(self, false))
-                .unwrap_or_default(),
+            None => pgwarden_policy_default::sync_standbys(&consult::policy_view(
+                &self.policy_facts(),
+                false,
+            ))
+            .unwrap_or_default(),
         };
         // Only standbys PostgreSQL sees streaming and replying may be chosen (the gate
         // checked a policy's choice against the same rows, but a standby may have fallen

@@ -6,47 +6,52 @@ use std::collections::BTreeSet;
 
 use pgwarden_policy as contract;
 
-use super::agent::Agent;
+use super::time::Instant;
 use super::view::{ClusterView, MemberInfo, PeerReport, PgObservation};
-use crate::config::SynchronousMode;
+use crate::config::{DynamicConfig, SynchronousMode};
 
-/// Why the core asks: an election decides whether to race; routine calls carry every other
-/// event (their race answers are only checked by the gate, their fence and synchronous
-/// standby answers are applied).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum ConsultPurpose {
-    /// The leader key is free and the peers were probed.
-    Election,
-    /// Any other event.
-    Routine,
+/// The agent's facts a policy's view and events are made of, borrowed: the core hands
+/// these over, not the agent, so this module depends on facts only.
+pub struct PolicyFacts<'a> {
+    /// This member's name.
+    pub me: &'a str,
+    /// Time of the input being handled.
+    pub now: Instant,
+    /// Latest lock store content.
+    pub view: Option<&'a ClusterView>,
+    /// Latest PostgreSQL probe.
+    pub pg: Option<&'a PgObservation>,
+    /// Effective dynamic configuration.
+    pub config: &'a DynamicConfig,
+    /// Local `policy.params`.
+    pub local_params: &'a std::collections::BTreeMap<String, String>,
+    /// Configured tags.
+    pub tags: &'a serde_json::Map<String, serde_json::Value>,
+    /// This member's failover priority.
+    pub failover_priority: i64,
+    /// Whether the leader key is ours (on our lease).
+    pub holds_leader_key: bool,
+    /// Why the lock store is unreachable, when it is.
+    pub dcs_error: Option<&'a str>,
+    /// Time left before the demotion deadline, while we hold the key.
+    pub time_left_ms: Option<u64>,
+    /// The leader as last seen.
+    pub last_leader: Option<&'a contract::Member>,
+    /// Since when the leader key has been free.
+    pub leaderless_since: Option<Instant>,
+    /// The last peer probe's answers.
+    pub peers: Option<&'a [PeerReport]>,
+    /// Which standbys reply (see `replies`): only they count as streaming.
+    pub live_standbys: &'a dyn StandbyLiveness,
 }
 
-/// One policy call for the runtime to make; it answers with `Input::PolicyDecided`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PolicyCall {
-    /// Matches the answer to the question.
-    pub seq: u64,
-    /// Why the core asks.
-    pub purpose: ConsultPurpose,
-    /// What happened.
-    pub event: contract::Event,
-    /// Everything the policy may look at.
-    pub view: contract::ClusterView,
+/// Whether a standby's replies are live, judged by whoever keeps the reply clocks.
+pub trait StandbyLiveness {
+    /// Whether every connection named `name` in `rows` (`pg_stat_replication`) replies.
+    fn is_live(&self, rows: &[super::view::ReplicationPeer], name: &str) -> bool;
 }
 
-/// The policy's answer, as the runtime reports it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PolicyAnswer {
-    /// The call's `seq`.
-    pub seq: u64,
-    /// What was decided.
-    pub decision: contract::Decision,
-    /// Set when the configured policy failed and the embedded default decided instead.
-    pub fallback: Option<String>,
-    /// What the policy logged at warn or error level while deciding (its reasons for a
-    /// refusal the decision itself cannot carry, such as a declined switchover).
-    pub warnings: Vec<String>,
-}
+pub use super::protocol::{ConsultPurpose, PolicyAnswer, PolicyCall};
 
 /// The facts events are derived from, as of the last time the core looked.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -64,7 +69,7 @@ pub struct EventBaseline {
 impl EventBaseline {
     /// Compare the agent's facts with the baseline, return what changed as events, and move
     /// the baseline forward.
-    pub fn advance(&mut self, agent: &Agent) -> Vec<contract::Event> {
+    pub fn advance(&mut self, agent: &PolicyFacts<'_>) -> Vec<contract::Event> {
         let mut events = Vec::new();
         let now = EventBaseline::observe(agent);
         if now.store_reachable != self.store_reachable {
@@ -74,8 +79,8 @@ impl EventBaseline {
                 contract::Event::StoreUnreachable(
                     agent
                         .dcs_error
-                        .clone()
-                        .unwrap_or_else(|| "lock store unreachable".into()),
+                        .unwrap_or("lock store unreachable")
+                        .to_string(),
                 )
             });
         }
@@ -125,10 +130,10 @@ impl EventBaseline {
         events
     }
 
-    fn observe(agent: &Agent) -> EventBaseline {
-        let Some(view) = agent.view.as_ref() else {
+    fn observe(agent: &PolicyFacts<'_>) -> EventBaseline {
+        let Some(view) = agent.view else {
             return EventBaseline {
-                postgres_up: agent.pg.as_ref().map(PgObservation::is_running),
+                postgres_up: agent.pg.map(PgObservation::is_running),
                 store_reachable: agent.dcs_error.is_none(),
                 ..EventBaseline::default()
             };
@@ -142,7 +147,7 @@ impl EventBaseline {
             .collect();
         EventBaseline {
             leader: view.leader_name().map(str::to_owned),
-            held_leader_key: agent.holds_leader_key(),
+            held_leader_key: agent.holds_leader_key,
             members: view.members.keys().cloned().collect(),
             sync_standbys: view
                 .sync
@@ -150,7 +155,7 @@ impl EventBaseline {
                 .map(|s| s.value.sync_standby.clone())
                 .unwrap_or_default(),
             lagging,
-            postgres_up: agent.pg.as_ref().map(PgObservation::is_running),
+            postgres_up: agent.pg.map(PgObservation::is_running),
             store_reachable: agent.dcs_error.is_none(),
             failover: pending_switchover(view),
         }
@@ -278,7 +283,7 @@ fn apply_report(member: &mut contract::Member, report: &PeerReport) {
     };
 }
 
-fn synchronous_mode(agent: &Agent) -> contract::SynchronousMode {
+fn synchronous_mode(agent: &PolicyFacts<'_>) -> contract::SynchronousMode {
     match (
         agent.config.synchronous_mode,
         agent.config.synchronous_mode_strict,
@@ -293,14 +298,13 @@ fn synchronous_mode(agent: &Agent) -> contract::SynchronousMode {
 /// The local `policy.params`, overridden by those of `/config`. In quorum mode the host
 /// adds `/sync.quorum` as [`contract::SYNC_QUORUM_PARAM`]: contract 0.1.0 has no field for
 /// it, and a policy cannot count votes without it.
-fn policy_params(agent: &Agent) -> Vec<(String, String)> {
-    let mut params = agent.settings.policy_params.clone();
+fn policy_params(agent: &PolicyFacts<'_>) -> Vec<(String, String)> {
+    let mut params = agent.local_params.clone();
     if let Some(cluster) = agent.config.policy.as_ref() {
         params.extend(cluster.params.clone());
     }
     let quorum = agent
         .view
-        .as_ref()
         .and_then(|v| v.sync.as_ref())
         .map(|s| s.value.quorum);
     if let Some(quorum) =
@@ -313,16 +317,15 @@ fn policy_params(agent: &Agent) -> Vec<(String, String)> {
 
 /// The view a policy gets, built from the agent's facts. `peers`: include the reports of the
 /// last peer probe (elections only: they are stale otherwise).
-pub fn policy_view(agent: &Agent, with_peers: bool) -> contract::ClusterView {
-    let me = agent.settings.name.clone();
+pub fn policy_view(agent: &PolicyFacts<'_>, with_peers: bool) -> contract::ClusterView {
+    let me = agent.me.to_string();
     let empty = ClusterView::default();
-    let view = agent.view.as_ref().unwrap_or(&empty);
+    let view = agent.view.unwrap_or(&empty);
     let optime = view.optime.map(|l| l.0);
     let leading_server = agent
         .pg
-        .as_ref()
         .and_then(|p| p.server.as_ref())
-        .filter(|s| !s.in_recovery && agent.holds_leader_key());
+        .filter(|s| !s.in_recovery && agent.holds_leader_key);
     let mut members: Vec<contract::Member> = view
         .members
         .values()
@@ -339,13 +342,12 @@ pub fn policy_view(agent: &Agent, with_peers: bool) -> contract::ClusterView {
             replayed_lsn: None,
             lag_bytes: None,
             tags: agent
-                .settings
                 .tags
                 .iter()
                 .map(|(k, v)| (k.clone(), tag_text(v)))
                 .collect(),
             is_sync: false,
-            failover_priority: agent.my_failover_priority(),
+            failover_priority: agent.failover_priority,
             heartbeat_age_ms: None,
             reachable: None,
         });
@@ -353,8 +355,8 @@ pub fn policy_view(agent: &Agent, with_peers: bool) -> contract::ClusterView {
     }
     for member in &mut members {
         if member.name == me {
-            member.failover_priority = agent.my_failover_priority();
-            if let Some(pg) = agent.pg.as_ref() {
+            member.failover_priority = agent.failover_priority;
+            if let Some(pg) = agent.pg {
                 apply_local(member, pg, optime);
             }
             continue;
@@ -367,8 +369,10 @@ pub fn policy_view(agent: &Agent, with_peers: bool) -> contract::ClusterView {
                 .find(|r| r.application_name == member.name);
             // A standby that stopped replying is not counted as streaming: it may not be
             // made synchronous (see `core::replies`).
-            member.streaming =
-                row.is_some() && agent.standby_is_live(&server.replication, &member.name);
+            member.streaming = row.is_some()
+                && agent
+                    .live_standbys
+                    .is_live(&server.replication, &member.name);
             if let Some(row) = row {
                 member.received_lsn = row.flush_lsn.map(|l| l.0);
                 member.replayed_lsn = row.replay_lsn.map(|l| l.0);
@@ -378,24 +382,16 @@ pub fn policy_view(agent: &Agent, with_peers: bool) -> contract::ClusterView {
         if with_peers {
             if let Some(report) = agent
                 .peers
-                .as_deref()
                 .and_then(|peers| peers.iter().find(|p| p.name == member.name))
             {
                 apply_report(member, report);
             }
         }
     }
-    let held = agent.holds_leader_key();
-    let time_left_ms = held
-        .then(|| {
-            agent
-                .lease
-                .demotion_deadline(agent.settings.demotion_margin)
-                .map(|deadline| deadline.0.saturating_sub(agent.now.0))
-        })
-        .flatten();
+    let held = agent.holds_leader_key;
+    let time_left_ms = agent.time_left_ms.filter(|_| held);
     let sync = view.sync.as_ref().map(|s| &s.value);
-    let config = &agent.config;
+    let config = agent.config;
     contract::ClusterView {
         now_ms: agent.now.0,
         me,
@@ -405,7 +401,7 @@ pub fn policy_view(agent: &Agent, with_peers: bool) -> contract::ClusterView {
             mine: held,
             time_left_ms,
         },
-        last_leader: agent.last_leader.clone(),
+        last_leader: agent.last_leader.cloned(),
         leaderless_ms: agent
             .leaderless_since
             .filter(|_| view.leader.is_none())
@@ -432,24 +428,34 @@ pub fn policy_view(agent: &Agent, with_peers: bool) -> contract::ClusterView {
     }
 }
 
-/// Remember the leader as last seen (its member key expires with it) and since when the key
-/// has been free.
-pub fn track_leader(agent: &mut Agent) {
-    let Some(view) = agent.view.as_ref() else {
-        return;
-    };
-    match view.leader.as_ref() {
-        Some(leader) => {
-            agent.leaderless_since = None;
-            agent.leaderless_since_revision = None;
-            if let Some(member) = view.members.get(&leader.name) {
-                agent.last_leader = Some(member_from_key(view, member));
+/// The leader as last seen (its member key expires with it) and since when, at which view
+/// revision, the key has been free.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LeaderMemory {
+    /// The leader as last seen in the view.
+    pub last_leader: Option<contract::Member>,
+    /// When the key was first seen free.
+    pub leaderless_since: Option<Instant>,
+    /// The view revision at which it was first seen free.
+    pub leaderless_since_revision: Option<i64>,
+}
+
+impl LeaderMemory {
+    /// Updates the memory from a new view seen at `now`.
+    pub fn track(&mut self, view: &ClusterView, now: Instant) {
+        match view.leader.as_ref() {
+            Some(leader) => {
+                self.leaderless_since = None;
+                self.leaderless_since_revision = None;
+                if let Some(member) = view.members.get(&leader.name) {
+                    self.last_leader = Some(member_from_key(view, member));
+                }
             }
-        }
-        None => {
-            if agent.leaderless_since.is_none() {
-                agent.leaderless_since = Some(agent.now);
-                agent.leaderless_since_revision = Some(view.revision);
+            None => {
+                if self.leaderless_since.is_none() {
+                    self.leaderless_since = Some(now);
+                    self.leaderless_since_revision = Some(view.revision);
+                }
             }
         }
     }

@@ -70,10 +70,9 @@ pub enum PgAction {
     },
     /// Promote the standby; the fencing token must still be current when it runs.
     Promote {
-        /// Lease the decision was made under.
-        lease: LeaseId,
-        /// `create_revision` of our leader key.
-        leader_revision: i64,
+        /// The gate's permit, with the fencing token (lease, leader key revision) the
+        /// decision was made under.
+        permit: super::safety::PromotionPermit,
         /// Strict synchronous mode: `synchronous_standby_names` to put in effect before the
         /// promotion, so the first commit already waits for a standby.
         sync_standbys: Option<StandbyNames>,
@@ -239,7 +238,7 @@ pub enum Effect {
     },
     /// Ask the policy; report `PolicyDecided` (never later than the policy deadline: the
     /// runtime answers with the embedded default when the policy fails or hangs).
-    ConsultPolicy(Box<super::consult::PolicyCall>),
+    ConsultPolicy(Box<super::protocol::PolicyCall>),
     /// Change the local PostgreSQL; report `PgActionFinished`.
     Pg(PgAction),
     /// Check that the watchdog device exists and is writable, without opening it (opening

@@ -89,7 +89,7 @@ pub enum Input {
     /// Result of `ProbePeers`.
     PeersProbed(Vec<PeerReport>),
     /// Result of `ConsultPolicy`.
-    PolicyDecided(super::consult::PolicyAnswer),
+    PolicyDecided(super::protocol::PolicyAnswer),
     /// Result of `CheckWatchdog`: `Err` says why the device is unusable.
     WatchdogChecked(Result<(), String>),
     /// Result of `ArmWatchdog`.

@@ -13,6 +13,7 @@ use super::consult::{ConsultPurpose, PolicyAnswer};
 use super::effect::{DemoteMode, Effect, PgAction};
 use super::input::PgActionOutcome;
 use super::view::DataDir;
+use super::why::{TransitionRecord, Why};
 
 /// How soon a primary whose synchronous set is still being built looks again.
 const SYNC_POLL: std::time::Duration = std::time::Duration::from_millis(500);
@@ -38,7 +39,7 @@ pub enum Event {
         ok: bool,
     },
     /// The leader key is no longer ours, or the lease deadline passed: stop being primary now.
-    MustDemote(String),
+    MustDemote(Why),
     /// The policy answered a call.
     PolicyDecided(PolicyAnswer),
     /// An arm of the watchdog finished (the state in `Agent::watchdog` is updated).
@@ -47,7 +48,10 @@ pub enum Event {
     FailsafeLost(String),
     /// Renewals are failing and the demotion deadline is within `retry_timeout`: stop
     /// PostgreSQL cleanly while the lease still covers it (Patroni's `offline`).
-    StopOffline(String),
+    StopOffline,
+    /// A stop through pg_ctl must be over now (the deadline passed, or the postmaster is
+    /// frozen): kill PostgreSQL.
+    KillOverdueStop(Why),
     /// An operator asked for a fresh copy (`POST /reinitialize`) and the core accepted it
     /// ([`Agent::reinitialize_verdict`]): only `starting` and `replica` receive it.
     Reinitialize,
@@ -83,10 +87,7 @@ impl Machine {
                 Handled
             }
             Event::InitializeRaced(false) => {
-                context
-                    .outbox
-                    .reason("another member is bootstrapping the cluster");
-                Transition(State::starting())
+                context.go(State::starting(), Why::AnotherMemberBootstraps)
             }
             Event::PgActionFinished(PgAction::Bootstrap, PgActionOutcome::Done { sysid }) => {
                 context.bootstrap_sysid = sysid.clone();
@@ -115,10 +116,7 @@ impl Machine {
                     context.outbox.push(Effect::WriteInitialize { sysid });
                 }
                 context.outbox.push(Effect::WriteInitialConfig);
-                context
-                    .outbox
-                    .reason("bootstrapped a new cluster and took the leader key");
-                Transition(State::primary())
+                context.go(State::primary(), Why::Bootstrapped)
             }
             Event::LeaderAcquired(false) => {
                 if context
@@ -145,16 +143,13 @@ impl Machine {
             Event::PgActionFinished(action, outcome) => {
                 context.note_action_result(action, outcome);
                 match outcome {
-                    PgActionOutcome::Done { .. } => {
-                        context.outbox.reason("cloned from the leader");
-                        Transition(State::replica())
-                    }
-                    PgActionOutcome::Failed { error } => {
-                        context
-                            .outbox
-                            .reason(format!("clone failed ({error}); will retry"));
-                        Transition(State::starting())
-                    }
+                    PgActionOutcome::Done { .. } => context.go(State::replica(), Why::Cloned),
+                    PgActionOutcome::Failed { error } => context.go(
+                        State::starting(),
+                        Why::CloneFailed {
+                            error: error.clone(),
+                        },
+                    ),
                 }
             }
             _ => Handled,
@@ -168,29 +163,22 @@ impl Machine {
             Event::PgActionFinished(action, outcome) => {
                 context.note_action_result(action, outcome);
                 match outcome {
-                    PgActionOutcome::Done { .. } => {
-                        context.outbox.reason("rewound and following the leader");
-                        Transition(State::replica())
-                    }
+                    PgActionOutcome::Done { .. } => context.go(State::replica(), Why::Rewound),
                     PgActionOutcome::Failed { error } => {
                         if let (true, Some(from)) = (
                             context.may_reclone_after_rewind(),
                             context.leader_upstream(),
                         ) {
                             context.start_pg(PgAction::Reinitialize { from });
-                            context
-                                .outbox
-                                .reason(format!("pg_rewind failed ({error}); re-cloning"));
-                            Transition(State::cloning())
+                            let error = error.clone();
+                            context.go(State::cloning(), Why::RewindFailedReclone { error })
                         } else {
                             // Starting the data as it is would be refused by PostgreSQL (or
                             // worse, stream nothing): the next cycle rewinds again, a
                             // loop_wait later, until it works or an operator re-clones.
                             context.data_maybe_diverged = true;
-                            context
-                                .outbox
-                                .reason(format!("pg_rewind failed ({error}); will retry"));
-                            Transition(State::starting())
+                            let error = error.clone();
+                            context.go(State::starting(), Why::RewindFailedRetry { error })
                         }
                     }
                 }
@@ -203,6 +191,15 @@ impl Machine {
     #[state]
     fn demoting(context: &mut Agent, event: &Event) -> Outcome<State> {
         match event {
+            Event::KillOverdueStop(why) => {
+                // A stop through pg_ctl that must be over now (the deadline passed, or the
+                // postmaster is frozen): PostgreSQL is killed; the stop's answer, when it
+                // comes, is overtaken by the kill's.
+                context.start_pg(PgAction::Demote {
+                    mode: DemoteMode::ImmediateNolock,
+                });
+                context.go(State::demoting(), why.clone())
+            }
             Event::PgActionFinished(action @ PgAction::Demote { .. }, outcome)
                 if context.pg_action.is_some() =>
             {
@@ -230,8 +227,13 @@ impl Machine {
                     context.disarm_watchdog("demoted");
                 }
                 context.data_maybe_diverged = true;
-                context.outbox.reason("PostgreSQL stopped after demotion");
-                Transition(State::starting())
+                let why = match outcome {
+                    PgActionOutcome::Done { .. } => Why::Demoted,
+                    PgActionOutcome::Failed { error } => Why::StopFailed {
+                        error: error.clone(),
+                    },
+                };
+                context.go(State::starting(), why)
             }
             Event::PgActionFinished(action, outcome) => {
                 context.note_action_result(action, outcome);
@@ -299,16 +301,10 @@ impl Machine {
                     context.promote_after_acquire()
                 } else {
                     context.release_leader_key();
-                    context
-                        .outbox
-                        .reason("/sync changed under us before promotion; promotion postponed");
-                    Transition(State::replica())
+                    context.go(State::replica(), Why::SyncChangedBeforePromotion)
                 }
             }
-            Event::LeaderAcquired(false) => {
-                context.outbox.reason("lost the race for the leader key");
-                Transition(State::replica())
-            }
+            Event::LeaderAcquired(false) => context.go(State::replica(), Why::LostRace),
             Event::WatchdogArmed if context.promotion_awaits_watchdog => {
                 context.promotion_awaits_watchdog = false;
                 context.promote_after_acquire()
@@ -316,23 +312,20 @@ impl Machine {
             Event::PgActionFinished(action @ PgAction::Promote { .. }, outcome) => {
                 context.note_action_result(action, outcome);
                 match outcome {
-                    PgActionOutcome::Done { .. } => {
-                        context.outbox.reason("promoted");
-                        Transition(State::primary())
-                    }
+                    PgActionOutcome::Done { .. } => context.go(State::primary(), Why::Promoted),
                     PgActionOutcome::Failed { error } => {
                         context.release_leader_key();
-                        context
-                            .outbox
-                            .reason(format!("promote failed ({error}); released the leader key"));
-                        Transition(State::replica())
+                        let error = error.clone();
+                        context.go(State::replica(), Why::PromoteFailed { error })
                     }
                 }
             }
-            Event::MustDemote(why) => {
+            Event::MustDemote(lost) => {
                 // The key was taken or the deadline passed before promotion finished.
                 context.presync_pending = None;
-                context.outbox.reason(format!("race abandoned: {why}"));
+                let why = Why::RaceAbandoned {
+                    lost: Box::new(lost.clone()),
+                };
                 // A promote already handed to PostgreSQL may still complete: stop it as if it
                 // had (the stop runs right after it, or kills it meanwhile), keeping the
                 // watchdog armed until PostgreSQL is down.
@@ -342,9 +335,9 @@ impl Machine {
                     context.start_pg(PgAction::Demote {
                         mode: DemoteMode::ImmediateNolock,
                     });
-                    Transition(State::demoting())
+                    context.go(State::demoting(), why)
                 } else {
-                    Transition(State::replica())
+                    context.go(State::replica(), why)
                 }
             }
             Event::Cycle => context.check_election_deadline(),
@@ -361,17 +354,14 @@ impl Machine {
                 context.start_pg(PgAction::Demote {
                     mode: DemoteMode::ImmediateNolock,
                 });
-                context.outbox.reason(format!("demoting: {why}"));
-                Transition(State::demoting())
+                context.go(State::demoting(), why.clone())
             }
-            Event::StopOffline(why) => {
+            Event::StopOffline => {
                 context.start_pg(PgAction::Demote {
                     mode: DemoteMode::Offline,
                 });
-                context.outbox.reason(format!(
-                    "demoting (offline, a fast stop): {why}; the key is released once PostgreSQL is down, or expires"
-                ));
-                Transition(State::demoting())
+                let retry_timeout = context.config.retry_timeout;
+                context.go(State::demoting(), Why::OfflineStop { retry_timeout })
             }
             Event::FailsafeLost(why) => {
                 // Patroni stops `offline` (fast) here. This primary may already run past its
@@ -385,10 +375,8 @@ impl Machine {
                 context.start_pg(PgAction::Demote {
                     mode: DemoteMode::ImmediateNolock,
                 });
-                context.outbox.reason(format!(
-                    "demoting (immediate-nolock): the lock store is unreachable and failsafe mode could not confirm this primary: {why}"
-                ));
-                Transition(State::demoting())
+                let refusals = why.clone();
+                context.go(State::demoting(), Why::FailsafeLost { refusals })
             }
             Event::PolicyDecided(answer) => {
                 context.note_decision(answer);
@@ -414,7 +402,9 @@ impl Machine {
         // primary stopping PostgreSQL keeps it until the stop is over, so that a clean
         // (offline) stop is not cut short by a kill the moment it starts.
         let primary_term_over = match (source, target) {
-            (State::Primary {}, State::Demoting {}) => false,
+            (State::Primary {}, State::Demoting {}) | (State::Demoting {}, State::Demoting {}) => {
+                false
+            }
             (State::Primary {}, _) | (State::Demoting {}, _) => true,
             _ => false,
         };
@@ -428,10 +418,52 @@ impl Machine {
             // The promotion was abandoned before PostgreSQL became writable.
             context.disarm_watchdog("promotion abandoned");
         }
-        let reason = context.outbox.take_reason();
-        tracing::info!(node = %context.settings.name, from = ?source, to = ?target, %reason, "state transition");
-        context.last_transition = format!("{source:?} -> {target:?}: {reason}");
-        context.state_name = state_name(target);
+        let (from, to) = (state_name(source), state_name(target));
+        context.state_name = to;
+        let Some(why) = context.outbox.take_why() else {
+            // `Agent::go` is the only way to a transition (tests/architecture.rs checks it).
+            debug_assert!(false, "a transition {from} -> {to} without a Why");
+            tracing::error!(node = %context.settings.name, from, to, "state transition without a reason (a bug)");
+            return;
+        };
+        context.last_transition = format!("{from} -> {to}: {why}");
+        context.outbox.record(TransitionRecord {
+            from,
+            event: String::new(),
+            to,
+            why,
+        });
+    }
+}
+
+impl Event {
+    /// The event's name with the part of its payload that decides transitions
+    /// (`PgActionFinished(clone, failed)`), for the table and the log.
+    pub fn label(&self) -> String {
+        let done = |ok: bool| if ok { "done" } else { "failed" };
+        match self {
+            Event::Cycle => "Cycle".into(),
+            Event::InitializeRaced(won) => {
+                format!("InitializeRaced({})", if *won { "won" } else { "lost" })
+            }
+            Event::LeaderAcquired(won) => {
+                format!("LeaderAcquired({})", if *won { "won" } else { "lost" })
+            }
+            Event::PeersProbed => "PeersProbed".into(),
+            Event::PgActionFinished(action, outcome) => format!(
+                "PgActionFinished({}, {})",
+                action.kind(),
+                done(matches!(outcome, PgActionOutcome::Done { .. }))
+            ),
+            Event::SyncWritten { ok, .. } => format!("SyncWritten({})", done(*ok)),
+            Event::MustDemote(why) => format!("MustDemote({})", why.code()),
+            Event::PolicyDecided(_) => "PolicyDecided".into(),
+            Event::WatchdogArmed => "WatchdogArmed".into(),
+            Event::FailsafeLost(_) => "FailsafeLost".into(),
+            Event::StopOffline => "StopOffline".into(),
+            Event::KillOverdueStop(why) => format!("KillOverdueStop({})", why.code()),
+            Event::Reinitialize => "Reinitialize".into(),
+        }
     }
 }
 
@@ -450,6 +482,12 @@ pub fn state_name(state: &State) -> &'static str {
 }
 
 impl Agent {
+    /// The one way to change state: the target and why (recorded by `after_transition`).
+    fn go(&mut self, to: State, why: Why) -> Outcome<State> {
+        self.outbox.explain(why);
+        Transition(to)
+    }
+
     /// Whether `POST /reinitialize` may go ahead now, or why not (Patroni's messages where
     /// it has one). Only a standby (or a node still deciding how to start) that sees a
     /// leader to clone from and runs no PostgreSQL action is wiped. A running action is
@@ -509,12 +547,11 @@ impl Agent {
         else {
             return Handled; // the verdict checked this; nothing to clone from any more
         };
-        self.outbox.reason(format!(
-            "reinitialize requested: wiping the data directory and cloning from {}",
-            from.name
-        ));
+        let why = Why::ReinitializeRequested {
+            from: from.name.clone(),
+        };
         self.start_pg(PgAction::Reinitialize { from });
-        Transition(State::cloning())
+        self.go(State::cloning(), why)
     }
 
     fn decide_start(&mut self) -> Outcome<State> {
@@ -547,8 +584,7 @@ impl Agent {
                         return Handled;
                     }
                     self.outbox.push(Effect::RaceInitialize);
-                    self.outbox.reason("no cluster yet: racing to bootstrap");
-                    return Transition(State::bootstrapping());
+                    return self.go(State::bootstrapping(), Why::NoClusterYet);
                 }
                 let facts = super::initialize::InitializeFacts::of(&view);
                 let ttl = std::time::Duration::from_secs(self.config.ttl.into());
@@ -561,9 +597,7 @@ impl Agent {
                 match self.leader_upstream() {
                     Some(from) if from.name != self.settings.name => {
                         self.start_pg(PgAction::Clone { from });
-                        self.outbox
-                            .reason("empty data directory: cloning from the leader");
-                        Transition(State::cloning())
+                        self.go(State::cloning(), Why::CloneEmptyDataDirectory)
                     }
                     _ => Handled, // wait for a leader to clone from
                 }
@@ -585,8 +619,7 @@ impl Agent {
                     }
                 }
                 if pg.is_running() {
-                    self.outbox.reason("PostgreSQL already running");
-                    return Transition(State::replica());
+                    return self.go(State::replica(), Why::AlreadyRunning);
                 }
                 if pg.postmaster_alive {
                     return Handled; // starting up or shutting down: look again next cycle
@@ -604,27 +637,21 @@ impl Agent {
                     Some(from) if former_primary || self.data_maybe_diverged => {
                         if self.use_pg_rewind() {
                             self.start_pg(PgAction::Rewind { from });
-                            self.outbox
-                                .reason("former primary: rewinding to the new leader's timeline");
-                            Transition(State::rewinding())
+                            self.go(State::rewinding(), Why::RewindFormerPrimary)
                         } else {
                             self.start_pg(PgAction::Reinitialize { from });
-                            self.outbox
-                                .reason("former primary without use_pg_rewind: re-cloning");
-                            Transition(State::cloning())
+                            self.go(State::cloning(), Why::RecloneFormerPrimary)
                         }
                     }
                     upstream => {
                         if former_primary {
                             self.data_maybe_diverged = true;
                         }
-                        let reason = match &upstream {
-                            Some(u) => format!("starting as a standby of {}", u.name),
-                            None => "starting as a standby; no leader yet".to_string(),
+                        let why = Why::StartStandby {
+                            upstream: upstream.as_ref().map(|u| u.name.clone()),
                         };
                         self.start_pg(PgAction::StartReplica { upstream });
-                        self.outbox.reason(reason);
-                        Transition(State::replica())
+                        self.go(State::replica(), why)
                     }
                 }
             }
@@ -649,10 +676,7 @@ impl Agent {
         self.start_pg(PgAction::Demote {
             mode: DemoteMode::ImmediateNolock,
         });
-        self.outbox.reason(
-            "PostgreSQL runs as primary but the lock store is unreachable and no lease covers it: stopping (immediate-nolock)",
-        );
-        Some(Transition(State::demoting()))
+        Some(self.go(State::demoting(), Why::PrimaryWithoutStore))
     }
 
     fn decide_replica(&mut self) -> Outcome<State> {
@@ -666,27 +690,20 @@ impl Agent {
             if pg.postmaster_alive {
                 return Handled;
             }
-            self.outbox.reason("PostgreSQL is not running");
-            return Transition(State::starting());
+            return self.go(State::starting(), Why::PostgresNotRunning);
         }
         let me = self.settings.name.clone();
         let leader = view.leader.clone();
         if pg.is_primary() {
             return match leader {
                 Some(l) if l.name == me && self.holds_leader_key() => {
-                    self.outbox
-                        .reason("running primary and holding the leader key");
-                    Transition(State::primary())
+                    self.go(State::primary(), Why::PrimaryHoldingKey)
                 }
                 Some(l) if l.name != me => {
                     self.start_pg(PgAction::Demote {
                         mode: DemoteMode::ImmediateNolock,
                     });
-                    self.outbox.reason(format!(
-                        "running as primary while {} holds the leader key",
-                        l.name
-                    ));
-                    Transition(State::demoting())
+                    self.go(State::demoting(), Why::OtherHoldsKey { leader: l.name })
                 }
                 _ => self.start_race(),
             };
@@ -703,16 +720,13 @@ impl Agent {
                     }
                     None => None,
                 };
-                if let Some(why) = diverged {
+                if let Some(detail) = diverged {
                     if self.use_pg_rewind() {
                         self.start_pg(PgAction::Rewind { from: upstream });
-                        self.outbox.reason(format!("{why}: rewinding"));
-                        return Transition(State::rewinding());
+                        return self.go(State::rewinding(), Why::DivergedRewind { detail });
                     }
                     self.start_pg(PgAction::Reinitialize { from: upstream });
-                    self.outbox
-                        .reason(format!("{why} and use_pg_rewind is off: re-cloning"));
-                    return Transition(State::cloning());
+                    return self.go(State::cloning(), Why::DivergedReclone { detail });
                 }
                 if self.following.as_deref() != Some(upstream.conn_url.as_str()) {
                     self.start_pg(PgAction::Follow { upstream });
@@ -741,9 +755,7 @@ impl Agent {
         }
         let members = self.peer_api_urls();
         self.outbox.push(Effect::ProbePeers { members });
-        self.outbox
-            .reason("leader key is free: probing members before the election");
-        Transition(State::candidate())
+        self.go(State::candidate(), Why::LeaderKeyFree)
     }
 
     /// Without the key a writable PostgreSQL must stop at once, whatever a policy prefers:
@@ -755,9 +767,8 @@ impl Agent {
         self.start_pg(PgAction::Demote {
             mode: DemoteMode::ImmediateNolock,
         });
-        self.outbox
-            .reason(format!("running primary may not lead: {why}"));
-        Some(Transition(State::demoting()))
+        let detail = why.to_string();
+        Some(self.go(State::demoting(), Why::MayNotLead { detail }))
     }
 
     /// Act on the policy's election answer, through the gate.
@@ -793,17 +804,9 @@ impl Agent {
             if let Some(stop) = self.stop_primary_that_may_not_lead(&why) {
                 return stop;
             }
-            self.outbox.reason(format!("not racing: {why}"));
-            return Transition(State::replica());
+            return self.go(State::replica(), Why::NotRacing { detail: why });
         }
-        if self
-            .view_leader()
-            .is_some_and(|leader| leader != self.settings.name)
-        {
-            self.outbox
-                .reason("another member took the leader key first");
-            return Transition(State::replica());
-        }
+        // The gate refused above if another member holds the key.
         // The key is free, or still ours from a previous run of the agent (our old lease):
         // the acquisition moves it onto the current lease (Patroni does too).
         match self.lease.id {
@@ -811,10 +814,14 @@ impl Agent {
                 self.outbox.push(Effect::AcquireLeader { lease });
                 Handled
             }
-            None => {
-                self.outbox.reason("no lease to attach the leader key to");
-                Transition(State::replica())
-            }
+            // Without a lease the deadline has passed: `enforce_deadline` abandons a
+            // candidate's race first, so this is only a guard.
+            None => self.go(
+                State::replica(),
+                Why::RaceAbandoned {
+                    lost: Box::new(Why::DeadlinePassed),
+                },
+            ),
         }
     }
 
@@ -824,9 +831,7 @@ impl Agent {
         match self.pending_election {
             Some((_, asked)) if self.now.saturating_since(asked) > ttl => {
                 self.pending_election = None;
-                self.outbox
-                    .reason("the policy did not answer the election in time");
-                Transition(State::replica())
+                self.go(State::replica(), Why::PolicyDidNotAnswer)
             }
             _ => Handled,
         }
@@ -844,21 +849,21 @@ impl Agent {
             return Handled; // an action is running; the next answer will ask again
         }
         self.start_pg(PgAction::Demote { mode });
-        self.outbox
-            .reason(format!("policy stops the primary: {why}"));
-        Transition(State::demoting())
+        let detail = why.clone();
+        self.go(State::demoting(), Why::PolicyFence { detail })
     }
 
     fn promote_after_acquire(&mut self) -> Outcome<State> {
         if self.promote_in_flight() {
             return Handled; // its outcome decides; releasing the key now would orphan it
         }
-        if let Err(rule) = self.check_promotion_allowed() {
-            self.release_leader_key();
-            self.outbox
-                .reason(format!("promotion refused by safety rule: {rule}"));
-            return Transition(State::replica());
-        }
+        let permit = match self.check_promotion_allowed() {
+            Ok(permit) => permit,
+            Err(rule) => {
+                self.release_leader_key();
+                return self.go(State::replica(), Why::PromotionRefused { rule });
+            }
+        };
         // The watchdog first: a `required` node that cannot arm it must not claim `/sync`
         // for itself (only it could then be promoted) nor become writable.
         match self.watchdog_gate() {
@@ -868,9 +873,7 @@ impl Agent {
                 if self.state_name == "candidate" {
                     return Handled;
                 }
-                self.outbox
-                    .reason("holding the leader key: arming the watchdog before promoting");
-                return Transition(State::candidate());
+                return self.go(State::candidate(), Why::ArmingWatchdog);
             }
             WatchdogGate::Refused(why) => {
                 self.last_race_refusal = Some(why.clone());
@@ -879,14 +882,13 @@ impl Agent {
                     self.start_pg(PgAction::Demote {
                         mode: DemoteMode::Immediate,
                     });
-                    self.outbox
-                        .reason(format!("demoting: watchdog required but unusable ({why})"));
-                    return Transition(State::demoting());
+                    return self.go(State::demoting(), Why::WatchdogUnusable { detail: why });
                 }
                 self.release_leader_key();
-                self.outbox
-                    .reason(format!("not promoting: {why}; released the leader key"));
-                return Transition(State::replica());
+                return self.go(
+                    State::replica(),
+                    Why::WatchdogRefusedPromotion { detail: why },
+                );
             }
         }
         if let Some((state, expected_revision)) = self.presync_claim() {
@@ -901,28 +903,18 @@ impl Agent {
             if self.state_name == "candidate" {
                 return Handled;
             }
-            self.outbox
-                .reason("holding the leader key: claiming /sync before promoting");
-            return Transition(State::candidate());
+            return self.go(State::candidate(), Why::ClaimingSync);
         }
         self.presync_pending = None;
         let already_primary = self.pg.as_ref().is_some_and(|p| p.is_primary());
         if already_primary {
-            self.outbox
-                .reason("took the leader key; PostgreSQL already primary");
-            return Transition(State::primary());
+            return self.go(State::primary(), Why::KeyTakenAlreadyPrimary);
         }
-        let (Some(lease), Some(leader_revision)) = (self.lease.id, self.my_leader_revision())
-        else {
-            // We just won the key; the watch has not shown it yet. Promote on the next cycle.
-            return Transition(State::replica());
-        };
-        self.start_pg(self.promote_action(lease, leader_revision));
+        self.start_pg(self.promote_action(permit));
         if self.state_name == "candidate" {
             Handled
         } else {
-            self.outbox.reason("holding the leader key: promoting");
-            Transition(State::candidate())
+            self.go(State::candidate(), Why::Promoting)
         }
     }
 
@@ -971,11 +963,8 @@ impl Agent {
             DemoteMode::ImmediateNolock
         };
         self.start_pg(PgAction::Demote { mode });
-        self.outbox.reason(format!(
-            "PostgreSQL has accepted no connection for {} ms (postmaster frozen or hung): stopping it before releasing the leader key",
-            silent.as_millis()
-        ));
-        Transition(State::demoting())
+        let silent_ms = u64::try_from(silent.as_millis()).unwrap_or(u64::MAX);
+        self.go(State::demoting(), Why::PrimaryUnresponsive { silent_ms })
     }
 
     fn decide_primary(&mut self) -> Outcome<State> {
@@ -998,16 +987,13 @@ impl Agent {
             self.start_pg(PgAction::Demote {
                 mode: DemoteMode::ImmediateNolock,
             });
-            self.outbox.reason("leader key is not ours any more");
-            return Transition(State::demoting());
+            return self.go(State::demoting(), Why::KeyLost);
         }
         if !self.may_stay_primary() {
             self.start_pg(PgAction::Demote {
                 mode: DemoteMode::ImmediateNolock,
             });
-            self.outbox
-                .reason("lease could not be renewed before the demotion deadline");
-            return Transition(State::demoting());
+            return self.go(State::demoting(), Why::DeadlinePassed);
         }
         if self.dcs_error.is_none() {
             if let Some(members) = self.failsafe_write_due() {
@@ -1025,9 +1011,7 @@ impl Agent {
                 self.start_pg(PgAction::Demote {
                     mode: DemoteMode::Immediate,
                 });
-                self.outbox
-                    .reason(format!("demoting: watchdog required but unusable ({why})"));
-                return Transition(State::demoting());
+                return self.go(State::demoting(), Why::WatchdogUnusable { detail: why });
             }
         }
         self.tidy_failover_key();
@@ -1046,12 +1030,8 @@ impl Agent {
             return self.stop_unresponsive_primary();
         };
         if server.in_recovery {
-            let (Some(lease), Some(leader_revision)) = (self.lease.id, self.my_leader_revision())
-            else {
-                return Handled;
-            };
-            if self.check_promotion_allowed().is_ok() {
-                self.start_pg(self.promote_action(lease, leader_revision));
+            if let Ok(permit) = self.check_promotion_allowed() {
+                self.start_pg(self.promote_action(permit));
             }
             return Handled;
         }

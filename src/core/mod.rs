@@ -15,6 +15,7 @@ pub mod input;
 pub mod lease;
 pub mod machine;
 pub mod manual;
+pub mod protocol;
 pub mod replies;
 pub mod safety;
 pub mod status;
@@ -23,6 +24,7 @@ pub mod time;
 pub mod types;
 pub mod view;
 pub mod watchdog;
+pub mod why;
 
 use std::time::Duration;
 
@@ -346,7 +348,7 @@ impl Node {
 
     /// Every change of the facts a policy cares about becomes an event it is consulted on.
     fn consult_on_events(&mut self) {
-        let events = self.baseline.advance(&self.agent);
+        let events = self.baseline.advance(&self.agent.policy_facts());
         if self.agent.view.is_none() {
             return;
         }
@@ -635,7 +637,21 @@ impl Node {
     }
 
     fn dispatch(&mut self, event: Event) {
+        let before = self.agent.outbox.transition_count();
         self.machine.handle_with_context(&event, &mut self.agent);
+        let made = self.agent.outbox.transitions_since(before);
+        if !made.is_empty() {
+            let label = event.label();
+            for t in made {
+                t.event.clone_from(&label);
+            }
+        }
+    }
+
+    /// The transitions made since the last call, oldest first, each with its event and
+    /// [`why::Why`]: the runtime logs them, the simulation and the generated table read them.
+    pub fn take_transitions(&mut self) -> Vec<why::TransitionRecord> {
+        self.agent.outbox.take_transitions()
     }
 
     fn on_cluster_changed(&mut self, now: Instant, view: ClusterViewAlias) {
@@ -674,8 +690,8 @@ impl Node {
         {
             self.agent.release_pending = false;
         }
+        self.agent.leader_memory.track(&view, now);
         self.agent.view = Some(view);
-        consult::track_leader(&mut self.agent);
         if old_leader != new_leader {
             // React to a vanished or changed leader key now, not at the next loop.
             self.next_cycle_at = now;
@@ -685,9 +701,7 @@ impl Node {
             && !self.agent.holds_leader_key()
             && !self.agent.failsafe_may_retake_key()
         {
-            self.dispatch(Event::MustDemote(
-                "the leader key is gone or held by another member".into(),
-            ));
+            self.dispatch(Event::MustDemote(why::Why::KeyLost));
         }
     }
 
@@ -708,14 +722,11 @@ impl Node {
             let frozen = self.agent.unresponsive_too_long();
             if stopping_slowly && (!self.agent.may_stay_primary() || frozen) {
                 let why = if frozen {
-                    "PostgreSQL accepts no connection (postmaster frozen or hung) while it stops"
+                    why::Why::StopMetFrozenPostmaster
                 } else {
-                    "the demotion deadline passed before PostgreSQL stopped"
+                    why::Why::StopOverranDeadline
                 };
-                tracing::warn!(node = %self.agent.settings.name, why, "killing PostgreSQL");
-                self.agent.start_pg(PgAction::Demote {
-                    mode: DemoteMode::ImmediateNolock,
-                });
+                self.dispatch(Event::KillOverdueStop(why));
             }
             return;
         }
@@ -728,19 +739,16 @@ impl Node {
                 .as_ref()
                 .is_none_or(|a| !matches!(a, PgAction::Demote { .. }))
         {
-            let retry = self.agent.config.retry_timeout;
-            self.dispatch(Event::StopOffline(format!(
-                "the lease could not be renewed; the demotion deadline is less than retry_timeout ({retry} s) away"
-            )));
+            self.dispatch(Event::StopOffline);
             return;
         }
         if is_primary && !self.agent.may_stay_primary() {
             let why = if self.agent.failsafe_mode() && self.agent.failsafe.renewals_failing {
-                "lease demotion deadline passed and no failsafe round confirmed this primary since"
+                why::Why::DeadlinePassedWithoutFailsafe
             } else {
-                "lease demotion deadline passed"
+                why::Why::DeadlinePassed
             };
-            self.dispatch(Event::MustDemote(why.into()));
+            self.dispatch(Event::MustDemote(why));
         }
     }
 

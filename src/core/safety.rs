@@ -4,7 +4,7 @@
 use std::fmt;
 
 use super::sync;
-use super::types::{Lsn, Timeline};
+use super::types::{LeaseId, Lsn, Timeline};
 use super::view::SyncState;
 
 /// A safety rule that refused a decision.
@@ -52,8 +52,9 @@ impl fmt::Display for Rule {
 pub struct PromotionFacts<'a> {
     /// Our name.
     pub me: &'a str,
-    /// The leader key is ours on our lease.
-    pub holds_leader_key: bool,
+    /// When the leader key is ours on our lease: that lease and the key's create_revision
+    /// (the fencing token the promotion will carry).
+    pub key: Option<(LeaseId, i64)>,
     /// Now is before the demotion deadline.
     pub lease_allows_primary: bool,
     /// Our timeline.
@@ -72,11 +73,32 @@ pub struct PromotionFacts<'a> {
     pub manual_failover: bool,
 }
 
-/// Check that promoting now breaks no invariant.
-pub fn check_promotion(facts: &PromotionFacts<'_>) -> Result<(), Rule> {
-    if !facts.holds_leader_key {
-        return Err(Rule::LeaderKeyNotHeld);
+/// Proof that [`check_promotion`] passed, carrying the fencing token it passed with. Only
+/// that function makes one and `PgAction::Promote` needs one, so no promotion can skip the
+/// gate: it is a property of the types, not a convention at each call site.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PromotionPermit {
+    lease: LeaseId,
+    leader_revision: i64,
+}
+
+impl PromotionPermit {
+    /// The lease the promotion was allowed under.
+    pub fn lease(&self) -> LeaseId {
+        self.lease
     }
+
+    /// The create_revision of the leader key it was allowed under.
+    pub fn leader_revision(&self) -> i64 {
+        self.leader_revision
+    }
+}
+
+/// Check that promoting now breaks no invariant.
+pub fn check_promotion(facts: &PromotionFacts<'_>) -> Result<PromotionPermit, Rule> {
+    let Some((lease, leader_revision)) = facts.key else {
+        return Err(Rule::LeaderKeyNotHeld);
+    };
     if !facts.lease_allows_primary {
         return Err(Rule::LeaseDeadlinePassed);
     }
@@ -97,7 +119,10 @@ pub fn check_promotion(facts: &PromotionFacts<'_>) -> Result<(), Rule> {
             }
         }
     }
-    Ok(())
+    Ok(PromotionPermit {
+        lease,
+        leader_revision,
+    })
 }
 
 /// A rule that refused a policy's decision to race for the leader key.

@@ -317,7 +317,7 @@ pub struct ReplicationPeer {
     /// lingers after a reconnect).
     pub pid: Option<i32>,
     /// `reply_time` as text: the standby's send time of its last reply. Only its changes
-    /// are used (see [`super::replies`]), so the standby's clock does not matter.
+    /// are used (see the `replies` module), so the standby's clock does not matter.
     pub reply_time: Option<String>,
 }
 

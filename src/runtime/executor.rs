@@ -555,15 +555,11 @@ pub async fn run_pg_worker(
 ) {
     while let Some((action, config)) = queue.recv().await {
         controller.set_dynamic(config);
-        if let PgAction::Promote {
-            lease,
-            leader_revision,
-            ..
-        } = &action
-        {
+        if let PgAction::Promote { permit, .. } = &action {
+            let (lease, leader_revision) = (permit.lease(), permit.leader_revision());
             let f = fence.lock().map(|f| f.clone()).unwrap_or_default();
-            let current = f.lease == Some(*lease)
-                && f.leader_revision == Some(*leader_revision)
+            let current = f.lease == Some(lease)
+                && f.leader_revision == Some(leader_revision)
                 && f.deadline.is_some_and(|d| clock::now() < d);
             if !current {
                 tracing::warn!(?f, lease = %lease, leader_revision, "refusing to promote: fencing token is stale");

@@ -202,6 +202,12 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         .as_deref()
         .map(role_history::RoleHistory::open);
     loop {
+        for t in node.take_transitions() {
+            tracing::info!(
+                node = %config.name, from = t.from, to = t.to, event = %t.event, why = t.why.code(),
+                "state transition: {}", t.why
+            );
+        }
         // Publish the status and the fencing token before any effect runs: the PostgreSQL
         // worker checks a promote against this token, and member keys are built from it.
         let status = node.status();

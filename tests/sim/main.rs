@@ -9,10 +9,13 @@
 //! `PGWARDEN_SIM_SEED=<seed> cargo test --test sim replay_one_seed -- --nocapture`.
 //! Seeds that once found a bug are pinned in `PINNED` and run on every build.
 
+#[path = "../core_scenarios.rs"]
+mod core_scenarios;
 mod nemesis;
 mod pg;
 mod rng;
 mod store;
+mod table;
 mod world;
 
 use std::cell::RefCell;
@@ -325,5 +328,35 @@ fn replay_one_seed() {
     match run_seed(seed, native(), true) {
         Ok(o) => eprintln!("seed {seed} passes: {o:?}"),
         Err(e) => panic!("{e}"),
+    }
+}
+
+/// `docs/state-machine.md` is what the core does (see `table`): every state entered, every
+/// `Why` produced, and the committed file equal to the generated one.
+#[test]
+fn state_machine_table() {
+    let (rows, sources) = table::collect();
+    let doc = table::render(&rows, &sources);
+    let path = table::doc_path();
+    if std::env::var_os("PGWARDEN_WRITE_STATE_MACHINE").is_some() {
+        std::fs::write(&path, &doc).expect("write docs/state-machine.md");
+    }
+    let gaps = table::gaps(&rows);
+    assert!(
+        gaps.is_empty(),
+        "the schedules do not cover:\n{}",
+        gaps.join("\n")
+    );
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed != doc {
+        let old: std::collections::BTreeSet<&str> = committed.lines().collect();
+        let new: std::collections::BTreeSet<&str> = doc.lines().collect();
+        let added: Vec<&&str> = new.difference(&old).collect();
+        let removed: Vec<&&str> = old.difference(&new).collect();
+        panic!(
+            "docs/state-machine.md differs from what the core does; rewrite it with \
+             PGWARDEN_WRITE_STATE_MACHINE=1 cargo test --test sim state_machine_table\n\
+             lines the code adds: {added:#?}\nlines the code no longer has: {removed:#?}"
+        );
     }
 }

@@ -11,7 +11,7 @@ mod failsafe;
 mod faults;
 mod postgres;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -254,11 +254,24 @@ pub struct World {
     decide: Decide,
     pub violations: Vec<String>,
     pub outcome: Outcome,
+    /// Every transition any node made: (from, event, to, why code).
+    pub transitions: BTreeSet<(&'static str, String, &'static str, &'static str)>,
     verbose: bool,
 }
 
 impl World {
     pub fn new(plan: Plan, decide: Decide, verbose: bool) -> World {
+        World::with_settings(plan, decide, verbose, |_| {})
+    }
+
+    /// [`World::new`] with every node's settings adjusted by `tweak` (the state-machine
+    /// table drives settings the generated plans keep fixed, like `use_pg_rewind`).
+    pub fn with_settings(
+        plan: Plan,
+        decide: Decide,
+        verbose: bool,
+        tweak: impl Fn(&mut NodeSettings),
+    ) -> World {
         let mut rng = Rng::new(plan.seed.wrapping_mul(31).wrapping_add(7));
         let config = DynamicConfig {
             ttl: plan.ttl,
@@ -274,7 +287,7 @@ impl World {
             maximum_lag_on_syncnode: plan.maximum_lag_on_syncnode,
             ..DynamicConfig::default()
         };
-        let nodes = (0..plan.nodes)
+        let mut nodes = (0..plan.nodes)
             .map(|i| {
                 let name = format!("node{}", i + 1);
                 SimNode {
@@ -327,6 +340,9 @@ impl World {
                 }
             })
             .collect::<Vec<_>>();
+        for node in &mut nodes {
+            tweak(&mut node.settings);
+        }
         let n = nodes.len();
         let mut world = World {
             plan,
@@ -349,6 +365,7 @@ impl World {
             decide,
             violations: Vec::new(),
             outcome: Outcome::default(),
+            transitions: BTreeSet::new(),
             verbose,
         };
         for i in 0..n {
@@ -627,6 +644,7 @@ impl World {
             );
         }
         agent.node.handle_input(now, input);
+        let made = agent.node.take_transitions();
         let before = n.status.as_ref().map(|s| s.state);
         let status = agent.node.status();
         let after = status.state;
@@ -636,6 +654,10 @@ impl World {
             effects.push(e);
         }
         let wake = agent.node.poll_timeout();
+        for t in made {
+            self.transitions
+                .insert((t.from, t.event, t.to, t.why.code()));
+        }
         if before != Some(after) {
             let s = self.nodes[i]
                 .status

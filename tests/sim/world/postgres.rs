@@ -184,12 +184,8 @@ impl World {
         let Some(action) = self.nodes[i].worker.pop_front() else {
             return;
         };
-        if let PgAction::Promote {
-            lease,
-            leader_revision,
-            ..
-        } = &action
-        {
+        if let PgAction::Promote { permit, .. } = &action {
+            let (lease, leader_revision) = (&permit.lease(), &permit.leader_revision());
             // The executor re-checks the fencing token against the latest published status.
             let now = self.node_now(i);
             let current = self.nodes[i].status.as_ref().is_some_and(|s| {

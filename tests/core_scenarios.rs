@@ -3298,6 +3298,41 @@ fn reinitialize_refuses_a_data_directory_of_another_cluster() {
         .any(|e| matches!(e, Effect::Pg(PgAction::Reinitialize { .. }))));
 }
 
+/// The timer table names each moment the node wants to be woken at; `poll_timeout` is the
+/// earliest, and a wake-up says which were due.
+#[test]
+fn the_timer_table_names_why_the_node_wakes() {
+    use pgwarden::core::timers::Timer;
+    let mut node = primary();
+    drain(&mut node);
+    node.handle_input(
+        Instant(1_000),
+        Input::LeaseRenewFailed {
+            lease: LEASE,
+            expired: false,
+            error: "unavailable".into(),
+        },
+    );
+    drain(&mut node);
+    let timers = node.timers();
+    // ttl 6 s, margin 1 s, retry_timeout 2 s.
+    assert_eq!(timers.get(Timer::DemotionDeadline), Some(Instant(5_000)));
+    assert_eq!(timers.get(Timer::OfflineStop), Some(Instant(3_000)));
+    assert_eq!(timers.get(Timer::StopKill), None, "nothing is stopping");
+    assert_eq!(
+        node.poll_timeout(),
+        timers.earliest().map(|(_, at)| at),
+        "poll_timeout is the table's minimum"
+    );
+    let due = node.handle_timeout(Instant(3_000));
+    assert!(due.contains(&Timer::OfflineStop), "{due:?}");
+    assert!(!due.contains(&Timer::DemotionDeadline), "{due:?}");
+    drain(&mut node);
+    assert_eq!(node.state(), "demoting");
+    // The offline stop runs: at the deadline it would be killed.
+    assert_eq!(node.timers().get(Timer::StopKill), Some(Instant(5_000)));
+}
+
 /// A replica whose leader key vanished, now a candidate that probed its peers and asked the
 /// policy; returns the election call, unanswered.
 fn candidate_asking() -> (Node, u64, pgwarden::core::PolicyCall) {
@@ -3525,6 +3560,7 @@ fn a_required_watchdog_that_cannot_be_armed_again_demotes_the_primary() {
 /// them all and reads the transitions they made.
 #[allow(dead_code)] // read by the simulation binary, which includes this file
 pub const SCENARIOS: &[fn()] = &[
+    the_timer_table_names_why_the_node_wakes,
     an_election_the_policy_does_not_answer_is_abandoned_after_ttl,
     a_lease_lost_while_the_policy_decides_ends_the_race,
     a_failed_promotion_releases_the_key,

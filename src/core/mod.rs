@@ -21,6 +21,7 @@ pub mod safety;
 pub mod status;
 pub mod sync;
 pub mod time;
+pub mod timers;
 pub mod types;
 pub mod view;
 pub mod watchdog;
@@ -114,142 +115,29 @@ impl Node {
                 tracing::warn!(node = %self.agent.settings.name, %error, "lock store unreachable");
                 self.agent.dcs_error = Some(error);
             }
-            Input::PostgresProbed(observation) => {
-                self.agent.probe_revision = self.probe_asked_at_revision;
-                // The unresponsive-primary clock runs from the first silent probe, whatever
-                // the agent is busy with meanwhile (a store outage, a failsafe round, taking
-                // its key back): an answer, even an error, or a dead postmaster stops it.
-                if !observation.is_unresponsive() {
-                    self.agent.unresponsive_since = None;
-                } else if self.agent.unresponsive_since.is_none() {
-                    self.agent.unresponsive_since = Some(now);
-                }
-                // A probe that reached no server says nothing of replies: skipping it keeps a
-                // silent standby's clock running through a failed probe.
-                if let Some(server) = observation.server.as_ref() {
-                    self.agent.standby_replies.observe(&server.replication, now);
-                }
-                let fresh = self.probe_in_flight == Some(self.action_seq);
-                self.probe_in_flight = None;
-                self.agent.pg = Some(observation);
-                if fresh {
-                    self.run_cycle();
-                } else {
-                    // An action finished while this probe was out: look again before deciding.
-                    self.next_cycle_at = now.max(self.retry_not_before);
-                }
-            }
+            Input::PostgresProbed(observation) => self.on_postgres_probed(now, observation),
             Input::LeaseGranted {
                 lease,
                 ttl_secs,
                 sent_at,
-            } => {
-                self.grant_in_flight = false;
-                self.dcs_seen(now);
-                self.store_answers_lease();
-                let ttl = Duration::from_secs(ttl_secs.into());
-                match (self.agent.lease.id, self.agent.holds_leader_key()) {
-                    (Some(_), true) => {
-                        // Rotating while leader: move the leader key onto the new lease
-                        // first; the old lease stays valid (and renewed) until that worked.
-                        self.rotation = Some(Rotation {
-                            lease,
-                            ttl,
-                            sent_at,
-                        });
-                        self.agent.outbox.push(Effect::AcquireLeader { lease });
-                    }
-                    (Some(old), false) => {
-                        self.switch_lease(lease, ttl, sent_at);
-                        self.agent.outbox.push(Effect::TouchMember { lease });
-                        self.agent.outbox.push(Effect::RevokeLease { lease: old });
-                    }
-                    (None, _) => self.switch_lease(lease, ttl, sent_at),
-                }
-            }
+            } => self.on_lease_granted(now, lease, ttl_secs, sent_at),
             Input::LeaseGrantFailed { error } => {
                 self.grant_in_flight = false;
                 self.agent.dcs_error = Some(error);
                 self.store_failing(now);
             }
-            Input::LeaseRenewed { lease, sent_at } => {
-                self.renewal_in_flight = false;
-                self.agent.lease.renewed(lease, sent_at);
-                self.dcs_seen(now);
-                self.store_answers_lease();
-                // A leader stopping PostgreSQL (a switchover's fast shutdown, a long
-                // checkpoint) still holds the key and renews it: the device is fed until the
-                // stop is done.
-                let stopping_with_key = matches!(self.machine.state(), State::Demoting {})
-                    && self.agent.holds_leader_key();
-                if self.agent.lease.id == Some(lease)
-                    && (self.acting_as_leader() || stopping_with_key)
-                {
-                    let ttl = self.agent.lease.ttl;
-                    self.feed_watchdog(now, sent_at + ttl, "lease renewal");
-                }
-            }
+            Input::LeaseRenewed { lease, sent_at } => self.on_lease_renewed(now, lease, sent_at),
             Input::LeaseRenewFailed {
                 lease,
                 expired,
                 error,
-            } => {
-                self.renewal_in_flight = false;
-                if expired && self.agent.lease.id == Some(lease) {
-                    tracing::warn!(node = %self.agent.settings.name, %lease, %error, "lease expired");
-                    self.agent.lease.lost();
-                    self.agent.acquired_leader = None;
-                    self.next_lease_at = now;
-                    // The store answered: not an outage, whatever happened to the lease.
-                    self.agent.failsafe.renewals_failing = false;
-                    self.agent.failsafe.active = false;
-                } else {
-                    self.agent.dcs_error = Some(error);
-                    self.store_failing(now);
-                }
-            }
+            } => self.on_lease_renew_failed(now, lease, expired, error),
             Input::InitializeRaced { won } => self.dispatch(Event::InitializeRaced(won)),
             Input::LeaderAcquired {
                 won,
                 revision,
                 create_revision,
-            } if self.rotation.is_some() => {
-                if let (Some(rotation), Some(old)) = (self.rotation.take(), self.agent.lease.id) {
-                    if won {
-                        self.switch_lease(rotation.lease, rotation.ttl, rotation.sent_at);
-                        self.agent.acquired_leader = Some(agent::Acquisition {
-                            lease: rotation.lease,
-                            revision,
-                            create_revision,
-                        });
-                        self.agent.outbox.push(Effect::TouchMember {
-                            lease: rotation.lease,
-                        });
-                        self.agent.outbox.push(Effect::RevokeLease { lease: old });
-                    } else {
-                        // Keep leading on the old lease; drop the new one.
-                        self.agent.outbox.push(Effect::RevokeLease {
-                            lease: rotation.lease,
-                        });
-                    }
-                }
-            }
-            Input::LeaderAcquired {
-                won,
-                revision,
-                create_revision,
-            } => {
-                if won {
-                    if let Some(lease) = self.agent.lease.id {
-                        self.agent.acquired_leader = Some(agent::Acquisition {
-                            lease,
-                            revision,
-                            create_revision,
-                        });
-                    }
-                }
-                self.dispatch(Event::LeaderAcquired(won));
-            }
+            } => self.on_leader_acquired(won, revision, create_revision),
             Input::SyncWritten { seq, ok } => {
                 if self.agent.sync_write_in_flight == Some(seq) {
                     self.agent.sync_write_in_flight = None;
@@ -264,78 +152,22 @@ impl Node {
                 self.dispatch(Event::PeersProbed);
             }
             Input::PolicyDecided(answer) => self.dispatch(Event::PolicyDecided(answer)),
-            Input::WatchdogChecked(result) => match result {
-                Ok(()) => {
-                    let retry_after = Duration::from_secs(self.agent.config.ttl.into());
-                    self.agent.watchdog.device_checked_ok(now, retry_after);
-                }
-                Err(error) => {
-                    if self.agent.watchdog.device_check.as_ref() != Some(&Err(error.clone())) {
-                        tracing::warn!(node = %self.agent.settings.name, %error, "watchdog device check failed");
-                    }
-                    self.agent.watchdog.device_check = Some(Err(error));
-                }
-            },
+            Input::WatchdogChecked(result) => self.on_watchdog_checked(now, result),
             Input::WatchdogArmed(result) => self.on_watchdog_armed(now, result),
             Input::WatchdogFeedFailed { error } => {
                 tracing::error!(node = %self.agent.settings.name, %error, "watchdog keepalive failed");
                 self.agent.watchdog.feed_error = Some(error);
             }
             Input::FailsafeHeartbeat { leader, request } => {
-                let verdict = self.agent.failsafe_verdict();
-                match &verdict {
-                    failsafe::HeartbeatVerdict::Accepted => {
-                        tracing::debug!(node = %self.agent.settings.name, %leader, "failsafe heartbeat accepted");
-                        let ttl = self.agent.ttl();
-                        self.agent.failsafe.accept(leader, now, ttl);
-                    }
-                    failsafe::HeartbeatVerdict::Refused(why) => {
-                        tracing::warn!(node = %self.agent.settings.name, %leader, %why, "failsafe heartbeat refused");
-                    }
-                    failsafe::HeartbeatVerdict::Disabled => {}
-                }
-                self.agent.failsafe.record_verdict(request, verdict);
+                self.on_failsafe_heartbeat(now, leader, request)
             }
-            Input::ReinitializeRequested { request } => {
-                let verdict = self.agent.reinitialize_verdict();
-                match &verdict {
-                    Ok(()) => {
-                        tracing::info!(node = %self.agent.settings.name, "reinitialize requested")
-                    }
-                    Err(why) => {
-                        tracing::warn!(node = %self.agent.settings.name, %why, "reinitialize refused")
-                    }
-                }
-                let accepted = verdict.is_ok();
-                if self.agent.reinitialize_verdicts.len() >= REINITIALIZE_VERDICTS_KEPT {
-                    self.agent.reinitialize_verdicts.pop_front();
-                }
-                self.agent
-                    .reinitialize_verdicts
-                    .push_back((request, verdict));
-                if accepted {
-                    self.dispatch(Event::Reinitialize);
-                }
-            }
+            Input::ReinitializeRequested { request } => self.on_reinitialize_requested(request),
             Input::FailsafeConfirmed { sent_at, refusals } => {
                 self.agent.failsafe.round_in_flight = false;
                 self.on_failsafe_round(now, sent_at, refusals);
             }
             Input::PgActionFinished { action, outcome } => {
-                if self.agent.pg_action.as_ref() == Some(&action) {
-                    self.agent.pg_action = None;
-                }
-                self.action_seq += 1;
-                let retry_later = matches!(outcome, PgActionOutcome::Failed { .. })
-                    && action.retried_at_next_cycle();
-                self.dispatch(Event::PgActionFinished(action, outcome));
-                if retry_later {
-                    let loop_wait = Duration::from_secs(self.agent.config.loop_wait.max(1).into());
-                    self.retry_not_before = now + loop_wait;
-                    self.next_cycle_at = self.next_cycle_at.max(self.retry_not_before);
-                } else {
-                    self.next_cycle_at = now;
-                }
+                self.on_pg_action_finished(now, action, outcome)
             }
         }
         self.enforce_deadline();
@@ -344,6 +176,210 @@ impl Node {
             self.next_cycle_at = self.next_cycle_at.min(wake);
         }
         self.maybe_start_cycle(now);
+    }
+
+    /// A PostgreSQL probe: the fresh one the cycle waited for starts it.
+    fn on_postgres_probed(&mut self, now: Instant, observation: view::PgObservation) {
+        self.agent.probe_revision = self.probe_asked_at_revision;
+        // The unresponsive-primary clock runs from the first silent probe, whatever
+        // the agent is busy with meanwhile (a store outage, a failsafe round, taking
+        // its key back): an answer, even an error, or a dead postmaster stops it.
+        if !observation.is_unresponsive() {
+            self.agent.unresponsive_since = None;
+        } else if self.agent.unresponsive_since.is_none() {
+            self.agent.unresponsive_since = Some(now);
+        }
+        // A probe that reached no server says nothing of replies: skipping it keeps a
+        // silent standby's clock running through a failed probe.
+        if let Some(server) = observation.server.as_ref() {
+            self.agent.standby_replies.observe(&server.replication, now);
+        }
+        let fresh = self.probe_in_flight == Some(self.action_seq);
+        self.probe_in_flight = None;
+        self.agent.pg = Some(observation);
+        if fresh {
+            self.run_cycle();
+        } else {
+            // An action finished while this probe was out: look again before deciding.
+            self.next_cycle_at = now.max(self.retry_not_before);
+        }
+    }
+
+    /// A lease granted: the first, or a replacement after a `ttl` change.
+    fn on_lease_granted(&mut self, now: Instant, lease: LeaseId, ttl_secs: u32, sent_at: Instant) {
+        self.grant_in_flight = false;
+        self.dcs_seen(now);
+        self.store_answers_lease();
+        let ttl = Duration::from_secs(ttl_secs.into());
+        match (self.agent.lease.id, self.agent.holds_leader_key()) {
+            (Some(_), true) => {
+                // Rotating while leader: move the leader key onto the new lease
+                // first; the old lease stays valid (and renewed) until that worked.
+                self.rotation = Some(Rotation {
+                    lease,
+                    ttl,
+                    sent_at,
+                });
+                self.agent.outbox.push(Effect::AcquireLeader { lease });
+            }
+            (Some(old), false) => {
+                self.switch_lease(lease, ttl, sent_at);
+                self.agent.outbox.push(Effect::TouchMember { lease });
+                self.agent.outbox.push(Effect::RevokeLease { lease: old });
+            }
+            (None, _) => self.switch_lease(lease, ttl, sent_at),
+        }
+    }
+
+    /// A renewal acknowledged: the deadline moves, the watchdog may be fed.
+    fn on_lease_renewed(&mut self, now: Instant, lease: LeaseId, sent_at: Instant) {
+        self.renewal_in_flight = false;
+        self.agent.lease.renewed(lease, sent_at);
+        self.dcs_seen(now);
+        self.store_answers_lease();
+        // A leader stopping PostgreSQL (a switchover's fast shutdown, a long
+        // checkpoint) still holds the key and renews it: the device is fed until the
+        // stop is done.
+        let stopping_with_key =
+            matches!(self.machine.state(), State::Demoting {}) && self.agent.holds_leader_key();
+        if self.agent.lease.id == Some(lease) && (self.acting_as_leader() || stopping_with_key) {
+            let ttl = self.agent.lease.ttl;
+            self.feed_watchdog(now, sent_at + ttl, "lease renewal");
+        }
+    }
+
+    /// A renewal failed: the lease expired (etcd said so) or the store did not answer.
+    fn on_lease_renew_failed(
+        &mut self,
+        now: Instant,
+        lease: LeaseId,
+        expired: bool,
+        error: String,
+    ) {
+        self.renewal_in_flight = false;
+        if expired && self.agent.lease.id == Some(lease) {
+            tracing::warn!(node = %self.agent.settings.name, %lease, %error, "lease expired");
+            self.agent.lease.lost();
+            self.agent.acquired_leader = None;
+            self.next_lease_at = now;
+            // The store answered: not an outage, whatever happened to the lease.
+            self.agent.failsafe.renewals_failing = false;
+            self.agent.failsafe.active = false;
+        } else {
+            self.agent.dcs_error = Some(error);
+            self.store_failing(now);
+        }
+    }
+
+    /// The answer to a leader key acquisition.
+    fn on_leader_acquired(&mut self, won: bool, revision: i64, create_revision: i64) {
+        // An acquisition that moves our key onto a replacement lease (a `ttl` change).
+        if self.rotation.is_some() {
+            if let (Some(rotation), Some(old)) = (self.rotation.take(), self.agent.lease.id) {
+                if won {
+                    self.switch_lease(rotation.lease, rotation.ttl, rotation.sent_at);
+                    self.agent.acquired_leader = Some(agent::Acquisition {
+                        lease: rotation.lease,
+                        revision,
+                        create_revision,
+                    });
+                    self.agent.outbox.push(Effect::TouchMember {
+                        lease: rotation.lease,
+                    });
+                    self.agent.outbox.push(Effect::RevokeLease { lease: old });
+                } else {
+                    // Keep leading on the old lease; drop the new one.
+                    self.agent.outbox.push(Effect::RevokeLease {
+                        lease: rotation.lease,
+                    });
+                }
+            }
+            return;
+        }
+        if won {
+            if let Some(lease) = self.agent.lease.id {
+                self.agent.acquired_leader = Some(agent::Acquisition {
+                    lease,
+                    revision,
+                    create_revision,
+                });
+            }
+        }
+        self.dispatch(Event::LeaderAcquired(won));
+    }
+
+    /// Whether the watchdog device looks usable.
+    fn on_watchdog_checked(&mut self, now: Instant, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                let retry_after = Duration::from_secs(self.agent.config.ttl.into());
+                self.agent.watchdog.device_checked_ok(now, retry_after);
+            }
+            Err(error) => {
+                if self.agent.watchdog.device_check.as_ref() != Some(&Err(error.clone())) {
+                    tracing::warn!(node = %self.agent.settings.name, %error, "watchdog device check failed");
+                }
+                self.agent.watchdog.device_check = Some(Err(error));
+            }
+        }
+    }
+
+    /// A failsafe primary's `POST /failsafe`: accepted (a promise not to race) or refused.
+    fn on_failsafe_heartbeat(&mut self, now: Instant, leader: String, request: u64) {
+        let verdict = self.agent.failsafe_verdict();
+        match &verdict {
+            failsafe::HeartbeatVerdict::Accepted => {
+                tracing::debug!(node = %self.agent.settings.name, %leader, "failsafe heartbeat accepted");
+                let ttl = self.agent.ttl();
+                self.agent.failsafe.accept(leader, now, ttl);
+            }
+            failsafe::HeartbeatVerdict::Refused(why) => {
+                tracing::warn!(node = %self.agent.settings.name, %leader, %why, "failsafe heartbeat refused");
+            }
+            failsafe::HeartbeatVerdict::Disabled => {}
+        }
+        self.agent.failsafe.record_verdict(request, verdict);
+    }
+
+    /// `POST /reinitialize`: the verdict is kept for the API to find; accepted, it starts.
+    fn on_reinitialize_requested(&mut self, request: u64) {
+        let verdict = self.agent.reinitialize_verdict();
+        match &verdict {
+            Ok(()) => {
+                tracing::info!(node = %self.agent.settings.name, "reinitialize requested")
+            }
+            Err(why) => {
+                tracing::warn!(node = %self.agent.settings.name, %why, "reinitialize refused")
+            }
+        }
+        let accepted = verdict.is_ok();
+        if self.agent.reinitialize_verdicts.len() >= REINITIALIZE_VERDICTS_KEPT {
+            self.agent.reinitialize_verdicts.pop_front();
+        }
+        self.agent
+            .reinitialize_verdicts
+            .push_back((request, verdict));
+        if accepted {
+            self.dispatch(Event::Reinitialize);
+        }
+    }
+
+    /// A PostgreSQL action finished: the machine hears it, then the next cycle is timed.
+    fn on_pg_action_finished(&mut self, now: Instant, action: PgAction, outcome: PgActionOutcome) {
+        if self.agent.pg_action.as_ref() == Some(&action) {
+            self.agent.pg_action = None;
+        }
+        self.action_seq += 1;
+        let retry_later =
+            matches!(outcome, PgActionOutcome::Failed { .. }) && action.retried_at_next_cycle();
+        self.dispatch(Event::PgActionFinished(action, outcome));
+        if retry_later {
+            let loop_wait = Duration::from_secs(self.agent.config.loop_wait.max(1).into());
+            self.retry_not_before = now + loop_wait;
+            self.next_cycle_at = self.next_cycle_at.max(self.retry_not_before);
+        } else {
+            self.next_cycle_at = now;
+        }
     }
 
     /// Every change of the facts a policy cares about becomes an event it is consulted on.
@@ -362,18 +398,35 @@ impl Node {
         self.agent.outbox.pop()
     }
 
-    /// When the node must be woken with `Input::Tick` at the latest.
+    /// When the node must be woken with `Input::Tick` at the latest: the earliest of
+    /// [`Node::timers`].
     pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers().earliest().map(|(_, at)| at)
+    }
+
+    /// Wake the node at `now` because its timeout passed: returns the timers that were due
+    /// (for the log), then handles the wake-up like `Input::Tick`.
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<timers::Timer> {
+        let due = self.timers().due(now);
+        self.handle_input(now, Input::Tick);
+        due
+    }
+
+    /// Every moment the node must be woken at, by name (see `timers`).
+    pub fn timers(&self) -> timers::Timers {
+        use timers::Timer;
+        let mut table = timers::Timers::default();
         // While a probe is out, its answer starts the cycle: a cycle time in the past must
         // not turn into a busy loop.
         let loop_wait = Duration::from_secs(self.agent.config.loop_wait.max(1).into());
-        let mut wake = if self.probe_in_flight.is_some() {
+        let cycle = if self.probe_in_flight.is_some() {
             self.next_cycle_at.max(self.agent.now + loop_wait)
         } else {
             self.next_cycle_at
         };
+        table.set(Timer::Cycle, cycle);
         if !self.renewal_in_flight && !self.grant_in_flight {
-            wake = wake.min(self.next_lease_at);
+            table.set(Timer::LeaseRenewal, self.next_lease_at);
         }
         // A stop through pg_ctl is killed at the deadline if still running.
         let stopping_slowly = matches!(self.machine.state(), State::Demoting {})
@@ -386,11 +439,11 @@ impl Node {
             .demotion_deadline()
             .filter(|d| stopping_slowly && *d > self.agent.now)
         {
-            wake = wake.min(deadline);
+            table.set(Timer::StopKill, deadline);
         }
         if self.acting_as_leader() || matches!(self.machine.state(), State::Primary {}) {
             if let Some(deadline) = self.agent.demotion_deadline() {
-                wake = wake.min(deadline);
+                table.set(Timer::DemotionDeadline, deadline);
                 // The clean (offline) stop is due `retry_timeout` before the deadline.
                 let retry = Duration::from_secs(self.agent.config.retry_timeout.into());
                 let offline_at = deadline - retry;
@@ -398,18 +451,21 @@ impl Node {
                     && !self.agent.failsafe_mode()
                     && offline_at > self.agent.now
                 {
-                    wake = wake.min(offline_at);
+                    table.set(Timer::OfflineStop, offline_at);
                 }
             }
         }
         if self.failsafe_round_wanted() && !self.agent.failsafe.round_in_flight {
-            wake = wake.min(self.agent.failsafe.next_round_at);
+            table.set(Timer::FailsafeRound, self.agent.failsafe.next_round_at);
         }
         if self.agent.failsafe.holding() && self.agent.failsafe_mode() {
             // A promise not to race counts only time we saw pass, a step at a time.
-            wake = wake.min(self.agent.now + self.agent.failsafe_step() / 2);
+            table.set(
+                Timer::FailsafePromise,
+                self.agent.now + self.agent.failsafe_step() / 2,
+            );
         }
-        Some(wake)
+        table
     }
 
     /// A snapshot for the REST API, metrics and the member key.

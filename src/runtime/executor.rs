@@ -10,11 +10,12 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::clock;
 use super::member::{member_json, Identity};
 use crate::config::DynamicConfig;
+use crate::core::view::SyncState;
 use crate::core::view::{HistoryEntry, PeerReport, PeerStatus};
 use crate::core::{
     ArmReport, Effect, Input, LeaseId, Lsn, NodeStatus, PgAction, PgActionOutcome, Timeline,
 };
-use crate::dcs::StoreSlot;
+use crate::dcs::{EtcdStore, StoreSlot};
 use crate::postgres::{probe, PgController, PgSettings};
 use crate::watchdog::WatchdogDevice;
 
@@ -172,97 +173,12 @@ impl Executor {
         let store = &store;
         let me = self.identity.name.as_str();
         match effect {
-            Effect::GrantLease { ttl_secs } => {
-                let sent_at = clock::now();
-                match store.grant_lease(ttl_secs).await {
-                    Ok((lease, granted)) => {
-                        if granted != ttl_secs {
-                            tracing::warn!(
-                                requested = ttl_secs,
-                                granted,
-                                "etcd granted a different lease TTL"
-                            );
-                        }
-                        self.send(Input::LeaseGranted {
-                            lease,
-                            ttl_secs: granted,
-                            sent_at,
-                        })
-                    }
-                    Err(e) => self.send(Input::LeaseGrantFailed {
-                        error: e.to_string(),
-                    }),
-                }
-            }
-            Effect::RenewLease { lease } => {
-                // Retry transient failures within retry_timeout; report the last send time.
-                // Each attempt gets a third of the budget: a keep-alive sent on a stream
-                // whose etcd member just died, or during an etcd leader election (about a
-                // second), hangs rather than fails, and must not take the whole budget
-                // from the retry that would succeed.
-                // The effective retry_timeout (a change in /config applies at once, as it
-                // does to the core's deadlines).
-                let retry_timeout =
-                    Duration::from_secs(self.status.borrow().config.retry_timeout.max(1).into());
-                let give_up_at = clock::now() + retry_timeout;
-                let per_attempt = (retry_timeout / 3).max(KEEP_ALIVE_ATTEMPT_FLOOR);
-                loop {
-                    let sent_at = clock::now();
-                    let left = give_up_at.saturating_since(sent_at);
-                    let attempt = per_attempt.min(left);
-                    match store.keep_alive(lease, attempt).await {
-                        Ok(true) => return self.send(Input::LeaseRenewed { lease, sent_at }),
-                        Ok(false) => {
-                            return self.send(Input::LeaseRenewFailed {
-                                lease,
-                                expired: true,
-                                error: "lease not found".into(),
-                            })
-                        }
-                        // etcd-client turns etcd's TTL-0 answer for an unknown lease into an
-                        // error: it is an answer, not an outage.
-                        Err(e) if e.lease_not_found() => {
-                            return self.send(Input::LeaseRenewFailed {
-                                lease,
-                                expired: true,
-                                error: e.to_string(),
-                            })
-                        }
-                        // No attempt is started that could not get an answer in time.
-                        Err(e) if clock::now() + KEEP_ALIVE_RETRY_PAUSE >= give_up_at => {
-                            tracing::warn!(error = %e, %lease, "lease keep-alive failed within retry_timeout");
-                            return self.send(Input::LeaseRenewFailed {
-                                lease,
-                                expired: false,
-                                error: e.to_string(),
-                            });
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "keep-alive failed; retrying");
-                            tokio::time::sleep(KEEP_ALIVE_RETRY_PAUSE).await;
-                        }
-                    }
-                }
-            }
+            Effect::GrantLease { ttl_secs } => self.grant_lease(store, ttl_secs).await,
+            Effect::RenewLease { lease } => self.renew_lease(store, lease).await,
             Effect::RevokeLease { lease } => {
                 log_err("revoke the old lease", store.revoke_lease(lease).await)
             }
-            Effect::TouchMember { lease } => {
-                let value = member_json(&self.identity, &self.status.borrow().clone());
-                if let Err(e) = store.put_member(me, value.to_string(), lease).await {
-                    tracing::warn!(error = %e, "could not update the member key");
-                    if e.lease_not_found() {
-                        // etcd says the lease is gone: that is authoritative, whatever the
-                        // keep-alive path reports (after a long outage it may keep failing
-                        // instead of answering TTL 0, and the lease would never be replaced).
-                        self.send(Input::LeaseRenewFailed {
-                            lease,
-                            expired: true,
-                            error: e.to_string(),
-                        });
-                    }
-                }
-            }
+            Effect::TouchMember { lease } => self.touch_member(store, lease).await,
             Effect::RaceInitialize => {
                 let won = match store.race_initialize().await {
                     Ok(won) => won,
@@ -279,19 +195,10 @@ impl Executor {
             Effect::ClearStaleInitialize {
                 mod_revision,
                 orphaned_for,
-            } => match store.clear_initialize_at(mod_revision).await {
-                Ok(true) => tracing::warn!(
-                    mod_revision,
-                    orphaned_for = ?orphaned_for,
-                    "deleted the initialize key: it was empty with no leader and no member \
-                     bootstrapping (a bootstrap died half-way); the members race to bootstrap again"
-                ),
-                Ok(false) => tracing::info!(
-                    mod_revision,
-                    "the orphaned initialize key changed before it could be deleted; left as it is"
-                ),
-                Err(e) => tracing::warn!(error = %e, "deleting the orphaned initialize key failed"),
-            },
+            } => {
+                self.clear_stale_initialize(store, mod_revision, orphaned_for)
+                    .await
+            }
             Effect::WriteInitialize { sysid } => {
                 log_err("write initialize", store.write_initialize(&sysid).await)
             }
@@ -302,24 +209,7 @@ impl Executor {
                     store.write_config_if_absent(json).await.map(|_| ()),
                 )
             }
-            Effect::AcquireLeader { lease } => {
-                let input = match store.acquire_leader(me, lease).await {
-                    Ok(a) => Input::LeaderAcquired {
-                        won: a.won,
-                        revision: a.revision,
-                        create_revision: a.create_revision,
-                    },
-                    Err(e) => {
-                        tracing::warn!(error = %e, "leader key acquisition failed");
-                        Input::LeaderAcquired {
-                            won: false,
-                            revision: 0,
-                            create_revision: 0,
-                        }
-                    }
-                };
-                self.send(input);
-            }
+            Effect::AcquireLeader { lease } => self.acquire_leader(store, lease).await,
             Effect::ReleaseLeader {
                 lease,
                 create_revision,
@@ -334,19 +224,7 @@ impl Executor {
                 seq,
                 state,
                 expected_revision,
-            } => {
-                let ok = match store.write_sync(&state, expected_revision).await {
-                    Ok(ok) => ok,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "/sync write failed");
-                        false
-                    }
-                };
-                if ok {
-                    tracing::info!(sync_standby = ?state.sync_standby, "recorded synchronous standbys in /sync");
-                }
-                self.send(Input::SyncWritten { seq, ok });
-            }
+            } => self.write_sync(store, seq, state, expected_revision).await,
             Effect::ClearFailover {
                 expected_revision,
                 reason,
@@ -358,21 +236,7 @@ impl Executor {
             Effect::WriteStatus { optime } => {
                 log_err("write status", store.write_status(optime).await)
             }
-            Effect::UpdateHistory { timeline } => {
-                let existing = self
-                    .status
-                    .borrow()
-                    .view
-                    .as_ref()
-                    .map(|v| v.history.clone())
-                    .unwrap_or_default();
-                match read_timeline_history(&self.pg, timeline, &existing, me) {
-                    Ok(entries) => log_err("write history", store.write_history(&entries).await),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not read the timeline history file")
-                    }
-                }
-            }
+            Effect::UpdateHistory { timeline } => self.update_history(store, timeline).await,
             Effect::WriteFailsafe { members } => log_err(
                 "write failsafe",
                 store.write_failsafe(members.as_ref()).await,
@@ -387,6 +251,184 @@ impl Executor {
             | Effect::ArmWatchdog { .. }
             | Effect::FeedWatchdog
             | Effect::DisarmWatchdog { .. } => {}
+        }
+    }
+
+    /// Ask etcd for a lease of `ttl_secs`; report what it granted.
+    async fn grant_lease(&self, store: &EtcdStore, ttl_secs: u32) {
+        let sent_at = clock::now();
+        match store.grant_lease(ttl_secs).await {
+            Ok((lease, granted)) => {
+                if granted != ttl_secs {
+                    tracing::warn!(
+                        requested = ttl_secs,
+                        granted,
+                        "etcd granted a different lease TTL"
+                    );
+                }
+                self.send(Input::LeaseGranted {
+                    lease,
+                    ttl_secs: granted,
+                    sent_at,
+                })
+            }
+            Err(e) => self.send(Input::LeaseGrantFailed {
+                error: e.to_string(),
+            }),
+        }
+    }
+
+    /// Renew `lease`, retrying transient failures within retry_timeout; report the last
+    /// send time.
+    async fn renew_lease(&self, store: &EtcdStore, lease: LeaseId) {
+        // Retry transient failures within retry_timeout; report the last send time.
+        // Each attempt gets a third of the budget: a keep-alive sent on a stream
+        // whose etcd member just died, or during an etcd leader election (about a
+        // second), hangs rather than fails, and must not take the whole budget
+        // from the retry that would succeed.
+        // The effective retry_timeout (a change in /config applies at once, as it
+        // does to the core's deadlines).
+        let retry_timeout =
+            Duration::from_secs(self.status.borrow().config.retry_timeout.max(1).into());
+        let give_up_at = clock::now() + retry_timeout;
+        let per_attempt = (retry_timeout / 3).max(KEEP_ALIVE_ATTEMPT_FLOOR);
+        loop {
+            let sent_at = clock::now();
+            let left = give_up_at.saturating_since(sent_at);
+            let attempt = per_attempt.min(left);
+            match store.keep_alive(lease, attempt).await {
+                Ok(true) => return self.send(Input::LeaseRenewed { lease, sent_at }),
+                Ok(false) => {
+                    return self.send(Input::LeaseRenewFailed {
+                        lease,
+                        expired: true,
+                        error: "lease not found".into(),
+                    })
+                }
+                // etcd-client turns etcd's TTL-0 answer for an unknown lease into an
+                // error: it is an answer, not an outage.
+                Err(e) if e.lease_not_found() => {
+                    return self.send(Input::LeaseRenewFailed {
+                        lease,
+                        expired: true,
+                        error: e.to_string(),
+                    })
+                }
+                // No attempt is started that could not get an answer in time.
+                Err(e) if clock::now() + KEEP_ALIVE_RETRY_PAUSE >= give_up_at => {
+                    tracing::warn!(error = %e, %lease, "lease keep-alive failed within retry_timeout");
+                    return self.send(Input::LeaseRenewFailed {
+                        lease,
+                        expired: false,
+                        error: e.to_string(),
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "keep-alive failed; retrying");
+                    tokio::time::sleep(KEEP_ALIVE_RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    /// Write our member key on `lease`.
+    async fn touch_member(&self, store: &EtcdStore, lease: LeaseId) {
+        let me = self.identity.name.as_str();
+        let value = member_json(&self.identity, &self.status.borrow().clone());
+        if let Err(e) = store.put_member(me, value.to_string(), lease).await {
+            tracing::warn!(error = %e, "could not update the member key");
+            if e.lease_not_found() {
+                // etcd says the lease is gone: that is authoritative, whatever the
+                // keep-alive path reports (after a long outage it may keep failing
+                // instead of answering TTL 0, and the lease would never be replaced).
+                self.send(Input::LeaseRenewFailed {
+                    lease,
+                    expired: true,
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+
+    /// Take the leader key onto `lease`; report the outcome.
+    async fn acquire_leader(&self, store: &EtcdStore, lease: LeaseId) {
+        let me = self.identity.name.as_str();
+        let input = match store.acquire_leader(me, lease).await {
+            Ok(a) => Input::LeaderAcquired {
+                won: a.won,
+                revision: a.revision,
+                create_revision: a.create_revision,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "leader key acquisition failed");
+                Input::LeaderAcquired {
+                    won: false,
+                    revision: 0,
+                    create_revision: 0,
+                }
+            }
+        };
+        self.send(input);
+    }
+
+    /// Compare-and-swap `/sync`; report whether it took.
+    async fn write_sync(
+        &self,
+        store: &EtcdStore,
+        seq: u64,
+        state: SyncState,
+        expected_revision: Option<i64>,
+    ) {
+        let ok = match store.write_sync(&state, expected_revision).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::warn!(error = %e, "/sync write failed");
+                false
+            }
+        };
+        if ok {
+            tracing::info!(sync_standby = ?state.sync_standby, "recorded synchronous standbys in /sync");
+        }
+        self.send(Input::SyncWritten { seq, ok });
+    }
+
+    /// Add the timeline that ended to `/history`, from PostgreSQL's history file.
+    async fn update_history(&self, store: &EtcdStore, timeline: Timeline) {
+        let me = self.identity.name.as_str();
+        let existing = self
+            .status
+            .borrow()
+            .view
+            .as_ref()
+            .map(|v| v.history.clone())
+            .unwrap_or_default();
+        match read_timeline_history(&self.pg, timeline, &existing, me) {
+            Ok(entries) => log_err("write history", store.write_history(&entries).await),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the timeline history file")
+            }
+        }
+    }
+
+    /// Delete an orphaned `initialize` key at its revision, saying what happened.
+    async fn clear_stale_initialize(
+        &self,
+        store: &EtcdStore,
+        mod_revision: i64,
+        orphaned_for: Duration,
+    ) {
+        match store.clear_initialize_at(mod_revision).await {
+            Ok(true) => tracing::warn!(
+                mod_revision,
+                orphaned_for = ?orphaned_for,
+                "deleted the initialize key: it was empty with no leader and no member \
+                 bootstrapping (a bootstrap died half-way); the members race to bootstrap again"
+            ),
+            Ok(false) => tracing::info!(
+                mod_revision,
+                "the orphaned initialize key changed before it could be deleted; left as it is"
+            ),
+            Err(e) => tracing::warn!(error = %e, "deleting the orphaned initialize key failed"),
         }
     }
 

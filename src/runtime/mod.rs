@@ -267,7 +267,13 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
                 Some(input) => node.handle_input(clock::now(), input),
                 None => anyhow::bail!("all input sources stopped"),
             },
-            _ = tokio::time::sleep(sleep_for) => node.handle_input(clock::now(), Input::Tick),
+            _ = tokio::time::sleep(sleep_for) => {
+                let due = node.handle_timeout(clock::now());
+                if !due.is_empty() {
+                    let due: Vec<&str> = due.iter().map(|t| t.name()).collect();
+                    tracing::debug!(timers = ?due, "timers due");
+                }
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
             _ = sighup.recv() => reload::on_sighup(config_path, &config),

@@ -701,6 +701,15 @@ impl Agent {
             .collect()
     }
 
+    /// What our member key says now.
+    pub fn member_record(&self) -> super::status::MemberRecord {
+        super::status::MemberRecord {
+            pg: self.pg.clone(),
+            pg_action: self.pg_action.as_ref().map(PgAction::kind),
+            tags: self.settings.tags.clone(),
+        }
+    }
+
     /// The facts a policy's view and events are made of.
     pub fn policy_facts(&self) -> consult::PolicyFacts<'_> {
         let held = self.holds_leader_key();

@@ -143,10 +143,12 @@ pub enum Effect {
         /// Requested TTL in seconds.
         ttl_secs: u32,
     },
-    /// Send one keep-alive for `lease`.
+    /// Send one keep-alive for `lease`, retrying a failed attempt within `retry_timeout`.
     RenewLease {
         /// The lease.
         lease: LeaseId,
+        /// How long transient failures are retried (`retry_timeout` as configured now).
+        retry_timeout: std::time::Duration,
     },
     /// Revoke a lease we no longer use (after moving our keys to a new one).
     RevokeLease {
@@ -155,8 +157,10 @@ pub enum Effect {
     },
     /// Probe PostgreSQL (data dir, process, SQL) and report `PostgresProbed`.
     ProbePostgres,
-    /// Write `members/<me>` on our lease from the latest published status.
+    /// Write `members/<me>` on our lease.
     TouchMember {
+        /// What the key says.
+        member: Box<super::status::MemberRecord>,
         /// The lease.
         lease: LeaseId,
     },
@@ -218,7 +222,12 @@ pub enum Effect {
     UpdateHistory {
         /// The timeline we run on.
         timeline: Timeline,
+        /// `/history` as the core knows it (entries the local file lacks are kept).
+        known: Vec<super::view::HistoryEntry>,
     },
+    /// The dynamic configuration PostgreSQL actions use from now on (parameters, pg_hba,
+    /// slots): sent in order with them whenever `/config` changes.
+    UsePgConfig(Box<crate::config::DynamicConfig>),
     /// GET `/patroni` of these members; report `PeersProbed`.
     ProbePeers {
         /// (name, api_url).

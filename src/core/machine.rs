@@ -1051,8 +1051,14 @@ impl Agent {
             && self.history_write_due(server.timeline)
         {
             self.history_written = Some((server.timeline, self.now));
+            let known = self
+                .view
+                .as_ref()
+                .map(|v| v.history.clone())
+                .unwrap_or_default();
             self.outbox.push(Effect::UpdateHistory {
                 timeline: server.timeline,
+                known,
             });
         }
         // The LSN a new synchronous standby must have flushed before it is recorded in

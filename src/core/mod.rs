@@ -224,7 +224,7 @@ impl Node {
             }
             (Some(old), false) => {
                 self.switch_lease(lease, ttl, sent_at);
-                self.agent.outbox.push(Effect::TouchMember { lease });
+                self.touch_member(lease);
                 self.agent.outbox.push(Effect::RevokeLease { lease: old });
             }
             (None, _) => self.switch_lease(lease, ttl, sent_at),
@@ -283,9 +283,7 @@ impl Node {
                         revision,
                         create_revision,
                     });
-                    self.agent.outbox.push(Effect::TouchMember {
-                        lease: rotation.lease,
-                    });
+                    self.touch_member(rotation.lease);
                     self.agent.outbox.push(Effect::RevokeLease { lease: old });
                 } else {
                     // Keep leading on the old lease; drop the new one.
@@ -525,6 +523,14 @@ impl Node {
         state_name(self.machine.state())
     }
 
+    /// Queue a write of our member key on `lease`, saying what it says now.
+    fn touch_member(&mut self, lease: LeaseId) {
+        let member = Box::new(self.agent.member_record());
+        self.agent
+            .outbox
+            .push(Effect::TouchMember { member, lease });
+    }
+
     fn switch_lease(&mut self, lease: LeaseId, ttl: Duration, sent_at: Instant) {
         self.agent.lease.granted(lease, ttl, sent_at);
         self.agent.lease.requested_ttl_secs = self.agent.config.ttl;
@@ -719,6 +725,9 @@ impl Node {
                     Ok(()) => {
                         tracing::info!(node = %self.agent.settings.name, "dynamic configuration changed");
                         self.agent.config = config.value.clone();
+                        self.agent
+                            .outbox
+                            .push(Effect::UsePgConfig(Box::new(config.value.clone())));
                     }
                     Err(error) if self.rejected_config_revision != Some(config.mod_revision) => {
                         self.rejected_config_revision = Some(config.mod_revision);
@@ -862,7 +871,12 @@ impl Node {
                 Some(lease) if !self.renewal_in_flight => {
                     self.renewal_in_flight = true;
                     self.agent.lease.renewal_sent_at = Some(now);
-                    self.agent.outbox.push(Effect::RenewLease { lease });
+                    let retry_timeout =
+                        Duration::from_secs(self.agent.config.retry_timeout.max(1).into());
+                    self.agent.outbox.push(Effect::RenewLease {
+                        lease,
+                        retry_timeout,
+                    });
                     self.next_lease_at = now + lease_interval;
                 }
                 _ => {}
@@ -902,7 +916,7 @@ impl Node {
             }
         }
         if let Some(lease) = self.agent.lease.id {
-            self.agent.outbox.push(Effect::TouchMember { lease });
+            self.touch_member(lease);
         }
         if matches!(
             self.machine.state(),

@@ -124,30 +124,93 @@ impl Role {
     }
 }
 
-impl NodeStatus {
+/// What this member publishes in its member key (`members/<name>`): PostgreSQL as last
+/// probed, the action in flight, the tags. `Effect::TouchMember` carries one, so the write
+/// needs nothing but it and the node's fixed identity.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberRecord {
+    /// Latest PostgreSQL probe.
+    pub pg: Option<PgObservation>,
+    /// Kind of the PostgreSQL action in flight.
+    pub pg_action: Option<&'static str>,
+    /// Tags as configured.
+    pub tags: serde_json::Map<String, serde_json::Value>,
+}
+
+impl MemberRecord {
     /// Role from PostgreSQL's point of view (like Patroni's `role` field).
     pub fn role(&self) -> Role {
-        match self.pg.as_ref().and_then(|p| p.server.as_ref()) {
-            Some(s) if !s.in_recovery => Role::Primary,
-            Some(_) => Role::Replica,
-            None => match self.pg.as_ref().map(|p| &p.data_dir) {
-                Some(super::view::DataDir::Initialized { .. }) => Role::Replica,
-                _ => Role::Uninitialized,
-            },
-        }
+        role(self.pg.as_ref())
     }
 
     /// Patroni's PostgreSQL state string.
     pub fn pg_state(&self) -> &'static str {
-        match (self.pg_action, self.pg.as_ref()) {
-            (Some("bootstrap"), _) => "initializing new cluster",
-            (Some("clone" | "reinitialize"), _) => "creating replica",
-            (Some("rewind"), _) => "rewinding",
-            (Some("demote"), _) => "stopping",
-            (Some("start_replica" | "start_primary"), _) => "starting",
-            (_, Some(pg)) if pg.server.is_some() => "running",
-            (_, Some(pg)) if pg.postmaster_alive => "starting",
-            _ => "stopped",
+        pg_state(self.pg.as_ref(), self.pg_action)
+    }
+
+    /// Timeline PostgreSQL runs on.
+    pub fn timeline(&self) -> Option<Timeline> {
+        self.pg.as_ref().and_then(|p| p.timeline())
+    }
+
+    /// `streaming` or `in archive recovery` for a running standby.
+    pub fn replication_state(&self) -> Option<&'static str> {
+        replication_state(self.pg.as_ref())
+    }
+}
+
+fn role(pg: Option<&PgObservation>) -> Role {
+    match pg.and_then(|p| p.server.as_ref()) {
+        Some(s) if !s.in_recovery => Role::Primary,
+        Some(_) => Role::Replica,
+        None => match pg.map(|p| &p.data_dir) {
+            Some(super::view::DataDir::Initialized { .. }) => Role::Replica,
+            _ => Role::Uninitialized,
+        },
+    }
+}
+
+fn pg_state(pg: Option<&PgObservation>, action: Option<&'static str>) -> &'static str {
+    match (action, pg) {
+        (Some("bootstrap"), _) => super::initialize::BOOTSTRAPPING_STATE,
+        (Some("clone" | "reinitialize"), _) => "creating replica",
+        (Some("rewind"), _) => "rewinding",
+        (Some("demote"), _) => "stopping",
+        (Some("start_replica" | "start_primary"), _) => "starting",
+        (_, Some(pg)) if pg.server.is_some() => "running",
+        (_, Some(pg)) if pg.postmaster_alive => "starting",
+        _ => "stopped",
+    }
+}
+
+fn replication_state(pg: Option<&PgObservation>) -> Option<&'static str> {
+    let server = pg?.server.as_ref()?;
+    if !server.in_recovery {
+        return None;
+    }
+    Some(match server.receiver_status.as_deref() {
+        Some("streaming") => "streaming",
+        _ => "in archive recovery",
+    })
+}
+
+impl NodeStatus {
+    /// Role from PostgreSQL's point of view (like Patroni's `role` field).
+    pub fn role(&self) -> Role {
+        role(self.pg.as_ref())
+    }
+
+    /// Patroni's PostgreSQL state string.
+    pub fn pg_state(&self) -> &'static str {
+        pg_state(self.pg.as_ref(), self.pg_action)
+    }
+
+    /// What the member key says (see [`MemberRecord`]).
+    pub fn member_record(&self) -> MemberRecord {
+        MemberRecord {
+            pg: self.pg.clone(),
+            pg_action: self.pg_action,
+            tags: self.tags.clone(),
         }
     }
 
@@ -158,14 +221,7 @@ impl NodeStatus {
 
     /// `streaming` or `in archive recovery` for a running standby.
     pub fn replication_state(&self) -> Option<&'static str> {
-        let server = self.pg.as_ref()?.server.as_ref()?;
-        if !server.in_recovery {
-            return None;
-        }
-        Some(match server.receiver_status.as_deref() {
-            Some("streaming") => "streaming",
-            _ => "in archive recovery",
-        })
+        replication_state(self.pg.as_ref())
     }
 
     /// Whether this member is recorded in `/sync`.

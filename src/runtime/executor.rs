@@ -10,11 +10,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::clock;
 use super::member::{member_json, Identity};
 use crate::config::DynamicConfig;
+use crate::core::status::MemberRecord;
 use crate::core::view::SyncState;
 use crate::core::view::{HistoryEntry, PeerReport, PeerStatus};
-use crate::core::{
-    ArmReport, Effect, Input, LeaseId, Lsn, NodeStatus, PgAction, PgActionOutcome, Timeline,
-};
+use crate::core::{ArmReport, Effect, Input, LeaseId, Lsn, PgAction, PgActionOutcome, Timeline};
 use crate::dcs::{EtcdStore, StoreSlot};
 use crate::postgres::{probe, PgController, PgSettings};
 use crate::watchdog::WatchdogDevice;
@@ -44,12 +43,10 @@ pub struct Executor {
     pub store: StoreSlot,
     /// Local PostgreSQL settings.
     pub pg: Arc<PgSettings>,
-    /// Serial queue of PostgreSQL actions.
-    pub pg_queue: UnboundedSender<(PgAction, DynamicConfig)>,
+    /// Serial queue of PostgreSQL actions (and the configuration they use).
+    pub pg_queue: UnboundedSender<PgWork>,
     /// Who we are.
     pub identity: Identity,
-    /// Latest status (for member keys and history).
-    pub status: tokio::sync::watch::Receiver<Arc<NodeStatus>>,
     /// Bootstrap dynamic configuration, written to `/config` after bootstrap.
     pub bootstrap_config: DynamicConfig,
     /// Timeout of a peer probe.
@@ -82,8 +79,10 @@ impl Executor {
                     // queued action then finds PostgreSQL down and reports it.
                     crate::postgres::kill_postmaster(&self.pg);
                 }
-                let config = self.status.borrow().config.clone();
-                let _ = self.pg_queue.send((action, config));
+                let _ = self.pg_queue.send(PgWork::Action(action));
+            }
+            Effect::UsePgConfig(config) => {
+                let _ = self.pg_queue.send(PgWork::Config(config));
             }
             Effect::ConsultPolicy(call) => self.policy.submit(call),
             // The watchdog runs inline: a few non-blocking syscalls, and an arm must be
@@ -174,11 +173,14 @@ impl Executor {
         let me = self.identity.name.as_str();
         match effect {
             Effect::GrantLease { ttl_secs } => self.grant_lease(store, ttl_secs).await,
-            Effect::RenewLease { lease } => self.renew_lease(store, lease).await,
+            Effect::RenewLease {
+                lease,
+                retry_timeout,
+            } => self.renew_lease(store, lease, retry_timeout).await,
             Effect::RevokeLease { lease } => {
                 log_err("revoke the old lease", store.revoke_lease(lease).await)
             }
-            Effect::TouchMember { lease } => self.touch_member(store, lease).await,
+            Effect::TouchMember { member, lease } => self.touch_member(store, &member, lease).await,
             Effect::RaceInitialize => {
                 let won = match store.race_initialize().await {
                     Ok(won) => won,
@@ -236,7 +238,9 @@ impl Executor {
             Effect::WriteStatus { optime } => {
                 log_err("write status", store.write_status(optime).await)
             }
-            Effect::UpdateHistory { timeline } => self.update_history(store, timeline).await,
+            Effect::UpdateHistory { timeline, known } => {
+                self.update_history(store, timeline, &known).await
+            }
             Effect::WriteFailsafe { members } => log_err(
                 "write failsafe",
                 store.write_failsafe(members.as_ref()).await,
@@ -245,6 +249,7 @@ impl Executor {
             | Effect::ProbePeers { .. }
             | Effect::ProbeFailsafe { .. }
             | Effect::Pg(_)
+            | Effect::UsePgConfig(_)
             | Effect::ConsultPolicy(_)
             | Effect::Shutdown { .. }
             | Effect::CheckWatchdog
@@ -280,16 +285,14 @@ impl Executor {
 
     /// Renew `lease`, retrying transient failures within retry_timeout; report the last
     /// send time.
-    async fn renew_lease(&self, store: &EtcdStore, lease: LeaseId) {
+    async fn renew_lease(&self, store: &EtcdStore, lease: LeaseId, retry_timeout: Duration) {
         // Retry transient failures within retry_timeout; report the last send time.
         // Each attempt gets a third of the budget: a keep-alive sent on a stream
         // whose etcd member just died, or during an etcd leader election (about a
         // second), hangs rather than fails, and must not take the whole budget
         // from the retry that would succeed.
-        // The effective retry_timeout (a change in /config applies at once, as it
-        // does to the core's deadlines).
-        let retry_timeout =
-            Duration::from_secs(self.status.borrow().config.retry_timeout.max(1).into());
+        // retry_timeout as configured when the core asked (a change in /config applies at
+        // once, as it does to the core's deadlines).
         let give_up_at = clock::now() + retry_timeout;
         let per_attempt = (retry_timeout / 3).max(KEEP_ALIVE_ATTEMPT_FLOOR);
         loop {
@@ -332,9 +335,9 @@ impl Executor {
     }
 
     /// Write our member key on `lease`.
-    async fn touch_member(&self, store: &EtcdStore, lease: LeaseId) {
+    async fn touch_member(&self, store: &EtcdStore, member: &MemberRecord, lease: LeaseId) {
         let me = self.identity.name.as_str();
-        let value = member_json(&self.identity, &self.status.borrow().clone());
+        let value = member_json(&self.identity, member);
         if let Err(e) = store.put_member(me, value.to_string(), lease).await {
             tracing::warn!(error = %e, "could not update the member key");
             if e.lease_not_found() {
@@ -393,16 +396,9 @@ impl Executor {
     }
 
     /// Add the timeline that ended to `/history`, from PostgreSQL's history file.
-    async fn update_history(&self, store: &EtcdStore, timeline: Timeline) {
+    async fn update_history(&self, store: &EtcdStore, timeline: Timeline, known: &[HistoryEntry]) {
         let me = self.identity.name.as_str();
-        let existing = self
-            .status
-            .borrow()
-            .view
-            .as_ref()
-            .map(|v| v.history.clone())
-            .unwrap_or_default();
-        match read_timeline_history(&self.pg, timeline, &existing, me) {
+        match read_timeline_history(&self.pg, timeline, known, me) {
             Ok(entries) => log_err("write history", store.write_history(&entries).await),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the timeline history file")
@@ -450,7 +446,7 @@ impl Executor {
         let error = "etcd: not connected yet".to_string();
         let input = match effect {
             Effect::GrantLease { .. } => Input::LeaseGrantFailed { error },
-            Effect::RenewLease { lease } => Input::LeaseRenewFailed {
+            Effect::RenewLease { lease, .. } => Input::LeaseRenewFailed {
                 lease,
                 expired: false,
                 error,
@@ -589,14 +585,31 @@ fn read_timeline_history(
 }
 
 /// The serial PostgreSQL worker: one action at a time, fencing token re-checked before a promote.
+/// What the serial PostgreSQL worker is handed, in order.
+#[derive(Debug)]
+pub enum PgWork {
+    /// Carry out an action.
+    Action(PgAction),
+    /// Use this dynamic configuration for the actions that follow.
+    Config(Box<DynamicConfig>),
+}
+
+/// The serial PostgreSQL worker: one action at a time, in order, a promotion only while
+/// its fencing token is still current.
 pub async fn run_pg_worker(
-    mut queue: tokio::sync::mpsc::UnboundedReceiver<(PgAction, DynamicConfig)>,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<PgWork>,
     mut controller: PgController,
     fence: Arc<Mutex<Fence>>,
     inputs: UnboundedSender<Input>,
 ) {
-    while let Some((action, config)) = queue.recv().await {
-        controller.set_dynamic(config);
+    while let Some(work) = queue.recv().await {
+        let action = match work {
+            PgWork::Config(config) => {
+                controller.set_dynamic(*config);
+                continue;
+            }
+            PgWork::Action(action) => action,
+        };
         if let PgAction::Promote { permit, .. } = &action {
             let (lease, leader_revision) = (permit.lease(), permit.leader_revision());
             let f = fence.lock().map(|f| f.clone()).unwrap_or_default();

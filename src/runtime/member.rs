@@ -3,6 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::core::status::MemberRecord;
 use crate::core::status::Role;
 use crate::core::view::DataDir;
 use crate::core::NodeStatus;
@@ -25,7 +26,7 @@ pub struct Identity {
 }
 
 /// `members/<name>` value.
-pub fn member_json(id: &Identity, status: &NodeStatus) -> Value {
+pub fn member_json(id: &Identity, status: &MemberRecord) -> Value {
     let mut m = Map::new();
     m.insert("conn_url".into(), json!(id.conn_url));
     m.insert("api_url".into(), json!(id.api_url));

@@ -185,7 +185,6 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         pg,
         pg_queue: pg_tx,
         identity,
-        status: status_rx,
         bootstrap_config: config.bootstrap.dcs.clone(),
         peer_probe_timeout: Duration::from_millis(config.pgwarden.peer_probe_timeout_ms),
         policy,
@@ -321,7 +320,7 @@ async fn shutdown(
     let bound = Duration::from_secs(status.config.retry_timeout.clamp(1, 30).into());
     if let Some(lease) = status.lease {
         // PostgreSQL is down (stopped above); the role stays what it was, as Patroni's does.
-        let stopped = NodeStatus {
+        let stopped = crate::core::status::MemberRecord {
             pg: status
                 .pg
                 .clone()
@@ -331,7 +330,7 @@ async fn shutdown(
                     ..pg
                 }),
             pg_action: None,
-            ..status.clone()
+            ..status.member_record()
         };
         let mut value = member::member_json(identity, &stopped);
         value["role"] = serde_json::json!(status.role().as_str());

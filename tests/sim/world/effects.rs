@@ -17,7 +17,7 @@ impl World {
                 ttl_secs,
                 sent_at: now,
             },
-            Effect::RenewLease { lease } => Op::Renew {
+            Effect::RenewLease { lease, .. } => Op::Renew {
                 lease,
                 sent_at: now,
                 give_up: self.now + u64::from(self.plan.retry_timeout) * 1_000,
@@ -28,15 +28,10 @@ impl World {
                 self.after(delay, Ev::Probe { node: i, inc });
                 return;
             }
-            Effect::TouchMember { lease } => {
-                let Some(status) = self.nodes[i].status.as_ref() else {
-                    return;
-                };
-                Op::PutMember {
-                    lease,
-                    value: member_json(&self.nodes[i].identity, status).to_string(),
-                }
-            }
+            Effect::TouchMember { member, lease } => Op::PutMember {
+                lease,
+                value: member_json(&self.nodes[i].identity, &member).to_string(),
+            },
             Effect::RaceInitialize => Op::RaceInitialize,
             Effect::CancelInitialize => Op::CancelInitialize,
             Effect::ClearStaleInitialize { mod_revision, .. } => {
@@ -73,7 +68,7 @@ impl World {
                 expected: expected_revision,
             },
             Effect::WriteStatus { optime } => Op::WriteStatus { optime },
-            Effect::UpdateHistory { timeline } => Op::WriteHistory {
+            Effect::UpdateHistory { timeline, .. } => Op::WriteHistory {
                 entries: self.history_of(i, timeline),
             },
             Effect::ProbePeers { members } => {
@@ -115,6 +110,8 @@ impl World {
                 self.start_next_action(i);
                 return;
             }
+            // The fake PostgreSQL has no configuration files.
+            Effect::UsePgConfig(_) => return,
             Effect::CheckWatchdog => {
                 self.at(
                     self.now,

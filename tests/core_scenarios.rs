@@ -720,8 +720,11 @@ fn renewals_move_the_deadline_forward() {
     assert_eq!(node.state(), "primary");
 }
 
+/// A runtime `/config` whose lease budget (ttl − margin > loop_wait + retry_timeout) is
+/// broken gets `loop_wait` lowered, as Patroni lowers it for its own rule; one that no
+/// `loop_wait` can fix is rejected and the last good configuration kept.
 #[test]
-fn a_runtime_config_that_breaks_the_lease_budget_is_rejected_and_the_last_good_one_kept() {
+fn a_runtime_config_that_breaks_the_lease_budget_is_adjusted_or_rejected() {
     let (mut node, t) = running_replica(1, 1000, 1000);
     // Valid for Patroni's rule (2 + 2*1 <= 4) but ttl − 1 s margin is not > loop_wait + retry_timeout.
     let risky = DynamicConfig {
@@ -735,6 +738,20 @@ fn a_runtime_config_that_breaks_the_lease_budget_is_rejected_and_the_last_good_o
         value: risky,
         mod_revision: 30,
     });
+    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v.clone())));
+    let config = node.status().config;
+    assert_eq!(
+        (config.ttl, config.loop_wait, config.retry_timeout),
+        (4, 1, 1),
+        "loop_wait lowered to fit"
+    );
+
+    // With a 2.5 s margin even loop_wait 1 leaves no room at ttl 4: rejected.
+    let wide_margin = NodeSettings {
+        demotion_margin: Duration::from_millis(2_500),
+        ..settings(1)
+    };
+    let (mut node, t) = running_replica_with(wide_margin, 1000, 1000);
     node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v.clone())));
     assert_eq!(
         node.status().config.ttl,
@@ -3584,7 +3601,7 @@ pub const SCENARIOS: &[fn()] = &[
     primary_demotes_at_once_when_the_lease_is_lost,
     primary_demotes_when_another_member_holds_the_key,
     renewals_move_the_deadline_forward,
-    a_runtime_config_that_breaks_the_lease_budget_is_rejected_and_the_last_good_one_kept,
+    a_runtime_config_that_breaks_the_lease_budget_is_adjusted_or_rejected,
     a_restarted_agent_takes_its_own_leader_key_back_onto_its_new_lease,
     a_former_primary_rejoins_with_pg_rewind_or_a_fresh_clone,
     a_running_primary_that_may_not_lead_is_demoted,

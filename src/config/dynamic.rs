@@ -330,6 +330,37 @@ impl DynamicConfig {
         }
     }
 
+    /// pgwarden's own rule on top of Patroni's: the leader must be able to renew once, with
+    /// a retry, before its demotion deadline (`ttl − demotion_margin > loop_wait +
+    /// retry_timeout`). Adjusted the same way: `loop_wait` is lowered (not below 1) with a
+    /// warning; what cannot be fixed so is left to
+    /// [`DynamicConfig::validate_demotion_budget`] to refuse.
+    pub fn adjust_demotion_budget(
+        &mut self,
+        path_prefix: &str,
+        demotion_margin_ms: u64,
+        warnings: &mut Vec<String>,
+    ) {
+        let budget_ms = (u64::from(self.ttl) * 1000).saturating_sub(demotion_margin_ms);
+        let needed_ms =
+            |loop_wait: u32, retry: u32| (u64::from(loop_wait) + u64::from(retry)) * 1000;
+        let before = self.loop_wait;
+        while self.loop_wait > 1 && budget_ms <= needed_ms(self.loop_wait, self.retry_timeout) {
+            self.loop_wait -= 1;
+        }
+        if self.loop_wait != before {
+            warnings.push(format!(
+                "{}: ttl {} s minus the demotion margin {demotion_margin_ms} ms must exceed \
+                 loop_wait + retry_timeout {} s, so the leader can renew once with a retry \
+                 before it must demote: adjusted loop_wait from {before} to {}",
+                join(path_prefix, "loop_wait"),
+                self.ttl,
+                self.retry_timeout,
+                self.loop_wait
+            ));
+        }
+    }
+
     /// Checks what [`DynamicConfig::adjust_timing`] leaves to refuse:
     /// `synchronous_node_count >= 1`.
     pub fn validate(&self, path_prefix: &str) -> Result<(), ConfigError> {
@@ -664,6 +695,26 @@ mod tests {
         assert!(w.is_empty(), "{w:?}");
         let e = DynamicConfig::from_json(&json!({"synchronous_node_count": 0})).expect_err("0");
         assert_eq!(e.path, "synchronous_node_count");
+    }
+
+    #[test]
+    fn the_lease_budget_lowers_loop_wait() {
+        let mut c = DynamicConfig {
+            ttl: 10,
+            loop_wait: 9,
+            retry_timeout: 1,
+            ..DynamicConfig::default()
+        };
+        let mut warnings = Vec::new();
+        c.adjust_demotion_budget("bootstrap.dcs", 1000, &mut warnings);
+        assert_eq!(c.loop_wait, 7, "10 s - 1 s > 7 + 1 s");
+        assert!(warnings[0].contains("from 9 to 7"), "{warnings:?}");
+        c.validate_demotion_budget("bootstrap.dcs", 1000)
+            .expect("fits now");
+        let mut fine = DynamicConfig::default();
+        let mut none = Vec::new();
+        fine.adjust_demotion_budget("", 1000, &mut none);
+        assert!(none.is_empty() && fine.loop_wait == 10);
     }
 
     #[test]

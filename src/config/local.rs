@@ -110,7 +110,7 @@ pub(crate) fn build(root: &Value, warnings: &mut Vec<String>) -> Result<Config, 
             ))
         }
     };
-    let bootstrap = match s.section("bootstrap")? {
+    let mut bootstrap = match s.section("bootstrap")? {
         Some(b) => parse_bootstrap(b, warnings)?,
         None => BootstrapConfig {
             dcs: DynamicConfig::default(),
@@ -148,6 +148,9 @@ pub(crate) fn build(root: &Value, warnings: &mut Vec<String>) -> Result<Config, 
     s.unsupported(TOP_UNSUPPORTED);
     s.finish(warnings);
 
+    bootstrap
+        .dcs
+        .adjust_demotion_budget("bootstrap.dcs", pgwarden.demotion_margin_ms, warnings);
     bootstrap
         .dcs
         .validate_demotion_budget("bootstrap.dcs", pgwarden.demotion_margin_ms)?;

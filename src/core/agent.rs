@@ -706,6 +706,7 @@ impl Agent {
         super::status::MemberRecord {
             pg: self.pg.clone(),
             pg_action: self.pg_action.as_ref().map(PgAction::kind),
+            bootstrapping: self.state_name == "bootstrapping",
             tags: self.settings.tags.clone(),
         }
     }

@@ -4,6 +4,8 @@
 //! leader key and only then records the system identifier there. A failed bootstrap deletes
 //! the key before its agent exits; an agent killed in between cannot, and the key stays empty
 //! with no leader: every other member waits for a leader that will never come.
+//! A bootstrapper's member key says "initializing new cluster" from the race until it holds
+//! the leader key (initdb, the first start, the acquisition), not only while initdb runs.
 //!
 //! Such a key is stale once, for a whole `ttl`, it stayed empty at the same revision, no
 //! member held the leader key and no member key said "initializing new cluster". A living
@@ -16,8 +18,12 @@ use std::time::Duration;
 use super::time::Instant;
 use super::view::ClusterView;
 
-/// The member state Patroni and pgwarden publish while running initdb.
+/// The member state pgwarden (and Patroni, running initdb) publishes while bootstrapping.
 pub const BOOTSTRAPPING_STATE: &str = "initializing new cluster";
+
+/// Every state a living bootstrapper may publish: Patroni's custom bootstrap says the
+/// second.
+pub const BOOTSTRAPPING_STATES: &[&str] = &[BOOTSTRAPPING_STATE, "running custom bootstrap script"];
 
 /// What the view says about `initialize` right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +45,7 @@ impl InitializeFacts {
             && !view
                 .members
                 .values()
-                .any(|m| m.state == BOOTSTRAPPING_STATE);
+                .any(|m| BOOTSTRAPPING_STATES.contains(&m.state.as_str()));
         if orphaned {
             InitializeFacts::Orphaned {
                 mod_revision: view.initialize_revision,

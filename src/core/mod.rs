@@ -719,15 +719,19 @@ impl Node {
     fn on_cluster_changed(&mut self, now: Instant, view: ClusterViewAlias) {
         self.dcs_seen(now);
         if let Some(config) = view.config.as_ref() {
-            if config.value != self.agent.config {
-                let margin_ms = self.agent.settings.demotion_margin.as_millis() as u64;
-                match config.value.validate_demotion_budget("config", margin_ms) {
+            let margin_ms = self.agent.settings.demotion_margin.as_millis() as u64;
+            let mut warnings = view.config_warnings.clone();
+            let mut value = config.value.clone();
+            value.adjust_demotion_budget("config", margin_ms, &mut warnings);
+            if value != self.agent.config {
+                match value.validate_demotion_budget("config", margin_ms) {
                     Ok(()) => {
                         tracing::info!(node = %self.agent.settings.name, "dynamic configuration changed");
-                        self.agent.config = config.value.clone();
-                        self.agent
-                            .outbox
-                            .push(Effect::UsePgConfig(Box::new(config.value.clone())));
+                        for warning in &warnings {
+                            tracing::warn!(node = %self.agent.settings.name, "/config: {warning}");
+                        }
+                        self.agent.config = value.clone();
+                        self.agent.outbox.push(Effect::UsePgConfig(Box::new(value)));
                     }
                     Err(error) if self.rejected_config_revision != Some(config.mod_revision) => {
                         self.rejected_config_revision = Some(config.mod_revision);

@@ -133,6 +133,10 @@ pub struct MemberRecord {
     pub pg: Option<PgObservation>,
     /// Kind of the PostgreSQL action in flight.
     pub pg_action: Option<&'static str>,
+    /// The node is bootstrapping a new cluster (initdb, first start, or taking the leader
+    /// key for the first time): the key says so throughout, or other members would take
+    /// the `initialize` key for an orphan (see `initialize`).
+    pub bootstrapping: bool,
     /// Tags as configured.
     pub tags: serde_json::Map<String, serde_json::Value>,
 }
@@ -145,7 +149,7 @@ impl MemberRecord {
 
     /// Patroni's PostgreSQL state string.
     pub fn pg_state(&self) -> &'static str {
-        pg_state(self.pg.as_ref(), self.pg_action)
+        pg_state(self.pg.as_ref(), self.pg_action, self.bootstrapping)
     }
 
     /// Timeline PostgreSQL runs on.
@@ -170,7 +174,14 @@ fn role(pg: Option<&PgObservation>) -> Role {
     }
 }
 
-fn pg_state(pg: Option<&PgObservation>, action: Option<&'static str>) -> &'static str {
+fn pg_state(
+    pg: Option<&PgObservation>,
+    action: Option<&'static str>,
+    bootstrapping: bool,
+) -> &'static str {
+    if bootstrapping {
+        return super::initialize::BOOTSTRAPPING_STATE;
+    }
     match (action, pg) {
         (Some("bootstrap"), _) => super::initialize::BOOTSTRAPPING_STATE,
         (Some("clone" | "reinitialize"), _) => "creating replica",
@@ -202,7 +213,11 @@ impl NodeStatus {
 
     /// Patroni's PostgreSQL state string.
     pub fn pg_state(&self) -> &'static str {
-        pg_state(self.pg.as_ref(), self.pg_action)
+        pg_state(
+            self.pg.as_ref(),
+            self.pg_action,
+            self.state == "bootstrapping",
+        )
     }
 
     /// What the member key says (see [`MemberRecord`]).
@@ -210,6 +225,7 @@ impl NodeStatus {
         MemberRecord {
             pg: self.pg.clone(),
             pg_action: self.pg_action,
+            bootstrapping: self.state == "bootstrapping",
             tags: self.tags.clone(),
         }
     }

@@ -137,6 +137,9 @@ pub struct ClusterView {
     pub config: Option<Versioned<DynamicConfig>>,
     /// Why the stored `config` was rejected, when it was (the agent keeps its last good one).
     pub config_error: Option<String>,
+    /// What was adjusted or ignored in the stored `config` (timing fixed as Patroni fixes
+    /// it, keys pgwarden does not act on): logged when the configuration changes.
+    pub config_warnings: Vec<String>,
     /// `leader`.
     pub leader: Option<LeaderKey>,
     /// `members/*`.

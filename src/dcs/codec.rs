@@ -54,9 +54,11 @@ pub fn decode_view(
             }
             keys::CONFIG => match serde_json::from_str::<Value>(&text)
                 .map_err(|e| format!("config: not JSON: {e}"))
-                .and_then(|v| DynamicConfig::from_json(&v).map_err(|e| e.to_string()))
-            {
-                Ok(value) => {
+                .and_then(|v| {
+                    DynamicConfig::from_json_with_warnings(&v, "").map_err(|e| e.to_string())
+                }) {
+                Ok((value, warnings)) => {
+                    view.config_warnings = warnings;
                     view.config = Some(Versioned {
                         value,
                         mod_revision: raw.mod_revision,

@@ -52,12 +52,11 @@ impl PgController {
         }
     }
 
-    /// Reads what the server binary accepts (`postgres --version`, `--describe-config`)
-    /// the first time it is needed.
-    async fn learn_server(&mut self) {
-        if self.server.is_some() {
-            return;
-        }
+    /// Reads what the server binary accepts (`postgres --version`, `--describe-config`).
+    /// The PostgreSQL worker calls it once, before its first action: never between a
+    /// promotion's fencing check and the promotion. When it fails, parameters are written
+    /// as configured (and PostgreSQL says which one it refuses).
+    pub async fn learn_server(&mut self) {
         let postgres = self.s.bin("postgres");
         let wait = Duration::from_secs(30);
         let version = process::run(&postgres, &["--version".into()], &[], wait).await;
@@ -83,7 +82,6 @@ impl PgController {
 
     /// Carry out one action; bootstrap and clone return the system identifier.
     pub async fn execute(&mut self, action: &PgAction) -> Result<Option<String>, PgError> {
-        self.learn_server().await;
         match action {
             PgAction::Bootstrap => self.bootstrap().await.map(Some),
             PgAction::Clone { from } => self.clone_from(from).await.map(Some),
@@ -474,10 +472,14 @@ impl PgController {
     /// behind (see [`PgController::discard_failed_bootstrap`]), so the next attempt, on this
     /// node or another, starts from an empty data directory.
     async fn bootstrap(&mut self) -> Result<String, PgError> {
-        // Only an empty data directory is bootstrapped (the core decides so); initdb cleans
-        // up after itself when it fails.
+        // Only an empty data directory is bootstrapped (the core decides so), so whatever
+        // it holds after a failure is the failed attempt's (initdb cleans up after itself,
+        // except when it is killed for taking too long).
         self.wipe_data_dir()?;
-        self.initdb().await?;
+        if let Err(error) = self.initdb().await {
+            self.discard_failed_bootstrap().await;
+            return Err(error);
+        }
         match self.first_start().await {
             Ok(sysid) => Ok(sysid),
             Err(error) => {
@@ -493,7 +495,9 @@ impl PgController {
         let dir = self.s.data_dir.clone();
         if probe::postmaster_pid(&dir).is_some_and(probe::pid_alive) {
             if let Err(e) = self.stop("immediate").await {
-                tracing::warn!(error = %e, "stopping the PostgreSQL of a failed bootstrap");
+                // Never move a directory a postmaster still runs on.
+                tracing::error!(error = %e, "stopping the PostgreSQL of a failed bootstrap failed; its data directory stays where it is");
+                return;
             }
         }
         if !dir.exists() || std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none()) {

@@ -16,6 +16,7 @@ pub const CLUSTER_WIDE: &[&str] = &[
     "max_wal_senders",
     "max_replication_slots",
     "wal_keep_size",
+    "wal_keep_segments",
     "wal_log_hints",
 ];
 

@@ -602,6 +602,7 @@ pub async fn run_pg_worker(
     fence: Arc<Mutex<Fence>>,
     inputs: UnboundedSender<Input>,
 ) {
+    controller.learn_server().await;
     while let Some(work) = queue.recv().await {
         let action = match work {
             PgWork::Config(config) => {

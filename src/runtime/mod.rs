@@ -200,7 +200,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         .role_history
         .as_deref()
         .map(role_history::RoleHistory::open);
-    loop {
+    let fatal = loop {
         for t in node.take_transitions() {
             tracing::info!(
                 node = %config.name, from = t.from, to = t.to, event = %t.event, why = t.why.code(),
@@ -235,23 +235,14 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         let mut stop_reason = None;
         while let Some(effect) = node.poll_effect() {
             tracing::debug!(?effect, "effect");
-            if let crate::core::Effect::Shutdown { reason } = &effect {
-                stop_reason = Some(reason.clone());
+            if let crate::core::Effect::Shutdown { reason } = effect {
+                stop_reason = Some(reason);
+                break; // nothing after it: the agent stops
             }
             executor.dispatch(effect);
         }
         if let Some(reason) = stop_reason {
-            // Effects the core emitted before stopping (a failed bootstrap's delete of
-            // `initialize`) must reach etcd: wait for them, within retry_timeout.
-            let bound = Duration::from_secs(node.status().config.retry_timeout.clamp(1, 30).into());
-            if !executor.settle(bound).await {
-                tracing::warn!(
-                    ?bound,
-                    "lock store writes still running when the agent stops"
-                );
-            }
-            tracing::error!(%reason, "stopping the agent");
-            anyhow::bail!("stopped: {reason}");
+            break Some(reason);
         }
         let wake = node
             .poll_timeout()
@@ -273,24 +264,31 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
                     tracing::debug!(timers = ?due, "timers due");
                 }
             }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
+            _ = tokio::signal::ctrl_c() => break None,
+            _ = sigterm.recv() => break None,
             _ = sighup.recv() => reload::on_sighup(config_path, &config),
         }
+    };
+    let status = node.status();
+    match &fatal {
+        Some(reason) => tracing::error!(%reason, "stopping the agent"),
+        None => tracing::info!("shutting down"),
     }
-    tracing::info!("shutting down");
-    shutdown(
-        &store,
-        &node.status(),
-        &config,
-        &executor.identity,
-        &watchdog,
-    )
-    .await;
-    Ok(())
+    shutdown(&store, &status, &config, &executor, &watchdog).await;
+    match fatal {
+        Some(reason) => anyhow::bail!("stopped: {reason}"),
+        None => Ok(()),
+    }
 }
 
-/// Clean stop: a primary stops PostgreSQL before releasing the leader key, so no other
+/// How long a stop waits for the lock store: `retry_timeout`, 1 to 30 s, so a stop ends
+/// even when etcd does not answer.
+fn store_bound(status: &NodeStatus) -> Duration {
+    Duration::from_secs(status.config.retry_timeout.clamp(1, 30).into())
+}
+
+/// Clean stop (SIGTERM, or the core's `Shutdown`: a failed bootstrap, a data directory of
+/// another cluster), never leaving PostgreSQL running unmanaged: a primary stops PostgreSQL before releasing the leader key, so no other
 /// member can be promoted while it still accepts writes; the watchdog is disarmed once
 /// PostgreSQL is down (Patroni's shutdown safepoint), and left counting if it is not. The
 /// member key says `stopped` before the key is released, so tools (patronictl list) and
@@ -299,7 +297,7 @@ async fn shutdown(
     store: &StoreSlot,
     status: &NodeStatus,
     config: &Config,
-    identity: &Identity,
+    executor: &Executor,
     watchdog: &Mutex<WatchdogDevice>,
 ) {
     let pg = PgSettings::from_config(config);
@@ -313,11 +311,17 @@ async fn shutdown(
         return;
     }
     executor::disarm_watchdog(watchdog, "clean shutdown");
+    // PostgreSQL is down. Lock store writes already on their way (a failed bootstrap's
+    // delete of `initialize`, a member key write that would say `running` after ours says
+    // `stopped`) land before the last words.
+    if !executor.settle(store_bound(status)).await {
+        tracing::warn!("lock store writes still running when the agent stops");
+    }
+    let identity = &executor.identity;
     let Some(store) = store.get() else {
         return; // never connected: the key, if any, is not ours to release
     };
-    // A stop must end even when etcd does not answer.
-    let bound = Duration::from_secs(status.config.retry_timeout.clamp(1, 30).into());
+    let bound = store_bound(status);
     if let Some(lease) = status.lease {
         // PostgreSQL is down (stopped above); the role stays what it was, as Patroni's does.
         let stopped = crate::core::status::MemberRecord {

@@ -176,6 +176,13 @@ pub fn gaps(rows: &BTreeSet<Row>) -> Vec<String> {
             .filter(|c| !produced.contains(*c))
             .map(|c| format!("why {c} is never produced")),
     );
+    // A variant whose code is missing from `Why::CODES` would escape the check above.
+    gaps.extend(
+        produced
+            .iter()
+            .filter(|c| !Why::CODES.contains(*c))
+            .map(|c| format!("why {c} is produced but missing from Why::CODES")),
+    );
     gaps
 }
 

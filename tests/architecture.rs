@@ -35,13 +35,19 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-#[test]
-fn core_imports_no_io_and_reads_no_clock() {
+/// Every source file of `src/core`.
+fn core_files() -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     rust_files(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core"),
         &mut files,
     );
+    files
+}
+
+#[test]
+fn core_imports_no_io_and_reads_no_clock() {
+    let files = core_files();
     assert!(
         files.len() > 5,
         "expected the core's modules, found {files:?}"
@@ -99,11 +105,7 @@ fn hand_made_transitions(text: &str) -> Vec<(usize, String)> {
 
 #[test]
 fn every_transition_goes_through_go_with_a_why() {
-    let mut files = Vec::new();
-    rust_files(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core"),
-        &mut files,
-    );
+    let files = core_files();
     let mut violations = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).expect("read source");
@@ -188,9 +190,7 @@ fn find_cycle(
 /// changed from the bottom up (the policy protocol, the facts, the rules, then the machine).
 #[test]
 fn core_modules_import_each_other_without_cycles() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core");
-    let mut files = Vec::new();
-    rust_files(&dir, &mut files);
+    let files = core_files();
     let modules: Vec<String> = files
         .iter()
         .filter_map(|f| f.file_stem()?.to_str().map(str::to_string))

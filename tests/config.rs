@@ -581,3 +581,34 @@ fn changed_sections_name_what_differs() {
     .config;
     assert_eq!(running.changed_sections(&two), vec!["restapi", "tags"]);
 }
+
+/// `bootstrap.method` other than initdb is not implemented: the configuration says so and
+/// the node will not bootstrap (the core refuses the race, see core_scenarios).
+#[test]
+fn a_custom_bootstrap_method_is_refused_with_a_warning() {
+    let loaded = parse(
+        &seed_with(
+            "bootstrap:\n",
+            "bootstrap:\n  method: wal_g\n  wal_g:\n    command: restore.sh\n",
+        ),
+        &no_env,
+    )
+    .expect("still a valid configuration");
+    assert_eq!(
+        loaded.config.bootstrap.custom_method.as_deref(),
+        Some("wal_g")
+    );
+    assert!(
+        loaded.warnings.iter().any(|w| w
+            .starts_with("bootstrap.method: \"wal_g\" is not supported")
+            && w.contains("never bootstrap a new cluster")),
+        "{:?}",
+        loaded.warnings
+    );
+    let initdb = parse(
+        &seed_with("bootstrap:\n", "bootstrap:\n  method: initdb\n"),
+        &no_env,
+    )
+    .expect("initdb");
+    assert_eq!(initdb.config.bootstrap.custom_method, None);
+}

@@ -1166,6 +1166,17 @@ fn promotes_with(
     })
 }
 
+/// The promotion among `effects` (panics when there is none).
+fn promotion_among(effects: Vec<Effect>) -> PgAction {
+    effects
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Pg(a @ PgAction::Promote { .. }) => Some(a),
+            _ => None,
+        })
+        .expect("a promotion among the effects")
+}
+
 fn promotes(effects: &[Effect]) -> bool {
     effects
         .iter()
@@ -1307,13 +1318,7 @@ fn armed_leader_with(mode: WatchdogMode) -> (Node, u64) {
             device_timeout_secs: Some(3),
         })),
     );
-    let promote = drain(&mut node)
-        .into_iter()
-        .find_map(|e| match e {
-            Effect::Pg(a @ PgAction::Promote { .. }) => Some(a),
-            _ => None,
-        })
-        .expect("promote");
+    let promote = promotion_among(drain(&mut node));
     node.handle_input(
         Instant(t + 10),
         Input::PgActionFinished {
@@ -1645,8 +1650,9 @@ fn a_policy_that_waits_postpones_the_race_and_is_asked_again() {
     assert!(drain(&mut node).contains(&Effect::ProbePostgres));
 }
 
-#[test]
-fn a_policy_may_demote_the_primary_early_and_the_key_is_released_only_after_the_stop() {
+/// A primary whose policy asks it to step down (a clean demotion) at its next cycle: the
+/// node and the effects of that answer.
+fn primary_asked_to_step_down() -> (Node, Vec<Effect>) {
     let mut node = primary();
     node.handle_input(Instant(600), Input::Tick);
     let demote = pgwarden_policy::Decision {
@@ -1657,6 +1663,12 @@ fn a_policy_may_demote_the_primary_early_and_the_key_is_released_only_after_the_
     };
     node.handle_input(Instant(600), Input::PostgresProbed(pg(false, 2000)));
     let effects = answer_all(&mut node, &demote);
+    (node, effects)
+}
+
+#[test]
+fn a_policy_may_demote_the_primary_early_and_the_key_is_released_only_after_the_stop() {
+    let (mut node, effects) = primary_asked_to_step_down();
     assert!(
         effects.contains(&Effect::Pg(PgAction::Demote {
             mode: DemoteMode::Graceful
@@ -3454,13 +3466,7 @@ fn a_lease_lost_while_the_policy_decides_ends_the_race() {
 #[test]
 fn a_failed_promotion_releases_the_key() {
     let (mut node, t, effects) = replica_wins_the_key(WatchdogMode::Off);
-    let promote = effects
-        .into_iter()
-        .find_map(|e| match e {
-            Effect::Pg(a @ PgAction::Promote { .. }) => Some(a),
-            _ => None,
-        })
-        .expect("promote");
+    let promote = promotion_among(effects);
     node.handle_input(
         Instant(t + 10),
         Input::PgActionFinished {
@@ -3486,16 +3492,7 @@ fn a_failed_promotion_releases_the_key() {
 /// cycle finds a running primary holding the key and leads again.
 #[test]
 fn a_primary_whose_clean_stop_fails_keeps_its_key_and_leads_again() {
-    let mut node = primary();
-    node.handle_input(Instant(600), Input::Tick);
-    let demote = pgwarden_policy::Decision {
-        race: pgwarden_policy::Race::Race,
-        preference: Vec::new(),
-        fence: pgwarden_policy::Fence::Demote("maintenance window".into()),
-        sync_standbys: None,
-    };
-    node.handle_input(Instant(600), Input::PostgresProbed(pg(false, 2000)));
-    answer_all(&mut node, &demote);
+    let (mut node, _) = primary_asked_to_step_down();
     assert_eq!(node.state(), "demoting");
     node.handle_input(
         Instant(700),

@@ -94,7 +94,7 @@ fn demotion_reason(c: &Cluster, i: usize) -> String {
     let log = std::fs::read_to_string(c.log_path(i)).unwrap_or_default();
     log.lines()
         .rev()
-        .find(|l| l.contains("state transition") && l.contains("from=Primary"))
+        .find(|l| l.contains("state transition") && l.contains("from=\"primary\""))
         .map(str::to_string)
         .unwrap_or_else(|| format!("no demotion in the log; last: {}", last_transition(c, i)))
 }

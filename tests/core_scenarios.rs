@@ -466,8 +466,8 @@ fn primary() -> Node {
     node
 }
 
-/// A starting node with an empty data directory, `view` as the cluster and a granted lease.
-fn empty_node(settings: NodeSettings, v: ClusterView) -> Node {
+/// A starting node that has seen `view` and holds a granted lease (nothing probed yet).
+fn node_with_lease(settings: NodeSettings, v: ClusterView) -> Node {
     let mut node = Node::new(settings, Instant(0));
     node.handle_input(Instant(0), Input::ClusterChanged(Box::new(v)));
     node.handle_input(
@@ -505,14 +505,14 @@ fn a_custom_bootstrap_method_never_bootstraps() {
         custom_bootstrap_method: Some("clone_with_wale".into()),
         ..settings(1)
     };
-    let mut node = empty_node(custom, v.clone());
+    let mut node = node_with_lease(custom, v.clone());
     for at in [1_000, 2_000, 3_000] {
         let effects = probe_empty(&mut node, at);
         assert!(!effects.contains(&Effect::RaceInitialize), "{effects:?}");
     }
     assert_eq!(node.state(), "starting");
     // The same node with initdb races.
-    let mut node = empty_node(settings(1), v);
+    let mut node = node_with_lease(settings(1), v);
     assert!(probe_empty(&mut node, 1_000).contains(&Effect::RaceInitialize));
 }
 
@@ -530,7 +530,7 @@ fn an_orphaned_initialize_key_is_cleared_after_ttl() {
             _ => None,
         })
     };
-    let mut node = empty_node(settings(1), v.clone());
+    let mut node = node_with_lease(settings(1), v.clone());
     assert_eq!(clears(&probe_empty(&mut node, 1_000)), None);
     assert_eq!(
         clears(&probe_empty(&mut node, 6_999)),
@@ -542,7 +542,7 @@ fn an_orphaned_initialize_key_is_cleared_after_ttl() {
     let mut busy = v;
     busy.members.get_mut("node1").expect("node1").state =
         pgwarden::core::initialize::BOOTSTRAPPING_STATE.into();
-    let mut node = empty_node(settings(1), busy);
+    let mut node = node_with_lease(settings(1), busy);
     for at in [1_000, 7_000, 60_000] {
         assert_eq!(
             clears(&probe_empty(&mut node, at)),
@@ -1430,20 +1430,10 @@ fn the_watchdog_is_disarmed_once_a_demoted_primary_has_stopped() {
 
 #[test]
 fn a_node_whose_watchdog_is_required_but_missing_never_races() {
-    let mut node = Node::new(watchdog_settings(WatchdogMode::Required), Instant(0));
-    node.handle_input(
-        Instant(0),
-        Input::ClusterChanged(Box::new(view(None, 1000, 10))),
+    let mut node = node_with_lease(
+        watchdog_settings(WatchdogMode::Required),
+        view(None, 1000, 10),
     );
-    node.handle_input(
-        Instant(0),
-        Input::LeaseGranted {
-            lease: LEASE,
-            ttl_secs: 6,
-            sent_at: Instant(0),
-        },
-    );
-    drain(&mut node);
     node.handle_input(
         Instant(0),
         Input::WatchdogChecked(Err(

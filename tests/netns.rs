@@ -34,26 +34,21 @@ while True:
     threading.Thread(target=serve, args=(conn,), daemon=True).start()
 "#;
 
-/// Whether this run can create namespaces; says why not when it cannot. Under CI (`CI` set)
-/// a missing root is a failure, so the test cannot pass there by skipping.
-fn can_run() -> bool {
-    if is_root() {
-        for tool in [["ip", "-V"], ["nft", "--version"]] {
-            let out = run_capture(Command::new(tool[0]).arg(tool[1]), Duration::from_secs(10));
-            assert!(
-                out.success(),
-                "`{}` is needed (Debian: iproute2, nftables): {out:?}",
-                tool[0]
-            );
-        }
-        return true;
-    }
+/// Checks that this run can create namespaces (root, ip, nft); a missing prerequisite fails
+/// the test rather than skipping it.
+fn require_namespaces() {
     assert!(
-        std::env::var_os("CI").is_none(),
-        "the netns test must run as root in CI"
+        is_root(),
+        "network namespaces need root: run the netns tests as root, as CI does"
     );
-    eprintln!("skipping: network namespaces need root (CI runs this as root)");
-    false
+    for tool in [["ip", "-V"], ["nft", "--version"]] {
+        let out = run_capture(Command::new(tool[0]).arg(tool[1]), Duration::from_secs(10));
+        assert!(
+            out.success(),
+            "`{}` is needed (Debian: iproute2, nftables): {out:?}",
+            tool[0]
+        );
+    }
 }
 
 /// Starts the echo server inside `host` and waits until the root namespace reaches it.
@@ -179,9 +174,7 @@ fn subnet_clash_detection() {
 
 #[test]
 fn topology_partitions_and_heals() {
-    if !can_run() {
-        return;
-    }
+    require_namespaces();
     let _serial = support::shared::exclusive();
     let mut topo = Topology::create("netns-test");
     let id = topo.id().to_string();
@@ -334,9 +327,7 @@ fn crash(topo: Topology) -> String {
 
 #[test]
 fn sweeps_remove_dead_runs_only() {
-    if !can_run() {
-        return;
-    }
+    require_namespaces();
     // Topology::create sweeps too: keep the other test's runs out of this one's way.
     let _serial = support::shared::exclusive();
     let mut live = Topology::create("netns-sweep-live");

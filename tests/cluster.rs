@@ -1101,6 +1101,15 @@ fn failed_and_orphaned_bootstraps_recover_and_old_parameters_are_translated() {
         "initialize released"
     );
     assert_eq!(c.dcs_get("leader").expect("read leader"), None);
+    let member = c
+        .dcs_json("members/node1")
+        .expect("read the member key")
+        .expect("the member key outlives the agent until its lease expires");
+    assert_eq!(
+        member.get("state").and_then(Value::as_str),
+        Some("stopped"),
+        "the failed bootstrap is over: {member}"
+    );
     assert!(
         !c.data_dir(0).exists(),
         "the failed data directory was moved aside"

@@ -873,7 +873,6 @@ fn a_former_primary_rejoins_with_pg_rewind_or_a_fresh_clone() {
 fn a_running_primary_that_may_not_lead_is_demoted() {
     // PostgreSQL runs read-write, nobody holds the key, and this node is behind the
     // cluster timeline (a stale primary that woke up after a failover elsewhere).
-    let mut node = Node::new(settings(1), Instant(0));
     let mut v = view(None, 1000, 10);
     v.history = vec![pgwarden::core::view::HistoryEntry {
         timeline: Timeline(1),
@@ -882,16 +881,7 @@ fn a_running_primary_that_may_not_lead_is_demoted() {
         timestamp: None,
         new_leader: Some("node3".into()),
     }];
-    node.handle_input(Instant(0), Input::ClusterChanged(Box::new(v)));
-    node.handle_input(
-        Instant(0),
-        Input::LeaseGranted {
-            lease: LEASE,
-            ttl_secs: 6,
-            sent_at: Instant(0),
-        },
-    );
-    drain(&mut node);
+    let mut node = node_with_lease(settings(1), v);
     node.handle_input(Instant(0), Input::PostgresProbed(pg(false, 1000)));
     let effects = drain(&mut node);
     assert!(

@@ -314,14 +314,14 @@ async fn shutdown(
     // PostgreSQL is down. Lock store writes already on their way (a failed bootstrap's
     // delete of `initialize`, a member key write that would say `running` after ours says
     // `stopped`) land before the last words.
-    if !executor.settle(store_bound(status)).await {
+    let bound = store_bound(status);
+    if !executor.settle(bound).await {
         tracing::warn!("lock store writes still running when the agent stops");
     }
     let identity = &executor.identity;
     let Some(store) = store.get() else {
         return; // never connected: the key, if any, is not ours to release
     };
-    let bound = store_bound(status);
     if let Some(lease) = status.lease {
         // PostgreSQL is down (stopped above); the role stays what it was, as Patroni's does.
         let stopped = crate::core::status::MemberRecord {
@@ -334,6 +334,8 @@ async fn shutdown(
                     ..pg
                 }),
             pg_action: None,
+            // A bootstrap that failed is over: the key must not keep saying it runs.
+            bootstrapping: false,
             ..status.member_record()
         };
         let mut value = member::member_json(identity, &stopped);

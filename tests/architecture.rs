@@ -220,3 +220,42 @@ fn core_modules_import_each_other_without_cycles() {
     sample.insert("b".to_string(), ["a".to_string()].into());
     assert!(find_cycle(&sample).is_some());
 }
+
+/// The fields of `pub struct <name>` in `text`: lines `pub <field>:` between its `{` and `}`.
+fn struct_fields(text: &str, name: &str) -> Vec<String> {
+    let start = text
+        .find(&format!("pub struct {name} {{"))
+        .unwrap_or_else(|| panic!("no `pub struct {name}`"));
+    let body = &text[start..];
+    let end = body.find("\n}").expect("the struct's closing brace");
+    body[..end]
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let field = line.trim().strip_prefix("pub ")?.split(':').next()?;
+            Some(field.trim().to_string())
+        })
+        .collect()
+}
+
+/// The statig context stays small: facts, outbox and owned parts, at most 15 fields. A flag
+/// a state needs belongs to that state (state-local data, like the candidate's `Race`), or
+/// to the part whose bookkeeping it is (`core/parts.rs`); a new field here is the sign of
+/// a flag set and reset by hand again.
+#[test]
+fn the_agent_is_facts_an_outbox_and_owned_parts() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core/agent.rs"))
+            .expect("read src/core/agent.rs");
+    let fields = struct_fields(&text, "Agent");
+    assert!(
+        fields.len() <= 15,
+        "Agent has {} fields, at most 15 are allowed: {fields:?}",
+        fields.len()
+    );
+    assert!(fields.contains(&"facts".to_string()), "{fields:?}");
+    // The checker itself: a struct over the limit is counted as such.
+    let many: String = (0..16).map(|i| format!("    pub f{i}: bool,\n")).collect();
+    let sample = format!("pub struct Agent {{\n{many}}}\n");
+    assert_eq!(struct_fields(&sample, "Agent").len(), 16);
+}

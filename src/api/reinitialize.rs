@@ -6,7 +6,7 @@
 //! Body (optional): `{"force": bool, "from_leader": bool}`. pgwarden always clones from the
 //! leader, and never cancels a running PostgreSQL action (Patroni's `force`): a clone or
 //! rewind cut short leaves a data directory nobody can use, so the request is refused with
-//! "<action> already in progress" until it ends.
+//! "`<action>` already in progress" until it ends.
 //!
 //! Must not touch: PostgreSQL, the lock store.
 

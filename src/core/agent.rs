@@ -7,15 +7,17 @@ use std::time::Duration;
 use super::consult::{self, ConsultPurpose, PolicyAnswer, PolicyCall};
 use super::effect::{Effect, PgAction, Upstream};
 use super::failsafe::{self, Failsafe, HeartbeatVerdict};
-use super::gate::GateLog;
 use super::input::PgActionOutcome;
-use super::lease::Lease;
-use super::replies::{self, StandbyReplies};
+use super::parts::{
+    Acquisition, BootstrapBook, Facts, Leadership, PolicyBook, PostgresControl, Published, Report,
+    Requests, SyncBook,
+};
+use super::replies;
 use super::safety;
 use super::sync::{self, StandbyNames, SyncFacts, SyncPlan, SyncStep};
 use super::time::Instant;
-use super::types::{LeaseId, Lsn, Timeline};
-use super::view::{ClusterView, PeerReport, PgObservation, ReplicationPeer, ServerObservation};
+use super::types::{Lsn, Timeline};
+use super::view::{ReplicationPeer, ServerObservation};
 use super::watchdog::{Watchdog, WatchdogState};
 use super::why::{TransitionRecord, Why};
 use crate::config::{DynamicConfig, SynchronousMode};
@@ -78,17 +80,6 @@ impl consult::StandbyLiveness for Agent {
     }
 }
 
-/// A leader key acquisition the view may not show yet.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Acquisition {
-    /// The lease the key was put on.
-    pub lease: LeaseId,
-    /// etcd revision of the transaction.
-    pub revision: i64,
-    /// The key's create_revision.
-    pub create_revision: i64,
-}
-
 /// What the node knows about itself from the local configuration.
 #[derive(Clone, Debug)]
 pub struct NodeSettings {
@@ -119,107 +110,37 @@ pub struct NodeSettings {
     pub custom_bootstrap_method: Option<String>,
 }
 
-/// The facts, updated by `Node` from inputs, read by the machine's handlers.
+/// The machine's context (statig): the facts it decides on, the outbox it writes to and the
+/// bookkeeping it owns, one part per concern (`parts`). `Node` feeds the facts; the
+/// candidate's phases live in the candidate state, not here.
 #[derive(Debug)]
 pub struct Agent {
     /// Local settings.
     pub settings: NodeSettings,
-    /// Time of the input being handled.
-    pub now: Instant,
-    /// Effects to emit.
+    /// What the node observes (time, lock store, PostgreSQL, peers, configuration).
+    pub facts: Facts,
+    /// Effects to emit, with the transitions made.
     pub outbox: Outbox,
-    /// Latest lock store content.
-    pub view: Option<ClusterView>,
-    /// Effective dynamic configuration (last good `/config`, else bootstrap).
-    pub config: DynamicConfig,
-    /// Latest PostgreSQL probe.
-    pub pg: Option<PgObservation>,
-    /// Our lease.
-    pub lease: Lease,
-    /// Our last successful leader key acquisition.
-    pub acquired_leader: Option<Acquisition>,
-    /// Peers' answers from the last probe.
-    pub peers: Option<Vec<PeerReport>>,
-    /// The PostgreSQL action in flight.
-    pub pg_action: Option<PgAction>,
-    /// conn_url of the leader PostgreSQL was last configured to follow.
-    pub following: Option<String>,
-    /// PostgreSQL was a primary that may have diverged from the current leader.
-    pub data_maybe_diverged: bool,
-    /// System identifier produced by our bootstrap.
-    pub bootstrap_sysid: Option<String>,
-    /// Bootstrap finished before a lease existed; take the key once one does.
-    pub pending_bootstrap_leader: bool,
-    /// Sequence number of the last `/sync` write issued (answers carry it back).
-    pub sync_writes_issued: u64,
-    /// The `/sync` write in flight, by sequence number.
-    pub sync_write_in_flight: Option<u64>,
-    /// The pre-promotion `/sync` claim in flight, by sequence number: only its own answer
-    /// may let the promotion go on (a routine write's success says nothing about the claim).
-    pub presync_pending: Option<u64>,
-    /// `/sync` was claimed for the current promotion.
-    pub presync_claimed: bool,
-    /// Quorum mode: the last election passed the gate's vote count (what lets a member
-    /// outside `/sync` be promoted).
-    pub quorum_votes_won: bool,
-    /// WAL position a newly configured synchronous standby must have flushed before it is
-    /// recorded in `/sync` (None: not measured since the last change).
-    pub sync_barrier: Option<Lsn>,
-    /// Last optime written to `/status`.
-    pub published_optime: Option<Lsn>,
-    /// The last `/history` write asked for: the timeline and when.
-    pub history_written: Option<(Timeline, Instant)>,
-    /// Why the last race was not entered.
-    pub last_race_refusal: Option<String>,
-    /// Since when our running primary has not answered the probe (postmaster alive).
-    pub unresponsive_since: Option<Instant>,
-    /// Last transition with its reason.
-    pub last_transition: String,
-    /// Current state name (kept by the transition hook).
-    pub state_name: &'static str,
-    /// Last PostgreSQL action error.
-    pub last_error: Option<String>,
-    /// How long an orphaned `initialize` key has been seen (see `initialize`).
-    pub orphaned_initialize: super::initialize::OrphanWatch,
-    /// Last lock store error, until it answers again.
-    pub dcs_error: Option<String>,
-    /// Sequence number of the last policy call.
-    pub consult_seq: u64,
-    /// The election call waiting for its answer, and when it was asked.
-    pub pending_election: Option<(u64, Instant)>,
-    /// The leader as last seen, and since when (and which view revision) the key has been
-    /// free (quorum votes must be newer than that revision).
-    pub leader_memory: consult::LeaderMemory,
-    /// See `NodeStatus::probe_revision`.
-    pub probe_revision: Option<i64>,
-    /// The policy's last promotion preference order.
-    pub last_preference: Vec<String>,
-    /// The synchronous standbys the policy chose, after the gate's check (`None`: the
-    /// default rule).
-    pub policy_sync: Option<Vec<String>>,
-    /// Answers decided by the embedded default because the policy failed.
-    pub policy_fallbacks: u64,
-    /// Decisions the invariant gate refused.
-    pub gate: GateLog,
-    /// We asked to release the leader key: do not count it as ours while the release is in
-    /// flight.
-    pub release_pending: bool,
-    /// The routine call that first carried a switchover addressed to us: (seq, key revision).
-    pub switchover_consulted: Option<(u64, i64)>,
-    /// The `failover` key revision we already asked to clear.
-    pub failover_cleared: Option<i64>,
-    /// Run a decision cycle no later than this (a policy asked to be consulted again).
-    pub wake_at: Option<Instant>,
+    /// Our lease and our hold on the leader key.
+    pub leadership: Leadership,
+    /// What was asked of the local PostgreSQL.
+    pub postgres: PostgresControl,
+    /// A primary's synchronous standbys and `/sync` writes.
+    pub sync: SyncBook,
+    /// What a primary last published in `/status` and `/history`.
+    pub published: Published,
+    /// Policy calls, answers and the gate's refusals.
+    pub policy: PolicyBook,
+    /// Operators' requests in progress.
+    pub requests: Requests,
+    /// Our bootstrap of a new cluster.
+    pub bootstrap: BootstrapBook,
     /// The watchdog's mode, state and last device check.
     pub watchdog: Watchdog,
-    /// A promotion waits for the watchdog arm in flight.
-    pub promotion_awaits_watchdog: bool,
     /// Failsafe mode: heartbeats accepted, the primary's confirmed rounds.
     pub failsafe: Failsafe,
-    /// When each standby last replied, as the primary's probes saw it.
-    pub standby_replies: StandbyReplies,
-    /// Recent answers to `POST /reinitialize`, by request id (oldest first, bounded).
-    pub reinitialize_verdicts: VecDeque<(u64, Result<(), String>)>,
+    /// What the status shows about the machine.
+    pub report: Report,
 }
 
 /// Whether the watchdog lets this node act as primary now.
@@ -240,57 +161,24 @@ impl Agent {
         let watchdog = Watchdog::new(settings.watchdog.clone());
         Agent {
             settings,
-            now: Instant(0),
+            facts: Facts::new(config),
             outbox: Outbox::default(),
-            view: None,
-            config,
-            pg: None,
-            lease: Lease::default(),
-            acquired_leader: None,
-            peers: None,
-            pg_action: None,
-            following: None,
-            data_maybe_diverged: false,
-            bootstrap_sysid: None,
-            pending_bootstrap_leader: false,
-            sync_writes_issued: 0,
-            sync_write_in_flight: None,
-            presync_pending: None,
-            presync_claimed: false,
-            quorum_votes_won: false,
-            sync_barrier: None,
-            published_optime: None,
-            history_written: None,
-            last_race_refusal: None,
-            unresponsive_since: None,
-            last_transition: String::new(),
-            state_name: "starting",
-            last_error: None,
-            orphaned_initialize: Default::default(),
-            dcs_error: None,
-            consult_seq: 0,
-            pending_election: None,
-            leader_memory: Default::default(),
-            probe_revision: None,
-            last_preference: Vec::new(),
-            policy_sync: None,
-            policy_fallbacks: 0,
-            gate: GateLog::default(),
-            release_pending: false,
-            switchover_consulted: None,
-            failover_cleared: None,
-            wake_at: None,
+            leadership: Leadership::default(),
+            postgres: PostgresControl::default(),
+            sync: SyncBook::default(),
+            published: Published::default(),
+            policy: PolicyBook::default(),
+            requests: Requests::default(),
+            bootstrap: BootstrapBook::default(),
             watchdog,
-            promotion_awaits_watchdog: false,
             failsafe: Failsafe::new(Instant(0), Duration::ZERO),
-            standby_replies: StandbyReplies::default(),
-            reinitialize_verdicts: VecDeque::new(),
+            report: Report::default(),
         }
     }
 
     /// Queue a PostgreSQL action and remember it is in flight.
     pub fn start_pg(&mut self, action: PgAction) {
-        self.pg_action = Some(action.clone());
+        self.postgres.action = Some(action.clone());
         self.outbox.push(Effect::Pg(action));
     }
 
@@ -301,20 +189,22 @@ impl Agent {
         if let Some(release) = self.release_of_current_key() {
             self.outbox.push(release);
         }
-        self.acquired_leader = None;
-        self.release_pending = true;
+        self.leadership.acquired = None;
+        self.leadership.release_pending = true;
     }
 
     /// The release of the leader key we know of: the one the view shows with our name, or
     /// our last acquisition on the current lease. `None` when we know of no key of ours:
     /// a release without a `create_revision` could delete a key we take later.
     pub fn release_of_current_key(&self) -> Option<Effect> {
-        let lease = self.lease.id?;
+        let lease = self.leadership.lease.id?;
         let acquired = self
-            .acquired_leader
+            .leadership
+            .acquired
             .filter(|a| a.lease == lease)
             .map(|a| a.create_revision);
         let seen = self
+            .facts
             .view
             .as_ref()
             .and_then(|v| v.leader.as_ref())
@@ -331,10 +221,10 @@ impl Agent {
     /// two loops until the view shows the timeline. Without it other members cannot tell
     /// they are behind the cluster timeline, nor that their WAL ran past its switch point.
     pub fn history_write_due(&self, timeline: Timeline) -> bool {
-        let again_after = Duration::from_secs(u64::from(self.config.loop_wait.max(1)) * 2);
-        match self.history_written {
+        let again_after = Duration::from_secs(u64::from(self.facts.config.loop_wait.max(1)) * 2);
+        match self.published.history {
             Some((written, at)) if written == timeline => {
-                self.now.saturating_since(at) >= again_after
+                self.facts.now.saturating_since(at) >= again_after
             }
             _ => true,
         }
@@ -342,7 +232,7 @@ impl Agent {
 
     /// A promotion has been handed to PostgreSQL and has not reported back.
     pub fn promote_in_flight(&self) -> bool {
-        matches!(self.pg_action, Some(PgAction::Promote { .. }))
+        matches!(self.postgres.action, Some(PgAction::Promote { .. }))
     }
 
     /// Our `failover_priority`.
@@ -356,7 +246,7 @@ impl Agent {
     /// With `watchdog.mode: required`, why the device is unusable now (`None`: usable, or
     /// not required).
     pub fn watchdog_refusal(&self) -> Option<String> {
-        self.watchdog.required_but_unusable(&self.config)
+        self.watchdog.required_but_unusable(&self.facts.config)
     }
 
     /// Make sure the watchdog is armed before acting as primary (Patroni arms it in
@@ -366,7 +256,7 @@ impl Agent {
         if !self.watchdog.enabled() {
             return WatchdogGate::Ready;
         }
-        let wanted = self.watchdog.timeout_for(&self.config);
+        let wanted = self.watchdog.timeout_for(&self.facts.config);
         match (&self.watchdog.state, wanted) {
             (WatchdogState::Arming { .. }, _) => WatchdogGate::Arming,
             (WatchdogState::Armed { timeout_secs, .. }, Ok(t)) if *timeout_secs == t => {
@@ -391,9 +281,9 @@ impl Agent {
                 }
             }
             (_, Ok(timeout_secs))
-                if !self.pg.as_ref().is_some_and(|p| p.is_primary())
-                    && self.lease.valid_until().is_none_or(|until| {
-                        self.now + Duration::from_secs(timeout_secs.into()) > until
+                if !self.facts.pg.as_ref().is_some_and(|p| p.is_primary())
+                    && self.leadership.lease.valid_until().is_none_or(|until| {
+                        self.facts.now + Duration::from_secs(timeout_secs.into()) > until
                     }) =>
             {
                 // Arming starts the countdown now: if the last acknowledged renewal is too
@@ -433,13 +323,12 @@ impl Agent {
             }
         }
         self.watchdog.state = WatchdogState::Failed { error };
-        self.watchdog.failed_at = Some(self.now);
+        self.watchdog.failed_at = Some(self.facts.now);
     }
 
     /// Magic-close the device if it is armed (or being armed); a failed `automatic` device
     /// is tried again next time the node leads.
     pub fn disarm_watchdog(&mut self, reason: impl Into<String>) {
-        self.promotion_awaits_watchdog = false;
         if self.watchdog.is_armed() {
             let reason = reason.into();
             tracing::info!(node = %self.settings.name, %reason, "disarming the watchdog");
@@ -455,20 +344,21 @@ impl Agent {
 
     /// The leader key as the latest view shows it.
     pub fn view_leader(&self) -> Option<&str> {
-        self.view.as_ref().and_then(|v| v.leader_name())
+        self.facts.view.as_ref().and_then(|v| v.leader_name())
     }
 
     /// Our acquisition, while the latest view predates it (the watch lags the write).
     fn pending_acquisition(&self) -> Option<Acquisition> {
-        let lease = self.lease.id?;
-        let view = self.view.as_ref()?;
-        self.acquired_leader
+        let lease = self.leadership.lease.id?;
+        let view = self.facts.view.as_ref()?;
+        self.leadership
+            .acquired
             .filter(|a| a.lease == lease && view.revision < a.revision)
     }
 
     /// The view shows the leader key with our name on our current lease, whatever we intend.
     pub fn view_shows_key_on_our_lease(&self) -> bool {
-        let (Some(lease), Some(view)) = (self.lease.id, self.view.as_ref()) else {
+        let (Some(lease), Some(view)) = (self.leadership.lease.id, self.facts.view.as_ref()) else {
             return false;
         };
         view.leader
@@ -478,7 +368,7 @@ impl Agent {
 
     /// Whether the leader key is ours, on our current lease.
     pub fn holds_leader_key(&self) -> bool {
-        if self.release_pending {
+        if self.leadership.release_pending {
             return false;
         }
         if self.pending_acquisition().is_some() {
@@ -495,7 +385,8 @@ impl Agent {
         if !self.holds_leader_key() {
             return None;
         }
-        self.view
+        self.facts
+            .view
             .as_ref()?
             .leader
             .as_ref()
@@ -508,8 +399,9 @@ impl Agent {
     pub fn lease_allows_primary(&self) -> bool {
         !self.failsafe.stood_down
             && self
+                .leadership
                 .lease
-                .allows_primary_at(self.now, self.settings.demotion_margin)
+                .allows_primary_at(self.facts.now, self.settings.demotion_margin)
     }
 
     /// Whether a running primary may keep running now: the lease, or in failsafe mode the
@@ -521,8 +413,8 @@ impl Agent {
     /// PostgreSQL has been silent (see `PgObservation::is_unresponsive`) for at least
     /// `unresponsive_primary_timeout`.
     pub fn unresponsive_too_long(&self) -> bool {
-        self.unresponsive_since.is_some_and(|since| {
-            self.now.saturating_since(since) >= self.settings.unresponsive_primary_timeout
+        self.postgres.unresponsive_since.is_some_and(|since| {
+            self.facts.now.saturating_since(since) >= self.settings.unresponsive_primary_timeout
         })
     }
 
@@ -541,21 +433,21 @@ impl Agent {
     /// `retry_timeout`: a primary stops (offline), a replica does not race (it would have to
     /// stop right after winning).
     pub fn lease_lapsing(&self) -> bool {
-        let retry = Duration::from_secs(self.config.retry_timeout.into());
+        let retry = Duration::from_secs(self.facts.config.retry_timeout.into());
         self.failsafe.renewals_failing
             && self
                 .demotion_deadline()
-                .is_some_and(|deadline| self.now + retry >= deadline)
+                .is_some_and(|deadline| self.facts.now + retry >= deadline)
     }
 
     /// `failsafe_mode` in the effective configuration.
     pub fn failsafe_mode(&self) -> bool {
-        self.config.failsafe_mode
+        self.facts.config.failsafe_mode
     }
 
     /// `ttl`.
     pub fn ttl(&self) -> Duration {
-        Duration::from_secs(self.config.ttl.into())
+        Duration::from_secs(self.facts.config.ttl.into())
     }
 
     /// The most a failsafe promise runs down between two inputs: below the demotion margin,
@@ -568,9 +460,11 @@ impl Agent {
     /// The last confirmed failsafe round still covers a primary.
     pub fn failsafe_allows_primary(&self) -> bool {
         self.failsafe_mode()
-            && self
-                .failsafe
-                .allows_primary_at(self.now, self.ttl(), self.settings.demotion_margin)
+            && self.failsafe.allows_primary_at(
+                self.facts.now,
+                self.ttl(),
+                self.settings.demotion_margin,
+            )
     }
 
     /// When a primary must have stopped writing: the later of the lease's deadline and the
@@ -578,6 +472,7 @@ impl Agent {
     pub fn demotion_deadline(&self) -> Option<Instant> {
         let margin = self.settings.demotion_margin;
         let lease = self
+            .leadership
             .lease
             .demotion_deadline(margin)
             .filter(|_| !self.failsafe.stood_down);
@@ -592,7 +487,7 @@ impl Agent {
     /// may take it back while its failsafe right holds and nobody else holds the key: the
     /// members it asked do not race, the others may not.
     pub fn failsafe_may_retake_key(&self) -> bool {
-        !self.release_pending
+        !self.leadership.release_pending
             && self.failsafe_allows_primary()
             && self
                 .view_leader()
@@ -605,13 +500,13 @@ impl Agent {
         if !self.failsafe_mode() {
             return HeartbeatVerdict::Disabled;
         }
-        if self.pg.as_ref().is_some_and(|p| p.is_primary()) {
+        if self.facts.pg.as_ref().is_some_and(|p| p.is_primary()) {
             return HeartbeatVerdict::Refused("this member runs as primary".into());
         }
-        if matches!(self.state_name, "candidate" | "primary") || self.holds_leader_key() {
+        if matches!(self.report.state_name, "candidate" | "primary") || self.holds_leader_key() {
             return HeartbeatVerdict::Refused(format!(
                 "this member is becoming primary (state {})",
-                self.state_name
+                self.report.state_name
             ));
         }
         HeartbeatVerdict::Accepted
@@ -621,7 +516,7 @@ impl Agent {
     /// and the key differs, a delete when it is off and the key exists. Asked again after
     /// two loops while the view still differs (the write has no answer and can be lost).
     pub fn failsafe_write_due(&self) -> Option<Option<std::collections::BTreeMap<String, String>>> {
-        let view = self.view.as_ref()?;
+        let view = self.facts.view.as_ref()?;
         let wanted = if self.failsafe_mode() {
             let members = failsafe::desired_members(view);
             if members == view.failsafe || !members.contains_key(&self.settings.name) {
@@ -633,10 +528,10 @@ impl Agent {
         } else {
             None
         };
-        let again_after = Duration::from_secs(u64::from(self.config.loop_wait.max(1)) * 2);
+        let again_after = Duration::from_secs(u64::from(self.facts.config.loop_wait.max(1)) * 2);
         match &self.failsafe.written {
             Some((asked, at))
-                if *asked == wanted && self.now.saturating_since(*at) < again_after =>
+                if *asked == wanted && self.facts.now.saturating_since(*at) < again_after =>
             {
                 None
             }
@@ -646,7 +541,7 @@ impl Agent {
 
     /// The leader as an upstream to follow or clone from.
     pub fn leader_upstream(&self) -> Option<Upstream> {
-        let view = self.view.as_ref()?;
+        let view = self.facts.view.as_ref()?;
         let leader = view.leader.as_ref()?;
         let member = view.members.get(&leader.name)?;
         if member.conn_url.is_empty() {
@@ -663,8 +558,8 @@ impl Agent {
     /// writes the new leader never had). Such a standby can never stream from the leader
     /// (PostgreSQL refuses a start point outside the leader's history); it must be rewound.
     pub fn diverged_from_history(&self) -> Option<String> {
-        let server = self.pg.as_ref()?.server.as_ref()?;
-        let view = self.view.as_ref()?;
+        let server = self.facts.pg.as_ref()?.server.as_ref()?;
+        let view = self.facts.view.as_ref()?;
         let ended = view
             .history
             .iter()
@@ -681,7 +576,7 @@ impl Agent {
     pub fn use_pg_rewind(&self) -> bool {
         self.settings
             .use_pg_rewind
-            .unwrap_or(self.config.postgresql.use_pg_rewind)
+            .unwrap_or(self.facts.config.postgresql.use_pg_rewind)
     }
 
     /// After a failed pg_rewind, may the data directory be wiped and cloned again?
@@ -691,7 +586,7 @@ impl Agent {
 
     /// Other members' REST URLs, for the race.
     pub fn peer_api_urls(&self) -> Vec<(String, String)> {
-        let Some(view) = self.view.as_ref() else {
+        let Some(view) = self.facts.view.as_ref() else {
             return Vec::new();
         };
         view.members
@@ -704,9 +599,9 @@ impl Agent {
     /// What our member key says now.
     pub fn member_record(&self) -> super::status::MemberRecord {
         super::status::MemberRecord {
-            pg: self.pg.clone(),
-            pg_action: self.pg_action.as_ref().map(PgAction::kind),
-            bootstrapping: self.state_name == "bootstrapping",
+            pg: self.facts.pg.clone(),
+            pg_action: self.postgres.action.as_ref().map(PgAction::kind),
+            bootstrapping: self.report.state_name == "bootstrapping",
             tags: self.settings.tags.clone(),
         }
     }
@@ -716,40 +611,41 @@ impl Agent {
         let held = self.holds_leader_key();
         consult::PolicyFacts {
             me: &self.settings.name,
-            now: self.now,
-            view: self.view.as_ref(),
-            pg: self.pg.as_ref(),
-            config: &self.config,
+            now: self.facts.now,
+            view: self.facts.view.as_ref(),
+            pg: self.facts.pg.as_ref(),
+            config: &self.facts.config,
             local_params: &self.settings.policy_params,
             tags: &self.settings.tags,
             failover_priority: self.my_failover_priority(),
             holds_leader_key: held,
-            dcs_error: self.dcs_error.as_deref(),
+            dcs_error: self.facts.dcs_error.as_deref(),
             time_left_ms: held
                 .then(|| {
-                    self.lease
+                    self.leadership
+                        .lease
                         .demotion_deadline(self.settings.demotion_margin)
-                        .map(|deadline| deadline.0.saturating_sub(self.now.0))
+                        .map(|deadline| deadline.0.saturating_sub(self.facts.now.0))
                 })
                 .flatten(),
-            last_leader: self.leader_memory.last_leader.as_ref(),
-            leaderless_since: self.leader_memory.leaderless_since,
-            peers: self.peers.as_deref(),
+            last_leader: self.leadership.memory.last_leader.as_ref(),
+            leaderless_since: self.leadership.memory.leaderless_since,
+            peers: self.facts.peers.as_deref(),
             live_standbys: self,
         }
     }
 
     /// Queue a policy call; the answer comes back as `Input::PolicyDecided`.
     pub fn consult(&mut self, purpose: ConsultPurpose, event: pgwarden_policy::Event) -> u64 {
-        self.consult_seq += 1;
-        let seq = self.consult_seq;
+        self.policy.seq += 1;
+        let seq = self.policy.seq;
         let view = consult::policy_view(&self.policy_facts(), purpose == ConsultPurpose::Election);
         // The end-of-cycle call (after a fresh probe of PostgreSQL) is the one whose answer
         // may decline a switchover; earlier answers may only accept it.
         let end_of_cycle = event == pgwarden_policy::Event::Tick;
         if let Some(revision) = self.switchover_for_me().filter(|_| end_of_cycle) {
-            if self.switchover_consulted.map(|(_, r)| r) != Some(revision) {
-                self.switchover_consulted = Some((seq, revision));
+            if self.requests.switchover_consulted.map(|(_, r)| r) != Some(revision) {
+                self.requests.switchover_consulted = Some((seq, revision));
             }
         }
         self.outbox.push(Effect::ConsultPolicy(Box::new(PolicyCall {
@@ -764,7 +660,7 @@ impl Agent {
     /// The `failover` key's revision when it asks us, the leader, to hand over: addressed to
     /// us (or to whoever leads), naming someone else or nobody, not scheduled.
     pub fn switchover_for_me(&self) -> Option<i64> {
-        let failover = self.view.as_ref()?.failover.as_ref()?;
+        let failover = self.facts.view.as_ref()?.failover.as_ref()?;
         let me = self.settings.name.as_str();
         let request = &failover.value;
         let to_me = request.leader.as_deref().is_none_or(|l| l == me);
@@ -777,7 +673,8 @@ impl Agent {
     /// candidate of a leaderless cluster be promoted whatever its lag or synchronous state,
     /// because the operator asked for it. The gate waives those two rules, nothing else.
     pub fn manual_failover_to_me(&self) -> bool {
-        self.view
+        self.facts
+            .view
             .as_ref()
             .and_then(|v| v.failover.as_ref())
             .is_some_and(|f| {
@@ -789,11 +686,11 @@ impl Agent {
     /// The leader's housekeeping of the `failover` key: a request that is done, stale or
     /// unsupported is deleted (once per revision); one addressed to us is left to the policy.
     pub fn tidy_failover_key(&mut self) {
-        let Some(failover) = self.view.as_ref().and_then(|v| v.failover.clone()) else {
-            self.switchover_consulted = None;
+        let Some(failover) = self.facts.view.as_ref().and_then(|v| v.failover.clone()) else {
+            self.requests.switchover_consulted = None;
             return;
         };
-        if self.failover_cleared == Some(failover.mod_revision) {
+        if self.requests.failover_cleared == Some(failover.mod_revision) {
             return;
         }
         let me = self.settings.name.clone();
@@ -817,7 +714,7 @@ impl Agent {
             return;
         };
         tracing::info!(node = %me, %reason, "clearing the failover key");
-        self.failover_cleared = Some(failover.mod_revision);
+        self.requests.failover_cleared = Some(failover.mod_revision);
         self.outbox.push(Effect::ClearFailover {
             expected_revision,
             reason,
@@ -827,17 +724,18 @@ impl Agent {
     /// The policy answered a call that carried a switchover addressed to us and did not stop
     /// the primary: the request is declined and its key deleted, so it does not linger.
     pub fn decline_switchover_if_unanswered(&mut self, answer: &PolicyAnswer) {
-        let Some((asked_seq, revision)) = self.switchover_consulted else {
+        let Some((asked_seq, revision)) = self.requests.switchover_consulted else {
             return;
         };
         if answer.seq < asked_seq
             || answer.decision.fence != pgwarden_policy::Fence::None
             || self.switchover_for_me() != Some(revision)
-            || self.failover_cleared == Some(revision)
+            || self.requests.failover_cleared == Some(revision)
         {
             return;
         }
         let target = self
+            .facts
             .view
             .as_ref()
             .and_then(|v| v.failover.as_ref())
@@ -849,8 +747,8 @@ impl Agent {
             None => format!("the policy did not stop the primary for the switchover{target}"),
         };
         tracing::warn!(node = %self.settings.name, %reason, "switchover declined");
-        self.last_race_refusal = Some(reason.clone());
-        self.failover_cleared = Some(revision);
+        self.report.last_race_refusal = Some(reason.clone());
+        self.requests.failover_cleared = Some(revision);
         self.outbox.push(Effect::ClearFailover {
             expected_revision: Some(revision),
             reason,
@@ -872,8 +770,9 @@ impl Agent {
     /// the key free is newer than every such commit (the old primary stopped before its
     /// lease, and so the key, could go).
     pub fn peer_positions(&self) -> Vec<(String, Lsn)> {
-        let since = self.leader_memory.leaderless_since_revision;
-        self.peers
+        let since = self.leadership.memory.leaderless_since_revision;
+        self.facts
+            .peers
             .iter()
             .flatten()
             .filter_map(|p| {
@@ -898,8 +797,8 @@ impl Agent {
         &self,
         answers: Option<&[(String, Lsn)]>,
     ) -> Result<(), safety::RaceRule> {
-        let pg = self.pg.as_ref();
-        let view = self.view.as_ref();
+        let pg = self.facts.pg.as_ref();
+        let view = self.facts.view.as_ref();
         let watchdog_unusable = self.watchdog_refusal();
         safety::check_race(&safety::RaceFacts {
             me: &self.settings.name,
@@ -910,11 +809,11 @@ impl Agent {
             postgres_primary: pg.is_some_and(|p| p.is_primary()),
             my_position: pg.and_then(|p| p.wal_position()),
             leader_position: view.and_then(|v| v.optime),
-            maximum_lag: self.config.maximum_lag_on_failover,
+            maximum_lag: self.facts.config.maximum_lag_on_failover,
             my_timeline: pg.and_then(|p| p.timeline()),
             cluster_timeline: view.and_then(|v| v.timeline()),
-            synchronous_mode: self.config.synchronous_mode != SynchronousMode::Off,
-            quorum: self.config.synchronous_mode == SynchronousMode::Quorum,
+            synchronous_mode: self.facts.config.synchronous_mode != SynchronousMode::Off,
+            quorum: self.facts.config.synchronous_mode == SynchronousMode::Quorum,
             sync: view.and_then(|v| v.sync.as_ref()).map(|s| &s.value),
             answers,
             manual_failover: self.manual_failover_to_me(),
@@ -933,22 +832,24 @@ impl Agent {
 
     /// Book-keeping for every policy answer: fallbacks, preference, the synchronous standby
     /// choice (checked here, once per answer), and the gate's verdict on a routine "race".
-    pub fn note_decision(&mut self, answer: &PolicyAnswer) {
+    pub fn note_decision(&mut self, answer: &PolicyAnswer, election: Option<u64>) {
         if let Some(error) = &answer.fallback {
-            self.policy_fallbacks += 1;
+            self.policy.fallbacks += 1;
             tracing::warn!(node = %self.settings.name, %error, "policy failed; the embedded default decided");
         }
-        self.last_preference = answer.decision.preference.clone();
-        self.policy_sync = self.checked_sync_choice(answer.decision.sync_standbys.as_deref());
+        self.policy.last_preference = answer.decision.preference.clone();
+        self.sync.policy_choice =
+            self.checked_sync_choice(answer.decision.sync_standbys.as_deref());
         // A routine "race" is only acted on through an election, but the gate judges it
         // anyway: a policy asking for something unsafe shows up in the refusal counts.
         let routine_race = answer.decision.race == pgwarden_policy::Race::Race
-            && self.pending_election.map(|(seq, _)| seq) != Some(answer.seq)
+            && election != Some(answer.seq)
             && !self.holds_leader_key()
-            && self.view.is_some();
+            && self.facts.view.is_some();
         if routine_race {
             if let Err(rule) = self.check_race_allowed() {
-                self.gate
+                self.policy
+                    .gate
                     .reject(&self.settings.name, "race", rule.name(), rule.to_string());
             }
         }
@@ -962,12 +863,13 @@ impl Agent {
     /// one.
     pub fn standby_is_live(&self, rows: &[ReplicationPeer], name: &str) -> bool {
         let interval = self
+            .facts
             .config
             .postgresql
             .parameters
             .get("wal_receiver_status_interval");
         let timeout = replies::reply_timeout(interval.map(String::as_str));
-        self.standby_replies.name_is_live(rows, name, timeout)
+        self.sync.replies.name_is_live(rows, name, timeout)
     }
 
     /// The policy's synchronous standbys, minus those that may not be synchronous (each one
@@ -977,8 +879,8 @@ impl Agent {
         if !self.holds_leader_key() {
             return None;
         }
-        let server = self.pg.as_ref()?.server.as_ref()?;
-        let view = self.view.as_ref()?;
+        let server = self.facts.pg.as_ref()?.server.as_ref()?;
+        let view = self.facts.view.as_ref()?;
         // Live streaming members (not us) that may be synchronous: what any choice is drawn
         // from.
         let mut eligible: Vec<&str> = server
@@ -995,7 +897,7 @@ impl Agent {
         let mut accepted: Vec<String> = Vec::new();
         for name in chosen {
             if !eligible.contains(&name.as_str()) {
-                self.gate.reject(
+                self.policy.gate.reject(
                     &self.settings.name,
                     "sync-standbys",
                     "sync-standby-not-eligible",
@@ -1005,16 +907,16 @@ impl Agent {
                 accepted.push(name.clone());
             }
         }
-        let wanted = self.config.synchronous_node_count.max(1) as usize;
+        let wanted = self.facts.config.synchronous_node_count.max(1) as usize;
         // FIRST: exactly the synchronous standbys. Quorum: the set `ANY n` draws from,
         // which may be larger than n.
-        if self.config.synchronous_mode != SynchronousMode::Quorum {
+        if self.facts.config.synchronous_mode != SynchronousMode::Quorum {
             accepted.truncate(wanted);
         }
         // Fewer synchronous standbys than could be had is less durability than the host
         // would keep: a policy may pick which ones, not how few.
         if accepted.len() < wanted.min(eligible.len()) {
-            self.gate.reject(
+            self.policy.gate.reject(
                 &self.settings.name,
                 "sync-standbys",
                 "sync-set-too-small",
@@ -1030,9 +932,12 @@ impl Agent {
     }
 
     /// The invariant gate for promotion; `Err` names the rule.
-    pub fn check_promotion_allowed(&self) -> Result<safety::PromotionPermit, String> {
+    pub fn check_promotion_allowed(
+        &self,
+        quorum_votes_won: bool,
+    ) -> Result<safety::PromotionPermit, String> {
         let key = if self.holds_leader_key() {
-            self.lease.id.zip(self.my_leader_revision())
+            self.leadership.lease.id.zip(self.my_leader_revision())
         } else {
             None
         };
@@ -1040,12 +945,13 @@ impl Agent {
             me: &self.settings.name,
             key,
             lease_allows_primary: self.lease_allows_primary(),
-            my_timeline: self.pg.as_ref().and_then(|p| p.timeline()),
-            cluster_timeline: self.view.as_ref().and_then(|v| v.timeline()),
-            synchronous_mode: self.config.synchronous_mode != SynchronousMode::Off,
-            quorum: self.config.synchronous_mode == SynchronousMode::Quorum,
-            quorum_votes_won: self.quorum_votes_won,
+            my_timeline: self.facts.pg.as_ref().and_then(|p| p.timeline()),
+            cluster_timeline: self.facts.view.as_ref().and_then(|v| v.timeline()),
+            synchronous_mode: self.facts.config.synchronous_mode != SynchronousMode::Off,
+            quorum: self.facts.config.synchronous_mode == SynchronousMode::Quorum,
+            quorum_votes_won,
             sync: self
+                .facts
                 .view
                 .as_ref()
                 .and_then(|v| v.sync.as_ref())
@@ -1057,11 +963,14 @@ impl Agent {
 
     /// The `/sync` write a promotion needs first, if any: the value and the revision to
     /// compare against.
-    pub fn presync_claim(&self) -> Option<(super::view::SyncState, Option<i64>)> {
-        if self.config.synchronous_mode == SynchronousMode::Off || self.presync_claimed {
+    pub fn presync_claim(
+        &self,
+        already_claimed: bool,
+    ) -> Option<(super::view::SyncState, Option<i64>)> {
+        if self.facts.config.synchronous_mode == SynchronousMode::Off || already_claimed {
             return None;
         }
-        let recorded = self.view.as_ref()?.sync.as_ref();
+        let recorded = self.facts.view.as_ref()?.sync.as_ref();
         if recorded.is_some_and(|r| {
             r.value.leader.as_deref() == Some(self.settings.name.as_str())
                 && r.value.sync_standby.is_empty()
@@ -1084,9 +993,9 @@ impl Agent {
         state: super::view::SyncState,
         expected_revision: Option<i64>,
     ) -> Effect {
-        self.sync_writes_issued += 1;
-        let seq = self.sync_writes_issued;
-        self.sync_write_in_flight = Some(seq);
+        self.sync.writes_issued += 1;
+        let seq = self.sync.writes_issued;
+        self.sync.write_in_flight = Some(seq);
         Effect::WriteSync {
             seq,
             state,
@@ -1096,10 +1005,10 @@ impl Agent {
 
     /// The synchronous mode as the step functions see it (`None`: off).
     pub fn sync_plan(&self) -> Option<SyncPlan> {
-        (self.config.synchronous_mode != SynchronousMode::Off).then(|| SyncPlan {
-            quorum: self.config.synchronous_mode == SynchronousMode::Quorum,
-            strict: self.config.synchronous_mode_strict,
-            node_count: self.config.synchronous_node_count.max(1),
+        (self.facts.config.synchronous_mode != SynchronousMode::Off).then(|| SyncPlan {
+            quorum: self.facts.config.synchronous_mode == SynchronousMode::Quorum,
+            strict: self.facts.config.synchronous_mode_strict,
+            node_count: self.facts.config.synchronous_node_count.max(1),
         })
     }
 
@@ -1116,6 +1025,7 @@ impl Agent {
     /// Strict synchronous mode: `synchronous_standby_names` a promotion puts in effect first.
     fn promotion_sync_standbys(&self) -> Option<StandbyNames> {
         let others: Vec<String> = self
+            .facts
             .view
             .as_ref()
             .map(|v| {
@@ -1135,6 +1045,7 @@ impl Agent {
     /// what a promotion would start with. Never fewer than `/sync` promises.
     pub fn start_primary_action(&self) -> PgAction {
         let recorded: Vec<String> = self
+            .facts
             .view
             .as_ref()
             .and_then(|v| v.sync.as_ref())
@@ -1153,42 +1064,42 @@ impl Agent {
     pub fn note_action_result(&mut self, action: &PgAction, outcome: &PgActionOutcome) {
         match outcome {
             PgActionOutcome::Done { .. } => {
-                self.last_error = None;
+                self.postgres.last_error = None;
                 match action {
                     PgAction::Follow { upstream } => {
-                        self.following = Some(upstream.conn_url.clone())
+                        self.postgres.following = Some(upstream.conn_url.clone())
                     }
                     PgAction::StartReplica { upstream } => {
-                        self.following = upstream.as_ref().map(|u| u.conn_url.clone())
+                        self.postgres.following = upstream.as_ref().map(|u| u.conn_url.clone())
                     }
                     PgAction::Clone { from }
                     | PgAction::Reinitialize { from }
                     | PgAction::Rewind { from } => {
-                        self.following = Some(from.conn_url.clone());
-                        self.data_maybe_diverged = false;
+                        self.postgres.following = Some(from.conn_url.clone());
+                        self.postgres.maybe_diverged = false;
                     }
                     PgAction::Promote { .. }
                     | PgAction::StartPrimary { .. }
                     | PgAction::Bootstrap => {
-                        self.following = None;
-                        self.data_maybe_diverged = false;
-                        self.sync_barrier = None;
+                        self.postgres.following = None;
+                        self.postgres.maybe_diverged = false;
+                        self.sync.barrier = None;
                     }
-                    PgAction::SetSyncStandbys { .. } => self.sync_barrier = None,
+                    PgAction::SetSyncStandbys { .. } => self.sync.barrier = None,
                     _ => {}
                 }
             }
             PgActionOutcome::Failed { error } => {
                 tracing::warn!(node = %self.settings.name, action = action.kind(), %error, "PostgreSQL action failed");
-                self.last_error = Some(format!("{}: {error}", action.kind()));
+                self.postgres.last_error = Some(format!("{}: {error}", action.kind()));
             }
         }
     }
 
     /// The next PostgreSQL change a running primary needs: slots, then the sync set.
     pub fn next_pg_step_for_primary(&self, server: &ServerObservation) -> Option<PgAction> {
-        let view = self.view.as_ref()?;
-        if self.config.postgresql.use_slots {
+        let view = self.facts.view.as_ref()?;
+        if self.facts.config.postgresql.use_slots {
             let missing: Vec<String> = view
                 .members
                 .keys()
@@ -1201,7 +1112,7 @@ impl Agent {
             }
         }
         let configured = StandbyNames::parse(&server.synchronous_standby_names);
-        if self.config.synchronous_mode == SynchronousMode::Off {
+        if self.facts.config.synchronous_mode == SynchronousMode::Off {
             return (!configured.is_empty()).then(|| PgAction::SetSyncStandbys {
                 names: StandbyNames::none(),
             });
@@ -1214,8 +1125,8 @@ impl Agent {
 
     /// The next `/sync` write a running primary needs.
     pub fn next_sync_record(&mut self, server: &ServerObservation) -> Option<Effect> {
-        if self.config.synchronous_mode == SynchronousMode::Off
-            || self.sync_write_in_flight.is_some()
+        if self.facts.config.synchronous_mode == SynchronousMode::Off
+            || self.sync.write_in_flight.is_some()
         {
             return None;
         }
@@ -1231,8 +1142,8 @@ impl Agent {
     /// What `synchronous_standby_names` should say now.
     fn sync_target(&self, server: &ServerObservation) -> Option<StandbyNames> {
         let plan = self.sync_plan()?;
-        let view = self.view.as_ref()?;
-        let chosen = match &self.policy_sync {
+        let view = self.facts.view.as_ref()?;
+        let chosen = match &self.sync.policy_choice {
             Some(chosen) => chosen.clone(),
             None => pgwarden_policy_default::sync_standbys(&consult::policy_view(
                 &self.policy_facts(),
@@ -1267,7 +1178,7 @@ impl Agent {
     }
 
     fn sync_step(&self, server: &ServerObservation) -> Option<SyncStep> {
-        let view = self.view.as_ref()?;
+        let view = self.facts.view.as_ref()?;
         let target = self.sync_target(server)?;
         let configured = StandbyNames::parse(&server.synchronous_standby_names);
         sync::next_step(&SyncFacts {
@@ -1276,7 +1187,7 @@ impl Agent {
             configured: &configured,
             replication: &server.replication,
             target: &target,
-            barrier: self.sync_barrier,
+            barrier: self.sync.barrier,
         })
     }
 
@@ -1285,7 +1196,7 @@ impl Agent {
     /// second rather than a `loop_wait` later: this is the window in which commits may be
     /// acknowledged without a synchronous copy (non-strict mode) or wait (strict mode).
     pub fn sync_converging(&self, server: &ServerObservation) -> bool {
-        let (Some(plan), Some(view)) = (self.sync_plan(), self.view.as_ref()) else {
+        let (Some(plan), Some(view)) = (self.sync_plan(), self.facts.view.as_ref()) else {
             return false;
         };
         if self.sync_step(server).is_some() {

@@ -20,9 +20,4 @@ impl GateLog {
         tracing::warn!(node, decision, rule, %detail, "invariant gate refused a policy decision");
         self.last = Some(format!("{decision}: {detail}"));
     }
-
-    /// Refusals so far, all rules.
-    pub fn total(&self) -> u64 {
-        self.rejections.values().sum()
-    }
 }

@@ -9,6 +9,7 @@
 use statig::prelude::*;
 
 use super::agent::{Agent, WatchdogGate};
+use super::candidacy::{Phase, Race};
 use super::consult::{ConsultPurpose, PolicyAnswer};
 use super::effect::{DemoteMode, Effect, PgAction};
 use super::input::PgActionOutcome;
@@ -90,10 +91,10 @@ impl Machine {
                 context.go(State::starting(), Why::AnotherMemberBootstraps)
             }
             Event::PgActionFinished(PgAction::Bootstrap, PgActionOutcome::Done { sysid }) => {
-                context.bootstrap_sysid = sysid.clone();
-                match context.lease.id {
+                context.bootstrap.sysid = sysid.clone();
+                match context.leadership.lease.id {
                     Some(lease) => context.outbox.push(Effect::AcquireLeader { lease }),
-                    None => context.pending_bootstrap_leader = true,
+                    None => context.bootstrap.pending_leader = true,
                 }
                 Handled
             }
@@ -104,15 +105,15 @@ impl Machine {
                 });
                 Handled
             }
-            Event::Cycle if context.pending_bootstrap_leader => {
-                if let Some(lease) = context.lease.id {
-                    context.pending_bootstrap_leader = false;
+            Event::Cycle if context.bootstrap.pending_leader => {
+                if let Some(lease) = context.leadership.lease.id {
+                    context.bootstrap.pending_leader = false;
                     context.outbox.push(Effect::AcquireLeader { lease });
                 }
                 Handled
             }
             Event::LeaderAcquired(true) => {
-                if let Some(sysid) = context.bootstrap_sysid.clone() {
+                if let Some(sysid) = context.bootstrap.sysid.clone() {
                     context.outbox.push(Effect::WriteInitialize { sysid });
                 }
                 context.outbox.push(Effect::WriteInitialConfig);
@@ -128,7 +129,7 @@ impl Machine {
                     });
                 } else {
                     // A lock store error, not a rival: try again on the next cycle.
-                    context.pending_bootstrap_leader = true;
+                    context.bootstrap.pending_leader = true;
                 }
                 Handled
             }
@@ -176,7 +177,7 @@ impl Machine {
                             // Starting the data as it is would be refused by PostgreSQL (or
                             // worse, stream nothing): the next cycle rewinds again, a
                             // loop_wait later, until it works or an operator re-clones.
-                            context.data_maybe_diverged = true;
+                            context.postgres.maybe_diverged = true;
                             let error = error.clone();
                             context.go(State::starting(), Why::RewindFailedRetry { error })
                         }
@@ -201,7 +202,7 @@ impl Machine {
                 context.go(State::demoting(), why.clone())
             }
             Event::PgActionFinished(action @ PgAction::Demote { .. }, outcome)
-                if context.pg_action.is_some() =>
+                if context.postgres.action.is_some() =>
             {
                 // A stop that a later one (the deadline's kill) overtook: that one decides.
                 context.note_action_result(action, outcome);
@@ -226,7 +227,7 @@ impl Machine {
                     // and unfed, so the device resets a node that could not stop.
                     context.disarm_watchdog("demoted");
                 }
-                context.data_maybe_diverged = true;
+                context.postgres.maybe_diverged = true;
                 let why = match outcome {
                     PgActionOutcome::Done { .. } => Why::Demoted,
                     PgActionOutcome::Failed { error } => Why::StopFailed {
@@ -252,7 +253,7 @@ impl Machine {
                 Handled
             }
             Event::PolicyDecided(answer) => {
-                context.note_decision(answer);
+                context.note_decision(answer, None);
                 Handled
             }
             _ => Handled,
@@ -269,45 +270,51 @@ impl Machine {
         }
     }
 
-    /// Racing for the leader key: probing peers, acquiring, promoting.
+    /// Racing for the leader key: probing peers, asking the policy, acquiring, promoting.
+    /// The race's phases are this state's own data: leaving the state drops them.
     #[state(superstate = "running")]
-    fn candidate(context: &mut Agent, event: &Event) -> Outcome<State> {
+    fn candidate(context: &mut Agent, race: &mut Race, event: &Event) -> Outcome<State> {
         match event {
-            Event::PeersProbed => {
+            // Peers answered: the policy is asked once per race.
+            Event::PeersProbed if race.phase == Phase::ProbingPeers => {
                 let seq =
                     context.consult(ConsultPurpose::Election, pgwarden_policy::Event::Election);
-                context.pending_election = Some((seq, context.now));
+                race.phase = Phase::AwaitingPolicy {
+                    seq,
+                    asked_at: context.facts.now,
+                };
                 Handled
             }
-            Event::PolicyDecided(answer)
-                if context.pending_election.map(|(seq, _)| seq) == Some(answer.seq) =>
-            {
-                context.note_decision(answer);
-                context.pending_election = None;
-                context.decide_election(&answer.decision.race)
+            Event::PolicyDecided(answer) if race.answers_election(answer.seq) => {
+                context.note_decision(answer, Some(answer.seq));
+                context.decide_election(race, &answer.decision.race)
+            }
+            Event::PolicyDecided(answer) => {
+                context.note_decision(answer, race.election_seq());
+                Handled
             }
             Event::LeaderAcquired(true) => {
-                context.presync_claimed = false;
-                context.promote_after_acquire()
+                race.sync_claimed = false;
+                context.promote_after_acquire(Entry::Within(race))
             }
             // Only the claim's own answer counts: an earlier claim's, or a routine write's
             // sent while we were primary before, may arrive after a new claim went out.
             Event::SyncWritten { seq, ok }
-                if context.presync_pending == Some(*seq) && !context.promote_in_flight() =>
+                if race.answers_claim(*seq) && !context.promote_in_flight() =>
             {
-                context.presync_pending = None;
+                race.phase = Phase::Acquiring;
                 if *ok {
-                    context.presync_claimed = true;
-                    context.promote_after_acquire()
+                    race.sync_claimed = true;
+                    context.promote_after_acquire(Entry::Within(race))
                 } else {
                     context.release_leader_key();
                     context.go(State::replica(), Why::SyncChangedBeforePromotion)
                 }
             }
             Event::LeaderAcquired(false) => context.go(State::replica(), Why::LostRace),
-            Event::WatchdogArmed if context.promotion_awaits_watchdog => {
-                context.promotion_awaits_watchdog = false;
-                context.promote_after_acquire()
+            Event::WatchdogArmed if race.phase == Phase::ArmingWatchdog => {
+                race.phase = Phase::Acquiring;
+                context.promote_after_acquire(Entry::Within(race))
             }
             Event::PgActionFinished(action @ PgAction::Promote { .. }, outcome) => {
                 context.note_action_result(action, outcome);
@@ -322,14 +329,13 @@ impl Machine {
             }
             Event::MustDemote(lost) => {
                 // The key was taken or the deadline passed before promotion finished.
-                context.presync_pending = None;
                 let why = Why::RaceAbandoned {
                     lost: Box::new(lost.clone()),
                 };
                 // A promote already handed to PostgreSQL may still complete: stop it as if it
                 // had (the stop runs right after it, or kills it meanwhile), keeping the
                 // watchdog armed until PostgreSQL is down.
-                if context.pg.as_ref().is_some_and(|p| p.is_primary())
+                if context.facts.pg.as_ref().is_some_and(|p| p.is_primary())
                     || context.promote_in_flight()
                 {
                     context.start_pg(PgAction::Demote {
@@ -340,7 +346,7 @@ impl Machine {
                     context.go(State::replica(), why)
                 }
             }
-            Event::Cycle => context.check_election_deadline(),
+            Event::Cycle => context.check_election_deadline(race),
             _ => Super,
         }
     }
@@ -360,7 +366,7 @@ impl Machine {
                 context.start_pg(PgAction::Demote {
                     mode: DemoteMode::Offline,
                 });
-                let retry_timeout = context.config.retry_timeout;
+                let retry_timeout = context.facts.config.retry_timeout;
                 context.go(State::demoting(), Why::OfflineStop { retry_timeout })
             }
             Event::FailsafeLost(why) => {
@@ -379,7 +385,7 @@ impl Machine {
                 context.go(State::demoting(), Why::FailsafeLost { refusals })
             }
             Event::PolicyDecided(answer) => {
-                context.note_decision(answer);
+                context.note_decision(answer, None);
                 let outcome = context.apply_fence(&answer.decision.fence);
                 if matches!(outcome, Handled) {
                     context.decline_switchover_if_unanswered(answer);
@@ -411,7 +417,7 @@ impl Machine {
         if primary_term_over {
             context.failsafe.end_primary();
         }
-        if matches!(source, State::Candidate {})
+        if matches!(source, State::Candidate { .. })
             && matches!(target, State::Replica {} | State::Starting {})
             && !context.promote_in_flight()
         {
@@ -419,14 +425,14 @@ impl Machine {
             context.disarm_watchdog("promotion abandoned");
         }
         let (from, to) = (state_name(source), state_name(target));
-        context.state_name = to;
+        context.report.state_name = to;
         let Some(why) = context.outbox.take_why() else {
             // `Agent::go` is the only way to a transition (tests/architecture.rs checks it).
             debug_assert!(false, "a transition {from} -> {to} without a Why");
             tracing::error!(node = %context.settings.name, from, to, "state transition without a reason (a bug)");
             return;
         };
-        context.last_transition = format!("{from} -> {to}: {why}");
+        context.report.last_transition = format!("{from} -> {to}: {why}");
         context.outbox.record(TransitionRecord {
             from,
             event: String::new(),
@@ -467,6 +473,22 @@ impl Event {
     }
 }
 
+/// Where a promotion step runs from: inside the candidate state (the race is updated in
+/// place) or from another state (the candidate state is entered with this race).
+enum Entry<'a> {
+    Within(&'a mut Race),
+    From(Race),
+}
+
+impl Entry<'_> {
+    fn race(&mut self) -> &mut Race {
+        match self {
+            Entry::Within(race) => race,
+            Entry::From(race) => race,
+        }
+    }
+}
+
 /// Stable lower-case name of a state, for status and logs.
 pub fn state_name(state: &State) -> &'static str {
     match state {
@@ -476,7 +498,7 @@ pub fn state_name(state: &State) -> &'static str {
         State::Rewinding {} => "rewinding",
         State::Demoting {} => "demoting",
         State::Replica {} => "replica",
-        State::Candidate {} => "candidate",
+        State::Candidate { .. } => "candidate",
         State::Primary {} => "primary",
     }
 }
@@ -494,10 +516,10 @@ impl Agent {
     /// never cancelled, whatever `force` says: a clone or rewind cut short leaves a data
     /// directory nobody can use.
     pub fn reinitialize_verdict(&self) -> Result<(), String> {
-        let leader = self.view.as_ref().and_then(|v| v.leader.as_ref());
+        let leader = self.facts.view.as_ref().and_then(|v| v.leader.as_ref());
         // The key may name us on an old lease (an agent restarted beside its primary).
         if self.holds_leader_key()
-            || self.state_name == "primary"
+            || self.report.state_name == "primary"
             || leader.is_some_and(|l| l.name == self.settings.name)
         {
             return Err("I am the leader, can not reinitialize".into());
@@ -508,12 +530,13 @@ impl Agent {
         // A data directory of another cluster (a misconfigured node) is not ours to wipe:
         // the agent refuses to run on it, and so does this.
         let cluster_sysid = self
+            .facts
             .view
             .as_ref()
             .and_then(|v| v.initialize.as_deref())
             .filter(|s| !s.is_empty());
         if let (Some(DataDir::Initialized { sysid, .. }), Some(cluster)) =
-            (self.pg.as_ref().map(|p| &p.data_dir), cluster_sysid)
+            (self.facts.pg.as_ref().map(|p| &p.data_dir), cluster_sysid)
         {
             if sysid != cluster {
                 return Err(format!(
@@ -521,13 +544,13 @@ impl Agent {
                 ));
             }
         }
-        if let Some(action) = &self.pg_action {
+        if let Some(action) = &self.postgres.action {
             return Err(format!("{} already in progress", action.kind()));
         }
-        if !matches!(self.state_name, "starting" | "replica") {
+        if !matches!(self.report.state_name, "starting" | "replica") {
             return Err(format!(
                 "the node is {}, can not reinitialize",
-                self.state_name
+                self.report.state_name
             ));
         }
         if self
@@ -563,15 +586,15 @@ impl Agent {
             // else will ever stop it, and its sessions may still commit.
             return self.stop_unresponsive_primary();
         }
-        let (Some(pg), Some(view)) = (self.pg.clone(), self.view.clone()) else {
+        let (Some(pg), Some(view)) = (self.facts.pg.clone(), self.facts.view.clone()) else {
             return Handled;
         };
-        if self.pg_action.is_some() {
+        if self.postgres.action.is_some() {
             return Handled;
         }
         match &pg.data_dir {
             DataDir::Unreadable(error) => {
-                self.last_error = Some(format!("data directory unreadable: {error}"));
+                self.postgres.last_error = Some(format!("data directory unreadable: {error}"));
                 Handled // never bootstrap or clone over something we could not read
             }
             DataDir::Empty => {
@@ -587,11 +610,19 @@ impl Agent {
                     return self.go(State::bootstrapping(), Why::NoClusterYet);
                 }
                 let facts = super::initialize::InitializeFacts::of(&view);
-                let ttl = std::time::Duration::from_secs(self.config.ttl.into());
-                if let Some(mod_revision) = self.orphaned_initialize.observe(facts, self.now, ttl) {
+                let ttl = std::time::Duration::from_secs(self.facts.config.ttl.into());
+                if let Some(mod_revision) =
+                    self.bootstrap
+                        .orphaned_initialize
+                        .observe(facts, self.facts.now, ttl)
+                {
                     self.outbox.push(Effect::ClearStaleInitialize {
                         mod_revision,
-                        orphaned_for: self.orphaned_initialize.age(self.now).unwrap_or(ttl),
+                        orphaned_for: self
+                            .bootstrap
+                            .orphaned_initialize
+                            .age(self.facts.now)
+                            .unwrap_or(ttl),
                     });
                 }
                 match self.leader_upstream() {
@@ -634,7 +665,7 @@ impl Agent {
                     .leader_upstream()
                     .filter(|u| u.name != self.settings.name);
                 match upstream {
-                    Some(from) if former_primary || self.data_maybe_diverged => {
+                    Some(from) if former_primary || self.postgres.maybe_diverged => {
                         if self.use_pg_rewind() {
                             self.start_pg(PgAction::Rewind { from });
                             self.go(State::rewinding(), Why::RewindFormerPrimary)
@@ -645,7 +676,7 @@ impl Agent {
                     }
                     upstream => {
                         if former_primary {
-                            self.data_maybe_diverged = true;
+                            self.postgres.maybe_diverged = true;
                         }
                         let why = Why::StartStandby {
                             upstream: upstream.as_ref().map(|u| u.name.clone()),
@@ -664,12 +695,12 @@ impl Agent {
     /// at a time nobody here knows). It is killed at once, the key left alone (Patroni stops
     /// `offline`, fast, which can take as long as a checkpoint).
     fn stop_primary_without_store(&mut self) -> Option<Outcome<State>> {
-        let primary = self.pg.as_ref().is_some_and(|p| p.is_primary());
-        if self.view.is_some()
-            || self.dcs_error.is_none()
+        let primary = self.facts.pg.as_ref().is_some_and(|p| p.is_primary());
+        if self.facts.view.is_some()
+            || self.facts.dcs_error.is_none()
             || !primary
             || self.lease_allows_primary()
-            || self.pg_action.is_some()
+            || self.postgres.action.is_some()
         {
             return None;
         }
@@ -680,10 +711,10 @@ impl Agent {
     }
 
     fn decide_replica(&mut self) -> Outcome<State> {
-        let (Some(pg), Some(view)) = (self.pg.clone(), self.view.clone()) else {
+        let (Some(pg), Some(view)) = (self.facts.pg.clone(), self.facts.view.clone()) else {
             return Handled;
         };
-        if self.pg_action.is_some() {
+        if self.postgres.action.is_some() {
             return Handled;
         }
         if !pg.is_running() {
@@ -715,7 +746,7 @@ impl Agent {
                 };
                 let diverged = match self.diverged_from_history() {
                     Some(why) => Some(why),
-                    None if self.data_maybe_diverged => {
+                    None if self.postgres.maybe_diverged => {
                         Some("data may have diverged from the new leader".to_string())
                     }
                     None => None,
@@ -728,14 +759,14 @@ impl Agent {
                     self.start_pg(PgAction::Reinitialize { from: upstream });
                     return self.go(State::cloning(), Why::DivergedReclone { detail });
                 }
-                if self.following.as_deref() != Some(upstream.conn_url.as_str()) {
+                if self.postgres.following.as_deref() != Some(upstream.conn_url.as_str()) {
                     self.start_pg(PgAction::Follow { upstream });
                 }
                 Handled
             }
             Some(_) if self.holds_leader_key() => {
                 // Our key with our lease while PostgreSQL is a standby: finish the promotion.
-                self.promote_after_acquire()
+                self.promote_after_acquire(Entry::From(Race::with_key()))
             }
             Some(_) => Handled, // our name on an old lease: wait for it to expire
             None => self.start_race(),
@@ -743,25 +774,24 @@ impl Agent {
     }
 
     fn start_race(&mut self) -> Outcome<State> {
-        self.quorum_votes_won = false;
         // The gate first: probing peers and asking the policy is pointless when no answer
         // could be acted on, and a writable primary that may not lead must stop now.
         if let Err(rule) = self.check_race_allowed() {
             if let Some(stop) = self.stop_primary_that_may_not_lead(&rule.to_string()) {
                 return stop;
             }
-            self.last_race_refusal = Some(rule.to_string());
+            self.report.last_race_refusal = Some(rule.to_string());
             return Handled;
         }
         let members = self.peer_api_urls();
         self.outbox.push(Effect::ProbePeers { members });
-        self.go(State::candidate(), Why::LeaderKeyFree)
+        self.go(State::candidate(Race::default()), Why::LeaderKeyFree)
     }
 
     /// Without the key a writable PostgreSQL must stop at once, whatever a policy prefers:
     /// the demotion to start when ours is a primary, `None` otherwise.
     fn stop_primary_that_may_not_lead(&mut self, why: &str) -> Option<Outcome<State>> {
-        if !self.pg.as_ref().is_some_and(|p| p.is_primary()) {
+        if !self.facts.pg.as_ref().is_some_and(|p| p.is_primary()) {
             return None;
         }
         self.start_pg(PgAction::Demote {
@@ -772,26 +802,34 @@ impl Agent {
     }
 
     /// Act on the policy's election answer, through the gate.
-    fn decide_election(&mut self, race: &pgwarden_policy::Race) -> Outcome<State> {
+    fn decide_election(
+        &mut self,
+        race: &mut Race,
+        answer: &pgwarden_policy::Race,
+    ) -> Outcome<State> {
         let answers = self.peer_positions();
-        let refusal = match race {
+        let refusal = match answer {
             pgwarden_policy::Race::Race => match self.check_race_with_votes(Some(&answers)) {
                 Ok(()) => {
-                    self.quorum_votes_won = true;
+                    race.votes_won = true;
                     None
                 }
                 Err(rule) => {
                     let detail = rule.to_string();
-                    self.gate
-                        .reject(&self.settings.name, "race", rule.name(), detail.clone());
+                    self.policy.gate.reject(
+                        &self.settings.name,
+                        "race",
+                        rule.name(),
+                        detail.clone(),
+                    );
                     Some(format!("refused by the invariant gate: {detail}"))
                 }
             },
             pgwarden_policy::Race::StandDown(why) => Some(format!("policy: {why}")),
             pgwarden_policy::Race::Wait(wait) => {
-                let ttl = std::time::Duration::from_secs(self.config.ttl.into());
+                let ttl = std::time::Duration::from_secs(self.facts.config.ttl.into());
                 let delay = std::time::Duration::from_millis(wait.delay_ms).min(ttl);
-                self.wake_at = Some(self.now + delay);
+                self.policy.wake_at = Some(self.facts.now + delay);
                 Some(format!(
                     "policy waits {} ms: {}",
                     delay.as_millis(),
@@ -800,7 +838,7 @@ impl Agent {
             }
         };
         if let Some(why) = refusal {
-            self.last_race_refusal = Some(why.clone());
+            self.report.last_race_refusal = Some(why.clone());
             if let Some(stop) = self.stop_primary_that_may_not_lead(&why) {
                 return stop;
             }
@@ -809,9 +847,10 @@ impl Agent {
         // The gate refused above if another member holds the key.
         // The key is free, or still ours from a previous run of the agent (our old lease):
         // the acquisition moves it onto the current lease (Patroni does too).
-        match self.lease.id {
+        match self.leadership.lease.id {
             Some(lease) => {
                 self.outbox.push(Effect::AcquireLeader { lease });
+                race.phase = Phase::Acquiring;
                 Handled
             }
             // Without a lease the deadline has passed: `enforce_deadline` abandons a
@@ -826,14 +865,11 @@ impl Agent {
     }
 
     /// An election the policy has not answered within `ttl` is abandoned.
-    fn check_election_deadline(&mut self) -> Outcome<State> {
-        let ttl = std::time::Duration::from_secs(self.config.ttl.into());
-        match self.pending_election {
-            Some((_, asked)) if self.now.saturating_since(asked) > ttl => {
-                self.pending_election = None;
-                self.go(State::replica(), Why::PolicyDidNotAnswer)
-            }
-            _ => Handled,
+    fn check_election_deadline(&mut self, race: &Race) -> Outcome<State> {
+        if race.election_overdue(self.facts.now, self.ttl()) {
+            self.go(State::replica(), Why::PolicyDidNotAnswer)
+        } else {
+            Handled
         }
     }
 
@@ -845,7 +881,7 @@ impl Agent {
             pgwarden_policy::Fence::Demote(why) => (DemoteMode::Graceful, why),
             pgwarden_policy::Fence::Fence(why) => (DemoteMode::Immediate, why),
         };
-        if self.pg_action.is_some() {
+        if self.postgres.action.is_some() {
             return Handled; // an action is running; the next answer will ask again
         }
         self.start_pg(PgAction::Demote { mode });
@@ -853,11 +889,13 @@ impl Agent {
         self.go(State::demoting(), Why::PolicyFence { detail })
     }
 
-    fn promote_after_acquire(&mut self) -> Outcome<State> {
+    /// The key is ours: arm the watchdog, claim `/sync`, promote, each step once the one
+    /// before is done, through the gate each time. Called again as each step finishes.
+    fn promote_after_acquire(&mut self, mut entry: Entry<'_>) -> Outcome<State> {
         if self.promote_in_flight() {
             return Handled; // its outcome decides; releasing the key now would orphan it
         }
-        let permit = match self.check_promotion_allowed() {
+        let permit = match self.check_promotion_allowed(entry.race().votes_won) {
             Ok(permit) => permit,
             Err(rule) => {
                 self.release_leader_key();
@@ -869,15 +907,11 @@ impl Agent {
         match self.watchdog_gate() {
             WatchdogGate::Ready => {}
             WatchdogGate::Arming => {
-                self.promotion_awaits_watchdog = true;
-                if self.state_name == "candidate" {
-                    return Handled;
-                }
-                return self.go(State::candidate(), Why::ArmingWatchdog);
+                return self.stay_candidate(entry, Phase::ArmingWatchdog, Why::ArmingWatchdog);
             }
             WatchdogGate::Refused(why) => {
-                self.last_race_refusal = Some(why.clone());
-                if self.pg.as_ref().is_some_and(|p| p.is_primary()) {
+                self.report.last_race_refusal = Some(why.clone());
+                if self.facts.pg.as_ref().is_some_and(|p| p.is_primary()) {
                     // Demoting releases the key once PostgreSQL is down.
                     self.start_pg(PgAction::Demote {
                         mode: DemoteMode::Immediate,
@@ -891,30 +925,38 @@ impl Agent {
                 );
             }
         }
-        if let Some((state, expected_revision)) = self.presync_claim() {
+        if let Some((state, expected_revision)) = self.presync_claim(entry.race().sync_claimed) {
             // Synchronous mode: record ourselves as the leader in /sync, with no standby,
             // before PostgreSQL can acknowledge a commit alone. Until a new standby is
             // confirmed only we may be promoted, so nothing we acknowledge can be lost.
             let claim = self.write_sync(state, expected_revision);
-            if let Effect::WriteSync { seq, .. } = &claim {
-                self.presync_pending = Some(*seq);
-            }
+            let Effect::WriteSync { seq, .. } = &claim else {
+                unreachable!("write_sync returns a WriteSync");
+            };
+            let phase = Phase::ClaimingSync { seq: *seq };
             self.outbox.push(claim);
-            if self.state_name == "candidate" {
-                return Handled;
-            }
-            return self.go(State::candidate(), Why::ClaimingSync);
+            return self.stay_candidate(entry, phase, Why::ClaimingSync);
         }
-        self.presync_pending = None;
-        let already_primary = self.pg.as_ref().is_some_and(|p| p.is_primary());
+        let already_primary = self.facts.pg.as_ref().is_some_and(|p| p.is_primary());
         if already_primary {
             return self.go(State::primary(), Why::KeyTakenAlreadyPrimary);
         }
         self.start_pg(self.promote_action(permit));
-        if self.state_name == "candidate" {
-            Handled
-        } else {
-            self.go(State::candidate(), Why::Promoting)
+        self.stay_candidate(entry, Phase::Promoting, Why::Promoting)
+    }
+
+    /// Moves the race to `phase`: in place when already a candidate, else by entering the
+    /// candidate state with it (`why` says so).
+    fn stay_candidate(&mut self, entry: Entry<'_>, phase: Phase, why: Why) -> Outcome<State> {
+        match entry {
+            Entry::Within(race) => {
+                race.phase = phase;
+                Handled
+            }
+            Entry::From(mut race) => {
+                race.phase = phase;
+                self.go(State::candidate(race), why)
+            }
         }
     }
 
@@ -922,7 +964,7 @@ impl Agent {
     /// postmaster is alive and it answers no connection, and no action of ours is running.
     /// A standby in a long recovery looks the same and is left alone.
     fn found_unresponsive_primary(&mut self) -> bool {
-        let Some(pg) = self.pg.as_ref() else {
+        let Some(pg) = self.facts.pg.as_ref() else {
             return false;
         };
         let was_primary = matches!(
@@ -933,7 +975,7 @@ impl Agent {
                 ..
             }
         );
-        was_primary && pg.is_unresponsive() && self.pg_action.is_none()
+        was_primary && pg.is_unresponsive() && self.postgres.action.is_none()
     }
 
     /// The postmaster is alive but accepts no connection (frozen, hung, or recovering for
@@ -950,11 +992,12 @@ impl Agent {
             return Handled;
         }
         let silent = self
+            .postgres
             .unresponsive_since
             .map_or(std::time::Duration::ZERO, |since| {
-                self.now.saturating_since(since)
+                self.facts.now.saturating_since(since)
             });
-        self.unresponsive_since = None;
+        self.postgres.unresponsive_since = None;
         // With the key, it is released once PostgreSQL is down; without it there is
         // nothing to wait for and the kill goes out at once.
         let mode = if self.holds_leader_key() {
@@ -971,7 +1014,9 @@ impl Agent {
         // A postmaster silent for too long is stopped whatever else is going on: while it
         // runs, the sessions it already forked may commit, and no key or failsafe round
         // should keep such a primary in place.
-        if self.pg_action.is_none() && self.pg.as_ref().is_some_and(|p| p.is_unresponsive()) {
+        if self.postgres.action.is_none()
+            && self.facts.pg.as_ref().is_some_and(|p| p.is_unresponsive())
+        {
             if let outcome @ Transition(_) = self.stop_unresponsive_primary() {
                 return outcome;
             }
@@ -979,7 +1024,7 @@ impl Agent {
         if !self.holds_leader_key() {
             if self.failsafe_may_retake_key() {
                 // The lease expired during the outage; the members we asked do not race.
-                if let Some(lease) = self.lease.id {
+                if let Some(lease) = self.leadership.lease.id {
                     self.outbox.push(Effect::AcquireLeader { lease });
                 }
                 return Handled;
@@ -995,9 +1040,9 @@ impl Agent {
             });
             return self.go(State::demoting(), Why::DeadlinePassed);
         }
-        if self.dcs_error.is_none() {
+        if self.facts.dcs_error.is_none() {
             if let Some(members) = self.failsafe_write_due() {
-                self.failsafe.written = Some((members.clone(), self.now));
+                self.failsafe.written = Some((members.clone(), self.facts.now));
                 self.outbox.push(Effect::WriteFailsafe { members });
             }
         }
@@ -1005,7 +1050,7 @@ impl Agent {
             WatchdogGate::Ready => {}
             WatchdogGate::Arming => return Handled,
             WatchdogGate::Refused(why) => {
-                if self.pg_action.is_some() {
+                if self.postgres.action.is_some() {
                     return Handled;
                 }
                 self.start_pg(PgAction::Demote {
@@ -1015,10 +1060,10 @@ impl Agent {
             }
         }
         self.tidy_failover_key();
-        let Some(pg) = self.pg.clone() else {
+        let Some(pg) = self.facts.pg.clone() else {
             return Handled;
         };
-        if self.pg_action.is_some() {
+        if self.postgres.action.is_some() {
             return Handled;
         }
         let Some(server) = pg.server.clone() else {
@@ -1030,18 +1075,21 @@ impl Agent {
             return self.stop_unresponsive_primary();
         };
         if server.in_recovery {
-            if let Ok(permit) = self.check_promotion_allowed() {
+            // A primary has no election of its own: `/sync` names it (claimed before it was
+            // promoted), so no quorum votes are needed to finish a promotion.
+            if let Ok(permit) = self.check_promotion_allowed(false) {
                 self.start_pg(self.promote_action(permit));
             }
             return Handled;
         }
-        if self.published_optime != Some(server.wal_position) {
-            self.published_optime = Some(server.wal_position);
+        if self.published.optime != Some(server.wal_position) {
+            self.published.optime = Some(server.wal_position);
             self.outbox.push(Effect::WriteStatus {
                 optime: server.wal_position,
             });
         }
         let cluster_timeline = self
+            .facts
             .view
             .as_ref()
             .and_then(|v| v.timeline())
@@ -1050,8 +1098,9 @@ impl Agent {
             && server.timeline > cluster_timeline
             && self.history_write_due(server.timeline)
         {
-            self.history_written = Some((server.timeline, self.now));
+            self.published.history = Some((server.timeline, self.facts.now));
             let known = self
+                .facts
                 .view
                 .as_ref()
                 .map(|v| v.history.clone())
@@ -1064,8 +1113,8 @@ impl Agent {
         // The LSN a new synchronous standby must have flushed before it is recorded in
         // /sync: taken once PostgreSQL shows the configured set, after the change.
         let configured = crate::core::sync::parse_standby_names(&server.synchronous_standby_names);
-        if self.sync_barrier.is_none() && !configured.is_empty() {
-            self.sync_barrier = Some(server.wal_position);
+        if self.sync.barrier.is_none() && !configured.is_empty() {
+            self.sync.barrier = Some(server.wal_position);
         }
         if let Some(effect) = self.next_sync_record(&server) {
             self.outbox.push(effect);
@@ -1076,9 +1125,9 @@ impl Agent {
         if self.sync_converging(&server) {
             // Standbys reconnect to a new primary within a second or two; waiting a whole
             // loop_wait to notice would stretch the window without a synchronous copy.
-            let loop_wait = std::time::Duration::from_secs(self.config.loop_wait.into());
-            let soon = self.now + loop_wait.min(SYNC_POLL);
-            self.wake_at = Some(self.wake_at.map_or(soon, |w| w.min(soon)));
+            let loop_wait = std::time::Duration::from_secs(self.facts.config.loop_wait.into());
+            let soon = self.facts.now + loop_wait.min(SYNC_POLL);
+            self.policy.wake_at = Some(self.policy.wake_at.map_or(soon, |w| w.min(soon)));
         }
         Handled
     }

@@ -4,25 +4,27 @@
 //! Must not touch: clocks, files, sockets, processes, async runtimes, or any IO crate.
 //! `tests/architecture.rs` enforces that by scanning this folder's imports.
 
-pub mod agent;
-pub mod consult;
-pub mod effect;
+pub(crate) mod agent;
+pub(crate) mod candidacy;
+pub(crate) mod consult;
+pub(crate) mod effect;
 pub mod failsafe;
-pub mod gate;
-pub mod health;
+pub(crate) mod gate;
+pub(crate) mod health;
 pub mod initialize;
-pub mod input;
-pub mod lease;
-pub mod machine;
-pub mod manual;
-pub mod protocol;
-pub mod replies;
-pub mod safety;
-pub mod status;
+pub(crate) mod input;
+pub(crate) mod lease;
+pub(crate) mod machine;
+pub(crate) mod manual;
+pub(crate) mod parts;
+pub(crate) mod protocol;
+pub(crate) mod replies;
+pub(crate) mod safety;
+pub(crate) mod status;
 pub mod sync;
-pub mod time;
+pub(crate) mod time;
 pub mod timers;
-pub mod types;
+pub(crate) mod types;
 pub mod view;
 pub mod watchdog;
 pub mod why;
@@ -78,8 +80,8 @@ impl Node {
     /// A node that has seen nothing yet; its first cycle starts at `now`.
     pub fn new(settings: NodeSettings, now: Instant) -> Node {
         let mut agent = Agent::new(settings);
-        agent.now = now;
-        let ttl = Duration::from_secs(agent.config.ttl.into());
+        agent.facts.now = now;
+        let ttl = Duration::from_secs(agent.facts.config.ttl.into());
         agent.failsafe = failsafe::Failsafe::new(now, ttl);
         let machine = Machine
             .uninitialized_state_machine()
@@ -105,7 +107,7 @@ impl Node {
 
     /// Feed one fact observed at `now`.
     pub fn handle_input(&mut self, now: Instant, input: Input) {
-        self.agent.now = now;
+        self.agent.facts.now = now;
         let step = self.agent.failsafe_step();
         self.agent.failsafe.observe(now, step);
         match input {
@@ -113,7 +115,7 @@ impl Node {
             Input::ClusterChanged(view) => self.on_cluster_changed(now, *view),
             Input::DcsUnreachable { error } => {
                 tracing::warn!(node = %self.agent.settings.name, %error, "lock store unreachable");
-                self.agent.dcs_error = Some(error);
+                self.agent.facts.dcs_error = Some(error);
             }
             Input::PostgresProbed(observation) => self.on_postgres_probed(now, observation),
             Input::LeaseGranted {
@@ -123,7 +125,7 @@ impl Node {
             } => self.on_lease_granted(now, lease, ttl_secs, sent_at),
             Input::LeaseGrantFailed { error } => {
                 self.grant_in_flight = false;
-                self.agent.dcs_error = Some(error);
+                self.agent.facts.dcs_error = Some(error);
                 self.store_failing(now);
             }
             Input::LeaseRenewed { lease, sent_at } => self.on_lease_renewed(now, lease, sent_at),
@@ -139,8 +141,8 @@ impl Node {
                 create_revision,
             } => self.on_leader_acquired(won, revision, create_revision),
             Input::SyncWritten { seq, ok } => {
-                if self.agent.sync_write_in_flight == Some(seq) {
-                    self.agent.sync_write_in_flight = None;
+                if self.agent.sync.write_in_flight == Some(seq) {
+                    self.agent.sync.write_in_flight = None;
                 }
                 if !ok {
                     tracing::info!(node = %self.agent.settings.name, "/sync changed under us; re-reading");
@@ -148,7 +150,7 @@ impl Node {
                 self.dispatch(Event::SyncWritten { seq, ok });
             }
             Input::PeersProbed(reports) => {
-                self.agent.peers = Some(reports);
+                self.agent.facts.peers = Some(reports);
                 self.dispatch(Event::PeersProbed);
             }
             Input::PolicyDecided(answer) => self.dispatch(Event::PolicyDecided(answer)),
@@ -172,7 +174,7 @@ impl Node {
         }
         self.enforce_deadline();
         self.consult_on_events();
-        if let Some(wake) = self.agent.wake_at.take() {
+        if let Some(wake) = self.agent.policy.wake_at.take() {
             self.next_cycle_at = self.next_cycle_at.min(wake);
         }
         self.maybe_start_cycle(now);
@@ -180,23 +182,23 @@ impl Node {
 
     /// A PostgreSQL probe: the fresh one the cycle waited for starts it.
     fn on_postgres_probed(&mut self, now: Instant, observation: view::PgObservation) {
-        self.agent.probe_revision = self.probe_asked_at_revision;
+        self.agent.facts.probe_revision = self.probe_asked_at_revision;
         // The unresponsive-primary clock runs from the first silent probe, whatever
         // the agent is busy with meanwhile (a store outage, a failsafe round, taking
         // its key back): an answer, even an error, or a dead postmaster stops it.
         if !observation.is_unresponsive() {
-            self.agent.unresponsive_since = None;
-        } else if self.agent.unresponsive_since.is_none() {
-            self.agent.unresponsive_since = Some(now);
+            self.agent.postgres.unresponsive_since = None;
+        } else if self.agent.postgres.unresponsive_since.is_none() {
+            self.agent.postgres.unresponsive_since = Some(now);
         }
         // A probe that reached no server says nothing of replies: skipping it keeps a
         // silent standby's clock running through a failed probe.
         if let Some(server) = observation.server.as_ref() {
-            self.agent.standby_replies.observe(&server.replication, now);
+            self.agent.sync.replies.observe(&server.replication, now);
         }
         let fresh = self.probe_in_flight == Some(self.action_seq);
         self.probe_in_flight = None;
-        self.agent.pg = Some(observation);
+        self.agent.facts.pg = Some(observation);
         if fresh {
             self.run_cycle();
         } else {
@@ -211,7 +213,10 @@ impl Node {
         self.dcs_seen(now);
         self.store_answers_lease();
         let ttl = Duration::from_secs(ttl_secs.into());
-        match (self.agent.lease.id, self.agent.holds_leader_key()) {
+        match (
+            self.agent.leadership.lease.id,
+            self.agent.holds_leader_key(),
+        ) {
             (Some(_), true) => {
                 // Rotating while leader: move the leader key onto the new lease
                 // first; the old lease stays valid (and renewed) until that worked.
@@ -234,7 +239,7 @@ impl Node {
     /// A renewal acknowledged: the deadline moves, the watchdog may be fed.
     fn on_lease_renewed(&mut self, now: Instant, lease: LeaseId, sent_at: Instant) {
         self.renewal_in_flight = false;
-        self.agent.lease.renewed(lease, sent_at);
+        self.agent.leadership.lease.renewed(lease, sent_at);
         self.dcs_seen(now);
         self.store_answers_lease();
         // A leader stopping PostgreSQL (a switchover's fast shutdown, a long
@@ -242,8 +247,10 @@ impl Node {
         // stop is done.
         let stopping_with_key =
             matches!(self.machine.state(), State::Demoting {}) && self.agent.holds_leader_key();
-        if self.agent.lease.id == Some(lease) && (self.acting_as_leader() || stopping_with_key) {
-            let ttl = self.agent.lease.ttl;
+        if self.agent.leadership.lease.id == Some(lease)
+            && (self.acting_as_leader() || stopping_with_key)
+        {
+            let ttl = self.agent.leadership.lease.ttl;
             self.feed_watchdog(now, sent_at + ttl, "lease renewal");
         }
     }
@@ -257,16 +264,16 @@ impl Node {
         error: String,
     ) {
         self.renewal_in_flight = false;
-        if expired && self.agent.lease.id == Some(lease) {
+        if expired && self.agent.leadership.lease.id == Some(lease) {
             tracing::warn!(node = %self.agent.settings.name, %lease, %error, "lease expired");
-            self.agent.lease.lost();
-            self.agent.acquired_leader = None;
+            self.agent.leadership.lease.lost();
+            self.agent.leadership.acquired = None;
             self.next_lease_at = now;
             // The store answered: not an outage, whatever happened to the lease.
             self.agent.failsafe.renewals_failing = false;
             self.agent.failsafe.active = false;
         } else {
-            self.agent.dcs_error = Some(error);
+            self.agent.facts.dcs_error = Some(error);
             self.store_failing(now);
         }
     }
@@ -275,10 +282,12 @@ impl Node {
     fn on_leader_acquired(&mut self, won: bool, revision: i64, create_revision: i64) {
         // An acquisition that moves our key onto a replacement lease (a `ttl` change).
         if self.rotation.is_some() {
-            if let (Some(rotation), Some(old)) = (self.rotation.take(), self.agent.lease.id) {
+            if let (Some(rotation), Some(old)) =
+                (self.rotation.take(), self.agent.leadership.lease.id)
+            {
                 if won {
                     self.switch_lease(rotation.lease, rotation.ttl, rotation.sent_at);
-                    self.agent.acquired_leader = Some(agent::Acquisition {
+                    self.agent.leadership.acquired = Some(parts::Acquisition {
                         lease: rotation.lease,
                         revision,
                         create_revision,
@@ -295,8 +304,8 @@ impl Node {
             return;
         }
         if won {
-            if let Some(lease) = self.agent.lease.id {
-                self.agent.acquired_leader = Some(agent::Acquisition {
+            if let Some(lease) = self.agent.leadership.lease.id {
+                self.agent.leadership.acquired = Some(parts::Acquisition {
                     lease,
                     revision,
                     create_revision,
@@ -310,7 +319,7 @@ impl Node {
     fn on_watchdog_checked(&mut self, now: Instant, result: Result<(), String>) {
         match result {
             Ok(()) => {
-                let retry_after = Duration::from_secs(self.agent.config.ttl.into());
+                let retry_after = Duration::from_secs(self.agent.facts.config.ttl.into());
                 self.agent.watchdog.device_checked_ok(now, retry_after);
             }
             Err(error) => {
@@ -351,10 +360,11 @@ impl Node {
             }
         }
         let accepted = verdict.is_ok();
-        if self.agent.reinitialize_verdicts.len() >= REINITIALIZE_VERDICTS_KEPT {
-            self.agent.reinitialize_verdicts.pop_front();
+        if self.agent.requests.reinitialize_verdicts.len() >= REINITIALIZE_VERDICTS_KEPT {
+            self.agent.requests.reinitialize_verdicts.pop_front();
         }
         self.agent
+            .requests
             .reinitialize_verdicts
             .push_back((request, verdict));
         if accepted {
@@ -364,15 +374,15 @@ impl Node {
 
     /// A PostgreSQL action finished: the machine hears it, then the next cycle is timed.
     fn on_pg_action_finished(&mut self, now: Instant, action: PgAction, outcome: PgActionOutcome) {
-        if self.agent.pg_action.as_ref() == Some(&action) {
-            self.agent.pg_action = None;
+        if self.agent.postgres.action.as_ref() == Some(&action) {
+            self.agent.postgres.action = None;
         }
         self.action_seq += 1;
         let retry_later =
             matches!(outcome, PgActionOutcome::Failed { .. }) && action.retried_at_next_cycle();
         self.dispatch(Event::PgActionFinished(action, outcome));
         if retry_later {
-            let loop_wait = Duration::from_secs(self.agent.config.loop_wait.max(1).into());
+            let loop_wait = Duration::from_secs(self.agent.facts.config.loop_wait.max(1).into());
             self.retry_not_before = now + loop_wait;
             self.next_cycle_at = self.next_cycle_at.max(self.retry_not_before);
         } else {
@@ -383,7 +393,7 @@ impl Node {
     /// Every change of the facts a policy cares about becomes an event it is consulted on.
     fn consult_on_events(&mut self) {
         let events = self.baseline.advance(&self.agent.policy_facts());
-        if self.agent.view.is_none() {
+        if self.agent.facts.view.is_none() {
             return;
         }
         for event in events {
@@ -416,9 +426,9 @@ impl Node {
         let mut table = timers::Timers::default();
         // While a probe is out, its answer starts the cycle: a cycle time in the past must
         // not turn into a busy loop.
-        let loop_wait = Duration::from_secs(self.agent.config.loop_wait.max(1).into());
+        let loop_wait = Duration::from_secs(self.agent.facts.config.loop_wait.max(1).into());
         let cycle = if self.probe_in_flight.is_some() {
-            self.next_cycle_at.max(self.agent.now + loop_wait)
+            self.next_cycle_at.max(self.agent.facts.now + loop_wait)
         } else {
             self.next_cycle_at
         };
@@ -429,13 +439,13 @@ impl Node {
         // A stop through pg_ctl is killed at the deadline if still running.
         let stopping_slowly = matches!(self.machine.state(), State::Demoting {})
             && matches!(
-                self.agent.pg_action,
+                self.agent.postgres.action,
                 Some(PgAction::Demote { mode }) if mode != DemoteMode::ImmediateNolock
             );
         if let Some(deadline) = self
             .agent
             .demotion_deadline()
-            .filter(|d| stopping_slowly && *d > self.agent.now)
+            .filter(|d| stopping_slowly && *d > self.agent.facts.now)
         {
             table.set(Timer::StopKill, deadline);
         }
@@ -443,11 +453,11 @@ impl Node {
             if let Some(deadline) = self.agent.demotion_deadline() {
                 table.set(Timer::DemotionDeadline, deadline);
                 // The clean (offline) stop is due `retry_timeout` before the deadline.
-                let retry = Duration::from_secs(self.agent.config.retry_timeout.into());
+                let retry = Duration::from_secs(self.agent.facts.config.retry_timeout.into());
                 let offline_at = deadline - retry;
                 if self.agent.failsafe.renewals_failing
                     && !self.agent.failsafe_mode()
-                    && offline_at > self.agent.now
+                    && offline_at > self.agent.facts.now
                 {
                     table.set(Timer::OfflineStop, offline_at);
                 }
@@ -460,7 +470,7 @@ impl Node {
             // A promise not to race counts only time we saw pass, a step at a time.
             table.set(
                 Timer::FailsafePromise,
-                self.agent.now + self.agent.failsafe_step() / 2,
+                self.agent.facts.now + self.agent.failsafe_step() / 2,
             );
         }
         table
@@ -473,29 +483,29 @@ impl Node {
             name: a.settings.name.clone(),
             state: state_name(self.machine.state()),
             holds_leader_key: a.holds_leader_key(),
-            lease: a.lease.id,
+            lease: a.leadership.lease.id,
             leader_revision: a.my_leader_revision(),
             lease_deadline: a.demotion_deadline(),
-            now: a.now,
-            pg: a.pg.clone(),
-            view: a.view.clone(),
-            config: a.config.clone(),
+            now: a.facts.now,
+            pg: a.facts.pg.clone(),
+            view: a.facts.view.clone(),
+            config: a.facts.config.clone(),
             tags: a.settings.tags.clone(),
-            pg_action: a.pg_action.as_ref().map(|p| p.kind()),
-            last_transition: a.last_transition.clone(),
-            last_error: a.last_error.clone(),
-            last_race_refusal: a.last_race_refusal.clone(),
-            probe_revision: a.probe_revision,
+            pg_action: a.postgres.action.as_ref().map(|p| p.kind()),
+            last_transition: a.report.last_transition.clone(),
+            last_error: a.postgres.last_error.clone(),
+            last_race_refusal: a.report.last_race_refusal.clone(),
+            probe_revision: a.facts.probe_revision,
             dcs_last_seen: self.dcs_last_seen,
-            dcs_error: self.agent.dcs_error.clone(),
-            loop_wait: Duration::from_secs(a.config.loop_wait.into()),
-            ttl: Duration::from_secs(a.config.ttl.into()),
-            watchdog: a.watchdog.status(a.now, &a.config),
+            dcs_error: self.agent.facts.dcs_error.clone(),
+            loop_wait: Duration::from_secs(a.facts.config.loop_wait.into()),
+            ttl: Duration::from_secs(a.facts.config.ttl.into()),
+            watchdog: a.watchdog.status(a.facts.now, &a.facts.config),
             policy: status::PolicyStatus {
-                gate_rejections: a.gate.rejections.clone(),
-                last_gate_rejection: a.gate.last.clone(),
-                fallbacks: a.policy_fallbacks,
-                preference: a.last_preference.clone(),
+                gate_rejections: a.policy.gate.rejections.clone(),
+                last_gate_rejection: a.policy.gate.last.clone(),
+                fallbacks: a.policy.fallbacks,
+                preference: a.policy.last_preference.clone(),
             },
             failsafe: status::FailsafeStatus {
                 enabled: a.failsafe_mode(),
@@ -503,6 +513,7 @@ impl Node {
                     && matches!(self.machine.state(), State::Primary {})
                     && a.failsafe_allows_primary(),
                 members: a
+                    .facts
                     .view
                     .as_ref()
                     .map(|v| v.failsafe.clone())
@@ -511,10 +522,10 @@ impl Node {
                     .failsafe
                     .heartbeat
                     .as_ref()
-                    .map(|h| (h.leader.clone(), a.now.saturating_since(h.at))),
+                    .map(|h| (h.leader.clone(), a.facts.now.saturating_since(h.at))),
                 verdicts: a.failsafe.verdicts.iter().cloned().collect(),
             },
-            reinitialize_verdicts: a.reinitialize_verdicts.iter().cloned().collect(),
+            reinitialize_verdicts: a.requests.reinitialize_verdicts.iter().cloned().collect(),
         }
     }
 
@@ -532,19 +543,19 @@ impl Node {
     }
 
     fn switch_lease(&mut self, lease: LeaseId, ttl: Duration, sent_at: Instant) {
-        self.agent.lease.granted(lease, ttl, sent_at);
-        self.agent.lease.requested_ttl_secs = self.agent.config.ttl;
+        self.agent.leadership.lease.granted(lease, ttl, sent_at);
+        self.agent.leadership.lease.requested_ttl_secs = self.agent.facts.config.ttl;
     }
 
     fn dcs_seen(&mut self, now: Instant) {
         self.dcs_last_seen = Some(now);
-        self.agent.dcs_error = None;
+        self.agent.facts.dcs_error = None;
     }
 
     fn acting_as_leader(&self) -> bool {
         matches!(
             self.machine.state(),
-            State::Primary {} | State::Candidate {}
+            State::Primary {} | State::Candidate { .. }
         ) && self.agent.holds_leader_key()
     }
 
@@ -617,7 +628,7 @@ impl Node {
             return;
         }
         self.agent.failsafe.next_round_at = now + interval;
-        let Some(view) = self.agent.view.as_ref() else {
+        let Some(view) = self.agent.facts.view.as_ref() else {
             return;
         };
         match failsafe::round_members(view, &self.agent.settings.name) {
@@ -667,7 +678,7 @@ impl Node {
         let verdict = result.and_then(|report| {
             self.agent
                 .watchdog
-                .judge_arm(timeout_secs, &report, self.agent.config.loop_wait)
+                .judge_arm(timeout_secs, &report, self.agent.facts.config.loop_wait)
                 .map(|()| report)
         });
         match verdict {
@@ -723,14 +734,14 @@ impl Node {
             let mut warnings = view.config_warnings.clone();
             let mut value = config.value.clone();
             value.adjust_demotion_budget("config", margin_ms, &mut warnings);
-            if value != self.agent.config {
+            if value != self.agent.facts.config {
                 match value.validate_demotion_budget("config", margin_ms) {
                     Ok(()) => {
                         tracing::info!(node = %self.agent.settings.name, "dynamic configuration changed");
                         for warning in &warnings {
                             tracing::warn!(node = %self.agent.settings.name, "/config: {warning}");
                         }
-                        self.agent.config = value.clone();
+                        self.agent.facts.config = value.clone();
                         self.agent.outbox.push(Effect::UsePgConfig(Box::new(value)));
                     }
                     Err(error) if self.rejected_config_revision != Some(config.mod_revision) => {
@@ -750,17 +761,22 @@ impl Node {
                 tracing::warn!(node = %self.agent.settings.name, %error, "rejected /config; keeping the last good configuration");
             }
         }
-        let old_leader = self.agent.view.as_ref().and_then(|v| v.leader.clone());
+        let old_leader = self
+            .agent
+            .facts
+            .view
+            .as_ref()
+            .and_then(|v| v.leader.clone());
         let new_leader = view.leader.clone();
-        if self.agent.release_pending
+        if self.agent.leadership.release_pending
             && new_leader
                 .as_ref()
                 .is_none_or(|l| l.name != self.agent.settings.name)
         {
-            self.agent.release_pending = false;
+            self.agent.leadership.release_pending = false;
         }
-        self.agent.leader_memory.track(&view, now);
-        self.agent.view = Some(view);
+        self.agent.leadership.memory.track(&view, now);
+        self.agent.facts.view = Some(view);
         if old_leader != new_leader {
             // React to a vanished or changed leader key now, not at the next loop.
             self.next_cycle_at = now;
@@ -777,13 +793,13 @@ impl Node {
     fn enforce_deadline(&mut self) {
         let is_primary = matches!(
             self.machine.state(),
-            State::Primary {} | State::Candidate {}
+            State::Primary {} | State::Candidate { .. }
         );
         if matches!(self.machine.state(), State::Demoting {}) {
             // A stop that keeps PostgreSQL running meanwhile (fast or immediate, through
             // pg_ctl) must be over by the deadline: past it, it is killed.
             let stopping_slowly = matches!(
-                self.agent.pg_action,
+                self.agent.postgres.action,
                 Some(PgAction::Demote { mode }) if mode != DemoteMode::ImmediateNolock
             );
             // A frozen postmaster never finishes a stop through pg_ctl either: once it has
@@ -804,7 +820,8 @@ impl Node {
             && self.agent.offline_stop_due()
             && self
                 .agent
-                .pg_action
+                .postgres
+                .action
                 .as_ref()
                 .is_none_or(|a| !matches!(a, PgAction::Demote { .. }))
         {
@@ -822,11 +839,12 @@ impl Node {
     }
 
     fn maybe_start_cycle(&mut self, now: Instant) {
-        let loop_wait = Duration::from_secs(self.agent.config.loop_wait.max(1).into());
+        let loop_wait = Duration::from_secs(self.agent.facts.config.loop_wait.max(1).into());
         // Renew often enough for the lease actually held, which may still carry an old
         // ttl while a `ttl` change rotates it: at least twice per (ttl − margin).
         let held = self
             .agent
+            .leadership
             .lease
             .ttl
             .saturating_sub(self.agent.settings.demotion_margin)
@@ -834,9 +852,10 @@ impl Node {
         // With a watchdog, renew at least twice per (ttl − timeout): arming (at a promotion)
         // starts the device's countdown at once, and it may only fire after the lease
         // could expire if the last renewal is recent enough (see `watchdog_gate`).
-        let watchdog_slack = match self.agent.watchdog.timeout_for(&self.agent.config) {
+        let watchdog_slack = match self.agent.watchdog.timeout_for(&self.agent.facts.config) {
             Ok(timeout) if self.agent.watchdog.enabled() => {
                 self.agent
+                    .leadership
                     .lease
                     .ttl
                     .saturating_sub(Duration::from_secs(timeout.into()))
@@ -844,7 +863,7 @@ impl Node {
             }
             _ => held,
         };
-        let lease_interval = if self.agent.lease.id.is_some() {
+        let lease_interval = if self.agent.leadership.lease.id.is_some() {
             loop_wait.min(held.min(watchdog_slack).max(Duration::from_millis(500)))
         } else {
             loop_wait
@@ -852,16 +871,17 @@ impl Node {
         // The lease is kept on its own schedule: a slow PostgreSQL probe must never delay a
         // renewal (a leader would demote itself for a database that is merely slow to answer).
         if now >= self.next_lease_at {
-            match self.agent.lease.id {
+            match self.agent.leadership.lease.id {
                 None if !self.grant_in_flight => {
                     self.grant_in_flight = true;
                     self.agent.outbox.push(Effect::GrantLease {
-                        ttl_secs: self.agent.config.ttl,
+                        ttl_secs: self.agent.facts.config.ttl,
                     });
                     self.next_lease_at = now + loop_wait;
                 }
                 Some(_)
-                    if self.agent.lease.requested_ttl_secs != self.agent.config.ttl
+                    if self.agent.leadership.lease.requested_ttl_secs
+                        != self.agent.facts.config.ttl
                         && !self.grant_in_flight
                         && self.rotation.is_none() =>
                 {
@@ -869,14 +889,14 @@ impl Node {
                     // keys onto it (the old one keeps being renewed meanwhile).
                     self.grant_in_flight = true;
                     self.agent.outbox.push(Effect::GrantLease {
-                        ttl_secs: self.agent.config.ttl,
+                        ttl_secs: self.agent.facts.config.ttl,
                     });
                 }
                 Some(lease) if !self.renewal_in_flight => {
                     self.renewal_in_flight = true;
-                    self.agent.lease.renewal_sent_at = Some(now);
+                    self.agent.leadership.lease.renewal_sent_at = Some(now);
                     let retry_timeout =
-                        Duration::from_secs(self.agent.config.retry_timeout.max(1).into());
+                        Duration::from_secs(self.agent.facts.config.retry_timeout.max(1).into());
                     self.agent.outbox.push(Effect::RenewLease {
                         lease,
                         retry_timeout,
@@ -892,7 +912,7 @@ impl Node {
             return;
         }
         self.probe_in_flight = Some(self.action_seq);
-        self.probe_asked_at_revision = self.agent.view.as_ref().map(|v| v.revision);
+        self.probe_asked_at_revision = self.agent.facts.view.as_ref().map(|v| v.revision);
         self.agent.outbox.push(Effect::ProbePostgres);
         self.next_cycle_at = now + loop_wait;
     }
@@ -900,7 +920,7 @@ impl Node {
     fn run_cycle(&mut self) {
         // A release that did not land (the store was unreachable, the answer lost) is sent
         // again while the view still shows our key: the key must not outlive our intent.
-        if self.agent.release_pending && self.agent.view_shows_key_on_our_lease() {
+        if self.agent.leadership.release_pending && self.agent.view_shows_key_on_our_lease() {
             if let Some(release) = self.agent.release_of_current_key() {
                 self.agent.outbox.push(release);
             }
@@ -919,12 +939,12 @@ impl Node {
                 break;
             }
         }
-        if let Some(lease) = self.agent.lease.id {
+        if let Some(lease) = self.agent.leadership.lease.id {
             self.touch_member(lease);
         }
         if matches!(
             self.machine.state(),
-            State::Replica {} | State::Primary {} | State::Candidate {}
+            State::Replica {} | State::Primary {} | State::Candidate { .. }
         ) {
             self.agent
                 .consult(ConsultPurpose::Routine, pgwarden_policy::Event::Tick);

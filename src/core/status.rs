@@ -220,7 +220,7 @@ impl NodeStatus {
         )
     }
 
-    /// What the member key says (see [`MemberRecord`]).
+    /// What the member key says (`MemberRecord`).
     pub fn member_record(&self) -> MemberRecord {
         MemberRecord {
             pg: self.pg.clone(),

@@ -13,7 +13,7 @@ use std::fmt;
 pub struct TransitionRecord {
     /// State left.
     pub from: &'static str,
-    /// The event handled, as [`Event::label`] names it.
+    /// The event handled, as the machine's `Event::label` names it.
     pub event: String,
     /// State entered.
     pub to: &'static str,

@@ -61,7 +61,7 @@ pub struct ShadowReport {
     pub outcome: Result<Decision, PolicyCallError>,
     /// It would not have produced the verdict's decision: it decided otherwise, or failed.
     pub diverged: bool,
-    /// The fields that differ ([`super::compare`] names), preceded by [`OUTCOME`] when the
+    /// The fields that differ (as `compare` names them), preceded by [`OUTCOME`] when the
     /// shadow failed (a malformed answer is still compared field by field).
     pub differences: Vec<String>,
     /// How long the shadow call took.

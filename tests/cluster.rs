@@ -247,6 +247,7 @@ fn bootstrap_replicate_failover_rejoin() {
         .nodes(3)
         .etcd_members(1)
         .synchronous_mode(true)
+        .pgwarden(&format!("  input_log: {INPUT_LOG}\n"))
         .start();
     let (leader, _, _) = bootstrap_three(&c);
 
@@ -375,6 +376,17 @@ fn bootstrap_replicate_failover_rejoin() {
         "promotion starts a new timeline, got {timeline}"
     );
 
+    // The new leader's core, fed again what it was fed, promotes the same way.
+    let promoted = replay_input_log(&c, new_leader);
+    assert!(
+        promoted
+            .transitions
+            .iter()
+            .any(|t| t.starts_with("candidate -> primary")),
+        "the replay of {} shows no promotion: {promoted:?}",
+        c.name(new_leader)
+    );
+
     // The killed node comes back as a replica of the new leader on its timeline.
     c.start_node(leader);
     wait_check(
@@ -443,6 +455,72 @@ fn bootstrap_replicate_failover_rejoin() {
     );
     c.execute(new_leader, &format!("INSERT INTO {TABLE} (id) VALUES (-2)"))
         .expect("a synchronous write with the replacement standby");
+
+    // The old leader's log holds two runs: the one killed as leader, and the rejoin (its
+    // first input after the restart found its own data ahead or behind, and rewound or
+    // followed). Both replay.
+    let rejoined = replay_input_log(&c, leader);
+    assert_eq!(rejoined.runs, 2, "{rejoined:?}");
+
+    // The operator's way: `pgwardenctl -c <node config> replay <log>`, which fails on a log
+    // the core disagrees with (a copy with one effect added).
+    let log_path = c.node_dir(new_leader).join(INPUT_LOG);
+    let out = c.ctl_as(new_leader, &["replay", &log_path.to_string_lossy()]);
+    assert!(
+        out.success() && out.stdout.contains("the same as recorded"),
+        "pgwardenctl replay: {out:?}"
+    );
+    assert!(out.stdout.contains("candidate -> primary"), "{out:?}");
+    let tampered = c.node_dir(new_leader).join("input-log-tampered.jsonl");
+    let text = fs::read_to_string(&log_path).expect("the input log");
+    // The 20th record claims an effect the core never emitted.
+    let forged: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(n, line)| match n {
+            19 => {
+                let mut record: Value = serde_json::from_str(line).expect("a record");
+                record["effects"]
+                    .as_array_mut()
+                    .expect("the record's effects")
+                    .push(Value::from("Forged"));
+                record.to_string()
+            }
+            _ => line.to_string(),
+        })
+        .collect();
+    fs::write(&tampered, forged.join("\n") + "\n").expect("a tampered copy");
+    let out = c.ctl_as(new_leader, &["replay", &tampered.to_string_lossy()]);
+    assert!(
+        !out.success() && out.stderr.contains("the replay differs"),
+        "pgwardenctl replay accepted a tampered log: {out:?}"
+    );
+}
+
+/// Where each agent of the replay test records its inputs (relative to its node dir).
+const INPUT_LOG: &str = "input-log.jsonl";
+
+/// Replays node `i`'s input log through a fresh core built from its configuration file and
+/// fails on the first input after which the core did something else than it did live.
+fn replay_input_log(c: &Cluster, i: usize) -> pgwarden::core::replay::ReplayReport {
+    let text = fs::read_to_string(c.config_path(i)).expect("the node's configuration");
+    let loaded = pgwarden::config::parse(&text, &|_| None).expect("a valid configuration");
+    let settings = pgwarden::runtime::node_settings(&loaded.config);
+    let log = fs::read_to_string(c.node_dir(i).join(INPUT_LOG)).expect("the input log");
+    let report = pgwarden::core::replay::replay(&settings, &log)
+        .unwrap_or_else(|e| panic!("replaying {}'s input log: {e}", c.name(i)));
+    eprintln!(
+        "replayed {}: {} runs, {} inputs, {} effects, {} transitions",
+        c.name(i),
+        report.runs,
+        report.inputs,
+        report.effects,
+        report.transitions.len()
+    );
+    // A replay that fed nothing proves nothing: the log covers the whole life of the node.
+    assert!(report.inputs >= 50, "{report:?}");
+    assert!(report.effects >= 20, "{report:?}");
+    report
 }
 
 /// What a stability window saw.

@@ -556,6 +556,27 @@ fn the_role_history_file_is_optional_and_never_an_empty_path() {
     assert!(e.message.contains("empty path"), "{e}");
 }
 
+#[test]
+fn the_input_log_is_optional_never_an_empty_path_and_has_an_environment_variable() {
+    let c = parse(&seed_text(), &no_env).expect("valid");
+    assert_eq!(c.config.pgwarden.input_log, None);
+    let with = |v: &str| format!("{}\npgwarden:\n  input_log: {v}\n", seed_text());
+    let c = parse(&with("inputs.jsonl"), &no_env).expect("valid");
+    assert_eq!(
+        c.config.pgwarden.input_log.as_deref(),
+        Some(std::path::Path::new("inputs.jsonl"))
+    );
+    let e = parse_err(&with("''"));
+    assert_eq!(e.path, "pgwarden.input_log");
+    assert!(e.message.contains("empty path"), "{e}");
+    let env = |name: &str| (name == "PGWARDEN_INPUT_LOG").then(|| "/tmp/in.jsonl".to_string());
+    let c = parse(&seed_text(), &env).expect("valid");
+    assert_eq!(
+        c.config.pgwarden.input_log.as_deref(),
+        Some(std::path::Path::new("/tmp/in.jsonl"))
+    );
+}
+
 /// SIGHUP compares the re-read file with the running one section by section: the warning
 /// it logs names exactly the sections that changed.
 #[test]

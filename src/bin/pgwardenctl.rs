@@ -34,6 +34,14 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Feed a node's recorded inputs (`pgwarden.input_log`) to a fresh core built from its
+    /// configuration file (-c) and check it does what the agent did: the same effects and
+    /// transitions after every input. Prints the transitions; exits 1 at the first input
+    /// where this build decides otherwise.
+    Replay {
+        /// The input log the agent wrote.
+        input_log: PathBuf,
+    },
 }
 
 fn default_config() -> PathBuf {
@@ -48,15 +56,42 @@ fn main() -> ExitCode {
             init_policy_log();
             pgwarden::ctl::policy::run(&command)
         }
-        Command::List { cluster } => match list(cli.config, cluster) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                // What `main() -> anyhow::Result<()>` prints.
-                eprintln!("Error: {error:?}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::List { cluster } => finish(list(cli.config, cluster)),
+        Command::Replay { input_log } => finish(replay(cli.config, &input_log)),
     }
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // What `main() -> anyhow::Result<()>` prints.
+            eprintln!("Error: {error:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn replay(config: Option<PathBuf>, input_log: &std::path::Path) -> anyhow::Result<()> {
+    let path = config.unwrap_or_else(default_config);
+    let loaded =
+        pgwarden::config::load(&path).with_context(|| format!("reading {}", path.display()))?;
+    let settings = pgwarden::runtime::node_settings(&loaded.config);
+    let log = std::fs::read_to_string(input_log)
+        .with_context(|| format!("reading {}", input_log.display()))?;
+    let report = pgwarden::core::replay::replay(&settings, &log)
+        .with_context(|| format!("replaying {}", input_log.display()))?;
+    for transition in &report.transitions {
+        println!("{transition}");
+    }
+    println!(
+        "replayed {} runs, {} inputs, {} effects, {} transitions: the same as recorded",
+        report.runs,
+        report.inputs,
+        report.effects,
+        report.transitions.len()
+    );
+    Ok(())
 }
 
 /// Forward the policy host's log (and the policies' `log` lines) to stderr when

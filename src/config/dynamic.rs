@@ -20,7 +20,7 @@ use super::tree::{self, Section};
 pub const MIN_TTL_SECS: u32 = 4;
 
 /// `synchronous_mode`: off, on (Patroni's multisync "FIRST n") or quorum ("ANY n").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SynchronousMode {
     /// Asynchronous replication.
     Off,
@@ -31,7 +31,7 @@ pub enum SynchronousMode {
 }
 
 /// The `postgresql` part of the dynamic configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DynamicPostgresql {
     /// Rewind a former primary with pg_rewind instead of re-cloning it.
     pub use_pg_rewind: bool,
@@ -55,7 +55,7 @@ impl Default for DynamicPostgresql {
 }
 
 /// The cluster-wide `/config` document (also `bootstrap.dcs`), with Patroni's defaults.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DynamicConfig {
     /// Lease time-to-live, seconds.
     pub ttl: u32,

@@ -95,6 +95,7 @@ const PGWARDEN: &[(&str, &[&str])] = &[
         &["pgwarden", "unresponsive_primary_timeout_ms"],
     ),
     ("PGWARDEN_ROLE_HISTORY", &["pgwarden", "role_history"]),
+    ("PGWARDEN_INPUT_LOG", &["pgwarden", "input_log"]),
 ];
 
 /// Which key paths were set from which variables, to re-address errors.

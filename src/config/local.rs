@@ -399,6 +399,16 @@ fn parse_pgwarden(
         }
         c.role_history = Some(path.into());
     }
+    if let Some(v) = s.get("input_log") {
+        let path = tree::string("pgwarden.input_log", v)?;
+        if path.trim().is_empty() {
+            return Err(ConfigError::new(
+                "pgwarden.input_log",
+                "an empty path; leave the key out to record no inputs",
+            ));
+        }
+        c.input_log = Some(path.into());
+    }
     if let Some(v) = s.get("unresponsive_primary_timeout_ms") {
         c.unresponsive_primary_timeout_ms = tree::whole(
             "pgwarden.unresponsive_primary_timeout_ms",

@@ -264,6 +264,11 @@ pub struct PgwardenConfig {
     /// leader key, lease, timeline, action in flight, on every change): for chaos testing
     /// and post-mortems. Off when unset.
     pub role_history: Option<std::path::PathBuf>,
+    /// A file to append every input the core is fed to, with what it emitted in answer, as
+    /// JSON lines (`core::replay`): `pgwardenctl`-free post-mortems and the replay test feed
+    /// it to a fresh core, which must do the same. Off when unset; it grows by every probe
+    /// and view (a few kB each), so it is for tests and incidents, not for always.
+    pub input_log: Option<std::path::PathBuf>,
 }
 
 impl Default for PgwardenConfig {
@@ -273,6 +278,7 @@ impl Default for PgwardenConfig {
             demotion_margin_ms: 1000,
             unresponsive_primary_timeout_ms: 30_000,
             role_history: None,
+            input_log: None,
         }
     }
 }

@@ -34,7 +34,7 @@ use super::tree::{self, Section};
 use crate::policy::PolicyLimits;
 
 /// A component file and, optionally, the digest it must have.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ComponentSource {
     /// Name for logs and status (the file stem when not given).
     pub name: String,
@@ -94,7 +94,7 @@ impl LocalPolicyConfig {
 }
 
 /// The `policy` document of `/config`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterPolicy {
     /// The active policy; its digest is required.
     pub active: ComponentSource,

@@ -6,7 +6,7 @@ use super::types::{LeaseId, Lsn, Timeline};
 use super::view::SyncState;
 
 /// Where a replica streams from (or clones from).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Upstream {
     /// Member name of the source.
     pub name: String,
@@ -15,7 +15,7 @@ pub struct Upstream {
 }
 
 /// How to stop PostgreSQL when demoting (Patroni's modes).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DemoteMode {
     /// Fast shutdown with checkpoint, then release the leader key (switchover).
     Graceful,
@@ -38,7 +38,7 @@ impl DemoteMode {
 }
 
 /// Actions that change the local PostgreSQL. At most one runs at a time.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum PgAction {
     /// initdb with the bootstrap options, write configuration and pg_hba, start, create roles.
     Bootstrap,
@@ -69,6 +69,9 @@ pub enum PgAction {
         upstream: Upstream,
     },
     /// Promote the standby; the fencing token must still be current when it runs.
+    // Never read back from a log: a permit is made only by the gate (a replay takes the
+    // promotion in flight instead, see `replay`).
+    #[serde(skip_deserializing)]
     Promote {
         /// The gate's permit, with the fencing token (lease, leader key revision) the
         /// decision was made under.

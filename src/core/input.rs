@@ -7,7 +7,7 @@ use super::types::LeaseId;
 use super::view::{ClusterView, PeerReport, PgObservation};
 
 /// What a finished PostgreSQL action produced.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum PgActionOutcome {
     /// It worked; bootstrap reports the new system identifier.
     Done {
@@ -22,7 +22,7 @@ pub enum PgActionOutcome {
 }
 
 /// A fact for the core.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Input {
     /// A timeout the core asked for has passed.
     Tick,

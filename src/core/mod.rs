@@ -18,6 +18,7 @@ pub(crate) mod machine;
 pub(crate) mod manual;
 pub(crate) mod parts;
 pub(crate) mod protocol;
+pub mod replay;
 pub(crate) mod replies;
 pub(crate) mod safety;
 pub(crate) mod status;
@@ -719,6 +720,11 @@ impl Node {
                 t.event.clone_from(&label);
             }
         }
+    }
+
+    /// The PostgreSQL action in flight, if any (a replay finishes a promotion with it).
+    pub fn action_in_flight(&self) -> Option<&PgAction> {
+        self.agent.postgres.action.as_ref()
     }
 
     /// The transitions made since the last call, oldest first, each with its event and

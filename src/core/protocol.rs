@@ -29,7 +29,7 @@ pub struct PolicyCall {
 }
 
 /// The policy's answer, as the runtime reports it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PolicyAnswer {
     /// The call's `seq`.
     pub seq: u64,

@@ -76,7 +76,7 @@ pub struct PromotionFacts<'a> {
 /// Proof that [`check_promotion`] passed, carrying the fencing token it passed with. Only
 /// that function makes one and `PgAction::Promote` needs one, so no promotion can skip the
 /// gate: it is a property of the types, not a convention at each call site.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PromotionPermit {
     lease: LeaseId,
     leader_revision: i64,

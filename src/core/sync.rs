@@ -53,7 +53,7 @@ use super::view::{ReplicationPeer, SyncState, Versioned};
 pub const STRICT_PLACEHOLDER: &str = "__patroni_strict_sync_replica_placeholder__";
 
 /// How PostgreSQL picks the standbys a commit waits for.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SyncMethod {
     /// `FIRST n (...)`: the `n` highest-priority connected names.
     First,
@@ -62,7 +62,7 @@ pub enum SyncMethod {
 }
 
 /// `synchronous_standby_names`, parsed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StandbyNames {
     /// FIRST or ANY.
     pub method: SyncMethod,

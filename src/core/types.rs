@@ -4,7 +4,19 @@
 use std::fmt;
 
 /// A WAL position (PostgreSQL `pg_lsn`), displayed as `X/Y` like PostgreSQL does.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Copy,
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Lsn(pub u64);
 
 impl Lsn {
@@ -32,7 +44,19 @@ impl fmt::Display for Lsn {
 }
 
 /// A PostgreSQL timeline id.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Copy,
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Timeline(pub u32);
 
 impl fmt::Display for Timeline {
@@ -42,7 +66,7 @@ impl fmt::Display for Timeline {
 }
 
 /// An etcd lease id: the agent's session in the lock store and half of its fencing token.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct LeaseId(pub i64);
 
 impl fmt::Display for LeaseId {

@@ -8,7 +8,7 @@ use super::types::{Lsn, Timeline};
 use crate::config::DynamicConfig;
 
 /// A value read from the lock store together with the revision that guards writes to it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Versioned<T> {
     /// The decoded value.
     pub value: T,
@@ -17,7 +17,7 @@ pub struct Versioned<T> {
 }
 
 /// The `leader` key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LeaderKey {
     /// Member name stored as the key's value.
     pub name: String,
@@ -28,7 +28,7 @@ pub struct LeaderKey {
 }
 
 /// One `members/<name>` key, decoded.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MemberInfo {
     /// Member name (the key's last segment).
     pub name: String,
@@ -92,7 +92,7 @@ impl MemberInfo {
 }
 
 /// The `/sync` key.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SyncState {
     /// The leader that recorded the set.
     pub leader: Option<String>,
@@ -110,7 +110,7 @@ impl SyncState {
 }
 
 /// One `/history` line: `[timeline, switch_lsn, reason, timestamp, new_leader]`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HistoryEntry {
     /// The timeline that ended.
     pub timeline: Timeline,
@@ -125,7 +125,7 @@ pub struct HistoryEntry {
 }
 
 /// Everything under `/<namespace>/<scope>/`, decoded, at one etcd revision.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterView {
     /// etcd revision this view reflects.
     pub revision: i64,
@@ -159,7 +159,7 @@ pub struct ClusterView {
 
 /// The `failover` key: a manual failover (a candidate, no leader) or a switchover (the
 /// current leader, optionally a candidate), as Patroni's REST API and patronictl write it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FailoverRequest {
     /// The leader the request is addressed to (`leader`); absent for a failover.
     pub leader: Option<String>,
@@ -262,7 +262,7 @@ impl ListedRole {
 }
 
 /// State recorded in `pg_control` (`pg_controldata` "Database cluster state").
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ControlState {
     /// Clean shutdown of a primary.
     ShutDown,
@@ -277,7 +277,7 @@ pub enum ControlState {
 }
 
 /// The data directory as seen on disk.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DataDir {
     /// Missing or empty: nothing to start.
     Empty,
@@ -298,7 +298,7 @@ pub enum DataDir {
 }
 
 /// One row of `pg_stat_replication` as the primary sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReplicationPeer {
     /// `application_name` (our member name).
     pub application_name: String,
@@ -325,7 +325,7 @@ pub struct ReplicationPeer {
 }
 
 /// A running PostgreSQL that answered the probe.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ServerObservation {
     /// `pg_is_in_recovery()`.
     pub in_recovery: bool,
@@ -356,7 +356,7 @@ pub struct ServerObservation {
 }
 
 /// What the probe saw of the local PostgreSQL.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PgObservation {
     /// The data directory.
     pub data_dir: DataDir,
@@ -403,7 +403,7 @@ impl PgObservation {
 }
 
 /// A peer's `/patroni` answer, probed during a leader race.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PeerReport {
     /// Member name.
     pub name: String,
@@ -412,7 +412,7 @@ pub struct PeerReport {
 }
 
 /// The fields of a peer's `/patroni` the race compares.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PeerStatus {
     /// `role`.
     pub role: String,

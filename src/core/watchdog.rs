@@ -70,7 +70,7 @@ impl WatchdogState {
 }
 
 /// What the driver reports after arming.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ArmReport {
     /// Timeout the device reports (WDIOC_GETTIMEOUT), when it supports the ioctl.
     pub device_timeout_secs: Option<u32>,

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod executor;
 pub mod failsafe;
 pub mod http;
+pub mod input_log;
 pub mod member;
 pub mod policy;
 pub mod reload;
@@ -143,7 +144,8 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     let settings = node_settings(&config);
     let identity = identity(&config);
     let pg = Arc::new(PgSettings::from_config(&config));
-    let mut node = Node::new(settings, clock::now());
+    let started_at = clock::now();
+    let mut node = Node::new(settings, started_at);
 
     let (input_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
     let (status_tx, status_rx) = watch::channel(Arc::new(node.status()));
@@ -200,8 +202,16 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         .role_history
         .as_deref()
         .map(role_history::RoleHistory::open);
+    let mut input_log = config
+        .pgwarden
+        .input_log
+        .as_deref()
+        .map(|path| input_log::InputLog::open(path, started_at));
     let fatal = loop {
         for t in node.take_transitions() {
+            if let Some(log) = input_log.as_mut() {
+                log.transition(&t);
+            }
             tracing::info!(
                 node = %config.name, from = t.from, to = t.to, event = %t.event, why = t.why.code(),
                 "state transition: {}", t.why
@@ -235,11 +245,17 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         let mut stop_reason = None;
         while let Some(effect) = node.poll_effect() {
             tracing::debug!(?effect, "effect");
+            if let Some(log) = input_log.as_mut() {
+                log.effect(&effect);
+            }
             if let crate::core::Effect::Shutdown { reason } = effect {
                 stop_reason = Some(reason);
                 break; // nothing after it: the agent stops
             }
             executor.dispatch(effect);
+        }
+        if let Some(log) = input_log.as_mut() {
+            log.flush();
         }
         if let Some(reason) = stop_reason {
             break Some(reason);
@@ -254,11 +270,21 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
             .min(Duration::from_secs(1));
         tokio::select! {
             input = inputs.recv() => match input {
-                Some(input) => node.handle_input(clock::now(), input),
+                Some(input) => {
+                    let now = clock::now();
+                    if let Some(log) = input_log.as_mut() {
+                        log.input(now, &input);
+                    }
+                    node.handle_input(now, input)
+                }
                 None => anyhow::bail!("all input sources stopped"),
             },
             _ = tokio::time::sleep(sleep_for) => {
-                let due = node.handle_timeout(clock::now());
+                let now = clock::now();
+                if let Some(log) = input_log.as_mut() {
+                    log.input(now, &crate::core::Input::Tick);
+                }
+                let due = node.handle_timeout(now);
                 if !due.is_empty() {
                     let due: Vec<&str> = due.iter().map(|t| t.name()).collect();
                     tracing::debug!(timers = ?due, "timers due");

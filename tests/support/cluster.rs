@@ -832,6 +832,14 @@ impl Cluster {
         run_capture(&mut cmd, Duration::from_secs(30))
     }
 
+    /// Runs `pgwardenctl -c <node i's config> args...` (30 s deadline).
+    pub fn ctl_as(&self, i: usize, args: &[&str]) -> Captured {
+        let mut cmd = Command::new(&self.pgwardenctl);
+        super::process::scrub_env(&mut cmd);
+        cmd.arg("-c").arg(self.config_path(i)).args(args);
+        run_capture(&mut cmd, Duration::from_secs(30))
+    }
+
     // ----- diagnostics --------------------------------------------------------------------
 
     /// Log tails, REST status and DCS keys of the whole cluster.

@@ -10,7 +10,7 @@ use pgwarden::api::{router, ApiState};
 use pgwarden::core::view::{
     ClusterView, ControlState, DataDir, LeaderKey, MemberInfo, PgObservation, ServerObservation,
 };
-use pgwarden::core::{Input, Instant, LeaseId, Lsn, Node, NodeStatus, Timeline};
+use pgwarden::core::{Input, Instant, LeaseId, Lsn, Node, NodeStatus, Revision, Timeline};
 use pgwarden::runtime::member::Identity;
 use tower::ServiceExt;
 
@@ -58,7 +58,7 @@ fn status(primary: bool) -> NodeStatus {
         },
     );
     let mut view = ClusterView {
-        revision: 10,
+        revision: Revision(10),
         initialize: Some("7300".into()),
         optime: Some(Lsn(5000)),
         ..ClusterView::default()
@@ -78,7 +78,7 @@ fn status(primary: bool) -> NodeStatus {
     view.leader = Some(LeaderKey {
         name: holder.0.into(),
         lease: holder.1,
-        create_revision: 3,
+        create_revision: Revision(3),
     });
     node.handle_input(Instant(0), Input::ClusterChanged(Box::new(view)));
     node.handle_input(Instant(0), Input::PostgresProbed(pg(!primary)));
@@ -229,7 +229,7 @@ async fn failsafe_call(
     let loaded = pgwarden::config::parse(SEED, &|_| None).expect("seed config");
     let mut node = Node::new(pgwarden::runtime::node_settings(&loaded.config), Instant(0));
     let mut view = ClusterView {
-        revision: 10,
+        revision: Revision(10),
         initialize: Some("7300".into()),
         ..ClusterView::default()
     };
@@ -238,7 +238,7 @@ async fn failsafe_call(
             failsafe_mode,
             ..loaded.config.bootstrap.dcs.clone()
         },
-        mod_revision: 2,
+        mod_revision: Revision(2),
     });
     view.failsafe
         .insert("pg1".into(), "http://10.0.1.11:8008/patroni".into());

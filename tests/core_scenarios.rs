@@ -10,7 +10,7 @@ use pgwarden::core::view::{
 };
 use pgwarden::core::{
     decide_with_default, ArmReport, DemoteMode, Effect, Input, Instant, LeaseId, Lsn, Node,
-    NodeSettings, PgAction, PgActionOutcome, PolicyAnswer, Timeline, WatchdogSettings,
+    NodeSettings, PgAction, PgActionOutcome, PolicyAnswer, Revision, Timeline, WatchdogSettings,
 };
 
 const ME: &str = "node2";
@@ -51,7 +51,7 @@ fn member(name: &str) -> MemberInfo {
 
 fn view(leader: Option<(&str, i64)>, optime: u64, revision: i64) -> ClusterView {
     let mut v = ClusterView {
-        revision,
+        revision: Revision(revision),
         initialize: Some("7300".into()),
         optime: Some(Lsn(optime)),
         ..ClusterView::default()
@@ -62,7 +62,7 @@ fn view(leader: Option<(&str, i64)>, optime: u64, revision: i64) -> ClusterView 
     v.leader = leader.map(|(name, lease)| LeaderKey {
         name: name.into(),
         lease,
-        create_revision: 5,
+        create_revision: Revision(5),
     });
     v
 }
@@ -276,7 +276,7 @@ fn healthiest_replica_races_when_the_leader_key_is_deleted() {
                     timeline: Some(Timeline(1)),
                     failover_priority: 1,
                     can_lead: true,
-                    probe_revision: Some(1_000),
+                    probe_revision: Some(Revision(1_000)),
                 }),
             },
         ]),
@@ -287,8 +287,8 @@ fn healthiest_replica_races_when_the_leader_key_is_deleted() {
         Instant(t),
         Input::LeaderAcquired {
             won: true,
-            revision: 21,
-            create_revision: 21,
+            revision: Revision(21),
+            create_revision: Revision(21),
         },
     );
     let effects = drain(&mut node);
@@ -310,7 +310,7 @@ fn a_more_advanced_peer_wins_the_race() {
                 timeline: Some(Timeline(1)),
                 failover_priority: 1,
                 can_lead: true,
-                probe_revision: Some(1_000),
+                probe_revision: Some(Revision(1_000)),
             }),
         }]),
     );
@@ -364,7 +364,7 @@ fn sync_mode_view(recorded: Option<(&[&str], i64)>) -> ClusterView {
             retry_timeout: 2,
             ..DynamicConfig::default()
         },
-        mod_revision: 2,
+        mod_revision: Revision(2),
     });
     v.sync = recorded.map(|(standbys, mod_revision)| Versioned {
         value: SyncState {
@@ -372,7 +372,7 @@ fn sync_mode_view(recorded: Option<(&[&str], i64)>) -> ClusterView {
             sync_standby: standbys.iter().map(|s| s.to_string()).collect(),
             quorum: 0,
         },
-        mod_revision,
+        mod_revision: Revision(mod_revision),
     });
     v
 }
@@ -450,8 +450,8 @@ fn primary() -> Node {
         Instant(510),
         Input::LeaderAcquired {
             won: true,
-            revision: 8,
-            create_revision: 8,
+            revision: Revision(8),
+            create_revision: Revision(8),
         },
     );
     let effects = drain(&mut node);
@@ -523,7 +523,7 @@ fn a_custom_bootstrap_method_never_bootstraps() {
 fn an_orphaned_initialize_key_is_cleared_after_ttl() {
     let mut v = view(None, 0, 1);
     v.initialize = Some(String::new());
-    v.initialize_revision = 3;
+    v.initialize_revision = Revision(3);
     let clears = |effects: &[Effect]| {
         effects.iter().find_map(|e| match e {
             Effect::ClearStaleInitialize { mod_revision, .. } => Some(*mod_revision),
@@ -537,7 +537,7 @@ fn an_orphaned_initialize_key_is_cleared_after_ttl() {
         None,
         "ttl 6 s not over"
     );
-    assert_eq!(clears(&probe_empty(&mut node, 7_000)), Some(3));
+    assert_eq!(clears(&probe_empty(&mut node, 7_000)), Some(Revision(3)));
 
     let mut busy = v;
     busy.members.get_mut("node1").expect("node1").state =
@@ -736,7 +736,7 @@ fn a_runtime_config_that_breaks_the_lease_budget_is_adjusted_or_rejected() {
     let mut v = view(Some(("node1", 7)), 1000, 30);
     v.config = Some(Versioned {
         value: risky,
-        mod_revision: 30,
+        mod_revision: Revision(30),
     });
     node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v.clone())));
     let config = node.status().config;
@@ -766,7 +766,7 @@ fn a_runtime_config_that_breaks_the_lease_budget_is_adjusted_or_rejected() {
     };
     v.config = Some(Versioned {
         value: good,
-        mod_revision: 31,
+        mod_revision: Revision(31),
     });
     node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
     assert_eq!(node.status().config.ttl, 8, "a valid change is applied");
@@ -813,8 +813,8 @@ fn a_restarted_agent_takes_its_own_leader_key_back_onto_its_new_lease() {
         Instant(20),
         Input::LeaderAcquired {
             won: true,
-            revision: 11,
-            create_revision: 11,
+            revision: Revision(11),
+            create_revision: Revision(11),
         },
     );
     drain(&mut node);
@@ -915,8 +915,8 @@ fn synchronous_mode_claims_sync_before_promoting() {
         Instant(t),
         Input::LeaderAcquired {
             won: true,
-            revision: 21,
-            create_revision: 21,
+            revision: Revision(21),
+            create_revision: Revision(21),
         },
     );
     let effects = drain(&mut node);
@@ -929,7 +929,7 @@ fn synchronous_mode_claims_sync_before_promoting() {
                 sync_standby: Vec::new(),
                 quorum: 0
             },
-            expected_revision: Some(9),
+            expected_revision: Some(Revision(9)),
         }],
         "/sync is claimed before PostgreSQL may acknowledge anything alone"
     );
@@ -961,8 +961,8 @@ fn a_lost_sync_claim_postpones_the_promotion() {
         Instant(t),
         Input::LeaderAcquired {
             won: true,
-            revision: 21,
-            create_revision: 21,
+            revision: Revision(21),
+            create_revision: Revision(21),
         },
     );
     let seq = sync_write_seq(&drain(&mut node));
@@ -989,7 +989,7 @@ fn with_ttl(ttl: u32, revision: i64, leader: Option<(&str, i64)>) -> ClusterView
             retry_timeout: 2,
             ..DynamicConfig::default()
         },
-        mod_revision: revision,
+        mod_revision: Revision(revision),
     });
     v
 }
@@ -1068,8 +1068,8 @@ fn a_ttl_change_moves_the_leader_key_onto_the_new_lease_without_demoting() {
         Instant(1_020),
         Input::LeaderAcquired {
             won: true,
-            revision: 41,
-            create_revision: 8,
+            revision: Revision(41),
+            create_revision: Revision(8),
         },
     );
     let effects = drain(&mut node);
@@ -1132,8 +1132,8 @@ fn replica_wins_the_key(mode: WatchdogMode) -> (Node, u64, Vec<Effect>) {
         Instant(t),
         Input::LeaderAcquired {
             won: true,
-            revision: 21,
-            create_revision: 21,
+            revision: Revision(21),
+            create_revision: Revision(21),
         },
     );
     let effects = drain(&mut node);
@@ -1151,7 +1151,7 @@ fn promotes_with(
     effects.iter().any(|e| {
         matches!(e, Effect::Pg(PgAction::Promote { permit, sync_standbys })
             if permit.lease() == lease
-                && permit.leader_revision() == leader_revision
+                && permit.leader_revision() == Revision(leader_revision)
                 && *sync_standbys == sync)
     })
 }
@@ -1318,7 +1318,7 @@ fn armed_leader_with(mode: WatchdogMode) -> (Node, u64) {
     );
     assert_eq!(node.state(), "primary");
     let mut v = view(Some((ME, LEASE.0)), 1000, 22);
-    v.leader.as_mut().expect("leader").create_revision = 21;
+    v.leader.as_mut().expect("leader").create_revision = Revision(21);
     node.handle_input(Instant(t + 20), Input::ClusterChanged(Box::new(v)));
     node.handle_input(Instant(t + 20), Input::PostgresProbed(pg(false, 1000)));
     drain(&mut node);
@@ -1484,8 +1484,8 @@ fn a_watchdog_timeout_below_loop_wait_makes_required_unusable_and_automatic_lead
         Instant(t),
         Input::LeaderAcquired {
             won: true,
-            revision: 21,
-            create_revision: 21,
+            revision: Revision(21),
+            create_revision: Revision(21),
         },
     );
     let effects = drain(&mut node);
@@ -1692,7 +1692,7 @@ fn leader_with_request(request: FailoverRequest) -> (Node, Vec<Effect>) {
     v.members.get_mut(ME).expect("me").role = "primary".into();
     v.failover = Some(Versioned {
         value: request,
-        mod_revision: 30,
+        mod_revision: Revision(30),
     });
     let mut observed = pg(false, 2000);
     if let Some(server) = observed.server.as_mut() {
@@ -1743,7 +1743,7 @@ fn a_switchover_the_policy_declines_is_cleared_with_the_reason() {
     });
     assert!(
         effects.contains(&Effect::ClearFailover {
-            expected_revision: Some(30),
+            expected_revision: Some(Revision(30)),
             reason: "the policy did not stop the primary for the switchover to node1".into(),
         }),
         "{effects:?}"
@@ -1798,7 +1798,11 @@ fn the_leader_clears_requests_that_are_done_stale_or_scheduled() {
                 _ => None,
             })
             .collect();
-        assert_eq!(cleared, vec![expected_revision], "{request:?}: {effects:?}");
+        assert_eq!(
+            cleared,
+            vec![expected_revision.map(Revision)],
+            "{request:?}: {effects:?}"
+        );
         assert_eq!(node.state(), "primary", "{request:?}");
     }
 }
@@ -1825,9 +1829,9 @@ fn an_operators_failover_waives_the_sync_rule_for_its_candidate_only() {
                 candidate: Some(candidate.into()),
                 ..FailoverRequest::default()
             },
-            mod_revision: revision,
+            mod_revision: Revision(revision),
         });
-        v.revision = revision;
+        v.revision = Revision(revision);
         let at = Instant(t + 1100 * (revision as u64 - 20));
         node.handle_input(at, Input::ClusterChanged(Box::new(v.clone())));
         drain(&mut node);
@@ -1910,7 +1914,7 @@ fn peer_at(name: &str, lsn: Option<u64>) -> PeerReport {
             timeline: Some(Timeline(1)),
             failover_priority: 1,
             can_lead: true,
-            probe_revision: Some(1_000),
+            probe_revision: Some(Revision(1_000)),
         }),
     }
 }
@@ -1970,6 +1974,45 @@ fn quorum_mode_races_only_with_enough_votes_whatever_the_policy_says() {
     );
 }
 
+/// etcd restored from an old snapshot (or replaced): revisions start over lower. The node
+/// saw the leader key vanish at revision 5,000 of the old history; in the new one, peers'
+/// probes at revision 25 are fresh, not "older than the leader's departure", and count as
+/// votes. Without forgetting the old history's revisions no quorum member could ever race
+/// again until the new history passed 5,000 writes.
+#[test]
+fn a_lock_store_that_went_back_in_time_starts_a_new_history() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    let mut old = quorum_view();
+    old.revision = Revision(5_000);
+    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(old)));
+    drain(&mut node);
+    let mut restored = quorum_view();
+    restored.revision = Revision(20);
+    node.handle_input(Instant(t + 10), Input::ClusterChanged(Box::new(restored)));
+    drain(&mut node);
+    node.handle_input(Instant(t + 20), Input::PostgresProbed(pg(true, 1000)));
+    let effects = drain(&mut node);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. })),
+        "{effects:?}"
+    );
+    let mut voter = peer_at("node3", Some(1000));
+    if let Some(s) = voter.status.as_mut() {
+        s.probe_revision = Some(Revision(25));
+    }
+    node.handle_input(
+        Instant(t + 30),
+        Input::PeersProbed(vec![peer_at("node1", None), voter]),
+    );
+    let effects = answer_all(&mut node, &always_race());
+    assert!(
+        effects.contains(&Effect::AcquireLeader { lease: LEASE }),
+        "a vote of the new history was counted as stale: {effects:?}"
+    );
+}
+
 #[test]
 fn quorum_mode_lets_a_non_voter_win_with_quorum_plus_one_votes() {
     // Voters node1 and node3 (not us); quorum 1: we need both.
@@ -1995,8 +2038,8 @@ fn quorum_mode_lets_a_non_voter_win_with_quorum_plus_one_votes() {
         Instant(20),
         Input::LeaderAcquired {
             won: true,
-            revision: 21,
-            create_revision: 21,
+            revision: Revision(21),
+            create_revision: Revision(21),
         },
     );
     let effects = drain(&mut node);
@@ -2025,8 +2068,8 @@ fn strict_mode_promotes_with_synchronous_standby_names_already_set() {
         Instant(t),
         Input::LeaderAcquired {
             won: true,
-            revision: 21,
-            create_revision: 21,
+            revision: Revision(21),
+            create_revision: Revision(21),
         },
     );
     let seq = sync_write_seq(&drain(&mut node));
@@ -2061,7 +2104,7 @@ fn sync_leader_view(
             retry_timeout: 2,
             ..DynamicConfig::default()
         },
-        mod_revision: 2,
+        mod_revision: Revision(2),
     });
     v.sync = Some(Versioned {
         value: SyncState {
@@ -2069,7 +2112,7 @@ fn sync_leader_view(
             sync_standby,
             quorum: 0,
         },
-        mod_revision: sync_revision,
+        mod_revision: Revision(sync_revision),
     });
     v
 }
@@ -2455,8 +2498,8 @@ fn a_promotion_still_running_at_the_deadline_is_followed_by_a_kill() {
         Instant(t),
         Input::LeaderAcquired {
             won: true,
-            revision: 21,
-            create_revision: 21,
+            revision: Revision(21),
+            create_revision: Revision(21),
         },
     );
     let effects = drain(&mut node);
@@ -2490,7 +2533,7 @@ fn with_failsafe(mut v: ClusterView, listed: &[&str]) -> ClusterView {
             failsafe_mode: true,
             ..DynamicConfig::default()
         },
-        mod_revision: 3,
+        mod_revision: Revision(3),
     });
     v.failsafe = listed
         .iter()
@@ -2662,7 +2705,7 @@ fn one_refusal_or_one_silent_member_demotes_the_failsafe_primary_at_once() {
 fn the_watchdog_is_fed_after_a_confirmed_round_within_the_ttl() {
     let (mut node, t) = armed_leader();
     let mut v = with_failsafe(view(Some((ME, LEASE.0)), 1000, 23), ALL);
-    v.leader.as_mut().expect("leader").create_revision = 21;
+    v.leader.as_mut().expect("leader").create_revision = Revision(21);
     node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
     drain(&mut node);
     store_unreachable(&mut node, t + 100);
@@ -2809,7 +2852,7 @@ fn a_replica_that_accepted_a_heartbeat_does_not_race_for_ttl() {
 fn a_member_missing_from_failsafe_does_not_race() {
     let (mut node, t) = failsafe_replica(&["node1", "node3"]);
     let mut v = with_failsafe(view(None, 1000, 20), &["node1", "node3"]);
-    v.revision = 20;
+    v.revision = Revision(20);
     node.handle_input(Instant(t + 1_000), Input::ClusterChanged(Box::new(v)));
     let mut effects = drain(&mut node);
     node.handle_input(Instant(t + 1_000), Input::PostgresProbed(pg(true, 1000)));
@@ -2911,8 +2954,8 @@ fn a_failsafe_primary_whose_lease_expired_in_the_outage_takes_its_key_back() {
         Instant(2_010),
         Input::LeaderAcquired {
             won: true,
-            revision: 40,
-            create_revision: 40,
+            revision: Revision(40),
+            create_revision: Revision(40),
         },
     );
     drain(&mut node);
@@ -2959,8 +3002,8 @@ fn the_watchdog_is_not_armed_for_a_promotion_when_the_last_renewal_is_too_old() 
         Instant(t),
         Input::LeaderAcquired {
             won: true,
-            revision: 21,
-            create_revision: 21,
+            revision: Revision(21),
+            create_revision: Revision(21),
         },
     );
     let effects = drain(&mut node);
@@ -2992,7 +3035,7 @@ fn a_quorum_vote_read_before_the_key_vanished_does_not_count() {
     let stale = |lsn: u64| {
         let mut p = peer_at("node3", Some(lsn));
         if let Some(s) = p.status.as_mut() {
-            s.probe_revision = Some(leaderless_at - 1);
+            s.probe_revision = Some(Revision(leaderless_at.0 - 1));
         }
         p
     };
@@ -3512,7 +3555,7 @@ fn a_primary_whose_clean_stop_fails_keeps_its_key_and_leads_again() {
 fn a_required_watchdog_that_cannot_be_armed_again_demotes_the_primary() {
     let (mut node, t) = armed_leader_with(WatchdogMode::Required);
     let mut v = view(Some((ME, LEASE.0)), 1000, 30);
-    v.leader.as_mut().expect("leader").create_revision = 21;
+    v.leader.as_mut().expect("leader").create_revision = Revision(21);
     v.config = Some(Versioned {
         value: DynamicConfig {
             ttl: 8,
@@ -3520,7 +3563,7 @@ fn a_required_watchdog_that_cannot_be_armed_again_demotes_the_primary() {
             retry_timeout: 2,
             ..DynamicConfig::default()
         },
-        mod_revision: 30,
+        mod_revision: Revision(30),
     });
     node.handle_input(Instant(t + 10), Input::ClusterChanged(Box::new(v)));
     drain(&mut node);
@@ -3585,6 +3628,7 @@ pub const SCENARIOS: &[fn()] = &[
     synchronous_mode_claims_sync_before_promoting,
     a_lost_sync_claim_postpones_the_promotion,
     a_promotion_resumed_after_a_stop_claims_sync_again,
+    a_lock_store_that_went_back_in_time_starts_a_new_history,
     a_ttl_change_rotates_a_replicas_lease,
     a_ttl_change_moves_the_leader_key_onto_the_new_lease_without_demoting,
     the_watchdog_is_armed_before_promotion_and_promotion_waits_for_it,
@@ -3692,8 +3736,8 @@ fn a_promotion_resumed_after_a_stop_claims_sync_again() {
         Instant(t),
         Input::LeaderAcquired {
             won: true,
-            revision: 21,
-            create_revision: 21,
+            revision: Revision(21),
+            create_revision: Revision(21),
         },
     );
     let seq = sync_write_seq(&drain(&mut node));
@@ -3703,9 +3747,9 @@ fn a_promotion_resumed_after_a_stop_claims_sync_again() {
     v.leader = Some(LeaderKey {
         name: ME.into(),
         lease: LEASE.0,
-        create_revision: 21,
+        create_revision: Revision(21),
     });
-    v.revision = 21;
+    v.revision = Revision(21);
     node.handle_input(Instant(t + 10), Input::ClusterChanged(Box::new(v)));
     drain(&mut node);
     // Renewals fail until the deadline (granted at 0, ttl 6 s, margin 1 s: 5 s): the

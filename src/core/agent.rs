@@ -7,16 +7,17 @@ use std::time::Duration;
 use super::consult::{self, ConsultPurpose, PolicyAnswer, PolicyCall};
 use super::effect::{Effect, PgAction, Upstream};
 use super::failsafe::{self, Failsafe, HeartbeatVerdict};
+use super::initialize::OrphanWatch;
 use super::input::PgActionOutcome;
 use super::parts::{
-    Acquisition, BootstrapBook, Facts, Leadership, PolicyBook, PostgresControl, Published, Report,
-    Requests, SyncBook,
+    Acquisition, Facts, Leadership, PolicyBook, PostgresControl, Published, Report, Requests,
+    SyncBook,
 };
 use super::replies;
 use super::safety;
 use super::sync::{self, StandbyNames, SyncFacts, SyncPlan, SyncStep};
 use super::time::Instant;
-use super::types::{Lsn, Timeline};
+use super::types::{Lsn, Revision, Timeline};
 use super::view::{ReplicationPeer, ServerObservation};
 use super::watchdog::{Watchdog, WatchdogState};
 use super::why::{TransitionRecord, Why};
@@ -133,8 +134,8 @@ pub struct Agent {
     pub policy: PolicyBook,
     /// Operators' requests in progress.
     pub requests: Requests,
-    /// Our bootstrap of a new cluster.
-    pub bootstrap: BootstrapBook,
+    /// How long an orphaned `initialize` key has been seen (see `initialize`).
+    pub orphaned_initialize: OrphanWatch,
     /// The watchdog's mode, state and last device check.
     pub watchdog: Watchdog,
     /// Failsafe mode: heartbeats accepted, the primary's confirmed rounds.
@@ -169,7 +170,7 @@ impl Agent {
             published: Published::default(),
             policy: PolicyBook::default(),
             requests: Requests::default(),
-            bootstrap: BootstrapBook::default(),
+            orphaned_initialize: OrphanWatch::default(),
             watchdog,
             failsafe: Failsafe::new(Instant(0), Duration::ZERO),
             report: Report::default(),
@@ -177,7 +178,23 @@ impl Agent {
     }
 
     /// Queue a PostgreSQL action and remember it is in flight.
+    ///
+    /// Invariants: one action at a time, except that a stop may overtake the action in
+    /// flight (a deadline kill, a lost key, a fence: the serial worker runs it next, or
+    /// kills what runs); a promotion carries the fencing token of the lease we hold.
     pub fn start_pg(&mut self, action: PgAction) {
+        debug_assert!(
+            self.postgres.action.is_none() || matches!(action, PgAction::Demote { .. }),
+            "{action:?} started while {:?} is in flight",
+            self.postgres.action
+        );
+        if let PgAction::Promote { permit, .. } = &action {
+            debug_assert_eq!(
+                Some(permit.lease()),
+                self.leadership.lease.id,
+                "a promotion without the current lease's fencing token"
+            );
+        }
         self.postgres.action = Some(action.clone());
         self.outbox.push(Effect::Pg(action));
     }
@@ -378,7 +395,7 @@ impl Agent {
     }
 
     /// `create_revision` of our leader key, for the fencing token.
-    pub fn my_leader_revision(&self) -> Option<i64> {
+    pub fn my_leader_revision(&self) -> Option<Revision> {
         if let Some(a) = self.pending_acquisition() {
             return Some(a.create_revision);
         }
@@ -659,7 +676,7 @@ impl Agent {
 
     /// The `failover` key's revision when it asks us, the leader, to hand over: addressed to
     /// us (or to whoever leads), naming someone else or nobody, not scheduled.
-    pub fn switchover_for_me(&self) -> Option<i64> {
+    pub fn switchover_for_me(&self) -> Option<Revision> {
         let failover = self.facts.view.as_ref()?.failover.as_ref()?;
         let me = self.settings.name.as_str();
         let request = &failover.value;
@@ -966,7 +983,7 @@ impl Agent {
     pub fn presync_claim(
         &self,
         already_claimed: bool,
-    ) -> Option<(super::view::SyncState, Option<i64>)> {
+    ) -> Option<(super::view::SyncState, Option<Revision>)> {
         if self.facts.config.synchronous_mode == SynchronousMode::Off || already_claimed {
             return None;
         }
@@ -991,7 +1008,7 @@ impl Agent {
     pub fn write_sync(
         &mut self,
         state: super::view::SyncState,
-        expected_revision: Option<i64>,
+        expected_revision: Option<Revision>,
     ) -> Effect {
         self.sync.writes_issued += 1;
         let seq = self.sync.writes_issued;

@@ -2,6 +2,7 @@
 //! cluster view in the contract's types) and how it tells events apart from the facts it
 //! already had. Building the view is pure: every field comes from the agent's facts.
 
+use super::types::Revision;
 use std::collections::BTreeSet;
 
 use pgwarden_policy as contract;
@@ -63,7 +64,7 @@ pub struct EventBaseline {
     lagging: BTreeSet<String>,
     postgres_up: Option<bool>,
     store_reachable: bool,
-    failover: Option<(i64, contract::Switchover)>,
+    failover: Option<(Revision, contract::Switchover)>,
 }
 
 impl EventBaseline {
@@ -164,7 +165,7 @@ impl EventBaseline {
 
 /// The `failover` key as policies see it, with its revision. A scheduled request is not one
 /// to act on now (the leader deletes it), so policies never see it.
-fn pending_switchover(view: &ClusterView) -> Option<(i64, contract::Switchover)> {
+fn pending_switchover(view: &ClusterView) -> Option<(Revision, contract::Switchover)> {
     let failover = view.failover.as_ref()?;
     let request = &failover.value;
     request.scheduled_at.is_none().then(|| {
@@ -437,7 +438,7 @@ pub struct LeaderMemory {
     /// When the key was first seen free.
     pub leaderless_since: Option<Instant>,
     /// The view revision at which it was first seen free.
-    pub leaderless_since_revision: Option<i64>,
+    pub leaderless_since_revision: Option<Revision>,
 }
 
 impl LeaderMemory {

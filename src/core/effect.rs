@@ -2,7 +2,7 @@
 //! executed by exactly one executor and its outcome returns as an `Input`.
 
 use super::sync::StandbyNames;
-use super::types::{LeaseId, Lsn, Timeline};
+use super::types::{LeaseId, Lsn, Revision, Timeline};
 use super::view::SyncState;
 
 /// Where a replica streams from (or clones from).
@@ -175,7 +175,7 @@ pub enum Effect {
     /// at `mod_revision` (see `initialize`).
     ClearStaleInitialize {
         /// The orphaned key's mod_revision.
-        mod_revision: i64,
+        mod_revision: Revision,
         /// How long it was seen orphaned, for the log.
         orphaned_for: std::time::Duration,
     },
@@ -198,7 +198,7 @@ pub enum Effect {
         /// Our lease when the release was decided.
         lease: Option<LeaseId>,
         /// The key's create_revision as we last saw it.
-        create_revision: Option<i64>,
+        create_revision: Option<Revision>,
     },
     /// Compare-and-swap `sync` (expected `None`: create).
     WriteSync {
@@ -207,12 +207,12 @@ pub enum Effect {
         /// New value.
         state: SyncState,
         /// mod_revision read; `None` when the key did not exist.
-        expected_revision: Option<i64>,
+        expected_revision: Option<Revision>,
     },
     /// Delete `failover` (with `expected_revision`: only if nobody rewrote it since).
     ClearFailover {
         /// mod_revision read; `None` deletes whatever is there (the new leader does).
-        expected_revision: Option<i64>,
+        expected_revision: Option<Revision>,
         /// Why, for the log.
         reason: String,
     },

@@ -13,6 +13,7 @@
 //! it is seen for as long as the bootstrapper is alive and connected. The key is then deleted
 //! with a compare on its revision, so a newer race's key is never the one removed.
 
+use super::types::Revision;
 use std::time::Duration;
 
 use super::time::Instant;
@@ -33,7 +34,7 @@ pub enum InitializeFacts {
     /// Empty, no leader, nobody bootstrapping: the key at this etcd mod_revision.
     Orphaned {
         /// The key's mod_revision.
-        mod_revision: i64,
+        mod_revision: Revision,
     },
 }
 
@@ -59,13 +60,18 @@ impl InitializeFacts {
 /// Since when the same orphaned key has been seen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OrphanWatch {
-    since: Option<(i64, Instant)>,
+    since: Option<(Revision, Instant)>,
 }
 
 impl OrphanWatch {
     /// Records what was seen at `now`; returns the revision to delete once the same orphaned
     /// key has been seen for `ttl`.
-    pub fn observe(&mut self, facts: InitializeFacts, now: Instant, ttl: Duration) -> Option<i64> {
+    pub fn observe(
+        &mut self,
+        facts: InitializeFacts,
+        now: Instant,
+        ttl: Duration,
+    ) -> Option<Revision> {
         let InitializeFacts::Orphaned { mod_revision } = facts else {
             self.since = None;
             return None;
@@ -87,12 +93,21 @@ impl OrphanWatch {
     }
 }
 
+/// Our bootstrap of a new cluster, owned by the `bootstrapping` state (leaving it drops it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BootstrapRun {
+    /// System identifier initdb produced, for the `initialize` key.
+    pub sysid: Option<String>,
+    /// initdb finished before a lease existed: take the leader key once one does.
+    pub pending_leader: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::view::{LeaderKey, MemberInfo};
 
-    fn view(initialize: Option<&str>, revision: i64) -> ClusterView {
+    fn view(initialize: Option<&str>, revision: Revision) -> ClusterView {
         ClusterView {
             initialize: initialize.map(str::to_string),
             initialize_revision: revision,
@@ -103,25 +118,27 @@ mod tests {
     #[test]
     fn only_an_empty_key_with_no_leader_and_no_bootstrapper_is_orphaned() {
         assert_eq!(
-            InitializeFacts::of(&view(Some(""), 7)),
-            InitializeFacts::Orphaned { mod_revision: 7 }
+            InitializeFacts::of(&view(Some(""), Revision(7))),
+            InitializeFacts::Orphaned {
+                mod_revision: Revision(7)
+            }
         );
         assert_eq!(
-            InitializeFacts::of(&view(None, 0)),
+            InitializeFacts::of(&view(None, Revision(0))),
             InitializeFacts::Healthy
         );
         assert_eq!(
-            InitializeFacts::of(&view(Some("7300"), 7)),
+            InitializeFacts::of(&view(Some("7300"), Revision(7))),
             InitializeFacts::Healthy
         );
-        let mut led = view(Some(""), 7);
+        let mut led = view(Some(""), Revision(7));
         led.leader = Some(LeaderKey {
             name: "node1".into(),
             lease: 1,
-            create_revision: 8,
+            create_revision: Revision(8),
         });
         assert_eq!(InitializeFacts::of(&led), InitializeFacts::Healthy);
-        let mut busy = view(Some(""), 7);
+        let mut busy = view(Some(""), Revision(7));
         busy.members.insert(
             "node1".into(),
             MemberInfo {
@@ -135,13 +152,20 @@ mod tests {
     #[test]
     fn the_same_orphan_for_a_whole_ttl_is_stale() {
         let ttl = Duration::from_secs(6);
-        let orphan = InitializeFacts::Orphaned { mod_revision: 7 };
+        let orphan = InitializeFacts::Orphaned {
+            mod_revision: Revision(7),
+        };
         let mut watch = OrphanWatch::default();
         assert_eq!(watch.observe(orphan, Instant(1_000), ttl), None);
         assert_eq!(watch.observe(orphan, Instant(6_999), ttl), None);
-        assert_eq!(watch.observe(orphan, Instant(7_000), ttl), Some(7));
+        assert_eq!(
+            watch.observe(orphan, Instant(7_000), ttl),
+            Some(Revision(7))
+        );
         // A new race (another revision) starts the clock again.
-        let newer = InitializeFacts::Orphaned { mod_revision: 9 };
+        let newer = InitializeFacts::Orphaned {
+            mod_revision: Revision(9),
+        };
         assert_eq!(watch.observe(newer, Instant(7_500), ttl), None);
         assert_eq!(watch.observe(newer, Instant(13_000), ttl), None);
         // Anything healthy in between resets it.
@@ -150,6 +174,9 @@ mod tests {
             None
         );
         assert_eq!(watch.observe(newer, Instant(13_200), ttl), None);
-        assert_eq!(watch.observe(newer, Instant(19_200), ttl), Some(9));
+        assert_eq!(
+            watch.observe(newer, Instant(19_200), ttl),
+            Some(Revision(9))
+        );
     }
 }

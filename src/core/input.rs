@@ -3,7 +3,7 @@
 
 use super::effect::PgAction;
 use super::time::Instant;
-use super::types::LeaseId;
+use super::types::{LeaseId, Revision};
 use super::view::{ClusterView, PeerReport, PgObservation};
 
 /// What a finished PostgreSQL action produced.
@@ -75,9 +75,9 @@ pub enum Input {
         /// We hold the key now.
         won: bool,
         /// etcd revision of the transaction: views older than it predate the acquisition.
-        revision: i64,
+        revision: Revision,
         /// The key's create_revision (the fencing token, with the lease).
-        create_revision: i64,
+        create_revision: Revision,
     },
     /// Result of `WriteSync`.
     SyncWritten {

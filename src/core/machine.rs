@@ -12,6 +12,7 @@ use super::agent::{Agent, WatchdogGate};
 use super::candidacy::{Phase, Race};
 use super::consult::{ConsultPurpose, PolicyAnswer};
 use super::effect::{DemoteMode, Effect, PgAction};
+use super::initialize::BootstrapRun;
 use super::input::PgActionOutcome;
 use super::view::DataDir;
 use super::why::{TransitionRecord, Why};
@@ -81,7 +82,7 @@ impl Machine {
 
     /// Won (or is racing for) `initialize`: initdb and first start.
     #[state]
-    fn bootstrapping(context: &mut Agent, event: &Event) -> Outcome<State> {
+    fn bootstrapping(context: &mut Agent, run: &mut BootstrapRun, event: &Event) -> Outcome<State> {
         match event {
             Event::InitializeRaced(true) => {
                 context.start_pg(PgAction::Bootstrap);
@@ -91,10 +92,10 @@ impl Machine {
                 context.go(State::starting(), Why::AnotherMemberBootstraps)
             }
             Event::PgActionFinished(PgAction::Bootstrap, PgActionOutcome::Done { sysid }) => {
-                context.bootstrap.sysid = sysid.clone();
+                run.sysid = sysid.clone();
                 match context.leadership.lease.id {
                     Some(lease) => context.outbox.push(Effect::AcquireLeader { lease }),
-                    None => context.bootstrap.pending_leader = true,
+                    None => run.pending_leader = true,
                 }
                 Handled
             }
@@ -105,15 +106,15 @@ impl Machine {
                 });
                 Handled
             }
-            Event::Cycle if context.bootstrap.pending_leader => {
+            Event::Cycle if run.pending_leader => {
                 if let Some(lease) = context.leadership.lease.id {
-                    context.bootstrap.pending_leader = false;
+                    run.pending_leader = false;
                     context.outbox.push(Effect::AcquireLeader { lease });
                 }
                 Handled
             }
             Event::LeaderAcquired(true) => {
-                if let Some(sysid) = context.bootstrap.sysid.clone() {
+                if let Some(sysid) = run.sysid.clone() {
                     context.outbox.push(Effect::WriteInitialize { sysid });
                 }
                 context.outbox.push(Effect::WriteInitialConfig);
@@ -129,7 +130,7 @@ impl Machine {
                     });
                 } else {
                     // A lock store error, not a rival: try again on the next cycle.
-                    context.bootstrap.pending_leader = true;
+                    run.pending_leader = true;
                 }
                 Handled
             }
@@ -493,7 +494,7 @@ impl Entry<'_> {
 pub fn state_name(state: &State) -> &'static str {
     match state {
         State::Starting {} => "starting",
-        State::Bootstrapping {} => "bootstrapping",
+        State::Bootstrapping { .. } => "bootstrapping",
         State::Cloning {} => "cloning",
         State::Rewinding {} => "rewinding",
         State::Demoting {} => "demoting",
@@ -607,22 +608,19 @@ impl Agent {
                         return Handled;
                     }
                     self.outbox.push(Effect::RaceInitialize);
-                    return self.go(State::bootstrapping(), Why::NoClusterYet);
+                    return self.go(
+                        State::bootstrapping(BootstrapRun::default()),
+                        Why::NoClusterYet,
+                    );
                 }
                 let facts = super::initialize::InitializeFacts::of(&view);
                 let ttl = std::time::Duration::from_secs(self.facts.config.ttl.into());
                 if let Some(mod_revision) =
-                    self.bootstrap
-                        .orphaned_initialize
-                        .observe(facts, self.facts.now, ttl)
+                    self.orphaned_initialize.observe(facts, self.facts.now, ttl)
                 {
                     self.outbox.push(Effect::ClearStaleInitialize {
                         mod_revision,
-                        orphaned_for: self
-                            .bootstrap
-                            .orphaned_initialize
-                            .age(self.facts.now)
-                            .unwrap_or(ttl),
+                        orphaned_for: self.orphaned_initialize.age(self.facts.now).unwrap_or(ttl),
                     });
                 }
                 match self.leader_upstream() {
@@ -1082,6 +1080,32 @@ impl Agent {
             }
             return Handled;
         }
+        self.publish_position(&server);
+        // The LSN a new synchronous standby must have flushed before it is recorded in
+        // /sync: taken once PostgreSQL shows the configured set, after the change.
+        let configured = crate::core::sync::parse_standby_names(&server.synchronous_standby_names);
+        if self.sync.barrier.is_none() && !configured.is_empty() {
+            self.sync.barrier = Some(server.wal_position);
+        }
+        if let Some(effect) = self.next_sync_record(&server) {
+            self.outbox.push(effect);
+        }
+        if let Some(step) = self.next_pg_step_for_primary(&server) {
+            self.start_pg(step);
+        }
+        if self.sync_converging(&server) {
+            // Standbys reconnect to a new primary within a second or two; waiting a whole
+            // loop_wait to notice would stretch the window without a synchronous copy.
+            let loop_wait = std::time::Duration::from_secs(self.facts.config.loop_wait.into());
+            let soon = self.facts.now + loop_wait.min(SYNC_POLL);
+            self.policy.wake_at = Some(self.policy.wake_at.map_or(soon, |w| w.min(soon)));
+        }
+        Handled
+    }
+
+    /// A primary's WAL position to `/status` (once per change) and a new timeline to
+    /// `/history` (until the view shows it).
+    fn publish_position(&mut self, server: &super::view::ServerObservation) {
         if self.published.optime != Some(server.wal_position) {
             self.published.optime = Some(server.wal_position);
             self.outbox.push(Effect::WriteStatus {
@@ -1110,25 +1134,5 @@ impl Agent {
                 known,
             });
         }
-        // The LSN a new synchronous standby must have flushed before it is recorded in
-        // /sync: taken once PostgreSQL shows the configured set, after the change.
-        let configured = crate::core::sync::parse_standby_names(&server.synchronous_standby_names);
-        if self.sync.barrier.is_none() && !configured.is_empty() {
-            self.sync.barrier = Some(server.wal_position);
-        }
-        if let Some(effect) = self.next_sync_record(&server) {
-            self.outbox.push(effect);
-        }
-        if let Some(step) = self.next_pg_step_for_primary(&server) {
-            self.start_pg(step);
-        }
-        if self.sync_converging(&server) {
-            // Standbys reconnect to a new primary within a second or two; waiting a whole
-            // loop_wait to notice would stretch the window without a synchronous copy.
-            let loop_wait = std::time::Duration::from_secs(self.facts.config.loop_wait.into());
-            let soon = self.facts.now + loop_wait.min(SYNC_POLL);
-            self.policy.wake_at = Some(self.policy.wake_at.map_or(soon, |w| w.min(soon)));
-        }
-        Handled
     }
 }

@@ -107,13 +107,14 @@ mod tests {
     use super::*;
     use crate::config::DynamicConfig;
     use crate::core::view::{LeaderKey, MemberInfo, SyncState, Versioned};
+    use crate::core::Revision;
 
     fn cluster(sync_mode: bool) -> ClusterView {
         let mut view = ClusterView {
             leader: Some(LeaderKey {
                 name: "node1".into(),
                 lease: 7,
-                create_revision: 3,
+                create_revision: Revision(3),
             }),
             sync: Some(Versioned {
                 value: SyncState {
@@ -121,7 +122,7 @@ mod tests {
                     sync_standby: vec!["node2".into()],
                     quorum: 0,
                 },
-                mod_revision: 4,
+                mod_revision: Revision(4),
             }),
             config: Some(Versioned {
                 value: DynamicConfig {
@@ -132,7 +133,7 @@ mod tests {
                     },
                     ..DynamicConfig::default()
                 },
-                mod_revision: 2,
+                mod_revision: Revision(2),
             }),
             ..ClusterView::default()
         };

@@ -40,7 +40,7 @@ pub use effect::{DemoteMode, Effect, PgAction, Upstream};
 pub use input::{Input, PgActionOutcome};
 pub use status::NodeStatus;
 pub use time::Instant;
-pub use types::{LeaseId, Lsn, Timeline};
+pub use types::{LeaseId, Lsn, Revision, Timeline};
 pub use watchdog::{ArmReport, WatchdogSettings, WatchdogState, WatchdogStatus};
 
 use agent::Agent;
@@ -59,7 +59,7 @@ pub struct Node {
     /// `action_seq` when the probe in flight was requested.
     probe_in_flight: Option<u64>,
     /// The view revision when the probe in flight was requested.
-    probe_asked_at_revision: Option<i64>,
+    probe_asked_at_revision: Option<Revision>,
     /// Counts finished PostgreSQL actions, to discard probes that predate one.
     action_seq: u64,
     grant_in_flight: bool,
@@ -72,7 +72,7 @@ pub struct Node {
     /// Facts as of the last policy events, to derive the next ones.
     baseline: consult::EventBaseline,
     /// Revision of a `/config` we refused, so the refusal is logged once.
-    rejected_config_revision: Option<i64>,
+    rejected_config_revision: Option<Revision>,
     /// Last undecodable `/config` error, logged once.
     rejected_config_error: Option<String>,
 }
@@ -280,7 +280,7 @@ impl Node {
     }
 
     /// The answer to a leader key acquisition.
-    fn on_leader_acquired(&mut self, won: bool, revision: i64, create_revision: i64) {
+    fn on_leader_acquired(&mut self, won: bool, revision: Revision, create_revision: Revision) {
         // An acquisition that moves our key onto a replacement lease (a `ttl` change).
         if self.rotation.is_some() {
             if let (Some(rotation), Some(old)) =
@@ -722,6 +722,25 @@ impl Node {
         }
     }
 
+    /// Revisions only compare within one etcd history. One that goes back (etcd restored
+    /// from an old snapshot, or replaced by an empty one) starts another: what was keyed on
+    /// the old one would mislead. A key acquisition with a revision above the new view's
+    /// would count as ours though that key is gone; a leader seen gone "since" a revision the
+    /// new history has not reached would make every quorum vote look stale; a `/failover`
+    /// or `/config` revision handled before could match a different key now.
+    fn forget_revisions(&mut self, last: Revision, now_at: Revision) {
+        tracing::error!(
+            node = %self.agent.settings.name, from = %last, to = %now_at,
+            "the lock store went back in time (etcd restored or replaced): forgetting what was keyed on its old revisions"
+        );
+        self.agent.leadership.acquired = None;
+        self.agent.leadership.memory.leaderless_since_revision = None;
+        self.agent.requests.failover_cleared = None;
+        self.agent.requests.switchover_consulted = None;
+        self.rejected_config_revision = None;
+        self.probe_asked_at_revision = None;
+    }
+
     /// The PostgreSQL action in flight, if any (a replay finishes a promotion with it).
     pub fn action_in_flight(&self) -> Option<&PgAction> {
         self.agent.postgres.action.as_ref()
@@ -735,6 +754,10 @@ impl Node {
 
     fn on_cluster_changed(&mut self, now: Instant, view: ClusterViewAlias) {
         self.dcs_seen(now);
+        let last_revision = self.agent.facts.view.as_ref().map(|v| v.revision);
+        if let Some(last) = last_revision.filter(|last| view.revision < *last) {
+            self.forget_revisions(last, view.revision);
+        }
         if let Some(config) = view.config.as_ref() {
             let margin_ms = self.agent.settings.demotion_margin.as_millis() as u64;
             let mut warnings = view.config_warnings.clone();

@@ -8,11 +8,10 @@ use std::collections::VecDeque;
 use super::consult::LeaderMemory;
 use super::effect::PgAction;
 use super::gate::GateLog;
-use super::initialize::OrphanWatch;
 use super::lease::Lease;
 use super::replies::StandbyReplies;
 use super::time::Instant;
-use super::types::{LeaseId, Lsn, Timeline};
+use super::types::{LeaseId, Lsn, Revision, Timeline};
 use super::view::{ClusterView, PeerReport, PgObservation};
 use crate::config::DynamicConfig;
 
@@ -30,7 +29,7 @@ pub struct Facts {
     /// Peers' answers from the last probe.
     pub peers: Option<Vec<PeerReport>>,
     /// See `NodeStatus::probe_revision`.
-    pub probe_revision: Option<i64>,
+    pub probe_revision: Option<Revision>,
     /// Last lock store error, until it answers again.
     pub dcs_error: Option<String>,
 }
@@ -56,9 +55,9 @@ pub struct Acquisition {
     /// The lease the key was put on.
     pub lease: LeaseId,
     /// etcd revision of the transaction.
-    pub revision: i64,
+    pub revision: Revision,
     /// The key's create_revision.
-    pub create_revision: i64,
+    pub create_revision: Revision,
 }
 
 /// Our lease and our hold on the leader key.
@@ -136,22 +135,11 @@ pub struct PolicyBook {
 #[derive(Debug, Default)]
 pub struct Requests {
     /// The routine call that first carried a switchover addressed to us: (seq, key revision).
-    pub switchover_consulted: Option<(u64, i64)>,
+    pub switchover_consulted: Option<(u64, Revision)>,
     /// The `failover` key revision we already asked to clear.
-    pub failover_cleared: Option<i64>,
+    pub failover_cleared: Option<Revision>,
     /// Recent answers to `POST /reinitialize`, by request id (oldest first, bounded).
     pub reinitialize_verdicts: VecDeque<(u64, Result<(), String>)>,
-}
-
-/// A bootstrap of a new cluster by this node.
-#[derive(Debug, Default)]
-pub struct BootstrapBook {
-    /// System identifier produced by our bootstrap.
-    pub sysid: Option<String>,
-    /// Bootstrap finished before a lease existed; take the key once one does.
-    pub pending_leader: bool,
-    /// How long an orphaned `initialize` key has been seen (see `initialize`).
-    pub orphaned_initialize: OrphanWatch,
 }
 
 /// What the status shows about the machine: kept by the transition hook and the race.

@@ -210,7 +210,7 @@ fn decode(value: &serde_json::Value, node: &Node, line: usize) -> Result<Input, 
     );
     match node.action_in_flight() {
         Some(action @ PgAction::Promote { permit, .. })
-            if recorded_token == (Some(permit.lease().0), Some(permit.leader_revision())) =>
+            if recorded_token == (Some(permit.lease().0), Some(permit.leader_revision().0)) =>
         {
             Ok(Input::PgActionFinished {
                 action: action.clone(),

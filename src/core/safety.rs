@@ -4,7 +4,7 @@
 use std::fmt;
 
 use super::sync;
-use super::types::{LeaseId, Lsn, Timeline};
+use super::types::{LeaseId, Lsn, Revision, Timeline};
 use super::view::SyncState;
 
 /// A safety rule that refused a decision.
@@ -54,7 +54,7 @@ pub struct PromotionFacts<'a> {
     pub me: &'a str,
     /// When the leader key is ours on our lease: that lease and the key's create_revision
     /// (the fencing token the promotion will carry).
-    pub key: Option<(LeaseId, i64)>,
+    pub key: Option<(LeaseId, Revision)>,
     /// Now is before the demotion deadline.
     pub lease_allows_primary: bool,
     /// Our timeline.
@@ -79,7 +79,7 @@ pub struct PromotionFacts<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PromotionPermit {
     lease: LeaseId,
-    leader_revision: i64,
+    leader_revision: Revision,
 }
 
 impl PromotionPermit {
@@ -89,7 +89,7 @@ impl PromotionPermit {
     }
 
     /// The create_revision of the leader key it was allowed under.
-    pub fn leader_revision(&self) -> i64 {
+    pub fn leader_revision(&self) -> Revision {
         self.leader_revision
     }
 }

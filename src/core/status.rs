@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::time::Instant;
-use super::types::{LeaseId, Lsn, Timeline};
+use super::types::{LeaseId, Lsn, Revision, Timeline};
 use super::view::{ClusterView, PgObservation};
 use crate::config::DynamicConfig;
 
@@ -21,7 +21,7 @@ pub struct NodeStatus {
     /// Our lease.
     pub lease: Option<LeaseId>,
     /// create_revision of our leader key while we hold it (fencing token, with the lease).
-    pub leader_revision: Option<i64>,
+    pub leader_revision: Option<Revision>,
     /// When a primary must have demoted if the lease is not renewed.
     pub lease_deadline: Option<Instant>,
     /// When this snapshot was taken.
@@ -44,7 +44,7 @@ pub struct NodeStatus {
     pub last_race_refusal: Option<String>,
     /// The lock store revision this node had seen when the PostgreSQL probe behind `pg` was
     /// asked for: the position in `pg` is no older than that revision (quorum votes).
-    pub probe_revision: Option<i64>,
+    pub probe_revision: Option<Revision>,
     /// Last successful contact with the lock store.
     pub dcs_last_seen: Option<Instant>,
     /// Last lock store error, cleared by the next success.

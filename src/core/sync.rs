@@ -45,7 +45,7 @@
 //! name no standby uses ([`STRICT_PLACEHOLDER`]): commits wait instead of running without a
 //! synchronous copy. It is never cleared.
 
-use super::types::Lsn;
+use super::types::{Lsn, Revision};
 use super::view::{ReplicationPeer, SyncState, Versioned};
 
 /// The name Patroni puts in `synchronous_standby_names` when strict mode has no standby:
@@ -250,7 +250,7 @@ pub enum SyncStep {
         /// New value.
         state: SyncState,
         /// Revision read (`None`: create).
-        expected_revision: Option<i64>,
+        expected_revision: Option<Revision>,
     },
     /// Change `synchronous_standby_names`.
     Configure(StandbyNames),
@@ -315,7 +315,7 @@ fn confirmed(facts: &SyncFacts<'_>, names: &[String]) -> Vec<String> {
 fn first_step(
     facts: &SyncFacts<'_>,
     recorded: &SyncState,
-    expected_revision: Option<i64>,
+    expected_revision: Option<Revision>,
 ) -> Option<SyncStep> {
     let in_sync = &recorded.sync_standby;
     let wanted = facts.target.members();
@@ -363,7 +363,7 @@ fn first_step(
 fn quorum_step(
     facts: &SyncFacts<'_>,
     recorded: &SyncState,
-    expected_revision: Option<i64>,
+    expected_revision: Option<Revision>,
 ) -> Option<SyncStep> {
     let voters = &recorded.sync_standby;
     let q = recorded.quorum;
@@ -517,7 +517,7 @@ mod tests {
                 sync_standby: names(sync),
                 quorum,
             },
-            mod_revision: 5,
+            mod_revision: Revision(5),
         }
     }
 
@@ -541,7 +541,7 @@ mod tests {
     fn record(sync: &[&str], quorum: u32) -> Option<SyncStep> {
         Some(SyncStep::Record {
             state: state("a", names(sync), quorum),
-            expected_revision: Some(5),
+            expected_revision: Some(Revision(5)),
         })
     }
 

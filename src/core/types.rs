@@ -65,6 +65,31 @@ impl fmt::Display for Timeline {
     }
 }
 
+/// An etcd revision: the store's logical clock, one step per write, across all keys of one
+/// etcd history. Views, keys (`create_revision`, `mod_revision`) and compare-and-swap
+/// writes carry one; only revisions of the same history compare.
+#[derive(
+    Copy,
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct Revision(pub i64);
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// An etcd lease id: the agent's session in the lock store and half of its fencing token.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct LeaseId(pub i64);

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::types::{Lsn, Timeline};
+use super::types::{Lsn, Revision, Timeline};
 use crate::config::DynamicConfig;
 
 /// A value read from the lock store together with the revision that guards writes to it.
@@ -13,7 +13,7 @@ pub struct Versioned<T> {
     /// The decoded value.
     pub value: T,
     /// etcd `mod_revision` of the key, for compare-and-swap.
-    pub mod_revision: i64,
+    pub mod_revision: Revision,
 }
 
 /// The `leader` key.
@@ -24,7 +24,7 @@ pub struct LeaderKey {
     /// The lease the key hangs off.
     pub lease: i64,
     /// etcd `create_revision`: with the lease id it forms the fencing token.
-    pub create_revision: i64,
+    pub create_revision: Revision,
 }
 
 /// One `members/<name>` key, decoded.
@@ -128,11 +128,11 @@ pub struct HistoryEntry {
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterView {
     /// etcd revision this view reflects.
-    pub revision: i64,
+    pub revision: Revision,
     /// `initialize`: `Some("")` while bootstrapping, then the system identifier.
     pub initialize: Option<String>,
     /// `initialize`'s etcd mod_revision (0 when absent).
-    pub initialize_revision: i64,
+    pub initialize_revision: Revision,
     /// `config`, when present and valid.
     pub config: Option<Versioned<DynamicConfig>>,
     /// Why the stored `config` was rejected, when it was (the agent keeps its last good one).
@@ -428,5 +428,5 @@ pub struct PeerStatus {
     pub can_lead: bool,
     /// `pgwarden.probe_revision`: the store revision its position is no older than (absent
     /// from Patroni peers, whose quorum votes then do not count).
-    pub probe_revision: Option<i64>,
+    pub probe_revision: Option<Revision>,
 }

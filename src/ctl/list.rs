@@ -89,7 +89,7 @@ pub fn render(scope: &str, view: &ClusterView) -> String {
 mod tests {
     use super::*;
     use crate::core::view::{LeaderKey, MemberInfo, SyncState, Versioned};
-    use crate::core::{Lsn, Timeline};
+    use crate::core::{Lsn, Revision, Timeline};
 
     fn member(name: &str, port: u16, state: &str, repl: Option<&str>, lsn: u64) -> MemberInfo {
         MemberInfo {
@@ -112,7 +112,7 @@ mod tests {
         view.leader = Some(LeaderKey {
             name: "a".into(),
             lease: 1,
-            create_revision: 2,
+            create_revision: Revision(2),
         });
         view.members.insert(
             "a".into(),
@@ -132,7 +132,7 @@ mod tests {
                 sync_standby: vec!["b".into()],
                 quorum: 0,
             },
-            mod_revision: 3,
+            mod_revision: Revision(3),
         });
         let r = rows(&view);
         assert_eq!(r[0].role, "Leader");

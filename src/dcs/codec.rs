@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::keys::{self, KeyLayout};
 use crate::config::DynamicConfig;
-use crate::core::types::{Lsn, Timeline};
+use crate::core::types::{Lsn, Revision, Timeline};
 use crate::core::view::{
     ClusterView, FailoverRequest, HistoryEntry, LeaderKey, MemberInfo, SyncState, Versioned,
 };
@@ -32,7 +32,7 @@ pub fn decode_view(
     revision: i64,
 ) -> ClusterView {
     let mut view = ClusterView {
-        revision,
+        revision: Revision(revision),
         ..ClusterView::default()
     };
     for (key, raw) in keys {
@@ -45,12 +45,12 @@ pub fn decode_view(
                 view.leader = Some(LeaderKey {
                     name: text.to_string(),
                     lease: raw.lease,
-                    create_revision: raw.create_revision,
+                    create_revision: Revision(raw.create_revision),
                 })
             }
             keys::INITIALIZE => {
                 view.initialize = Some(text.to_string());
-                view.initialize_revision = raw.mod_revision;
+                view.initialize_revision = Revision(raw.mod_revision);
             }
             keys::CONFIG => match serde_json::from_str::<Value>(&text)
                 .map_err(|e| format!("config: not JSON: {e}"))
@@ -61,7 +61,7 @@ pub fn decode_view(
                     view.config_warnings = warnings;
                     view.config = Some(Versioned {
                         value,
-                        mod_revision: raw.mod_revision,
+                        mod_revision: Revision(raw.mod_revision),
                     })
                 }
                 Err(error) => view.config_error = Some(error),
@@ -70,7 +70,7 @@ pub fn decode_view(
                 if let Some(value) = decode_sync(&text) {
                     view.sync = Some(Versioned {
                         value,
-                        mod_revision: raw.mod_revision,
+                        mod_revision: Revision(raw.mod_revision),
                     });
                 }
             }
@@ -78,7 +78,7 @@ pub fn decode_view(
             keys::FAILOVER => {
                 view.failover = decode_failover(&text).map(|value| Versioned {
                     value,
-                    mod_revision: raw.mod_revision,
+                    mod_revision: Revision(raw.mod_revision),
                 })
             }
             keys::FAILSAFE => view.failsafe = decode_failsafe(&text),
@@ -338,7 +338,7 @@ mod tests {
         assert!(!m.can_lead());
         let sync = view.sync.as_ref().expect("sync");
         assert_eq!(sync.value.sync_standby, vec!["pg2", "pg3"]);
-        assert_eq!(sync.mod_revision, 9);
+        assert_eq!(sync.mod_revision, Revision(9));
         assert_eq!(view.timeline(), Some(Timeline(2)));
         assert_eq!(view.optime, Some(Lsn(4096)));
         assert_eq!(view.config.as_ref().map(|c| c.value.ttl), Some(30));

@@ -14,7 +14,7 @@ use super::codec::{self, RawKey};
 use super::keys::{self, KeyLayout};
 use super::DcsError;
 use crate::core::view::{ClusterView, FailoverRequest, HistoryEntry, SyncState};
-use crate::core::{LeaseId, Lsn};
+use crate::core::{LeaseId, Lsn, Revision};
 
 /// Outcome of a leader key acquisition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,9 +22,9 @@ pub struct LeaderAcquisition {
     /// The key is ours now.
     pub won: bool,
     /// etcd revision of the transaction.
-    pub revision: i64,
+    pub revision: Revision,
     /// The key's create_revision (half of the fencing token).
-    pub create_revision: i64,
+    pub create_revision: Revision,
 }
 
 /// A connection to the cluster's keys in etcd.
@@ -269,14 +269,14 @@ impl EtcdStore {
 
     /// Delete `initialize` only if it is still at `mod_revision` (an orphan left by a
     /// bootstrap that died). Returns whether it was deleted.
-    pub async fn clear_initialize_at(&self, mod_revision: i64) -> Result<bool, DcsError> {
+    pub async fn clear_initialize_at(&self, mod_revision: Revision) -> Result<bool, DcsError> {
         let mut kv = self.client.kv_client();
         let key = self.layout.key(keys::INITIALIZE);
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 key.clone(),
                 CompareOp::Equal,
-                mod_revision,
+                mod_revision.0,
             )])
             .and_then([TxnOp::delete(key, None)]);
         Ok(kv
@@ -317,8 +317,8 @@ impl EtcdStore {
         if won {
             return Ok(LeaderAcquisition {
                 won,
-                revision,
-                create_revision: revision,
+                revision: Revision(revision),
+                create_revision: Revision(revision),
             });
         }
         let mut kv = self.client.kv_client();
@@ -341,8 +341,8 @@ impl EtcdStore {
             .unwrap_or(revision);
         Ok(LeaderAcquisition {
             won: resp.succeeded(),
-            revision,
-            create_revision,
+            revision: Revision(revision),
+            create_revision: Revision(create_revision),
         })
     }
 
@@ -353,7 +353,7 @@ impl EtcdStore {
         &self,
         me: &str,
         lease: Option<LeaseId>,
-        create_revision: Option<i64>,
+        create_revision: Option<Revision>,
     ) -> Result<bool, DcsError> {
         let mut kv = self.client.kv_client();
         let key = self.layout.leader();
@@ -365,7 +365,7 @@ impl EtcdStore {
             guards.push(Compare::create_revision(
                 key.clone(),
                 CompareOp::Equal,
-                revision,
+                revision.0,
             ));
         }
         let txn = Txn::new().when(guards).and_then([TxnOp::delete(key, None)]);
@@ -391,11 +391,14 @@ impl EtcdStore {
 
     /// Delete `/failover`; with `expected_revision`, only if nobody rewrote it since.
     /// Returns whether a key was deleted.
-    pub async fn clear_failover(&self, expected_revision: Option<i64>) -> Result<bool, DcsError> {
+    pub async fn clear_failover(
+        &self,
+        expected_revision: Option<Revision>,
+    ) -> Result<bool, DcsError> {
         let mut kv = self.client.kv_client();
         let key = self.layout.key(keys::FAILOVER);
         let guards = match expected_revision {
-            Some(rev) => vec![Compare::mod_revision(key.clone(), CompareOp::Equal, rev)],
+            Some(rev) => vec![Compare::mod_revision(key.clone(), CompareOp::Equal, rev.0)],
             None => vec![Compare::create_revision(key.clone(), CompareOp::Greater, 0)],
         };
         let txn = Txn::new().when(guards).and_then([TxnOp::delete(key, None)]);
@@ -410,7 +413,7 @@ impl EtcdStore {
     pub async fn write_sync(
         &self,
         state: &SyncState,
-        expected_revision: Option<i64>,
+        expected_revision: Option<Revision>,
     ) -> Result<bool, DcsError> {
         let key = self.layout.key(keys::SYNC);
         let value = codec::encode_sync(state);
@@ -422,7 +425,7 @@ impl EtcdStore {
             Some(rev) => {
                 let mut kv = self.client.kv_client();
                 let txn = Txn::new()
-                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                    .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev.0)])
                     .and_then([TxnOp::put(key, value, None)]);
                 Ok(kv.txn(txn).await.map_err(err("write sync"))?.succeeded())
             }

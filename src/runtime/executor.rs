@@ -13,7 +13,9 @@ use crate::config::DynamicConfig;
 use crate::core::status::MemberRecord;
 use crate::core::view::SyncState;
 use crate::core::view::{HistoryEntry, PeerReport, PeerStatus};
-use crate::core::{ArmReport, Effect, Input, LeaseId, Lsn, PgAction, PgActionOutcome, Timeline};
+use crate::core::{
+    ArmReport, Effect, Input, LeaseId, Lsn, PgAction, PgActionOutcome, Revision, Timeline,
+};
 use crate::dcs::{EtcdStore, StoreSlot};
 use crate::postgres::{probe, PgController, PgSettings};
 use crate::watchdog::WatchdogDevice;
@@ -29,7 +31,7 @@ pub struct Fence {
     /// Lease we currently hold.
     pub lease: Option<LeaseId>,
     /// create_revision of our leader key.
-    pub leader_revision: Option<i64>,
+    pub leader_revision: Option<Revision>,
     /// Demotion deadline (boot clock).
     pub deadline: Option<crate::core::Instant>,
 }
@@ -366,8 +368,8 @@ impl Executor {
                 tracing::warn!(error = %e, "leader key acquisition failed");
                 Input::LeaderAcquired {
                     won: false,
-                    revision: 0,
-                    create_revision: 0,
+                    revision: Revision(0),
+                    create_revision: Revision(0),
                 }
             }
         };
@@ -380,7 +382,7 @@ impl Executor {
         store: &EtcdStore,
         seq: u64,
         state: SyncState,
-        expected_revision: Option<i64>,
+        expected_revision: Option<Revision>,
     ) {
         let ok = match store.write_sync(&state, expected_revision).await {
             Ok(ok) => ok,
@@ -410,18 +412,18 @@ impl Executor {
     async fn clear_stale_initialize(
         &self,
         store: &EtcdStore,
-        mod_revision: i64,
+        mod_revision: Revision,
         orphaned_for: Duration,
     ) {
         match store.clear_initialize_at(mod_revision).await {
             Ok(true) => tracing::warn!(
-                mod_revision,
+                mod_revision = %mod_revision,
                 orphaned_for = ?orphaned_for,
                 "deleted the initialize key: it was empty with no leader and no member \
                  bootstrapping (a bootstrap died half-way); the members race to bootstrap again"
             ),
             Ok(false) => tracing::info!(
-                mod_revision,
+                mod_revision = %mod_revision,
                 "the orphaned initialize key changed before it could be deleted; left as it is"
             ),
             Err(e) => tracing::warn!(error = %e, "deleting the orphaned initialize key failed"),
@@ -454,8 +456,8 @@ impl Executor {
             Effect::RaceInitialize => Input::InitializeRaced { won: false },
             Effect::AcquireLeader { .. } => Input::LeaderAcquired {
                 won: false,
-                revision: 0,
-                create_revision: 0,
+                revision: Revision(0),
+                create_revision: Revision(0),
             },
             Effect::WriteSync { seq, .. } => Input::SyncWritten { seq, ok: false },
             other => {
@@ -541,7 +543,8 @@ pub fn peer_status(v: &Value) -> PeerStatus {
             && v.get("watchdog_failed").and_then(Value::as_bool) != Some(true),
         probe_revision: v
             .pointer("/pgwarden/probe_revision")
-            .and_then(Value::as_i64),
+            .and_then(Value::as_i64)
+            .map(Revision),
     }
 }
 
@@ -618,7 +621,7 @@ pub async fn run_pg_worker(
                 && f.leader_revision == Some(leader_revision)
                 && f.deadline.is_some_and(|d| clock::now() < d);
             if !current {
-                tracing::warn!(?f, lease = %lease, leader_revision, "refusing to promote: fencing token is stale");
+                tracing::warn!(?f, lease = %lease, leader_revision = %leader_revision, "refusing to promote: fencing token is stale");
                 let _ = inputs.send(Input::PgActionFinished {
                     action,
                     outcome: PgActionOutcome::Failed {

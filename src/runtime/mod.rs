@@ -11,6 +11,7 @@ pub mod member;
 pub mod policy;
 pub mod reload;
 pub mod role_history;
+pub mod turn;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -145,7 +146,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     let identity = identity(&config);
     let pg = Arc::new(PgSettings::from_config(&config));
     let started_at = clock::now();
-    let mut node = Node::new(settings, started_at);
+    let node = Node::new(settings, started_at);
 
     let (input_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
     let (status_tx, status_rx) = watch::channel(Arc::new(node.status()));
@@ -180,7 +181,6 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     )
     .context("starting the policy thread")?;
     let policy_runner = policy.clone();
-    let mut selected_sources = None;
     let executor = Executor {
         inputs: input_tx.clone(),
         store: store.clone(),
@@ -197,105 +197,40 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
 
     tracing::info!(name = %config.name, scope = %config.scope, "pgwarden started");
     log_watchdog_plan(&config);
-    let mut role_history = config
-        .pgwarden
-        .role_history
-        .as_deref()
-        .map(role_history::RoleHistory::open);
-    let mut input_log = config
-        .pgwarden
-        .input_log
-        .as_deref()
-        .map(|path| input_log::InputLog::open(path, started_at));
+    let mut turns = turn::Turns {
+        name: config.name.clone(),
+        node,
+        status: status_tx,
+        fence,
+        policy: policy_runner,
+        selected: None,
+        role_history: config
+            .pgwarden
+            .role_history
+            .as_deref()
+            .map(role_history::RoleHistory::open),
+        input_log: config
+            .pgwarden
+            .input_log
+            .as_deref()
+            .map(|path| input_log::InputLog::open(path, started_at)),
+    };
     let fatal = loop {
-        for t in node.take_transitions() {
-            if let Some(log) = input_log.as_mut() {
-                log.transition(&t);
-            }
-            tracing::info!(
-                node = %config.name, from = t.from, to = t.to, event = %t.event, why = t.why.code(),
-                "state transition: {}", t.why
-            );
-        }
-        // Publish the status and the fencing token before any effect runs: the PostgreSQL
-        // worker checks a promote against this token, and member keys are built from it.
-        let status = node.status();
-        let sources = status
-            .config
-            .policy
-            .as_ref()
-            .map(|p| (p.active.clone(), p.shadow.clone()));
-        if sources != selected_sources {
-            // `/config` names other components (or none): hot reload on the policy thread.
-            // Parameters alone reach the policy through its view, without a reload.
-            selected_sources = sources;
-            policy_runner.select(status.config.policy.clone());
-        }
-        if let Ok(mut f) = fence.lock() {
-            *f = Fence {
-                lease: status.lease,
-                leader_revision: status.leader_revision,
-                deadline: status.lease_deadline,
-            };
-        }
-        if let Some(history) = role_history.as_mut() {
-            history.record(&status);
-        }
-        let _ = status_tx.send(Arc::new(status));
-        let mut stop_reason = None;
-        while let Some(effect) = node.poll_effect() {
-            tracing::debug!(?effect, "effect");
-            if let Some(log) = input_log.as_mut() {
-                log.effect(&effect);
-            }
-            if let crate::core::Effect::Shutdown { reason } = effect {
-                stop_reason = Some(reason);
-                break; // nothing after it: the agent stops
-            }
-            executor.dispatch(effect);
-        }
-        if let Some(log) = input_log.as_mut() {
-            log.flush();
-        }
-        if let Some(reason) = stop_reason {
+        if let Some(reason) = turns.publish_and_execute(&executor) {
             break Some(reason);
         }
-        let wake = node
-            .poll_timeout()
-            .unwrap_or_else(|| clock::now() + Duration::from_secs(1));
-        // Sleep at most a second: tokio's timers run on the monotonic clock, which stops
-        // during a suspend, and a resumed leader must see its deadline on the boot clock.
-        let sleep_for = wake
-            .saturating_since(clock::now())
-            .min(Duration::from_secs(1));
         tokio::select! {
             input = inputs.recv() => match input {
-                Some(input) => {
-                    let now = clock::now();
-                    if let Some(log) = input_log.as_mut() {
-                        log.input(now, &input);
-                    }
-                    node.handle_input(now, input)
-                }
+                Some(input) => turns.feed(input),
                 None => anyhow::bail!("all input sources stopped"),
             },
-            _ = tokio::time::sleep(sleep_for) => {
-                let now = clock::now();
-                if let Some(log) = input_log.as_mut() {
-                    log.input(now, &crate::core::Input::Tick);
-                }
-                let due = node.handle_timeout(now);
-                if !due.is_empty() {
-                    let due: Vec<&str> = due.iter().map(|t| t.name()).collect();
-                    tracing::debug!(timers = ?due, "timers due");
-                }
-            }
+            _ = tokio::time::sleep(turns.sleep_for()) => turns.wake(),
             _ = tokio::signal::ctrl_c() => break None,
             _ = sigterm.recv() => break None,
             _ = sighup.recv() => reload::on_sighup(config_path, &config),
         }
     };
-    let status = node.status();
+    let status = turns.node.status();
     match &fatal {
         Some(reason) => tracing::error!(%reason, "stopping the agent"),
         None => tracing::info!("shutting down"),

@@ -54,7 +54,7 @@ impl RoleEntry {
             postgres,
             holds_leader_key: status.holds_leader_key,
             lease: status.lease.map(|l| format!("{:x}", l.0)),
-            leader_revision: status.leader_revision,
+            leader_revision: status.leader_revision.map(|r| r.0),
             timeline: status.pg.as_ref().and_then(|p| p.timeline()).map(|t| t.0),
             pg_action: status.pg_action,
         }

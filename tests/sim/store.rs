@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use pgwarden::core::view::{ClusterView, HistoryEntry, SyncState};
-use pgwarden::core::Lsn;
+use pgwarden::core::{Lsn, Revision};
 use pgwarden::dcs::codec::{self, RawKey};
 use pgwarden::dcs::keys;
 use pgwarden::dcs::KeyLayout;
@@ -57,7 +57,11 @@ impl MemStore {
 
     /// The decoded view at the current revision (decoded once per revision).
     pub fn view(&mut self) -> Rc<ClusterView> {
-        if let Some(v) = self.cached.as_ref().filter(|v| v.revision == self.revision) {
+        if let Some(v) = self
+            .cached
+            .as_ref()
+            .filter(|v| v.revision == Revision(self.revision))
+        {
             return v.clone();
         }
         let view = Rc::new(codec::decode_view(&self.layout, &self.keys, self.revision));

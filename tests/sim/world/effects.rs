@@ -2,6 +2,7 @@
 //! with latency, loss and retries, the watch, probes, policy calls, the watchdog device.
 
 use super::*;
+use pgwarden::core::Revision;
 
 impl World {
     pub(super) fn execute(&mut self, i: usize, inc: u64, effect: Effect) {
@@ -34,9 +35,9 @@ impl World {
             },
             Effect::RaceInitialize => Op::RaceInitialize,
             Effect::CancelInitialize => Op::CancelInitialize,
-            Effect::ClearStaleInitialize { mod_revision, .. } => {
-                Op::ClearStaleInitialize { mod_revision }
-            }
+            Effect::ClearStaleInitialize { mod_revision, .. } => Op::ClearStaleInitialize {
+                mod_revision: mod_revision.0,
+            },
             Effect::WriteInitialize { sysid } => Op::WriteInitialize { sysid },
             Effect::WriteInitialConfig => Op::WriteConfig {
                 json: self.nodes[i]
@@ -51,7 +52,7 @@ impl World {
                 create_revision,
             } => Op::Release {
                 lease,
-                create_revision,
+                create_revision: create_revision.map(|r| r.0),
             },
             Effect::WriteSync {
                 seq,
@@ -60,12 +61,12 @@ impl World {
             } => Op::WriteSync {
                 seq,
                 state,
-                expected: expected_revision,
+                expected: expected_revision.map(|r| r.0),
             },
             Effect::ClearFailover {
                 expected_revision, ..
             } => Op::ClearFailover {
-                expected: expected_revision,
+                expected: expected_revision.map(|r| r.0),
             },
             Effect::WriteStatus { optime } => Op::WriteStatus { optime },
             Effect::UpdateHistory { timeline, .. } => Op::WriteHistory {
@@ -220,13 +221,13 @@ impl World {
             Op::Acquire { lease } => Some(match self.store.acquire_leader(&name, lease.0) {
                 Ok(a) => Input::LeaderAcquired {
                     won: a.won,
-                    revision: a.revision,
-                    create_revision: a.create_revision,
+                    revision: Revision(a.revision),
+                    create_revision: Revision(a.create_revision),
                 },
                 Err(_) => Input::LeaderAcquired {
                     won: false,
-                    revision: 0,
-                    create_revision: 0,
+                    revision: Revision(0),
+                    create_revision: Revision(0),
                 },
             }),
             Op::Release {
@@ -309,8 +310,8 @@ impl World {
             Op::RaceInitialize => Input::InitializeRaced { won: false },
             Op::Acquire { .. } => Input::LeaderAcquired {
                 won: false,
-                revision: 0,
-                create_revision: 0,
+                revision: Revision(0),
+                create_revision: Revision(0),
             },
             Op::WriteSync { seq, .. } => Input::SyncWritten { seq, ok: false },
             _ => return,

@@ -154,7 +154,7 @@ impl World {
             self.store.release_leader(
                 &self.nodes[i].name,
                 status.lease.map(|l| l.0),
-                status.leader_revision,
+                status.leader_revision.map(|r| r.0),
             );
             if self.store.revision() != before {
                 self.store_changed();

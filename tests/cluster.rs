@@ -854,6 +854,139 @@ fn haproxy_and_patronictl_follow_the_leader() {
 }
 
 /// Whether a process exists and is not a zombie.
+/// The real `patronictl -c <node 0's config> args...`.
+fn patronictl(c: &Cluster, args: &[&str]) -> Captured {
+    let mut cmd = std::process::Command::new(support::process::patronictl());
+    support::process::scrub_env(&mut cmd);
+    cmd.arg("-c").arg(c.config_path(0)).args(args);
+    run_capture(&mut cmd, Duration::from_secs(60))
+}
+
+/// Maintenance mode, driven by the real patronictl: `pause --wait` reaches every member (key,
+/// `/patroni`, `/cluster`, metrics, `list`), the leader's PostgreSQL dies and nothing
+/// automatic happens for two ttl (no standby promoted, nothing restarted, the key given up
+/// as Patroni does), then `resume --wait` and the cluster recovers: a leader, writable, and
+/// three members streaming or leading.
+#[test]
+fn maintenance_mode_acts_on_nothing_and_resume_recovers() {
+    let _guard = exclusive();
+    let mut c = Cluster::builder().nodes(3).start();
+    let (leader, a, b) = bootstrap_three(&c);
+    // PATCH /config refuses what is not a valid configuration, naming the field, and the
+    // cluster keeps the one it has.
+    let before = c.dcs_json("config").expect("read /config");
+    for (body, names) in [
+        ("{}", "empty"),
+        ("[1]", "JSON object"),
+        ("{not json", "not JSON"),
+        (r#"{"ttl": "soon"}"#, "ttl"),
+        (r#"{"synchronous_mode": "sometimes"}"#, "synchronous_mode"),
+    ] {
+        let r = c
+            .http(a, "PATCH", "/config", Some(body))
+            .expect("PATCH /config");
+        assert_eq!(r.status, 400, "PATCH /config {body}: {}", r.body);
+        assert!(r.body.contains(names), "PATCH /config {body}: {}", r.body);
+    }
+    assert_eq!(c.dcs_json("config"), Ok(before));
+    let out = patronictl(&c, &["pause", "--wait"]);
+    assert!(out.success(), "patronictl pause --wait: {out:?}");
+    wait_check(SHORT_TIMEOUT, "every member key to say pause", || {
+        for i in 0..c.len() {
+            let key = c
+                .dcs_json(&format!("members/{}", c.name(i)))?
+                .ok_or("no member key")?;
+            if key.get("pause") != Some(&Value::Bool(true)) {
+                return Err(format!("{}: {key}", c.name(i)));
+            }
+        }
+        Ok(())
+    });
+    for i in 0..c.len() {
+        let p = c.http_json(i, "/patroni").expect("GET /patroni");
+        assert_eq!(p["pause"], Value::Bool(true), "{}: {p}", c.name(i));
+    }
+    let cluster = c.http_json(a, "/cluster").expect("GET /cluster");
+    assert_eq!(cluster["pause"], Value::Bool(true), "{cluster}");
+    let metrics = c
+        .http(leader, "GET", "/metrics", None)
+        .expect("GET /metrics");
+    assert_eq!(
+        metric(&metrics.body, "patroni_is_paused"),
+        Some("1"),
+        "{}",
+        metrics.body
+    );
+    let list = patronictl(&c, &["list"]);
+    assert!(
+        list.stdout.contains("Maintenance mode: on"),
+        "patronictl list: {list:?}"
+    );
+    let list = c.ctl(&["list"]);
+    assert!(
+        list.stdout.contains("Maintenance mode: on"),
+        "pgwardenctl list: {list:?}"
+    );
+
+    let killed = c.kill_postgres(leader);
+    let ttl = Duration::from_secs(6);
+    let window = Instant::now();
+    while window.elapsed() < 2 * ttl {
+        for r in [a, b] {
+            assert_eq!(
+                c.in_recovery(r),
+                Ok(true),
+                "paused: {} was promoted or stopped",
+                c.name(r)
+            );
+        }
+        assert_eq!(
+            c.postmaster_pid(leader),
+            None,
+            "paused: the agent restarted {}'s PostgreSQL (killed pid {killed})",
+            c.name(leader)
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    assert_eq!(
+        c.dcs_json("leader"),
+        Ok(None),
+        "a paused leader whose PostgreSQL is down gives the key up"
+    );
+
+    let out = patronictl(&c, &["resume", "--wait"]);
+    assert!(out.success(), "patronictl resume --wait: {out:?}");
+    let new_leader = c.wait_for_leader(FAILOVER_TIMEOUT);
+    let others: Vec<usize> = (0..c.len()).filter(|i| *i != new_leader).collect();
+    wait_check(
+        REJOIN_TIMEOUT,
+        "after resume: one primary, the two others replicas",
+        || expect_endpoints(&c, new_leader, &others, &[]),
+    );
+    c.execute(
+        new_leader,
+        &format!("INSERT INTO {TABLE} (id) VALUES (-30)"),
+    )
+    .expect("a write on the leader after resume");
+    let metrics = c
+        .http(new_leader, "GET", "/metrics", None)
+        .expect("GET /metrics");
+    assert_eq!(
+        metric(&metrics.body, "patroni_is_paused"),
+        Some("0"),
+        "{}",
+        metrics.body
+    );
+}
+
+/// The value of the sample `name{labels} value` in a Prometheus text exposition.
+fn metric<'a>(body: &'a str, name: &str) -> Option<&'a str> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.rsplit(' ').next())
+}
+
 fn process_alive(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()

@@ -45,7 +45,11 @@ pub fn cluster_json(scope: &str, view: &ClusterView) -> Value {
         })
         .collect();
     members.sort_by_key(|m| m["name"].as_str().unwrap_or_default().to_string());
-    json!({"members": members, "scope": scope})
+    let mut cluster = json!({"members": members, "scope": scope});
+    if view.config.as_ref().is_some_and(|c| c.value.pause) {
+        cluster["pause"] = json!(true);
+    }
+    cluster
 }
 
 pub(super) async fn get_cluster(State(state): State<ApiState>) -> Response {

@@ -19,6 +19,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "patroni_xlog_replayed_location",
     "patroni_postgres_timeline",
     "patroni_cluster_unlocked",
+    "patroni_is_paused",
     "patroni_postgres_server_version",
     "patroni_failsafe_mode_is_active",
     "patroni_failsafe_mode_enabled",
@@ -104,6 +105,11 @@ pub(super) async fn get_metrics(State(state): State<ApiState>) -> impl IntoRespo
         "patroni_cluster_unlocked",
         "Value is 1 if the cluster has no leader.",
         s.view.as_ref().is_some_and(|v| v.leader.is_none()) as i128,
+    );
+    gauge(
+        "patroni_is_paused",
+        "Value is 1 if auto failover is disabled (maintenance mode), 0 otherwise.",
+        s.config.pause as i128,
     );
     gauge(
         "patroni_postgres_server_version",

@@ -5,6 +5,7 @@
 //! their request to the core and answer with its verdict.
 
 mod cluster;
+mod config;
 mod failsafe;
 pub mod metrics;
 mod reinitialize;
@@ -137,7 +138,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/patroni", get(get_patroni))
         .route("/cluster", get(cluster::get_cluster))
         .route("/history", get(cluster::get_history))
-        .route("/config", get(cluster::get_config))
+        .route(
+            "/config",
+            get(cluster::get_config)
+                .patch(config::patch_config)
+                .put(config::put_config),
+        )
         .route("/metrics", get(metrics::get_metrics))
         .route("/liveness", get(liveness))
         .route("/readiness", get(readiness))

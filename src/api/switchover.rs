@@ -134,6 +134,14 @@ async fn handle(
             "the cluster view is not available (lock store unreachable)",
         );
     };
+    if view.config.as_ref().is_some_and(|c| c.value.pause) {
+        // Patroni allows a switchover or failover to a named candidate while paused;
+        // pgwarden does not yet, and says so rather than half-doing it.
+        return text(
+            StatusCode::BAD_REQUEST,
+            "switchover and failover are not supported in maintenance mode yet: resume first (patronictl resume)",
+        );
+    }
     match check_request(view, &request, action) {
         Ok(()) => {}
         Err(RequestRefusal::Invalid(why)) => return text(StatusCode::BAD_REQUEST, &why),

@@ -177,6 +177,13 @@ impl Agent {
         }
     }
 
+    /// Maintenance mode (`pause` in `/config`): the node observes and reports, keeps the
+    /// leader key while its PostgreSQL runs as primary, and takes no automatic action (no
+    /// race for a free key, no start, stop, promotion or demotion of PostgreSQL, no watchdog).
+    pub fn paused(&self) -> bool {
+        self.facts.config.pause
+    }
+
     /// Queue a PostgreSQL action and remember it is in flight.
     ///
     /// Invariants: one action at a time, except that a stop may overtake the action in
@@ -620,6 +627,7 @@ impl Agent {
             pg_action: self.postgres.action.as_ref().map(PgAction::kind),
             bootstrapping: self.report.state_name == "bootstrapping",
             tags: self.settings.tags.clone(),
+            pause: self.paused(),
         }
     }
 

@@ -582,7 +582,7 @@ impl Agent {
         if let Some(stop) = self.stop_primary_without_store() {
             return stop;
         }
-        if self.found_unresponsive_primary() {
+        if self.found_unresponsive_primary() && !self.paused() {
             // An agent (re)started beside a primary that accepts no connection: nothing
             // else will ever stop it, and its sessions may still commit.
             return self.stop_unresponsive_primary();
@@ -591,6 +591,10 @@ impl Agent {
             return Handled;
         };
         if self.postgres.action.is_some() {
+            return Handled;
+        }
+        if self.paused() && !pg.is_running() {
+            // Maintenance mode: the agent starts, clones, rewinds and bootstraps nothing.
             return Handled;
         }
         match &pg.data_dir {
@@ -728,12 +732,15 @@ impl Agent {
                 Some(l) if l.name == me && self.holds_leader_key() => {
                     self.go(State::primary(), Why::PrimaryHoldingKey)
                 }
+                // Maintenance mode: the operator's primary runs on (Patroni too).
+                Some(l) if l.name != me && self.paused() => Handled,
                 Some(l) if l.name != me => {
                     self.start_pg(PgAction::Demote {
                         mode: DemoteMode::ImmediateNolock,
                     });
                     self.go(State::demoting(), Why::OtherHoldsKey { leader: l.name })
                 }
+                // A running primary takes a free key (back), paused or not.
                 _ => self.start_race(),
             };
         }
@@ -749,7 +756,7 @@ impl Agent {
                     }
                     None => None,
                 };
-                if let Some(detail) = diverged {
+                if let Some(detail) = diverged.filter(|_| !self.paused()) {
                     if self.use_pg_rewind() {
                         self.start_pg(PgAction::Rewind { from: upstream });
                         return self.go(State::rewinding(), Why::DivergedRewind { detail });
@@ -762,11 +769,21 @@ impl Agent {
                 }
                 Handled
             }
+            Some(_) if self.holds_leader_key() && self.paused() => {
+                // Maintenance mode: a leader whose PostgreSQL is a standby is no leader.
+                self.release_leader_key();
+                Handled
+            }
             Some(_) if self.holds_leader_key() => {
                 // Our key with our lease while PostgreSQL is a standby: finish the promotion.
                 self.promote_after_acquire(Entry::From(Race::with_key()))
             }
             Some(_) => Handled, // our name on an old lease: wait for it to expire
+            None if self.paused() => {
+                self.report.last_race_refusal =
+                    Some("maintenance mode: no automatic failover".into());
+                Handled
+            }
             None => self.start_race(),
         }
     }
@@ -789,7 +806,7 @@ impl Agent {
     /// Without the key a writable PostgreSQL must stop at once, whatever a policy prefers:
     /// the demotion to start when ours is a primary, `None` otherwise.
     fn stop_primary_that_may_not_lead(&mut self, why: &str) -> Option<Outcome<State>> {
-        if !self.facts.pg.as_ref().is_some_and(|p| p.is_primary()) {
+        if !self.facts.pg.as_ref().is_some_and(|p| p.is_primary()) || self.paused() {
             return None;
         }
         self.start_pg(PgAction::Demote {
@@ -806,7 +823,12 @@ impl Agent {
         answer: &pgwarden_policy::Race,
     ) -> Outcome<State> {
         let answers = self.peer_positions();
+        let standby = !self.facts.pg.as_ref().is_some_and(|p| p.is_primary());
         let refusal = match answer {
+            // Paused while the race was on: only a running primary takes the key.
+            _ if self.paused() && standby => {
+                Some("maintenance mode: no automatic failover".to_string())
+            }
             pgwarden_policy::Race::Race => match self.check_race_with_votes(Some(&answers)) {
                 Ok(()) => {
                     race.votes_won = true;
@@ -879,8 +901,10 @@ impl Agent {
             pgwarden_policy::Fence::Demote(why) => (DemoteMode::Graceful, why),
             pgwarden_policy::Fence::Fence(why) => (DemoteMode::Immediate, why),
         };
-        if self.postgres.action.is_some() {
-            return Handled; // an action is running; the next answer will ask again
+        if self.postgres.action.is_some() || self.paused() {
+            // An action is running (the next answer will ask again), or maintenance mode:
+            // the operator's primary is not stopped by a policy either.
+            return Handled;
         }
         self.start_pg(PgAction::Demote { mode });
         let detail = why.clone();
@@ -901,8 +925,14 @@ impl Agent {
             }
         };
         // The watchdog first: a `required` node that cannot arm it must not claim `/sync`
-        // for itself (only it could then be promoted) nor become writable.
-        match self.watchdog_gate() {
+        // for itself (only it could then be promoted) nor become writable. Maintenance mode
+        // runs without it (only a running primary takes the key then).
+        let gate = if self.paused() {
+            WatchdogGate::Ready
+        } else {
+            self.watchdog_gate()
+        };
+        match gate {
             WatchdogGate::Ready => {}
             WatchdogGate::Arming => {
                 return self.stay_candidate(entry, Phase::ArmingWatchdog, Why::ArmingWatchdog);
@@ -1009,6 +1039,9 @@ impl Agent {
     }
 
     fn decide_primary(&mut self) -> Outcome<State> {
+        if self.paused() {
+            return self.decide_paused_primary();
+        }
         // A postmaster silent for too long is stopped whatever else is going on: while it
         // runs, the sessions it already forked may commit, and no key or failsafe round
         // should keep such a primary in place.
@@ -1134,5 +1167,54 @@ impl Agent {
                 known,
             });
         }
+    }
+
+    /// Maintenance mode: the key is kept while PostgreSQL runs as primary, and nothing is
+    /// taken into the agent's hands: no demotion (deadline, lost key, unresponsive
+    /// postmaster, policy), no start, no promotion, no watchdog. What a primary publishes
+    /// (`/status`, `/history`, `/sync` and its standbys) goes on, as in Patroni.
+    fn decide_paused_primary(&mut self) -> Outcome<State> {
+        self.disarm_watchdog("maintenance mode");
+        let Some(pg) = self.facts.pg.clone() else {
+            return Handled;
+        };
+        if self.postgres.action.is_some() {
+            return Handled;
+        }
+        let Some(server) = pg.server.clone() else {
+            if pg.postmaster_alive {
+                return Handled; // starting, stopping or frozen: the operator's to judge
+            }
+            if self.holds_leader_key() {
+                self.release_leader_key();
+            }
+            return self.go(State::starting(), Why::PausedLeaderDown);
+        };
+        if server.in_recovery {
+            if self.holds_leader_key() {
+                self.release_leader_key();
+            }
+            return self.go(State::replica(), Why::PausedLeaderNotPrimary);
+        }
+        if !self.holds_leader_key() {
+            // The first running primary takes a free key (Patroni too); a key another
+            // member holds is left alone, and so is this primary.
+            if let (None, Some(lease)) = (self.view_leader(), self.leadership.lease.id) {
+                self.outbox.push(Effect::AcquireLeader { lease });
+            }
+            return Handled;
+        }
+        self.publish_position(&server);
+        let configured = crate::core::sync::parse_standby_names(&server.synchronous_standby_names);
+        if self.sync.barrier.is_none() && !configured.is_empty() {
+            self.sync.barrier = Some(server.wal_position);
+        }
+        if let Some(effect) = self.next_sync_record(&server) {
+            self.outbox.push(effect);
+        }
+        if let Some(step) = self.next_pg_step_for_primary(&server) {
+            self.start_pg(step);
+        }
+        Handled
     }
 }

@@ -450,7 +450,11 @@ impl Node {
         {
             table.set(Timer::StopKill, deadline);
         }
-        if self.acting_as_leader() || matches!(self.machine.state(), State::Primary {}) {
+        let paused_primary =
+            self.agent.paused() && matches!(self.machine.state(), State::Primary {});
+        if (self.acting_as_leader() || matches!(self.machine.state(), State::Primary {}))
+            && !paused_primary
+        {
             if let Some(deadline) = self.agent.demotion_deadline() {
                 table.set(Timer::DemotionDeadline, deadline);
                 // The clean (offline) stop is due `retry_timeout` before the deadline.
@@ -661,7 +665,7 @@ impl Node {
             }
             let until = sent_at + self.agent.ttl();
             self.feed_watchdog(now, until, "failsafe round");
-        } else if self.agent.failsafe.renewals_failing {
+        } else if self.agent.failsafe.renewals_failing && !self.agent.paused() {
             self.dispatch(Event::FailsafeLost(refusals.join("; ")));
         }
     }
@@ -767,6 +771,11 @@ impl Node {
                 match value.validate_demotion_budget("config", margin_ms) {
                     Ok(()) => {
                         tracing::info!(node = %self.agent.settings.name, "dynamic configuration changed");
+                        if value.pause != self.agent.facts.config.pause {
+                            // Maintenance mode on or off: act on it now, not a loop later.
+                            tracing::warn!(node = %self.agent.settings.name, paused = value.pause, "maintenance mode {}", if value.pause { "on: no automatic action" } else { "off" });
+                            self.next_cycle_at = now;
+                        }
                         for warning in &warnings {
                             tracing::warn!(node = %self.agent.settings.name, "/config: {warning}");
                         }
@@ -814,12 +823,18 @@ impl Node {
         if matches!(state, State::Primary {})
             && !self.agent.holds_leader_key()
             && !self.agent.failsafe_may_retake_key()
+            && !self.agent.paused()
         {
             self.dispatch(Event::MustDemote(why::Why::KeyLost));
         }
     }
 
     fn enforce_deadline(&mut self) {
+        if self.agent.paused() && matches!(self.machine.state(), State::Primary {}) {
+            // Maintenance mode: a primary is never stopped by the agent, even when the lock
+            // store is away (etcd maintenance is what the mode is for; Patroni too).
+            return;
+        }
         let is_primary = matches!(
             self.machine.state(),
             State::Primary {} | State::Candidate { .. }

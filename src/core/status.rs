@@ -139,6 +139,9 @@ pub struct MemberRecord {
     pub bootstrapping: bool,
     /// Tags as configured.
     pub tags: serde_json::Map<String, serde_json::Value>,
+    /// Maintenance mode is on (the key says `"pause": true`, as Patroni's; `patronictl
+    /// pause --wait` waits for every member to say so).
+    pub pause: bool,
 }
 
 impl MemberRecord {
@@ -227,6 +230,7 @@ impl NodeStatus {
             pg_action: self.pg_action,
             bootstrapping: self.state == "bootstrapping",
             tags: self.tags.clone(),
+            pause: self.config.pause,
         }
     }
 

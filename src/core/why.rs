@@ -129,6 +129,12 @@ pub enum Why {
         /// What was lost.
         lost: Box<Why>,
     },
+    // ----- maintenance mode ------------------------------------------------------------
+    /// Paused, the leader's PostgreSQL is not running: the key is released, PostgreSQL left
+    /// stopped (Patroni does the same).
+    PausedLeaderDown,
+    /// Paused, the leader's PostgreSQL runs as a standby: the key is released.
+    PausedLeaderNotPrimary,
     // ----- demotions (to demoting) -----------------------------------------------------
     /// PostgreSQL runs as a primary, the lock store is unreachable and no lease covers it.
     PrimaryWithoutStore,
@@ -226,6 +232,8 @@ impl Why {
         "race-abandoned",
         "primary-without-store",
         "primary-unresponsive",
+        "paused-leader-down",
+        "paused-leader-not-primary",
         "other-holds-key",
         "may-not-lead",
         "key-lost",
@@ -276,6 +284,8 @@ impl Why {
             Why::PromoteFailed { .. } => "promote-failed",
             Why::Promoted => "promoted",
             Why::RaceAbandoned { .. } => "race-abandoned",
+            Why::PausedLeaderDown => "paused-leader-down",
+            Why::PausedLeaderNotPrimary => "paused-leader-not-primary",
             Why::PrimaryWithoutStore => "primary-without-store",
             Why::PrimaryUnresponsive { .. } => "primary-unresponsive",
             Why::OtherHoldsKey { .. } => "other-holds-key",
@@ -365,6 +375,14 @@ impl fmt::Display for Why {
             }
             Why::Promoted => write!(f, "promoted"),
             Why::RaceAbandoned { lost } => write!(f, "race abandoned: {lost}"),
+            Why::PausedLeaderDown => write!(
+                f,
+                "maintenance mode: PostgreSQL is not running; released the leader key and left it stopped"
+            ),
+            Why::PausedLeaderNotPrimary => write!(
+                f,
+                "maintenance mode: PostgreSQL runs as a standby; released the leader key"
+            ),
             Why::PrimaryWithoutStore => write!(
                 f,
                 "PostgreSQL runs as primary but the lock store is unreachable and no lease covers it: stopping (immediate-nolock)"

@@ -82,7 +82,12 @@ pub fn render(scope: &str, view: &ClusterView) -> String {
             c.set_cell_alignment(CellAlignment::Right);
         }
     }
-    format!("{title}\n{table}")
+    // patronictl's footer, which runbooks grep for.
+    if view.config.as_ref().is_some_and(|c| c.value.pause) {
+        format!("{title}\n{table}\n Maintenance mode: on")
+    } else {
+        format!("{title}\n{table}")
+    }
 }
 
 #[cfg(test)]

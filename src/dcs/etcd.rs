@@ -295,6 +295,44 @@ impl EtcdStore {
         Ok(())
     }
 
+    /// `config` as stored, parsed as JSON, with its mod_revision (`None`: absent).
+    pub async fn read_config(&self) -> Result<Option<(serde_json::Value, Revision)>, DcsError> {
+        let mut kv = self.client.kv_client();
+        let resp = kv
+            .get(self.layout.key(keys::CONFIG), None)
+            .await
+            .map_err(err("read config"))?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(None);
+        };
+        let value = serde_json::from_slice(kv.value())
+            .map_err(|e| DcsError::Decode(format!("config: not JSON: {e}")))?;
+        Ok(Some((value, Revision(kv.mod_revision()))))
+    }
+
+    /// Write `config`: only if it is still at `expected` (compare-and-swap), or whatever it
+    /// holds with `None`. Returns whether it was written.
+    pub async fn write_config(
+        &self,
+        json: String,
+        expected: Option<Revision>,
+    ) -> Result<bool, DcsError> {
+        let mut kv = self.client.kv_client();
+        let key = self.layout.key(keys::CONFIG);
+        let Some(revision) = expected else {
+            kv.put(key, json, None).await.map_err(err("write config"))?;
+            return Ok(true);
+        };
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                revision.0,
+            )])
+            .and_then([TxnOp::put(key, json, None)]);
+        Ok(kv.txn(txn).await.map_err(err("write config"))?.succeeded())
+    }
+
     /// Create `config` if absent.
     pub async fn write_config_if_absent(&self, json: String) -> Result<bool, DcsError> {
         Ok(self

@@ -52,6 +52,9 @@ pub enum DcsError {
     /// The watch was cancelled by the server or its stream ended.
     #[error("etcd watch: {0}")]
     WatchCanceled(String),
+    /// A key's value is not what it must be.
+    #[error("{0}")]
+    Decode(String),
 }
 
 impl DcsError {

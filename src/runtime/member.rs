@@ -54,6 +54,9 @@ pub fn member_json(id: &Identity, status: &MemberRecord) -> Value {
     if !status.tags.is_empty() {
         m.insert("tags".into(), Value::Object(status.tags.clone()));
     }
+    if status.pause {
+        m.insert("pause".into(), json!(true));
+    }
     Value::Object(m)
 }
 
@@ -66,6 +69,9 @@ pub fn patroni_json(id: &Identity, status: &NodeStatus, dcs_last_seen_epoch: Opt
         r => r.as_str(),
     };
     m.insert("role".into(), json!(role));
+    if status.config.pause {
+        m.insert("pause".into(), json!(true));
+    }
     if let Some(server) = status.pg.as_ref().and_then(|p| p.server.as_ref()) {
         if let Some(t) = &server.postmaster_start_time {
             m.insert("postmaster_start_time".into(), json!(t));

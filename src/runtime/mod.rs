@@ -261,6 +261,17 @@ async fn shutdown(
     executor: &Executor,
     watchdog: &Mutex<WatchdogDevice>,
 ) {
+    if status.config.pause {
+        // Maintenance mode: the operator owns PostgreSQL. It keeps running, and the leader
+        // key expires with the lease, to be taken back by this primary when the agent is
+        // started again (Patroni does the same).
+        executor::disarm_watchdog(watchdog, "maintenance mode: agent stopping");
+        if !executor.settle(store_bound(status)).await {
+            tracing::warn!("lock store writes still running when the agent stops");
+        }
+        tracing::warn!("maintenance mode: PostgreSQL left running, the leader key left to expire");
+        return;
+    }
     let pg = PgSettings::from_config(config);
     let mut controller = PgController::new(Arc::new(pg), status.config.clone());
     let stop = crate::core::PgAction::Demote {

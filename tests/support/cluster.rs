@@ -643,6 +643,25 @@ impl Cluster {
         eprintln!("[harness] killed {} (pids {victims:?})", self.name(i));
     }
 
+    /// PostgreSQL's death alone (the agent lives): SIGKILL the postmaster and its children,
+    /// and wait until they are gone. Returns the postmaster's pid.
+    pub fn kill_postgres(&mut self, i: usize) -> i32 {
+        let pm = self
+            .postmaster_pid(i)
+            .unwrap_or_else(|| panic!("{} runs no postmaster", self.name(i)));
+        let victims = kill_tree(pm);
+        wait_dead(
+            &victims,
+            Duration::from_secs(15),
+            &format!("{}'s PostgreSQL to die after SIGKILL", self.name(i)),
+        );
+        eprintln!(
+            "[harness] killed {}'s PostgreSQL (pids {victims:?})",
+            self.name(i)
+        );
+        pm
+    }
+
     // ----- REST ---------------------------------------------------------------------------
 
     /// One request to node `i`'s REST API.

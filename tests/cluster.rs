@@ -853,7 +853,6 @@ fn haproxy_and_patronictl_follow_the_leader() {
         .expect("a write through HAProxy after the failover");
 }
 
-/// Whether a process exists and is not a zombie.
 /// The real `patronictl -c <node 0's config> args...`.
 fn patronictl(c: &Cluster, args: &[&str]) -> Captured {
     let mut cmd = std::process::Command::new(support::process::patronictl());
@@ -987,6 +986,7 @@ fn metric<'a>(body: &'a str, name: &str) -> Option<&'a str> {
         .and_then(|l| l.rsplit(' ').next())
 }
 
+/// Whether a process exists and is not a zombie.
 fn process_alive(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()

@@ -756,6 +756,80 @@ fn a_paused_primary_is_never_demoted_by_the_agent() {
     let effects = drain(&mut node);
     assert_eq!(demotes(&effects), None, "{effects:?}");
     assert_eq!(node.state(), "primary");
+    // etcd is back, the key expired with the lease: the view shows no leader. The primary
+    // is not demoted for the lost key; with a new lease it takes the free key back.
+    node.handle_input(
+        Instant(9_500),
+        Input::ClusterChanged(Box::new(paused(view(None, 1000, 30)))),
+    );
+    let effects = drain(&mut node);
+    assert_eq!(demotes(&effects), None, "{effects:?}");
+    node.handle_input(
+        Instant(9_600),
+        Input::LeaseGranted {
+            lease: LeaseId(0x43),
+            ttl_secs: 6,
+            sent_at: Instant(9_600),
+        },
+    );
+    node.handle_input(Instant(10_700), Input::Tick);
+    node.handle_input(Instant(10_700), Input::PostgresProbed(pg(false, 1000)));
+    let effects = drain(&mut node);
+    assert_eq!(demotes(&effects), None, "{effects:?}");
+    assert!(
+        effects.contains(&Effect::AcquireLeader {
+            lease: LeaseId(0x43)
+        }),
+        "a paused running primary takes the free key: {effects:?}"
+    );
+    assert_eq!(node.state(), "primary");
+}
+
+/// Maintenance mode switched on while a standby's race was on: the key it just won is
+/// given back and nothing is promoted.
+#[test]
+fn a_race_under_way_when_the_pause_comes_promotes_nothing() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    let effects = leader_key_deleted(&mut node, t, 1000, 1000);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. })),
+        "{effects:?}"
+    );
+    node.handle_input(Instant(t), Input::PeersProbed(Vec::new()));
+    assert_eq!(
+        drain(&mut node),
+        vec![Effect::AcquireLeader { lease: LEASE }]
+    );
+    node.handle_input(
+        Instant(t + 5),
+        Input::ClusterChanged(Box::new(paused(view(None, 1000, 21)))),
+    );
+    drain(&mut node);
+    node.handle_input(
+        Instant(t + 10),
+        Input::LeaderAcquired {
+            won: true,
+            revision: Revision(22),
+            create_revision: Revision(22),
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(!promotes(&effects), "promoted while paused: {effects:?}");
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ReleaseLeader { .. })),
+        "{effects:?}"
+    );
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ArmWatchdog { .. })),
+        "{effects:?}"
+    );
+    assert_eq!(node.state(), "replica");
 }
 
 /// Paused: a free leader key is not raced for by a standby, and a leader whose PostgreSQL
@@ -3778,6 +3852,7 @@ pub const SCENARIOS: &[fn()] = &[
     a_lock_store_that_went_back_in_time_starts_a_new_history,
     a_paused_primary_is_never_demoted_by_the_agent,
     paused_standbys_do_not_race_and_a_paused_leader_down_starts_nothing,
+    a_race_under_way_when_the_pause_comes_promotes_nothing,
     a_ttl_change_rotates_a_replicas_lease,
     a_ttl_change_moves_the_leader_key_onto_the_new_lease_without_demoting,
     the_watchdog_is_armed_before_promotion_and_promotion_waits_for_it,

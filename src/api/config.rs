@@ -108,9 +108,13 @@ fn object_body(body: &[u8]) -> Result<Value, String> {
 /// A configuration every agent would accept, or what is wrong with it, naming the field
 /// (a 400).
 fn validate(state: &ApiState, document: &Value) -> Result<(), String> {
-    let config = DynamicConfig::from_json(document).map_err(|e| e.to_string())?;
+    let mut config = DynamicConfig::from_json(document).map_err(|e| e.to_string())?;
+    // As every agent reads it: timing adjusted first (loop_wait lowered to fit the
+    // demotion budget, with a warning in their logs), then checked.
+    let margin_ms = state.config.pgwarden.demotion_margin_ms;
+    config.adjust_demotion_budget("config", margin_ms, &mut Vec::new());
     config
-        .validate_demotion_budget("config", state.config.pgwarden.demotion_margin_ms)
+        .validate_demotion_budget("config", margin_ms)
         .map_err(|e| e.to_string())
 }
 

@@ -168,7 +168,7 @@ impl Machine {
                     PgActionOutcome::Done { .. } => context.go(State::replica(), Why::Rewound),
                     PgActionOutcome::Failed { error } => {
                         if let (true, Some(from)) = (
-                            context.may_reclone_after_rewind(),
+                            context.may_reclone_after_rewind() && !context.paused(),
                             context.leader_upstream(),
                         ) {
                             context.start_pg(PgAction::Reinitialize { from });
@@ -917,6 +917,14 @@ impl Agent {
         if self.promote_in_flight() {
             return Handled; // its outcome decides; releasing the key now would orphan it
         }
+        let running_primary = self.facts.pg.as_ref().is_some_and(|p| p.is_primary());
+        if self.paused() && !running_primary {
+            // Paused while this standby's race was on: nothing is promoted (only a running
+            // primary takes the key in maintenance mode).
+            self.release_leader_key();
+            let detail = "maintenance mode: no automatic failover".to_string();
+            return self.go(State::replica(), Why::NotRacing { detail });
+        }
         let permit = match self.check_promotion_allowed(entry.race().votes_won) {
             Ok(permit) => permit,
             Err(rule) => {
@@ -926,7 +934,7 @@ impl Agent {
         };
         // The watchdog first: a `required` node that cannot arm it must not claim `/sync`
         // for itself (only it could then be promoted) nor become writable. Maintenance mode
-        // runs without it (only a running primary takes the key then).
+        // runs without it (only a running primary, above, gets this far then).
         let gate = if self.paused() {
             WatchdogGate::Ready
         } else {

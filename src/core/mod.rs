@@ -450,8 +450,7 @@ impl Node {
         {
             table.set(Timer::StopKill, deadline);
         }
-        let paused_primary =
-            self.agent.paused() && matches!(self.machine.state(), State::Primary {});
+        let paused_primary = self.paused_primary();
         if (self.acting_as_leader() || matches!(self.machine.state(), State::Primary {}))
             && !paused_primary
         {
@@ -555,6 +554,14 @@ impl Node {
     fn dcs_seen(&mut self, now: Instant) {
         self.dcs_last_seen = Some(now);
         self.agent.facts.dcs_error = None;
+    }
+
+    /// Maintenance mode with a running primary here (leading, or taking its key back):
+    /// the agent never stops it, whatever the lease says.
+    fn paused_primary(&self) -> bool {
+        self.agent.paused()
+            && (matches!(self.machine.state(), State::Primary {})
+                || self.agent.facts.pg.as_ref().is_some_and(|p| p.is_primary()))
     }
 
     fn acting_as_leader(&self) -> bool {
@@ -830,7 +837,7 @@ impl Node {
     }
 
     fn enforce_deadline(&mut self) {
-        if self.agent.paused() && matches!(self.machine.state(), State::Primary {}) {
+        if self.paused_primary() {
             // Maintenance mode: a primary is never stopped by the agent, even when the lock
             // store is away (etcd maintenance is what the mode is for; Patroni too).
             return;

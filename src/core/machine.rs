@@ -1121,19 +1121,7 @@ impl Agent {
             }
             return Handled;
         }
-        self.publish_position(&server);
-        // The LSN a new synchronous standby must have flushed before it is recorded in
-        // /sync: taken once PostgreSQL shows the configured set, after the change.
-        let configured = crate::core::sync::parse_standby_names(&server.synchronous_standby_names);
-        if self.sync.barrier.is_none() && !configured.is_empty() {
-            self.sync.barrier = Some(server.wal_position);
-        }
-        if let Some(effect) = self.next_sync_record(&server) {
-            self.outbox.push(effect);
-        }
-        if let Some(step) = self.next_pg_step_for_primary(&server) {
-            self.start_pg(step);
-        }
+        self.run_primary_duties(&server);
         if self.sync_converging(&server) {
             // Standbys reconnect to a new primary within a second or two; waiting a whole
             // loop_wait to notice would stretch the window without a synchronous copy.
@@ -1212,17 +1200,25 @@ impl Agent {
             }
             return Handled;
         }
-        self.publish_position(&server);
+        self.run_primary_duties(&server);
+        Handled
+    }
+
+    /// What a leader does every cycle, paused or not: publish its position and timeline,
+    /// and keep `/sync` and its synchronous standbys (and slots) up to date.
+    fn run_primary_duties(&mut self, server: &super::view::ServerObservation) {
+        self.publish_position(server);
+        // The LSN a new synchronous standby must have flushed before it is recorded in
+        // /sync: taken once PostgreSQL shows the configured set, after the change.
         let configured = crate::core::sync::parse_standby_names(&server.synchronous_standby_names);
         if self.sync.barrier.is_none() && !configured.is_empty() {
             self.sync.barrier = Some(server.wal_position);
         }
-        if let Some(effect) = self.next_sync_record(&server) {
+        if let Some(effect) = self.next_sync_record(server) {
             self.outbox.push(effect);
         }
-        if let Some(step) = self.next_pg_step_for_primary(&server) {
+        if let Some(step) = self.next_pg_step_for_primary(server) {
             self.start_pg(step);
         }
-        Handled
     }
 }

@@ -39,6 +39,7 @@ fn pg(in_recovery: bool) -> PgObservation {
             slots: Vec::new(),
             server_version: 150018,
             postmaster_start_time: None,
+            pending_restart: Vec::new(),
         }),
         silent: false,
     }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use pgwarden::config::{DynamicConfig, WatchdogMode};
+use pgwarden::core::restart::{RestartConditions, RestartRole};
 use pgwarden::core::view::{
     ClusterView, ControlState, DataDir, FailoverRequest, HistoryEntry, LeaderKey, MemberInfo,
     PeerReport, PeerStatus, PgObservation, ReplicationPeer, ServerObservation, SyncState,
@@ -82,6 +83,7 @@ fn server(in_recovery: bool, lsn: u64) -> ServerObservation {
         slots: vec!["node1".into(), "node3".into()],
         server_version: 150000,
         postmaster_start_time: None,
+        pending_restart: Vec::new(),
     }
 }
 
@@ -3903,7 +3905,267 @@ pub const SCENARIOS: &[fn()] = &[
     reinitialize_is_refused_on_the_leader_and_without_one,
     a_failed_reinitialize_is_cloned_again_at_a_later_cycle,
     reinitialize_refuses_a_data_directory_of_another_cluster,
+    a_parameter_change_in_config_is_written_and_reloaded_once_nothing_else_runs,
+    a_restarted_standby_comes_back_following_the_leader,
+    a_restarted_primary_keeps_its_key_and_starts_as_primary,
 ];
+
+/// `view` with a `/config` (the test timing) that sets `work_mem`.
+fn with_work_mem(mut v: ClusterView, work_mem: &str) -> ClusterView {
+    let mut config = DynamicConfig {
+        ttl: 6,
+        loop_wait: 1,
+        retry_timeout: 2,
+        ..DynamicConfig::default()
+    };
+    config
+        .postgresql
+        .parameters
+        .insert("work_mem".into(), work_mem.into());
+    v.config = Some(Versioned {
+        value: config,
+        mod_revision: Revision(3),
+    });
+    v
+}
+
+/// Feeds `input` at `at`, answers the probe the node then asks for with `observation`, and
+/// returns every effect of both steps.
+fn step_with_probe(
+    node: &mut Node,
+    at: u64,
+    input: Input,
+    observation: PgObservation,
+) -> Vec<Effect> {
+    node.handle_input(Instant(at), input);
+    let mut effects = drain(node);
+    if !effects.contains(&Effect::ProbePostgres) {
+        node.handle_input(Instant(at), Input::Tick);
+        effects.extend(drain(node));
+    }
+    node.handle_input(Instant(at), Input::PostgresProbed(observation));
+    effects.extend(drain(node));
+    effects
+}
+
+/// The one Pg action among `effects` (`None` when there is not exactly one).
+fn only_action(effects: &[Effect]) -> Option<PgAction> {
+    let mut actions = pg_actions(effects);
+    (actions.len() == 1).then(|| actions.remove(0))
+}
+
+fn pg_actions(effects: &[Effect]) -> Vec<PgAction> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Pg(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `edit-config` of a parameter reaches every node: the files are rewritten and PostgreSQL
+/// reloaded, once no other action runs, and again after a failed attempt.
+#[test]
+fn a_parameter_change_in_config_is_written_and_reloaded_once_nothing_else_runs() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    let changed = |work_mem| {
+        Input::ClusterChanged(Box::new(with_work_mem(
+            view(Some(("node1", 7)), 1000, 11),
+            work_mem,
+        )))
+    };
+    let effects = step_with_probe(&mut node, t, changed("8MB"), pg(true, 1000));
+    assert!(
+        effects.iter().any(
+            |e| matches!(e, Effect::UsePgConfig(c) if c.postgresql.parameters["work_mem"] == "8MB")
+        ),
+        "the worker gets the new configuration: {effects:?}"
+    );
+    assert_eq!(pg_actions(&effects), vec![PgAction::Reload], "{effects:?}");
+    // Another change while the reload runs waits for it.
+    let effects = step_with_probe(&mut node, t + 1_000, changed("16MB"), pg(true, 1000));
+    assert_eq!(
+        pg_actions(&effects),
+        vec![],
+        "one action at a time: {effects:?}"
+    );
+    node.handle_input(
+        Instant(t + 1_100),
+        Input::PgActionFinished {
+            action: PgAction::Reload,
+            outcome: PgActionOutcome::Failed {
+                error: "pg_ctl reload: no server running".into(),
+            },
+        },
+    );
+    drain(&mut node);
+    // A failure is retried at the next regular cycle, not at once.
+    let effects = step_with_probe(&mut node, t + 2_200, Input::Tick, pg(true, 1000));
+    assert_eq!(pg_actions(&effects), vec![PgAction::Reload], "{effects:?}");
+    finish_pg_action(&mut node, t + 2_300, &effects);
+    drain(&mut node);
+    let effects = step_with_probe(&mut node, t + 3_400, Input::Tick, pg(true, 1000));
+    assert_eq!(
+        pg_actions(&effects),
+        vec![],
+        "nothing left to reload: {effects:?}"
+    );
+    // The local file re-read (`POST /reload`, SIGHUP) reloads too, even unchanged.
+    let effects = step_with_probe(
+        &mut node,
+        t + 4_500,
+        Input::LocalConfigReloaded,
+        pg(true, 1000),
+    );
+    assert_eq!(pg_actions(&effects), vec![PgAction::Reload], "{effects:?}");
+}
+
+/// An answer the core keeps for the REST API (`None`: none yet).
+type Answer = Option<Result<(), String>>;
+
+/// What the core answered to `POST /restart` request `request`, and how it ended.
+fn restart_answers(node: &Node, request: u64) -> (Answer, Answer) {
+    let status = node.status();
+    let find = |answers: &[(u64, Result<(), String>)]| {
+        answers
+            .iter()
+            .find(|(id, _)| *id == request)
+            .map(|(_, r)| r.clone())
+    };
+    (
+        find(&status.restart_verdicts),
+        find(&status.restart_results),
+    )
+}
+
+fn restart_request(request: u64, conditions: RestartConditions) -> Input {
+    Input::RestartRequested {
+        request,
+        conditions,
+    }
+}
+
+/// `patronictl restart` of a standby: stopped and started again as a standby of the
+/// leader; the node waits for it (no start of its own while PostgreSQL is down) and
+/// refuses a second restart meanwhile.
+#[test]
+fn a_restarted_standby_comes_back_following_the_leader() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    let primary_only = RestartConditions {
+        role: Some(RestartRole::Primary),
+        ..Default::default()
+    };
+    node.handle_input(Instant(t), restart_request(1, primary_only));
+    assert_eq!(
+        restart_answers(&node, 1).0,
+        Some(Err("restart conditions are not satisfied".into()))
+    );
+    let pending_only = RestartConditions {
+        only_if_pending: true,
+        ..Default::default()
+    };
+    node.handle_input(Instant(t), restart_request(2, pending_only));
+    assert_eq!(
+        restart_answers(&node, 2).0,
+        Some(Err("restart conditions are not satisfied".into())),
+        "nothing is pending"
+    );
+    assert_eq!(pg_actions(&drain(&mut node)), vec![]);
+    node.handle_input(Instant(t), restart_request(3, RestartConditions::default()));
+    assert_eq!(restart_answers(&node, 3), (Some(Ok(())), None));
+    let effects = drain(&mut node);
+    let Some(PgAction::Restart { start, request }) = only_action(&effects) else {
+        panic!("a restart: {effects:?}");
+    };
+    assert_eq!(request, Some(3));
+    assert!(
+        matches!(&*start, PgAction::StartReplica { upstream: Some(u) } if u.name == "node1"),
+        "{start:?}"
+    );
+    // PostgreSQL is down while it restarts: the node neither starts it nor leaves its state.
+    let mut down = pg(true, 1000);
+    down.server = None;
+    down.postmaster_alive = false;
+    let effects = step_with_probe(&mut node, t + 1_500, Input::Tick, down);
+    assert_eq!(pg_actions(&effects), vec![], "{effects:?}");
+    assert_eq!(node.state(), "replica");
+    assert_eq!(node.status().pg_state(), "restarting");
+    node.handle_input(
+        Instant(t + 1_500),
+        restart_request(4, RestartConditions::default()),
+    );
+    assert_eq!(
+        restart_answers(&node, 4).0,
+        Some(Err("restart already in progress".into()))
+    );
+    finish_pg_action(&mut node, t + 2_000, &effects_of_restart(start, 3));
+    assert_eq!(restart_answers(&node, 3), (Some(Ok(())), Some(Ok(()))));
+}
+
+fn effects_of_restart(start: Box<PgAction>, request: u64) -> Vec<Effect> {
+    vec![Effect::Pg(PgAction::Restart {
+        start,
+        request: Some(request),
+    })]
+}
+
+/// `patronictl restart` of the leader: PostgreSQL goes down and comes back as the primary
+/// while the node keeps its key and lease (no failover, as Patroni). Were the lease to end
+/// meanwhile, the usual demotion would overtake it.
+#[test]
+fn a_restarted_primary_keeps_its_key_and_starts_as_primary() {
+    let mut node = primary();
+    drain(&mut node);
+    let effects = step_with_probe(&mut node, 600, Input::Tick, pg(false, 5_000));
+    finish_actions(&mut node, 600, &effects);
+    node.handle_input(
+        Instant(700),
+        restart_request(1, RestartConditions::default()),
+    );
+    assert_eq!(restart_answers(&node, 1).0, Some(Ok(())));
+    let effects = drain(&mut node);
+    let Some(PgAction::Restart { start, .. }) = only_action(&effects) else {
+        panic!("a restart: {effects:?}");
+    };
+    assert!(
+        matches!(&*start, PgAction::StartPrimary { .. }),
+        "{start:?}"
+    );
+    let mut down = pg(false, 5_000);
+    down.server = None;
+    down.postmaster_alive = false;
+    for at in [1_700, 2_700, 3_700] {
+        renew_until(&mut node, at, at);
+        let effects = step_with_probe(&mut node, at, Input::Tick, down.clone());
+        assert!(
+            !effects.iter().any(|e| matches!(
+                e,
+                Effect::Pg(_) | Effect::ReleaseLeader { .. } | Effect::RevokeLease { .. }
+            )),
+            "nothing else while it restarts: {effects:?}"
+        );
+        assert_eq!(node.state(), "primary");
+        assert!(node.status().holds_leader_key);
+    }
+    finish_pg_action(&mut node, 3_800, &effects_of_restart(start, 1));
+    assert_eq!(restart_answers(&node, 1).1, Some(Ok(())));
+    assert_eq!(node.state(), "primary");
+}
+
+/// Finishes every Pg action among `effects` as done at `at`.
+fn finish_actions(node: &mut Node, at: u64, effects: &[Effect]) {
+    for action in pg_actions(effects) {
+        node.handle_input(
+            Instant(at),
+            Input::PgActionFinished {
+                action,
+                outcome: PgActionOutcome::Done { sysid: None },
+            },
+        );
+    }
+    drain(node);
+}
 
 /// A scenario missing from [`SCENARIOS`] would be missing from the table too.
 #[test]

@@ -20,6 +20,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "patroni_postgres_timeline",
     "patroni_cluster_unlocked",
     "patroni_is_paused",
+    "patroni_pending_restart",
     "patroni_postgres_server_version",
     "patroni_failsafe_mode_is_active",
     "patroni_failsafe_mode_enabled",
@@ -110,6 +111,11 @@ pub(super) async fn get_metrics(State(state): State<ApiState>) -> impl IntoRespo
         "patroni_is_paused",
         "Value is 1 if auto failover is disabled (maintenance mode), 0 otherwise.",
         s.config.pause as i128,
+    );
+    gauge(
+        "patroni_pending_restart",
+        "Value is 1 if the node needs a restart, 0 otherwise.",
+        server.is_some_and(|server| !server.pending_restart.is_empty()) as i128,
     );
     gauge(
         "patroni_postgres_server_version",

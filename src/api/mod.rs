@@ -9,6 +9,7 @@ mod config;
 mod failsafe;
 pub mod metrics;
 mod reinitialize;
+mod restart;
 mod switchover;
 
 use std::collections::HashMap;
@@ -41,6 +42,8 @@ pub struct ApiState {
     store: crate::dcs::StoreSlot,
     /// The core's inputs, for `POST /failsafe` heartbeats the core must judge.
     inputs: Option<tokio::sync::mpsc::UnboundedSender<crate::core::Input>>,
+    /// Re-reads the local file (`POST /reload`).
+    reloader: Option<Arc<crate::runtime::reload::Reloader>>,
 }
 
 impl ApiState {
@@ -57,7 +60,14 @@ impl ApiState {
             policy: Default::default(),
             store: crate::dcs::StoreSlot::default(),
             inputs: None,
+            reloader: None,
         }
+    }
+
+    /// Let `POST /reload` re-read and apply the local configuration file.
+    pub fn with_reloader(mut self, reloader: Arc<crate::runtime::reload::Reloader>) -> ApiState {
+        self.reloader = Some(reloader);
+        self
     }
 
     /// Let `POST /failsafe` hand heartbeats to the core.
@@ -156,6 +166,11 @@ pub fn router(state: ApiState) -> Router {
             "/reinitialize",
             axum::routing::post(reinitialize::post_reinitialize),
         )
+        .route(
+            "/restart",
+            axum::routing::post(restart::post_restart).delete(restart::delete_restart),
+        )
+        .route("/reload", axum::routing::post(restart::post_reload))
         .route(
             "/failsafe",
             get(failsafe::get_failsafe).post(failsafe::post_failsafe),

@@ -41,6 +41,9 @@ pub struct DynamicPostgresql {
     pub parameters: BTreeMap<String, String>,
     /// Cluster-wide pg_hba.conf lines, if set.
     pub pg_hba: Option<Vec<String>>,
+    /// Cluster-wide pg_ident.conf lines, if set.
+    #[serde(default)]
+    pub pg_ident: Option<Vec<String>>,
 }
 
 impl Default for DynamicPostgresql {
@@ -50,6 +53,7 @@ impl Default for DynamicPostgresql {
             use_slots: true,
             parameters: BTreeMap::new(),
             pg_hba: None,
+            pg_ident: None,
         }
     }
 }
@@ -133,7 +137,6 @@ const UNSUPPORTED: &[&str] = &[
 
 const PG_UNSUPPORTED: &[&str] = &[
     "recovery_conf",
-    "pg_ident",
     "parameters_primary",
     "parameters_replica",
     "parameters_standby_leader",
@@ -517,16 +520,18 @@ fn postgresql_json(pg: &DynamicPostgresql, raw: &Value) -> Value {
             .collect();
         out.insert("parameters".to_string(), Value::Object(m));
     }
-    let raw_hba = out
-        .get("pg_hba")
-        .and_then(|v| tree::string_list("", v, false).ok());
-    if raw_hba != pg.pg_hba {
-        match &pg.pg_hba {
-            Some(lines) => {
-                out.insert("pg_hba".to_string(), lines.clone().into());
-            }
-            None => {
-                out.remove("pg_hba");
+    for (key, lines) in [("pg_hba", &pg.pg_hba), ("pg_ident", &pg.pg_ident)] {
+        let raw = out
+            .get(key)
+            .and_then(|v| tree::string_list("", v, false).ok());
+        if raw != *lines {
+            match lines {
+                Some(lines) => {
+                    out.insert(key.to_string(), lines.clone().into());
+                }
+                None => {
+                    out.remove(key);
+                }
             }
         }
     }
@@ -602,6 +607,9 @@ fn parse_postgresql(
     }
     if let Some(x) = s.get("pg_hba") {
         pg.pg_hba = Some(tree::string_list(&s.key_path("pg_hba"), x, false)?);
+    }
+    if let Some(x) = s.get("pg_ident") {
+        pg.pg_ident = Some(tree::string_list(&s.key_path("pg_ident"), x, false)?);
     }
     for key in PG_LOCAL_ONLY {
         if s.has(key) {

@@ -148,6 +148,8 @@ pub struct PostgresqlConfig {
     pub parameters: BTreeMap<String, String>,
     /// Local pg_hba.conf lines; when set they win over the dynamic ones.
     pub pg_hba: Option<Vec<String>>,
+    /// Local pg_ident.conf lines; when set they win over the dynamic ones.
+    pub pg_ident: Option<Vec<String>>,
     /// Seconds to wait for `pg_ctl` start/stop/promote.
     pub pg_ctl_timeout_secs: u64,
     /// Local override of the dynamic `postgresql.use_pg_rewind`.

@@ -20,7 +20,6 @@ const UNSUPPORTED: &[&str] = &[
     "pg_hba_primary",
     "pg_hba_replica",
     "pg_hba_standby_leader",
-    "pg_ident",
     "pg_ident_primary",
     "pg_ident_replica",
     "pg_ident_standby_leader",
@@ -194,6 +193,10 @@ pub(crate) fn parse(
         Some(v) => Some(tree::string_list(&s.key_path("pg_hba"), v, false)?),
         None => None,
     };
+    let pg_ident = match s.get("pg_ident") {
+        Some(v) => Some(tree::string_list(&s.key_path("pg_ident"), v, false)?),
+        None => None,
+    };
     let pg_ctl_timeout_secs = match s.get("pg_ctl_timeout") {
         Some(v) => tree::whole(
             &s.key_path("pg_ctl_timeout"),
@@ -251,6 +254,7 @@ pub(crate) fn parse(
         authentication,
         parameters,
         pg_hba,
+        pg_ident,
         pg_ctl_timeout_secs,
         use_pg_rewind,
         remove_data_directory_on_rewind_failure,

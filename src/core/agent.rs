@@ -202,8 +202,41 @@ impl Agent {
                 "a promotion without the current lease's fencing token"
             );
         }
+        if action.writes_configuration() {
+            self.postgres.config_outdated = false;
+        }
         self.postgres.action = Some(action.clone());
         self.outbox.push(Effect::Pg(action));
+    }
+
+    /// Rewrites the configuration files and reloads PostgreSQL when they predate the
+    /// configuration in force and nothing else runs (a running server only: a start
+    /// writes them anyway).
+    pub fn reload_if_outdated(&mut self) {
+        if self.postgres.config_outdated
+            && self.postgres.action.is_none()
+            && self.facts.pg.as_ref().is_some_and(|p| p.is_running())
+        {
+            self.start_pg(PgAction::Reload);
+        }
+    }
+
+    /// What `POST /restart` is judged on.
+    pub fn restart_facts(&self) -> super::restart::RestartFacts<'_> {
+        let server = self.facts.pg.as_ref().and_then(|p| p.server.as_ref());
+        // A primary restarted here starts again as one, which only the leader may: a
+        // paused primary left running beside another leader is not restarted.
+        let state = match server {
+            Some(s) if !s.in_recovery && !self.holds_leader_key() => {
+                "a primary without the leader key"
+            }
+            _ => self.report.state_name,
+        };
+        super::restart::RestartFacts {
+            state,
+            action_in_flight: self.postgres.action.as_ref().map(PgAction::kind),
+            server,
+        }
     }
 
     /// Give the leader key up. Until a view shows it gone (or someone else's), the key is not
@@ -1091,6 +1124,7 @@ impl Agent {
             PgActionOutcome::Done { .. } => {
                 self.postgres.last_error = None;
                 match action {
+                    PgAction::Restart { start, .. } => self.note_action_result(start, outcome),
                     PgAction::Follow { upstream } => {
                         self.postgres.following = Some(upstream.conn_url.clone())
                     }

@@ -100,6 +100,19 @@ pub enum PgAction {
         /// Slot names to exist.
         names: Vec<String>,
     },
+    /// Rewrite the configuration files (postgresql.conf, pg_hba.conf, pg_ident.conf) from
+    /// the configuration in force and reload PostgreSQL: `/config` or the local file
+    /// changed. What needs a restart shows as pending in the next probe.
+    Reload,
+    /// Stop PostgreSQL (fast) and start it again as `start` says (`StartPrimary` or
+    /// `StartReplica`): `POST /restart`. The PostgreSQL worker starts a primary only while
+    /// the lease it holds is current.
+    Restart {
+        /// How to start again.
+        start: Box<PgAction>,
+        /// The `POST /restart` request it answers (`None`: a scheduled restart).
+        request: Option<u64>,
+    },
 }
 
 impl PgAction {
@@ -117,6 +130,8 @@ impl PgAction {
             PgAction::Rewind { .. } => "rewind",
             PgAction::SetSyncStandbys { .. } => "set_sync_standbys",
             PgAction::EnsureSlots { .. } => "ensure_slots",
+            PgAction::Reload => "reload",
+            PgAction::Restart { .. } => "restart",
         }
     }
 
@@ -134,6 +149,26 @@ impl PgAction {
                 | PgAction::StartPrimary { .. }
                 | PgAction::Follow { .. }
                 | PgAction::Rewind { .. }
+                | PgAction::Reload
+                | PgAction::Restart { .. }
+        )
+    }
+
+    /// Whether carrying it out writes the configuration files from the configuration in
+    /// force (so a pending reload is done by it).
+    pub fn writes_configuration(&self) -> bool {
+        matches!(
+            self,
+            PgAction::Bootstrap
+                | PgAction::Clone { .. }
+                | PgAction::Reinitialize { .. }
+                | PgAction::StartReplica { .. }
+                | PgAction::StartPrimary { .. }
+                | PgAction::Follow { .. }
+                | PgAction::Rewind { .. }
+                | PgAction::SetSyncStandbys { .. }
+                | PgAction::Reload
+                | PgAction::Restart { .. }
         )
     }
 }

@@ -114,6 +114,18 @@ pub enum Input {
         /// Request id chosen by the REST handler, to find its verdict.
         request: u64,
     },
+    /// `POST /restart` reached our REST API: stop PostgreSQL and start it again in its
+    /// role, if `conditions` hold. The verdict for `request` appears in the status, and
+    /// once the restart ran, its result.
+    RestartRequested {
+        /// Request id chosen by the REST handler, to find its verdict.
+        request: u64,
+        /// The request's conditions (role, version, pending restart).
+        conditions: super::restart::RestartConditions,
+    },
+    /// The local configuration file was re-read (`POST /reload`, SIGHUP) and the PostgreSQL
+    /// worker given its settings: the configuration files are rewritten and reloaded.
+    LocalConfigReloaded,
     /// Result of `ProbeFailsafe`: `refusals` is empty when every member accepted.
     FailsafeConfirmed {
         /// When the round started (before the first request left).

@@ -57,6 +57,9 @@ pub enum Event {
     /// An operator asked for a fresh copy (`POST /reinitialize`) and the core accepted it
     /// ([`Agent::reinitialize_verdict`]): only `starting` and `replica` receive it.
     Reinitialize,
+    /// An operator asked for a restart (`POST /restart`, the request id) and the core
+    /// accepted it (`restart::verdict`): only `primary` and `replica` receive it.
+    Restart(u64),
 }
 
 #[state_machine(
@@ -267,6 +270,7 @@ impl Machine {
         match event {
             Event::Cycle => context.decide_replica(),
             Event::Reinitialize => context.start_reinitialize(),
+            Event::Restart(request) => context.start_restart(*request),
             _ => Super,
         }
     }
@@ -357,6 +361,7 @@ impl Machine {
     fn primary(context: &mut Agent, event: &Event) -> Outcome<State> {
         match event {
             Event::Cycle => context.decide_primary(),
+            Event::Restart(request) => context.start_restart(*request),
             Event::MustDemote(why) => {
                 context.start_pg(PgAction::Demote {
                     mode: DemoteMode::ImmediateNolock,
@@ -470,6 +475,7 @@ impl Event {
             Event::StopOffline => "StopOffline".into(),
             Event::KillOverdueStop(why) => format!("KillOverdueStop({})", why.code()),
             Event::Reinitialize => "Reinitialize".into(),
+            Event::Restart(request) => format!("Restart({request})"),
         }
     }
 }
@@ -576,6 +582,34 @@ impl Agent {
         };
         self.start_pg(PgAction::Reinitialize { from });
         self.go(State::cloning(), why)
+    }
+
+    /// Stop PostgreSQL and start it again in the role it has (accepted `POST /restart`).
+    /// The node stays in its state: a primary keeps its key and lease meanwhile, as in
+    /// Patroni, and the cycles wait for the action.
+    fn start_restart(&mut self, request: u64) -> Outcome<State> {
+        let Some(pg) = self
+            .facts
+            .pg
+            .as_ref()
+            .filter(|_| self.postgres.action.is_none())
+        else {
+            return Handled; // the verdict checked this
+        };
+        let start = if pg.is_primary() {
+            self.start_primary_action()
+        } else {
+            PgAction::StartReplica {
+                upstream: self
+                    .leader_upstream()
+                    .filter(|u| u.name != self.settings.name),
+            }
+        };
+        self.start_pg(PgAction::Restart {
+            start: Box::new(start),
+            request: Some(request),
+        });
+        Handled
     }
 
     fn decide_start(&mut self) -> Outcome<State> {
@@ -767,6 +801,7 @@ impl Agent {
                 if self.postgres.following.as_deref() != Some(upstream.conn_url.as_str()) {
                     self.start_pg(PgAction::Follow { upstream });
                 }
+                self.reload_if_outdated();
                 Handled
             }
             Some(_) if self.holds_leader_key() && self.paused() => {
@@ -1220,5 +1255,6 @@ impl Agent {
         if let Some(step) = self.next_pg_step_for_primary(server) {
             self.start_pg(step);
         }
+        self.reload_if_outdated();
     }
 }

@@ -20,6 +20,7 @@ pub(crate) mod parts;
 pub(crate) mod protocol;
 pub mod replay;
 pub(crate) mod replies;
+pub mod restart;
 pub(crate) mod safety;
 pub(crate) mod status;
 pub mod sync;
@@ -46,7 +47,8 @@ pub use watchdog::{ArmReport, WatchdogSettings, WatchdogState, WatchdogStatus};
 use agent::Agent;
 use machine::{state_name, Event, Machine, State};
 
-/// Answers to `POST /reinitialize` kept for the REST handlers to find theirs.
+/// Answers to `POST /reinitialize` and `POST /restart` kept for the REST handlers to find
+/// theirs.
 const REINITIALIZE_VERDICTS_KEPT: usize = 16;
 
 /// One pgwarden node's decision logic.
@@ -165,6 +167,16 @@ impl Node {
                 self.on_failsafe_heartbeat(now, leader, request)
             }
             Input::ReinitializeRequested { request } => self.on_reinitialize_requested(request),
+            Input::RestartRequested {
+                request,
+                conditions,
+            } => self.on_restart_requested(request, conditions),
+            Input::LocalConfigReloaded => {
+                // The runtime hands the PostgreSQL worker the new local settings first:
+                // the reload this asks for writes them.
+                self.agent.postgres.config_outdated = true;
+                self.next_cycle_at = now;
+            }
             Input::FailsafeConfirmed { sent_at, refusals } => {
                 self.agent.failsafe.round_in_flight = false;
                 self.on_failsafe_round(now, sent_at, refusals);
@@ -361,15 +373,33 @@ impl Node {
             }
         }
         let accepted = verdict.is_ok();
-        if self.agent.requests.reinitialize_verdicts.len() >= REINITIALIZE_VERDICTS_KEPT {
-            self.agent.requests.reinitialize_verdicts.pop_front();
-        }
-        self.agent
-            .requests
-            .reinitialize_verdicts
-            .push_back((request, verdict));
+        keep_bounded(
+            &mut self.agent.requests.reinitialize_verdicts,
+            (request, verdict),
+        );
         if accepted {
             self.dispatch(Event::Reinitialize);
+        }
+    }
+
+    /// `POST /restart`: the verdict is kept for the API to find; accepted, it starts.
+    fn on_restart_requested(&mut self, request: u64, conditions: restart::RestartConditions) {
+        let verdict = restart::verdict(self.agent.restart_facts(), &conditions);
+        match &verdict {
+            Ok(()) => {
+                tracing::info!(node = %self.agent.settings.name, ?conditions, "restart requested")
+            }
+            Err(why) => {
+                tracing::warn!(node = %self.agent.settings.name, %why, "restart refused")
+            }
+        }
+        let accepted = verdict.is_ok();
+        keep_bounded(
+            &mut self.agent.requests.restart_verdicts,
+            (request, verdict),
+        );
+        if accepted {
+            self.dispatch(Event::Restart(request));
         }
     }
 
@@ -377,6 +407,22 @@ impl Node {
     fn on_pg_action_finished(&mut self, now: Instant, action: PgAction, outcome: PgActionOutcome) {
         if self.agent.postgres.action.as_ref() == Some(&action) {
             self.agent.postgres.action = None;
+        }
+        let failed = matches!(outcome, PgActionOutcome::Failed { .. });
+        if failed && action.writes_configuration() {
+            // The files may be half written or PostgreSQL not reloaded: again next cycle.
+            self.agent.postgres.config_outdated = true;
+        }
+        if let PgAction::Restart {
+            request: Some(request),
+            ..
+        } = &action
+        {
+            let result = match &outcome {
+                PgActionOutcome::Done { .. } => Ok(()),
+                PgActionOutcome::Failed { error } => Err(error.clone()),
+            };
+            keep_bounded(&mut self.agent.requests.restart_results, (*request, result));
         }
         self.action_seq += 1;
         let retry_later =
@@ -530,6 +576,8 @@ impl Node {
                 verdicts: a.failsafe.verdicts.iter().cloned().collect(),
             },
             reinitialize_verdicts: a.requests.reinitialize_verdicts.iter().cloned().collect(),
+            restart_verdicts: a.requests.restart_verdicts.iter().cloned().collect(),
+            restart_results: a.requests.restart_results.iter().cloned().collect(),
         }
     }
 
@@ -786,6 +834,12 @@ impl Node {
                         for warning in &warnings {
                             tracing::warn!(node = %self.agent.settings.name, "/config: {warning}");
                         }
+                        if value.postgresql != self.agent.facts.config.postgresql {
+                            // Parameters, pg_hba or pg_ident changed: written and reloaded
+                            // once no other action runs.
+                            self.agent.postgres.config_outdated = true;
+                            self.next_cycle_at = now;
+                        }
                         self.agent.facts.config = value.clone();
                         self.agent.outbox.push(Effect::UsePgConfig(Box::new(value)));
                     }
@@ -1011,4 +1065,12 @@ struct Rotation {
     lease: LeaseId,
     ttl: Duration,
     sent_at: Instant,
+}
+
+/// Appends an answer for the REST handlers, dropping the oldest beyond what is kept.
+fn keep_bounded<T>(answers: &mut std::collections::VecDeque<T>, answer: T) {
+    if answers.len() >= REINITIALIZE_VERDICTS_KEPT {
+        answers.pop_front();
+    }
+    answers.push_back(answer);
 }

@@ -88,6 +88,10 @@ pub struct PostgresControl {
     pub unresponsive_since: Option<Instant>,
     /// Last PostgreSQL action error.
     pub last_error: Option<String>,
+    /// The configuration files predate the configuration in force (`/config` or the local
+    /// file changed): a reload is due once no other action runs. Any action that writes
+    /// the files does it.
+    pub config_outdated: bool,
 }
 
 /// A primary's bookkeeping of its synchronous standbys and `/sync`.
@@ -131,7 +135,7 @@ pub struct PolicyBook {
     pub wake_at: Option<Instant>,
 }
 
-/// Operators' requests in progress: switchover, failover, reinitialize.
+/// Operators' requests in progress: switchover, failover, reinitialize, restart.
 #[derive(Debug, Default)]
 pub struct Requests {
     /// The routine call that first carried a switchover addressed to us: (seq, key revision).
@@ -140,6 +144,10 @@ pub struct Requests {
     pub failover_cleared: Option<Revision>,
     /// Recent answers to `POST /reinitialize`, by request id (oldest first, bounded).
     pub reinitialize_verdicts: VecDeque<(u64, Result<(), String>)>,
+    /// Recent answers to `POST /restart`, by request id (oldest first, bounded).
+    pub restart_verdicts: VecDeque<(u64, Result<(), String>)>,
+    /// How the accepted restarts ended, by request id (oldest first, bounded).
+    pub restart_results: VecDeque<(u64, Result<(), String>)>,
 }
 
 /// What the status shows about the machine: kept by the transition hook and the race.

@@ -61,6 +61,10 @@ pub struct NodeStatus {
     pub failsafe: FailsafeStatus,
     /// Recent answers to `POST /reinitialize`, by request id.
     pub reinitialize_verdicts: Vec<(u64, Result<(), String>)>,
+    /// Recent answers to `POST /restart`: (request id, accepted or why not).
+    pub restart_verdicts: Vec<(u64, Result<(), String>)>,
+    /// How accepted restarts ended: (request id, done or the error).
+    pub restart_results: Vec<(u64, Result<(), String>)>,
 }
 
 /// The failsafe part of `NodeStatus`, for `/patroni`, `/failsafe` and `/metrics`.
@@ -189,6 +193,7 @@ fn pg_state(
         (Some("bootstrap"), _) => super::initialize::BOOTSTRAPPING_STATE,
         (Some("clone" | "reinitialize"), _) => "creating replica",
         (Some("rewind"), _) => "rewinding",
+        (Some("restart"), _) => "restarting",
         (Some("demote"), _) => "stopping",
         (Some("start_replica" | "start_primary"), _) => "starting",
         (_, Some(pg)) if pg.server.is_some() => "running",

@@ -324,8 +324,19 @@ pub struct ReplicationPeer {
     pub reply_time: Option<String>,
 }
 
+/// A parameter whose new value waits for a restart (`pg_settings.pending_restart`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PendingParameter {
+    /// Parameter name.
+    pub name: String,
+    /// The value in effect (`current_setting`).
+    pub old_value: String,
+    /// The value the configuration files set ("?" when they no longer name it).
+    pub new_value: String,
+}
+
 /// A running PostgreSQL that answered the probe.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ServerObservation {
     /// `pg_is_in_recovery()`.
     pub in_recovery: bool,
@@ -353,6 +364,9 @@ pub struct ServerObservation {
     pub server_version: u32,
     /// `pg_postmaster_start_time()`, ISO text.
     pub postmaster_start_time: Option<String>,
+    /// Parameters changed in the configuration files that take effect only at a restart.
+    #[serde(default)]
+    pub pending_restart: Vec<PendingParameter>,
 }
 
 /// What the probe saw of the local PostgreSQL.

@@ -80,6 +80,12 @@ impl PgController {
         self.dynamic = dynamic;
     }
 
+    /// Use these local settings from now on (`POST /reload`, SIGHUP): the next action that
+    /// writes the configuration files writes them.
+    pub fn set_local(&mut self, settings: Arc<PgSettings>) {
+        self.s = settings;
+    }
+
     /// Carry out one action; bootstrap and clone return the system identifier.
     pub async fn execute(&mut self, action: &PgAction) -> Result<Option<String>, PgError> {
         match action {
@@ -123,6 +129,15 @@ impl PgController {
                 self.reload().await.map(|_| None)
             }
             PgAction::EnsureSlots { names } => self.ensure_slots(names).await.map(|_| None),
+            PgAction::Reload => {
+                self.write_conf()?;
+                self.reload().await.map(|_| None)
+            }
+            // Its start as a primary needs the fencing token checked after the stop, which
+            // only the worker holds (`runtime::executor::run_pg_worker`).
+            PgAction::Restart { .. } => Err(PgError::BadInput(
+                "a restart is carried out by the PostgreSQL worker".into(),
+            )),
         }
     }
 
@@ -185,6 +200,8 @@ impl PgController {
         let params = self.parameters();
         let text = conf::postgresql_conf(&params, self.standby.as_ref(), &self.sync_names);
         self.write_file(&self.s.data_dir.join("postgresql.conf"), &text, 0o600)?;
+        // Local lines win over the cluster-wide ones (Patroni's precedence); with neither,
+        // initdb's file (plus bootstrap.pg_hba) stays.
         let hba = self
             .s
             .pg_hba
@@ -194,6 +211,18 @@ impl PgController {
             self.write_file(
                 &self.s.data_dir.join("pg_hba.conf"),
                 &conf::pg_hba(&lines),
+                0o600,
+            )?;
+        }
+        let ident = self
+            .s
+            .pg_ident
+            .clone()
+            .or_else(|| self.dynamic.postgresql.pg_ident.clone());
+        if let Some(lines) = ident {
+            self.write_file(
+                &self.s.data_dir.join("pg_ident.conf"),
+                &conf::pg_ident(&lines),
                 0o600,
             )?;
         }

@@ -317,6 +317,16 @@ pub fn pg_hba(lines: &[String]) -> String {
     out
 }
 
+/// Render `pg_ident.conf` from configured lines.
+pub fn pg_ident(lines: &[String]) -> String {
+    let mut out = String::from("# Written by pgwarden from the pg_ident configuration.\n");
+    for line in lines {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// One pgpass line matching any host, port and database.
 pub fn pgpass_line(user: &str, password: &str) -> String {
     let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");

@@ -7,7 +7,9 @@ use std::time::Duration;
 use super::controldata;
 use super::settings::PgSettings;
 use super::{process, PgError};
-use crate::core::view::{DataDir, PgObservation, ReplicationPeer, ServerObservation};
+use crate::core::view::{
+    DataDir, PendingParameter, PgObservation, ReplicationPeer, ServerObservation,
+};
 use crate::core::{Lsn, Timeline};
 
 /// Look at the local PostgreSQL.
@@ -133,6 +135,14 @@ const STATE_QUERY: &str = "SELECT pg_is_in_recovery(), \
     current_setting('synchronous_standby_names'), current_setting('server_version_num')::int, \
     pg_postmaster_start_time()::text, (SELECT timeline_id FROM pg_control_checkpoint())::int";
 
+/// Parameters whose new value waits for a restart: the value in effect, and the one the
+/// configuration files set (their last valid line; read only when something is pending,
+/// as `pg_file_settings` parses the files).
+const PENDING_RESTART_QUERY: &str = "SELECT s.name, current_setting(s.name), \
+    (SELECT f.setting FROM pg_file_settings f WHERE f.name = s.name AND f.error IS NULL \
+     ORDER BY f.seqno DESC LIMIT 1) \
+    FROM pg_settings s WHERE s.pending_restart ORDER BY s.name";
+
 async fn query_server(settings: &PgSettings) -> Result<ServerObservation, PgError> {
     let timeout = Duration::from_secs(3);
     let client = connect(settings, timeout).await?;
@@ -169,6 +179,7 @@ async fn query_server(settings: &PgSettings) -> Result<ServerObservation, PgErro
             slots: Vec::new(),
             server_version: row.get::<_, i32>(7) as u32,
             postmaster_start_time: row.get(8),
+            pending_restart: Vec::new(),
         };
         if in_recovery {
             let rows = client
@@ -231,6 +242,18 @@ async fn query_server(settings: &PgSettings) -> Result<ServerObservation, PgErro
             .await
             .map_err(sql("pg_replication_slots"))?;
         obs.slots = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+        let rows = client
+            .query(PENDING_RESTART_QUERY, &[])
+            .await
+            .map_err(sql("pending_restart parameters"))?;
+        obs.pending_restart = rows
+            .iter()
+            .map(|r| PendingParameter {
+                name: r.get(0),
+                old_value: r.get(1),
+                new_value: r.get::<_, Option<String>>(2).unwrap_or_else(|| "?".into()),
+            })
+            .collect();
         Ok(obs)
     };
     tokio::time::timeout(timeout, work)

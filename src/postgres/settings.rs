@@ -33,6 +33,8 @@ pub struct PgSettings {
     pub local_parameters: BTreeMap<String, String>,
     /// `postgresql.pg_hba` from the local file.
     pub pg_hba: Option<Vec<String>>,
+    /// `postgresql.pg_ident` from the local file.
+    pub pg_ident: Option<Vec<String>>,
     /// `bootstrap.pg_hba`.
     pub bootstrap_pg_hba: Vec<String>,
     /// `bootstrap.initdb`.
@@ -87,6 +89,7 @@ impl PgSettings {
                 .unwrap_or_else(|| pg.authentication.superuser.clone()),
             local_parameters: pg.parameters.clone(),
             pg_hba: pg.pg_hba.clone(),
+            pg_ident: pg.pg_ident.clone(),
             bootstrap_pg_hba: config.bootstrap.pg_hba.clone(),
             initdb: config.bootstrap.initdb.clone(),
             basebackup: pg.basebackup.clone(),

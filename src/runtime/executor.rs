@@ -595,6 +595,8 @@ pub enum PgWork {
     Action(PgAction),
     /// Use this dynamic configuration for the actions that follow.
     Config(Box<DynamicConfig>),
+    /// Use these local settings for the actions that follow (`POST /reload`, SIGHUP).
+    Local(Arc<PgSettings>),
 }
 
 /// The serial PostgreSQL worker: one action at a time, in order, a promotion only while
@@ -610,6 +612,10 @@ pub async fn run_pg_worker(
         let action = match work {
             PgWork::Config(config) => {
                 controller.set_dynamic(*config);
+                continue;
+            }
+            PgWork::Local(settings) => {
+                controller.set_local(settings);
                 continue;
             }
             PgWork::Action(action) => action,
@@ -633,7 +639,11 @@ pub async fn run_pg_worker(
         }
         tracing::info!(action = action.kind(), "PostgreSQL action starting");
         let started = clock::now();
-        let outcome = match controller.execute(&action).await {
+        let result = match &action {
+            PgAction::Restart { start, .. } => restart(&mut controller, start, &fence).await,
+            other => controller.execute(other).await,
+        };
+        let outcome = match result {
             Ok(sysid) => PgActionOutcome::Done { sysid },
             Err(e) => PgActionOutcome::Failed {
                 error: e.to_string(),
@@ -647,6 +657,32 @@ pub async fn run_pg_worker(
         );
         let _ = inputs.send(Input::PgActionFinished { action, outcome });
     }
+}
+
+/// `POST /restart`: a fast stop, then the start the core chose. A primary starts again only
+/// while our lease is current: the stop may take as long as a checkpoint, and a lease that
+/// ended meanwhile may have a new leader already (the core then demotes; starting here
+/// would open a window with two primaries).
+async fn restart(
+    controller: &mut PgController,
+    start: &PgAction,
+    fence: &Mutex<Fence>,
+) -> Result<Option<String>, crate::postgres::PgError> {
+    controller
+        .execute(&PgAction::Demote {
+            mode: crate::core::DemoteMode::Graceful,
+        })
+        .await?;
+    if matches!(start, PgAction::StartPrimary { .. }) {
+        let f = fence.lock().map(|f| f.clone()).unwrap_or_default();
+        let current = f.leader_revision.is_some() && f.deadline.is_some_and(|d| clock::now() < d);
+        if !current {
+            return Err(crate::postgres::PgError::BadInput(
+                "the lease ended during the restart: PostgreSQL is not started as a primary".into(),
+            ));
+        }
+    }
+    controller.execute(start).await
 }
 
 #[cfg(test)]

@@ -57,7 +57,34 @@ pub fn member_json(id: &Identity, status: &MemberRecord) -> Value {
     if status.pause {
         m.insert("pause".into(), json!(true));
     }
+    insert_pending_restart(&mut m, status.pg.as_ref());
     Value::Object(m)
+}
+
+/// Patroni's `pending_restart` (present only when true) and `pending_restart_reason`
+/// (`{parameter: {old_value, new_value}}`, what `patronictl list -e` shows).
+fn insert_pending_restart(
+    m: &mut Map<String, Value>,
+    pg: Option<&crate::core::view::PgObservation>,
+) {
+    let Some(pending) = pg
+        .and_then(|p| p.server.as_ref())
+        .map(|s| &s.pending_restart)
+        .filter(|p| !p.is_empty())
+    else {
+        return;
+    };
+    let reason: Map<String, Value> = pending
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                json!({"old_value": p.old_value, "new_value": p.new_value}),
+            )
+        })
+        .collect();
+    m.insert("pending_restart".into(), json!(true));
+    m.insert("pending_restart_reason".into(), Value::Object(reason));
 }
 
 /// `GET /patroni` body.
@@ -133,6 +160,7 @@ pub fn patroni_json(id: &Identity, status: &NodeStatus, dcs_last_seen_epoch: Opt
     if let Some(DataDir::Initialized { sysid, .. }) = status.pg.as_ref().map(|p| &p.data_dir) {
         m.insert("database_system_identifier".into(), json!(sysid));
     }
+    insert_pending_restart(&mut m, status.pg.as_ref());
     if status.watchdog.failed.is_some() {
         // Patroni's field (`required` and unusable); peers treat such a member as unable
         // to lead.

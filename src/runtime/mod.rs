@@ -165,13 +165,21 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         input_tx.clone(),
         Duration::from_secs(config.bootstrap.dcs.retry_timeout.clamp(1, 10).into()),
     ));
+    let reloader = Arc::new(reload::Reloader::new(
+        config_path.to_path_buf(),
+        config.clone(),
+        pg.clone(),
+        pg_tx.clone(),
+        input_tx.clone(),
+    ));
     let listener = api::bind(&config).await.context("starting the REST API")?;
     tokio::spawn(api::serve(
         listener,
         api::ApiState::new(identity.clone(), status_rx.clone(), config.clone())
             .with_policy(policy_status)
             .with_store(store.clone())
-            .with_inputs(input_tx.clone()),
+            .with_inputs(input_tx.clone())
+            .with_reloader(reloader.clone()),
     ));
 
     let policy = policy::PolicyRunner::spawn(
@@ -227,7 +235,9 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
             _ = tokio::time::sleep(turns.sleep_for()) => turns.wake(),
             _ = tokio::signal::ctrl_c() => break None,
             _ = sigterm.recv() => break None,
-            _ = sighup.recv() => reload::on_sighup(config_path, &config),
+            _ = sighup.recv() => {
+                reloader.reload("SIGHUP");
+            }
         }
     };
     let status = turns.node.status();

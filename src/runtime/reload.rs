@@ -1,65 +1,127 @@
-//! SIGHUP: re-read the local configuration and say what changed.
+//! Reloading the local configuration: SIGHUP and `POST /reload` (`patronictl reload`).
 //!
 //! Patroni's systemd unit reloads with `kill -HUP`, so an operator's routine `systemctl
 //! reload` sends it. The default action of SIGHUP is to terminate the process, which would
 //! leave PostgreSQL running unmanaged (a primary with nobody renewing its lease): the agent
 //! handles the signal for its whole life and never stops on it.
 //!
-//! Applying a changed file to the running agent is not implemented yet: the file is read
-//! and validated, an invalid file is reported with the field it names, and each changed
-//! section is named with a warning that it takes effect at the next start.
+//! A reload re-reads and validates the file. An invalid file is reported with the field it
+//! names and changes nothing. A valid one has its PostgreSQL part applied at once
+//! (`postgresql.parameters`, `pg_hba`, `pg_ident`: the files are rewritten and PostgreSQL
+//! reloaded, as Patroni does even when nothing changed, so a reload also picks up renewed
+//! certificates); each other changed section is named with a warning that it takes effect
+//! when the agent restarts.
 
-use std::path::Path;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::executor::PgWork;
 use crate::config::Config;
+use crate::core::Input;
+use crate::postgres::PgSettings;
 
-/// What one SIGHUP found, for the log (and the tests that read it).
+/// What one reload found and did.
 #[derive(Debug, PartialEq)]
 pub enum ReloadOutcome {
-    /// The file is valid and says what the agent runs with.
-    Unchanged,
-    /// The file is valid and differs in these top-level sections; not applied.
-    ChangedNotApplied(Vec<&'static str>),
+    /// The file is valid. `applied`: the PostgreSQL settings it changed (rewritten and
+    /// reloaded); `not_applied`: the sections that take effect at the next start.
+    Reloaded {
+        /// Changed and applied (`postgresql.parameters`, ...).
+        applied: Vec<&'static str>,
+        /// Changed, not applied to the running agent.
+        not_applied: Vec<&'static str>,
+    },
     /// The file cannot be used; the running configuration stays.
     Invalid(String),
 }
 
-/// Re-reads `path` as the agent's start did and compares it with `running`.
-pub fn reread(path: &Path, running: &Config) -> ReloadOutcome {
-    match crate::config::load(path) {
-        Err(e) => ReloadOutcome::Invalid(e.to_string()),
-        Ok(loaded) => {
-            for warning in &loaded.warnings {
-                tracing::warn!("{warning}");
+/// Re-reads the agent's file and applies it; shared by the signal handler and the REST API.
+pub struct Reloader {
+    path: PathBuf,
+    /// What the agent runs with: the file it started with, plus every applied reload.
+    running: Mutex<(Config, Arc<PgSettings>)>,
+    pg_queue: UnboundedSender<PgWork>,
+    inputs: UnboundedSender<Input>,
+}
+
+impl Reloader {
+    /// A reloader for the agent started with `config` (read from `path`).
+    pub fn new(
+        path: PathBuf,
+        config: Config,
+        pg: Arc<PgSettings>,
+        pg_queue: UnboundedSender<PgWork>,
+        inputs: UnboundedSender<Input>,
+    ) -> Reloader {
+        Reloader {
+            path,
+            running: Mutex::new((config, pg)),
+            pg_queue,
+            inputs,
+        }
+    }
+
+    /// Re-reads the file and applies what can be applied; `trigger` names the cause in the
+    /// log. Never fails: an invalid file leaves everything as it was.
+    pub fn reload(&self, trigger: &str) -> ReloadOutcome {
+        let file = self.path.display().to_string();
+        let loaded = match crate::config::load(&self.path) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                let error = e.to_string();
+                tracing::error!(%file, %error, "{trigger}: the configuration file is invalid; the agent keeps running with the configuration it has");
+                return ReloadOutcome::Invalid(error);
             }
-            let changed = running.changed_sections(&loaded.config);
-            if changed.is_empty() {
-                ReloadOutcome::Unchanged
-            } else {
-                ReloadOutcome::ChangedNotApplied(changed)
-            }
+        };
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        let new = loaded.config;
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let (config, pg) = &mut *running;
+        let applied = postgresql_changes(config, &new);
+        config.postgresql.parameters = new.postgresql.parameters.clone();
+        config.postgresql.pg_hba = new.postgresql.pg_hba.clone();
+        config.postgresql.pg_ident = new.postgresql.pg_ident.clone();
+        let not_applied = config.changed_sections(&new);
+        let mut settings = PgSettings::clone(pg);
+        settings.local_parameters = new.postgresql.parameters.clone();
+        settings.pg_hba = new.postgresql.pg_hba.clone();
+        settings.pg_ident = new.postgresql.pg_ident.clone();
+        *pg = Arc::new(settings);
+        // The worker takes the settings before the core's reload action reaches it.
+        let _ = self.pg_queue.send(PgWork::Local(pg.clone()));
+        let _ = self.inputs.send(Input::LocalConfigReloaded);
+        if applied.is_empty() {
+            tracing::info!(%file, "{trigger}: configuration re-read; PostgreSQL is reloaded");
+        } else {
+            tracing::info!(%file, changed = %applied.join(", "), "{trigger}: configuration re-read; PostgreSQL settings applied and reloaded");
+        }
+        if !not_applied.is_empty() {
+            tracing::warn!(
+                %file,
+                changed = %not_applied.join(", "),
+                "{trigger}: these changed sections are NOT applied to the running agent: they take effect when the agent restarts"
+            );
+        }
+        ReloadOutcome::Reloaded {
+            applied,
+            not_applied,
         }
     }
 }
 
-/// Handles one SIGHUP: logs what [`reread`] found. Never fails: the agent keeps running
-/// with the configuration it has.
-pub fn on_sighup(path: &Path, running: &Config) {
-    let file = path.display().to_string();
-    match reread(path, running) {
-        ReloadOutcome::Unchanged => {
-            tracing::info!(%file, "SIGHUP: configuration re-read, nothing changed")
-        }
-        ReloadOutcome::ChangedNotApplied(sections) => tracing::warn!(
-            %file,
-            changed = %sections.join(", "),
-            "SIGHUP: configuration re-read; the changed sections are NOT applied to the running \
-             agent (live reload is not implemented yet): they take effect when the agent restarts"
-        ),
-        ReloadOutcome::Invalid(error) => tracing::error!(
-            %file,
-            %error,
-            "SIGHUP: the configuration file is invalid; the agent keeps running with the configuration it started with"
-        ),
-    }
+/// The PostgreSQL settings a reload applies, by name, that differ.
+fn postgresql_changes(running: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&running.postgresql, &new.postgresql);
+    [
+        ("postgresql.parameters", a.parameters != b.parameters),
+        ("postgresql.pg_hba", a.pg_hba != b.pg_hba),
+        ("postgresql.pg_ident", a.pg_ident != b.pg_ident),
+    ]
+    .into_iter()
+    .filter_map(|(name, differs)| differs.then_some(name))
+    .collect()
 }

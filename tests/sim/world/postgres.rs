@@ -36,6 +36,7 @@ impl World {
                     slots: d.slots.clone(),
                     server_version: 150_000,
                     postmaster_start_time: None,
+                    pending_restart: Vec::new(),
                 })
             }
             _ => None,
@@ -237,9 +238,10 @@ impl World {
                 (DemoteMode::Graceful | DemoteMode::Offline, true) => PG_CTL_TIMEOUT_MS,
             },
             PgAction::Rewind { .. } => self.rng.range(300, 1_500),
-            PgAction::SetSyncStandbys { .. } | PgAction::EnsureSlots { .. } => {
+            PgAction::SetSyncStandbys { .. } | PgAction::EnsureSlots { .. } | PgAction::Reload => {
                 self.rng.range(5, 50)
             }
+            PgAction::Restart { .. } => self.rng.range(300, 1_500),
         };
         self.nodes[i].worker_busy = true;
         self.after(
@@ -311,7 +313,10 @@ impl World {
         // Signals to a frozen postmaster (promote, reload) wait until it runs again.
         let signals_postmaster = matches!(
             action,
-            PgAction::Promote { .. } | PgAction::Follow { .. } | PgAction::SetSyncStandbys { .. }
+            PgAction::Promote { .. }
+                | PgAction::Follow { .. }
+                | PgAction::SetSyncStandbys { .. }
+                | PgAction::Reload
         );
         if signals_postmaster && self.nodes[i].pg.postmaster_frozen {
             return Err(format!(
@@ -450,6 +455,29 @@ impl World {
                     d.sync_names = names.render();
                 }
                 Ok(None)
+            }
+            PgAction::Reload => {
+                if self.nodes[i].pg.running.is_none() {
+                    return Err("not running".into());
+                }
+                Ok(None)
+            }
+            PgAction::Restart { start, .. } => {
+                if self.nodes[i].pg.postmaster_frozen {
+                    return Err("pg_ctl stop -m fast: server does not shut down".into());
+                }
+                self.nodes[i].pg.stop(true);
+                if matches!(**start, PgAction::StartPrimary { .. }) {
+                    // As the worker: a primary starts again only under a current lease.
+                    let now = self.node_now(i);
+                    let current = self.nodes[i].status.as_ref().is_some_and(|s| {
+                        s.leader_revision.is_some() && s.lease_deadline.is_some_and(|d| now < d)
+                    });
+                    if !current {
+                        return Err("the lease ended during the restart".into());
+                    }
+                }
+                self.apply_action(i, start)
             }
             PgAction::EnsureSlots { names } => {
                 let pg = &mut self.nodes[i].pg;

@@ -1177,11 +1177,20 @@ fn a_replica_ahead_of_the_new_leader_is_rewound() {
     );
 }
 
-/// `patronictl reinit` on a replica: `POST /reinitialize` wipes its data directory and
-/// clones it again from the leader, after which it streams again. On the leader it is
-/// refused with Patroni's message, and a malformed body is a 400 naming the field.
+/// The real patronictl operating a two-node cluster, one verb after the other on the same
+/// cluster:
+/// 1. `reinit` on a replica: `POST /reinitialize` wipes its data directory and clones it
+///    again from the leader, after which it streams again. On the leader it is refused
+///    with Patroni's message, and a malformed body is a 400 naming the field.
+/// 2. `edit-config` of a reloadable parameter: in effect on both nodes, no restart.
+/// 3. `edit-config` of a parameter that needs a restart: every node says `pending_restart`
+///    with the reason (member key, `/patroni`, metrics, `list -e`); `restart --pending` of
+///    the replica applies it there; `restart` of the leader keeps the leader key throughout
+///    (no failover, same timeline) and applies it there. Refused restarts get Patroni's codes.
+/// 4. `reload` after an edit of the local file applies it; so does SIGHUP; an invalid file
+///    is refused and changes nothing.
 #[test]
-fn patronictl_reinit_reclones_a_replica() {
+fn patronictl_reinit_restart_reload_and_edit_config() {
     let _guard = exclusive();
     let c = Cluster::builder().nodes(2).synchronous_mode(false).start();
     let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);
@@ -1266,6 +1275,322 @@ fn patronictl_reinit_reclones_a_replica() {
         started_before,
         "PostgreSQL was restarted on the new copy"
     );
+
+    edit_config_applies_on_every_node(&c);
+    pending_restart_is_shown_and_restart_applies_it(&c, leader, replica);
+    reload_and_sighup_apply_the_local_file(&c, leader, replica);
+}
+
+/// `SHOW name` on node `i`.
+fn show(c: &Cluster, i: usize, name: &str) -> Result<String, String> {
+    c.query_scalar(i, &format!("SHOW {name}"))?
+        .ok_or_else(|| format!("SHOW {name}: NULL"))
+}
+
+/// Waits until `SHOW name` is `value` on every node.
+fn wait_setting_everywhere(c: &Cluster, nodes: &[usize], name: &str, value: &str) {
+    wait_check(
+        REJOIN_TIMEOUT,
+        &format!("{name} = {value} on {nodes:?}"),
+        || {
+            for &i in nodes {
+                let now = show(c, i, name)?;
+                if now != value {
+                    return Err(format!("{}: {name} = {now}", c.name(i)));
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
+fn edit_config(c: &Cluster, setting: &str) {
+    let out = patronictl(c, &["edit-config", c.scope(), "--force", "--pg", setting]);
+    assert!(
+        out.success(),
+        "patronictl edit-config --pg {setting}: {out:?}"
+    );
+}
+
+/// A reloadable parameter changed with `edit-config` is in effect on every node, and
+/// nobody waits for a restart.
+fn edit_config_applies_on_every_node(c: &Cluster) {
+    assert_ne!(show(c, 0, "work_mem").as_deref(), Ok("7MB"), "already set");
+    edit_config(c, "work_mem=7MB");
+    wait_setting_everywhere(c, &[0, 1], "work_mem", "7MB");
+    for i in 0..c.len() {
+        let key = c
+            .dcs_json(&format!("members/{}", c.name(i)))
+            .expect("read the member key")
+            .expect("a member key");
+        assert_eq!(key.get("pending_restart"), None, "{}: {key}", c.name(i));
+    }
+}
+
+/// The member key's `pending_restart_reason` for `shared_buffers`, when pending.
+fn pending_shared_buffers(c: &Cluster, i: usize) -> Result<Option<Value>, String> {
+    let key = c
+        .dcs_json(&format!("members/{}", c.name(i)))?
+        .ok_or("no member key")?;
+    Ok(key
+        .get("pending_restart")
+        .filter(|p| **p == Value::Bool(true))
+        .and_then(|_| key["pending_restart_reason"].get("shared_buffers").cloned()))
+}
+
+fn pending_restart_is_shown_and_restart_applies_it(c: &Cluster, leader: usize, replica: usize) {
+    let before = show(c, leader, "shared_buffers").expect("SHOW shared_buffers");
+    assert_ne!(before, "48MB");
+    edit_config(c, "shared_buffers=48MB");
+    let expected = serde_json::json!({"old_value": before, "new_value": "48MB"});
+    wait_check(
+        REJOIN_TIMEOUT,
+        "both members pending a restart for shared_buffers",
+        || {
+            for i in [leader, replica] {
+                match pending_shared_buffers(c, i)? {
+                    Some(reason) if reason == expected => {}
+                    other => return Err(format!("{}: {other:?}", c.name(i))),
+                }
+            }
+            Ok(())
+        },
+    );
+    let p = c.patroni(replica).expect("/patroni");
+    assert_eq!(p["pending_restart"], Value::Bool(true), "{p}");
+    let metrics = c
+        .http(leader, "GET", "/metrics", None)
+        .expect("GET /metrics");
+    assert_eq!(
+        metric(&metrics.body, "patroni_pending_restart"),
+        Some("1"),
+        "{}",
+        metrics.body
+    );
+    let list = patronictl(c, &["list", "-e"]);
+    assert!(
+        list.stdout.contains("Pending restart")
+            && list
+                .stdout
+                .contains(&format!("shared_buffers: {before}->48MB")),
+        "patronictl list -e: {list:?}"
+    );
+    assert_eq!(
+        show(c, replica, "shared_buffers").as_deref(),
+        Ok(before.as_str()),
+        "not before a restart"
+    );
+
+    // Refusals, with Patroni's codes and texts.
+    for (i, body, status, text) in [
+        (
+            leader,
+            r#"{"role": "replica"}"#,
+            503,
+            "restart conditions are not satisfied",
+        ),
+        (
+            replica,
+            r#"{"postgres_version": "9.6.1"}"#,
+            503,
+            "restart conditions are not satisfied",
+        ),
+        (
+            leader,
+            r#"{"role": "leader"}"#,
+            400,
+            "PostgreSQL role should be",
+        ),
+        (
+            leader,
+            r#"{"timeout": -1}"#,
+            400,
+            "Timeout should be a positive number",
+        ),
+        (
+            leader,
+            r#"{"when": "now"}"#,
+            400,
+            "Unknown filter for the scheduled restart: when",
+        ),
+        (
+            leader,
+            r#"{"schedule": "2030-01-01T00:00:00+00:00"}"#,
+            400,
+            "`schedule`",
+        ),
+    ] {
+        let r = c
+            .http(i, "POST", "/restart", Some(body))
+            .expect("POST /restart");
+        assert_eq!(
+            r.status,
+            status,
+            "POST /restart {body} to {}: {}",
+            c.name(i),
+            r.body
+        );
+        assert!(r.body.contains(text), "POST /restart {body}: {}", r.body);
+    }
+    let none = c
+        .http(leader, "DELETE", "/restart", None)
+        .expect("DELETE /restart");
+    assert_eq!(
+        (none.status, none.body.as_str()),
+        (404, "no restarts are scheduled")
+    );
+
+    // The replica, by `--pending`: only members pending a restart are restarted.
+    let started = c.patroni(replica).expect("/patroni")["postmaster_start_time"].clone();
+    let out = patronictl(
+        c,
+        &[
+            "restart",
+            c.scope(),
+            c.name(replica),
+            "--force",
+            "--pending",
+        ],
+    );
+    assert!(
+        out.success()
+            && out
+                .stdout
+                .contains(&format!("Success: restart on member {}", c.name(replica))),
+        "patronictl restart --pending {}: {out:?}\n{}",
+        c.name(replica),
+        c.diagnostics(30)
+    );
+    assert_eq!(show(c, replica, "shared_buffers").as_deref(), Ok("48MB"));
+    assert_ne!(
+        c.patroni(replica).expect("/patroni")["postmaster_start_time"],
+        started
+    );
+    wait_check(
+        SHORT_TIMEOUT,
+        "the replica no longer pending, the leader still",
+        || match (
+            pending_shared_buffers(c, replica)?,
+            pending_shared_buffers(c, leader)?,
+        ) {
+            (None, Some(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    wait_check(
+        REPLICATION_TIMEOUT,
+        "the restarted replica streaming",
+        || {
+            let p = check_patroni(c, replica, "replica")?;
+            (p["replication_state"] == "streaming")
+                .then_some(())
+                .ok_or_else(|| format!("replication_state {}", p["replication_state"]))
+        },
+    );
+
+    // The leader: PostgreSQL goes down and up under the same leader key, no failover.
+    let key_before = c
+        .dcs_get("leader")
+        .expect("read the leader key")
+        .expect("a leader key");
+    let timeline = c.timeline_of(leader);
+    let mut cmd = std::process::Command::new(support::process::patronictl());
+    support::process::scrub_env(&mut cmd);
+    cmd.arg("-c")
+        .arg(c.config_path(0))
+        .args(["restart", c.scope(), c.name(leader), "--force"]);
+    let postmaster_before = c.postmaster_pid(leader).expect("the leader's postmaster");
+    let restart = std::thread::spawn(move || run_capture(&mut cmd, Duration::from_secs(60)));
+    while !restart.is_finished() {
+        let key = c.dcs_get("leader").expect("read the leader key");
+        assert_eq!(
+            key.as_ref().map(|k| (&k.value, k.create_revision)),
+            Some((&key_before.value, key_before.create_revision)),
+            "the leader key changed hands during the leader's restart"
+        );
+        assert_eq!(c.in_recovery(replica), Ok(true), "the replica was promoted");
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    let out = restart.join().expect("the patronictl thread");
+    assert!(
+        out.success()
+            && out
+                .stdout
+                .contains(&format!("Success: restart on member {}", c.name(leader))),
+        "patronictl restart {}: {out:?}\n{}",
+        c.name(leader),
+        c.diagnostics(30)
+    );
+    let postmaster_after = c.postmaster_pid(leader).expect("the leader's postmaster");
+    assert_ne!(
+        postmaster_before, postmaster_after,
+        "the leader's postmaster is the same process: no restart happened"
+    );
+    assert_eq!(show(c, leader, "shared_buffers").as_deref(), Ok("48MB"));
+    assert_eq!(c.timeline_of(leader), timeline, "a restart is no failover");
+    c.execute(leader, &format!("INSERT INTO {TABLE} VALUES (2)"))
+        .expect("a write after the leader's restart");
+    wait_check(SHORT_TIMEOUT, "nobody pending a restart", || {
+        match (
+            pending_shared_buffers(c, replica)?,
+            pending_shared_buffers(c, leader)?,
+        ) {
+            (None, None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+}
+
+/// Adds `line` to the local `postgresql.parameters` of node `i`'s file.
+fn add_local_parameter(c: &Cluster, i: usize, line: &str) {
+    let path = c.config_path(i);
+    let text = fs::read_to_string(path).expect("read the agent's config");
+    let anchor = "    password_encryption: scram-sha-256\n";
+    assert!(text.contains(anchor), "{text}");
+    let text = text.replacen(anchor, &format!("{anchor}    {line}\n"), 1);
+    fs::write(path, text).expect("rewrite the agent's config");
+}
+
+fn reload_and_sighup_apply_the_local_file(c: &Cluster, leader: usize, replica: usize) {
+    // `patronictl reload` (POST /reload) of the replica after an edit of its file.
+    add_local_parameter(c, replica, "log_min_duration_statement: 2500");
+    let out = patronictl(c, &["reload", c.scope(), c.name(replica), "--force"]);
+    assert!(
+        out.success() && out.stdout.contains("Reload request received for member"),
+        "patronictl reload: {out:?}"
+    );
+    wait_setting_everywhere(c, &[replica], "log_min_duration_statement", "2500ms");
+    assert_ne!(
+        show(c, leader, "log_min_duration_statement").as_deref(),
+        Ok("2500ms")
+    );
+    // SIGHUP does the same (Patroni's systemd `ExecReload`).
+    add_local_parameter(c, leader, "log_min_duration_statement: 3500");
+    let pid = c.agent_pid(leader).expect("the leader's agent runs") as i32;
+    support::process::signal(pid, nix::sys::signal::Signal::SIGHUP);
+    wait_setting_everywhere(c, &[leader], "log_min_duration_statement", "3500ms");
+    // An invalid file is refused, naming what is wrong, and nothing changes.
+    let path = c.config_path(replica);
+    let good = fs::read_to_string(path).expect("read the agent's config");
+    fs::write(
+        path,
+        good.replace(
+            "log_min_duration_statement: 2500",
+            "log_min_duration_statement: [1, 2]",
+        ),
+    )
+    .expect("break the agent's config");
+    let r = c
+        .http(replica, "POST", "/reload", None)
+        .expect("POST /reload");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("log_min_duration_statement"), "{}", r.body);
+    fs::write(path, good).expect("restore the agent's config");
+    assert_eq!(
+        show(c, replica, "log_min_duration_statement").as_deref(),
+        Ok("2500ms")
+    );
+    assert_eq!(c.leader_now(), Ok(leader), "reloads change no leader");
 }
 
 /// Patroni's acceptance suite bootstraps with `wal_keep_segments`, which PostgreSQL 13 and

@@ -136,10 +136,11 @@ const STATE_QUERY: &str = "SELECT pg_is_in_recovery(), \
     pg_postmaster_start_time()::text, (SELECT timeline_id FROM pg_control_checkpoint())::int";
 
 /// Parameters whose new value waits for a restart: the value in effect, and the one the
-/// configuration files set (their last valid line; read only when something is pending,
-/// as `pg_file_settings` parses the files).
+/// configuration files set (their last line for it, which `pg_file_settings` marks "setting
+/// could not be applied" exactly because it waits; read only when something is pending, as
+/// `pg_file_settings` parses the files).
 const PENDING_RESTART_QUERY: &str = "SELECT s.name, current_setting(s.name), \
-    (SELECT f.setting FROM pg_file_settings f WHERE f.name = s.name AND f.error IS NULL \
+    (SELECT f.setting FROM pg_file_settings f WHERE f.name = s.name \
      ORDER BY f.seqno DESC LIMIT 1) \
     FROM pg_settings s WHERE s.pending_restart ORDER BY s.name";
 

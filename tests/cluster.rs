@@ -976,6 +976,68 @@ fn maintenance_mode_acts_on_nothing_and_resume_recovers() {
         "{}",
         metrics.body
     );
+    primary_start_timeout_hands_over(&mut c, new_leader);
+}
+
+/// `primary_start_timeout`: the leader's PostgreSQL dies and cannot start again (a broken
+/// line in its configuration); after the timeout the leader gives the key up and a standby
+/// takes over. Repaired, the old leader rejoins as a standby.
+fn primary_start_timeout_hands_over(c: &mut Cluster, leader: usize) {
+    let out = patronictl(
+        c,
+        &[
+            "edit-config",
+            c.scope(),
+            "--force",
+            "-s",
+            "primary_start_timeout=4",
+        ],
+    );
+    assert!(
+        out.success(),
+        "patronictl edit-config -s primary_start_timeout=4: {out:?}"
+    );
+    let others: Vec<usize> = (0..c.len()).filter(|i| *i != leader).collect();
+    wait_check(REJOIN_TIMEOUT, "both standbys streaming", || {
+        expect_endpoints(c, leader, &others, &[])
+    });
+    // Synchronous mode: only a standby recorded in /sync may take over.
+    wait_check(
+        REJOIN_TIMEOUT,
+        "a synchronous standby recorded in /sync",
+        || {
+            let sync = c.dcs_json("sync")?.ok_or("no /sync")?;
+            match sync["sync_standby"].as_str() {
+                Some(s) if !s.is_empty() => Ok(()),
+                _ => Err(sync.to_string()),
+            }
+        },
+    );
+    let base = c.data_dir(leader).join("postgresql.base.conf");
+    let intact = fs::read_to_string(&base).expect("read postgresql.base.conf");
+    fs::write(&base, format!("{intact}\nthis line breaks the file\n"))
+        .expect("break postgresql.base.conf");
+    let killed = c.kill_postgres(leader);
+    let what = format!(
+        "a standby taking over from {} whose PostgreSQL (killed pid {killed}) cannot start",
+        c.name(leader)
+    );
+    let new_leader = wait_until(FAILOVER_TIMEOUT, &what, || {
+        c.leader_now().ok().filter(|l| *l != leader)
+    });
+    let log = fs::read_to_string(c.log_path(leader)).unwrap_or_default();
+    assert!(
+        log.contains("primary-start-timed-out"),
+        "{} gave the key up for another reason",
+        c.name(leader)
+    );
+    fs::write(&base, intact).expect("repair postgresql.base.conf");
+    let standbys: Vec<usize> = (0..c.len()).filter(|i| *i != new_leader).collect();
+    wait_check(
+        REJOIN_TIMEOUT,
+        "the repaired old leader back as a standby",
+        || expect_endpoints(c, new_leader, &standbys, &[]),
+    );
 }
 
 /// The value of the sample `name{labels} value` in a Prometheus text exposition.
@@ -1415,9 +1477,15 @@ fn pending_restart_is_shown_and_restart_applies_it(c: &Cluster, leader: usize, r
         ),
         (
             leader,
-            r#"{"schedule": "2030-01-01T00:00:00+00:00"}"#,
+            r#"{"schedule": "2030-01-01T00:00:00"}"#,
             400,
-            "`schedule`",
+            "Timezone information is mandatory",
+        ),
+        (
+            leader,
+            r#"{"schedule": "2020-01-01T00:00:00+00:00"}"#,
+            422,
+            "Cannot schedule restart in the past",
         ),
     ] {
         let r = c
@@ -1539,6 +1607,124 @@ fn pending_restart_is_shown_and_restart_applies_it(c: &Cluster, leader: usize, r
             other => Err(format!("{other:?}")),
         }
     });
+    scheduled_restart_runs_at_its_time_or_is_flushed(c, replica);
+}
+
+/// A UTC time `secs` from now, as patronictl's `--scheduled` takes it.
+fn in_seconds(secs: i64) -> String {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// The member key's `scheduled_restart.schedule`, if any.
+fn scheduled_in_key(c: &Cluster, i: usize) -> Result<Option<String>, String> {
+    let key = c
+        .dcs_json(&format!("members/{}", c.name(i)))?
+        .ok_or("no member key")?;
+    Ok(key["scheduled_restart"]["schedule"]
+        .as_str()
+        .map(str::to_string))
+}
+
+/// `restart --scheduled`: shown in the member key and `list -e`; a second one is refused;
+/// `flush ... restart` removes it (nothing restarts at its time); scheduled again, it runs.
+fn scheduled_restart_runs_at_its_time_or_is_flushed(c: &Cluster, replica: usize) {
+    let schedule = |at: &str| {
+        patronictl(
+            c,
+            &[
+                "restart",
+                c.scope(),
+                c.name(replica),
+                "--force",
+                "--scheduled",
+                at,
+            ],
+        )
+    };
+    let postmaster = c.postmaster_pid(replica).expect("the replica's postmaster");
+    let first = in_seconds(8);
+    let out = schedule(&first);
+    assert!(
+        out.stdout.contains(&format!(
+            "Success: restart scheduled on member {}",
+            c.name(replica)
+        )),
+        "patronictl restart --scheduled: {out:?}"
+    );
+    wait_check(
+        SHORT_TIMEOUT,
+        "the member key to show the scheduled restart",
+        || match scheduled_in_key(c, replica)? {
+            Some(s) if s.starts_with(&first[..19]) => Ok(()),
+            other => Err(format!("{other:?}, scheduled {first}")),
+        },
+    );
+    let list = patronictl(c, &["list", "-e"]);
+    assert!(
+        list.stdout.contains("Scheduled restart") && list.stdout.contains(&first[..16]),
+        "patronictl list -e: {list:?}"
+    );
+    // A second one is refused (patronictl --force would flush the first: the API then).
+    let body = format!(r#"{{"schedule": "{}"}}"#, in_seconds(60));
+    let second = c
+        .http(replica, "POST", "/restart", Some(&body))
+        .expect("POST /restart");
+    assert_eq!(
+        (second.status, second.body.as_str()),
+        (409, "Another restart is already scheduled")
+    );
+    let out = patronictl(
+        c,
+        &["flush", c.scope(), c.name(replica), "restart", "--force"],
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "Success: flush scheduled restart for member {}",
+            c.name(replica)
+        )),
+        "patronictl flush restart: {out:?}"
+    );
+    wait_check(
+        SHORT_TIMEOUT,
+        "the member key without a scheduled restart",
+        || match scheduled_in_key(c, replica)? {
+            None => Ok(()),
+            Some(s) => Err(s),
+        },
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(
+        c.postmaster_pid(replica),
+        Some(postmaster),
+        "a flushed restart ran anyway"
+    );
+    let out = schedule(&in_seconds(4));
+    assert!(out.stdout.contains("Success: restart scheduled"), "{out:?}");
+    wait_check(REJOIN_TIMEOUT, "the scheduled restart to run", || {
+        match (c.postmaster_pid(replica), scheduled_in_key(c, replica)?) {
+            (Some(pid), None) if pid != postmaster => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    wait_check(
+        REPLICATION_TIMEOUT,
+        "the restarted replica streaming",
+        || {
+            let p = check_patroni(c, replica, "replica")?;
+            (p["replication_state"] == "streaming")
+                .then_some(())
+                .ok_or_else(|| format!("replication_state {}", p["replication_state"]))
+        },
+    );
 }
 
 /// Adds `line` to the local `postgresql.parameters` of node `i`'s file.

@@ -354,6 +354,46 @@ fn nofailover_never_races() {
     assert_eq!(node.state(), "replica");
 }
 
+/// `nofailover` set in the local file and reloaded (`patronictl reload`, SIGHUP) takes
+/// effect at once: the standby no longer races, and its member key says so.
+#[test]
+fn a_reloaded_nofailover_tag_keeps_the_standby_out_of_the_race() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    let mut reloaded = settings(1).reloadable();
+    reloaded.failover_priority = 0;
+    reloaded
+        .tags
+        .insert("nofailover".into(), serde_json::Value::Bool(true));
+    let effects = step_with_probe(
+        &mut node,
+        t,
+        Input::LocalConfigReloaded { settings: reloaded },
+        pg(true, 1000),
+    );
+    assert_eq!(
+        pg_actions(&effects),
+        vec![PgAction::Reload { primary: false }]
+    );
+    finish_actions(&mut node, t, &effects);
+    // The finished reload asked for a fresh probe.
+    node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
+    drain(&mut node);
+    assert_eq!(
+        node.status().tags.get("nofailover"),
+        Some(&serde_json::Value::Bool(true))
+    );
+    for i in 0..3 {
+        let effects = leader_key_deleted(&mut node, t + 1_000 + i * 2000, 1000, 1000);
+        assert!(
+            !effects
+                .iter()
+                .any(|e| matches!(e, Effect::ProbePeers { .. } | Effect::AcquireLeader { .. })),
+            "{effects:?}"
+        );
+    }
+    assert_eq!(node.state(), "replica");
+}
+
 /// A leaderless view in synchronous mode (ttl 6, loop_wait 1) whose `/sync`, when
 /// `recorded` is given, was written by `node1` with these standbys at this revision.
 fn sync_mode_view(recorded: Option<(&[&str], i64)>) -> ClusterView {
@@ -3908,6 +3948,9 @@ pub const SCENARIOS: &[fn()] = &[
     a_parameter_change_in_config_is_written_and_reloaded_once_nothing_else_runs,
     a_restarted_standby_comes_back_following_the_leader,
     a_restarted_primary_keeps_its_key_and_starts_as_primary,
+    a_reloaded_nofailover_tag_keeps_the_standby_out_of_the_race,
+    a_primary_that_does_not_start_within_primary_start_timeout_hands_over,
+    a_scheduled_restart_runs_at_its_time_and_a_deleted_one_never,
 ];
 
 /// `view` with a `/config` (the test timing) that sets `work_mem`.
@@ -3982,7 +4025,11 @@ fn a_parameter_change_in_config_is_written_and_reloaded_once_nothing_else_runs()
         ),
         "the worker gets the new configuration: {effects:?}"
     );
-    assert_eq!(pg_actions(&effects), vec![PgAction::Reload], "{effects:?}");
+    assert_eq!(
+        pg_actions(&effects),
+        vec![PgAction::Reload { primary: false }],
+        "{effects:?}"
+    );
     // Another change while the reload runs waits for it.
     let effects = step_with_probe(&mut node, t + 1_000, changed("16MB"), pg(true, 1000));
     assert_eq!(
@@ -3993,7 +4040,7 @@ fn a_parameter_change_in_config_is_written_and_reloaded_once_nothing_else_runs()
     node.handle_input(
         Instant(t + 1_100),
         Input::PgActionFinished {
-            action: PgAction::Reload,
+            action: PgAction::Reload { primary: false },
             outcome: PgActionOutcome::Failed {
                 error: "pg_ctl reload: no server running".into(),
             },
@@ -4002,7 +4049,11 @@ fn a_parameter_change_in_config_is_written_and_reloaded_once_nothing_else_runs()
     drain(&mut node);
     // A failure is retried at the next regular cycle, not at once.
     let effects = step_with_probe(&mut node, t + 2_200, Input::Tick, pg(true, 1000));
-    assert_eq!(pg_actions(&effects), vec![PgAction::Reload], "{effects:?}");
+    assert_eq!(
+        pg_actions(&effects),
+        vec![PgAction::Reload { primary: false }],
+        "{effects:?}"
+    );
     finish_pg_action(&mut node, t + 2_300, &effects);
     drain(&mut node);
     let effects = step_with_probe(&mut node, t + 3_400, Input::Tick, pg(true, 1000));
@@ -4012,13 +4063,15 @@ fn a_parameter_change_in_config_is_written_and_reloaded_once_nothing_else_runs()
         "nothing left to reload: {effects:?}"
     );
     // The local file re-read (`POST /reload`, SIGHUP) reloads too, even unchanged.
-    let effects = step_with_probe(
-        &mut node,
-        t + 4_500,
-        Input::LocalConfigReloaded,
-        pg(true, 1000),
+    let reloaded = Input::LocalConfigReloaded {
+        settings: settings(1).reloadable(),
+    };
+    let effects = step_with_probe(&mut node, t + 4_500, reloaded, pg(true, 1000));
+    assert_eq!(
+        pg_actions(&effects),
+        vec![PgAction::Reload { primary: false }],
+        "{effects:?}"
     );
-    assert_eq!(pg_actions(&effects), vec![PgAction::Reload], "{effects:?}");
 }
 
 /// An answer the core keeps for the REST API (`None`: none yet).
@@ -4165,6 +4218,150 @@ fn finish_actions(node: &mut Node, at: u64, effects: &[Effect]) {
         );
     }
     drain(node);
+}
+
+/// `primary_start_timeout`: a leader whose PostgreSQL does not come back keeps trying (and
+/// its key) while no standby could take over, and stops trying and hands over once one
+/// can, as Patroni.
+#[test]
+fn a_primary_that_does_not_start_within_primary_start_timeout_hands_over() {
+    let mut node = primary();
+    let mut v = view(Some((ME, LEASE.0)), 0, 10);
+    v.config = Some(Versioned {
+        value: DynamicConfig {
+            ttl: 6,
+            loop_wait: 1,
+            retry_timeout: 2,
+            primary_start_timeout: 3,
+            ..DynamicConfig::default()
+        },
+        mod_revision: Revision(3),
+    });
+    v.members.get_mut(ME).expect("me").role = "primary".into();
+    for name in ["node1", "node3"] {
+        let m = v.members.get_mut(name).expect("a member");
+        m.state = "stopped".into();
+        m.wal_position = Some(Lsn(0));
+    }
+    node.handle_input(Instant(600), Input::ClusterChanged(Box::new(v.clone())));
+    drain(&mut node);
+    let mut down = pg(false, 0);
+    down.server = None;
+    down.postmaster_alive = false;
+    for at in (1_000..=6_000).step_by(1_000) {
+        renew_until(&mut node, at, at);
+        let effects = step_with_probe(&mut node, at, Input::Tick, down.clone());
+        assert_eq!(
+            demotes(&effects),
+            None,
+            "no standby can take over: {effects:?}"
+        );
+        assert!(node.status().holds_leader_key);
+        for action in pg_actions(&effects) {
+            assert!(
+                matches!(action, PgAction::StartPrimary { .. }),
+                "{action:?}"
+            );
+            node.handle_input(
+                Instant(at + 100),
+                Input::PgActionFinished {
+                    action,
+                    outcome: PgActionOutcome::Failed {
+                        error: "pg_ctl start: could not start server".into(),
+                    },
+                },
+            );
+        }
+        drain(&mut node);
+    }
+    assert_eq!(node.state(), "primary");
+    // A standby is running and close enough: the leader gives up its PostgreSQL and key.
+    v.members.get_mut("node1").expect("node1").state = "running".into();
+    v.revision = Revision(11);
+    renew_until(&mut node, 7_000, 7_000);
+    let effects = step_with_probe(
+        &mut node,
+        7_000,
+        Input::ClusterChanged(Box::new(v)),
+        down.clone(),
+    );
+    assert_eq!(
+        demotes(&effects),
+        Some(DemoteMode::Immediate),
+        "{effects:?}"
+    );
+    assert_eq!(node.state(), "demoting");
+    assert!(
+        node.status()
+            .last_transition
+            .contains("primary_start_timeout (3 s)"),
+        "{}",
+        node.status().last_transition
+    );
+}
+
+fn schedule_restart(request: u64, at: u64) -> Input {
+    Input::RestartScheduled {
+        request,
+        at: Instant(at),
+        schedule: format!("at {at} ms"),
+        conditions: RestartConditions::default(),
+        postgres_version: None,
+    }
+}
+
+/// `patronictl restart --scheduled`: one restart kept per node, its timer wakes the node at
+/// its time and the restart runs then; `flush` (DELETE /restart) forgets it.
+#[test]
+fn a_scheduled_restart_runs_at_its_time_and_a_deleted_one_never() {
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    node.handle_input(Instant(t), schedule_restart(1, t + 5_000));
+    assert_eq!(restart_answers(&node, 1).0, Some(Ok(())));
+    node.handle_input(Instant(t), schedule_restart(2, t + 9_000));
+    assert_eq!(
+        restart_answers(&node, 2).0,
+        Some(Err("Another restart is already scheduled".into()))
+    );
+    assert!(node.status().member_record().scheduled_restart.is_some());
+    assert_eq!(
+        node.timers()
+            .get(pgwarden::core::timers::Timer::ScheduledRestart),
+        Some(Instant(t + 5_000))
+    );
+    // Cycles before its time restart nothing.
+    let effects = step_with_probe(&mut node, t + 4_000, Input::Tick, pg(true, 1000));
+    assert_eq!(pg_actions(&effects), vec![], "{effects:?}");
+    // Its time: the node wakes, probes, and restarts.
+    let effects = step_with_probe(&mut node, t + 5_000, Input::Tick, pg(true, 1000));
+    assert!(
+        matches!(
+            only_action(&effects),
+            Some(PgAction::Restart { request: None, ref start }) if matches!(**start, PgAction::StartReplica { .. })
+        ),
+        "{effects:?}"
+    );
+    assert!(
+        node.status().scheduled_restart.is_none(),
+        "it ran, so it is gone"
+    );
+    finish_actions(&mut node, t + 5_500, &effects);
+    // Scheduled again, then deleted: nothing runs at its time.
+    node.handle_input(Instant(t + 6_000), schedule_restart(3, t + 8_000));
+    node.handle_input(
+        Instant(t + 6_000),
+        Input::ScheduledRestartDeleted { request: 4 },
+    );
+    assert_eq!(restart_answers(&node, 4).0, Some(Ok(())));
+    node.handle_input(
+        Instant(t + 6_000),
+        Input::ScheduledRestartDeleted { request: 5 },
+    );
+    assert_eq!(
+        restart_answers(&node, 5).0,
+        Some(Err("no restarts are scheduled".into()))
+    );
+    let effects = step_with_probe(&mut node, t + 8_000, Input::Tick, pg(true, 1000));
+    assert_eq!(pg_actions(&effects), vec![], "{effects:?}");
 }
 
 /// A scenario missing from [`SCENARIOS`] would be missing from the table too.

@@ -9,8 +9,9 @@
 //!
 //! Body (optional, Patroni's): `role` (`primary`, `replica`), `postgres_version` (restart
 //! only an older server), `restart_pending` (only when a parameter waits for a restart),
-//! `timeout` (how long to wait, seconds or with a unit), `schedule` (refused: pgwarden does
-//! not schedule restarts yet, so `DELETE /restart` always finds none).
+//! `timeout` (how long to wait, seconds or with a unit), `schedule` (an ISO 8601 time with a
+//! time zone: 202 `Restart scheduled`, the conditions judged when it comes; 409 when one is
+//! already scheduled; `DELETE /restart` removes it).
 //!
 //! Must not touch: PostgreSQL, the lock store.
 
@@ -34,6 +35,8 @@ const VERDICT_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, Default, PartialEq)]
 struct RestartBody {
     conditions: RestartConditions,
+    /// `postgres_version` as given (a scheduled restart shows it).
+    postgres_version: Option<String>,
     timeout: Option<Duration>,
     schedule: Option<String>,
 }
@@ -70,8 +73,10 @@ fn parse_body(body: &[u8]) -> Result<RestartBody, String> {
                     .unwrap_or_else(|| value.to_string());
                 out.conditions.below_version =
                     Some(parse_version(&text).map_err(|e| format!("`postgres_version`: {e}"))?);
+                out.postgres_version = Some(text);
             }
-            "restart_pending" => out.conditions.only_if_pending = truthy(value),
+            // Patroni: the key's presence is the condition, whatever its value.
+            "restart_pending" => out.conditions.only_if_pending = true,
             "timeout" => {
                 out.timeout = Some(parse_timeout(value).ok_or_else(|| {
                     format!("Timeout should be a positive number of seconds (`timeout` is {value})")
@@ -89,20 +94,6 @@ fn parse_body(body: &[u8]) -> Result<RestartBody, String> {
         }
     }
     Ok(out)
-}
-
-/// Patroni reads `restart_pending` as "present and true-ish".
-fn truthy(value: &Value) -> bool {
-    match value {
-        Value::Bool(b) => *b,
-        Value::Null => false,
-        Value::String(s) => !matches!(
-            s.to_ascii_lowercase().as_str(),
-            "" | "false" | "off" | "no" | "0"
-        ),
-        Value::Number(n) => n.as_f64() != Some(0.0),
-        _ => true,
-    }
 }
 
 /// A positive duration: seconds as a number, or a string with an optional unit
@@ -164,20 +155,8 @@ pub async fn post_restart(
         Ok(body) => body,
         Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
-    if body.schedule.is_some() {
-        if state.snapshot().config.pause {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Can't schedule restart in the paused state",
-            )
-                .into_response();
-        }
-        return (
-            StatusCode::BAD_REQUEST,
-            "`schedule`: pgwarden does not schedule restarts yet; restart now (no `schedule`) \
-             or at the time from cron",
-        )
-            .into_response();
+    if let Some(schedule) = body.schedule {
+        return schedule_restart(&state, schedule, body.conditions, body.postgres_version).await;
     }
     let conditions = body.conditions.clone();
     let request = match super::send_to_core(&state, |request| Input::RestartRequested {
@@ -197,7 +176,7 @@ pub async fn post_restart(
         None => {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the agent did not judge the request in time",
+                "the agent did not answer in time; the request may still be carried out",
             )
                 .into_response()
         }
@@ -224,12 +203,106 @@ pub async fn post_restart(
     }
 }
 
-/// `DELETE /restart`: no restart is ever scheduled here (see `post_restart`).
+/// `POST /restart` with a `schedule`, Patroni's codes: 500 while paused, 400 without a time
+/// zone, 422 unparsable or in the past, 202 scheduled, 409 one already is.
+async fn schedule_restart(
+    state: &ApiState,
+    schedule: String,
+    conditions: RestartConditions,
+    postgres_version: Option<String>,
+) -> Response {
+    const PAUSED: &str = "Can't schedule restart in the paused state";
+    if state.snapshot().config.pause {
+        return (StatusCode::INTERNAL_SERVER_ERROR, PAUSED).into_response();
+    }
+    let wall = match parse_schedule(&schedule) {
+        Ok(wall) => wall,
+        Err((code, why)) => return (code, why).into_response(),
+    };
+    let now_wall = time::OffsetDateTime::now_utc();
+    if wall < now_wall {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Cannot schedule restart in the past",
+        )
+            .into_response();
+    }
+    let delay = Duration::try_from(wall - now_wall).unwrap_or_default();
+    let at = crate::runtime::clock::now() + delay;
+    let request = match super::send_to_core(state, |request| Input::RestartScheduled {
+        request,
+        at,
+        schedule,
+        conditions,
+        postgres_version,
+    }) {
+        Ok(request) => request,
+        Err(why) => return (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    };
+    match await_answer(state, VERDICT_WAIT, |s| {
+        find(&s.restart_verdicts, request).cloned()
+    })
+    .await
+    {
+        Some(Ok(())) => (StatusCode::ACCEPTED, "Restart scheduled").into_response(),
+        Some(Err(why)) if why == PAUSED => (StatusCode::INTERNAL_SERVER_ERROR, why).into_response(),
+        Some(Err(why)) => (StatusCode::CONFLICT, why).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent did not answer in time; the request may still be carried out",
+        )
+            .into_response(),
+    }
+}
+
+/// An ISO 8601 time with a time zone (`2026-12-07T01:00:00+00:00`, what patronictl sends;
+/// a space for the `T` is accepted too).
+fn parse_schedule(text: &str) -> Result<time::OffsetDateTime, (StatusCode, String)> {
+    use time::format_description::well_known::Iso8601;
+    let text = text.trim();
+    let normalized = match text.get(10..11) {
+        Some(" ") => format!("{}T{}", &text[..10], &text[11..]),
+        _ => text.to_string(),
+    };
+    if let Ok(at) = time::OffsetDateTime::parse(&normalized, &Iso8601::DEFAULT) {
+        return Ok(at);
+    }
+    if time::PrimitiveDateTime::parse(&normalized, &Iso8601::DEFAULT).is_ok() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "Timezone information is mandatory for the scheduled restart".into(),
+        ));
+    }
+    Err((
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Unable to parse scheduled timestamp. It should be in an unambiguous format, e.g. ISO 8601"
+            .into(),
+    ))
+}
+
+/// `DELETE /restart`: 200 `scheduled restart deleted`, 404 `no restarts are scheduled`.
 pub async fn delete_restart(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if let Some(denied) = super::switchover::refused_credentials(&state, &headers) {
         return denied;
     }
-    (StatusCode::NOT_FOUND, "no restarts are scheduled").into_response()
+    let request =
+        match super::send_to_core(&state, |request| Input::ScheduledRestartDeleted { request }) {
+            Ok(request) => request,
+            Err(why) => return (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+        };
+    match await_answer(&state, VERDICT_WAIT, |s| {
+        find(&s.restart_verdicts, request).cloned()
+    })
+    .await
+    {
+        Some(Ok(())) => (StatusCode::OK, "scheduled restart deleted").into_response(),
+        Some(Err(why)) => (StatusCode::NOT_FOUND, why).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent did not answer in time; the request may still be carried out",
+        )
+            .into_response(),
+    }
 }
 
 /// `POST /reload`: re-read the local file and apply it (SIGHUP does the same). 202 as
@@ -280,6 +353,21 @@ mod tests {
         assert_eq!(
             parse_body(br#"{"timeout": 5}"#).map(|b| b.timeout),
             Ok(Some(Duration::from_secs(5)))
+        );
+    }
+
+    #[test]
+    fn schedules_need_a_time_zone() {
+        let at = parse_schedule("2030-01-02T03:04:05+01:00").expect("ISO 8601 with an offset");
+        assert_eq!(at.unix_timestamp(), 1_893_549_845);
+        assert!(parse_schedule("2030-01-02 03:04:05.123456+00:00").is_ok());
+        assert_eq!(
+            parse_schedule("2030-01-02T03:04:05").map_err(|e| e.0),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            parse_schedule("next tuesday").map_err(|e| e.0),
+            Err(StatusCode::UNPROCESSABLE_ENTITY)
         );
     }
 

@@ -8,7 +8,7 @@ use super::consult::{self, ConsultPurpose, PolicyAnswer, PolicyCall};
 use super::effect::{Effect, PgAction, Upstream};
 use super::failsafe::{self, Failsafe, HeartbeatVerdict};
 use super::initialize::OrphanWatch;
-use super::input::PgActionOutcome;
+use super::input::{PgActionOutcome, ReloadedSettings};
 use super::parts::{
     Acquisition, Facts, Leadership, PolicyBook, PostgresControl, Published, Report, Requests,
     SyncBook,
@@ -109,6 +109,27 @@ pub struct NodeSettings {
     /// this node never bootstraps a new cluster (an empty one in place of the clone or
     /// restore asked for would be worse than none); it joins one another member created.
     pub custom_bootstrap_method: Option<String>,
+}
+
+impl NodeSettings {
+    /// Takes what a reload changes.
+    pub fn apply(&mut self, reloaded: ReloadedSettings) {
+        self.failover_priority = reloaded.failover_priority;
+        self.tags = reloaded.tags;
+        self.use_pg_rewind = reloaded.use_pg_rewind;
+        self.remove_data_directory_on_rewind_failure =
+            reloaded.remove_data_directory_on_rewind_failure;
+    }
+
+    /// What a reload could change, as it is now.
+    pub fn reloadable(&self) -> ReloadedSettings {
+        ReloadedSettings {
+            failover_priority: self.failover_priority,
+            tags: self.tags.clone(),
+            use_pg_rewind: self.use_pg_rewind,
+            remove_data_directory_on_rewind_failure: self.remove_data_directory_on_rewind_failure,
+        }
+    }
 }
 
 /// The machine's context (statig): the facts it decides on, the outbox it writes to and the
@@ -213,12 +234,48 @@ impl Agent {
     /// configuration in force and nothing else runs (a running server only: a start
     /// writes them anyway).
     pub fn reload_if_outdated(&mut self) {
-        if self.postgres.config_outdated
-            && self.postgres.action.is_none()
-            && self.facts.pg.as_ref().is_some_and(|p| p.is_running())
-        {
-            self.start_pg(PgAction::Reload);
+        let Some(primary) = self
+            .facts
+            .pg
+            .as_ref()
+            .filter(|p| p.is_running())
+            .map(|p| p.is_primary())
+        else {
+            return;
+        };
+        if self.postgres.config_outdated && self.postgres.action.is_none() {
+            self.start_pg(PgAction::Reload { primary });
         }
+    }
+
+    /// Whether another member could take over now (Patroni's `is_failover_possible`, read
+    /// from the member keys): a running standby that may lead, within
+    /// `maximum_lag_on_failover` of our last published position, and recorded in `/sync`
+    /// when synchronous mode is on.
+    pub fn failover_possible(&self) -> bool {
+        let Some(view) = self.facts.view.as_ref() else {
+            return false;
+        };
+        let position = self.published.optime.or(view.optime);
+        let synchronous = self.facts.config.synchronous_mode != SynchronousMode::Off;
+        let recorded: &[String] = view
+            .sync
+            .as_ref()
+            .map_or(&[], |s| s.value.sync_standby.as_slice());
+        view.members.values().any(|m| {
+            m.name != self.settings.name
+                && m.can_lead()
+                && m.state == "running"
+                && m.role == "replica"
+                && match (position, m.wal_position) {
+                    (Some(ours), Some(theirs)) => {
+                        ours.bytes_since(theirs) <= self.facts.config.maximum_lag_on_failover
+                    }
+                    (Some(_), None) => false,
+                    (None, _) => true,
+                }
+                && (!synchronous || recorded.contains(&m.name))
+        })
     }
 
     /// What `POST /restart` is judged on.
@@ -226,9 +283,14 @@ impl Agent {
         let server = self.facts.pg.as_ref().and_then(|p| p.server.as_ref());
         // A primary restarted here starts again as one, which only the leader may: a
         // paused primary left running beside another leader is not restarted.
+        // Nor one whose lease is not current (maintenance mode through an etcd outage): it
+        // would be stopped and then refused its start.
         let state = match server {
             Some(s) if !s.in_recovery && !self.holds_leader_key() => {
                 "a primary without the leader key"
+            }
+            Some(s) if !s.in_recovery && !self.lease_allows_primary() => {
+                "a primary whose lease is not current"
             }
             _ => self.report.state_name,
         };
@@ -661,7 +723,16 @@ impl Agent {
             bootstrapping: self.report.state_name == "bootstrapping",
             tags: self.settings.tags.clone(),
             pause: self.paused(),
+            scheduled_restart: self.scheduled_restart(),
         }
+    }
+
+    /// The restart scheduled for later, if any.
+    pub fn scheduled_restart(&self) -> Option<super::restart::ScheduledRestart> {
+        self.requests
+            .scheduled_restart
+            .as_ref()
+            .map(|(s, _)| s.clone())
     }
 
     /// The facts a policy's view and events are made of.

@@ -103,7 +103,12 @@ pub enum PgAction {
     /// Rewrite the configuration files (postgresql.conf, pg_hba.conf, pg_ident.conf) from
     /// the configuration in force and reload PostgreSQL: `/config` or the local file
     /// changed. What needs a restart shows as pending in the next probe.
-    Reload,
+    Reload {
+        /// PostgreSQL runs as a primary: the files must set up no standby (a primary
+        /// promoted by hand in maintenance mode still has the standby setup it was started
+        /// with, which a crash restart would otherwise bring back).
+        primary: bool,
+    },
     /// Stop PostgreSQL (fast) and start it again as `start` says (`StartPrimary` or
     /// `StartReplica`): `POST /restart`. The PostgreSQL worker starts a primary only while
     /// the lease it holds is current.
@@ -130,7 +135,7 @@ impl PgAction {
             PgAction::Rewind { .. } => "rewind",
             PgAction::SetSyncStandbys { .. } => "set_sync_standbys",
             PgAction::EnsureSlots { .. } => "ensure_slots",
-            PgAction::Reload => "reload",
+            PgAction::Reload { .. } => "reload",
             PgAction::Restart { .. } => "restart",
         }
     }
@@ -149,7 +154,7 @@ impl PgAction {
                 | PgAction::StartPrimary { .. }
                 | PgAction::Follow { .. }
                 | PgAction::Rewind { .. }
-                | PgAction::Reload
+                | PgAction::Reload { .. }
                 | PgAction::Restart { .. }
         )
     }
@@ -167,7 +172,7 @@ impl PgAction {
                 | PgAction::Follow { .. }
                 | PgAction::Rewind { .. }
                 | PgAction::SetSyncStandbys { .. }
-                | PgAction::Reload
+                | PgAction::Reload { .. }
                 | PgAction::Restart { .. }
         )
     }

@@ -21,6 +21,21 @@ pub enum PgActionOutcome {
     },
 }
 
+/// The local settings a reload of the file (`POST /reload`, SIGHUP) changes in a running
+/// core: tags (so `nofailover`, `failover_priority`, `nosync`, `noloadbalance` take effect
+/// at once, as in Patroni) and the rewind choices.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReloadedSettings {
+    /// `failover_priority` (`nofailover` ⇒ 0).
+    pub failover_priority: i64,
+    /// Tags as configured.
+    pub tags: serde_json::Map<String, serde_json::Value>,
+    /// Local `postgresql.use_pg_rewind`.
+    pub use_pg_rewind: Option<bool>,
+    /// `postgresql.remove_data_directory_on_rewind_failure`.
+    pub remove_data_directory_on_rewind_failure: bool,
+}
+
 /// A fact for the core.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Input {
@@ -123,9 +138,31 @@ pub enum Input {
         /// The request's conditions (role, version, pending restart).
         conditions: super::restart::RestartConditions,
     },
+    /// `POST /restart` with a `schedule`: restart at `at`, if the conditions hold then.
+    RestartScheduled {
+        /// Request id chosen by the REST handler, to find its verdict.
+        request: u64,
+        /// When (the runtime converted the operator's wall-clock time).
+        at: super::time::Instant,
+        /// The time as the operator gave it.
+        schedule: String,
+        /// The request's conditions.
+        conditions: super::restart::RestartConditions,
+        /// `postgres_version` as given.
+        postgres_version: Option<String>,
+    },
+    /// `DELETE /restart`: forget the scheduled restart.
+    ScheduledRestartDeleted {
+        /// Request id chosen by the REST handler, to find its verdict.
+        request: u64,
+    },
     /// The local configuration file was re-read (`POST /reload`, SIGHUP) and the PostgreSQL
-    /// worker given its settings: the configuration files are rewritten and reloaded.
-    LocalConfigReloaded,
+    /// worker given its settings: the core takes `settings`, and the configuration files
+    /// are rewritten and reloaded.
+    LocalConfigReloaded {
+        /// What the file now says of the settings a reload changes.
+        settings: ReloadedSettings,
+    },
     /// Result of `ProbeFailsafe`: `refusals` is empty when every member accepted.
     FailsafeConfirmed {
         /// When the round started (before the first request left).

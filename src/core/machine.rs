@@ -57,9 +57,10 @@ pub enum Event {
     /// An operator asked for a fresh copy (`POST /reinitialize`) and the core accepted it
     /// ([`Agent::reinitialize_verdict`]): only `starting` and `replica` receive it.
     Reinitialize,
-    /// An operator asked for a restart (`POST /restart`, the request id) and the core
-    /// accepted it (`restart::verdict`): only `primary` and `replica` receive it.
-    Restart(u64),
+    /// An operator asked for a restart (`POST /restart`, the request id; `None`: a
+    /// scheduled one whose time came) and the core accepted it (`restart::verdict`): only
+    /// `primary` and `replica` receive it.
+    Restart(Option<u64>),
 }
 
 #[state_machine(
@@ -432,6 +433,7 @@ impl Machine {
         }
         let (from, to) = (state_name(source), state_name(target));
         context.report.state_name = to;
+        context.postgres.primary_down_since = None;
         let Some(why) = context.outbox.take_why() else {
             // `Agent::go` is the only way to a transition (tests/architecture.rs checks it).
             debug_assert!(false, "a transition {from} -> {to} without a Why");
@@ -475,7 +477,8 @@ impl Event {
             Event::StopOffline => "StopOffline".into(),
             Event::KillOverdueStop(why) => format!("KillOverdueStop({})", why.code()),
             Event::Reinitialize => "Reinitialize".into(),
-            Event::Restart(request) => format!("Restart({request})"),
+            Event::Restart(Some(request)) => format!("Restart({request})"),
+            Event::Restart(None) => "Restart(scheduled)".into(),
         }
     }
 }
@@ -587,7 +590,7 @@ impl Agent {
     /// Stop PostgreSQL and start it again in the role it has (accepted `POST /restart`).
     /// The node stays in its state: a primary keeps its key and lease meanwhile, as in
     /// Patroni, and the cycles wait for the action.
-    fn start_restart(&mut self, request: u64) -> Outcome<State> {
+    fn start_restart(&mut self, request: Option<u64>) -> Outcome<State> {
         let Some(pg) = self
             .facts
             .pg
@@ -607,7 +610,7 @@ impl Agent {
         };
         self.start_pg(PgAction::Restart {
             start: Box::new(start),
-            request: Some(request),
+            request,
         });
         Handled
     }
@@ -1081,6 +1084,39 @@ impl Agent {
         self.go(State::demoting(), Why::PrimaryUnresponsive { silent_ms })
     }
 
+    /// `primary_start_timeout`, as Patroni: a leader whose PostgreSQL has been down or
+    /// starting for that long (0: as soon as it is seen down) stops it and releases the key
+    /// once it is down, so a healthy standby takes over; when none could, it keeps trying.
+    /// Only a dead postmaster, or one our start is bringing up, counts: a running one that
+    /// answers with errors (too many clients) is no reason to fail over, and a silent one is
+    /// `unresponsive_primary_timeout`'s. An operator's restart is not judged while it runs
+    /// (its stop may take a checkpoint's time): the clock starts if its start fails.
+    fn give_up_a_primary_that_does_not_start(&mut self) -> Option<Outcome<State>> {
+        if matches!(self.postgres.action, Some(PgAction::Restart { .. })) {
+            return None;
+        }
+        let pg = self.facts.pg.as_ref()?;
+        let starting = matches!(self.postgres.action, Some(PgAction::StartPrimary { .. }));
+        if pg.is_running() || (pg.postmaster_alive && !starting) {
+            self.postgres.primary_down_since = None;
+            return None;
+        }
+        if matches!(self.postgres.action, Some(PgAction::Demote { .. })) {
+            return None;
+        }
+        let now = self.facts.now;
+        let since = *self.postgres.primary_down_since.get_or_insert(now);
+        let timeout_s = self.facts.config.primary_start_timeout;
+        let waited = now.saturating_since(since);
+        if waited < std::time::Duration::from_secs(timeout_s.into()) || !self.failover_possible() {
+            return None;
+        }
+        self.start_pg(PgAction::Demote {
+            mode: DemoteMode::Immediate,
+        });
+        Some(self.go(State::demoting(), Why::PrimaryStartTimedOut { timeout_s }))
+    }
+
     fn decide_primary(&mut self) -> Outcome<State> {
         if self.paused() {
             return self.decide_paused_primary();
@@ -1113,6 +1149,9 @@ impl Agent {
                 mode: DemoteMode::ImmediateNolock,
             });
             return self.go(State::demoting(), Why::DeadlinePassed);
+        }
+        if let Some(stop) = self.give_up_a_primary_that_does_not_start() {
+            return stop;
         }
         if self.facts.dcs_error.is_none() {
             if let Some(members) = self.failsafe_write_due() {
@@ -1252,9 +1291,13 @@ impl Agent {
         if let Some(effect) = self.next_sync_record(server) {
             self.outbox.push(effect);
         }
-        if let Some(step) = self.next_pg_step_for_primary(server) {
-            self.start_pg(step);
-        }
+        // The reload first: a step that keeps failing (a slot PostgreSQL refuses) must not
+        // hold a configuration change back for ever.
         self.reload_if_outdated();
+        if self.postgres.action.is_none() {
+            if let Some(step) = self.next_pg_step_for_primary(server) {
+                self.start_pg(step);
+            }
+        }
     }
 }

@@ -38,7 +38,7 @@ use statig::prelude::*;
 pub use agent::{slot_name_for_member, NodeSettings};
 pub use consult::{decide_with_default, ConsultPurpose, PolicyAnswer, PolicyCall};
 pub use effect::{DemoteMode, Effect, PgAction, Upstream};
-pub use input::{Input, PgActionOutcome};
+pub use input::{Input, PgActionOutcome, ReloadedSettings};
 pub use status::NodeStatus;
 pub use time::Instant;
 pub use types::{LeaseId, Lsn, Revision, Timeline};
@@ -171,7 +171,37 @@ impl Node {
                 request,
                 conditions,
             } => self.on_restart_requested(request, conditions),
-            Input::LocalConfigReloaded => {
+            Input::RestartScheduled {
+                request,
+                at,
+                schedule,
+                conditions,
+                postgres_version,
+            } => {
+                let postmaster_start_time = self
+                    .agent
+                    .facts
+                    .pg
+                    .as_ref()
+                    .and_then(|p| p.server.as_ref())
+                    .and_then(|s| s.postmaster_start_time.clone());
+                let scheduled = restart::ScheduledRestart {
+                    at,
+                    schedule,
+                    conditions,
+                    postgres_version,
+                    postmaster_start_time,
+                };
+                self.on_restart_scheduled(request, scheduled)
+            }
+            Input::ScheduledRestartDeleted { request } => {
+                self.on_scheduled_restart_deleted(request)
+            }
+            Input::LocalConfigReloaded { settings } => {
+                if settings != self.agent.settings.reloadable() {
+                    tracing::info!(node = %self.agent.settings.name, ?settings, "local settings reloaded");
+                    self.agent.settings.apply(settings);
+                }
                 // The runtime hands the PostgreSQL worker the new local settings first:
                 // the reload this asks for writes them.
                 self.agent.postgres.config_outdated = true;
@@ -189,6 +219,13 @@ impl Node {
         self.consult_on_events();
         if let Some(wake) = self.agent.policy.wake_at.take() {
             self.next_cycle_at = self.next_cycle_at.min(wake);
+        }
+        if let Some((scheduled, woken)) = self.agent.requests.scheduled_restart.as_mut() {
+            if !*woken && now >= scheduled.at {
+                // Its time came: a cycle now (a fresh probe, then `run_scheduled_restart`).
+                *woken = true;
+                self.next_cycle_at = self.next_cycle_at.min(now);
+            }
         }
         self.maybe_start_cycle(now);
     }
@@ -399,7 +436,67 @@ impl Node {
             (request, verdict),
         );
         if accepted {
-            self.dispatch(Event::Restart(request));
+            self.dispatch(Event::Restart(Some(request)));
+        }
+    }
+
+    /// `POST /restart` with a schedule: kept for its time (one at a time, none while paused).
+    fn on_restart_scheduled(&mut self, request: u64, scheduled: restart::ScheduledRestart) {
+        let verdict = if self.agent.paused() {
+            Err("Can't schedule restart in the paused state".to_string())
+        } else if self.agent.requests.scheduled_restart.is_some() {
+            Err("Another restart is already scheduled".to_string())
+        } else {
+            tracing::info!(node = %self.agent.settings.name, schedule = %scheduled.schedule, "restart scheduled");
+            self.agent.requests.scheduled_restart = Some((scheduled, false));
+            Ok(())
+        };
+        keep_bounded(
+            &mut self.agent.requests.restart_verdicts,
+            (request, verdict),
+        );
+    }
+
+    /// `DELETE /restart`.
+    fn on_scheduled_restart_deleted(&mut self, request: u64) {
+        let verdict = match self.agent.requests.scheduled_restart.take() {
+            Some((s, _)) => {
+                tracing::info!(node = %self.agent.settings.name, schedule = %s.schedule, "scheduled restart deleted");
+                Ok(())
+            }
+            None => Err("no restarts are scheduled".to_string()),
+        };
+        keep_bounded(
+            &mut self.agent.requests.restart_verdicts,
+            (request, verdict),
+        );
+    }
+
+    /// At a cycle: the scheduled restart runs when due (and the node can), waits while the
+    /// node is busy, or is dropped (see `restart::scheduled_step`).
+    fn run_scheduled_restart(&mut self) {
+        let Some((scheduled, _)) = self.agent.requests.scheduled_restart.as_ref() else {
+            return;
+        };
+        let loop_wait = Duration::from_secs(self.agent.facts.config.loop_wait.max(1).into());
+        let step = restart::scheduled_step(
+            scheduled,
+            self.agent.facts.now,
+            loop_wait,
+            self.agent.paused(),
+            self.agent.restart_facts(),
+        );
+        match step {
+            restart::ScheduledStep::Wait => {}
+            restart::ScheduledStep::Run => {
+                tracing::info!(node = %self.agent.settings.name, schedule = %scheduled.schedule, "scheduled restart starting");
+                self.agent.requests.scheduled_restart = None;
+                self.dispatch(Event::Restart(None));
+            }
+            restart::ScheduledStep::Drop(why) => {
+                tracing::warn!(node = %self.agent.settings.name, schedule = %scheduled.schedule, %why, "scheduled restart dropped");
+                self.agent.requests.scheduled_restart = None;
+            }
         }
     }
 
@@ -480,6 +577,9 @@ impl Node {
             self.next_cycle_at
         };
         table.set(Timer::Cycle, cycle);
+        if let Some((scheduled, false)) = self.agent.requests.scheduled_restart.as_ref() {
+            table.set(Timer::ScheduledRestart, scheduled.at);
+        }
         if !self.renewal_in_flight && !self.grant_in_flight {
             table.set(Timer::LeaseRenewal, self.next_lease_at);
         }
@@ -578,6 +678,7 @@ impl Node {
             reinitialize_verdicts: a.requests.reinitialize_verdicts.iter().cloned().collect(),
             restart_verdicts: a.requests.restart_verdicts.iter().cloned().collect(),
             restart_results: a.requests.restart_results.iter().cloned().collect(),
+            scheduled_restart: a.scheduled_restart(),
         }
     }
 
@@ -1035,6 +1136,7 @@ impl Node {
             // gate of `required` and for the status (a stat, the device is not opened).
             self.agent.outbox.push(Effect::CheckWatchdog);
         }
+        self.run_scheduled_restart();
         // Let a transition made by this cycle act in the same cycle (starting → replica
         // → candidate), bounded so a flapping rule cannot spin.
         for _ in 0..3 {

@@ -92,6 +92,9 @@ pub struct PostgresControl {
     /// file changed): a reload is due once no other action runs. Any action that writes
     /// the files does it.
     pub config_outdated: bool,
+    /// Since when the leader's PostgreSQL has been down or starting (`primary_start_timeout`
+    /// counts from it); cleared at every transition.
+    pub primary_down_since: Option<Instant>,
 }
 
 /// A primary's bookkeeping of its synchronous standbys and `/sync`.
@@ -148,6 +151,8 @@ pub struct Requests {
     pub restart_verdicts: VecDeque<(u64, Result<(), String>)>,
     /// How the accepted restarts ended, by request id (oldest first, bounded).
     pub restart_results: VecDeque<(u64, Result<(), String>)>,
+    /// The restart scheduled for later, and whether its time already woke a cycle.
+    pub scheduled_restart: Option<(super::restart::ScheduledRestart, bool)>,
 }
 
 /// What the status shows about the machine: kept by the transition hook and the race.

@@ -1,8 +1,12 @@
 //! `POST /restart` judged against the node, as Patroni judges it: the node must lead or
 //! follow with nothing else under way, and the request's conditions (`role`,
 //! `postgres_version`, `restart_pending`) must hold, else "restart conditions are not
-//! satisfied". Pure: the facts in, the verdict out.
+//! satisfied". A scheduled restart is judged the same way when its time comes. Pure: the
+//! facts in, the verdict out.
 
+use std::time::Duration;
+
+use super::time::Instant;
 use super::view::ServerObservation;
 
 /// The role a restart is limited to (`role` in the request).
@@ -62,6 +66,72 @@ pub fn verdict(facts: RestartFacts<'_>, conditions: &RestartConditions) -> Resul
         return Err("restart conditions are not satisfied".into());
     }
     Ok(())
+}
+
+/// A restart to run later (`POST /restart` with `schedule`), kept until it runs, is
+/// deleted (`DELETE /restart`), or is found stale. Like Patroni's, it lives in the agent's
+/// memory and in its member key (an agent restart forgets it).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScheduledRestart {
+    /// When to run it.
+    pub at: Instant,
+    /// The time as the operator gave it (shown in the member key and `list -e`).
+    pub schedule: String,
+    /// The request's conditions, judged when the time comes.
+    pub conditions: RestartConditions,
+    /// `postgres_version` as given (the member key shows it).
+    pub postgres_version: Option<String>,
+    /// `pg_postmaster_start_time()` when it was scheduled: a restart meanwhile cancels it.
+    pub postmaster_start_time: Option<String>,
+}
+
+/// What a cycle does with the scheduled restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScheduledStep {
+    /// Not yet, or the node is busy: look again at the next cycle.
+    Wait,
+    /// Restart now.
+    Run,
+    /// Drop it, for this reason (logged).
+    Drop(String),
+}
+
+/// Judges the scheduled restart at `now`. Late by more than one and a half `loop_wait`
+/// (the node was busy, or the agent could not act), it is dropped as stale, as Patroni
+/// does; so it is in maintenance mode, where nothing automatic runs.
+pub fn scheduled_step(
+    scheduled: &ScheduledRestart,
+    now: Instant,
+    loop_wait: Duration,
+    paused: bool,
+    facts: RestartFacts<'_>,
+) -> ScheduledStep {
+    if now < scheduled.at {
+        return ScheduledStep::Wait;
+    }
+    let grace = (loop_wait * 3 / 2).max(Duration::from_secs(2));
+    if now.saturating_since(scheduled.at) > grace {
+        return ScheduledStep::Drop(format!(
+            "stale: it was due at {} and could not run in time",
+            scheduled.schedule
+        ));
+    }
+    if paused {
+        return ScheduledStep::Drop("maintenance mode: no scheduled action runs".into());
+    }
+    let started = facts
+        .server
+        .and_then(|s| s.postmaster_start_time.as_deref());
+    if let (Some(then), Some(now)) = (scheduled.postmaster_start_time.as_deref(), started) {
+        if then != now {
+            return ScheduledStep::Drop(format!("PostgreSQL was restarted meanwhile (at {now})"));
+        }
+    }
+    match verdict(facts, &scheduled.conditions) {
+        Ok(()) => ScheduledStep::Run,
+        Err(why) if why.ends_with("already in progress") => ScheduledStep::Wait,
+        Err(why) => ScheduledStep::Drop(why),
+    }
 }
 
 /// Parses Patroni's `postgres_version` ("15.4", "9.6.3") into `server_version_num`.
@@ -175,6 +245,60 @@ mod tests {
         assert_eq!(verdict(facts("replica", Some(&standby)), &pending), not_met);
         let waiting = server(true, 150004, true);
         assert_eq!(verdict(facts("replica", Some(&waiting)), &pending), Ok(()));
+    }
+
+    fn scheduled(at: u64) -> ScheduledRestart {
+        ScheduledRestart {
+            at: Instant(at),
+            schedule: "2026-12-07T01:00:00+00:00".into(),
+            conditions: RestartConditions::default(),
+            postgres_version: None,
+            postmaster_start_time: Some("t0".into()),
+        }
+    }
+
+    #[test]
+    fn a_scheduled_restart_runs_on_time_waits_while_busy_and_goes_stale() {
+        let mut standby = server(true, 150004, false);
+        standby.postmaster_start_time = Some("t0".into());
+        let s = scheduled(10_000);
+        let wait = Duration::from_secs(1);
+        let at = |ms| Instant(ms);
+        assert_eq!(
+            scheduled_step(&s, at(9_999), wait, false, facts("replica", Some(&standby))),
+            ScheduledStep::Wait
+        );
+        assert_eq!(
+            scheduled_step(
+                &s,
+                at(10_000),
+                wait,
+                false,
+                facts("replica", Some(&standby))
+            ),
+            ScheduledStep::Run
+        );
+        let busy = RestartFacts {
+            action_in_flight: Some("follow"),
+            ..facts("replica", Some(&standby))
+        };
+        assert_eq!(
+            scheduled_step(&s, at(10_500), wait, false, busy),
+            ScheduledStep::Wait
+        );
+        assert!(matches!(
+            scheduled_step(&s, at(12_001), wait, false, facts("replica", Some(&standby))),
+            ScheduledStep::Drop(why) if why.starts_with("stale")
+        ));
+        assert!(matches!(
+            scheduled_step(&s, at(10_000), wait, true, facts("replica", Some(&standby))),
+            ScheduledStep::Drop(why) if why.contains("maintenance mode")
+        ));
+        standby.postmaster_start_time = Some("t1".into());
+        assert!(matches!(
+            scheduled_step(&s, at(10_000), wait, false, facts("replica", Some(&standby))),
+            ScheduledStep::Drop(why) if why.contains("restarted meanwhile")
+        ));
     }
 
     #[test]

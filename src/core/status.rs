@@ -65,6 +65,8 @@ pub struct NodeStatus {
     pub restart_verdicts: Vec<(u64, Result<(), String>)>,
     /// How accepted restarts ended: (request id, done or the error).
     pub restart_results: Vec<(u64, Result<(), String>)>,
+    /// The restart scheduled for later, if any.
+    pub scheduled_restart: Option<super::restart::ScheduledRestart>,
 }
 
 /// The failsafe part of `NodeStatus`, for `/patroni`, `/failsafe` and `/metrics`.
@@ -146,6 +148,8 @@ pub struct MemberRecord {
     /// Maintenance mode is on (the key says `"pause": true`, as Patroni's; `patronictl
     /// pause --wait` waits for every member to say so).
     pub pause: bool,
+    /// The restart scheduled for later (`scheduled_restart` in the key).
+    pub scheduled_restart: Option<super::restart::ScheduledRestart>,
 }
 
 impl MemberRecord {
@@ -236,6 +240,7 @@ impl NodeStatus {
             bootstrapping: self.state == "bootstrapping",
             tags: self.tags.clone(),
             pause: self.config.pause,
+            scheduled_restart: self.scheduled_restart.clone(),
         }
     }
 

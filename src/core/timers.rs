@@ -27,11 +27,13 @@ pub enum Timer {
     FailsafeRound,
     /// A promise not to race (failsafe) counts only observed time: look again soon.
     FailsafePromise,
+    /// A restart an operator scheduled (`POST /restart` with `schedule`) is due.
+    ScheduledRestart,
 }
 
 impl Timer {
     /// Every timer, in table order.
-    pub const ALL: [Timer; 7] = [
+    pub const ALL: [Timer; 8] = [
         Timer::Cycle,
         Timer::LeaseRenewal,
         Timer::DemotionDeadline,
@@ -39,6 +41,7 @@ impl Timer {
         Timer::StopKill,
         Timer::FailsafeRound,
         Timer::FailsafePromise,
+        Timer::ScheduledRestart,
     ];
 
     /// Stable name, for logs.
@@ -51,6 +54,7 @@ impl Timer {
             Timer::StopKill => "stop-kill",
             Timer::FailsafeRound => "failsafe-round",
             Timer::FailsafePromise => "failsafe-promise",
+            Timer::ScheduledRestart => "scheduled-restart",
         }
     }
 
@@ -117,7 +121,7 @@ mod tests {
             t.due(Instant(1_000)),
             vec![Timer::Cycle, Timer::LeaseRenewal]
         );
-        assert_eq!(Timer::ALL.map(Timer::index), [0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(Timer::ALL.map(Timer::index), [0, 1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(Timer::StopKill.to_string(), "stop-kill");
     }
 }

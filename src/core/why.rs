@@ -143,6 +143,12 @@ pub enum Why {
         /// How long it was silent.
         silent_ms: u64,
     },
+    /// The leader's PostgreSQL has not come up within `primary_start_timeout` and a standby
+    /// could take over: it is stopped and the key released.
+    PrimaryStartTimedOut {
+        /// `primary_start_timeout`, seconds.
+        timeout_s: u32,
+    },
     /// PostgreSQL runs as a primary while another member holds the key.
     OtherHoldsKey {
         /// The member holding it.
@@ -232,6 +238,7 @@ impl Why {
         "race-abandoned",
         "primary-without-store",
         "primary-unresponsive",
+        "primary-start-timed-out",
         "paused-leader-down",
         "paused-leader-not-primary",
         "other-holds-key",
@@ -288,6 +295,7 @@ impl Why {
             Why::PausedLeaderNotPrimary => "paused-leader-not-primary",
             Why::PrimaryWithoutStore => "primary-without-store",
             Why::PrimaryUnresponsive { .. } => "primary-unresponsive",
+            Why::PrimaryStartTimedOut { .. } => "primary-start-timed-out",
             Why::OtherHoldsKey { .. } => "other-holds-key",
             Why::MayNotLead { .. } => "may-not-lead",
             Why::KeyLost => "key-lost",
@@ -390,6 +398,10 @@ impl fmt::Display for Why {
             Why::PrimaryUnresponsive { silent_ms } => write!(
                 f,
                 "PostgreSQL has accepted no connection for {silent_ms} ms (postmaster frozen or hung): stopping it before releasing the leader key"
+            ),
+            Why::PrimaryStartTimedOut { timeout_s } => write!(
+                f,
+                "PostgreSQL has not been running for primary_start_timeout ({timeout_s} s) and a standby can take over: stopping it and releasing the leader key"
             ),
             Why::OtherHoldsKey { leader } => {
                 write!(f, "running as primary while {leader} holds the leader key")

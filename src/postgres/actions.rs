@@ -124,12 +124,17 @@ impl PgController {
             PgAction::Demote { mode } => self.stop(mode.shutdown_mode()).await.map(|_| None),
             PgAction::Rewind { from } => self.rewind(from).await.map(|_| None),
             PgAction::SetSyncStandbys { names } => {
+                // Only a primary is told its synchronous standbys: no standby setup.
+                self.standby = None;
                 self.sync_names = names.render();
                 self.write_conf()?;
                 self.reload().await.map(|_| None)
             }
             PgAction::EnsureSlots { names } => self.ensure_slots(names).await.map(|_| None),
-            PgAction::Reload => {
+            PgAction::Reload { primary } => {
+                if *primary {
+                    self.standby = None;
+                }
                 self.write_conf()?;
                 self.reload().await.map(|_| None)
             }

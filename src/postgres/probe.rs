@@ -243,18 +243,20 @@ async fn query_server(settings: &PgSettings) -> Result<ServerObservation, PgErro
             .await
             .map_err(sql("pg_replication_slots"))?;
         obs.slots = rows.iter().map(|r| r.get::<_, String>(0)).collect();
-        let rows = client
-            .query(PENDING_RESTART_QUERY, &[])
-            .await
-            .map_err(sql("pending_restart parameters"))?;
-        obs.pending_restart = rows
-            .iter()
-            .map(|r| PendingParameter {
-                name: r.get(0),
-                old_value: r.get(1),
-                new_value: r.get::<_, Option<String>>(2).unwrap_or_else(|| "?".into()),
-            })
-            .collect();
+        // Not worth failing the probe for (that would report PostgreSQL down).
+        match client.query(PENDING_RESTART_QUERY, &[]).await {
+            Ok(rows) => {
+                obs.pending_restart = rows
+                    .iter()
+                    .map(|r| PendingParameter {
+                        name: r.get(0),
+                        old_value: r.get(1),
+                        new_value: r.get::<_, Option<String>>(2).unwrap_or_else(|| "?".into()),
+                    })
+                    .collect()
+            }
+            Err(error) => tracing::warn!(%error, "reading pending_restart parameters failed"),
+        }
         Ok(obs)
     };
     tokio::time::timeout(timeout, work)

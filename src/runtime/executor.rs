@@ -34,6 +34,9 @@ pub struct Fence {
     pub leader_revision: Option<Revision>,
     /// Demotion deadline (boot clock).
     pub deadline: Option<crate::core::Instant>,
+    /// The core is in the primary state (not stopping it): a restart may start PostgreSQL
+    /// as a primary again.
+    pub leading: bool,
 }
 
 /// Shared handles the effects need.
@@ -660,9 +663,10 @@ pub async fn run_pg_worker(
 }
 
 /// `POST /restart`: a fast stop, then the start the core chose. A primary starts again only
-/// while our lease is current: the stop may take as long as a checkpoint, and a lease that
-/// ended meanwhile may have a new leader already (the core then demotes; starting here
-/// would open a window with two primaries).
+/// while our lease is current and the core still leads: the stop may take as long as a
+/// checkpoint, and a lease that ended meanwhile may have a new leader already, or the core
+/// may have decided to stop PostgreSQL (a demotion queued behind this restart); starting
+/// here would open a window with two primaries, or writes about to be cut off.
 async fn restart(
     controller: &mut PgController,
     start: &PgAction,
@@ -675,7 +679,9 @@ async fn restart(
         .await?;
     if matches!(start, PgAction::StartPrimary { .. }) {
         let f = fence.lock().map(|f| f.clone()).unwrap_or_default();
-        let current = f.leader_revision.is_some() && f.deadline.is_some_and(|d| clock::now() < d);
+        let current = f.leading
+            && f.leader_revision.is_some()
+            && f.deadline.is_some_and(|d| clock::now() < d);
         if !current {
             return Err(crate::postgres::PgError::BadInput(
                 "the lease ended during the restart: PostgreSQL is not started as a primary".into(),

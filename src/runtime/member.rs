@@ -58,7 +58,38 @@ pub fn member_json(id: &Identity, status: &MemberRecord) -> Value {
         m.insert("pause".into(), json!(true));
     }
     insert_pending_restart(&mut m, status.pg.as_ref());
+    insert_scheduled_restart(&mut m, status.scheduled_restart.as_ref());
     Value::Object(m)
+}
+
+/// Patroni's `scheduled_restart`: `schedule` and the request's filters (`patronictl list
+/// -e` shows "<schedule> if version < <postgres_version>").
+fn insert_scheduled_restart(
+    m: &mut Map<String, Value>,
+    scheduled: Option<&crate::core::restart::ScheduledRestart>,
+) {
+    let Some(s) = scheduled else {
+        return;
+    };
+    let mut r = Map::new();
+    r.insert("schedule".into(), json!(s.schedule));
+    if let Some(v) = &s.postgres_version {
+        r.insert("postgres_version".into(), json!(v));
+    }
+    if let Some(role) = s.conditions.role {
+        let role = match role {
+            crate::core::restart::RestartRole::Primary => "primary",
+            crate::core::restart::RestartRole::Replica => "replica",
+        };
+        r.insert("role".into(), json!(role));
+    }
+    if s.conditions.only_if_pending {
+        r.insert("restart_pending".into(), json!(true));
+    }
+    if let Some(t) = &s.postmaster_start_time {
+        r.insert("postmaster_start_time".into(), json!(t));
+    }
+    m.insert("scheduled_restart".into(), Value::Object(r));
 }
 
 /// Patroni's `pending_restart` (present only when true) and `pending_restart_reason`
@@ -161,6 +192,7 @@ pub fn patroni_json(id: &Identity, status: &NodeStatus, dcs_last_seen_epoch: Opt
         m.insert("database_system_identifier".into(), json!(sysid));
     }
     insert_pending_restart(&mut m, status.pg.as_ref());
+    insert_scheduled_restart(&mut m, status.scheduled_restart.as_ref());
     if status.watchdog.failed.is_some() {
         // Patroni's field (`required` and unusable); peers treat such a member as unable
         // to lead.

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api;
 use crate::config::Config;
-use crate::core::{Input, Node, NodeSettings, NodeStatus};
+use crate::core::{Input, Node, NodeSettings, NodeStatus, ReloadedSettings};
 use crate::dcs::{EtcdStore, KeyLayout, StoreSlot};
 use crate::postgres::{PgController, PgSettings};
 use crate::watchdog::WatchdogDevice;
@@ -32,6 +32,7 @@ use member::Identity;
 
 /// Settings of the core derived from the local configuration.
 pub fn node_settings(config: &Config) -> NodeSettings {
+    let reloadable = reloadable_settings(config);
     NodeSettings {
         name: config.name.clone(),
         watchdog: crate::core::WatchdogSettings {
@@ -39,23 +40,33 @@ pub fn node_settings(config: &Config) -> NodeSettings {
             device: config.watchdog.device.display().to_string(),
             safety_margin: config.watchdog.safety_margin,
         },
+        failover_priority: reloadable.failover_priority,
+        use_pg_rewind: reloadable.use_pg_rewind,
+        remove_data_directory_on_rewind_failure: reloadable.remove_data_directory_on_rewind_failure,
+        demotion_margin: Duration::from_millis(config.pgwarden.demotion_margin_ms),
+        unresponsive_primary_timeout: Duration::from_millis(
+            config.pgwarden.unresponsive_primary_timeout_ms,
+        ),
+        tags: reloadable.tags,
+        bootstrap_config: config.bootstrap.dcs.clone(),
+        policy_params: config.policy.params.clone(),
+        custom_bootstrap_method: config.bootstrap.custom_method.clone(),
+    }
+}
+
+/// The core's settings a reload of the local file changes (see `reload`).
+pub fn reloadable_settings(config: &Config) -> ReloadedSettings {
+    ReloadedSettings {
         failover_priority: if config.tags.nofailover {
             0
         } else {
             config.tags.failover_priority
         },
+        tags: config.tags.raw.clone(),
         use_pg_rewind: config.postgresql.use_pg_rewind,
         remove_data_directory_on_rewind_failure: config
             .postgresql
             .remove_data_directory_on_rewind_failure,
-        demotion_margin: Duration::from_millis(config.pgwarden.demotion_margin_ms),
-        unresponsive_primary_timeout: Duration::from_millis(
-            config.pgwarden.unresponsive_primary_timeout_ms,
-        ),
-        tags: config.tags.raw.clone(),
-        bootstrap_config: config.bootstrap.dcs.clone(),
-        policy_params: config.policy.params.clone(),
-        custom_bootstrap_method: config.bootstrap.custom_method.clone(),
     }
 }
 

@@ -6,11 +6,12 @@
 //! handles the signal for its whole life and never stops on it.
 //!
 //! A reload re-reads and validates the file. An invalid file is reported with the field it
-//! names and changes nothing. A valid one has its PostgreSQL part applied at once
-//! (`postgresql.parameters`, `pg_hba`, `pg_ident`: the files are rewritten and PostgreSQL
+//! names and changes nothing. A valid one is applied at once where it can be:
+//! `postgresql.parameters`, `pg_hba`, `pg_ident` (the files are rewritten and PostgreSQL
 //! reloaded, as Patroni does even when nothing changed, so a reload also picks up renewed
-//! certificates); each other changed section is named with a warning that it takes effect
-//! when the agent restarts.
+//! certificates), `tags` (`nofailover`, `failover_priority`, `nosync`, ...),
+//! `postgresql.use_pg_rewind` and `remove_data_directory_on_rewind_failure`; each other
+//! changed section is named with a warning that it takes effect when the agent restarts.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -81,10 +82,14 @@ impl Reloader {
         let new = loaded.config;
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let (config, pg) = &mut *running;
-        let applied = postgresql_changes(config, &new);
+        let applied = reloadable_changes(config, &new);
         config.postgresql.parameters = new.postgresql.parameters.clone();
         config.postgresql.pg_hba = new.postgresql.pg_hba.clone();
         config.postgresql.pg_ident = new.postgresql.pg_ident.clone();
+        config.postgresql.use_pg_rewind = new.postgresql.use_pg_rewind;
+        config.postgresql.remove_data_directory_on_rewind_failure =
+            new.postgresql.remove_data_directory_on_rewind_failure;
+        config.tags = new.tags.clone();
         let not_applied = config.changed_sections(&new);
         let mut settings = PgSettings::clone(pg);
         settings.local_parameters = new.postgresql.parameters.clone();
@@ -93,11 +98,13 @@ impl Reloader {
         *pg = Arc::new(settings);
         // The worker takes the settings before the core's reload action reaches it.
         let _ = self.pg_queue.send(PgWork::Local(pg.clone()));
-        let _ = self.inputs.send(Input::LocalConfigReloaded);
+        let _ = self.inputs.send(Input::LocalConfigReloaded {
+            settings: super::reloadable_settings(config),
+        });
         if applied.is_empty() {
             tracing::info!(%file, "{trigger}: configuration re-read; PostgreSQL is reloaded");
         } else {
-            tracing::info!(%file, changed = %applied.join(", "), "{trigger}: configuration re-read; PostgreSQL settings applied and reloaded");
+            tracing::info!(%file, changed = %applied.join(", "), "{trigger}: configuration re-read; changes applied, PostgreSQL reloaded");
         }
         if !not_applied.is_empty() {
             tracing::warn!(
@@ -113,13 +120,22 @@ impl Reloader {
     }
 }
 
-/// The PostgreSQL settings a reload applies, by name, that differ.
-fn postgresql_changes(running: &Config, new: &Config) -> Vec<&'static str> {
+/// The settings a reload applies, by name, that differ.
+fn reloadable_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&running.postgresql, &new.postgresql);
     [
         ("postgresql.parameters", a.parameters != b.parameters),
         ("postgresql.pg_hba", a.pg_hba != b.pg_hba),
         ("postgresql.pg_ident", a.pg_ident != b.pg_ident),
+        (
+            "postgresql.use_pg_rewind",
+            a.use_pg_rewind != b.use_pg_rewind,
+        ),
+        (
+            "postgresql.remove_data_directory_on_rewind_failure",
+            a.remove_data_directory_on_rewind_failure != b.remove_data_directory_on_rewind_failure,
+        ),
+        ("tags", running.tags != new.tags),
     ]
     .into_iter()
     .filter_map(|(name, differs)| differs.then_some(name))

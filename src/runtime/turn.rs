@@ -126,6 +126,7 @@ impl Turns {
                 lease: status.lease,
                 leader_revision: status.leader_revision,
                 deadline: status.lease_deadline,
+                leading: status.state == "primary",
             };
         }
         if let Some(history) = self.role_history.as_mut() {

@@ -128,6 +128,9 @@ struct Summary {
     failsafe_failed: usize,
     reinitialize_accepted: usize,
     reinitialize_refused: usize,
+    restart_accepted: usize,
+    restart_refused: usize,
+    reloads: usize,
     acked: usize,
     heal_ms: Vec<u64>,
 }
@@ -144,6 +147,9 @@ impl From<Result<Outcome, String>> for Summary {
                 failsafe_failed: o.failsafe_failed,
                 reinitialize_accepted: o.reinitialize_accepted,
                 reinitialize_refused: o.reinitialize_refused,
+                restart_accepted: o.restart_accepted,
+                restart_refused: o.restart_refused,
+                reloads: o.reloads,
                 acked: o.acked,
                 heal_ms: o.healed_after_ms.into_iter().collect(),
                 ..Summary::default()
@@ -168,6 +174,9 @@ impl Summary {
         self.failsafe_failed += other.failsafe_failed;
         self.reinitialize_accepted += other.reinitialize_accepted;
         self.reinitialize_refused += other.reinitialize_refused;
+        self.restart_accepted += other.restart_accepted;
+        self.restart_refused += other.restart_refused;
+        self.reloads += other.reloads;
         self.acked += other.acked;
         self.heal_ms.extend(other.heal_ms);
     }
@@ -216,7 +225,7 @@ fn report(label: &str, s: &mut Summary, started: WallClock) {
             .unwrap_or(0)
     };
     eprintln!(
-        "{label}: {} seeds in {wall:.1} s ({:.0} seeds/s), {:.1} simulated hours, {} events, {} promotions, {} watchdog resets, {} failsafe rounds confirmed, {} failed, {} reinitialize requests accepted, {} refused, {} acknowledged commits; heal after last fault p50 {} ms, p99 {} ms, max {} ms; {} failed",
+        "{label}: {} seeds in {wall:.1} s ({:.0} seeds/s), {:.1} simulated hours, {} events, {} promotions, {} watchdog resets, {} failsafe rounds confirmed, {} failed, {} reinitialize requests accepted, {} refused, {} restarts accepted, {} refused, {} reloads, {} acknowledged commits; heal after last fault p50 {} ms, p99 {} ms, max {} ms; {} failed",
         s.seeds,
         s.seeds as f64 / wall,
         s.sim_ms as f64 / 3_600_000.0,
@@ -227,6 +236,9 @@ fn report(label: &str, s: &mut Summary, started: WallClock) {
         s.failsafe_failed,
         s.reinitialize_accepted,
         s.reinitialize_refused,
+        s.restart_accepted,
+        s.restart_refused,
+        s.reloads,
         s.acked,
         pct(50),
         pct(99),
@@ -285,9 +297,10 @@ fn simulated_production_shaped_schedules() {
     assert_eq!(summary.seeds, count);
 }
 
-/// Seeds with operators' `POST /reinitialize` requests to random nodes
-/// (`PGWARDEN_SIM_OPERATOR_SEEDS`, 500 by default): a standby wiped and re-cloned at any
-/// moment, the leader or a node mid-action refusing. Every check holds throughout.
+/// Seeds with operators' `POST /reinitialize`, `POST /restart` and `POST /reload` requests
+/// to random nodes (`PGWARDEN_SIM_OPERATOR_SEEDS`, 500 by default): a standby wiped and
+/// re-cloned at any moment, a leader or standby restarted in its role (under any fault the
+/// schedule brings), the leader or a node mid-action refusing. Every check holds throughout.
 #[test]
 fn simulated_operator_reinitialize_requests() {
     let count = env_u64("PGWARDEN_SIM_OPERATOR_SEEDS", 500);
@@ -299,6 +312,9 @@ fn simulated_operator_reinitialize_requests() {
         // Both answers are exercised, or the dimension tests nothing.
         assert!(summary.reinitialize_accepted > 0, "no request was accepted");
         assert!(summary.reinitialize_refused > 0, "no request was refused");
+        assert!(summary.restart_accepted > 0, "no restart was accepted");
+        assert!(summary.restart_refused > 0, "no restart was refused");
+        assert!(summary.reloads > 0, "no reload was asked");
     }
 }
 

@@ -38,6 +38,11 @@ pub enum Fault {
     /// Not a fault: an operator's `POST /reinitialize` to the node (`patronictl reinit`),
     /// whatever its role at that moment; the core accepts or refuses it.
     OperatorReinitialize(usize),
+    /// Not a fault: an operator's `POST /restart` to the node (`patronictl restart`),
+    /// whatever its role; the core accepts or refuses it.
+    OperatorRestart(usize),
+    /// Not a fault: an operator's `POST /reload` (or SIGHUP) to the node, the file unchanged.
+    OperatorReload(usize),
 }
 
 impl Fault {
@@ -214,10 +219,19 @@ impl Plan {
         if seed >= OPERATOR_REQUESTS_FROM {
             let mut operator = Rng::new(seed.rotate_left(29) ^ 0x0BE5_0000_0000_0005);
             for _ in 0..1 + operator.index(3) {
+                let (at, node) = (
+                    operator.range(FIRST_FAULT_MS, LAST_FAULT_MS),
+                    operator.index(nodes),
+                );
+                let fault = match operator.index(3) {
+                    0 => Fault::OperatorReinitialize(node),
+                    1 => Fault::OperatorRestart(node),
+                    _ => Fault::OperatorReload(node),
+                };
                 faults.push(Scheduled {
-                    at: operator.range(FIRST_FAULT_MS, LAST_FAULT_MS),
+                    at,
                     duration: 1,
-                    fault: Fault::OperatorReinitialize(operator.index(nodes)),
+                    fault,
                 });
             }
         }

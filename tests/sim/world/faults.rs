@@ -128,6 +128,41 @@ impl World {
                     }
                 }
             }
+            Fault::OperatorRestart(i) => {
+                let n = &self.nodes[i];
+                if start && n.agent.is_some() && !n.paused {
+                    self.next_restart_request += 1;
+                    let request = self.next_restart_request;
+                    self.feed(
+                        i,
+                        Input::RestartRequested {
+                            request,
+                            conditions: Default::default(),
+                        },
+                    );
+                    let verdict = self.nodes[i].status.as_ref().and_then(|s| {
+                        s.restart_verdicts
+                            .iter()
+                            .find(|(id, _)| *id == request)
+                            .map(|(_, v)| v.clone())
+                    });
+                    self.log(|| format!("POST /restart to node {i}: {verdict:?}"));
+                    match verdict {
+                        Some(Ok(())) => self.outcome.restart_accepted += 1,
+                        Some(Err(_)) => self.outcome.restart_refused += 1,
+                        None => panic!("node {i} gave no verdict to POST /restart"),
+                    }
+                }
+            }
+            Fault::OperatorReload(i) => {
+                let n = &self.nodes[i];
+                if start && n.agent.is_some() && !n.paused {
+                    let settings = n.settings.reloadable();
+                    self.feed(i, Input::LocalConfigReloaded { settings });
+                    self.log(|| format!("POST /reload to node {i}"));
+                    self.outcome.reloads += 1;
+                }
+            }
             Fault::ClockJump(i, ms) => {
                 if start {
                     self.nodes[i].clock_offset += ms;

@@ -227,6 +227,10 @@ pub struct Outcome {
     /// Operators' `POST /reinitialize` requests accepted and refused.
     pub reinitialize_accepted: usize,
     pub reinitialize_refused: usize,
+    /// Operators' `POST /restart` requests accepted and refused, and reloads.
+    pub restart_accepted: usize,
+    pub restart_refused: usize,
+    pub reloads: usize,
     pub healed_after_ms: Option<u64>,
     pub events: u64,
     pub sim_ms: u64,
@@ -251,6 +255,7 @@ pub struct World {
     strict_engaged: bool,
     next_failsafe_request: u64,
     next_reinitialize_request: u64,
+    next_restart_request: u64,
     decide: Decide,
     pub violations: Vec<String>,
     pub outcome: Outcome,
@@ -362,6 +367,7 @@ impl World {
             strict_engaged: false,
             next_failsafe_request: 0,
             next_reinitialize_request: 0,
+            next_restart_request: 0,
             decide,
             violations: Vec::new(),
             outcome: Outcome::default(),

@@ -238,9 +238,9 @@ impl World {
                 (DemoteMode::Graceful | DemoteMode::Offline, true) => PG_CTL_TIMEOUT_MS,
             },
             PgAction::Rewind { .. } => self.rng.range(300, 1_500),
-            PgAction::SetSyncStandbys { .. } | PgAction::EnsureSlots { .. } | PgAction::Reload => {
-                self.rng.range(5, 50)
-            }
+            PgAction::SetSyncStandbys { .. }
+            | PgAction::EnsureSlots { .. }
+            | PgAction::Reload { .. } => self.rng.range(5, 50),
             PgAction::Restart { .. } => self.rng.range(300, 1_500),
         };
         self.nodes[i].worker_busy = true;
@@ -316,7 +316,7 @@ impl World {
             PgAction::Promote { .. }
                 | PgAction::Follow { .. }
                 | PgAction::SetSyncStandbys { .. }
-                | PgAction::Reload
+                | PgAction::Reload { .. }
         );
         if signals_postmaster && self.nodes[i].pg.postmaster_frozen {
             return Err(format!(
@@ -456,7 +456,7 @@ impl World {
                 }
                 Ok(None)
             }
-            PgAction::Reload => {
+            PgAction::Reload { .. } => {
                 if self.nodes[i].pg.running.is_none() {
                     return Err("not running".into());
                 }
@@ -471,7 +471,9 @@ impl World {
                     // As the worker: a primary starts again only under a current lease.
                     let now = self.node_now(i);
                     let current = self.nodes[i].status.as_ref().is_some_and(|s| {
-                        s.leader_revision.is_some() && s.lease_deadline.is_some_and(|d| now < d)
+                        s.state == "primary"
+                            && s.leader_revision.is_some()
+                            && s.lease_deadline.is_some_and(|d| now < d)
                     });
                     if !current {
                         return Err("the lease ended during the restart".into());

@@ -1249,8 +1249,10 @@ fn a_replica_ahead_of_the_new_leader_is_rewound() {
 ///    with the reason (member key, `/patroni`, metrics, `list -e`); `restart --pending` of
 ///    the replica applies it there; `restart` of the leader keeps the leader key throughout
 ///    (no failover, same timeline) and applies it there. Refused restarts get Patroni's codes.
-/// 4. `reload` after an edit of the local file applies it; so does SIGHUP; an invalid file
-///    is refused and changes nothing.
+///    `restart --scheduled` shows in the key and `list -e`, a second one is refused, `flush`
+///    removes it (nothing runs), scheduled again it runs at its time.
+/// 4. `reload` after an edit of the local file applies it (a parameter and a tag); so does
+///    SIGHUP; an invalid file is refused and changes nothing.
 #[test]
 fn patronictl_reinit_restart_reload_and_edit_config() {
     let _guard = exclusive();
@@ -1738,14 +1740,31 @@ fn add_local_parameter(c: &Cluster, i: usize, line: &str) {
 }
 
 fn reload_and_sighup_apply_the_local_file(c: &Cluster, leader: usize, replica: usize) {
-    // `patronictl reload` (POST /reload) of the replica after an edit of its file.
+    // `patronictl reload` (POST /reload) of the replica after an edit of its file: a
+    // parameter and a tag.
     add_local_parameter(c, replica, "log_min_duration_statement: 2500");
+    let path = c.config_path(replica);
+    let text = fs::read_to_string(path).expect("read the agent's config");
+    assert!(text.contains("  nofailover: false\n"), "{text}");
+    fs::write(
+        path,
+        text.replace("  nofailover: false\n", "  nofailover: true\n"),
+    )
+    .expect("set nofailover");
     let out = patronictl(c, &["reload", c.scope(), c.name(replica), "--force"]);
     assert!(
         out.success() && out.stdout.contains("Reload request received for member"),
         "patronictl reload: {out:?}"
     );
     wait_setting_everywhere(c, &[replica], "log_min_duration_statement", "2500ms");
+    wait_check(SHORT_TIMEOUT, "the reloaded tag in the member key", || {
+        let key = c
+            .dcs_json(&format!("members/{}", c.name(replica)))?
+            .ok_or("no member key")?;
+        (key["tags"]["nofailover"] == Value::Bool(true))
+            .then_some(())
+            .ok_or_else(|| key.to_string())
+    });
     assert_ne!(
         show(c, leader, "log_min_duration_statement").as_deref(),
         Ok("2500ms")

@@ -1343,6 +1343,98 @@ fn patronictl_reinit_restart_reload_and_edit_config() {
     edit_config_applies_on_every_node(&c);
     pending_restart_is_shown_and_restart_applies_it(&c, leader, replica);
     reload_and_sighup_apply_the_local_file(&c, leader, replica);
+    pgwardenctl_drives_the_same_verbs(&c, leader, replica);
+}
+
+/// `pgwardenctl` does what patronictl did above, with its messages and exit codes.
+fn pgwardenctl_drives_the_same_verbs(c: &Cluster, leader: usize, replica: usize) {
+    let (scope, name) = (c.scope(), c.name(replica));
+    let postmaster = c.postmaster_pid(replica).expect("the replica's postmaster");
+    let out = c.ctl(&["restart", scope, name, "--force"]);
+    assert!(
+        out.success()
+            && out
+                .stdout
+                .contains(&format!("Success: restart on member {name}")),
+        "pgwardenctl restart: {out:?}"
+    );
+    assert_ne!(
+        c.postmaster_pid(replica),
+        Some(postmaster),
+        "no restart happened"
+    );
+    // Nothing matches: an error, exit 1.
+    let out = c.ctl(&[
+        "restart",
+        scope,
+        c.name(leader),
+        "--force",
+        "--role",
+        "replica",
+    ]);
+    assert!(!out.success(), "a restart that matches no member: {out:?}");
+    let at = in_seconds(60);
+    let out = c.ctl(&["restart", scope, name, "--force", "--scheduled", &at]);
+    assert!(
+        out.success()
+            && out
+                .stdout
+                .contains(&format!("Success: restart scheduled on member {name}")),
+        "pgwardenctl restart --scheduled: {out:?}"
+    );
+    wait_check(
+        SHORT_TIMEOUT,
+        "the member key to show the scheduled restart",
+        || {
+            scheduled_in_key(c, replica)?
+                .map(|_| ())
+                .ok_or_else(|| "none yet".to_string())
+        },
+    );
+    let out = c.ctl(&["flush", scope, name, "restart", "--force"]);
+    assert!(
+        out.success()
+            && out.stdout.contains(&format!(
+                "Success: flush scheduled restart for member {name}"
+            )),
+        "pgwardenctl flush restart: {out:?}"
+    );
+    let out = c.ctl(&["reload", scope, "--force"]);
+    assert!(
+        out.success()
+            && out
+                .stdout
+                .matches("Reload request received for member")
+                .count()
+                == 2,
+        "pgwardenctl reload: {out:?}"
+    );
+    let out = c.ctl(&["pause", scope, "--wait"]);
+    assert!(
+        out.success() && out.stdout.contains("Success: cluster management is paused"),
+        "pgwardenctl pause --wait: {out:?}"
+    );
+    for i in [leader, replica] {
+        let key = c
+            .dcs_json(&format!("members/{}", c.name(i)))
+            .expect("read the member key")
+            .expect("a member key");
+        assert_eq!(key["pause"], Value::Bool(true), "{}: {key}", c.name(i));
+    }
+    let out = c.ctl(&["pause", scope]);
+    assert!(
+        !out.success() && out.stderr.contains("Cluster is already paused"),
+        "a second pause: {out:?}"
+    );
+    let out = c.ctl(&["resume", scope, "--wait"]);
+    assert!(
+        out.success()
+            && out
+                .stdout
+                .contains("Success: cluster management is resumed"),
+        "pgwardenctl resume --wait: {out:?}"
+    );
+    assert_eq!(c.leader_now(), Ok(leader), "the verbs changed no leader");
 }
 
 /// `SHOW name` on node `i`.

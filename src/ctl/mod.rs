@@ -2,4 +2,5 @@
 //! store directly so they work while agents are down, and the policy authoring tools.
 
 pub mod list;
+pub mod ops;
 pub mod policy;

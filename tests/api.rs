@@ -40,6 +40,7 @@ fn pg(in_recovery: bool) -> PgObservation {
             server_version: 150018,
             postmaster_start_time: None,
             pending_restart: Vec::new(),
+            replay_paused: false,
         }),
         silent: false,
     }

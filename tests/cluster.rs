@@ -1341,6 +1341,7 @@ fn patronictl_reinit_restart_reload_and_edit_config() {
     );
 
     edit_config_applies_on_every_node(&c);
+    metrics_carry_patronis_gauges(&c, leader, replica);
     pending_restart_is_shown_and_restart_applies_it(&c, leader, replica);
     reload_and_sighup_apply_the_local_file(&c, leader, replica);
     pgwardenctl_drives_the_same_verbs(&c, leader, replica);
@@ -1481,6 +1482,63 @@ fn edit_config_applies_on_every_node(c: &Cluster) {
             .expect("a member key");
         assert_eq!(key.get("pending_restart"), None, "{}: {key}", c.name(i));
     }
+}
+
+/// The alerting gauges of Patroni's `/metrics`, with values that follow the cluster: a
+/// paused WAL replay shows on the replica (and in `/patroni`) and goes when resumed.
+fn metrics_carry_patronis_gauges(c: &Cluster, leader: usize, replica: usize) {
+    let sample = |i: usize, name: &str| {
+        let body = c
+            .http(i, "GET", "/metrics", None)
+            .expect("GET /metrics")
+            .body;
+        metric(&body, name).map(str::to_string)
+    };
+    for (i, name, value) in [
+        (leader, "patroni_postgres_state", "5"),
+        (leader, "patroni_postgres_streaming", "0"),
+        (leader, "patroni_failover_priority", "1"),
+        (leader, "patroni_standby_leader", "0"),
+        (replica, "patroni_postgres_streaming", "1"),
+        (replica, "patroni_postgres_in_archive_recovery", "0"),
+        (replica, "patroni_xlog_paused", "0"),
+        (replica, "patroni_version", "100"),
+    ] {
+        assert_eq!(
+            sample(i, name).as_deref(),
+            Some(value),
+            "{name} on {}",
+            c.name(i)
+        );
+    }
+    let seen: u64 = sample(leader, "patroni_dcs_last_seen")
+        .and_then(|v| v.parse().ok())
+        .expect("patroni_dcs_last_seen");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
+    assert!(now.abs_diff(seen) < 30, "dcs_last_seen {seen}, now {now}");
+    c.execute(replica, "SELECT pg_wal_replay_pause()")
+        .expect("pause WAL replay");
+    wait_check(
+        SHORT_TIMEOUT,
+        "the paused replay in /metrics and /patroni",
+        || {
+            let paused = c.patroni(replica).ok_or("no /patroni")?["xlog"]["paused"].clone();
+            match (sample(replica, "patroni_xlog_paused").as_deref(), paused) {
+                (Some("1"), Value::Bool(true)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    c.execute(replica, "SELECT pg_wal_replay_resume()")
+        .expect("resume WAL replay");
+    wait_check(
+        SHORT_TIMEOUT,
+        "the resumed replay in /metrics",
+        || match sample(replica, "patroni_xlog_paused").as_deref() {
+            Some("0") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
 }
 
 /// The member key's `pending_restart_reason` for `shared_buffers`, when pending.

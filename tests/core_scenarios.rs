@@ -84,6 +84,7 @@ fn server(in_recovery: bool, lsn: u64) -> ServerObservation {
         server_version: 150000,
         postmaster_start_time: None,
         pending_restart: Vec::new(),
+        replay_paused: false,
     }
 }
 

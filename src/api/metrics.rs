@@ -21,6 +21,16 @@ pub const METRIC_NAMES: &[&str] = &[
     "patroni_cluster_unlocked",
     "patroni_is_paused",
     "patroni_pending_restart",
+    "patroni_version",
+    "patroni_standby_leader",
+    "patroni_quorum_standby",
+    "patroni_xlog_paused",
+    "patroni_postgres_streaming",
+    "patroni_postgres_in_archive_recovery",
+    "patroni_postgres_state",
+    "patroni_failsafe_member",
+    "patroni_dcs_last_seen",
+    "patroni_failover_priority",
     "patroni_postgres_server_version",
     "patroni_failsafe_mode_is_active",
     "patroni_failsafe_mode_enabled",
@@ -118,6 +128,57 @@ pub(super) async fn get_metrics(State(state): State<ApiState>) -> impl IntoRespo
         server.is_some_and(|server| !server.pending_restart.is_empty()) as i128,
     );
     gauge(
+        "patroni_version",
+        "pgwarden's version, each part padded to two digits (0.1.0 is 100).",
+        padded_version(env!("CARGO_PKG_VERSION")),
+    );
+    gauge(
+        "patroni_standby_leader",
+        "Value is 1 if this node is the standby_leader (pgwarden runs no standby cluster: 0).",
+        0,
+    );
+    gauge(
+        "patroni_quorum_standby",
+        "Value is 1 if this node is a quorum standby, 0 otherwise.",
+        (s.config.synchronous_mode == crate::config::SynchronousMode::Quorum && s.is_sync_standby())
+            as i128,
+    );
+    gauge(
+        "patroni_xlog_paused",
+        "Value is 1 if WAL replay is paused, 0 otherwise.",
+        server.is_some_and(|x| x.replay_paused) as i128,
+    );
+    gauge(
+        "patroni_postgres_streaming",
+        "Value is 1 if PostgreSQL is streaming, 0 otherwise.",
+        (s.replication_state() == Some("streaming")) as i128,
+    );
+    gauge(
+        "patroni_postgres_in_archive_recovery",
+        "Value is 1 if PostgreSQL is replicating from archive, 0 otherwise.",
+        (s.replication_state() == Some("in archive recovery")) as i128,
+    );
+    gauge(
+        "patroni_postgres_state",
+        "Numeric representation of the PostgreSQL state, Patroni's indexes (5=running, 6=starting, 9=restarting, 11=stopping, 12=stopped, 4=creating replica, 0=initializing new cluster; -1 for a state Patroni has no index for, such as rewinding).",
+        postgres_state_index(s.pg_state()),
+    );
+    gauge(
+        "patroni_failsafe_member",
+        "Value is 1 if this node is a member of failsafe, 0 otherwise.",
+        s.failsafe.members.contains_key(&state.config.name) as i128,
+    );
+    gauge(
+        "patroni_dcs_last_seen",
+        "Epoch seconds when the lock store last answered.",
+        super::dcs_last_seen_epoch(&s).unwrap_or(0) as i128,
+    );
+    gauge(
+        "patroni_failover_priority",
+        "Failover priority of this node.",
+        s.failover_priority as i128,
+    );
+    gauge(
         "patroni_postgres_server_version",
         "PostgreSQL server version.",
         server.map(|x| x.server_version as i128).unwrap_or(0),
@@ -206,4 +267,52 @@ pub(super) async fn get_metrics(State(state): State<ApiState>) -> impl IntoRespo
         );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// Patroni's version metric: each part padded to two digits ("4.1.4" is 40104).
+fn padded_version(version: &str) -> i128 {
+    version
+        .split('.')
+        .map(|part| {
+            format!(
+                "{:0>2}",
+                part.trim_start_matches(|c: char| !c.is_ascii_digit())
+            )
+        })
+        .collect::<String>()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Patroni's `PostgresqlState` index of a state text (indexes never change in Patroni).
+fn postgres_state_index(state: &str) -> i128 {
+    match state {
+        "initializing new cluster" => 0,
+        "initdb failed" => 1,
+        "running custom bootstrap script" => 2,
+        "custom bootstrap failed" => 3,
+        "creating replica" => 4,
+        "running" => 5,
+        "starting" => 6,
+        "starting after custom bootstrap" => 7,
+        "start failed" => 8,
+        "restarting" => 9,
+        "restart failed" => 10,
+        "stopping" => 11,
+        "stopped" => 12,
+        "stop failed" => 13,
+        "crashed" => 14,
+        _ => -1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions_and_states_read_as_patronis() {
+        assert_eq!(super::padded_version("4.1.4"), 40104);
+        assert_eq!(super::padded_version("0.1.0"), 100);
+        assert_eq!(super::postgres_state_index("restarting"), 9);
+        assert_eq!(super::postgres_state_index("rewinding"), -1);
+    }
 }

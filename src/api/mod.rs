@@ -101,12 +101,16 @@ impl ApiState {
     }
 
     fn patroni(&self, status: &NodeStatus) -> Value {
-        let seen = status.dcs_last_seen.map(|t| {
-            let age = clock::now().saturating_since(t).as_secs();
-            clock::wall_epoch_secs().saturating_sub(age)
-        });
-        patroni_json(&self.identity, status, seen)
+        patroni_json(&self.identity, status, dcs_last_seen_epoch(status))
     }
+}
+
+/// When the lock store last answered, in epoch seconds (`dcs_last_seen`).
+fn dcs_last_seen_epoch(status: &NodeStatus) -> Option<u64> {
+    status.dcs_last_seen.map(|t| {
+        let age = clock::now().saturating_since(t).as_secs();
+        clock::wall_epoch_secs().saturating_sub(age)
+    })
 }
 
 /// Bind `restapi.listen`.

@@ -679,6 +679,7 @@ impl Node {
             restart_verdicts: a.requests.restart_verdicts.iter().cloned().collect(),
             restart_results: a.requests.restart_results.iter().cloned().collect(),
             scheduled_restart: a.scheduled_restart(),
+            failover_priority: a.settings.failover_priority,
         }
     }
 

@@ -67,6 +67,8 @@ pub struct NodeStatus {
     pub restart_results: Vec<(u64, Result<(), String>)>,
     /// The restart scheduled for later, if any.
     pub scheduled_restart: Option<super::restart::ScheduledRestart>,
+    /// `failover_priority` (0 with `nofailover`).
+    pub failover_priority: i64,
 }
 
 /// The failsafe part of `NodeStatus`, for `/patroni`, `/failsafe` and `/metrics`.

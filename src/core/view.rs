@@ -367,6 +367,9 @@ pub struct ServerObservation {
     /// Parameters changed in the configuration files that take effect only at a restart.
     #[serde(default)]
     pub pending_restart: Vec<PendingParameter>,
+    /// Replica: `pg_is_wal_replay_paused()`.
+    #[serde(default)]
+    pub replay_paused: bool,
 }
 
 /// What the probe saw of the local PostgreSQL.

@@ -133,7 +133,8 @@ const STATE_QUERY: &str = "SELECT pg_is_in_recovery(), \
     CASE WHEN pg_is_in_recovery() THEN NULL ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
     pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()::text, \
     current_setting('synchronous_standby_names'), current_setting('server_version_num')::int, \
-    pg_postmaster_start_time()::text, (SELECT timeline_id FROM pg_control_checkpoint())::int";
+    pg_postmaster_start_time()::text, (SELECT timeline_id FROM pg_control_checkpoint())::int, \
+    CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END";
 
 /// Parameters whose new value waits for a restart: the value in effect, and the one the
 /// configuration files set (their last line for it, which `pg_file_settings` marks "setting
@@ -181,6 +182,7 @@ async fn query_server(settings: &PgSettings) -> Result<ServerObservation, PgErro
             server_version: row.get::<_, i32>(7) as u32,
             postmaster_start_time: row.get(8),
             pending_restart: Vec::new(),
+            replay_paused: row.get(10),
         };
         if in_recovery {
             let rows = client

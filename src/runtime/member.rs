@@ -142,7 +142,7 @@ pub fn patroni_json(id: &Identity, status: &NodeStatus, dcs_last_seen_epoch: Opt
                     "received_location": server.received.map(|l| l.0),
                     "replayed_location": server.replayed.map(|l| l.0),
                     "replayed_timestamp": server.replayed_timestamp,
-                    "paused": false,
+                    "paused": server.replay_paused,
                 }),
             );
             if let Some(state) = status.replication_state() {

@@ -37,6 +37,7 @@ impl World {
                     server_version: 150_000,
                     postmaster_start_time: None,
                     pending_restart: Vec::new(),
+                    replay_paused: false,
                 })
             }
             _ => None,

@@ -1438,6 +1438,16 @@ fn pgwardenctl_drives_the_same_verbs(c: &Cluster, leader: usize, replica: usize)
     assert_eq!(c.leader_now(), Ok(leader), "the verbs changed no leader");
 }
 
+/// Waits until node `i` is a replica streaming from the leader.
+fn wait_streaming(c: &Cluster, i: usize, what: &str) {
+    wait_check(REPLICATION_TIMEOUT, what, || {
+        let p = check_patroni(c, i, "replica")?;
+        (p["replication_state"] == "streaming")
+            .then_some(())
+            .ok_or_else(|| format!("replication_state {}", p["replication_state"]))
+    });
+}
+
 /// `SHOW name` on node `i`.
 fn show(c: &Cluster, i: usize, name: &str) -> Result<String, String> {
     c.query_scalar(i, &format!("SHOW {name}"))?
@@ -1697,16 +1707,7 @@ fn pending_restart_is_shown_and_restart_applies_it(c: &Cluster, leader: usize, r
             other => Err(format!("{other:?}")),
         },
     );
-    wait_check(
-        REPLICATION_TIMEOUT,
-        "the restarted replica streaming",
-        || {
-            let p = check_patroni(c, replica, "replica")?;
-            (p["replication_state"] == "streaming")
-                .then_some(())
-                .ok_or_else(|| format!("replication_state {}", p["replication_state"]))
-        },
-    );
+    wait_streaming(c, replica, "the restarted replica streaming");
 
     // The leader: PostgreSQL goes down and up under the same leader key, no failover.
     let key_before = c
@@ -1867,16 +1868,7 @@ fn scheduled_restart_runs_at_its_time_or_is_flushed(c: &Cluster, replica: usize)
             other => Err(format!("{other:?}")),
         }
     });
-    wait_check(
-        REPLICATION_TIMEOUT,
-        "the restarted replica streaming",
-        || {
-            let p = check_patroni(c, replica, "replica")?;
-            (p["replication_state"] == "streaming")
-                .then_some(())
-                .ok_or_else(|| format!("replication_state {}", p["replication_state"]))
-        },
-    );
+    wait_streaming(c, replica, "the restarted replica streaming");
 }
 
 /// Adds `line` to the local `postgresql.parameters` of node `i`'s file.

@@ -146,6 +146,28 @@ fn send_to_core(
     Ok(request)
 }
 
+/// The answer the core gave to `request` among `answers` (the newest for that id).
+fn find_answer(answers: &[(u64, Result<(), String>)], request: u64) -> Option<&Result<(), String>> {
+    answers
+        .iter()
+        .rev()
+        .find(|(id, _)| *id == request)
+        .map(|(_, r)| r)
+}
+
+/// Waits up to `bound` for the published status to hold the answer `pick` finds.
+async fn await_answer(
+    state: &ApiState,
+    bound: std::time::Duration,
+    pick: impl Fn(&NodeStatus) -> Option<Result<(), String>>,
+) -> Option<Result<(), String>> {
+    let mut status = state.status.clone();
+    tokio::time::timeout(bound, status.wait_for(|s| pick(s).is_some()))
+        .await
+        .ok()
+        .and_then(|seen| seen.ok().and_then(|s| pick(&s)))
+}
+
 /// The router.
 pub fn router(state: ApiState) -> Router {
     let routes = Router::new()

@@ -65,18 +65,10 @@ pub async fn post_reinitialize(
             Ok(request) => request,
             Err(why) => return (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
         };
-    let mut status = state.status.clone();
-    let find = |s: &crate::core::NodeStatus| {
-        s.reinitialize_verdicts
-            .iter()
-            .rev()
-            .find(|(id, _)| *id == request)
-            .map(|(_, verdict)| verdict.clone())
-    };
-    let verdict = tokio::time::timeout(VERDICT_WAIT, status.wait_for(|s| find(s).is_some()))
-        .await
-        .ok()
-        .and_then(|seen| seen.ok().and_then(|s| find(&s)));
+    let verdict = super::await_answer(&state, VERDICT_WAIT, |s| {
+        super::find_answer(&s.reinitialize_verdicts, request).cloned()
+    })
+    .await;
     match verdict {
         Some(Ok(())) => (StatusCode::OK, "reinitialize started").into_response(),
         Some(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),

@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use super::ApiState;
 use crate::core::restart::{parse_version, RestartConditions, RestartRole};
-use crate::core::{Input, NodeStatus};
+use crate::core::Input;
 use crate::runtime::reload::ReloadOutcome;
 
 /// How long the handler waits for the core's verdict (it comes within one input step).
@@ -121,27 +121,6 @@ fn parse_timeout(value: &Value) -> Option<Duration> {
     (millis >= 1000).then(|| Duration::from_millis(millis))
 }
 
-fn find(answers: &[(u64, Result<(), String>)], request: u64) -> Option<&Result<(), String>> {
-    answers
-        .iter()
-        .rev()
-        .find(|(id, _)| *id == request)
-        .map(|(_, r)| r)
-}
-
-/// Waits up to `bound` for the status to hold the answer `pick` finds for `request`.
-async fn await_answer(
-    state: &ApiState,
-    bound: Duration,
-    pick: impl Fn(&NodeStatus) -> Option<Result<(), String>>,
-) -> Option<Result<(), String>> {
-    let mut status = state.status.clone();
-    tokio::time::timeout(bound, status.wait_for(|s| pick(s).is_some()))
-        .await
-        .ok()
-        .and_then(|seen| seen.ok().and_then(|s| pick(&s)))
-}
-
 /// `POST /restart`.
 pub async fn post_restart(
     State(state): State<ApiState>,
@@ -166,8 +145,8 @@ pub async fn post_restart(
         Ok(request) => request,
         Err(why) => return (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     };
-    let verdict = await_answer(&state, VERDICT_WAIT, |s| {
-        find(&s.restart_verdicts, request).cloned()
+    let verdict = super::await_answer(&state, VERDICT_WAIT, |s| {
+        super::find_answer(&s.restart_verdicts, request).cloned()
     })
     .await;
     match verdict {
@@ -184,8 +163,8 @@ pub async fn post_restart(
     // A fast stop and a start, each bounded by pg_ctl_timeout.
     let pg_ctl = Duration::from_secs(state.config.postgresql.pg_ctl_timeout_secs.max(5));
     let bound = body.timeout.unwrap_or(2 * pg_ctl + Duration::from_secs(15));
-    match await_answer(&state, bound, |s| {
-        find(&s.restart_results, request).cloned()
+    match super::await_answer(&state, bound, |s| {
+        super::find_answer(&s.restart_results, request).cloned()
     })
     .await
     {
@@ -239,8 +218,8 @@ async fn schedule_restart(
         Ok(request) => request,
         Err(why) => return (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     };
-    match await_answer(state, VERDICT_WAIT, |s| {
-        find(&s.restart_verdicts, request).cloned()
+    match super::await_answer(state, VERDICT_WAIT, |s| {
+        super::find_answer(&s.restart_verdicts, request).cloned()
     })
     .await
     {
@@ -290,8 +269,8 @@ pub async fn delete_restart(State(state): State<ApiState>, headers: HeaderMap) -
             Ok(request) => request,
             Err(why) => return (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
         };
-    match await_answer(&state, VERDICT_WAIT, |s| {
-        find(&s.restart_verdicts, request).cloned()
+    match super::await_answer(&state, VERDICT_WAIT, |s| {
+        super::find_answer(&s.restart_verdicts, request).cloned()
     })
     .await
     {

@@ -207,29 +207,19 @@ impl PgController {
         self.write_file(&self.s.data_dir.join("postgresql.conf"), &text, 0o600)?;
         // Local lines win over the cluster-wide ones (Patroni's precedence); with neither,
         // initdb's file (plus bootstrap.pg_hba) stays.
-        let hba = self
-            .s
-            .pg_hba
-            .clone()
-            .or_else(|| self.dynamic.postgresql.pg_hba.clone());
-        if let Some(lines) = hba {
-            self.write_file(
-                &self.s.data_dir.join("pg_hba.conf"),
-                &conf::pg_hba(&lines),
-                0o600,
-            )?;
-        }
-        let ident = self
-            .s
-            .pg_ident
-            .clone()
-            .or_else(|| self.dynamic.postgresql.pg_ident.clone());
-        if let Some(lines) = ident {
-            self.write_file(
-                &self.s.data_dir.join("pg_ident.conf"),
-                &conf::pg_ident(&lines),
-                0o600,
-            )?;
+        let line_files = [
+            ("pg_hba", &self.s.pg_hba, &self.dynamic.postgresql.pg_hba),
+            (
+                "pg_ident",
+                &self.s.pg_ident,
+                &self.dynamic.postgresql.pg_ident,
+            ),
+        ];
+        for (source, local, cluster_wide) in line_files {
+            if let Some(lines) = local.as_ref().or(cluster_wide.as_ref()) {
+                let path = self.s.data_dir.join(format!("{source}.conf"));
+                self.write_file(&path, &conf::lines_file(source, lines), 0o600)?;
+            }
         }
         let signal = self.s.data_dir.join("standby.signal");
         if self.standby.is_some() {
@@ -597,7 +587,10 @@ impl PgController {
             let mut hba = std::fs::read_to_string(data.join("pg_hba.conf"))
                 .map_err(io("read pg_hba.conf"))?;
             hba.push_str("\n# bootstrap.pg_hba\n");
-            hba.push_str(&conf::pg_hba(&self.s.bootstrap_pg_hba));
+            hba.push_str(&conf::lines_file(
+                "bootstrap.pg_hba",
+                &self.s.bootstrap_pg_hba,
+            ));
             self.write_file(&data.join("pg_hba.conf"), &hba, 0o600)?;
         }
         self.standby = None;

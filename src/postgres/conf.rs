@@ -307,19 +307,10 @@ pub fn postgresql_conf(
     out
 }
 
-/// Render `pg_hba.conf` from configured lines.
-pub fn pg_hba(lines: &[String]) -> String {
-    let mut out = String::from("# Written by pgwarden from the pg_hba configuration.\n");
-    for line in lines {
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
-
-/// Render `pg_ident.conf` from configured lines.
-pub fn pg_ident(lines: &[String]) -> String {
-    let mut out = String::from("# Written by pgwarden from the pg_ident configuration.\n");
+/// Render a file of configured lines (`pg_hba.conf`, `pg_ident.conf`), saying where they
+/// come from (`pg_hba`, `pg_ident`).
+pub fn lines_file(source: &str, lines: &[String]) -> String {
+    let mut out = format!("# Written by pgwarden from the {source} configuration.\n");
     for line in lines {
         out.push_str(line);
         out.push('\n');

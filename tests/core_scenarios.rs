@@ -10,8 +10,9 @@ use pgwarden::core::view::{
     Versioned,
 };
 use pgwarden::core::{
-    decide_with_default, ArmReport, DemoteMode, Effect, Input, Instant, LeaseId, Lsn, Node,
-    NodeSettings, PgAction, PgActionOutcome, PolicyAnswer, Revision, Timeline, WatchdogSettings,
+    decide_with_default, ArmReport, Callback, CallbackKind, CallbackRole, DemoteMode, Effect,
+    Input, Instant, LeaseId, Lsn, Node, NodeSettings, PgAction, PgActionOutcome, PolicyAnswer,
+    Revision, Timeline, WatchdogSettings,
 };
 
 const ME: &str = "node2";
@@ -3774,6 +3775,114 @@ fn a_failed_promotion_releases_the_key() {
     assert!(!node.status().holds_leader_key);
 }
 
+/// The operator's `pre_promote` script refuses the promotion (Patroni's fencing hook): the
+/// key is released at once and the node sits out the races for a `ttl`, so another member
+/// can take the key, then races again.
+#[test]
+fn a_promotion_the_pre_promote_script_vetoes_releases_the_key_and_sits_out_the_races_for_ttl() {
+    let (mut node, t, effects) = replica_wins_the_key(WatchdogMode::Off);
+    let promote = promotion_among(effects);
+    node.handle_input(
+        Instant(t + 10),
+        Input::PgActionFinished {
+            action: promote,
+            outcome: PgActionOutcome::Vetoed {
+                error: "pre_promote `/usr/local/bin/fence.sh` exited with 1".into(),
+            },
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ReleaseLeader { .. })),
+        "{effects:?}"
+    );
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::RunCallback(_))),
+        "nothing happened to PostgreSQL: {effects:?}"
+    );
+    assert_eq!(node.state(), "replica");
+    assert!(node.status().last_transition.contains("pre_promote"));
+    // The key is free; within ttl (6 s) this node does not race for it.
+    node.handle_input(
+        Instant(t + 1000),
+        Input::ClusterChanged(Box::new(view(None, 1000, 30))),
+    );
+    let mut effects = drain(&mut node);
+    node.handle_input(Instant(t + 1000), Input::PostgresProbed(pg(true, 1000)));
+    effects.extend(drain(&mut node));
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. })),
+        "{effects:?}"
+    );
+    assert!(node
+        .status()
+        .last_race_refusal
+        .is_some_and(|r| r.contains("pre_promote")));
+    // After it, it races again.
+    let effects = cycle(&mut node, t + 6100, pg(true, 1000));
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. })),
+        "{effects:?}"
+    );
+}
+
+/// The callbacks follow what happens to PostgreSQL: the agent's first sight of its running
+/// standby is an `on_start`, a promotion an `on_role_change` to `primary`.
+#[test]
+fn the_callbacks_hear_of_the_first_start_and_of_a_promotion() {
+    let (mut node, t, effects) = replica_wins_the_key(WatchdogMode::Off);
+    let promote = promotion_among(effects);
+    node.handle_input(
+        Instant(t + 10),
+        Input::PgActionFinished {
+            action: promote,
+            outcome: PgActionOutcome::Done { sysid: None },
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(
+        effects.contains(&Effect::RunCallback(Callback {
+            kind: CallbackKind::OnRoleChange,
+            role: CallbackRole::Primary,
+        })),
+        "{effects:?}"
+    );
+    assert_eq!(node.state(), "primary");
+    // A fresh agent under a running standby: its first probe.
+    let mut fresh = Node::new(settings(1), Instant(0));
+    fresh.handle_input(
+        Instant(0),
+        Input::ClusterChanged(Box::new(view(Some(("node1", 7)), 1000, 10))),
+    );
+    drain(&mut fresh);
+    fresh.handle_input(
+        Instant(0),
+        Input::LeaseGranted {
+            lease: LEASE,
+            ttl_secs: 6,
+            sent_at: Instant(0),
+        },
+    );
+    fresh.handle_input(Instant(0), Input::PostgresProbed(pg(true, 1000)));
+    let callbacks: Vec<Effect> = drain(&mut fresh)
+        .into_iter()
+        .filter(|e| matches!(e, Effect::RunCallback(_)))
+        .collect();
+    assert_eq!(
+        callbacks,
+        vec![Effect::RunCallback(Callback {
+            kind: CallbackKind::OnStart,
+            role: CallbackRole::Replica,
+        })]
+    );
+}
+
 /// A clean stop that fails (here one a policy asked for) leaves PostgreSQL running as the
 /// primary: the key is kept (it is released only once PostgreSQL is down), and the next
 /// cycle finds a running primary holding the key and leads again.
@@ -3871,6 +3980,8 @@ pub const SCENARIOS: &[fn()] = &[
     an_election_the_policy_does_not_answer_is_abandoned_after_ttl,
     a_lease_lost_while_the_policy_decides_ends_the_race,
     a_failed_promotion_releases_the_key,
+    a_promotion_the_pre_promote_script_vetoes_releases_the_key_and_sits_out_the_races_for_ttl,
+    the_callbacks_hear_of_the_first_start_and_of_a_promotion,
     a_primary_whose_clean_stop_fails_keeps_its_key_and_leads_again,
     a_required_watchdog_that_cannot_be_armed_again_demotes_the_primary,
     healthiest_replica_races_when_the_leader_key_is_deleted,

@@ -94,6 +94,10 @@ const PGWARDEN: &[(&str, &[&str])] = &[
         "PGWARDEN_UNRESPONSIVE_PRIMARY_TIMEOUT_MS",
         &["pgwarden", "unresponsive_primary_timeout_ms"],
     ),
+    (
+        "PGWARDEN_CALLBACK_TIMEOUT_MS",
+        &["pgwarden", "callback_timeout_ms"],
+    ),
     ("PGWARDEN_ROLE_HISTORY", &["pgwarden", "role_history"]),
     ("PGWARDEN_INPUT_LOG", &["pgwarden", "input_log"]),
 ];

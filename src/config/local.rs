@@ -426,6 +426,22 @@ fn parse_pgwarden(
             ));
         }
     }
+    if let Some(v) = s.get("callback_timeout_ms") {
+        c.callback_timeout_ms = tree::whole(
+            "pgwarden.callback_timeout_ms",
+            v,
+            "a whole number of milliseconds",
+        )?;
+        if c.callback_timeout_ms < 1000 {
+            return Err(ConfigError::new(
+                "pgwarden.callback_timeout_ms",
+                format!(
+                    "{} is below the minimum of 1000 milliseconds",
+                    c.callback_timeout_ms
+                ),
+            ));
+        }
+    }
     s.finish(warnings);
     Ok(c)
 }

@@ -162,6 +162,12 @@ pub struct PostgresqlConfig {
     pub basebackup: Vec<InitdbOption>,
     /// Connect to the local instance over its Unix socket rather than TCP.
     pub use_unix_socket: bool,
+    /// `callbacks`: the command run for each callback, split into arguments.
+    pub callbacks: BTreeMap<crate::core::CallbackKind, Vec<String>>,
+    /// `pre_promote`: run before a promotion; a non-zero exit vetoes it.
+    pub pre_promote: Option<Vec<String>>,
+    /// `before_stop`: run before PostgreSQL is stopped.
+    pub before_stop: Option<Vec<String>>,
 }
 
 /// A role name and its password.
@@ -271,6 +277,9 @@ pub struct PgwardenConfig {
     /// it to a fresh core, which must do the same. Off when unset; it grows by every probe
     /// and view (a few kB each), so it is for tests and incidents, not for always.
     pub input_log: Option<std::path::PathBuf>,
+    /// How long a callback, `pre_promote` or `before_stop` script may run before it is
+    /// killed (Patroni has no bound; a hung script must not pile up or hold a stop).
+    pub callback_timeout_ms: u64,
 }
 
 impl Default for PgwardenConfig {
@@ -281,6 +290,7 @@ impl Default for PgwardenConfig {
             unresponsive_primary_timeout_ms: 30_000,
             role_history: None,
             input_log: None,
+            callback_timeout_ms: 120_000,
         }
     }
 }

@@ -10,6 +10,7 @@ use super::dynamic::parse_parameters;
 use super::error::{join, ConfigError};
 use super::model::{Authentication, Credentials, InitdbOption, PostgresqlConfig};
 use super::tree::{self, Section};
+use crate::core::CallbackKind;
 
 const UNSUPPORTED: &[&str] = &[
     "proxy_address",
@@ -24,9 +25,6 @@ const UNSUPPORTED: &[&str] = &[
     "pg_ident_replica",
     "pg_ident_standby_leader",
     "custom_conf",
-    "callbacks",
-    "pre_promote",
-    "before_stop",
     "recovery_conf",
     "use_unix_socket_repl",
     "rewind",
@@ -218,6 +216,12 @@ pub(crate) fn parse(
     let remove_data_directory_on_diverged_timelines =
         flag(&mut s, "remove_data_directory_on_diverged_timelines")?;
     let use_unix_socket = flag(&mut s, "use_unix_socket")?;
+    let callbacks = match s.section("callbacks")? {
+        Some(c) => parse_callbacks(c, warnings)?,
+        None => BTreeMap::new(),
+    };
+    let pre_promote = optional_command(&mut s, "pre_promote")?;
+    let before_stop = optional_command(&mut s, "before_stop")?;
     let basebackup = match s.get("basebackup") {
         Some(v) => parse_options(&s.key_path("basebackup"), v, BASEBACKUP_FORBIDDEN, warnings)?,
         None => Vec::new(),
@@ -261,7 +265,41 @@ pub(crate) fn parse(
         remove_data_directory_on_diverged_timelines,
         basebackup,
         use_unix_socket,
+        callbacks,
+        pre_promote,
+        before_stop,
     })
+}
+
+/// `postgresql.callbacks`: a command per callback Patroni knows; another key is warned
+/// about (Patroni ignores it too).
+fn parse_callbacks(
+    mut s: Section<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<BTreeMap<CallbackKind, Vec<String>>, ConfigError> {
+    let mut callbacks = BTreeMap::new();
+    for kind in CallbackKind::ALL {
+        if let Some(command) = optional_command(&mut s, kind.name())? {
+            callbacks.insert(kind, command);
+        }
+    }
+    s.finish(warnings);
+    Ok(callbacks)
+}
+
+/// A script's command line, split as a shell would; empty means unset.
+fn optional_command(s: &mut Section<'_>, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    let path = s.key_path(key);
+    let Some(v) = s.get(key) else {
+        return Ok(None);
+    };
+    let command = tree::string(&path, v)?;
+    if command.trim().is_empty() {
+        return Ok(None);
+    }
+    crate::postgres::hooks::split_command(&command)
+        .map(Some)
+        .map_err(|e| ConfigError::new(path, format!("{command:?} {e}")))
 }
 
 /// An optional path; an empty string means unset (Patroni's default `bin_dir` is `''`).
@@ -453,6 +491,35 @@ mod tests {
         assert!(c.bin_dir.is_none());
         assert!(c.authentication.rewind.is_none());
         assert_eq!(c.authentication.superuser.password.as_deref(), Some("s"));
+    }
+
+    #[test]
+    fn callbacks_and_hooks_are_split_and_checked() {
+        let mut v = base();
+        v["callbacks"] = json!({
+            "on_role_change": "/usr/local/bin/vip.sh --dev 'eth 0'",
+            "on_stop": "",
+            "on_promote": "/bin/true"
+        });
+        v["pre_promote"] = json!("/usr/local/bin/fence.sh");
+        let (c, w) = pg(v).expect("valid");
+        assert_eq!(
+            c.callbacks[&CallbackKind::OnRoleChange],
+            vec!["/usr/local/bin/vip.sh", "--dev", "eth 0"]
+        );
+        assert_eq!(c.callbacks.len(), 1, "an empty command is no callback");
+        assert_eq!(c.pre_promote, Some(vec!["/usr/local/bin/fence.sh".into()]));
+        assert_eq!(c.before_stop, None);
+        assert!(
+            w.iter()
+                .any(|x| x.contains("unknown key `postgresql.callbacks.on_promote`")),
+            "{w:?}"
+        );
+        let mut v = base();
+        v["before_stop"] = json!("/bin/stop 'unclosed");
+        let e = pg(v).expect_err("bad quoting");
+        assert_eq!(e.path, "postgresql.before_stop");
+        assert!(e.to_string().contains("unclosed quote"), "{e}");
     }
 
     #[test]

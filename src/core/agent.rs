@@ -1219,7 +1219,7 @@ impl Agent {
                     _ => {}
                 }
             }
-            PgActionOutcome::Failed { error } => {
+            PgActionOutcome::Failed { error } | PgActionOutcome::Vetoed { error } => {
                 tracing::warn!(node = %self.settings.name, action = action.kind(), %error, "PostgreSQL action failed");
                 self.postgres.last_error = Some(format!("{}: {error}", action.kind()));
             }

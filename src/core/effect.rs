@@ -293,6 +293,9 @@ pub enum Effect {
     ConsultPolicy(Box<super::protocol::PolicyCall>),
     /// Change the local PostgreSQL; report `PgActionFinished`.
     Pg(PgAction),
+    /// Run the user's callback script for what just happened to PostgreSQL (see
+    /// `callbacks`), if one is configured, without waiting for it; reports nothing.
+    RunCallback(super::callbacks::Callback),
     /// Check that the watchdog device exists and is writable, without opening it (opening
     /// a real device starts its countdown); report `WatchdogChecked`.
     CheckWatchdog,

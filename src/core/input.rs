@@ -19,6 +19,12 @@ pub enum PgActionOutcome {
         /// What went wrong.
         error: String,
     },
+    /// The operator's `pre_promote` script refused the promotion (a non-zero exit, or it
+    /// did not finish in time); nothing was changed.
+    Vetoed {
+        /// What the script did.
+        error: String,
+    },
 }
 
 /// The local settings a reload of the file (`POST /reload`, SIGHUP) changes in a running

@@ -150,12 +150,14 @@ impl Machine {
                 context.note_action_result(action, outcome);
                 match outcome {
                     PgActionOutcome::Done { .. } => context.go(State::replica(), Why::Cloned),
-                    PgActionOutcome::Failed { error } => context.go(
-                        State::starting(),
-                        Why::CloneFailed {
-                            error: error.clone(),
-                        },
-                    ),
+                    PgActionOutcome::Failed { error } | PgActionOutcome::Vetoed { error } => {
+                        context.go(
+                            State::starting(),
+                            Why::CloneFailed {
+                                error: error.clone(),
+                            },
+                        )
+                    }
                 }
             }
             _ => Handled,
@@ -170,7 +172,7 @@ impl Machine {
                 context.note_action_result(action, outcome);
                 match outcome {
                     PgActionOutcome::Done { .. } => context.go(State::replica(), Why::Rewound),
-                    PgActionOutcome::Failed { error } => {
+                    PgActionOutcome::Failed { error } | PgActionOutcome::Vetoed { error } => {
                         if let (true, Some(from)) = (
                             context.may_reclone_after_rewind() && !context.paused(),
                             context.leader_upstream(),
@@ -235,9 +237,11 @@ impl Machine {
                 context.postgres.maybe_diverged = true;
                 let why = match outcome {
                     PgActionOutcome::Done { .. } => Why::Demoted,
-                    PgActionOutcome::Failed { error } => Why::StopFailed {
-                        error: error.clone(),
-                    },
+                    PgActionOutcome::Failed { error } | PgActionOutcome::Vetoed { error } => {
+                        Why::StopFailed {
+                            error: error.clone(),
+                        }
+                    }
                 };
                 context.go(State::starting(), why)
             }
@@ -330,6 +334,13 @@ impl Machine {
                         context.release_leader_key();
                         let error = error.clone();
                         context.go(State::replica(), Why::PromoteFailed { error })
+                    }
+                    PgActionOutcome::Vetoed { error } => {
+                        context.release_leader_key();
+                        let ttl = std::time::Duration::from_secs(context.facts.config.ttl.into());
+                        context.leadership.race_backoff_until = Some(context.facts.now + ttl);
+                        let error = error.clone();
+                        context.go(State::replica(), Why::PrePromoteVetoed { error })
                     }
                 }
             }
@@ -820,6 +831,16 @@ impl Agent {
             None if self.paused() => {
                 self.report.last_race_refusal =
                     Some("maintenance mode: no automatic failover".into());
+                Handled
+            }
+            None if self
+                .leadership
+                .race_backoff_until
+                .is_some_and(|until| self.facts.now < until) =>
+            {
+                self.report.last_race_refusal = Some(
+                    "the pre_promote script refused this node's promotion less than ttl ago".into(),
+                );
                 Handled
             }
             None => self.start_race(),

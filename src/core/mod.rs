@@ -5,6 +5,7 @@
 //! `tests/architecture.rs` enforces that by scanning this folder's imports.
 
 pub(crate) mod agent;
+pub mod callbacks;
 pub(crate) mod candidacy;
 pub(crate) mod consult;
 pub(crate) mod effect;
@@ -36,6 +37,7 @@ use std::time::Duration;
 use statig::prelude::*;
 
 pub use agent::{slot_name_for_member, NodeSettings};
+pub use callbacks::{Callback, CallbackKind, CallbackRole};
 pub use consult::{decide_with_default, ConsultPurpose, PolicyAnswer, PolicyCall};
 pub use effect::{DemoteMode, Effect, PgAction, Upstream};
 pub use input::{Input, PgActionOutcome, ReloadedSettings};
@@ -248,6 +250,16 @@ impl Node {
         }
         let fresh = self.probe_in_flight == Some(self.action_seq);
         self.probe_in_flight = None;
+        let running_as_primary = observation.server.as_ref().map(|s| !s.in_recovery);
+        let action_in_flight = self.agent.postgres.action.is_some();
+        if let Some(callback) = self
+            .agent
+            .postgres
+            .callbacks
+            .after_probe(running_as_primary, action_in_flight)
+        {
+            self.agent.outbox.push(Effect::RunCallback(callback));
+        }
         self.agent.facts.pg = Some(observation);
         if fresh {
             self.run_cycle();
@@ -510,6 +522,22 @@ impl Node {
             // The files may be half written or PostgreSQL not reloaded: again next cycle.
             self.agent.postgres.config_outdated = true;
         }
+        if matches!(outcome, PgActionOutcome::Done { .. }) {
+            let was_running = self
+                .agent
+                .facts
+                .pg
+                .as_ref()
+                .is_some_and(|pg| pg.postmaster_alive);
+            if let Some(callback) = self
+                .agent
+                .postgres
+                .callbacks
+                .after_action(&action, was_running)
+            {
+                self.agent.outbox.push(Effect::RunCallback(callback));
+            }
+        }
         if let PgAction::Restart {
             request: Some(request),
             ..
@@ -517,7 +545,9 @@ impl Node {
         {
             let result = match &outcome {
                 PgActionOutcome::Done { .. } => Ok(()),
-                PgActionOutcome::Failed { error } => Err(error.clone()),
+                PgActionOutcome::Failed { error } | PgActionOutcome::Vetoed { error } => {
+                    Err(error.clone())
+                }
             };
             keep_bounded(&mut self.agent.requests.restart_results, (*request, result));
         }

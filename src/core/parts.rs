@@ -73,6 +73,9 @@ pub struct Leadership {
     /// The leader as last seen, and since when (and which view revision) the key has been
     /// free (quorum votes must be newer than that revision).
     pub memory: LeaderMemory,
+    /// The `pre_promote` script refused our promotion: no race before this (Patroni's
+    /// back-off of a `ttl`, so another member gets the key).
+    pub race_backoff_until: Option<Instant>,
 }
 
 /// What the agent has asked of the local PostgreSQL, and what it learnt doing so.
@@ -95,6 +98,8 @@ pub struct PostgresControl {
     /// Since when the leader's PostgreSQL has been down or starting (`primary_start_timeout`
     /// counts from it); cleared at every transition.
     pub primary_down_since: Option<Instant>,
+    /// What the callback rules remember (the role the scripts were last told).
+    pub callbacks: super::callbacks::CallbackBook,
 }
 
 /// A primary's bookkeeping of its synchronous standbys and `/sync`.

@@ -122,6 +122,12 @@ pub enum Why {
         /// What failed.
         error: String,
     },
+    /// The `pre_promote` script refused the promotion: the key is released and this node
+    /// sits out the races for a `ttl`, as in Patroni.
+    PrePromoteVetoed {
+        /// What the script did.
+        error: String,
+    },
     /// PostgreSQL left recovery.
     Promoted,
     /// The key or the lease was lost before the promotion finished.
@@ -234,6 +240,7 @@ impl Why {
         "sync-changed-before-promotion",
         "watchdog-refused-promotion",
         "promote-failed",
+        "pre-promote-vetoed",
         "promoted",
         "race-abandoned",
         "primary-without-store",
@@ -289,6 +296,7 @@ impl Why {
             Why::SyncChangedBeforePromotion => "sync-changed-before-promotion",
             Why::WatchdogRefusedPromotion { .. } => "watchdog-refused-promotion",
             Why::PromoteFailed { .. } => "promote-failed",
+            Why::PrePromoteVetoed { .. } => "pre-promote-vetoed",
             Why::Promoted => "promoted",
             Why::RaceAbandoned { .. } => "race-abandoned",
             Why::PausedLeaderDown => "paused-leader-down",
@@ -381,6 +389,11 @@ impl fmt::Display for Why {
             Why::PromoteFailed { error } => {
                 write!(f, "promote failed ({error}); released the leader key")
             }
+            Why::PrePromoteVetoed { error } => write!(
+                f,
+                "the pre_promote script refused the promotion ({error}); released the leader \
+                 key and sits out the races for ttl"
+            ),
             Why::Promoted => write!(f, "promoted"),
             Why::RaceAbandoned { lost } => write!(f, "race abandoned: {lost}"),
             Why::PausedLeaderDown => write!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::conf::{self, StreamFrom};
 use super::probe;
 use super::settings::PgSettings;
-use super::{process, PgError};
+use super::{hooks, process, PgError};
 use crate::config::{DynamicConfig, InitdbOption};
 use crate::core::sync::StandbyNames;
 use crate::core::view::ControlState;
@@ -78,6 +78,11 @@ impl PgController {
     /// Use this cluster-wide configuration for parameters and pg_hba from now on.
     pub fn set_dynamic(&mut self, dynamic: DynamicConfig) {
         self.dynamic = dynamic;
+    }
+
+    /// The local settings in use.
+    pub fn settings(&self) -> &PgSettings {
+        &self.s
     }
 
     /// Use these local settings from now on (`POST /reload`, SIGHUP): the next action that
@@ -319,6 +324,22 @@ impl PgController {
         super::kill_postmaster(&self.s);
     }
 
+    /// The operator's `before_stop` script, waited for (bounded by the callback timeout);
+    /// its exit status is only logged, as in Patroni. An immediate stop (a fence, a
+    /// re-clone) does not wait for it.
+    async fn before_stop(&self) {
+        let Some(command) = &self.s.hooks.before_stop else {
+            return;
+        };
+        let end = hooks::run(command, self.s.hooks.timeout, std::future::pending()).await;
+        let command = command.join(" ");
+        if end.succeeded() {
+            tracing::info!(%command, "before_stop script finished");
+        } else {
+            tracing::warn!(%command, %end, "before_stop script failed; stopping PostgreSQL anyway");
+        }
+    }
+
     async fn stop(&mut self, mode: &str) -> Result<(), PgError> {
         let Some(pid) = probe::postmaster_pid(&self.s.data_dir).filter(|p| probe::pid_alive(*p))
         else {
@@ -333,6 +354,9 @@ impl PgController {
                 "the postmaster is stopped (SIGSTOP); killed it and its children"
             );
             return Ok(());
+        }
+        if mode != "immediate" {
+            self.before_stop().await;
         }
         let mut args = self.ctl_args("stop");
         args.push("-m".into());

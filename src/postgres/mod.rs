@@ -4,6 +4,7 @@
 pub mod actions;
 pub mod conf;
 pub mod controldata;
+pub mod hooks;
 pub mod probe;
 pub mod process;
 pub mod settings;

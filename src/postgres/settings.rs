@@ -47,6 +47,8 @@ pub struct PgSettings {
     pub pg_ctl_timeout: Duration,
     /// Server log written by pg_ctl.
     pub log_file: PathBuf,
+    /// The operator's scripts: callbacks, `pre_promote`, `before_stop`.
+    pub hooks: super::hooks::Hooks,
 }
 
 impl PgSettings {
@@ -99,6 +101,7 @@ impl PgSettings {
                 .unwrap_or_else(|| parent.join(format!(".pgpass_{}", config.name))),
             pg_ctl_timeout: Duration::from_secs(pg.pg_ctl_timeout_secs.max(5)),
             log_file: parent.join(format!("{dir_name}.postgresql.log")),
+            hooks: super::hooks::Hooks::from_config(config),
             data_dir,
         }
     }

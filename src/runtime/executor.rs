@@ -17,6 +17,7 @@ use crate::core::{
     ArmReport, Effect, Input, LeaseId, Lsn, PgAction, PgActionOutcome, Revision, Timeline,
 };
 use crate::dcs::{EtcdStore, StoreSlot};
+use crate::postgres::hooks::ScriptEnd;
 use crate::postgres::{probe, PgController, PgSettings};
 use crate::watchdog::WatchdogDevice;
 
@@ -62,6 +63,8 @@ pub struct Executor {
     pub watchdog: Arc<Mutex<WatchdogDevice>>,
     /// `restapi.authentication`, sent with `POST /failsafe` (peers protect it the same way).
     pub api_auth: Option<crate::config::Credentials>,
+    /// The callback runner (`runtime::callbacks`).
+    pub callbacks: UnboundedSender<super::callbacks::CallbackWork>,
     /// The lock store effects in flight, awaited before the agent stops on its own
     /// ([`Executor::settle`]): a failed bootstrap's delete of `initialize` must reach etcd.
     pub store_tasks: tokio_util::task::TaskTracker,
@@ -85,6 +88,11 @@ impl Executor {
                     crate::postgres::kill_postmaster(&self.pg);
                 }
                 let _ = self.pg_queue.send(PgWork::Action(action));
+            }
+            Effect::RunCallback(callback) => {
+                let _ = self
+                    .callbacks
+                    .send(super::callbacks::CallbackWork::Run(callback));
             }
             Effect::UsePgConfig(config) => {
                 let _ = self.pg_queue.send(PgWork::Config(config));
@@ -254,6 +262,7 @@ impl Executor {
             | Effect::ProbePeers { .. }
             | Effect::ProbeFailsafe { .. }
             | Effect::Pg(_)
+            | Effect::RunCallback(_)
             | Effect::UsePgConfig(_)
             | Effect::ConsultPolicy(_)
             | Effect::Shutdown { .. }
@@ -624,19 +633,8 @@ pub async fn run_pg_worker(
             PgWork::Action(action) => action,
         };
         if let PgAction::Promote { permit, .. } = &action {
-            let (lease, leader_revision) = (permit.lease(), permit.leader_revision());
-            let f = fence.lock().map(|f| f.clone()).unwrap_or_default();
-            let current = f.lease == Some(lease)
-                && f.leader_revision == Some(leader_revision)
-                && f.deadline.is_some_and(|d| clock::now() < d);
-            if !current {
-                tracing::warn!(?f, lease = %lease, leader_revision = %leader_revision, "refusing to promote: fencing token is stale");
-                let _ = inputs.send(Input::PgActionFinished {
-                    action,
-                    outcome: PgActionOutcome::Failed {
-                        error: "fencing token is stale".into(),
-                    },
-                });
+            if let Some(outcome) = clear_to_promote(&controller, &fence, permit).await {
+                let _ = inputs.send(Input::PgActionFinished { action, outcome });
                 continue;
             }
         }
@@ -659,6 +657,62 @@ pub async fn run_pg_worker(
             "PostgreSQL action finished"
         );
         let _ = inputs.send(Input::PgActionFinished { action, outcome });
+    }
+}
+
+/// Whether the promotion under `permit` may go ahead: `None` if so, else why not. The
+/// fencing token must be current before and after the operator's `pre_promote` script,
+/// which must exit 0 (Patroni's veto); the script is killed if the token goes stale while
+/// it runs (no promotion could follow) or it outlives the callback timeout (a veto).
+async fn clear_to_promote(
+    controller: &PgController,
+    fence: &Mutex<Fence>,
+    permit: &crate::core::safety::PromotionPermit,
+) -> Option<PgActionOutcome> {
+    let current = || {
+        let f = fence.lock().map(|f| f.clone()).unwrap_or_default();
+        let ok = f.lease == Some(permit.lease())
+            && f.leader_revision == Some(permit.leader_revision())
+            && f.deadline.is_some_and(|d| clock::now() < d);
+        (ok, f)
+    };
+    let stale = |f: Fence| {
+        tracing::warn!(?f, lease = %permit.lease(), leader_revision = %permit.leader_revision(), "refusing to promote: fencing token is stale");
+        Some(PgActionOutcome::Failed {
+            error: "fencing token is stale".into(),
+        })
+    };
+    if let (false, f) = current() {
+        return stale(f);
+    }
+    let hooks = &controller.settings().hooks;
+    let Some(command) = &hooks.pre_promote else {
+        return None;
+    };
+    let token_gone = async {
+        while current().0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let end = crate::postgres::hooks::run(command, hooks.timeout, token_gone).await;
+    let command = command.join(" ");
+    match end {
+        ScriptEnd::Exited(0) => {
+            tracing::info!(%command, "pre_promote script allowed the promotion")
+        }
+        ScriptEnd::Cancelled => {
+            tracing::warn!(%command, "pre_promote script killed: the fencing token went stale while it ran");
+        }
+        other => {
+            tracing::warn!(%command, end = %other, "pre_promote script refused the promotion");
+            return Some(PgActionOutcome::Vetoed {
+                error: format!("pre_promote `{command}` {other}"),
+            });
+        }
+    }
+    match current() {
+        (true, _) => None,
+        (false, f) => stale(f),
     }
 }
 

@@ -2,6 +2,7 @@
 //! effect results), executes the effects it emits, and publishes its status for the REST
 //! API. The only async, clock-reading, IO-doing layer around the pure core.
 
+pub mod callbacks;
 pub mod clock;
 pub mod executor;
 pub mod failsafe;
@@ -163,6 +164,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     let (status_tx, status_rx) = watch::channel(Arc::new(node.status()));
     let (pg_tx, pg_rx) = mpsc::unbounded_channel();
     let fence = Arc::new(Mutex::new(Fence::default()));
+    let callback_runner = callbacks::spawn(Arc::new(pg.hooks.clone()), config.scope.clone());
     let watchdog = Arc::new(Mutex::new(WatchdogDevice::new(&config.watchdog.device)));
 
     tokio::spawn(executor::run_pg_worker(
@@ -181,6 +183,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         config.clone(),
         pg.clone(),
         pg_tx.clone(),
+        callback_runner.clone(),
         input_tx.clone(),
     ));
     let listener = api::bind(&config).await.context("starting the REST API")?;
@@ -212,6 +215,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         watchdog: watchdog.clone(),
         api_auth: config.restapi.authentication.clone(),
         store_tasks: tokio_util::task::TaskTracker::new(),
+        callbacks: callback_runner,
     };
 
     tracing::info!(name = %config.name, scope = %config.scope, "pgwarden started");
@@ -256,7 +260,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         Some(reason) => tracing::error!(%reason, "stopping the agent"),
         None => tracing::info!("shutting down"),
     }
-    shutdown(&store, &status, &config, &executor, &watchdog).await;
+    shutdown(&store, &status, &reloader.settings(), &executor, &watchdog).await;
     match fatal {
         Some(reason) => anyhow::bail!("stopped: {reason}"),
         None => Ok(()),
@@ -278,7 +282,7 @@ fn store_bound(status: &NodeStatus) -> Duration {
 async fn shutdown(
     store: &StoreSlot,
     status: &NodeStatus,
-    config: &Config,
+    (config, pg): &(Config, Arc<PgSettings>),
     executor: &Executor,
     watchdog: &Mutex<WatchdogDevice>,
 ) {
@@ -293,15 +297,18 @@ async fn shutdown(
         tracing::warn!("maintenance mode: PostgreSQL left running, the leader key left to expire");
         return;
     }
-    let pg = PgSettings::from_config(config);
-    let mut controller = PgController::new(Arc::new(pg), status.config.clone());
+    let mut controller = PgController::new(pg.clone(), status.config.clone());
     let stop = crate::core::PgAction::Demote {
         mode: crate::core::DemoteMode::Graceful,
     };
+    let was_running = status.pg.as_ref().is_some_and(|pg| pg.postmaster_alive);
     if let Err(e) = controller.execute(&stop).await {
         // Still running: keep the key, so no other member is promoted beside it.
         tracing::error!(error = %e, "stopping PostgreSQL at shutdown failed; leaving the leader key to expire");
         return;
+    }
+    if was_running {
+        stopped_callback(pg, &config.scope, status);
     }
     executor::disarm_watchdog(watchdog, "clean shutdown");
     // PostgreSQL is down. Lock store writes already on their way (a failed bootstrap's
@@ -354,6 +361,30 @@ async fn shutdown(
                 ?bound,
                 "releasing the leader key timed out; it expires with the lease"
             ),
+        }
+    }
+}
+
+/// `on_stop` for the stop at shutdown (Patroni calls it too). Started, not waited for: it
+/// runs in its own process group and outlives the agent.
+fn stopped_callback(pg: &PgSettings, scope: &str, status: &NodeStatus) {
+    let Some(command) = pg.hooks.callbacks.get(&crate::core::CallbackKind::OnStop) else {
+        return;
+    };
+    let role = match status.pg.as_ref().is_some_and(|pg| pg.is_primary()) {
+        true => crate::core::CallbackRole::Primary,
+        false => crate::core::CallbackRole::Replica,
+    };
+    let mut argv = command.clone();
+    argv.extend([
+        crate::core::CallbackKind::OnStop.name().to_string(),
+        role.name().to_string(),
+        scope.to_string(),
+    ]);
+    match crate::postgres::hooks::spawn(&argv) {
+        Ok(_) => tracing::info!(command = %argv.join(" "), "callback started"),
+        Err(error) => {
+            tracing::error!(command = %argv.join(" "), %error, "callback could not be started")
         }
     }
 }

@@ -10,7 +10,8 @@
 //! `postgresql.parameters`, `pg_hba`, `pg_ident` (the files are rewritten and PostgreSQL
 //! reloaded, as Patroni does even when nothing changed, so a reload also picks up renewed
 //! certificates), `tags` (`nofailover`, `failover_priority`, `nosync`, ...),
-//! `postgresql.use_pg_rewind` and `remove_data_directory_on_rewind_failure`; each other
+//! `postgresql.use_pg_rewind` and `remove_data_directory_on_rewind_failure`, the callbacks,
+//! `pre_promote` and `before_stop` scripts; each other
 //! changed section is named with a warning that it takes effect when the agent restarts.
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::callbacks::CallbackWork;
 use super::executor::PgWork;
 use crate::config::Config;
 use crate::core::Input;
@@ -44,6 +46,7 @@ pub struct Reloader {
     /// What the agent runs with: the file it started with, plus every applied reload.
     running: Mutex<(Config, Arc<PgSettings>)>,
     pg_queue: UnboundedSender<PgWork>,
+    callbacks: UnboundedSender<CallbackWork>,
     inputs: UnboundedSender<Input>,
 }
 
@@ -54,14 +57,24 @@ impl Reloader {
         config: Config,
         pg: Arc<PgSettings>,
         pg_queue: UnboundedSender<PgWork>,
+        callbacks: UnboundedSender<CallbackWork>,
         inputs: UnboundedSender<Input>,
     ) -> Reloader {
         Reloader {
             path,
             running: Mutex::new((config, pg)),
             pg_queue,
+            callbacks,
             inputs,
         }
+    }
+
+    /// The configuration the agent runs with now, and its PostgreSQL settings.
+    pub fn settings(&self) -> (Config, Arc<PgSettings>) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Re-reads the file and applies what can be applied; `trigger` names the cause in the
@@ -90,11 +103,23 @@ impl Reloader {
         config.postgresql.remove_data_directory_on_rewind_failure =
             new.postgresql.remove_data_directory_on_rewind_failure;
         config.tags = new.tags.clone();
+        config.postgresql.callbacks = new.postgresql.callbacks.clone();
+        config.postgresql.pre_promote = new.postgresql.pre_promote.clone();
+        config.postgresql.before_stop = new.postgresql.before_stop.clone();
         let not_applied = config.changed_sections(&new);
         let mut settings = PgSettings::clone(pg);
         settings.local_parameters = new.postgresql.parameters.clone();
         settings.pg_hba = new.postgresql.pg_hba.clone();
         settings.pg_ident = new.postgresql.pg_ident.clone();
+        settings.hooks = crate::postgres::hooks::Hooks {
+            timeout: settings.hooks.timeout,
+            ..crate::postgres::hooks::Hooks::from_config(config)
+        };
+        if settings.hooks != pg.hooks {
+            let _ = self
+                .callbacks
+                .send(CallbackWork::Hooks(Arc::new(settings.hooks.clone())));
+        }
         *pg = Arc::new(settings);
         // The worker takes the settings before the core's reload action reaches it.
         let _ = self.pg_queue.send(PgWork::Local(pg.clone()));
@@ -136,6 +161,9 @@ fn reloadable_changes(running: &Config, new: &Config) -> Vec<&'static str> {
             a.remove_data_directory_on_rewind_failure != b.remove_data_directory_on_rewind_failure,
         ),
         ("tags", running.tags != new.tags),
+        ("postgresql.callbacks", a.callbacks != b.callbacks),
+        ("postgresql.pre_promote", a.pre_promote != b.pre_promote),
+        ("postgresql.before_stop", a.before_stop != b.before_stop),
     ]
     .into_iter()
     .filter_map(|(name, differs)| differs.then_some(name))

@@ -131,6 +131,8 @@ struct Summary {
     restart_accepted: usize,
     restart_refused: usize,
     reloads: usize,
+    promotions_vetoed: usize,
+    callbacks: usize,
     acked: usize,
     heal_ms: Vec<u64>,
 }
@@ -150,6 +152,8 @@ impl From<Result<Outcome, String>> for Summary {
                 restart_accepted: o.restart_accepted,
                 restart_refused: o.restart_refused,
                 reloads: o.reloads,
+                promotions_vetoed: o.promotions_vetoed,
+                callbacks: o.callbacks,
                 acked: o.acked,
                 heal_ms: o.healed_after_ms.into_iter().collect(),
                 ..Summary::default()
@@ -177,6 +181,8 @@ impl Summary {
         self.restart_accepted += other.restart_accepted;
         self.restart_refused += other.restart_refused;
         self.reloads += other.reloads;
+        self.promotions_vetoed += other.promotions_vetoed;
+        self.callbacks += other.callbacks;
         self.acked += other.acked;
         self.heal_ms.extend(other.heal_ms);
     }
@@ -225,7 +231,7 @@ fn report(label: &str, s: &mut Summary, started: WallClock) {
             .unwrap_or(0)
     };
     eprintln!(
-        "{label}: {} seeds in {wall:.1} s ({:.0} seeds/s), {:.1} simulated hours, {} events, {} promotions, {} watchdog resets, {} failsafe rounds confirmed, {} failed, {} reinitialize requests accepted, {} refused, {} restarts accepted, {} refused, {} reloads, {} acknowledged commits; heal after last fault p50 {} ms, p99 {} ms, max {} ms; {} failed",
+        "{label}: {} seeds in {wall:.1} s ({:.0} seeds/s), {:.1} simulated hours, {} events, {} promotions, {} watchdog resets, {} failsafe rounds confirmed, {} failed, {} reinitialize requests accepted, {} refused, {} restarts accepted, {} refused, {} reloads, {} promotions vetoed by pre_promote, {} callbacks, {} acknowledged commits; heal after last fault p50 {} ms, p99 {} ms, max {} ms; {} failed",
         s.seeds,
         s.seeds as f64 / wall,
         s.sim_ms as f64 / 3_600_000.0,
@@ -239,6 +245,8 @@ fn report(label: &str, s: &mut Summary, started: WallClock) {
         s.restart_accepted,
         s.restart_refused,
         s.reloads,
+        s.promotions_vetoed,
+        s.callbacks,
         s.acked,
         pct(50),
         pct(99),
@@ -300,7 +308,8 @@ fn simulated_production_shaped_schedules() {
 /// Seeds with operators' `POST /reinitialize`, `POST /restart` and `POST /reload` requests
 /// to random nodes (`PGWARDEN_SIM_OPERATOR_SEEDS`, 500 by default): a standby wiped and
 /// re-cloned at any moment, a leader or standby restarted in its role (under any fault the
-/// schedule brings), the leader or a node mid-action refusing. Every check holds throughout.
+/// schedule brings), the leader or a node mid-action refusing, and a node whose
+/// `pre_promote` script vetoes its promotions for a while. Every check holds throughout.
 #[test]
 fn simulated_operator_reinitialize_requests() {
     let count = env_u64("PGWARDEN_SIM_OPERATOR_SEEDS", 500);
@@ -315,6 +324,10 @@ fn simulated_operator_reinitialize_requests() {
         assert!(summary.restart_accepted > 0, "no restart was accepted");
         assert!(summary.restart_refused > 0, "no restart was refused");
         assert!(summary.reloads > 0, "no reload was asked");
+        assert!(
+            summary.promotions_vetoed > 0,
+            "no promotion met a vetoing pre_promote script"
+        );
     }
 }
 

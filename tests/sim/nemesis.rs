@@ -43,6 +43,9 @@ pub enum Fault {
     OperatorRestart(usize),
     /// Not a fault: an operator's `POST /reload` (or SIGHUP) to the node, the file unchanged.
     OperatorReload(usize),
+    /// The node's `pre_promote` script exits non-zero while this lasts: every promotion it
+    /// attempts is vetoed.
+    PrePromoteVeto(usize),
 }
 
 impl Fault {
@@ -232,6 +235,14 @@ impl Plan {
                     at,
                     duration: 1,
                     fault,
+                });
+            }
+            // Drawn after the requests, so those stay as they were for every seed.
+            if operator.index(2) == 0 {
+                faults.push(Scheduled {
+                    at: operator.range(FIRST_FAULT_MS, LAST_FAULT_MS),
+                    duration: operator.range(5_000, 60_000),
+                    fault: Fault::PrePromoteVeto(operator.index(nodes)),
                 });
             }
         }

@@ -163,6 +163,7 @@ impl World {
                     self.outcome.reloads += 1;
                 }
             }
+            Fault::PrePromoteVeto(i) => self.nodes[i].vetoes_promotion = start,
             Fault::ClockJump(i, ms) => {
                 if start {
                     self.nodes[i].clock_offset += ms;

@@ -205,6 +205,8 @@ struct SimNode {
     incarnation_at_freeze: u64,
     /// A slow standby: (one record per this many ms, received everything due up to then).
     slow_receive: Option<(u64, u64)>,
+    /// Its `pre_promote` script vetoes every promotion.
+    vetoes_promotion: bool,
 }
 
 /// A commit the client saw acknowledged.
@@ -231,6 +233,9 @@ pub struct Outcome {
     pub restart_accepted: usize,
     pub restart_refused: usize,
     pub reloads: usize,
+    /// Promotions the `pre_promote` script vetoed, and callbacks run.
+    pub promotions_vetoed: usize,
+    pub callbacks: usize,
     pub healed_after_ms: Option<u64>,
     pub events: u64,
     pub sim_ms: u64,
@@ -342,6 +347,7 @@ impl World {
                     suspended_since: None,
                     incarnation_at_freeze: 0,
                     slow_receive: None,
+                    vetoes_promotion: false,
                 }
             })
             .collect::<Vec<_>>();

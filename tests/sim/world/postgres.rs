@@ -222,6 +222,24 @@ impl World {
                 );
                 return self.start_next_action(i);
             }
+            if self.nodes[i].vetoes_promotion {
+                self.outcome.promotions_vetoed += 1;
+                let script_ms = self.rng.range(10, 200);
+                self.after(
+                    script_ms,
+                    Ev::Deliver {
+                        node: i,
+                        inc,
+                        input: Input::PgActionFinished {
+                            action,
+                            outcome: PgActionOutcome::Vetoed {
+                                error: "pre_promote exited with 1".into(),
+                            },
+                        },
+                    },
+                );
+                return self.start_next_action(i);
+            }
         }
         let duration = match &action {
             PgAction::Bootstrap => self.rng.range(500, 1_500),

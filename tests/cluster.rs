@@ -2034,3 +2034,264 @@ fn failed_and_orphaned_bootstraps_recover_and_old_parameters_are_translated() {
         "the translation is logged:\n{log}"
     );
 }
+
+/// The scripts of the hooks test, in a directory the agents can read: every call is logged
+/// in `<node dir>/hooks.log` (the node dir is the scripts' first argument); `pre_promote`
+/// exits 1 while `<node dir>/veto` exists; `on_role_change` hangs for a minute while
+/// `<node dir>/hang` exists.
+fn hook_scripts() -> tempfile::TempDir {
+    let dir = make_test_dir("pgwarden-it-hooks-");
+    let scripts = [
+        (
+            "callback.sh",
+            "#!/bin/sh\nnode=$1; shift\necho \"start $*\" >> \"$node/hooks.log\"\n\
+             if [ \"$1\" = on_role_change ] && [ -f \"$node/hang\" ]; then sleep 60; fi\n\
+             echo \"end $*\" >> \"$node/hooks.log\"\n",
+        ),
+        (
+            "pre_promote.sh",
+            "#!/bin/sh\nif [ -f \"$1/veto\" ]; then echo 'pre_promote veto' >> \"$1/hooks.log\"; exit 1; fi\n\
+             echo 'pre_promote ok' >> \"$1/hooks.log\"\n",
+        ),
+        (
+            "before_stop.sh",
+            "#!/bin/sh\necho before_stop >> \"$1/hooks.log\"\n",
+        ),
+    ];
+    for (name, text) in scripts {
+        let path = dir.path().join(name);
+        fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        set_mode(&path, 0o755);
+    }
+    dir
+}
+
+/// Callbacks, `pre_promote` and `before_stop` on a real cluster, with scripts that record
+/// their calls: each node's first sight of its PostgreSQL is an `on_start` with its role; a
+/// reload is an `on_reload`, a restart an `on_restart` after `before_stop` (no `on_stop` or
+/// `on_start`); a switchover stops the old primary (`before_stop`, `on_stop primary`) and
+/// makes it a replica (`on_role_change replica`) while the candidate passes `pre_promote`
+/// and changes role (`on_role_change primary`). That callback hangs for longer than two
+/// `ttl` and the new leader keeps its key on the same lease throughout; the restart that
+/// follows kills it (never ended) and runs `on_restart`. Then the leader dies while its
+/// standbys' `pre_promote` vetoes: no standby is promoted until the veto is lifted.
+#[test]
+fn callbacks_pre_promote_and_before_stop_run_as_patroni_runs_them() {
+    let _guard = exclusive();
+    let hooks = hook_scripts();
+    let h = hooks.path().display();
+    let callbacks: String = [
+        "on_start",
+        "on_stop",
+        "on_restart",
+        "on_reload",
+        "on_role_change",
+    ]
+    .iter()
+    .map(|k| format!("    {k}: /bin/sh {h}/callback.sh {{dir}}\n"))
+    .collect();
+    let body = format!(
+        "  callbacks:\n{callbacks}  pre_promote: /bin/sh {h}/pre_promote.sh {{dir}}\n  \
+         before_stop: /bin/sh {h}/before_stop.sh {{dir}}\n"
+    );
+    let mut c = Cluster::builder()
+        .scope("pgwarden-hooks")
+        .postgresql(&body)
+        .start();
+    let (leader, sync, other) = bootstrap_three(&c);
+    let dirs: Vec<std::path::PathBuf> = (0..c.len()).map(|i| c.node_dir(i).to_path_buf()).collect();
+    let calls = |i: usize| -> Vec<String> {
+        fs::read_to_string(dirs[i].join("hooks.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let has = |i: usize, line: &str| calls(i).iter().any(|l| l == line);
+    let count = |i: usize, line: &str| calls(i).iter().filter(|l| *l == line).count();
+    let scope = c.scope().to_string();
+    let call = |kind: &str, role: &str| format!("start {kind} {role} {scope}");
+    let expect = |i: usize, what: &str, line: String| {
+        wait_check(SHORT_TIMEOUT, what, || {
+            if has(i, &line) {
+                Ok(())
+            } else {
+                Err(format!("no {line:?} in node {}: {:?}", i + 1, calls(i)))
+            }
+        })
+    };
+
+    expect(leader, "the leader's on_start", call("on_start", "primary"));
+    expect(sync, "a standby's on_start", call("on_start", "replica"));
+    expect(other, "a standby's on_start", call("on_start", "replica"));
+
+    let r = c
+        .http(other, "POST", "/reload", None)
+        .expect("POST /reload");
+    assert_eq!(r.status, 202, "{}", r.body);
+    expect(
+        other,
+        "on_reload after /reload",
+        call("on_reload", "replica"),
+    );
+
+    let r = c
+        .http_slow(
+            other,
+            "POST",
+            "/restart",
+            Some("{}"),
+            Duration::from_secs(90),
+        )
+        .expect("POST /restart");
+    assert_eq!(r.status, 200, "{}", r.body);
+    expect(other, "on_restart", call("on_restart", "replica"));
+    assert!(has(other, "before_stop"), "{:?}", calls(other));
+    assert_eq!(
+        count(other, &call("on_start", "replica")),
+        1,
+        "{:?}",
+        calls(other)
+    );
+    assert_eq!(
+        count(other, &call("on_stop", "replica")),
+        0,
+        "{:?}",
+        calls(other)
+    );
+
+    // The candidate's role-change callback will hang.
+    fs::write(dirs[sync].join("hang"), "").expect("create the hang marker");
+    let out = patronictl(
+        &c,
+        &[
+            "switchover",
+            "--leader",
+            c.name(leader),
+            "--candidate",
+            c.name(sync),
+            "--force",
+            &scope,
+        ],
+    );
+    assert!(
+        out.stdout.contains("Successfully switched over"),
+        "patronictl switchover: {out:?}\n{}",
+        c.diagnostics(40)
+    );
+    expect(
+        sync,
+        "the candidate's on_role_change",
+        call("on_role_change", "primary"),
+    );
+    assert!(has(sync, "pre_promote ok"), "{:?}", calls(sync));
+    expect(
+        leader,
+        "the old leader's on_stop",
+        call("on_stop", "primary"),
+    );
+    expect(
+        leader,
+        "the old leader's role change",
+        call("on_role_change", "replica"),
+    );
+    assert!(has(leader, "before_stop"), "{:?}", calls(leader));
+
+    // The hung callback delays nothing: the key stays the new leader's, on one lease, for
+    // more than two ttl (a blocked renewal would let it expire after one).
+    let key = wait_check(SHORT_TIMEOUT, "the new leader's key", || {
+        match c.dcs_get("leader")? {
+            Some(kv) if kv.value == c.name(sync) => Ok(kv),
+            other => Err(format!("leader key {other:?}")),
+        }
+    });
+    let until = Instant::now() + c.ttl() * 2 + Duration::from_secs(2);
+    while Instant::now() < until {
+        let now = c.dcs_get("leader").expect("read the leader key");
+        assert_eq!(
+            now.as_ref()
+                .map(|kv| (&kv.value, kv.create_revision, kv.lease)),
+            Some((&key.value, key.create_revision, key.lease)),
+            "the leader key changed while a callback hung\n{}",
+            c.diagnostics(40)
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    assert!(
+        !has(sync, &format!("end on_role_change primary {scope}")),
+        "the callback was to hang: {:?}",
+        calls(sync)
+    );
+    let r = c
+        .http_slow(
+            sync,
+            "POST",
+            "/restart",
+            Some("{}"),
+            Duration::from_secs(90),
+        )
+        .expect("POST /restart");
+    assert_eq!(r.status, 200, "{}", r.body);
+    expect(
+        sync,
+        "the leader's on_restart",
+        call("on_restart", "primary"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !has(sync, &format!("end on_role_change primary {scope}")),
+        "a newer callback kills the hung one: {:?}",
+        calls(sync)
+    );
+
+    // The leader dies once a standby may take over (synchronous mode: the one in /sync);
+    // its standbys' pre_promote vetoes every promotion.
+    wait_check(
+        REPLICATION_TIMEOUT,
+        "/sync to name a standby of the new leader",
+        || c.sync_standby(c.name(sync)),
+    );
+    let standbys = [leader, other];
+    for i in standbys {
+        fs::write(dirs[i].join("veto"), "").expect("create the veto marker");
+    }
+    c.kill_node(sync);
+    wait_check(
+        FAILOVER_TIMEOUT,
+        "a standby's promotion vetoed",
+        || match standbys.iter().any(|&i| has(i, "pre_promote veto")) {
+            true => Ok(()),
+            false => Err(format!("{:?}", standbys.map(calls))),
+        },
+    );
+    let until = Instant::now() + c.ttl() * 2;
+    while Instant::now() < until {
+        for i in standbys {
+            assert_eq!(
+                c.in_recovery(i),
+                Ok(true),
+                "{} was promoted though pre_promote vetoed\n{}",
+                c.name(i),
+                c.diagnostics(40)
+            );
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    for i in standbys {
+        fs::remove_file(dirs[i].join("veto")).expect("remove the veto marker");
+    }
+    let new_leader = wait_check(FAILOVER_TIMEOUT, "a leader once the veto is lifted", || {
+        let l = c.leader_now()?;
+        match c.in_recovery(l)? {
+            false => Ok(l),
+            true => Err(format!("{} leads but is in recovery", c.name(l))),
+        }
+    });
+    assert!(standbys.contains(&new_leader));
+    expect(
+        new_leader,
+        "the new leader's role change",
+        call("on_role_change", "primary"),
+    );
+    assert!(has(new_leader, "pre_promote ok"), "{:?}", calls(new_leader));
+}

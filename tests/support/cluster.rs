@@ -61,6 +61,8 @@ pub struct NodeSpec {
     pub tags: Vec<(String, String)>,
     /// Extra top-level YAML appended verbatim (e.g. a `policy:` section).
     pub extra_yaml: String,
+    /// More keys of the `postgresql:` section, lines indented two spaces.
+    pub postgresql_extra: String,
     /// The `watchdog:` section's body, indented two spaces (default `mode: "off"`).
     pub watchdog: String,
 }
@@ -107,6 +109,7 @@ impl NodeSpec {
             dcs_extra: Vec::new(),
             tags: Vec::new(),
             extra_yaml: String::new(),
+            postgresql_extra: String::new(),
             watchdog: "  mode: \"off\"\n".to_string(),
         }
     }
@@ -161,7 +164,8 @@ impl NodeSpec {
              replication:\n      username: {REPLICATION_USER}\n      password: '{REPLICATION_PASSWORD}'\n    \
              rewind:\n      username: {REWIND_USER}\n      password: '{REWIND_PASSWORD}'\n  \
              parameters:\n    unix_socket_directories: '{dir}'\n    password_encryption: scram-sha-256\n  \
-             pg_hba:\n{hba4}\n",
+             pg_hba:\n{hba4}{extra}\n",
+            extra = self.postgresql_extra,
             listen = self.pg_listen,
             host = self.host,
             pg = self.pg_port,
@@ -234,6 +238,9 @@ pub struct ClusterBuilder {
     watchdogs: Vec<Option<String>>,
     /// The `pgwarden:` section's body for every node, lines indented two spaces.
     pgwarden: String,
+    /// More keys of every node's `postgresql:` section, lines indented two spaces, `{dir}`
+    /// replaced by the node's dir.
+    postgresql_extra: String,
     /// Chaos topology: a host (network namespace) per node and per etcd member, and the
     /// subnet clients connect from. Empty: everything on loopback.
     node_hosts: Vec<Host>,
@@ -257,6 +264,7 @@ impl Default for ClusterBuilder {
             initially_started: None,
             watchdogs: Vec::new(),
             pgwarden: String::new(),
+            postgresql_extra: String::new(),
             node_hosts: Vec::new(),
             etcd_hosts: Vec::new(),
             client_net: None,
@@ -273,6 +281,13 @@ impl ClusterBuilder {
     }
 
     /// Number of pgwarden nodes (`node1..nodeN`).
+    /// More keys of every node's `postgresql:` section: lines indented two spaces, `{dir}`
+    /// replaced by the node's dir (e.g. `"  pre_promote: {dir}/fence.sh\n"`).
+    pub fn postgresql(mut self, body: &str) -> Self {
+        self.postgresql_extra = body.to_string();
+        self
+    }
+
     pub fn nodes(mut self, n: usize) -> Self {
         self.nodes = n;
         self
@@ -399,6 +414,9 @@ impl ClusterBuilder {
                     synchronous_mode: self.synchronous_mode,
                     dcs_extra: self.dcs_extra.clone(),
                     tags: self.tags.get(i).cloned().unwrap_or_default(),
+                    postgresql_extra: self
+                        .postgresql_extra
+                        .replace("{dir}", &dir.display().to_string()),
                     ..local
                 };
                 let config = dir.join("pgwarden.yml");

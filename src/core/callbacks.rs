@@ -17,84 +17,8 @@
 //! Pure: the action that finished and what the agent knew in, the callback out. The runtime
 //! runs it (`runtime::callbacks`), outside the decision loop.
 
-use serde::{Deserialize, Serialize};
-
 use super::effect::PgAction;
-
-/// A callback, by its key in `postgresql.callbacks`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallbackKind {
-    /// PostgreSQL was started.
-    OnStart,
-    /// PostgreSQL was stopped.
-    OnStop,
-    /// PostgreSQL was restarted.
-    OnRestart,
-    /// PostgreSQL's configuration was reloaded.
-    OnReload,
-    /// PostgreSQL was promoted, or a former primary now follows.
-    OnRoleChange,
-}
-
-impl CallbackKind {
-    /// Every callback, in the order Patroni documents them.
-    pub const ALL: [CallbackKind; 5] = [
-        CallbackKind::OnStart,
-        CallbackKind::OnStop,
-        CallbackKind::OnRestart,
-        CallbackKind::OnReload,
-        CallbackKind::OnRoleChange,
-    ];
-
-    /// The key in `postgresql.callbacks`, also the script's first argument.
-    pub fn name(self) -> &'static str {
-        match self {
-            CallbackKind::OnStart => "on_start",
-            CallbackKind::OnStop => "on_stop",
-            CallbackKind::OnRestart => "on_restart",
-            CallbackKind::OnReload => "on_reload",
-            CallbackKind::OnRoleChange => "on_role_change",
-        }
-    }
-
-    /// The kind named `name` in `postgresql.callbacks`.
-    pub fn from_name(name: &str) -> Option<CallbackKind> {
-        CallbackKind::ALL.into_iter().find(|k| k.name() == name)
-    }
-}
-
-/// The role a callback is told (its second argument), Patroni's words.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallbackRole {
-    /// A writable primary.
-    Primary,
-    /// A standby.
-    Replica,
-    /// A former primary, stopped (before it follows the new leader).
-    Demoted,
-}
-
-impl CallbackRole {
-    /// The script's second argument.
-    pub fn name(self) -> &'static str {
-        match self {
-            CallbackRole::Primary => "primary",
-            CallbackRole::Replica => "replica",
-            CallbackRole::Demoted => "demoted",
-        }
-    }
-}
-
-/// One callback to run: `<command> <kind> <role> <scope>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Callback {
-    /// Which one.
-    pub kind: CallbackKind,
-    /// The role it is told.
-    pub role: CallbackRole,
-}
+pub use super::effect::{Callback, CallbackKind, CallbackRole};
 
 /// What the callbacks rules remember between actions.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

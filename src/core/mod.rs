@@ -37,9 +37,8 @@ use std::time::Duration;
 use statig::prelude::*;
 
 pub use agent::{slot_name_for_member, NodeSettings};
-pub use callbacks::{Callback, CallbackKind, CallbackRole};
 pub use consult::{decide_with_default, ConsultPurpose, PolicyAnswer, PolicyCall};
-pub use effect::{DemoteMode, Effect, PgAction, Upstream};
+pub use effect::{Callback, CallbackKind, CallbackRole, DemoteMode, Effect, PgAction, Upstream};
 pub use input::{Input, PgActionOutcome, ReloadedSettings};
 pub use status::NodeStatus;
 pub use time::Instant;

@@ -926,6 +926,23 @@ fn maintenance_mode_acts_on_nothing_and_resume_recovers() {
         list.stdout.contains("Maintenance mode: on"),
         "pgwardenctl list: {list:?}"
     );
+    // No switchover is scheduled while paused (Patroni's refusal).
+    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let body = format!(
+        r#"{{"leader":"{}","candidate":"{}","scheduled_at":"{}"}}"#,
+        c.name(leader),
+        c.name(a),
+        later
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339")
+    );
+    let r = c
+        .http(leader, "POST", "/switchover", Some(&body))
+        .expect("POST /switchover");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (400, "Can't schedule switchover in the paused state")
+    );
 
     let killed = c.kill_postgres(leader);
     let ttl = Duration::from_secs(6);
@@ -2038,14 +2055,15 @@ fn failed_and_orphaned_bootstraps_recover_and_old_parameters_are_translated() {
 /// The scripts of the hooks test, in a directory the agents can read: every call is logged
 /// in `<node dir>/hooks.log` (the node dir is the scripts' first argument); `pre_promote`
 /// exits 1 while `<node dir>/veto` exists; `on_role_change` hangs for a minute while
-/// `<node dir>/hang` exists.
+/// `<node dir>/hang` exists (its pid in `<node dir>/hang.pid`).
 fn hook_scripts() -> tempfile::TempDir {
     let dir = make_test_dir("pgwarden-it-hooks-");
     let scripts = [
         (
             "callback.sh",
             "#!/bin/sh\nnode=$1; shift\necho \"start $*\" >> \"$node/hooks.log\"\n\
-             if [ \"$1\" = on_role_change ] && [ -f \"$node/hang\" ]; then sleep 60; fi\n\
+             if [ \"$1\" = on_role_change ] && [ -f \"$node/hang\" ]; then\n\
+             echo $$ > \"$node/hang.pid\"; sleep 600; fi\n\
              echo \"end $*\" >> \"$node/hooks.log\"\n",
         ),
         (
@@ -2237,10 +2255,22 @@ fn callbacks_pre_promote_and_before_stop_run_as_patroni_runs_them() {
         "the leader's on_restart",
         call("on_restart", "primary"),
     );
-    std::thread::sleep(Duration::from_secs(1));
+    let hung: u32 = fs::read_to_string(dirs[sync].join("hang.pid"))
+        .expect("the hung callback's pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    wait_check(
+        SHORT_TIMEOUT,
+        "the newer callback to kill the hung one",
+        || match std::path::Path::new(&format!("/proc/{hung}")).exists() {
+            false => Ok(()),
+            true => Err(format!("callback pid {hung} still runs")),
+        },
+    );
     assert!(
         !has(sync, &format!("end on_role_change primary {scope}")),
-        "a newer callback kills the hung one: {:?}",
+        "killed, not ended: {:?}",
         calls(sync)
     );
 
@@ -2253,17 +2283,20 @@ fn callbacks_pre_promote_and_before_stop_run_as_patroni_runs_them() {
     );
     let standbys = [leader, other];
     for i in standbys {
+        wait_streaming(&c, i, "both standbys streaming before the leader dies");
         fs::write(dirs[i].join("veto"), "").expect("create the veto marker");
     }
     c.kill_node(sync);
-    wait_check(
-        FAILOVER_TIMEOUT,
-        "a standby's promotion vetoed",
-        || match standbys.iter().any(|&i| has(i, "pre_promote veto")) {
-            true => Ok(()),
-            false => Err(format!("{:?}", standbys.map(calls))),
-        },
-    );
+    let vetoed = Instant::now();
+    while !standbys.iter().any(|&i| has(i, "pre_promote veto")) {
+        assert!(
+            vetoed.elapsed() < FAILOVER_TIMEOUT,
+            "no standby tried to promote: {:?}\n{}",
+            standbys.map(calls),
+            c.diagnostics(60)
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
     let until = Instant::now() + c.ttl() * 2;
     while Instant::now() < until {
         for i in standbys {

@@ -2022,6 +2022,79 @@ fn a_switchover_the_policy_declines_is_cleared_with_the_reason() {
     );
 }
 
+/// A switchover scheduled for later (`patronictl switchover --scheduled`): the leader leaves
+/// it in place and wakes at its time; then it hands over as for one asked for now.
+#[test]
+fn a_scheduled_switchover_waits_for_its_time_then_hands_over() {
+    let request = FailoverRequest {
+        leader: Some(ME.into()),
+        candidate: Some("node3".into()),
+        scheduled_at: Some("2026-12-07T05:00:00+00:00".into()),
+        due: Some(Instant(3000)),
+        ..FailoverRequest::default()
+    };
+    let (mut node, effects) = leader_with_request(request);
+    assert!(
+        !effects.iter().any(|e| matches!(
+            e,
+            Effect::Pg(PgAction::Demote { .. }) | Effect::ClearFailover { .. }
+        )),
+        "not before its time: {effects:?}"
+    );
+    assert_eq!(node.state(), "primary");
+    assert!(
+        node.poll_timeout().is_some_and(|at| at <= Instant(3000)),
+        "the leader wakes at the scheduled time: {:?}",
+        node.timers()
+    );
+    let mut observed = pg(false, 2000);
+    if let Some(server) = observed.server.as_mut() {
+        server.replication.push(streaming_peer("node3", 2000));
+    }
+    let effects = cycle(&mut node, 3000, observed);
+    assert!(
+        effects.contains(&Effect::Pg(PgAction::Demote {
+            mode: DemoteMode::Graceful
+        })),
+        "{effects:?}"
+    );
+    assert_eq!(node.state(), "demoting");
+}
+
+/// A scheduled switchover whose time passed more than one and a half `loop_wait` ago (the
+/// leader was busy, or the agent down) is dropped, not carried out at a random later moment.
+#[test]
+fn a_stale_scheduled_switchover_is_dropped() {
+    let request = FailoverRequest {
+        leader: Some(ME.into()),
+        candidate: Some("node3".into()),
+        scheduled_at: Some("2026-12-07T05:00:00+00:00".into()),
+        due: Some(Instant(1000)),
+        ..FailoverRequest::default()
+    };
+    let (mut node, _) = leader_with_request(request);
+    let mut observed = pg(false, 2000);
+    if let Some(server) = observed.server.as_mut() {
+        server.replication.push(streaming_peer("node3", 2000));
+    }
+    // Nothing ran at its time (a busy leader): 1.7 s later it is stale.
+    let effects = cycle(&mut node, 2700, observed);
+    assert!(
+        effects.iter().any(|e| matches!(
+            e,
+            Effect::ClearFailover { expected_revision: Some(Revision(30)), reason } if reason.contains("stale")
+        )),
+        "{effects:?}"
+    );
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Pg(PgAction::Demote { .. }))),
+        "{effects:?}"
+    );
+    assert_eq!(node.state(), "primary");
+}
+
 #[test]
 fn the_leader_clears_requests_that_are_done_stale_or_scheduled() {
     for (request, expected_revision) in [
@@ -2042,7 +2115,7 @@ fn the_leader_clears_requests_that_are_done_stale_or_scheduled() {
             },
             Some(30),
         ),
-        // Scheduled (pgwarden does not schedule).
+        // Scheduled at a time that cannot be read (the runtime sets `due` from a readable one).
         (
             FailoverRequest {
                 leader: Some(ME.into()),
@@ -3870,12 +3943,34 @@ fn the_callbacks_hear_of_the_first_start_and_of_a_promotion() {
         },
     );
     fresh.handle_input(Instant(0), Input::PostgresProbed(pg(true, 1000)));
-    let callbacks: Vec<Effect> = drain(&mut fresh)
-        .into_iter()
-        .filter(|e| matches!(e, Effect::RunCallback(_)))
-        .collect();
+    let callbacks = |effects: Vec<Effect>| -> Vec<Effect> {
+        effects
+            .into_iter()
+            .filter(|e| matches!(e, Effect::RunCallback(_)))
+            .collect()
+    };
+    // Its cycle points the standby at the leader: nothing to tell the scripts yet.
+    let effects = drain(&mut fresh);
+    let follow = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Pg(action @ PgAction::Follow { .. }) => Some(action.clone()),
+            _ => None,
+        })
+        .expect("the fresh agent points its standby at the leader");
+    assert_eq!(callbacks(effects), vec![]);
+    fresh.handle_input(
+        Instant(10),
+        Input::PgActionFinished {
+            action: follow,
+            outcome: PgActionOutcome::Done { sysid: None },
+        },
+    );
+    assert_eq!(callbacks(drain(&mut fresh)), vec![], "no reload announced");
+    // The next cycle leaves it as it is: now it is announced.
+    fresh.handle_input(Instant(20), Input::PostgresProbed(pg(true, 1000)));
     assert_eq!(
-        callbacks,
+        callbacks(drain(&mut fresh)),
         vec![Effect::RunCallback(Callback {
             kind: CallbackKind::OnStart,
             role: CallbackRole::Replica,
@@ -4023,6 +4118,8 @@ pub const SCENARIOS: &[fn()] = &[
     a_policy_may_demote_the_primary_early_and_the_key_is_released_only_after_the_stop,
     a_switchover_to_a_ready_standby_stops_the_leader_cleanly_before_the_key_is_released,
     a_switchover_the_policy_declines_is_cleared_with_the_reason,
+    a_scheduled_switchover_waits_for_its_time_then_hands_over,
+    a_stale_scheduled_switchover_is_dropped,
     the_leader_clears_requests_that_are_done_stale_or_scheduled,
     an_operators_failover_waives_the_sync_rule_for_its_candidate_only,
     a_policy_may_choose_which_sync_standbys_but_not_fewer_than_could_be_had,

@@ -340,6 +340,185 @@ fn patronictl_switchover_hands_over_cleanly() {
             Some(kv) => Err(format!("failover = {kv:?}")),
         },
     );
+    scheduled_switchover(&c, new_leader);
+}
+
+/// The wall-clock time `seconds` from now, as patronictl is given it.
+fn in_seconds(seconds: i64) -> String {
+    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds);
+    at.replace_nanosecond(0)
+        .expect("whole seconds")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("an RFC 3339 time")
+}
+
+/// `patronictl` on node 0's configuration, scrubbed environment.
+fn patronictl(c: &Cluster, args: &[&str]) -> support::process::Captured {
+    let mut cmd = std::process::Command::new(support::process::patronictl());
+    support::process::scrub_env(&mut cmd);
+    cmd.arg("-c").arg(c.config_path(0)).args(args);
+    support::process::run_capture(&mut cmd, Duration::from_secs(90))
+}
+
+/// `patronictl switchover --scheduled`: Patroni's refusals (a failover cannot be scheduled,
+/// a time needs a zone and must be ahead), then a switchover 20 s ahead that `list` and
+/// `/cluster` show, that does not happen before its time and happens at it; then one an
+/// hour ahead that `patronictl flush ... switchover` deletes.
+fn scheduled_switchover(c: &Cluster, leader: usize) {
+    let target = wait_check(REPLICATION_TIMEOUT, "a sync standby in /sync", || {
+        let name = c.sync_standby(c.name(leader))?;
+        c.index_of(&name).ok_or(format!("unknown member {name}"))
+    });
+    wait_check(REPLICATION_TIMEOUT, "the target streaming", || {
+        streaming(c, target)
+    });
+    let (from, to) = (c.name(leader), c.name(target));
+    for (path, body, code, text) in [
+        (
+            "/failover",
+            format!(
+                r#"{{"candidate":"{to}","scheduled_at":"{}"}}"#,
+                in_seconds(60)
+            ),
+            400,
+            "Failover can't be scheduled",
+        ),
+        (
+            "/switchover",
+            format!(
+                r#"{{"leader":"{from}","candidate":"{to}","scheduled_at":"2030-01-01T00:00:00"}}"#
+            ),
+            400,
+            "Timezone information is mandatory for the scheduled switchover",
+        ),
+        (
+            "/switchover",
+            format!(
+                r#"{{"leader":"{from}","candidate":"{to}","scheduled_at":"{}"}}"#,
+                in_seconds(-60)
+            ),
+            422,
+            "Cannot schedule switchover in the past",
+        ),
+    ] {
+        assert_eq!(
+            post(c, leader, path, &body),
+            (code, text.to_string()),
+            "{body}"
+        );
+    }
+    assert_eq!(c.dcs_get("failover"), Ok(None), "refusals write nothing");
+
+    let at = in_seconds(20);
+    let due = std::time::Instant::now() + Duration::from_secs(19);
+    let out = patronictl(
+        c,
+        &[
+            "switchover",
+            "--leader",
+            from,
+            "--candidate",
+            to,
+            "--scheduled",
+            &at,
+            "--force",
+            c.scope(),
+        ],
+    );
+    assert!(out.stdout.contains("Switchover scheduled"), "{out:?}");
+    let cluster = c.http_json(leader, "/cluster").expect("GET /cluster");
+    let scheduled = &cluster["scheduled_switchover"];
+    assert_eq!(
+        (scheduled["from"].as_str(), scheduled["to"].as_str()),
+        (Some(from), Some(to)),
+        "{cluster}"
+    );
+    assert!(
+        scheduled["at"]
+            .as_str()
+            .is_some_and(|a| a.starts_with(&at[..19])),
+        "{cluster}"
+    );
+    let list = patronictl(c, &["list", c.scope()]);
+    assert!(list.stdout.contains("Switchover scheduled at:"), "{list:?}");
+    while std::time::Instant::now() + Duration::from_secs(2) < due {
+        assert_eq!(
+            c.leader_now(),
+            Ok(leader),
+            "the switchover ran before its time"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let new_leader = wait_check(FAILOVER_TIMEOUT, "the scheduled switchover", || {
+        match c.leader_now()? {
+            l if l == target => Ok(l),
+            l => Err(format!("{} leads", c.name(l))),
+        }
+    });
+    assert!(std::time::Instant::now() + Duration::from_secs(1) >= due);
+    wait_check(
+        Duration::from_secs(30),
+        "the failover key is cleared",
+        || match c.dcs_get("failover")? {
+            None => Ok(()),
+            Some(kv) => Err(format!("failover = {kv:?}")),
+        },
+    );
+
+    // One an hour ahead, flushed.
+    let standby = wait_check(REPLICATION_TIMEOUT, "a sync standby in /sync", || {
+        c.sync_standby(c.name(new_leader))
+    });
+    let out = patronictl(
+        c,
+        &[
+            "switchover",
+            "--leader",
+            c.name(new_leader),
+            "--candidate",
+            &standby,
+            "--scheduled",
+            &in_seconds(3600),
+            "--force",
+            c.scope(),
+        ],
+    );
+    assert!(out.stdout.contains("Switchover scheduled"), "{out:?}");
+    assert!(c.dcs_get("failover").ok().flatten().is_some());
+    let out = patronictl(c, &["flush", c.scope(), "switchover", "--force"]);
+    assert!(
+        out.stdout.contains("Success: scheduled switchover deleted"),
+        "{out:?}"
+    );
+    assert_eq!(c.dcs_get("failover"), Ok(None));
+    // pgwardenctl flushes the same way.
+    let out = patronictl(
+        c,
+        &[
+            "switchover",
+            "--leader",
+            c.name(new_leader),
+            "--candidate",
+            &standby,
+            "--scheduled",
+            &in_seconds(3600),
+            "--force",
+            c.scope(),
+        ],
+    );
+    assert!(out.stdout.contains("Switchover scheduled"), "{out:?}");
+    let out = c.ctl(&["flush", c.scope(), "switchover", "--force"]);
+    assert!(
+        out.success() && out.stdout.contains("Success: scheduled switchover deleted"),
+        "{out:?}"
+    );
+    assert_eq!(c.dcs_get("failover"), Ok(None));
+    let out = c.ctl(&["flush", c.scope(), "switchover", "--force"]);
+    assert!(
+        out.stdout.contains("No pending scheduled switchover"),
+        "{out:?}"
+    );
+    assert_eq!(c.leader_now(), Ok(new_leader), "nothing moved");
 }
 
 /// `strict-zero-loss` refuses a manual failover to an asynchronous standby and says why,

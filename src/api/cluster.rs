@@ -49,6 +49,18 @@ pub fn cluster_json(scope: &str, view: &ClusterView) -> Value {
     if view.config.as_ref().is_some_and(|c| c.value.pause) {
         cluster["pause"] = json!(true);
     }
+    if let Some(request) = view.failover.as_ref().map(|f| &f.value) {
+        if let Some(at) = &request.scheduled_at {
+            let mut scheduled = json!({"at": at});
+            if let Some(leader) = &request.leader {
+                scheduled["from"] = json!(leader);
+            }
+            if let Some(candidate) = &request.candidate {
+                scheduled["to"] = json!(candidate);
+            }
+            cluster["scheduled_switchover"] = scheduled;
+        }
+    }
     cluster
 }
 

@@ -29,7 +29,8 @@ fn words(action: ManualAction) -> (&'static str, &'static str, &'static str) {
     }
 }
 
-/// `POST /switchover`: `{"leader", "candidate"?, "override_policy"?}`.
+/// `POST /switchover`: `{"leader", "candidate"?, "scheduled_at"?, "override_policy"?}`; a
+/// scheduled one answers 202 and is carried out by the leader at its time.
 pub async fn post_switchover(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -48,7 +49,7 @@ pub async fn post_failover(
     handle(state, &headers, &body, ManualAction::Failover).await
 }
 
-/// `DELETE /switchover`: withdraw a pending request.
+/// `DELETE /switchover`: withdraw a scheduled switchover (or a pending request).
 pub async fn delete_switchover(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if let Some(denied) = refused_credentials(&state, &headers) {
         return denied;
@@ -64,12 +65,18 @@ pub async fn delete_switchover(State(state): State<ApiState>, headers: HeaderMap
         .view
         .as_ref()
         .and_then(|v| v.failover.as_ref())
-        .map(|f| f.mod_revision);
-    let Some(revision) = pending else {
-        return text(StatusCode::NOT_FOUND, "No pending switchover or failover");
+        .map(|f| (f.mod_revision, f.value.scheduled_at.is_some()));
+    let Some((revision, scheduled)) = pending else {
+        return text(StatusCode::NOT_FOUND, "no switchover is scheduled");
+    };
+    // Patroni's answer for a scheduled switchover (`patronictl flush ... switchover` prints
+    // it); withdrawing one not yet carried out is pgwarden's extension.
+    let done = match scheduled {
+        true => "scheduled switchover deleted",
+        false => "Pending switchover or failover cancelled",
     };
     match store.clear_failover(Some(revision)).await {
-        Ok(true) => text(StatusCode::OK, "Pending switchover or failover cancelled"),
+        Ok(true) => text(StatusCode::OK, done),
         Ok(false) => text(
             StatusCode::CONFLICT,
             "The pending request changed meanwhile; read it again",
@@ -79,6 +86,31 @@ pub async fn delete_switchover(State(state): State<ApiState>, headers: HeaderMap
             &format!("failed to delete the failover key: {e}"),
         ),
     }
+}
+
+/// A `scheduled_at`, as Patroni judges it: only a switchover is scheduled, not while paused,
+/// with a time zone (400), readable and in the future (422).
+fn check_schedule(at: &str, asked: ManualAction, paused: bool) -> Result<(), (StatusCode, String)> {
+    if asked == ManualAction::Failover {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "Failover can't be scheduled".into(),
+        ));
+    }
+    if paused {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "Can't schedule switchover in the paused state".into(),
+        ));
+    }
+    let wall = super::restart::parse_schedule(at, "switchover")?;
+    if wall < time::OffsetDateTime::now_utc() {
+        return Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Cannot schedule switchover in the past".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The request body as the `failover` key's value (checked later, against the cluster).
@@ -109,6 +141,7 @@ fn parse_body(body: &[u8]) -> Result<FailoverRequest, String> {
         leader: name("leader")?,
         candidate: name("candidate")?.or(name("member")?),
         scheduled_at: name("scheduled_at")?,
+        due: None,
         override_policy,
     })
 }
@@ -126,6 +159,7 @@ async fn handle(
         Ok(request) => request,
         Err(e) => return text(StatusCode::BAD_REQUEST, &e),
     };
+    let asked = action;
     let action = ManualAction::of(action, &request);
     let status = state.snapshot();
     let Some(view) = status.view.as_ref() else {
@@ -134,7 +168,13 @@ async fn handle(
             "the cluster view is not available (lock store unreachable)",
         );
     };
-    if view.config.as_ref().is_some_and(|c| c.value.pause) {
+    let paused = view.config.as_ref().is_some_and(|c| c.value.pause);
+    if let Some(at) = request.scheduled_at.as_deref() {
+        if let Err((code, why)) = check_schedule(at, asked, paused) {
+            return text(code, &why);
+        }
+    }
+    if paused {
         // Patroni allows a switchover or failover to a named candidate while paused;
         // pgwarden does not yet, and says so rather than half-doing it.
         return text(
@@ -142,9 +182,12 @@ async fn handle(
             "switchover and failover are not supported in maintenance mode yet: resume first (patronictl resume)",
         );
     }
+    let scheduled = request.scheduled_at.is_some();
     match check_request(view, &request, action) {
         Ok(()) => {}
         Err(RequestRefusal::Invalid(why)) => return text(StatusCode::BAD_REQUEST, &why),
+        // As in Patroni, whether the cluster allows it is judged when the time comes.
+        Err(RequestRefusal::NotPossible(_)) if scheduled => {}
         Err(RequestRefusal::NotPossible(why)) => {
             return text(StatusCode::PRECONDITION_FAILED, &why)
         }
@@ -164,7 +207,10 @@ async fn handle(
             &format!("failed to write failover key into DCS: {e}"),
         );
     }
-    tracing::info!(action = words(action).0, leader = ?request.leader, candidate = ?request.candidate, "manual request written to the failover key");
+    tracing::info!(action = words(action).0, leader = ?request.leader, candidate = ?request.candidate, scheduled_at = ?request.scheduled_at, "manual request written to the failover key");
+    if scheduled {
+        return text(StatusCode::ACCEPTED, "Switchover scheduled");
+    }
     let old_leader = view.leader_name().map(str::to_owned);
     let timeout = Duration::from_secs(2 * status.loop_wait.as_secs().max(10));
     let (code, message) = wait_for_outcome(&state, action, old_leader, &request, timeout).await;

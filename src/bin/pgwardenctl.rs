@@ -373,10 +373,33 @@ impl Ctl {
                 Ok(all_ok)
             }
             "switchover" => {
-                // pgwarden schedules no switchover (POST /switchover refuses
-                // `scheduled_at`), so there is never one to flush.
-                println!("No pending scheduled switchover");
-                Ok(true)
+                let scheduled = view
+                    .failover
+                    .as_ref()
+                    .is_some_and(|f| f.value.scheduled_at.is_some());
+                if !scheduled {
+                    println!("No pending scheduled switchover");
+                    return Ok(true);
+                }
+                // As patronictl: the first member that answers 200 or 404 settles it.
+                for member in leader_first(&view) {
+                    match self.call(member, "DELETE", "/switchover", None, API_TIMEOUT) {
+                        Ok((200, text)) => {
+                            println!("Success: {text}");
+                            return Ok(true);
+                        }
+                        Ok((404, text)) => {
+                            println!("Failed: {text}");
+                            return Ok(false);
+                        }
+                        Ok((status, text)) => println!(
+                            "Failed: member={}, status_code={status}, ({text})",
+                            member.name
+                        ),
+                        Err(error) => println!("Member {} is not accessible: {error}", member.name),
+                    }
+                }
+                anyhow::bail!("no member could delete the scheduled switchover")
             }
             other => anyhow::bail!("cannot flush {other:?}: name restart or switchover"),
         }
@@ -399,14 +422,8 @@ impl Ctl {
         }
         // Patroni's body: `null` deletes the key on resume.
         let body = serde_json::json!({ "pause": if paused { serde_json::json!(true) } else { serde_json::Value::Null } });
-        let leader_first = {
-            let leader = view.leader_name();
-            let mut members: Vec<_> = view.members.values().collect();
-            members.sort_by_key(|m| Some(m.name.as_str()) != leader);
-            members
-        };
         let mut answered = false;
-        for member in leader_first {
+        for member in leader_first(&view) {
             match self.call(member, "PATCH", "/config", Some(body.clone()), API_TIMEOUT) {
                 Ok((200, _)) => {
                     answered = true;
@@ -439,6 +456,16 @@ impl Ctl {
         println!("Success: cluster management is {word}");
         Ok(true)
     }
+}
+
+/// The members, the leader first (where patronictl sends cluster-wide requests).
+fn leader_first(
+    view: &pgwarden::core::view::ClusterView,
+) -> Vec<&pgwarden::core::view::MemberInfo> {
+    let leader = view.leader_name();
+    let mut members: Vec<_> = view.members.values().collect();
+    members.sort_by_key(|m| Some(m.name.as_str()) != leader);
+    members
 }
 
 /// A member whose REST API did not answer.

@@ -18,7 +18,7 @@ use super::safety;
 use super::sync::{self, StandbyNames, SyncFacts, SyncPlan, SyncStep};
 use super::time::Instant;
 use super::types::{Lsn, Revision, Timeline};
-use super::view::{ReplicationPeer, ServerObservation};
+use super::view::{ReplicationPeer, Schedule, ServerObservation};
 use super::watchdog::{Watchdog, WatchdogState};
 use super::why::{TransitionRecord, Why};
 use crate::config::{DynamicConfig, SynchronousMode};
@@ -787,15 +787,18 @@ impl Agent {
     }
 
     /// The `failover` key's revision when it asks us, the leader, to hand over: addressed to
-    /// us (or to whoever leads), naming someone else or nobody, not scheduled.
+    /// us (or to whoever leads), naming someone else or nobody, and due (a scheduled one
+    /// from its time on, and not while paused: Patroni waits for the resume).
     pub fn switchover_for_me(&self) -> Option<Revision> {
         let failover = self.facts.view.as_ref()?.failover.as_ref()?;
         let me = self.settings.name.as_str();
         let request = &failover.value;
         let to_me = request.leader.as_deref().is_none_or(|l| l == me);
         let away = request.candidate.as_deref() != Some(me);
-        (self.holds_leader_key() && to_me && away && request.scheduled_at.is_none())
-            .then_some(failover.mod_revision)
+        let due = request.scheduled_at.is_none()
+            || (request.schedule(self.facts.now, self.loop_wait()) == Schedule::Due
+                && !self.paused());
+        (self.holds_leader_key() && to_me && away && due).then_some(failover.mod_revision)
     }
 
     /// A manual failover (no `leader` in the request) naming us: Patroni lets the named
@@ -834,11 +837,20 @@ impl Agent {
                 Some(failover.mod_revision),
                 format!("a switchover from {leader} was requested, but {me} leads"),
             )
-        } else if let Some(at) = &request.scheduled_at {
-            (
-                Some(failover.mod_revision),
-                format!("scheduled switchovers (scheduled_at {at}) are not supported"),
-            )
+        } else if let (Some(at), Schedule::Stale, false) = (
+            &request.scheduled_at,
+            request.schedule(self.facts.now, self.loop_wait()),
+            self.paused(),
+        ) {
+            let reason = match request.due {
+                None => format!(
+                    "the scheduled switchover's time {at:?} cannot be read (ISO 8601 with a time zone expected)"
+                ),
+                Some(_) => format!(
+                    "the switchover scheduled at {at} was not carried out in time; dropped as stale"
+                ),
+            };
+            (Some(failover.mod_revision), reason)
         } else {
             return;
         };
@@ -848,6 +860,11 @@ impl Agent {
             expected_revision,
             reason,
         });
+    }
+
+    /// `loop_wait` in force.
+    fn loop_wait(&self) -> Duration {
+        Duration::from_secs(self.facts.config.loop_wait.into())
     }
 
     /// The policy answered a call that carried a switchover addressed to us and did not stop

@@ -74,6 +74,10 @@ impl CallbackBook {
             PgAction::Follow { .. } => {
                 if self.role_changes_to_replica() {
                     self.became(CallbackKind::OnRoleChange, CallbackRole::Replica)
+                } else if !self.called {
+                    // A fresh agent pointing its running standby at the leader: no change
+                    // the scripts have been told of (its `on_start` follows).
+                    return None;
                 } else {
                     self.reloaded(CallbackRole::Replica)
                 }
@@ -105,6 +109,12 @@ impl CallbackBook {
             false => CallbackRole::Replica,
         };
         Some(self.became(CallbackKind::OnStart, role))
+    }
+
+    /// PostgreSQL is in `role` now, but the scripts are not told (a promotion that finished
+    /// after the race was given up, about to be stopped: its `on_stop primary` follows).
+    pub fn became_silently(&mut self, role: CallbackRole) {
+        self.role = Some(role);
     }
 
     /// A start as `role`: `on_role_change` for a former primary now following (Patroni's

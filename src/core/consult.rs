@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use pgwarden_policy as contract;
 
 use super::time::Instant;
-use super::view::{ClusterView, MemberInfo, PeerReport, PgObservation};
+use super::view::{ClusterView, MemberInfo, PeerReport, PgObservation, Schedule};
 use crate::config::{DynamicConfig, SynchronousMode};
 
 /// The agent's facts a policy's view and events are made of, borrowed: the core hands
@@ -158,17 +158,22 @@ impl EventBaseline {
             lagging,
             postgres_up: agent.pg.map(PgObservation::is_running),
             store_reachable: agent.dcs_error.is_none(),
-            failover: pending_switchover(view),
+            failover: pending_switchover(view, agent.now, agent.config),
         }
     }
 }
 
-/// The `failover` key as policies see it, with its revision. A scheduled request is not one
-/// to act on now (the leader deletes it), so policies never see it.
-fn pending_switchover(view: &ClusterView) -> Option<(Revision, contract::Switchover)> {
+/// The `failover` key as policies see it, with its revision. A scheduled switchover is seen
+/// from its time on (the event that it is requested comes then).
+fn pending_switchover(
+    view: &ClusterView,
+    now: Instant,
+    config: &DynamicConfig,
+) -> Option<(Revision, contract::Switchover)> {
     let failover = view.failover.as_ref()?;
     let request = &failover.value;
-    request.scheduled_at.is_none().then(|| {
+    let loop_wait = std::time::Duration::from_secs(config.loop_wait.into());
+    (request.schedule(now, loop_wait) == Schedule::Due && !config.pause).then(|| {
         (
             failover.mod_revision,
             contract::Switchover {
@@ -411,7 +416,7 @@ pub fn policy_view(agent: &PolicyFacts<'_>, with_peers: bool) -> contract::Clust
         leader_lsn: optime,
         sync_leader: sync.and_then(|s| s.leader.clone()),
         sync_standbys: sync.map(|s| s.sync_standby.clone()).unwrap_or_default(),
-        switchover: pending_switchover(view).map(|(_, request)| request),
+        switchover: pending_switchover(view, agent.now, agent.config).map(|(_, request)| request),
         config: contract::Config {
             ttl_ms: u64::from(config.ttl) * 1000,
             loop_wait_ms: u64::from(config.loop_wait) * 1000,

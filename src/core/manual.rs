@@ -42,11 +42,6 @@ pub fn check_request(
     action: ManualAction,
 ) -> Result<(), RequestRefusal> {
     use RequestRefusal::{Invalid, NotPossible};
-    if request.scheduled_at.is_some() {
-        return Err(Invalid(
-            "pgwarden does not schedule switchovers: omit scheduled_at and send the request when it should happen".into(),
-        ));
-    }
     match action {
         ManualAction::Switchover if request.leader.is_none() => {
             return Err(Invalid(
@@ -201,11 +196,6 @@ mod tests {
             ManualAction::Switchover,
             request(Some("node1"), Some("node1"))
         )));
-        let scheduled = FailoverRequest {
-            scheduled_at: Some("2026-12-01T00:00:00Z".into()),
-            ..request(Some("node1"), Some("node2"))
-        };
-        assert!(invalid(check(&v, ManualAction::Switchover, scheduled)));
     }
 
     #[test]

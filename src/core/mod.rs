@@ -228,7 +228,23 @@ impl Node {
                 self.next_cycle_at = self.next_cycle_at.min(now);
             }
         }
+        if let Some(due) = self.scheduled_switchover_due() {
+            if due > now {
+                // The leader acts on it at its time, not a loop_wait later.
+                self.next_cycle_at = self.next_cycle_at.min(due);
+            }
+        }
         self.maybe_start_cycle(now);
+    }
+
+    /// When the switchover scheduled in the `failover` key is due, if we lead.
+    fn scheduled_switchover_due(&self) -> Option<Instant> {
+        if !self.agent.holds_leader_key() {
+            return None;
+        }
+        let request = &self.agent.facts.view.as_ref()?.failover.as_ref()?.value;
+        request.scheduled_at.as_ref()?;
+        request.due
     }
 
     /// A PostgreSQL probe: the fresh one the cycle waited for starts it.
@@ -250,18 +266,21 @@ impl Node {
         let fresh = self.probe_in_flight == Some(self.action_seq);
         self.probe_in_flight = None;
         let running_as_primary = observation.server.as_ref().map(|s| !s.in_recovery);
-        let action_in_flight = self.agent.postgres.action.is_some();
-        if let Some(callback) = self
-            .agent
-            .postgres
-            .callbacks
-            .after_probe(running_as_primary, action_in_flight)
-        {
-            self.agent.outbox.push(Effect::RunCallback(callback));
-        }
         self.agent.facts.pg = Some(observation);
         if fresh {
             self.run_cycle();
+            // The first sight of a running server is an `on_start` once the cycle has
+            // decided to leave it as it is (Patroni: at the end of a cycle that started
+            // nothing): a primary about to be stopped is not announced.
+            let busy = self.agent.postgres.action.is_some() || self.agent.facts.view.is_none();
+            if let Some(callback) = self
+                .agent
+                .postgres
+                .callbacks
+                .after_probe(running_as_primary, busy)
+            {
+                self.agent.outbox.push(Effect::RunCallback(callback));
+            }
         } else {
             // An action finished while this probe was out: look again before deciding.
             self.next_cycle_at = now.max(self.retry_not_before);
@@ -528,12 +547,14 @@ impl Node {
                 .pg
                 .as_ref()
                 .is_some_and(|pg| pg.postmaster_alive);
-            if let Some(callback) = self
-                .agent
-                .postgres
-                .callbacks
-                .after_action(&action, was_running)
-            {
+            // A promotion that finished after the race was given up (the key lost meanwhile)
+            // is being stopped: the scripts hear of the stop, not of a new primary.
+            let abandoned = matches!(action, PgAction::Promote { .. })
+                && !matches!(self.machine.state(), State::Candidate { .. });
+            let callbacks = &mut self.agent.postgres.callbacks;
+            if abandoned {
+                callbacks.became_silently(CallbackRole::Primary);
+            } else if let Some(callback) = callbacks.after_action(&action, was_running) {
                 self.agent.outbox.push(Effect::RunCallback(callback));
             }
         }

@@ -165,14 +165,44 @@ pub struct FailoverRequest {
     pub leader: Option<String>,
     /// The member to promote (`member`); absent for "any healthy standby".
     pub candidate: Option<String>,
-    /// `scheduled_at`, as written (pgwarden does not schedule; see the API).
+    /// `scheduled_at`, as written: a switchover to carry out at that time.
     pub scheduled_at: Option<String>,
+    /// When `scheduled_at` falls on this node's clock, set by the runtime as the view
+    /// arrives (`None`: not scheduled, or a time that cannot be read).
+    #[serde(default)]
+    pub due: Option<super::time::Instant>,
     /// pgwarden's extension: the operator overrides the policy's refusal of the candidate
     /// (`override_policy`); policies see it and decide whether to honour it.
     pub override_policy: bool,
 }
 
+/// Where a `failover` request stands in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// To act on now: not scheduled, or its time has come.
+    Due,
+    /// Scheduled for later.
+    Waiting,
+    /// Scheduled, but more than one and a half `loop_wait` ago (Patroni's rule: a cluster
+    /// that busy should not switch over at some random later moment), or at a time that
+    /// cannot be read: to be deleted.
+    Stale,
+}
+
 impl FailoverRequest {
+    /// Where it stands at `now`, with the cluster's `loop_wait`.
+    pub fn schedule(&self, now: super::time::Instant, loop_wait: std::time::Duration) -> Schedule {
+        if self.scheduled_at.is_none() {
+            return Schedule::Due;
+        }
+        match self.due {
+            None => Schedule::Stale,
+            Some(due) if now < due => Schedule::Waiting,
+            Some(due) if now > due + loop_wait.mul_f32(1.5) => Schedule::Stale,
+            Some(_) => Schedule::Due,
+        }
+    }
+
     /// A failover (no `leader`): the operator accepts promoting the candidate whatever its
     /// lag or synchronous state, as Patroni allows in a leaderless cluster.
     pub fn is_manual_failover(&self) -> bool {

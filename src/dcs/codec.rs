@@ -178,6 +178,7 @@ pub fn decode_failover(text: &str) -> Option<FailoverRequest> {
             leader: name(v.get("leader")),
             candidate: name(v.get("member")),
             scheduled_at: name(v.get("scheduled_at")),
+            due: None,
             override_policy: v.get("override_policy").and_then(Value::as_bool) == Some(true),
         },
         Ok(_) => return None,

@@ -24,6 +24,9 @@ const IMMEDIATE_STOP_WAIT: Duration = Duration::from_secs(5);
 /// Executes PostgreSQL actions, one at a time, and remembers how PostgreSQL is configured.
 pub struct PgController {
     s: Arc<PgSettings>,
+    /// Notified when the postmaster is killed out of band (`kill_postmaster`): a
+    /// `before_stop` script still running is then pointless and must not hold the worker.
+    killed: Arc<tokio::sync::Notify>,
     standby: Option<StreamFrom>,
     sync_names: String,
     dynamic: DynamicConfig,
@@ -44,6 +47,7 @@ impl PgController {
     pub fn new(settings: Arc<PgSettings>, dynamic: DynamicConfig) -> PgController {
         PgController {
             s: settings,
+            killed: Arc::default(),
             standby: None,
             sync_names: String::new(),
             dynamic,
@@ -78,6 +82,13 @@ impl PgController {
     /// Use this cluster-wide configuration for parameters and pg_hba from now on.
     pub fn set_dynamic(&mut self, dynamic: DynamicConfig) {
         self.dynamic = dynamic;
+    }
+
+    /// Shares `killed` with whoever kills the postmaster out of band (the executor's
+    /// emergency stop), so a running `before_stop` is given up then.
+    pub fn with_kill_signal(mut self, killed: Arc<tokio::sync::Notify>) -> PgController {
+        self.killed = killed;
+        self
     }
 
     /// The local settings in use.
@@ -324,14 +335,15 @@ impl PgController {
         super::kill_postmaster(&self.s);
     }
 
-    /// The operator's `before_stop` script, waited for (bounded by the callback timeout);
-    /// its exit status is only logged, as in Patroni. An immediate stop (a fence, a
-    /// re-clone) does not wait for it.
+    /// The operator's `before_stop` script, waited for (bounded by the callback timeout, and
+    /// given up when the postmaster is killed meanwhile: a deadline passed); its exit status
+    /// is only logged, as in Patroni. An immediate stop (a fence, a re-clone) does not wait
+    /// for it.
     async fn before_stop(&self) {
         let Some(command) = &self.s.hooks.before_stop else {
             return;
         };
-        let end = hooks::run(command, self.s.hooks.timeout, std::future::pending()).await;
+        let end = hooks::run(command, self.s.hooks.timeout, self.killed.notified()).await;
         let command = command.join(" ");
         if end.succeeded() {
             tracing::info!(%command, "before_stop script finished");

@@ -16,6 +16,9 @@ use tokio::task::JoinHandle;
 use crate::core::{Callback, CallbackKind};
 use crate::postgres::hooks::{self, Hooks, ScriptEnd};
 
+/// How long a superseded callback may take to die before the next one starts anyway.
+const SUPERSEDED_REAP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the callback runner is handed.
 #[derive(Debug)]
 pub enum CallbackWork {
@@ -70,8 +73,9 @@ async fn run(
                     "callback still running: killed, a newer one replaces it"
                 );
                 let _ = previous.cancel.send(());
-                // Killed and reaped in a few milliseconds: the next one starts after it.
-                let _ = previous.done.await;
+                // Killed and reaped in a few milliseconds: the next one starts after it
+                // (bounded: a child stuck in the kernel must not hold every later one).
+                let _ = tokio::time::timeout(SUPERSEDED_REAP_WAIT, previous.done).await;
             }
         }
         let mut argv = command.clone();

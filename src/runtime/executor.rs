@@ -63,6 +63,8 @@ pub struct Executor {
     pub watchdog: Arc<Mutex<WatchdogDevice>>,
     /// `restapi.authentication`, sent with `POST /failsafe` (peers protect it the same way).
     pub api_auth: Option<crate::config::Credentials>,
+    /// Told when the emergency stop killed PostgreSQL (see `PgController::with_kill_signal`).
+    pub pg_killed: Arc<tokio::sync::Notify>,
     /// The callback runner (`runtime::callbacks`).
     pub callbacks: UnboundedSender<super::callbacks::CallbackWork>,
     /// The lock store effects in flight, awaited before the agent stops on its own
@@ -86,6 +88,7 @@ impl Executor {
                     // worker is running (a slot creation, a slow promote): kill now; the
                     // queued action then finds PostgreSQL down and reports it.
                     crate::postgres::kill_postmaster(&self.pg);
+                    self.pg_killed.notify_waiters();
                 }
                 let _ = self.pg_queue.send(PgWork::Action(action));
             }
@@ -701,7 +704,9 @@ async fn clear_to_promote(
             tracing::info!(%command, "pre_promote script allowed the promotion")
         }
         ScriptEnd::Cancelled => {
+            // Never promote on a script that did not say yes, whatever the token says now.
             tracing::warn!(%command, "pre_promote script killed: the fencing token went stale while it ran");
+            return stale(current().1);
         }
         other => {
             tracing::warn!(%command, end = %other, "pre_promote script refused the promotion");

@@ -167,9 +167,11 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     let callback_runner = callbacks::spawn(Arc::new(pg.hooks.clone()), config.scope.clone());
     let watchdog = Arc::new(Mutex::new(WatchdogDevice::new(&config.watchdog.device)));
 
+    let pg_killed = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(executor::run_pg_worker(
         pg_rx,
-        PgController::new(pg.clone(), config.bootstrap.dcs.clone()),
+        PgController::new(pg.clone(), config.bootstrap.dcs.clone())
+            .with_kill_signal(pg_killed.clone()),
         fence.clone(),
         input_tx.clone(),
     ));
@@ -216,6 +218,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         api_auth: config.restapi.authentication.clone(),
         store_tasks: tokio_util::task::TaskTracker::new(),
         callbacks: callback_runner,
+        pg_killed,
     };
 
     tracing::info!(name = %config.name, scope = %config.scope, "pgwarden started");
@@ -297,7 +300,7 @@ async fn shutdown(
         tracing::warn!("maintenance mode: PostgreSQL left running, the leader key left to expire");
         return;
     }
-    let mut controller = PgController::new(pg.clone(), status.config.clone());
+    let mut controller = PgController::new(stop_settings(pg, status), status.config.clone());
     let stop = crate::core::PgAction::Demote {
         mode: crate::core::DemoteMode::Graceful,
     };
@@ -307,7 +310,8 @@ async fn shutdown(
         tracing::error!(error = %e, "stopping PostgreSQL at shutdown failed; leaving the leader key to expire");
         return;
     }
-    if was_running {
+    // Patroni calls no callback while bootstrapping (a failed bootstrap stops here).
+    if was_running && status.state != "bootstrapping" {
         stopped_callback(pg, &config.scope, status);
     }
     executor::disarm_watchdog(watchdog, "clean shutdown");
@@ -365,6 +369,25 @@ async fn shutdown(
     }
 }
 
+/// The settings for the stop at shutdown. Nothing renews the lease any more: a leader's
+/// `before_stop` may take only half the time left before its demotion deadline, so the
+/// stop itself still ends before another member can be promoted.
+fn stop_settings(pg: &Arc<PgSettings>, status: &NodeStatus) -> Arc<PgSettings> {
+    let Some(deadline) = status.lease_deadline.filter(|_| status.holds_leader_key) else {
+        return pg.clone();
+    };
+    let left = deadline.saturating_since(clock::now()) / 2;
+    if left >= pg.hooks.timeout {
+        return pg.clone();
+    }
+    let mut settings = PgSettings::clone(pg);
+    settings.hooks.timeout = left;
+    if left.is_zero() {
+        settings.hooks.before_stop = None;
+    }
+    Arc::new(settings)
+}
+
 /// `on_stop` for the stop at shutdown (Patroni calls it too). Started, not waited for: it
 /// runs in its own process group and outlives the agent.
 fn stopped_callback(pg: &PgSettings, scope: &str, status: &NodeStatus) {
@@ -407,7 +430,15 @@ async fn watch_cluster(store: StoreSlot, inputs: mpsc::UnboundedSender<Input>, p
         };
         let tx = inputs.clone();
         let result = store
-            .watch(move |view| {
+            .watch(move |mut view| {
+                if let Some(failover) = view.failover.as_mut() {
+                    failover.value.due = failover
+                        .value
+                        .scheduled_at
+                        .as_deref()
+                        .and_then(|at| clock::parse_wall(at).ok())
+                        .map(clock::instant_of_wall);
+                }
                 let _ = tx.send(Input::ClusterChanged(Box::new(view)));
             })
             .await;

@@ -280,7 +280,6 @@ impl ClusterBuilder {
         self
     }
 
-    /// Number of pgwarden nodes (`node1..nodeN`).
     /// More keys of every node's `postgresql:` section: lines indented two spaces, `{dir}`
     /// replaced by the node's dir (e.g. `"  pre_promote: {dir}/fence.sh\n"`).
     pub fn postgresql(mut self, body: &str) -> Self {
@@ -288,6 +287,7 @@ impl ClusterBuilder {
         self
     }
 
+    /// Number of pgwarden nodes (`node1..nodeN`).
     pub fn nodes(mut self, n: usize) -> Self {
         self.nodes = n;
         self

@@ -226,6 +226,8 @@ impl Agent {
         if action.writes_configuration() {
             self.postgres.config_outdated = false;
         }
+        self.postgres.started_on_running_server =
+            self.facts.pg.as_ref().is_some_and(|pg| pg.postmaster_alive);
         self.postgres.action = Some(action.clone());
         self.outbox.push(Effect::Pg(action));
     }

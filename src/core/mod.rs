@@ -541,12 +541,11 @@ impl Node {
             self.agent.postgres.config_outdated = true;
         }
         if matches!(outcome, PgActionOutcome::Done { .. }) {
-            let was_running = self
-                .agent
-                .facts
-                .pg
-                .as_ref()
-                .is_some_and(|pg| pg.postmaster_alive);
+            let was_running = self.agent.postgres.started_on_running_server;
+            if matches!(action, PgAction::Demote { .. }) {
+                // One stop is announced once (a kill that overtook a stop finishes too).
+                self.agent.postgres.started_on_running_server = false;
+            }
             // A promotion that finished after the race was given up (the key lost meanwhile)
             // is being stopped: the scripts hear of the stop, not of a new primary.
             let abandoned = matches!(action, PgAction::Promote { .. })

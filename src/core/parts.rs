@@ -100,6 +100,9 @@ pub struct PostgresControl {
     pub primary_down_since: Option<Instant>,
     /// What the callback rules remember (the role the scripts were last told).
     pub callbacks: super::callbacks::CallbackBook,
+    /// A postmaster was alive when the action in flight was started (a stop of a running
+    /// server calls `on_stop`; the probes during a stop may already see it gone).
+    pub started_on_running_server: bool,
 }
 
 /// A primary's bookkeeping of its synchronous standbys and `/sync`.

@@ -519,6 +519,115 @@ fn scheduled_switchover(c: &Cluster, leader: usize) {
         "{out:?}"
     );
     assert_eq!(c.leader_now(), Ok(new_leader), "nothing moved");
+    pgwardenctl_verbs(c, new_leader);
+}
+
+/// `pgwardenctl` switchover, failover, history, dsn, show-config and version against the
+/// real cluster, each checked against what the cluster did or holds.
+fn pgwardenctl_verbs(c: &Cluster, leader: usize) {
+    let scope = c.scope();
+    let refused = c.ctl(&["switchover", scope, "--leader", "nobody", "--force"]);
+    assert!(!refused.success(), "{refused:?}");
+    assert!(
+        refused.stderr.contains(&format!(
+            "Member nobody is not the leader of cluster {scope}"
+        )),
+        "{refused:?}"
+    );
+    let target = wait_check(REPLICATION_TIMEOUT, "a sync standby in /sync", || {
+        let name = c.sync_standby(c.name(leader))?;
+        c.index_of(&name).ok_or(format!("unknown member {name}"))
+    });
+    wait_check(REPLICATION_TIMEOUT, "the target streaming", || {
+        streaming(c, target)
+    });
+    let out = c.ctl(&[
+        "switchover",
+        scope,
+        "--leader",
+        c.name(leader),
+        "--candidate",
+        c.name(target),
+        "--force",
+    ]);
+    assert!(
+        out.success() && out.stdout.contains("Successfully switched over"),
+        "pgwardenctl switchover: {out:?}\n{}",
+        c.diagnostics(40)
+    );
+    wait_check(
+        FAILOVER_TIMEOUT,
+        "the switchover's candidate leads",
+        || match c.leader_now()? {
+            l if l == target => Ok(()),
+            l => Err(format!("{} leads", c.name(l))),
+        },
+    );
+
+    // A failover to the standby /sync names now (synchronous mode).
+    let next = wait_check(REPLICATION_TIMEOUT, "a sync standby in /sync", || {
+        let name = c.sync_standby(c.name(target))?;
+        c.index_of(&name).ok_or(format!("unknown member {name}"))
+    });
+    wait_check(REPLICATION_TIMEOUT, "the failover target streaming", || {
+        streaming(c, next)
+    });
+    let out = c.ctl(&["failover", scope, "--candidate", c.name(next), "--force"]);
+    assert!(
+        out.success(),
+        "pgwardenctl failover: {out:?}\n{}",
+        c.diagnostics(40)
+    );
+    let now = wait_check(
+        FAILOVER_TIMEOUT,
+        "the failover's candidate leads",
+        || match c.leader_now()? {
+            l if l == next => Ok(l),
+            l => Err(format!("{} leads", c.name(l))),
+        },
+    );
+
+    // Read-only verbs: what etcd and the members hold.
+    let history = c.ctl(&["history", scope]);
+    let timelines = c
+        .dcs_json("history")
+        .expect("read /history")
+        .and_then(|h| h.as_array().map(Vec::len))
+        .unwrap_or(0);
+    assert!(timelines >= 3, "three hand-overs at least: {timelines}");
+    assert!(
+        history.success() && history.stdout.contains("New Leader"),
+        "{history:?}"
+    );
+    assert_eq!(
+        history
+            .stdout
+            .matches("no recovery target specified")
+            .count(),
+        timelines,
+        "{history:?}"
+    );
+    let dsn = c.ctl(&["dsn", scope]);
+    assert_eq!(
+        dsn.stdout.trim(),
+        format!("host={} port={}", c.host_ip(now), c.pg_port(now)),
+        "{dsn:?}"
+    );
+    let config = c.ctl(&["show-config", scope]);
+    assert!(
+        config.stdout.contains("loop_wait: 1") && config.stdout.contains("ttl: 6"),
+        "{config:?}"
+    );
+    let version = c.ctl(&["version", scope]);
+    assert!(
+        version.stdout.contains("pgwardenctl version"),
+        "{version:?}"
+    );
+    for i in 0..c.len() {
+        let line = format!("{}: pgwarden {}", c.name(i), env!("CARGO_PKG_VERSION"));
+        assert!(version.stdout.contains(&line), "{line} in {version:?}");
+    }
+    assert!(version.stdout.contains("PostgreSQL 15."), "{version:?}");
 }
 
 /// `strict-zero-loss` refuses a manual failover to an asynchronous standby and says why,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pgwarden::ctl::info;
 use pgwarden::ctl::ops::{self, RoleFilter};
 use pgwarden::ctl::policy::PolicyCommand;
 
@@ -101,6 +102,64 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Hand the leadership to a standby, now or at a time (`--scheduled`), as `patronictl
+    /// switchover`. Exits 1 when the cluster refuses.
+    Switchover {
+        /// Cluster name (must match the configuration's scope).
+        cluster: Option<String>,
+        /// The current leader (default: whoever leads).
+        #[arg(long, visible_alias = "primary")]
+        leader: Option<String>,
+        /// The standby to promote (default: the healthiest the leader's policy picks).
+        #[arg(long)]
+        candidate: Option<String>,
+        /// When: an ISO 8601 time (UTC when no zone is given), or `now`.
+        #[arg(long)]
+        scheduled: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Promote a named standby, with or without a leader, as `patronictl failover`.
+    Failover {
+        /// Cluster name (must match the configuration's scope).
+        cluster: Option<String>,
+        /// The standby to promote.
+        #[arg(long)]
+        candidate: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the cluster-wide configuration (`/config`) as YAML, as `patronictl show-config`.
+    ShowConfig {
+        /// Cluster name (must match the configuration's scope).
+        cluster: Option<String>,
+    },
+    /// The timelines the cluster went through (`/history`), as `patronictl history`.
+    History {
+        /// Cluster name (must match the configuration's scope).
+        cluster: Option<String>,
+    },
+    /// `host=... port=...` of the leader (or `--role replica`, or `--member`), as
+    /// `patronictl dsn`.
+    Dsn {
+        /// Cluster name (must match the configuration's scope).
+        cluster: Option<String>,
+        /// Which member: the leader (default), a replica, or any.
+        #[arg(long, value_enum)]
+        role: Option<DsnRoleArg>,
+        /// This member.
+        #[arg(long)]
+        member: Option<String>,
+    },
+    /// pgwardenctl's version and, with a cluster name, every member's agent and PostgreSQL
+    /// versions, as `patronictl version`.
+    Version {
+        /// Cluster name, then member names (all when none is).
+        #[arg(value_name = "CLUSTER [MEMBER]...")]
+        names: Vec<String>,
+    },
     /// Feed a node's recorded inputs (`pgwarden.input_log`) to a fresh core built from its
     /// configuration file (-c) and check it does what the agent did: the same effects and
     /// transitions after every input. Prints the transitions; exits 1 at the first input
@@ -109,6 +168,19 @@ enum Command {
         /// The input log the agent wrote.
         input_log: PathBuf,
     },
+}
+
+/// `dsn --role`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum DsnRoleArg {
+    /// The leader.
+    Leader,
+    /// The leader (patronictl's other name).
+    Primary,
+    /// A standby.
+    Replica,
+    /// Any member.
+    Any,
 }
 
 fn default_config() -> PathBuf {
@@ -147,6 +219,56 @@ fn main() -> ExitCode {
         }
         Command::Flush { names, role, force } => {
             finish_ops(cli.config, |ctl| ctl.flush(&names, role, force))
+        }
+        Command::Switchover {
+            cluster,
+            leader,
+            candidate,
+            scheduled,
+            force,
+        } => {
+            let scheduled = scheduled.filter(|s| s != "now").map(with_zone);
+            let asked = ops::HandOver {
+                switchover: true,
+                leader: leader.as_deref(),
+                candidate: candidate.as_deref(),
+                scheduled_at: scheduled.as_deref(),
+            };
+            finish_ops(cli.config, |ctl| ctl.hand_over(cluster, &asked, force))
+        }
+        Command::Failover {
+            cluster,
+            candidate,
+            force,
+        } => {
+            let asked = ops::HandOver {
+                switchover: false,
+                leader: None,
+                candidate: candidate.as_deref(),
+                scheduled_at: None,
+            };
+            finish_ops(cli.config, |ctl| ctl.hand_over(cluster, &asked, force))
+        }
+        Command::ShowConfig { cluster } => finish_ops(cli.config, |ctl| ctl.show_config(cluster)),
+        Command::History { cluster } => finish_ops(cli.config, |ctl| ctl.history(cluster)),
+        Command::Dsn {
+            cluster,
+            role,
+            member,
+        } => {
+            let role = role.map(|r| match r {
+                DsnRoleArg::Leader | DsnRoleArg::Primary => info::DsnRole::Leader,
+                DsnRoleArg::Replica => info::DsnRole::Replica,
+                DsnRoleArg::Any => info::DsnRole::Any,
+            });
+            finish_ops(cli.config, |ctl| ctl.dsn(cluster, role, member.as_deref()))
+        }
+        Command::Version { names } => {
+            println!("pgwardenctl version {}", env!("CARGO_PKG_VERSION"));
+            if names.is_empty() {
+                return ExitCode::SUCCESS;
+            }
+            finish_ops(cli.config, |ctl| ctl.versions(&names))
         }
         Command::Pause { cluster, wait } => {
             finish_ops(cli.config, |ctl| ctl.toggle_pause(cluster, true, wait))
@@ -405,6 +527,123 @@ impl Ctl {
         }
     }
 
+    /// Checks an optional positional cluster name against the configured scope.
+    fn check_cluster(&self, cluster: Option<String>) -> anyhow::Result<()> {
+        match cluster {
+            Some(cluster) => self.members_of(&[cluster]).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    fn hand_over(
+        &self,
+        cluster: Option<String>,
+        asked: &ops::HandOver<'_>,
+        force: bool,
+    ) -> anyhow::Result<bool> {
+        self.check_cluster(cluster)?;
+        let view = self.view()?;
+        let scope = &self.config.scope;
+        let body = ops::hand_over_body(&view, scope, asked).map_err(anyhow::Error::msg)?;
+        let action = if asked.switchover {
+            "switchover"
+        } else {
+            "failover"
+        };
+        let demote = view
+            .leader_name()
+            .map(|l| format!(", demoting current leader {l}"))
+            .unwrap_or_default();
+        let question = match asked.scheduled_at {
+            Some(at) => format!(
+                "Are you sure you want to schedule switchover of cluster {scope} at {at}{demote}?"
+            ),
+            None => format!("Are you sure you want to {action} cluster {scope}{demote}?"),
+        };
+        confirm(force, &question)?;
+        // patronictl asks the leader, or the candidate when there is none.
+        let target = view
+            .leader_name()
+            .or(asked.candidate)
+            .and_then(|name| view.members.get(name))
+            .ok_or_else(|| anyhow::anyhow!("no member to send the {action} to"))?;
+        let wait = Duration::from_secs(180);
+        let outcome = match self.call(target, "POST", &format!("/{action}"), Some(body), wait) {
+            Ok((status, text)) => {
+                ops::hand_over_outcome(asked.switchover, status, &text, &timestamp())
+            }
+            Err(error) => unreachable_member(&target.name, action, &error),
+        };
+        println!("{}", outcome.line);
+        println!("{}", pgwarden::ctl::list::render(scope, &self.view()?));
+        Ok(outcome.ok)
+    }
+
+    fn show_config(&self, cluster: Option<String>) -> anyhow::Result<bool> {
+        self.check_cluster(cluster)?;
+        let config = self.runtime.block_on(async {
+            let store = tokio::time::timeout(
+                Duration::from_secs(10),
+                pgwarden::runtime::connect_store(&self.config),
+            )
+            .await
+            .context("connecting to etcd")?;
+            store
+                .read_config()
+                .await
+                .context("reading /config from etcd")
+        })?;
+        let config = config.map(|(value, _)| value).unwrap_or_default();
+        print!(
+            "{}",
+            info::config_yaml(&config).map_err(anyhow::Error::msg)?
+        );
+        Ok(true)
+    }
+
+    fn history(&self, cluster: Option<String>) -> anyhow::Result<bool> {
+        self.check_cluster(cluster)?;
+        println!("{}", info::history_table(&self.view()?.history));
+        Ok(true)
+    }
+
+    fn dsn(
+        &self,
+        cluster: Option<String>,
+        role: Option<info::DsnRole>,
+        member: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        self.check_cluster(cluster)?;
+        println!(
+            "{}",
+            info::dsn(&self.view()?, role, member).map_err(anyhow::Error::msg)?
+        );
+        Ok(true)
+    }
+
+    fn versions(&self, names: &[String]) -> anyhow::Result<bool> {
+        let names = self.members_of(names)?;
+        let view = self.view()?;
+        println!();
+        let mut all_ok = true;
+        for member in view.members.values() {
+            if !names.is_empty() && !names.contains(&member.name) {
+                continue;
+            }
+            let answer = self
+                .call(member, "GET", "/patroni", None, API_TIMEOUT)
+                .and_then(|(_, text)| serde_json::from_str(&text).map_err(|e| e.to_string()));
+            match answer {
+                Ok(patroni) => println!("{}", info::version_line(&member.name, &patroni)),
+                Err(error) => {
+                    all_ok = false;
+                    println!("{}: failed to get version: {error}", member.name);
+                }
+            }
+        }
+        Ok(all_ok)
+    }
+
     fn toggle_pause(
         &self,
         cluster: Option<String>,
@@ -466,6 +705,16 @@ fn leader_first(
     let mut members: Vec<_> = view.members.values().collect();
     members.sort_by_key(|m| Some(m.name.as_str()) != leader);
     members
+}
+
+/// patronictl's timestamp before an answer (UTC here).
+fn timestamp() -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]"
+    );
+    time::OffsetDateTime::now_utc()
+        .format(&format)
+        .unwrap_or_default()
 }
 
 /// A member whose REST API did not answer.

@@ -253,3 +253,174 @@ mod tests {
         assert!(!reload_outcome("node2", 400, "bad file", 10).ok);
     }
 }
+
+/// `switchover` or `failover`, as the operator asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandOver<'a> {
+    /// `switchover` (from a leader) or `failover` (to a candidate).
+    pub switchover: bool,
+    /// `--leader` (`--primary`).
+    pub leader: Option<&'a str>,
+    /// `--candidate`.
+    pub candidate: Option<&'a str>,
+    /// `--scheduled`, with its zone (switchover only).
+    pub scheduled_at: Option<&'a str>,
+}
+
+/// patronictl's checks of a switchover or failover against the cluster, then the body it
+/// posts (to the leader's `/switchover` or `/failover`). With no `--leader` a switchover
+/// is from the current leader.
+pub fn hand_over_body(
+    view: &ClusterView,
+    scope: &str,
+    asked: &HandOver<'_>,
+) -> Result<Value, String> {
+    let action = if asked.switchover {
+        "Switchover"
+    } else {
+        "Failover"
+    };
+    let leader = view.leader_name();
+    if asked.switchover {
+        let Some(current) = leader else {
+            return Err("This cluster has no leader; use failover to a named candidate".into());
+        };
+        if let Some(named) = asked.leader.filter(|l| *l != current) {
+            return Err(format!(
+                "Member {named} is not the leader of cluster {scope}"
+            ));
+        }
+    } else if asked.candidate.is_none() {
+        return Err("Failover could be performed only to a specific candidate".into());
+    }
+    if asked.scheduled_at.is_some() && !asked.switchover {
+        return Err("Failover can't be scheduled".into());
+    }
+    if let Some(candidate) = asked.candidate {
+        if leader == Some(candidate) {
+            return Err(format!("{action} target and source are the same."));
+        }
+        let can_lead = view
+            .members
+            .get(candidate)
+            .is_some_and(|m| m.tags.get("nofailover").and_then(Value::as_bool) != Some(true));
+        if !can_lead {
+            return Err(format!(
+                "Member {candidate} does not exist in cluster {scope} or is tagged as nofailover"
+            ));
+        }
+    }
+    let mut body = Map::new();
+    if asked.switchover {
+        body.insert("leader".into(), json!(asked.leader.or(leader)));
+    }
+    if let Some(candidate) = asked.candidate {
+        body.insert("candidate".into(), json!(candidate));
+    }
+    if let Some(at) = asked.scheduled_at {
+        body.insert("scheduled_at".into(), json!(at));
+    }
+    Ok(Value::Object(body))
+}
+
+/// patronictl's reading of the answer: the member's text after a timestamp on success
+/// (200, or 202 for a scheduled one), else `<Action> failed, details: <code>, <text>`.
+pub fn hand_over_outcome(switchover: bool, status: u16, body: &str, timestamp: &str) -> Outcome {
+    match status {
+        200 | 202 => Outcome {
+            line: format!("{timestamp} {body}"),
+            ok: true,
+        },
+        _ => {
+            let action = if switchover { "Switchover" } else { "Failover" };
+            let result = if body.to_lowercase().contains("status unknown") {
+                "result unknown"
+            } else {
+                "failed"
+            };
+            Outcome {
+                line: format!("{action} {result}, details: {status}, {body}"),
+                ok: false,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod hand_over_tests {
+    use super::*;
+    use crate::core::view::LeaderKey;
+
+    fn view() -> ClusterView {
+        let mut v = ClusterView::default();
+        for name in ["node1", "node2", "node3"] {
+            let mut m = MemberInfo {
+                name: name.into(),
+                ..MemberInfo::default()
+            };
+            if name == "node3" {
+                m.tags.insert("nofailover".into(), json!(true));
+            }
+            v.members.insert(name.into(), m);
+        }
+        v.leader = Some(LeaderKey {
+            name: "node1".into(),
+            lease: 1,
+            create_revision: crate::core::types::Revision(1),
+        });
+        v
+    }
+
+    fn ask<'a>(
+        switchover: bool,
+        leader: Option<&'a str>,
+        candidate: Option<&'a str>,
+    ) -> HandOver<'a> {
+        HandOver {
+            switchover,
+            leader,
+            candidate,
+            scheduled_at: None,
+        }
+    }
+
+    #[test]
+    fn patronictls_checks_before_anything_is_sent() {
+        let v = view();
+        assert_eq!(
+            hand_over_body(&v, "batman", &ask(true, None, Some("node2"))),
+            Ok(json!({"leader": "node1", "candidate": "node2"}))
+        );
+        assert_eq!(
+            hand_over_body(&v, "batman", &ask(true, Some("node2"), None)),
+            Err("Member node2 is not the leader of cluster batman".into())
+        );
+        assert_eq!(
+            hand_over_body(&v, "batman", &ask(true, None, Some("node3"))),
+            Err("Member node3 does not exist in cluster batman or is tagged as nofailover".into())
+        );
+        assert_eq!(
+            hand_over_body(&v, "batman", &ask(false, None, None)),
+            Err("Failover could be performed only to a specific candidate".into())
+        );
+        assert_eq!(
+            hand_over_body(&v, "batman", &ask(false, None, Some("node1"))),
+            Err("Failover target and source are the same.".into())
+        );
+        let scheduled = HandOver {
+            scheduled_at: Some("2030-01-01T00:00:00+00:00"),
+            ..ask(true, None, Some("node2"))
+        };
+        assert_eq!(
+            hand_over_body(&v, "batman", &scheduled),
+            Ok(
+                json!({"leader": "node1", "candidate": "node2", "scheduled_at": "2030-01-01T00:00:00+00:00"})
+            )
+        );
+        assert!(!hand_over_outcome(true, 412, "candidate name does not match", "t").ok);
+        assert_eq!(
+            hand_over_outcome(true, 200, "Successfully switched over to \"node2\"", "t").line,
+            "t Successfully switched over to \"node2\""
+        );
+    }
+}

@@ -197,6 +197,92 @@ async fn replica_answers_200_on_replica_within_lag_and_503_beyond() {
     assert_eq!(call(s, Method::GET, "/async").await.0, StatusCode::OK);
 }
 
+/// `pg1` as a standby of `pg2` that `/sync` names, under `mode`.
+fn listed_standby(mode: pgwarden::config::SynchronousMode) -> NodeStatus {
+    let mut s = status(false);
+    s.config.synchronous_mode = mode;
+    let view = s.view.as_mut().expect("a view");
+    view.sync = Some(pgwarden::core::view::Versioned {
+        value: pgwarden::core::view::SyncState {
+            leader: Some("pg2".into()),
+            sync_standby: vec!["pg1".into()],
+            quorum: 1,
+        },
+        mod_revision: Revision(9),
+    });
+    s
+}
+
+async fn codes(s: &NodeStatus, paths: &[&str]) -> Vec<u16> {
+    let mut out = Vec::new();
+    for path in paths {
+        out.push(call(s.clone(), Method::GET, path).await.0.as_u16());
+    }
+    out
+}
+
+#[tokio::test]
+async fn sync_and_quorum_checks_follow_the_synchronous_mode_as_patroni() {
+    use pgwarden::config::SynchronousMode;
+    let paths = [
+        "/sync",
+        "/read-only-sync",
+        "/quorum",
+        "/read-only-quorum",
+        "/async",
+    ];
+    // Synchronous mode: a listed standby is a sync standby, not a quorum voter.
+    let sync = listed_standby(SynchronousMode::On);
+    assert_eq!(codes(&sync, &paths).await, [200, 200, 503, 503, 503]);
+    let body: serde_json::Value =
+        serde_json::from_slice(&call(sync, Method::GET, "/patroni").await.1).expect("json");
+    assert_eq!(body["sync_standby"], true);
+    assert!(body.get("quorum_standby").is_none());
+
+    // Quorum mode: the same standby votes; `/sync` and `/async` refuse it, as in Patroni.
+    let quorum = listed_standby(SynchronousMode::Quorum);
+    assert_eq!(codes(&quorum, &paths).await, [503, 503, 200, 200, 503]);
+    let body: serde_json::Value =
+        serde_json::from_slice(&call(quorum.clone(), Method::GET, "/patroni").await.1)
+            .expect("json");
+    assert_eq!(body["quorum_standby"], true);
+    assert!(body.get("sync_standby").is_none());
+    let (_, metrics) = call(quorum.clone(), Method::GET, "/metrics").await;
+    let metrics = String::from_utf8(metrics).expect("utf-8");
+    assert!(metrics.contains("patroni_quorum_standby{scope=\"pg-cluster\",name=\"pg1\"} 1"));
+    assert!(metrics.contains("patroni_sync_standby{scope=\"pg-cluster\",name=\"pg1\"} 0"));
+
+    // A `/sync` left over after synchronous mode was turned off lists nobody.
+    let off = listed_standby(SynchronousMode::Off);
+    assert_eq!(codes(&off, &paths).await, [503, 503, 503, 503, 200]);
+
+    // Without a view of the cluster the synchronous checks answer 503, `/replica` still 200.
+    let mut blind = listed_standby(SynchronousMode::On);
+    blind.view = None;
+    assert_eq!(codes(&blind, &paths).await, [503, 503, 503, 503, 503]);
+    assert_eq!(codes(&blind, &["/replica"]).await, [200]);
+}
+
+#[tokio::test]
+async fn tag_filters_apply_to_every_check_but_the_leader_ones() {
+    let mut primary = status(true);
+    primary
+        .tags
+        .insert("zone".into(), serde_json::Value::String("a".into()));
+    let paths = [
+        "/primary?tag_zone=b",
+        "/leader?tag_zone=b",
+        "/read-only?tag_zone=b",
+        "/read-only?tag_zone=a",
+        "/health?tag_zone=b",
+        "/health?tag_zone=a",
+    ];
+    assert_eq!(
+        codes(&primary, &paths).await,
+        [200, 200, 503, 200, 503, 200]
+    );
+}
+
 #[tokio::test]
 async fn patroni_status_uses_patronis_field_names() {
     let (code, body) = call(status(false), Method::GET, "/patroni").await;

@@ -396,6 +396,72 @@ fn a_reloaded_nofailover_tag_keeps_the_standby_out_of_the_race() {
     assert_eq!(node.state(), "replica");
 }
 
+/// `nostream`: the standby is pointed at the leader without streaming from it (Patroni
+/// follows nobody: archive and pg_wal only), the tag reloaded off makes it stream, and the
+/// leader keeps no slot for a member tagged so.
+#[test]
+fn a_nostream_member_never_streams_and_the_leader_keeps_no_slot_for_it() {
+    let mut quiet = settings(1);
+    quiet
+        .tags
+        .insert("nostream".into(), serde_json::Value::Bool(true));
+    let mut node = node_with_lease(quiet.clone(), view(Some(("node1", 7)), 1000, 10));
+    node.handle_input(Instant(0), Input::PostgresProbed(pg(true, 1000)));
+    let effects = drain(&mut node);
+    let follow = pg_actions(&effects);
+    assert!(
+        matches!(follow.as_slice(), [PgAction::Follow { upstream }] if upstream.name == "node1" && !upstream.stream),
+        "{effects:?}"
+    );
+    finish_actions(&mut node, 0, &effects);
+    node.handle_input(Instant(0), Input::PostgresProbed(pg(true, 1000)));
+    assert!(
+        pg_actions(&drain(&mut node)).is_empty(),
+        "already configured"
+    );
+
+    let mut reloaded = quiet.reloadable();
+    reloaded.tags.remove("nostream");
+    let mut t = 10;
+    let mut followed = Vec::new();
+    for input in [
+        Input::LocalConfigReloaded { settings: reloaded },
+        Input::Tick,
+        Input::Tick,
+    ] {
+        let effects = step_with_probe(&mut node, t, input, pg(true, 1000));
+        followed.extend(pg_actions(&effects));
+        finish_actions(&mut node, t, &effects);
+        t += 1000;
+    }
+    assert!(
+        followed
+            .iter()
+            .any(|a| matches!(a, PgAction::Follow { upstream } if upstream.stream)),
+        "the tag lifted, it streams: {followed:?}"
+    );
+
+    // The leader's slots: node1 gets one, node3 (nostream) none.
+    let mut leader = primary();
+    let mut v = view(Some((ME, LEASE.0)), 0, 12);
+    v.members.get_mut(ME).expect("me").role = "primary".into();
+    v.members
+        .get_mut("node3")
+        .expect("node3")
+        .tags
+        .insert("nostream".into(), serde_json::Value::Bool(true));
+    leader.handle_input(Instant(600), Input::ClusterChanged(Box::new(v)));
+    let mut observed = pg(false, 2000);
+    observed.server.as_mut().expect("server").slots.clear();
+    let effects = step_with_probe(&mut leader, 600, Input::Tick, observed);
+    assert!(
+        pg_actions(&effects).contains(&PgAction::EnsureSlots {
+            names: vec!["node1".into()]
+        }),
+        "{effects:?}"
+    );
+}
+
 /// A leaderless view in synchronous mode (ttl 6, loop_wait 1) whose `/sync`, when
 /// `recorded` is given, was written by `node1` with these standbys at this revision.
 fn sync_mode_view(recorded: Option<(&[&str], i64)>) -> ClusterView {
@@ -4071,6 +4137,7 @@ fn a_required_watchdog_that_cannot_be_armed_again_demotes_the_primary() {
 /// them all and reads the transitions they made.
 #[allow(dead_code)] // read by the simulation binary, which includes this file
 pub const SCENARIOS: &[fn()] = &[
+    a_nostream_member_never_streams_and_the_leader_keeps_no_slot_for_it,
     the_timer_table_names_why_the_node_wakes,
     an_election_the_policy_does_not_answer_is_abandoned_after_ttl,
     a_lease_lost_while_the_policy_decides_ends_the_race,

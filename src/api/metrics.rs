@@ -11,6 +11,8 @@ use super::ApiState;
 /// Every metric `/metrics` exports; `tests/dashboards.rs` checks the dashboards use no other.
 pub const METRIC_NAMES: &[&str] = &[
     "patroni_postgres_running",
+    "patroni_postmaster_start_time",
+    "patroni_xlog_replayed_timestamp",
     "patroni_primary",
     "patroni_replica",
     "patroni_sync_standby",
@@ -45,6 +47,24 @@ pub const METRIC_NAMES: &[&str] = &[
 ];
 use crate::core::status::Role;
 
+/// One gauge in Prometheus text form.
+fn write_gauge(
+    out: &mut String,
+    labels: &str,
+    name: &str,
+    help: &str,
+    value: impl std::fmt::Display,
+) {
+    debug_assert!(
+        METRIC_NAMES.contains(&name),
+        "{name} missing from METRIC_NAMES"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}"
+    );
+}
+
 pub(super) async fn get_metrics(State(state): State<ApiState>) -> impl IntoResponse {
     let s = state.snapshot();
     let labels = format!(
@@ -53,15 +73,30 @@ pub(super) async fn get_metrics(State(state): State<ApiState>) -> impl IntoRespo
     );
     let server = s.pg.as_ref().and_then(|p| p.server.as_ref());
     let mut out = String::new();
+    let epoch = |text: Option<&String>| {
+        text.and_then(|t| crate::runtime::clock::epoch_secs_of_pg_timestamp(t))
+            .unwrap_or(0.0)
+    };
+    write_gauge(
+        &mut out,
+        &labels,
+        "patroni_postmaster_start_time",
+        "Epoch seconds since PostgreSQL started.",
+        epoch(server.and_then(|x| x.postmaster_start_time.as_ref())),
+    );
+    write_gauge(
+        &mut out,
+        &labels,
+        "patroni_xlog_replayed_timestamp",
+        "Current timestamp of the replayed WAL (epoch seconds; 0 when unknown or a primary).",
+        epoch(
+            server
+                .filter(|x| x.in_recovery)
+                .and_then(|x| x.replayed_timestamp.as_ref()),
+        ),
+    );
     let mut gauge = |name: &str, help: &str, value: i128| {
-        debug_assert!(
-            METRIC_NAMES.contains(&name),
-            "{name} missing from METRIC_NAMES"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}"
-        );
+        write_gauge(&mut out, &labels, name, help, value);
     };
     gauge(
         "patroni_postgres_running",
@@ -140,8 +175,7 @@ pub(super) async fn get_metrics(State(state): State<ApiState>) -> impl IntoRespo
     gauge(
         "patroni_quorum_standby",
         "Value is 1 if this node is a quorum standby, 0 otherwise.",
-        (s.config.synchronous_mode == crate::config::SynchronousMode::Quorum && s.is_sync_standby())
-            as i128,
+        s.is_quorum_standby() as i128,
     );
     gauge(
         "patroni_xlog_paused",

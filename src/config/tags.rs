@@ -79,6 +79,13 @@ pub(crate) fn parse(v: Option<&Value>, warnings: &mut Vec<String>) -> Result<Tag
     tags.replicatefrom = get("replicatefrom")
         .map(|v| tree::string(&p("replicatefrom"), v))
         .transpose()?;
+    if let Some(upstream) = &tags.replicatefrom {
+        warnings.push(format!(
+            "{}: cascading replication is not supported by pgwarden yet; this member \
+             streams from the leader, not from {upstream:?}",
+            p("replicatefrom")
+        ));
+    }
 
     let mut raw = Map::new();
     for (k, v) in map {

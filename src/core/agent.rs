@@ -112,6 +112,11 @@ pub struct NodeSettings {
 }
 
 impl NodeSettings {
+    /// The `nostream` tag: this member never streams WAL (it replays from the archive).
+    pub fn nostream(&self) -> bool {
+        self.tags.get("nostream").and_then(|v| v.as_bool()) == Some(true)
+    }
+
     /// Takes what a reload changes.
     pub fn apply(&mut self, reloaded: ReloadedSettings) {
         self.failover_priority = reloaded.failover_priority;
@@ -671,6 +676,7 @@ impl Agent {
         Some(Upstream {
             name: leader.name.clone(),
             conn_url: member.conn_url.clone(),
+            stream: !self.settings.nostream(),
         })
     }
 
@@ -1216,15 +1222,15 @@ impl Agent {
                 match action {
                     PgAction::Restart { start, .. } => self.note_action_result(start, outcome),
                     PgAction::Follow { upstream } => {
-                        self.postgres.following = Some(upstream.conn_url.clone())
+                        self.postgres.following = Some(upstream.clone())
                     }
                     PgAction::StartReplica { upstream } => {
-                        self.postgres.following = upstream.as_ref().map(|u| u.conn_url.clone())
+                        self.postgres.following = upstream.clone()
                     }
                     PgAction::Clone { from }
                     | PgAction::Reinitialize { from }
                     | PgAction::Rewind { from } => {
-                        self.postgres.following = Some(from.conn_url.clone());
+                        self.postgres.following = Some(from.clone());
                         self.postgres.maybe_diverged = false;
                     }
                     PgAction::Promote { .. }
@@ -1251,9 +1257,9 @@ impl Agent {
         if self.facts.config.postgresql.use_slots {
             let missing: Vec<String> = view
                 .members
-                .keys()
-                .filter(|name| **name != self.settings.name)
-                .map(|name| slot_name_for_member(name))
+                .iter()
+                .filter(|(name, member)| **name != self.settings.name && !member.nostream())
+                .map(|(name, _)| slot_name_for_member(name))
                 .filter(|slot| !server.slots.contains(slot))
                 .collect();
             if !missing.is_empty() {

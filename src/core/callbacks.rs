@@ -161,6 +161,7 @@ mod tests {
         Upstream {
             name: "b".into(),
             conn_url: "postgres://b:5432/postgres".into(),
+            stream: true,
         }
     }
 

@@ -12,6 +12,15 @@ pub struct Upstream {
     pub name: String,
     /// Its `conn_url` from the member key.
     pub conn_url: String,
+    /// Whether to stream WAL from it. False for a member tagged `nostream`: it is cloned
+    /// from the source but then replays only what `restore_command` and `pg_wal` give it
+    /// (no `primary_conninfo`, no slot), as in Patroni.
+    #[serde(default = "streams_by_default")]
+    pub stream: bool,
+}
+
+fn streams_by_default() -> bool {
+    true
 }
 
 /// How to stop PostgreSQL when demoting (Patroni's modes).

@@ -33,9 +33,9 @@ pub enum Check {
     ReadOnlySync,
     /// `/async`, `/asynchronous`.
     Async,
-    /// `/quorum` (quorum mode not yet: never).
+    /// `/quorum`: a quorum voter (`synchronous_mode: quorum`).
     Quorum,
-    /// `/read-only-quorum`: the primary (no quorum standbys yet).
+    /// `/read-only-quorum`: the primary or a quorum voter.
     ReadOnlyQuorum,
     /// `/health`.
     Health,
@@ -64,32 +64,63 @@ impl Check {
     }
 }
 
-/// Whether the node passes `check` (HTTP 200) or not (503).
-pub fn passes(status: &NodeStatus, check: Check, query: &CheckQuery) -> bool {
-    match check {
-        Check::Primary => is_primary(status),
-        Check::Leader => status.holds_leader_key && is_running(status),
-        Check::StandbyLeader | Check::Quorum | Check::Unknown => false,
-        Check::ReadOnlyQuorum => is_primary(status),
-        Check::Replica => is_healthy_replica(status, query),
-        Check::ReadOnly => is_primary(status) || is_healthy_replica(status, query),
-        Check::Sync => is_healthy_replica(status, query) && status.is_sync_standby(),
-        Check::ReadOnlySync => {
-            is_primary(status) || (is_healthy_replica(status, query) && status.is_sync_standby())
-        }
-        Check::Async => is_healthy_replica(status, query) && !status.is_sync_standby(),
-        Check::Health => is_running(status),
+impl Check {
+    /// The leader checks answer for the role alone; `?tag_` filters apply to the others
+    /// (Patroni's `ignore_tags`).
+    fn ignores_tags(self) -> bool {
+        matches!(self, Check::Primary | Check::Leader | Check::StandbyLeader)
     }
+}
+
+/// Whether the node passes `check` (HTTP 200) or not (503), by Patroni's rules: the
+/// synchronous checks need a cluster view (Patroni answers 503 on them while the lock store
+/// has never been read), `/sync` admits synchronous standbys and `/quorum` quorum voters, and
+/// while paused without a view the leader checks go by PostgreSQL's role alone.
+pub fn passes(status: &NodeStatus, check: Check, query: &CheckQuery) -> bool {
+    let primary = is_primary(status);
+    let replica = || is_healthy_replica(status, query);
+    let with_view = status.view.is_some();
+    let verdict = match check {
+        Check::Primary => primary,
+        Check::Leader => leads(status) && is_running(status),
+        Check::StandbyLeader | Check::Unknown => false,
+        Check::Replica => replica(),
+        Check::ReadOnly => primary || replica(),
+        Check::Health => is_running(status),
+        Check::Sync => with_view && status.is_sync_standby() && replica(),
+        Check::Quorum => with_view && status.is_quorum_standby() && replica(),
+        Check::Async => {
+            with_view && !status.is_sync_standby() && !status.is_quorum_standby() && replica()
+        }
+        Check::ReadOnlySync => with_view && (primary || (status.is_sync_standby() && replica())),
+        Check::ReadOnlyQuorum => {
+            with_view && (primary || (status.is_quorum_standby() && replica()))
+        }
+    };
+    verdict && (check.ignores_tags() || tags_match(status, &query.tags))
+}
+
+/// This node leads: it holds the leader key, or, paused with no view of the cluster, its
+/// PostgreSQL runs as a primary (Patroni keeps answering for the operator's primary then).
+fn leads(status: &NodeStatus) -> bool {
+    status.holds_leader_key
+        || (status.view.is_none() && status.config.pause && is_pg_primary(status))
 }
 
 fn is_running(status: &NodeStatus) -> bool {
     status.pg.as_ref().is_some_and(|p| p.is_running())
 }
 
-fn is_primary(status: &NodeStatus) -> bool {
-    status.holds_leader_key && status.role() == Role::Primary && is_running(status)
+fn is_pg_primary(status: &NodeStatus) -> bool {
+    status.role() == Role::Primary && is_running(status)
 }
 
+fn is_primary(status: &NodeStatus) -> bool {
+    leads(status) && is_pg_primary(status)
+}
+
+/// A running standby that takes reads: not `noloadbalance`, in the wanted replication
+/// state, within `?lag=` of the leader.
 fn is_healthy_replica(status: &NodeStatus, query: &CheckQuery) -> bool {
     if !is_running(status) || status.role() != Role::Replica {
         return false;
@@ -99,16 +130,6 @@ fn is_healthy_replica(status: &NodeStatus, query: &CheckQuery) -> bool {
     }
     if let Some(wanted) = query.replication_state.as_deref() {
         if status.replication_state() != Some(wanted) {
-            return false;
-        }
-    }
-    for (key, value) in &query.tags {
-        let matches = match status.tags.get(key) {
-            Some(serde_json::Value::String(s)) => s == value,
-            Some(other) => other.to_string().to_lowercase() == value.to_lowercase(),
-            None => false,
-        };
-        if !matches {
             return false;
         }
     }
@@ -126,4 +147,16 @@ fn is_healthy_replica(status: &NodeStatus, query: &CheckQuery) -> bool {
         }
     }
     true
+}
+
+/// Every `?tag_<k>=<v>` names a tag this member has with that value (non-strings compared
+/// as their lower-case JSON text, so `tag_nosync=true` matches a YAML `true`).
+fn tags_match(status: &NodeStatus, wanted: &[(String, String)]) -> bool {
+    wanted
+        .iter()
+        .all(|(key, value)| match status.tags.get(key) {
+            Some(serde_json::Value::String(s)) => s == value,
+            Some(other) => other.to_string().to_lowercase() == value.to_lowercase(),
+            None => false,
+        })
 }

@@ -812,7 +812,7 @@ impl Agent {
                     self.start_pg(PgAction::Reinitialize { from: upstream });
                     return self.go(State::cloning(), Why::DivergedReclone { detail });
                 }
-                if self.postgres.following.as_deref() != Some(upstream.conn_url.as_str()) {
+                if self.postgres.following.as_ref() != Some(&upstream) {
                     self.start_pg(PgAction::Follow { upstream });
                 }
                 self.reload_if_outdated();

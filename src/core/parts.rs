@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 
 use super::consult::LeaderMemory;
-use super::effect::PgAction;
+use super::effect::{PgAction, Upstream};
 use super::gate::GateLog;
 use super::lease::Lease;
 use super::replies::StandbyReplies;
@@ -83,8 +83,8 @@ pub struct Leadership {
 pub struct PostgresControl {
     /// The PostgreSQL action in flight.
     pub action: Option<PgAction>,
-    /// conn_url of the leader PostgreSQL was last configured to follow.
-    pub following: Option<String>,
+    /// The leader PostgreSQL was last configured to follow, and whether it streams from it.
+    pub following: Option<Upstream>,
     /// PostgreSQL was a primary that may have diverged from the current leader.
     pub maybe_diverged: bool,
     /// Since when our running primary has not answered the probe (postmaster alive).

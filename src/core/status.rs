@@ -256,15 +256,31 @@ impl NodeStatus {
         replication_state(self.pg.as_ref())
     }
 
-    /// Whether this member is recorded in `/sync`.
+    /// Whether this member is a synchronous standby (`/sync` names it, synchronous mode is
+    /// on and not quorum, PostgreSQL runs as a standby): Patroni's `sync_standby`.
     pub fn is_sync_standby(&self) -> bool {
-        self.view
-            .as_ref()
-            .and_then(|v| v.sync.as_ref())
-            .is_some_and(|s| {
-                s.value.leader.as_deref() != Some(self.name.as_str())
-                    && s.value.sync_standby.contains(&self.name)
-            })
+        self.config.synchronous_mode == crate::config::SynchronousMode::On && self.listed_in_sync()
+    }
+
+    /// Whether this member votes in quorum commit (`/sync` names it and
+    /// `synchronous_mode` is `quorum`): Patroni's `quorum_standby`.
+    pub fn is_quorum_standby(&self) -> bool {
+        self.config.synchronous_mode == crate::config::SynchronousMode::Quorum
+            && self.listed_in_sync()
+    }
+
+    /// `/sync` names this member, which runs as a standby (a leader is never its own
+    /// standby, whatever a stale `/sync` says).
+    fn listed_in_sync(&self) -> bool {
+        self.role() == Role::Replica
+            && self
+                .view
+                .as_ref()
+                .and_then(|v| v.sync.as_ref())
+                .is_some_and(|s| {
+                    s.value.leader.as_deref() != Some(self.name.as_str())
+                        && s.value.sync_standby.contains(&self.name)
+                })
     }
 
     /// The leader's WAL position as best known: `/status.optime` or what we received.

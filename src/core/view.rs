@@ -72,6 +72,11 @@ impl MemberInfo {
         }
     }
 
+    /// Tagged `nostream`: the member never streams, so the leader keeps no slot for it.
+    pub fn nostream(&self) -> bool {
+        self.tags.get("nostream").and_then(|v| v.as_bool()) == Some(true)
+    }
+
     /// `nosync` or `nostream` tags or a non-positive `sync_priority` keep a member out of
     /// the sync set.
     pub fn can_be_sync(&self) -> bool {

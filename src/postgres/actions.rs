@@ -257,6 +257,9 @@ impl PgController {
     }
 
     fn stream_from(&self, upstream: Option<&Upstream>) -> Result<StreamFrom, PgError> {
+        // `nostream`: configured as a standby of nobody, so it replays only what
+        // restore_command and pg_wal give it.
+        let upstream = upstream.filter(|u| u.stream);
         let (host, port) = match upstream {
             Some(u) => conf::parse_conn_url(&u.conn_url).ok_or_else(|| {
                 PgError::BadInput(format!(
@@ -679,7 +682,13 @@ impl PgController {
 
     async fn clone_from(&mut self, from: &Upstream) -> Result<String, PgError> {
         self.wipe_data_dir()?;
-        let stream = self.stream_from(Some(from))?;
+        // The copy always comes from the source; whether the standby then streams from it
+        // is `from.stream`'s to say.
+        let source = Upstream {
+            stream: true,
+            ..from.clone()
+        };
+        let stream = self.stream_from(Some(&source))?;
         let mut args = vec![
             "-D".to_string(),
             self.s.data_dir.display().to_string(),
@@ -706,7 +715,7 @@ impl PgController {
             let _ = self.wipe_data_dir(); // a half-copied directory must not look like a cluster
             return Err(e);
         }
-        self.standby = Some(stream);
+        self.standby = Some(self.stream_from(Some(from))?);
         self.sync_names = String::new();
         self.start().await?;
         self.sysid().await

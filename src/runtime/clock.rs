@@ -59,6 +59,13 @@ pub fn parse_wall(text: &str) -> Result<time::OffsetDateTime, ScheduleError> {
     Err(ScheduleError::Unparsable)
 }
 
+/// Epoch seconds of a timestamp as PostgreSQL prints `timestamptz` in its ISO style
+/// (`2026-12-07 06:49:26.123456+00`); `None` when it is not one.
+pub fn epoch_secs_of_pg_timestamp(text: &str) -> Option<f64> {
+    let at = parse_wall(text).ok()?;
+    Some(at.unix_timestamp() as f64 + f64::from(at.nanosecond()) / 1e9)
+}
+
 /// The boot-clock instant at which the wall clock will read (or read) `wall`: what the core
 /// compares with its `now`.
 pub fn instant_of_wall(wall: time::OffsetDateTime) -> Instant {
@@ -74,6 +81,15 @@ pub fn instant_of_wall(wall: time::OffsetDateTime) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn postgres_timestamps_read_as_epoch_seconds() {
+        let at = |t| epoch_secs_of_pg_timestamp(t).expect(t);
+        assert_eq!(at("2030-01-02 03:04:05+00"), 1_893_553_445.0);
+        assert_eq!(at("2030-01-02 03:04:05+01"), 1_893_549_845.0);
+        assert_eq!(at("2030-01-02 04:34:05.25+05:30"), 1_893_539_045.25);
+        assert_eq!(epoch_secs_of_pg_timestamp("yesterday"), None);
+    }
 
     #[test]
     fn schedules_need_a_time_zone() {

@@ -175,6 +175,9 @@ pub fn patroni_json(id: &Identity, status: &NodeStatus, dcs_last_seen_epoch: Opt
     if status.is_sync_standby() {
         m.insert("sync_standby".into(), json!(true));
     }
+    if status.is_quorum_standby() {
+        m.insert("quorum_standby".into(), json!(true));
+    }
     if status.view.as_ref().is_some_and(|v| v.leader.is_none()) {
         m.insert("cluster_unlocked".into(), json!(true));
     }

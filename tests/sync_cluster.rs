@@ -101,6 +101,7 @@ fn strict_mode_blocks_writes_without_a_standby_and_resumes_when_one_returns() {
         .nodes(3)
         .synchronous_mode(true)
         .dcs("synchronous_mode_strict", "true")
+        .dcs("primary_stop_timeout", "3")
         .start();
     let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);
     let leader_name = c.name(leader).to_string();
@@ -176,6 +177,75 @@ fn strict_mode_blocks_writes_without_a_standby_and_resumes_when_one_returns() {
             .contains(&1)
             .then_some(())
             .ok_or_else(|| "not yet".to_string())
+    });
+
+    primary_stop_timeout_kills_a_stop_that_waits_on_a_frozen_standby(&c, leader, other);
+}
+
+/// `primary_stop_timeout: 3` under synchronous mode: the standby's processes are frozen, so
+/// a fast shutdown of the primary waits on its walsender (it leaves only once the standby
+/// confirms the shutdown checkpoint, up to `wal_sender_timeout`, a minute); the agent kills
+/// the postmaster after 3 s and the restart goes on.
+fn primary_stop_timeout_kills_a_stop_that_waits_on_a_frozen_standby(
+    c: &Cluster,
+    leader: usize,
+    standby: usize,
+) {
+    use nix::sys::signal::Signal;
+    use support::process::{descendants, proc_stat, signal};
+    const WARNING: &str = "did not stop within primary_stop_timeout";
+    let log = std::fs::read_to_string(c.log_path(leader)).unwrap_or_default();
+    assert!(!log.contains(WARNING), "no earlier kill");
+    let old_postmaster = c.postmaster_pid(leader).expect("leader's postmaster");
+    let standby_postmaster = c.postmaster_pid(standby).expect("standby's postmaster");
+    let mut frozen = descendants(standby_postmaster);
+    frozen.push(standby_postmaster);
+    for &pid in &frozen {
+        signal(pid, Signal::SIGSTOP);
+    }
+    wait_check(
+        SHORT_TIMEOUT,
+        "the standby's processes to be stopped",
+        || match frozen
+            .iter()
+            .find(|&&pid| proc_stat(pid).is_some_and(|s| !matches!(s.state, 'T' | 'Z')))
+        {
+            None => Ok(()),
+            Some(pid) => Err(format!("{pid} still runs")),
+        },
+    );
+    let r = c
+        .http_slow(
+            leader,
+            "POST",
+            "/restart",
+            Some("{}"),
+            Duration::from_secs(90),
+        )
+        .expect("POST /restart");
+    eprintln!(
+        "restart with a frozen synchronous standby: {} {}",
+        r.status, r.body
+    );
+    wait_check(SHORT_TIMEOUT, "the agent to kill the stop", || {
+        let log = std::fs::read_to_string(c.log_path(leader)).map_err(|e| e.to_string())?;
+        log.contains(WARNING)
+            .then_some(())
+            .ok_or_else(|| "no kill logged yet".to_string())
+    });
+    let new_postmaster = wait_until(SHORT_TIMEOUT, "a new postmaster on the leader", || {
+        c.postmaster_pid(leader)
+            .filter(|&pid| pid != old_postmaster)
+    });
+    for &pid in &frozen {
+        signal(pid, Signal::SIGCONT);
+    }
+    eprintln!("postmaster {old_postmaster} killed, {new_postmaster} started");
+    wait_check(SHORT_TIMEOUT, "the leader to write again", || {
+        c.execute(
+            leader,
+            &format!("INSERT INTO {TABLE} VALUES (2) ON CONFLICT DO NOTHING"),
+        )
     });
 }
 

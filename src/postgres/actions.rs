@@ -21,6 +21,9 @@ use crate::core::{slot_name_for_member, PgAction, Upstream};
 /// How long `pg_ctl stop -m immediate` may take before the postmaster is killed.
 const IMMEDIATE_STOP_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a killed server's processes may take to vanish before a start is tried anyway.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
 /// Executes PostgreSQL actions, one at a time, and remembers how PostgreSQL is configured.
 pub struct PgController {
     s: Arc<PgSettings>,
@@ -362,7 +365,7 @@ impl PgController {
         };
         if mode == "immediate" && process::is_stopped(pid) {
             // SIGSTOPped: pg_ctl's SIGQUIT would wait in its queue until the wait expires.
-            let killed = process::kill_server(pid);
+            let killed = process::kill_server_and_wait(pid, KILL_WAIT).await;
             tracing::warn!(
                 pid,
                 processes = killed,
@@ -379,8 +382,11 @@ impl PgController {
         // An immediate stop takes well under a second when the postmaster runs; waiting the
         // whole pg_ctl_timeout for one that is frozen would keep a primary whose sessions
         // may still commit alive (and the leader key held) for a minute.
+        let stop_timeout = self.primary_stop_timeout(mode);
         let wait = if mode == "immediate" {
             self.s.pg_ctl_timeout.min(IMMEDIATE_STOP_WAIT)
+        } else if let Some(bound) = stop_timeout {
+            self.s.pg_ctl_timeout.min(bound)
         } else {
             self.s.pg_ctl_timeout
         };
@@ -395,6 +401,14 @@ impl PgController {
         )
         .await;
         if let Err(error) = result {
+            if let Some(bound) = stop_timeout.filter(|_| probe::pid_alive(pid)) {
+                // Patroni's primary_stop_timeout: a primary whose clean stop waits on a
+                // synchronous standby that never answers is killed rather than kept.
+                let killed = process::kill_server_and_wait(pid, KILL_WAIT).await;
+                tracing::warn!(%error, pid, processes = killed, timeout_s = bound.as_secs(),
+                    "PostgreSQL did not stop within primary_stop_timeout; killed it");
+                return Ok(());
+            }
             if mode != "immediate" {
                 return Err(error);
             }
@@ -402,10 +416,20 @@ impl PgController {
             // it forked. Its backends would otherwise keep serving, and committing on, the
             // connections they already have.
             tracing::warn!(%error, pid, "pg_ctl stop -m immediate failed; killing the postmaster and its children");
-            let killed = process::kill_server(pid);
+            let killed = process::kill_server_and_wait(pid, KILL_WAIT).await;
             tracing::warn!(pid, processes = killed, "PostgreSQL killed");
         }
         Ok(())
+    }
+
+    /// `primary_stop_timeout` when it bounds this stop: a clean stop of a primary (no
+    /// `standby.signal`) under synchronous mode, with the setting above 0 (Patroni's rule).
+    fn primary_stop_timeout(&self, mode: &str) -> Option<Duration> {
+        let seconds = self.dynamic.primary_stop_timeout;
+        let synchronous = self.dynamic.synchronous_mode != crate::config::SynchronousMode::Off;
+        let primary = !self.s.data_dir.join("standby.signal").exists();
+        (mode != "immediate" && seconds > 0 && synchronous && primary)
+            .then(|| Duration::from_secs(seconds.into()))
     }
 
     async fn reload(&self) -> Result<(), PgError> {

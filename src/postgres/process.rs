@@ -31,21 +31,37 @@ pub async fn run(
 /// children first found through `/proc` before the postmaster dies (they are re-parented
 /// afterwards). Returns how many processes were signalled.
 pub fn kill_server(postmaster: i32) -> usize {
+    signal_server(postmaster).len()
+}
+
+/// [`kill_server`], then wait (up to `bound`) until every process signalled is gone, reaped
+/// included: a postmaster started at once would otherwise find the old one's
+/// `postmaster.pid` naming a process that still exists (PostgreSQL's `kill(pid, 0)` sees a
+/// zombie too) and refuse to start. Orphans are reaped by init, which may take a moment.
+pub async fn kill_server_and_wait(postmaster: i32, bound: Duration) -> usize {
+    let victims = signal_server(postmaster);
+    let deadline = tokio::time::Instant::now() + bound;
+    while victims.iter().any(|&pid| process_exists(pid)) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    victims.len()
+}
+
+/// SIGKILLs the postmaster and its children; the pids signalled.
+fn signal_server(postmaster: i32) -> Vec<i32> {
     let signal = |pid: i32, sig| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
     // Stopped first, so it forks no new backend between the listing and the kill.
     let _ = signal(postmaster, nix::sys::signal::Signal::SIGSTOP);
     let children = children_of(postmaster);
-    let mut killed = 0;
-    for pid in std::iter::once(postmaster).chain(children) {
-        let sent = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        if sent.is_ok() {
-            killed += 1;
-        }
-    }
-    killed
+    std::iter::once(postmaster)
+        .chain(children)
+        .filter(|&pid| signal(pid, nix::sys::signal::Signal::SIGKILL).is_ok())
+        .collect()
+}
+
+/// The process exists (a zombie not yet reaped included).
+fn process_exists(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Whether the process is stopped (SIGSTOP: state `T` in `/proc/<pid>/stat`).

@@ -2056,6 +2056,42 @@ fn failed_and_orphaned_bootstraps_recover_and_old_parameters_are_translated() {
 /// in `<node dir>/hooks.log` (the node dir is the scripts' first argument); `pre_promote`
 /// exits 1 while `<node dir>/veto` exists; `on_role_change` hangs for a minute while
 /// `<node dir>/hang` exists (its pid in `<node dir>/hang.pid`).
+/// `postgresql.config_dir: {dir}/conf`: the server reads its configuration there (initdb's
+/// base file and `pg_hba.conf` moved in on the bootstrapped node, brought along by the
+/// clone on the others) and none is left in the data directory.
+fn config_files_live_in_config_dir(c: &Cluster, i: usize) {
+    let conf = c.node_dir(i).join("conf");
+    let show = |setting: &str| {
+        c.query_scalar(i, &format!("SHOW {setting}"))
+            .unwrap_or_else(|e| panic!("SHOW {setting} on {}: {e}", c.name(i)))
+            .unwrap_or_default()
+    };
+    for (setting, file) in [
+        ("config_file", "postgresql.conf"),
+        ("hba_file", "pg_hba.conf"),
+        ("ident_file", "pg_ident.conf"),
+    ] {
+        assert_eq!(
+            show(setting),
+            conf.join(file).display().to_string(),
+            "{setting} on {}",
+            c.name(i)
+        );
+    }
+    assert!(
+        conf.join("postgresql.base.conf").exists(),
+        "the base file in {}",
+        conf.display()
+    );
+    for file in ["postgresql.conf", "postgresql.base.conf", "pg_hba.conf"] {
+        assert!(
+            !c.data_dir(i).join(file).exists(),
+            "{file} left in {}'s data directory",
+            c.name(i)
+        );
+    }
+}
+
 fn hook_scripts() -> tempfile::TempDir {
     let dir = make_test_dir("pgwarden-it-hooks-");
     let scripts = [
@@ -2108,9 +2144,10 @@ fn callbacks_pre_promote_and_before_stop_run_as_patroni_runs_them() {
     .iter()
     .map(|k| format!("    {k}: /bin/sh {h}/callback.sh {{dir}}\n"))
     .collect();
+    // The same cluster keeps its configuration files outside the data directory.
     let body = format!(
         "  callbacks:\n{callbacks}  pre_promote: /bin/sh {h}/pre_promote.sh {{dir}}\n  \
-         before_stop: /bin/sh {h}/before_stop.sh {{dir}}\n"
+         before_stop: /bin/sh {h}/before_stop.sh {{dir}}\n  config_dir: {{dir}}/conf\n"
     );
     let mut c = Cluster::builder()
         .scope("pgwarden-hooks")
@@ -2142,6 +2179,9 @@ fn callbacks_pre_promote_and_before_stop_run_as_patroni_runs_them() {
     expect(leader, "the leader's on_start", call("on_start", "primary"));
     expect(sync, "a standby's on_start", call("on_start", "replica"));
     expect(other, "a standby's on_start", call("on_start", "replica"));
+    for i in 0..c.len() {
+        config_files_live_in_config_dir(&c, i);
+    }
 
     let r = c
         .http(other, "POST", "/reload", None)

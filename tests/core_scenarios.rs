@@ -12,7 +12,7 @@ use pgwarden::core::view::{
 use pgwarden::core::{
     decide_with_default, ArmReport, Callback, CallbackKind, CallbackRole, DemoteMode, Effect,
     Input, Instant, LeaseId, Lsn, Node, NodeSettings, PgAction, PgActionOutcome, PolicyAnswer,
-    Revision, Timeline, WatchdogSettings,
+    Revision, Timeline, Upstream, WatchdogSettings,
 };
 
 const ME: &str = "node2";
@@ -31,6 +31,7 @@ fn settings(failover_priority: i64) -> NodeSettings {
         failover_priority,
         use_pg_rewind: None,
         remove_data_directory_on_rewind_failure: false,
+        remove_data_directory_on_diverged_timelines: false,
         demotion_margin: Duration::from_secs(1),
         unresponsive_primary_timeout: Duration::from_secs(5),
         tags: Default::default(),
@@ -1158,9 +1159,10 @@ fn a_restarted_agent_takes_its_own_leader_key_back_onto_its_new_lease() {
 }
 
 /// A former primary (crashed, no standby.signal) restarting while another member leads.
-fn former_primary_restart(use_pg_rewind: Option<bool>) -> Vec<Effect> {
+fn former_primary_restart(use_pg_rewind: Option<bool>, remove_diverged: bool) -> Vec<Effect> {
     let mut s = settings(1);
     s.use_pg_rewind = use_pg_rewind;
+    s.remove_data_directory_on_diverged_timelines = remove_diverged;
     let mut node = Node::new(s, Instant(0));
     node.handle_input(
         Instant(0),
@@ -1182,21 +1184,74 @@ fn former_primary_restart(use_pg_rewind: Option<bool>) -> Vec<Effect> {
     drain(&mut node)
 }
 
+/// A former primary is rewound with `use_pg_rewind`; without it, cloned again only when
+/// `remove_data_directory_on_diverged_timelines` allows wiping its data, else started as a
+/// standby with its data kept (Patroni's rules).
 #[test]
 fn a_former_primary_rejoins_with_pg_rewind_or_a_fresh_clone() {
-    let effects = former_primary_restart(Some(true));
-    assert!(
-        effects
-            .iter()
-            .any(|e| matches!(e, Effect::Pg(PgAction::Rewind { from }) if from.name == "node3")),
-        "{effects:?}"
-    );
-    let effects = former_primary_restart(Some(false));
+    for remove_diverged in [false, true] {
+        let effects = former_primary_restart(Some(true), remove_diverged);
+        assert!(
+            effects.iter().any(
+                |e| matches!(e, Effect::Pg(PgAction::Rewind { from }) if from.name == "node3")
+            ),
+            "{effects:?}"
+        );
+    }
+    let effects = former_primary_restart(Some(false), true);
     assert!(
         effects.iter().any(
             |e| matches!(e, Effect::Pg(PgAction::Reinitialize { from }) if from.name == "node3")
         ),
         "{effects:?}"
+    );
+    let effects = former_primary_restart(Some(false), false);
+    assert_eq!(
+        pg_actions(&effects),
+        vec![PgAction::StartReplica {
+            upstream: Some(Upstream {
+                name: "node3".into(),
+                conn_url: member("node3").conn_url,
+                stream: true,
+            })
+        }],
+        "its data kept, started as a standby"
+    );
+}
+
+/// A standby whose WAL runs past its timeline's switch point in `/history` diverged; with
+/// neither pg_rewind nor `remove_data_directory_on_diverged_timelines` its data is kept and
+/// `/patroni` says what to do, instead of wiping it unasked.
+#[test]
+fn a_diverged_standby_is_kept_when_nothing_may_repair_it() {
+    let mut s = settings(1);
+    s.use_pg_rewind = Some(false);
+    let (mut node, t) = running_replica_with(s, 1000, 1000);
+    let mut v = view(Some(("node1", 7)), 3000, 20);
+    v.history.push(HistoryEntry {
+        timeline: Timeline(1),
+        switch_lsn: Lsn(800),
+        reason: "no recovery target specified".into(),
+        timestamp: None,
+        new_leader: Some("node1".into()),
+    });
+    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
+    drain(&mut node);
+    let effects = step_with_probe(&mut node, t + 2000, Input::Tick, pg(true, 1000));
+    assert!(
+        !pg_actions(&effects)
+            .iter()
+            .any(|a| matches!(a, PgAction::Reinitialize { .. } | PgAction::Rewind { .. })),
+        "{effects:?}"
+    );
+    assert_eq!(node.state(), "replica");
+    let error = node
+        .status()
+        .last_error
+        .unwrap_or_else(|| panic!("the divergence is reported: {effects:?}"));
+    assert!(
+        error.contains("runs past the switch point") && error.contains("patronictl reinit"),
+        "{error}"
     );
 }
 
@@ -4137,6 +4192,7 @@ fn a_required_watchdog_that_cannot_be_armed_again_demotes_the_primary() {
 /// them all and reads the transitions they made.
 #[allow(dead_code)] // read by the simulation binary, which includes this file
 pub const SCENARIOS: &[fn()] = &[
+    a_diverged_standby_is_kept_when_nothing_may_repair_it,
     a_nostream_member_never_streams_and_the_leader_keeps_no_slot_for_it,
     the_timer_table_names_why_the_node_wakes,
     an_election_the_policy_does_not_answer_is_abandoned_after_ttl,

@@ -95,6 +95,9 @@ pub struct NodeSettings {
     pub use_pg_rewind: Option<bool>,
     /// `postgresql.remove_data_directory_on_rewind_failure`.
     pub remove_data_directory_on_rewind_failure: bool,
+    /// `postgresql.remove_data_directory_on_diverged_timelines`: without pg_rewind, may data
+    /// that diverged from the leader be wiped and cloned again?
+    pub remove_data_directory_on_diverged_timelines: bool,
     /// Time budgeted to stop PostgreSQL before the lease can expire.
     pub demotion_margin: Duration,
     /// How long a running primary may not answer before it is stopped and the key released.
@@ -124,6 +127,8 @@ impl NodeSettings {
         self.use_pg_rewind = reloaded.use_pg_rewind;
         self.remove_data_directory_on_rewind_failure =
             reloaded.remove_data_directory_on_rewind_failure;
+        self.remove_data_directory_on_diverged_timelines =
+            reloaded.remove_data_directory_on_diverged_timelines;
     }
 
     /// What a reload could change, as it is now.
@@ -133,6 +138,8 @@ impl NodeSettings {
             tags: self.tags.clone(),
             use_pg_rewind: self.use_pg_rewind,
             remove_data_directory_on_rewind_failure: self.remove_data_directory_on_rewind_failure,
+            remove_data_directory_on_diverged_timelines: self
+                .remove_data_directory_on_diverged_timelines,
         }
     }
 }
@@ -704,6 +711,28 @@ impl Agent {
         self.settings
             .use_pg_rewind
             .unwrap_or(self.facts.config.postgresql.use_pg_rewind)
+    }
+
+    /// Without pg_rewind, may data that (may have) diverged from the leader be wiped and
+    /// cloned again? Patroni's `remove_data_directory_on_diverged_timelines`; without it the
+    /// data is kept and the node started as a standby, which cannot stream if it did diverge
+    /// (the operator reinitializes it).
+    pub fn may_reclone_diverged(&self) -> bool {
+        self.settings.remove_data_directory_on_diverged_timelines
+    }
+
+    /// Say (in `/patroni`'s last error and the log, once per change) that this standby's data
+    /// diverged from the leader and is kept because nothing may repair it.
+    pub fn note_divergence_kept(&mut self, detail: &str) {
+        let error = format!(
+            "{detail}: the data is kept because neither use_pg_rewind nor \
+             remove_data_directory_on_diverged_timelines is set; this standby cannot stream \
+             until it is reinitialized (patronictl reinit)"
+        );
+        if self.postgres.last_error.as_deref() != Some(error.as_str()) {
+            tracing::warn!(node = %self.settings.name, %error, "diverged standby kept");
+            self.postgres.last_error = Some(error);
+        }
     }
 
     /// After a failed pg_rewind, may the data directory be wiped and cloned again?

@@ -276,6 +276,8 @@ pub enum Effect {
         timeline: Timeline,
         /// `/history` as the core knows it (entries the local file lacks are kept).
         known: Vec<super::view::HistoryEntry>,
+        /// `max_timelines_history`: keep only the newest this many entries (0: all).
+        keep_last: u32,
     },
     /// The dynamic configuration PostgreSQL actions use from now on (parameters, pg_hba,
     /// slots): sent in order with them whenever `/config` changes.

@@ -40,6 +40,9 @@ pub struct ReloadedSettings {
     pub use_pg_rewind: Option<bool>,
     /// `postgresql.remove_data_directory_on_rewind_failure`.
     pub remove_data_directory_on_rewind_failure: bool,
+    /// `postgresql.remove_data_directory_on_diverged_timelines`.
+    #[serde(default)]
+    pub remove_data_directory_on_diverged_timelines: bool,
 }
 
 /// A fact for the core.

@@ -714,8 +714,11 @@ impl Agent {
                 let upstream = self
                     .leader_upstream()
                     .filter(|u| u.name != self.settings.name);
+                let repairable = self.use_pg_rewind() || self.may_reclone_diverged();
                 match upstream {
-                    Some(from) if former_primary || self.postgres.maybe_diverged => {
+                    Some(from)
+                        if repairable && (former_primary || self.postgres.maybe_diverged) =>
+                    {
                         if self.use_pg_rewind() {
                             self.start_pg(PgAction::Rewind { from });
                             self.go(State::rewinding(), Why::RewindFormerPrimary)
@@ -797,7 +800,8 @@ impl Agent {
                 let Some(upstream) = self.leader_upstream() else {
                     return Handled; // leader's member key not visible yet
                 };
-                let diverged = match self.diverged_from_history() {
+                let definite = self.diverged_from_history();
+                let diverged = match definite.clone() {
                     Some(why) => Some(why),
                     None if self.postgres.maybe_diverged => {
                         Some("data may have diverged from the new leader".to_string())
@@ -809,8 +813,16 @@ impl Agent {
                         self.start_pg(PgAction::Rewind { from: upstream });
                         return self.go(State::rewinding(), Why::DivergedRewind { detail });
                     }
-                    self.start_pg(PgAction::Reinitialize { from: upstream });
-                    return self.go(State::cloning(), Why::DivergedReclone { detail });
+                    if self.may_reclone_diverged() {
+                        self.start_pg(PgAction::Reinitialize { from: upstream });
+                        return self.go(State::cloning(), Why::DivergedReclone { detail });
+                    }
+                    // Neither pg_rewind nor removing the data directory is allowed: the data
+                    // is kept (Patroni too); a standby that did diverge cannot stream and
+                    // waits for the operator's reinitialize.
+                    if definite.is_some() {
+                        self.note_divergence_kept(&detail);
+                    }
                 }
                 if self.postgres.following.as_ref() != Some(&upstream) {
                     self.start_pg(PgAction::Follow { upstream });
@@ -1256,6 +1268,7 @@ impl Agent {
             self.outbox.push(Effect::UpdateHistory {
                 timeline: server.timeline,
                 known,
+                keep_last: self.facts.config.max_timelines_history,
             });
         }
     }

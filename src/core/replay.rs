@@ -252,6 +252,7 @@ mod tests {
             watchdog: Default::default(),
             use_pg_rewind: None,
             remove_data_directory_on_rewind_failure: false,
+            remove_data_directory_on_diverged_timelines: false,
             demotion_margin: std::time::Duration::from_secs(1),
             unresponsive_primary_timeout: std::time::Duration::from_secs(5),
             tags: Default::default(),

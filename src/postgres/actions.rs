@@ -221,9 +221,16 @@ impl PgController {
     }
 
     fn write_conf(&mut self) -> Result<(), PgError> {
-        let params = self.parameters();
+        let mut params = self.parameters();
+        if self.s.separate_config_dir() {
+            self.adopt_config_files()?;
+            for (param, file) in [("hba_file", "pg_hba.conf"), ("ident_file", "pg_ident.conf")] {
+                let path = self.s.config_dir.join(file).display().to_string();
+                params.entry(param.to_string()).or_insert(path);
+            }
+        }
         let text = conf::postgresql_conf(&params, self.standby.as_ref(), &self.sync_names);
-        self.write_file(&self.s.data_dir.join("postgresql.conf"), &text, 0o600)?;
+        self.write_file(&self.s.config_dir.join("postgresql.conf"), &text, 0o600)?;
         // Local lines win over the cluster-wide ones (Patroni's precedence); with neither,
         // initdb's file (plus bootstrap.pg_hba) stays.
         let line_files = [
@@ -236,7 +243,7 @@ impl PgController {
         ];
         for (source, local, cluster_wide) in line_files {
             if let Some(lines) = local.as_ref().or(cluster_wide.as_ref()) {
-                let path = self.s.data_dir.join(format!("{source}.conf"));
+                let path = self.s.config_dir.join(format!("{source}.conf"));
                 self.write_file(&path, &conf::lines_file(source, lines), 0o600)?;
             }
         }
@@ -247,6 +254,47 @@ impl PgController {
             std::fs::remove_file(&signal).map_err(io("remove standby.signal"))?;
         }
         Ok(())
+    }
+
+    /// With a separate `config_dir`: create it, and move into it the files initdb,
+    /// pg_basebackup or pg_rewind left in the data directory (`postgresql.base.conf`,
+    /// `pg_hba.conf`, `pg_ident.conf`) when it has none of its own, as Patroni keeps them
+    /// there. A clone of a member that itself kept them elsewhere brings no base file: an
+    /// empty one is written, so the `include` in `postgresql.conf` holds.
+    fn adopt_config_files(&self) -> Result<(), PgError> {
+        let dir = &self.s.config_dir;
+        std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(format!("chmod {}", dir.display())))?;
+        for file in ["postgresql.base.conf", "pg_hba.conf", "pg_ident.conf"] {
+            let (kept, left) = (dir.join(file), self.s.data_dir.join(file));
+            if kept.exists() || !left.exists() {
+                continue;
+            }
+            let text =
+                std::fs::read_to_string(&left).map_err(io(format!("read {}", left.display())))?;
+            self.write_file(&kept, &text, 0o600)?;
+            std::fs::remove_file(&left).map_err(io(format!("remove {}", left.display())))?;
+        }
+        let base = dir.join("postgresql.base.conf");
+        if !base.exists() {
+            self.write_file(
+                &base,
+                "# Written by pgwarden: the data directory brought no configuration of its own.\n",
+                0o600,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `--config-file=...` for a server whose configuration lives in `config_dir`.
+    fn config_file_arg(&self) -> Option<String> {
+        self.s.separate_config_dir().then(|| {
+            format!(
+                "--config-file={}",
+                self.s.config_dir.join("postgresql.conf").display()
+            )
+        })
     }
 
     fn write_pgpass(&self) -> Result<(), PgError> {
@@ -313,10 +361,14 @@ impl PgController {
         self.write_pgpass()?;
         self.write_conf()?;
         let cluster_wide: Vec<String> = self
-            .parameters()
-            .iter()
-            .filter(|(k, _)| conf::CLUSTER_WIDE.contains(&k.as_str()))
-            .map(|(k, v)| format!("--{k}={v}"))
+            .config_file_arg()
+            .into_iter()
+            .chain(
+                self.parameters()
+                    .iter()
+                    .filter(|(k, _)| conf::CLUSTER_WIDE.contains(&k.as_str()))
+                    .map(|(k, v)| format!("--{k}={v}")),
+            )
             .collect();
         let mut args = self.ctl_args("start");
         args.push("-l".into());
@@ -770,14 +822,10 @@ impl PgController {
                     }
                 }
             }
-            let args = vec![
-                "--single".to_string(),
-                "-D".into(),
-                data.clone(),
-                "-c".into(),
-                "archive_mode=off".into(),
-                "postgres".into(),
-            ];
+            // The configuration files are those of the last start (config_dir included).
+            let mut args = vec!["--single".to_string(), "-D".into(), data.clone()];
+            args.extend(self.config_file_arg());
+            args.extend(["-c".into(), "archive_mode=off".into(), "postgres".into()]);
             process::run(
                 &self.s.bin("postgres"),
                 &args,

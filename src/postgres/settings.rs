@@ -17,6 +17,9 @@ pub struct PgSettings {
     pub bin_dir: PathBuf,
     /// PGDATA.
     pub data_dir: PathBuf,
+    /// `postgresql.config_dir`: where `postgresql.conf`, `postgresql.base.conf`,
+    /// `pg_hba.conf` and `pg_ident.conf` live (the data directory unless set).
+    pub config_dir: PathBuf,
     /// `listen_addresses`.
     pub listen_addresses: String,
     /// `port`.
@@ -102,8 +105,14 @@ impl PgSettings {
             pg_ctl_timeout: Duration::from_secs(pg.pg_ctl_timeout_secs.max(5)),
             log_file: parent.join(format!("{dir_name}.postgresql.log")),
             hooks: super::hooks::Hooks::from_config(config),
+            config_dir: pg.config_dir.clone().unwrap_or_else(|| data_dir.clone()),
             data_dir,
         }
+    }
+
+    /// The configuration files live outside the data directory (`config_dir`).
+    pub fn separate_config_dir(&self) -> bool {
+        self.config_dir != self.data_dir
     }
 
     /// Path of a PostgreSQL program.

@@ -254,8 +254,13 @@ impl Executor {
             Effect::WriteStatus { optime } => {
                 log_err("write status", store.write_status(optime).await)
             }
-            Effect::UpdateHistory { timeline, known } => {
-                self.update_history(store, timeline, &known).await
+            Effect::UpdateHistory {
+                timeline,
+                known,
+                keep_last,
+            } => {
+                self.update_history(store, timeline, &known, keep_last)
+                    .await
             }
             Effect::WriteFailsafe { members } => log_err(
                 "write failsafe",
@@ -413,10 +418,19 @@ impl Executor {
     }
 
     /// Add the timeline that ended to `/history`, from PostgreSQL's history file.
-    async fn update_history(&self, store: &EtcdStore, timeline: Timeline, known: &[HistoryEntry]) {
+    async fn update_history(
+        &self,
+        store: &EtcdStore,
+        timeline: Timeline,
+        known: &[HistoryEntry],
+        keep_last: u32,
+    ) {
         let me = self.identity.name.as_str();
         match read_timeline_history(&self.pg, timeline, known, me) {
-            Ok(entries) => log_err("write history", store.write_history(&entries).await),
+            Ok(entries) => {
+                let entries = newest(entries, keep_last);
+                log_err("write history", store.write_history(&entries).await)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the timeline history file")
             }
@@ -750,9 +764,35 @@ async fn restart(
     controller.execute(start).await
 }
 
+/// The newest `keep_last` entries (all when 0), as Patroni trims `/history` to
+/// `max_timelines_history`.
+fn newest(mut entries: Vec<HistoryEntry>, keep_last: u32) -> Vec<HistoryEntry> {
+    let keep = keep_last as usize;
+    if keep > 0 && entries.len() > keep {
+        entries.drain(..entries.len() - keep);
+    }
+    entries
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_keeps_the_newest_max_timelines_history_entries() {
+        let entry = |t: u32| HistoryEntry {
+            timeline: Timeline(t),
+            switch_lsn: crate::core::Lsn(u64::from(t) << 24),
+            reason: "no recovery target specified".into(),
+            timestamp: None,
+            new_leader: None,
+        };
+        let all: Vec<HistoryEntry> = (1..=5).map(entry).collect();
+        assert_eq!(newest(all.clone(), 0), all);
+        assert_eq!(newest(all.clone(), 9), all);
+        let kept: Vec<u32> = newest(all, 2).iter().map(|e| e.timeline.0).collect();
+        assert_eq!(kept, [4, 5]);
+    }
 
     #[test]
     fn a_peer_reporting_watchdog_failed_cannot_lead() {

@@ -44,6 +44,8 @@ pub fn node_settings(config: &Config) -> NodeSettings {
         failover_priority: reloadable.failover_priority,
         use_pg_rewind: reloadable.use_pg_rewind,
         remove_data_directory_on_rewind_failure: reloadable.remove_data_directory_on_rewind_failure,
+        remove_data_directory_on_diverged_timelines: reloadable
+            .remove_data_directory_on_diverged_timelines,
         demotion_margin: Duration::from_millis(config.pgwarden.demotion_margin_ms),
         unresponsive_primary_timeout: Duration::from_millis(
             config.pgwarden.unresponsive_primary_timeout_ms,
@@ -68,6 +70,9 @@ pub fn reloadable_settings(config: &Config) -> ReloadedSettings {
         remove_data_directory_on_rewind_failure: config
             .postgresql
             .remove_data_directory_on_rewind_failure,
+        remove_data_directory_on_diverged_timelines: config
+            .postgresql
+            .remove_data_directory_on_diverged_timelines,
     }
 }
 

@@ -10,7 +10,8 @@
 //! `postgresql.parameters`, `pg_hba`, `pg_ident` (the files are rewritten and PostgreSQL
 //! reloaded, as Patroni does even when nothing changed, so a reload also picks up renewed
 //! certificates), `tags` (`nofailover`, `failover_priority`, `nosync`, ...),
-//! `postgresql.use_pg_rewind` and `remove_data_directory_on_rewind_failure`, the callbacks,
+//! `postgresql.use_pg_rewind`, `remove_data_directory_on_rewind_failure` and
+//! `remove_data_directory_on_diverged_timelines`, the callbacks,
 //! `pre_promote` and `before_stop` scripts; each other
 //! changed section is named with a warning that it takes effect when the agent restarts.
 
@@ -102,6 +103,10 @@ impl Reloader {
         config.postgresql.use_pg_rewind = new.postgresql.use_pg_rewind;
         config.postgresql.remove_data_directory_on_rewind_failure =
             new.postgresql.remove_data_directory_on_rewind_failure;
+        config
+            .postgresql
+            .remove_data_directory_on_diverged_timelines =
+            new.postgresql.remove_data_directory_on_diverged_timelines;
         config.tags = new.tags.clone();
         config.postgresql.callbacks = new.postgresql.callbacks.clone();
         config.postgresql.pre_promote = new.postgresql.pre_promote.clone();
@@ -159,6 +164,11 @@ fn reloadable_changes(running: &Config, new: &Config) -> Vec<&'static str> {
         (
             "postgresql.remove_data_directory_on_rewind_failure",
             a.remove_data_directory_on_rewind_failure != b.remove_data_directory_on_rewind_failure,
+        ),
+        (
+            "postgresql.remove_data_directory_on_diverged_timelines",
+            a.remove_data_directory_on_diverged_timelines
+                != b.remove_data_directory_on_diverged_timelines,
         ),
         ("tags", running.tags != new.tags),
         ("postgresql.callbacks", a.callbacks != b.callbacks),

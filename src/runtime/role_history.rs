@@ -144,6 +144,7 @@ mod tests {
             failover_priority: 1,
             use_pg_rewind: None,
             remove_data_directory_on_rewind_failure: false,
+            remove_data_directory_on_diverged_timelines: false,
             demotion_margin: Duration::from_secs(1),
             unresponsive_primary_timeout: Duration::from_secs(30),
             tags: Default::default(),

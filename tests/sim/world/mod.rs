@@ -321,6 +321,7 @@ impl World {
                         },
                         use_pg_rewind: Some(true),
                         remove_data_directory_on_rewind_failure: true,
+                        remove_data_directory_on_diverged_timelines: true,
                         demotion_margin: Duration::from_millis(plan.margin_ms),
                         unresponsive_primary_timeout: Duration::from_millis(
                             UNRESPONSIVE_PRIMARY_TIMEOUT_MS,

@@ -633,3 +633,286 @@ fn a_custom_bootstrap_method_is_refused_with_a_warning() {
     .expect("initdb");
     assert_eq!(initdb.config.bootstrap.custom_method, None);
 }
+
+/// Keys pgwarden acts on without a word at start: each names where it takes effect. A key of
+/// Patroni's configuration (`testdata/patroni-schema-keys.txt`) that is neither here, nor
+/// warned about, nor refused, is silently ignored, and the walk below fails on it.
+const HONOURED: &[(&str, &str)] = &[
+    ("name", "member name: keys, application_name"),
+    ("scope", "the etcd prefix"),
+    ("namespace", "the etcd prefix"),
+    ("etcd3.host", "etcd endpoints"),
+    ("etcd3.hosts", "etcd endpoints"),
+    ("etcd3.url", "etcd endpoints"),
+    ("etcd3.proxy", "etcd endpoints"),
+    ("etcd3.protocol", "etcd endpoints' scheme"),
+    ("etcd3.username", "etcd authentication"),
+    ("etcd3.password", "etcd authentication"),
+    ("restapi.listen", "REST listener"),
+    ("restapi.connect_address", "api_url in the member key"),
+    (
+        "restapi.authentication.username",
+        "basic auth on the operator endpoints",
+    ),
+    (
+        "restapi.authentication.password",
+        "basic auth on the operator endpoints",
+    ),
+    ("bootstrap.initdb", "initdb options"),
+    (
+        "bootstrap.method",
+        "a method other than initdb never bootstraps (warned when set)",
+    ),
+    ("postgresql.listen", "listen_addresses and port"),
+    ("postgresql.connect_address", "conn_url in the member key"),
+    ("postgresql.data_dir", "the data directory"),
+    (
+        "postgresql.config_dir",
+        "where the configuration files live",
+    ),
+    ("postgresql.bin_dir", "where the programs are"),
+    (
+        "postgresql.pgpass",
+        "the password file for replication and rewind",
+    ),
+    ("postgresql.parameters", "postgresql.conf"),
+    (
+        "postgresql.parameters.unix_socket_directories",
+        "postgresql.conf; local connections",
+    ),
+    ("postgresql.pg_hba", "pg_hba.conf"),
+    ("postgresql.pg_ident", "pg_ident.conf"),
+    ("postgresql.pg_ctl_timeout", "bounds pg_ctl"),
+    ("postgresql.use_pg_rewind", "rewind of a former primary"),
+    (
+        "postgresql.use_unix_socket",
+        "local connections through the socket",
+    ),
+    (
+        "postgresql.remove_data_directory_on_rewind_failure",
+        "re-clone after a failed rewind",
+    ),
+    (
+        "postgresql.remove_data_directory_on_diverged_timelines",
+        "re-clone of diverged data without rewind",
+    ),
+    (
+        "postgresql.create_replica_methods",
+        "basebackup only; others refused",
+    ),
+    ("postgresql.callbacks.on_start", "callbacks"),
+    ("postgresql.callbacks.on_stop", "callbacks"),
+    ("postgresql.callbacks.on_restart", "callbacks"),
+    ("postgresql.callbacks.on_reload", "callbacks"),
+    ("postgresql.callbacks.on_role_change", "callbacks"),
+    ("postgresql.pre_promote", "vetoes a promotion"),
+    ("postgresql.before_stop", "runs before a clean stop"),
+    ("watchdog.mode", "watchdog"),
+    ("watchdog.device", "watchdog"),
+    ("watchdog.safety_margin", "watchdog"),
+    ("tags.nofailover", "never leads"),
+    ("tags.failover_priority", "election preference"),
+    ("tags.noloadbalance", "/replica answers 503"),
+    ("tags.clonefrom", "published in the member key"),
+    ("tags.nosync", "never synchronous"),
+    ("tags.sync_priority", "synchronous preference"),
+    ("tags.nostream", "no streaming, no slot"),
+    (
+        "postgresql.authentication.superuser.username",
+        "local connections, rewind",
+    ),
+    (
+        "postgresql.authentication.superuser.password",
+        "local connections, rewind",
+    ),
+    (
+        "postgresql.authentication.replication.username",
+        "streaming and cloning",
+    ),
+    (
+        "postgresql.authentication.replication.password",
+        "streaming and cloning",
+    ),
+    (
+        "postgresql.authentication.rewind.username",
+        "pg_rewind's connection",
+    ),
+    (
+        "postgresql.authentication.rewind.password",
+        "pg_rewind's connection",
+    ),
+    // The dynamic configuration (`bootstrap.dcs`, then `/config`).
+    ("bootstrap.dcs.loop_wait", "the HA loop's period"),
+    (
+        "bootstrap.dcs.retry_timeout",
+        "etcd and PostgreSQL retries, the lease budget",
+    ),
+    (
+        "bootstrap.dcs.maximum_lag_on_failover",
+        "who may be promoted",
+    ),
+    (
+        "bootstrap.dcs.maximum_lag_on_syncnode",
+        "who may be synchronous",
+    ),
+    ("bootstrap.dcs.max_timelines_history", "/history trimmed"),
+    ("bootstrap.dcs.check_timeline", "the race's timeline check"),
+    (
+        "bootstrap.dcs.primary_start_timeout",
+        "a primary that does not start releases the key",
+    ),
+    (
+        "bootstrap.dcs.primary_stop_timeout",
+        "a stop that outlasts it is killed",
+    ),
+    (
+        "bootstrap.dcs.synchronous_mode_strict",
+        "strict synchronous mode",
+    ),
+    (
+        "bootstrap.dcs.synchronous_node_count",
+        "how many synchronous standbys",
+    ),
+    ("bootstrap.dcs.failsafe_mode", "failsafe mode"),
+    ("bootstrap.dcs.pause", "maintenance mode"),
+    (
+        "bootstrap.dcs.postgresql.use_pg_rewind",
+        "rewind of a former primary",
+    ),
+    (
+        "bootstrap.dcs.postgresql.use_slots",
+        "a physical slot per member",
+    ),
+    (
+        "bootstrap.dcs.postgresql.parameters",
+        "postgresql.conf on every member",
+    ),
+    (
+        "bootstrap.dcs.postgresql.parameters.max_connections",
+        "postgresql.conf",
+    ),
+    (
+        "bootstrap.dcs.postgresql.parameters.max_locks_per_transaction",
+        "postgresql.conf",
+    ),
+    (
+        "bootstrap.dcs.postgresql.parameters.max_prepared_transactions",
+        "postgresql.conf",
+    ),
+    (
+        "bootstrap.dcs.postgresql.parameters.max_replication_slots",
+        "postgresql.conf",
+    ),
+    (
+        "bootstrap.dcs.postgresql.parameters.max_wal_senders",
+        "postgresql.conf",
+    ),
+    (
+        "bootstrap.dcs.postgresql.parameters.max_worker_processes",
+        "postgresql.conf",
+    ),
+    (
+        "bootstrap.dcs.postgresql.pg_hba",
+        "pg_hba.conf on every member",
+    ),
+    (
+        "bootstrap.dcs.postgresql.pg_ident",
+        "pg_ident.conf on every member",
+    ),
+];
+
+/// A value of `kind` for the walk: valid where the kind says enough, else refused with the
+/// field named, which counts as not silent too.
+fn sample(kind: &str) -> serde_json::Value {
+    match kind {
+        "bool" => json!(true),
+        "int" => json!(7),
+        "list" => json!(["x"]),
+        "map" => json!({}),
+        _ => json!("x"),
+    }
+}
+
+/// Sets `path` (dotted) in `doc`, creating the mappings on the way.
+fn set_path(doc: &mut serde_json::Value, path: &str, value: serde_json::Value) {
+    let mut here = doc;
+    let parts: Vec<&str> = path.split('.').collect();
+    for part in &parts[..parts.len() - 1] {
+        if !here.get(*part).is_some_and(serde_json::Value::is_object) {
+            here[*part] = json!({});
+        }
+        here = here.get_mut(*part).expect("just made");
+    }
+    here[parts[parts.len() - 1]] = value;
+}
+
+/// `text` names `path` as a whole (not as the start of a longer key).
+fn names_path(text: &str, path: &str) -> bool {
+    text.match_indices(path).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + path.len()..].chars().next();
+        let boundary =
+            |c: Option<char>| !c.is_some_and(|c| c.is_alphanumeric() || "._".contains(c));
+        boundary(before) && boundary(after)
+    })
+}
+
+/// Issue 13, item 6: every key of Patroni 4.1's configuration is honoured (listed in
+/// [`HONOURED`]), warned about at start (the warning names it or a section above it), or
+/// refused (the error names it). Each key is set on the seed configuration in turn.
+#[test]
+fn every_patroni_key_is_honoured_warned_about_or_refused() {
+    let seed: serde_json::Value = yaml_serde::from_str(&seed_text()).expect("seed YAML");
+    let baseline = parse(&seed_text(), &no_env).expect("seed").warnings;
+    let keys = include_str!("testdata/patroni-schema-keys.txt");
+    let mut silent = Vec::new();
+    let mut walked = 0;
+    for line in keys
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (path, kind) = line.split_once(' ').expect("path kind");
+        walked += 1;
+        let mut doc = seed.clone();
+        set_path(&mut doc, path, sample(kind));
+        let text = serde_json::to_string(&doc).expect("json");
+        let ancestors: Vec<&str> = path
+            .match_indices('.')
+            .map(|(at, _)| &path[..at])
+            .chain([path])
+            .collect();
+        match parse(&text, &no_env) {
+            Err(e) => {
+                // Refused: the error names the key, or its section (a partner key missing).
+                let e = e.to_string();
+                let section = path.rsplit_once('.').map_or("", |(s, _)| s);
+                assert!(
+                    ancestors.iter().any(|a| names_path(&e, a)) || e.contains(section),
+                    "{path}: refused without naming it: {e}"
+                );
+            }
+            Ok(loaded) => {
+                let warned = loaded
+                    .warnings
+                    .iter()
+                    .filter(|w| !baseline.contains(w))
+                    .any(|w| ancestors.iter().any(|a| names_path(w, a)));
+                if !warned && !HONOURED.iter().any(|(k, _)| *k == path) {
+                    silent.push(path.to_string());
+                }
+            }
+        }
+    }
+    assert!(walked > 150, "the key list is there ({walked} keys)");
+    assert!(
+        silent.is_empty(),
+        "silently ignored (implement, warn about, or list in HONOURED with where it acts): {silent:#?}"
+    );
+    let listed: Vec<&str> = keys.lines().filter_map(|l| l.split(' ').next()).collect();
+    for (key, _) in HONOURED {
+        assert!(
+            listed.contains(key),
+            "HONOURED names {key}, not a Patroni key"
+        );
+    }
+}

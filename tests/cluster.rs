@@ -862,7 +862,8 @@ fn patronictl(c: &Cluster, args: &[&str]) -> Captured {
 }
 
 /// Maintenance mode, driven by the real patronictl: `pause --wait` reaches every member (key,
-/// `/patroni`, `/cluster`, metrics, `list`), the leader's PostgreSQL dies and nothing
+/// `/patroni`, `/cluster`, metrics, `list`), a switchover goes only to a named candidate
+/// (the former leader rejoins as its standby), the leader's PostgreSQL dies and nothing
 /// automatic happens for two ttl (no standby promoted, nothing restarted, the key given up
 /// as Patroni does), then `resume --wait` and the cluster recovers: a leader, writable, and
 /// three members streaming or leading.
@@ -943,6 +944,53 @@ fn maintenance_mode_acts_on_nothing_and_resume_recovers() {
         (r.status, r.body.as_str()),
         (400, "Can't schedule switchover in the paused state")
     );
+    // Paused, a switchover must name its candidate (Patroni's refusal)...
+    let body = format!(r#"{{"leader":"{}"}}"#, c.name(leader));
+    let r = c
+        .http(leader, "POST", "/switchover", Some(&body))
+        .expect("POST /switchover");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (
+            400,
+            "Switchover is possible only to a specific candidate in a paused state"
+        )
+    );
+    // ...and to the one it names it is carried out, paused: that member leads, the former
+    // leader is started again as its standby, the third keeps streaming, and the cluster
+    // stays in maintenance mode.
+    let out = patronictl(
+        &c,
+        &[
+            "switchover",
+            "--leader",
+            c.name(leader),
+            "--candidate",
+            c.name(a),
+            "--force",
+            c.scope(),
+        ],
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("Successfully switched over to \"{}\"", c.name(a))),
+        "paused patronictl switchover to a candidate: {out:?}\n{}",
+        c.diagnostics(40)
+    );
+    wait_check(
+        REJOIN_TIMEOUT,
+        "paused switchover: the candidate leads, the former leader and the third stream",
+        || expect_endpoints(&c, a, &[leader, b], &[]),
+    );
+    c.execute(a, &format!("INSERT INTO {TABLE} (id) VALUES (-25)"))
+        .expect("a write on the candidate after a paused switchover");
+    let config = c.dcs_json("config").expect("read /config");
+    assert_eq!(
+        config.as_ref().and_then(|v| v.get("pause")),
+        Some(&Value::Bool(true)),
+        "still paused after the switchover: {config:?}"
+    );
+    let (leader, a) = (a, leader);
 
     let killed = c.kill_postgres(leader);
     let ttl = Duration::from_secs(6);

@@ -2119,6 +2119,168 @@ fn a_switchover_to_a_ready_standby_stops_the_leader_cleanly_before_the_key_is_re
     assert_eq!(node.state(), "demoting");
 }
 
+/// Maintenance mode lets the operator's switchover to a named candidate through (Patroni):
+/// the paused leader stops cleanly, releases the key and starts again as a standby, although
+/// it starts nothing on its own while paused. A request naming nobody is not acted on.
+#[test]
+fn paused_the_leader_hands_over_to_the_named_candidate_and_rejoins_as_a_standby() {
+    let request = FailoverRequest {
+        leader: Some(ME.into()),
+        candidate: Some("node3".into()),
+        ..FailoverRequest::default()
+    };
+    let mut node = paused_primary();
+    let mut v = paused(view(Some((ME, LEASE.0)), 2000, 30));
+    v.members.get_mut(ME).expect("me").role = "primary".into();
+    v.failover = Some(Versioned {
+        value: request,
+        mod_revision: Revision(30),
+    });
+    let mut observed = pg(false, 2000);
+    if let Some(server) = observed.server.as_mut() {
+        server.replication.push(streaming_peer("node3", 2000));
+    }
+    node.handle_input(Instant(700), Input::ClusterChanged(Box::new(v.clone())));
+    node.handle_input(Instant(700), Input::PostgresProbed(observed.clone()));
+    let effects = drain(&mut node);
+    let stop = PgAction::Demote {
+        mode: DemoteMode::Graceful,
+    };
+    assert!(effects.contains(&Effect::Pg(stop.clone())), "{effects:?}");
+    assert_eq!(node.state(), "demoting");
+    node.handle_input(
+        Instant(800),
+        Input::PgActionFinished {
+            action: stop,
+            outcome: PgActionOutcome::Done { sysid: None },
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ReleaseLeader { .. })),
+        "{effects:?}"
+    );
+    // node3 took the key; this node's PostgreSQL is down, shut down cleanly as a primary.
+    let mut after = paused(view(Some(("node3", 9)), 2000, 32));
+    after.members.get_mut("node3").expect("node3").role = "primary".into();
+    node.handle_input(Instant(900), Input::ClusterChanged(Box::new(after)));
+    drain(&mut node);
+    let down = PgObservation {
+        data_dir: DataDir::Initialized {
+            sysid: "7300".into(),
+            state: ControlState::ShutDown,
+            timeline: Timeline(1),
+            standby_signal: false,
+        },
+        postmaster_alive: false,
+        server: None,
+        silent: false,
+    };
+    // The probe asked while the stop ran answers stale (the stop finished since); the one
+    // asked after it decides.
+    let mut effects = step_with_probe(&mut node, 2_000, Input::Tick, down.clone());
+    assert!(effects.contains(&Effect::ProbePostgres), "{effects:?}");
+    node.handle_input(Instant(2_000), Input::PostgresProbed(down));
+    effects.extend(drain(&mut node));
+    assert!(
+        pg_actions(&effects).iter().any(|a| matches!(
+            a,
+            PgAction::Rewind { from } | PgAction::StartReplica { upstream: Some(from) } if from.name == "node3"
+        )),
+        "the former leader rejoins as node3's standby while paused: {effects:?}"
+    );
+
+    // Paused, a switchover naming no candidate is not acted on.
+    let mut node = paused_primary();
+    v.failover = Some(Versioned {
+        value: FailoverRequest {
+            leader: Some(ME.into()),
+            ..FailoverRequest::default()
+        },
+        mod_revision: Revision(31),
+    });
+    node.handle_input(Instant(700), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(700), Input::PostgresProbed(observed));
+    let effects = drain(&mut node);
+    assert!(
+        !pg_actions(&effects)
+            .iter()
+            .any(|a| matches!(a, PgAction::Demote { .. })),
+        "{effects:?}"
+    );
+    assert_eq!(node.state(), "primary");
+}
+
+/// Paused, the free key goes to the candidate the operator named, and only to it: it races,
+/// takes the key and is promoted; another standby does not race.
+#[test]
+fn paused_only_the_named_candidate_races_and_is_promoted() {
+    let leaderless_with_request = |candidate: &str| {
+        let mut v = paused(view(None, 1000, 20));
+        v.failover = Some(Versioned {
+            value: FailoverRequest {
+                leader: Some("node1".into()),
+                candidate: Some(candidate.into()),
+                ..FailoverRequest::default()
+            },
+            mod_revision: Revision(19),
+        });
+        v
+    };
+    let (mut other, t) = running_replica(1, 1000, 1000);
+    other.handle_input(
+        Instant(t),
+        Input::ClusterChanged(Box::new(leaderless_with_request("node3"))),
+    );
+    drain(&mut other);
+    other.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
+    let effects = drain(&mut other);
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. } | Effect::AcquireLeader { .. })),
+        "{effects:?}"
+    );
+    assert_eq!(other.state(), "replica");
+
+    let (mut node, t) = running_replica(1, 1000, 1000);
+    node.handle_input(
+        Instant(t),
+        Input::ClusterChanged(Box::new(leaderless_with_request(ME))),
+    );
+    drain(&mut node);
+    node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
+    let effects = drain(&mut node);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ProbePeers { .. })),
+        "the named candidate races while paused: {effects:?}"
+    );
+    node.handle_input(Instant(t), Input::PeersProbed(Vec::new()));
+    assert_eq!(
+        drain(&mut node),
+        vec![Effect::AcquireLeader { lease: LEASE }]
+    );
+    node.handle_input(
+        Instant(t),
+        Input::LeaderAcquired {
+            won: true,
+            revision: Revision(21),
+            create_revision: Revision(21),
+        },
+    );
+    let effects = drain(&mut node);
+    assert!(
+        pg_actions(&effects)
+            .iter()
+            .any(|a| matches!(a, PgAction::Promote { .. })),
+        "{effects:?}"
+    );
+}
+
 #[test]
 fn a_switchover_the_policy_declines_is_cleared_with_the_reason() {
     // node1 does not stream from the leader: the default policy keeps leading.
@@ -4192,6 +4354,8 @@ fn a_required_watchdog_that_cannot_be_armed_again_demotes_the_primary() {
 /// them all and reads the transitions they made.
 #[allow(dead_code)] // read by the simulation binary, which includes this file
 pub const SCENARIOS: &[fn()] = &[
+    paused_the_leader_hands_over_to_the_named_candidate_and_rejoins_as_a_standby,
+    paused_only_the_named_candidate_races_and_is_promoted,
     a_diverged_standby_is_kept_when_nothing_may_repair_it,
     a_nostream_member_never_streams_and_the_leader_keeps_no_slot_for_it,
     the_timer_table_names_why_the_node_wakes,

@@ -174,12 +174,11 @@ async fn handle(
             return text(code, &why);
         }
     }
-    if paused {
-        // Patroni allows a switchover or failover to a named candidate while paused;
-        // pgwarden does not yet, and says so rather than half-doing it.
+    if paused && request.candidate.is_none() {
+        // Maintenance mode: the operator's candidate is the only one who may be promoted.
         return text(
             StatusCode::BAD_REQUEST,
-            "switchover and failover are not supported in maintenance mode yet: resume first (patronictl resume)",
+            "Switchover is possible only to a specific candidate in a paused state",
         );
     }
     let scheduled = request.scheduled_at.is_some();

@@ -18,7 +18,7 @@ use super::safety;
 use super::sync::{self, StandbyNames, SyncFacts, SyncPlan, SyncStep};
 use super::time::Instant;
 use super::types::{Lsn, Revision, Timeline};
-use super::view::{ReplicationPeer, Schedule, ServerObservation};
+use super::view::{FailoverRequest, ReplicationPeer, Schedule, ServerObservation};
 use super::watchdog::{Watchdog, WatchdogState};
 use super::why::{TransitionRecord, Why};
 use crate::config::{DynamicConfig, SynchronousMode};
@@ -215,6 +215,33 @@ impl Agent {
     /// race for a free key, no start, stop, promotion or demotion of PostgreSQL, no watchdog).
     pub fn paused(&self) -> bool {
         self.facts.config.pause
+    }
+
+    /// In maintenance mode, the operator's switchover or failover to a named candidate (not
+    /// scheduled): the one manual action Patroni lets through while paused.
+    fn paused_handover(&self) -> Option<&FailoverRequest> {
+        if !self.paused() {
+            return None;
+        }
+        let request = &self.facts.view.as_ref()?.failover.as_ref()?.value;
+        (request.candidate.is_some() && request.scheduled_at.is_none()).then_some(request)
+    }
+
+    /// Paused, and the operator named us as the candidate: we may race and be promoted.
+    pub fn paused_handover_to_me(&self) -> bool {
+        let me = self.settings.name.as_str();
+        self.paused_handover()
+            .is_some_and(|r| r.candidate.as_deref() == Some(me))
+    }
+
+    /// Paused, we lead, and the operator asked us to hand over to someone else: our
+    /// policy may stop this primary for it.
+    pub fn paused_handover_from_me(&self) -> bool {
+        let me = self.settings.name.as_str();
+        self.holds_leader_key()
+            && self.paused_handover().is_some_and(|r| {
+                r.candidate.as_deref() != Some(me) && r.leader.as_deref().is_none_or(|l| l == me)
+            })
     }
 
     /// Queue a PostgreSQL action and remember it is in flight.
@@ -1254,12 +1281,14 @@ impl Agent {
                         self.postgres.following = Some(upstream.clone())
                     }
                     PgAction::StartReplica { upstream } => {
-                        self.postgres.following = upstream.clone()
+                        self.postgres.following = upstream.clone();
+                        self.postgres.rejoin_after_handover = false;
                     }
                     PgAction::Clone { from }
                     | PgAction::Reinitialize { from }
                     | PgAction::Rewind { from } => {
                         self.postgres.following = Some(from.clone());
+                        self.postgres.rejoin_after_handover = false;
                         self.postgres.maybe_diverged = false;
                     }
                     PgAction::Promote { .. }

@@ -173,7 +173,10 @@ fn pending_switchover(
     let failover = view.failover.as_ref()?;
     let request = &failover.value;
     let loop_wait = std::time::Duration::from_secs(config.loop_wait.into());
-    (request.schedule(now, loop_wait) == Schedule::Due && !config.pause).then(|| {
+    // Paused, only a request naming its candidate and not scheduled goes through (Patroni).
+    let allowed_while_paused = request.candidate.is_some() && request.scheduled_at.is_none();
+    let allowed = !config.pause || allowed_while_paused;
+    (request.schedule(now, loop_wait) == Schedule::Due && allowed).then(|| {
         (
             failover.mod_revision,
             contract::Switchover {

@@ -641,8 +641,9 @@ impl Agent {
         if self.postgres.action.is_some() {
             return Handled;
         }
-        if self.paused() && !pg.is_running() {
-            // Maintenance mode: the agent starts, clones, rewinds and bootstraps nothing.
+        if self.paused() && !pg.is_running() && !self.postgres.rejoin_after_handover {
+            // Maintenance mode: the agent starts, clones, rewinds and bootstraps nothing
+            // (but a primary it stopped for the operator's switchover rejoins as a standby).
             return Handled;
         }
         match &pg.data_dir {
@@ -830,7 +831,9 @@ impl Agent {
                 self.reload_if_outdated();
                 Handled
             }
-            Some(_) if self.holds_leader_key() && self.paused() => {
+            Some(_)
+                if self.holds_leader_key() && self.paused() && !self.paused_handover_to_me() =>
+            {
                 // Maintenance mode: a leader whose PostgreSQL is a standby is no leader.
                 self.release_leader_key();
                 Handled
@@ -840,7 +843,7 @@ impl Agent {
                 self.promote_after_acquire(Entry::From(Race::with_key()))
             }
             Some(_) => Handled, // our name on an old lease: wait for it to expire
-            None if self.paused() => {
+            None if self.paused() && !self.paused_handover_to_me() => {
                 self.report.last_race_refusal =
                     Some("maintenance mode: no automatic failover".into());
                 Handled
@@ -897,7 +900,7 @@ impl Agent {
         let standby = !self.facts.pg.as_ref().is_some_and(|p| p.is_primary());
         let refusal = match answer {
             // Paused while the race was on: only a running primary takes the key.
-            _ if self.paused() && standby => {
+            _ if self.paused() && standby && !self.paused_handover_to_me() => {
                 Some("maintenance mode: no automatic failover".to_string())
             }
             pgwarden_policy::Race::Race => match self.check_race_with_votes(Some(&answers)) {
@@ -972,10 +975,15 @@ impl Agent {
             pgwarden_policy::Fence::Demote(why) => (DemoteMode::Graceful, why),
             pgwarden_policy::Fence::Fence(why) => (DemoteMode::Immediate, why),
         };
-        if self.postgres.action.is_some() || self.paused() {
+        let handover = self.paused_handover_from_me();
+        if self.postgres.action.is_some() || (self.paused() && !handover) {
             // An action is running (the next answer will ask again), or maintenance mode:
-            // the operator's primary is not stopped by a policy either.
+            // the operator's primary is not stopped by a policy either, except to hand over
+            // to the candidate the operator named.
             return Handled;
+        }
+        if handover {
+            self.postgres.rejoin_after_handover = true;
         }
         self.start_pg(PgAction::Demote { mode });
         let detail = why.clone();
@@ -989,9 +997,9 @@ impl Agent {
             return Handled; // its outcome decides; releasing the key now would orphan it
         }
         let running_primary = self.facts.pg.as_ref().is_some_and(|p| p.is_primary());
-        if self.paused() && !running_primary {
+        if self.paused() && !running_primary && !self.paused_handover_to_me() {
             // Paused while this standby's race was on: nothing is promoted (only a running
-            // primary takes the key in maintenance mode).
+            // primary takes the key in maintenance mode, or the operator's candidate).
             self.release_leader_key();
             let detail = "maintenance mode: no automatic failover".to_string();
             return self.go(State::replica(), Why::NotRacing { detail });

@@ -87,6 +87,10 @@ pub struct PostgresControl {
     pub following: Option<Upstream>,
     /// PostgreSQL was a primary that may have diverged from the current leader.
     pub maybe_diverged: bool,
+    /// This primary was stopped to hand over to an operator's candidate in maintenance
+    /// mode: it is started again as a standby (part of the operator's action, as in
+    /// Patroni), although the agent starts nothing else while paused.
+    pub rejoin_after_handover: bool,
     /// Since when our running primary has not answered the probe (postmaster alive).
     pub unresponsive_since: Option<Instant>,
     /// Last PostgreSQL action error.

@@ -836,6 +836,7 @@ fn haproxy_and_patronictl_follow_the_leader() {
         text.contains(c.scope()),
         "patronictl names the cluster: {text}"
     );
+    ctl_list_prints_what_patronictl_prints(&c);
 
     c.kill_node(leader);
     let new_leader = c.wait_for_leader(FAILOVER_TIMEOUT);
@@ -851,6 +852,41 @@ fn haproxy_and_patronictl_follow_the_leader() {
     let config = c.pg_config_at(proxy.primary_port);
     support::sql::execute(&config, &format!("INSERT INTO {TABLE} (id) VALUES (-10)"))
         .expect("a write through HAProxy after the failover");
+}
+
+/// `pgwardenctl list` and `topology`, read through a patronictl-style file, print what the
+/// real `patronictl` prints from the agent's file, byte for byte, in every format.
+fn ctl_list_prints_what_patronictl_prints(c: &Cluster) {
+    let forms: [&[&str]; 7] = [
+        &["list"],
+        &["list", "-e"],
+        &["list", "-f", "tsv"],
+        &["list", "-f", "json"],
+        &["list", "-e", "-f", "json"],
+        &["list", "-f", "yaml"],
+        &["topology"],
+    ];
+    for args in forms {
+        wait_check(
+            SHORT_TIMEOUT,
+            &format!("pgwardenctl {} as patronictl", args.join(" ")),
+            || {
+                let theirs = patronictl(c, args);
+                let ours = c.ctl(args);
+                if !theirs.success() || !ours.success() {
+                    return Err(format!("patronictl: {theirs:?}\npgwardenctl: {ours:?}"));
+                }
+                if theirs.stdout == ours.stdout {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "patronictl:\n{}\npgwardenctl:\n{}",
+                        theirs.stdout, ours.stdout
+                    ))
+                }
+            },
+        );
+    }
 }
 
 /// The real `patronictl -c <node 0's config> args...`.

@@ -628,6 +628,96 @@ fn pgwardenctl_verbs(c: &Cluster, leader: usize) {
         assert!(version.stdout.contains(&line), "{line} in {version:?}");
     }
     assert!(version.stdout.contains("PostgreSQL 15."), "{version:?}");
+    pgwardenctl_topology_reinit_and_remove(c, now);
+}
+
+/// `pgwardenctl topology`, `reinit` (the standby's data directory really is rebuilt: a
+/// file left in it is gone) and `remove` (of another cluster in the same etcd, after the
+/// typed confirmations; a wrong answer removes nothing).
+fn pgwardenctl_topology_reinit_and_remove(c: &Cluster, leader: usize) {
+    let scope = c.scope();
+    let topology = c.ctl(&["topology", scope]);
+    let rows: Vec<&str> = topology
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| Member"))
+        .collect();
+    assert_eq!(rows.len(), c.len(), "{topology:?}");
+    assert!(
+        rows[0].starts_with(&format!("| {} ", c.name(leader))),
+        "the leader first: {topology:?}"
+    );
+    assert!(
+        rows[1..].iter().all(|r| r.starts_with("| + ")),
+        "standbys under it: {topology:?}"
+    );
+
+    let standby = (0..c.len()).find(|&i| i != leader).expect("a standby");
+    wait_check(
+        REPLICATION_TIMEOUT,
+        "the standby streaming before reinit",
+        || streaming(c, standby),
+    );
+    let marker = c.data_dir(standby).join("left-by-the-test");
+    std::fs::write(&marker, "reinit removes me").expect("write a marker into the data dir");
+    let refused = c.ctl(&["reinit", scope, c.name(leader), "--force"]);
+    assert!(
+        !refused.success(),
+        "the leader is not reinitialized: {refused:?}"
+    );
+    let out = c.ctl(&["reinit", scope, c.name(standby), "--force", "--wait"]);
+    assert!(
+        out.success()
+            && out.stdout.contains(&format!(
+                "Success: reinitialize for member {}",
+                c.name(standby)
+            ))
+            && out.stdout.contains(&format!(
+                "Reinitialize is completed on: {}",
+                c.name(standby)
+            )),
+        "pgwardenctl reinit: {out:?}\n{}",
+        c.diagnostics(40)
+    );
+    assert!(!marker.exists(), "the data directory was not rebuilt");
+    wait_check(
+        REJOIN_TIMEOUT,
+        "the reinitialized standby streaming",
+        || streaming(c, standby),
+    );
+
+    // Another cluster in the same etcd, with a leader key.
+    let ghost = "/service/ghost";
+    for (key, value) in [("members/x", "{}"), ("leader", "x")] {
+        let mut put = c.etcd().etcdctl();
+        put.args(["put", &format!("{ghost}/{key}"), value]);
+        let out = support::process::run_capture(&mut put, Duration::from_secs(10));
+        assert!(out.success(), "etcdctl put: {out:?}");
+    }
+    let ghost_keys = || {
+        let mut get = c.etcd().etcdctl();
+        get.args(["get", "--prefix", "--keys-only", &format!("{ghost}/")]);
+        let out = support::process::run_capture(&mut get, Duration::from_secs(10));
+        assert!(out.success(), "etcdctl get: {out:?}");
+        out.stdout.lines().filter(|l| !l.is_empty()).count()
+    };
+    assert_eq!(ghost_keys(), 2);
+    let wrong = c.ctl_with_input(&["remove", "ghost"], "ghost\nYes I am aware\nnot-x\n");
+    assert!(
+        !wrong.success()
+            && wrong
+                .stderr
+                .contains("You did not specify the current leader of the cluster"),
+        "{wrong:?}"
+    );
+    assert_eq!(ghost_keys(), 2, "a wrong answer removes nothing");
+    let out = c.ctl_with_input(&["remove", "ghost"], "ghost\nYes I am aware\nx\n");
+    assert!(out.success(), "pgwardenctl remove: {out:?}");
+    assert_eq!(ghost_keys(), 0, "every key of the removed cluster is gone");
+    assert!(
+        c.dcs_get("leader").is_ok_and(|k| k.is_some()),
+        "the cluster under test keeps its keys"
+    );
 }
 
 /// `strict-zero-loss` refuses a manual failover to an asynchronous standby and says why,

@@ -4,7 +4,7 @@
 //! the operator endpoints (`switchover`) write to etcd; `failsafe` and `reinitialize` hand
 //! their request to the core and answer with its verdict.
 
-mod cluster;
+pub mod cluster;
 mod config;
 mod failsafe;
 pub mod metrics;

@@ -3,32 +3,67 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pgwarden::ctl::commands::ListOptions;
 use pgwarden::ctl::info;
 use pgwarden::ctl::ops::{self, RoleFilter};
 use pgwarden::ctl::policy::PolicyCommand;
+use pgwarden::ctl::session::Session;
 
 /// pgwarden's operator CLI.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
-    /// Configuration file (the agent's Patroni-format YAML; the `policy` commands do not
-    /// read it).
-    #[arg(short = 'c', long = "config-file", env = "PATRONICTL_CONFIG_FILE")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
+}
+
+/// patronictl's global options.
+#[derive(clap::Args, Debug)]
+struct Global {
+    /// Configuration file: patronictl's (`scope`, `namespace`, `etcd3`, `ctl`) or an agent's
+    /// YAML (the `policy` commands do not read it).
+    #[arg(
+        short = 'c',
+        long = "config-file",
+        env = "PATRONICTL_CONFIG_FILE",
+        global = true
+    )]
+    config: Option<PathBuf>,
+    /// The lock store, replacing the file's: `etcd3://host:port[/namespace]`.
+    #[arg(
+        short = 'd',
+        long = "dcs-url",
+        visible_alias = "dcs",
+        env = "DCS_URL",
+        global = true
+    )]
+    dcs_url: Option<String>,
+    /// Accepted for patronictl's sake; pgwarden's REST API speaks plain HTTP.
+    #[arg(short = 'k', long, global = true)]
+    insecure: bool,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Show the cluster's members, roles, states, timelines and lag.
     List {
-        /// Cluster name (must match the configuration's scope; informational).
+        /// Cluster name (default: the configuration's scope).
         cluster: Option<String>,
+        #[command(flatten)]
+        options: ListArgs,
+    },
+    /// The members as `list` shows them, ordered and indented by who streams from whom, as
+    /// `patronictl topology`.
+    Topology {
+        /// Cluster name (default: the configuration's scope).
+        cluster: Option<String>,
+        #[command(flatten)]
+        options: WatchArgs,
     },
     /// Failover policy authoring: create, check, and replay traces through policy components.
     /// Set PGWARDEN_LOG (e.g. `info`) to see the policies' own log lines on stderr.
@@ -131,6 +166,31 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Wipe standbys' data directories and clone them again from the leader, as
+    /// `patronictl reinit`. Exits 1 if any member refused.
+    Reinit {
+        /// Cluster name, then member names.
+        #[arg(value_name = "CLUSTER MEMBER...", required = true, num_args = 2..)]
+        names: Vec<String>,
+        /// Do not ask for confirmation; cancel a reinitialization already under way.
+        #[arg(long)]
+        force: bool,
+        /// Clone from the leader (pgwarden always does).
+        #[arg(long = "from-leader")]
+        from_leader: bool,
+        /// Wait until the members are rebuilt.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Delete every key of the cluster from etcd, after typed confirmations, as
+    /// `patronictl remove`.
+    Remove {
+        /// Cluster name.
+        cluster: String,
+        /// How to print the members before asking.
+        #[arg(short = 'f', long, value_enum, default_value = "pretty")]
+        format: pgwarden::ctl::list::Format,
+    },
     /// Print the cluster-wide configuration (`/config`) as YAML, as `patronictl show-config`.
     ShowConfig {
         /// Cluster name (must match the configuration's scope).
@@ -170,6 +230,48 @@ enum Command {
     },
 }
 
+/// `list`'s options, as patronictl's.
+#[derive(clap::Args, Debug)]
+struct ListArgs {
+    /// Show the pending and scheduled restart and tag columns even when empty.
+    #[arg(short = 'e', long)]
+    extended: bool,
+    /// Output format.
+    #[arg(short = 'f', long, value_enum, default_value = "pretty")]
+    format: pgwarden::ctl::list::Format,
+    #[command(flatten)]
+    watch: WatchArgs,
+}
+
+/// patronictl's `--timestamp`, `-W` and `--watch`.
+#[derive(clap::Args, Debug)]
+struct WatchArgs {
+    /// Print the time before each listing.
+    #[arg(short = 't', long)]
+    timestamp: bool,
+    /// List again every 2 seconds until interrupted.
+    #[arg(short = 'W')]
+    every_two_seconds: bool,
+    /// List again every so many seconds until interrupted.
+    #[arg(short = 'w', long = "watch", value_name = "SECONDS")]
+    watch: Option<f64>,
+}
+
+impl WatchArgs {
+    fn options(&self, extended: bool, format: pgwarden::ctl::list::Format) -> ListOptions {
+        let seconds = self
+            .watch
+            .filter(|s| *s > 0.0)
+            .or(self.every_two_seconds.then_some(2.0));
+        ListOptions {
+            extended,
+            timestamp: self.timestamp,
+            format,
+            watch: seconds.map(std::time::Duration::from_secs_f64),
+        }
+    }
+}
+
 /// `dsn --role`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum DsnRoleArg {
@@ -189,14 +291,22 @@ fn default_config() -> PathBuf {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    let Cli { global, command } = Cli::parse();
+    let g = &global;
+    match command {
         Command::Policy { command } => {
             init_policy_log();
             pgwarden::ctl::policy::run(&command)
         }
-        Command::List { cluster } => finish(list(cli.config, cluster)),
-        Command::Replay { input_log } => finish(replay(cli.config, &input_log)),
+        Command::List { cluster, options } => {
+            let options = options.watch.options(options.extended, options.format);
+            finish_ops(g, cluster.as_deref(), |s| s.list(&options))
+        }
+        Command::Topology { cluster, options } => {
+            let options = options.options(false, pgwarden::ctl::list::Format::Topology);
+            finish_ops(g, cluster.as_deref(), |s| s.list(&options))
+        }
+        Command::Replay { input_log } => finish(replay(g.config.clone(), &input_log)),
         Command::Restart {
             names,
             role,
@@ -212,13 +322,21 @@ fn main() -> ExitCode {
                 pg_version,
                 timeout,
             };
-            finish_ops(cli.config, |ctl| ctl.restart(&names, role, &options, force))
+            let (cluster, members) = cluster_and_members(&names);
+            finish_ops(g, cluster, |s| s.restart(members, role, &options, force))
         }
         Command::Reload { names, role, force } => {
-            finish_ops(cli.config, |ctl| ctl.reload(&names, role, force))
+            let (cluster, members) = cluster_and_members(&names);
+            finish_ops(g, cluster, |s| s.reload(members, role, force))
         }
         Command::Flush { names, role, force } => {
-            finish_ops(cli.config, |ctl| ctl.flush(&names, role, force))
+            let Some((target, names)) = names.split_last() else {
+                return finish(Err(anyhow::anyhow!(
+                    "name what to flush: restart or switchover"
+                )));
+            };
+            let (cluster, members) = cluster_and_members(names);
+            finish_ops(g, cluster, |s| s.flush(members, target, role, force))
         }
         Command::Switchover {
             cluster,
@@ -234,7 +352,7 @@ fn main() -> ExitCode {
                 candidate: candidate.as_deref(),
                 scheduled_at: scheduled.as_deref(),
             };
-            finish_ops(cli.config, |ctl| ctl.hand_over(cluster, &asked, force))
+            finish_ops(g, cluster.as_deref(), |s| s.hand_over(&asked, force))
         }
         Command::Failover {
             cluster,
@@ -247,10 +365,20 @@ fn main() -> ExitCode {
                 candidate: candidate.as_deref(),
                 scheduled_at: None,
             };
-            finish_ops(cli.config, |ctl| ctl.hand_over(cluster, &asked, force))
+            finish_ops(g, cluster.as_deref(), |s| s.hand_over(&asked, force))
         }
-        Command::ShowConfig { cluster } => finish_ops(cli.config, |ctl| ctl.show_config(cluster)),
-        Command::History { cluster } => finish_ops(cli.config, |ctl| ctl.history(cluster)),
+        Command::Reinit {
+            names,
+            force,
+            from_leader,
+            wait,
+        } => {
+            let (cluster, members) = cluster_and_members(&names);
+            finish_ops(g, cluster, |s| s.reinit(members, force, from_leader, wait))
+        }
+        Command::Remove { cluster, format } => finish_ops(g, Some(&cluster), |s| s.remove(format)),
+        Command::ShowConfig { cluster } => finish_ops(g, cluster.as_deref(), Session::show_config),
+        Command::History { cluster } => finish_ops(g, cluster.as_deref(), Session::history),
         Command::Dsn {
             cluster,
             role,
@@ -261,21 +389,31 @@ fn main() -> ExitCode {
                 DsnRoleArg::Replica => info::DsnRole::Replica,
                 DsnRoleArg::Any => info::DsnRole::Any,
             });
-            finish_ops(cli.config, |ctl| ctl.dsn(cluster, role, member.as_deref()))
+            finish_ops(g, cluster.as_deref(), |s| s.dsn(role, member.as_deref()))
         }
         Command::Version { names } => {
             println!("pgwardenctl version {}", env!("CARGO_PKG_VERSION"));
             if names.is_empty() {
                 return ExitCode::SUCCESS;
             }
-            finish_ops(cli.config, |ctl| ctl.versions(&names))
+            let (cluster, members) = cluster_and_members(&names);
+            finish_ops(g, cluster, |s| s.versions(members))
         }
         Command::Pause { cluster, wait } => {
-            finish_ops(cli.config, |ctl| ctl.toggle_pause(cluster, true, wait))
+            finish_ops(g, cluster.as_deref(), |s| s.toggle_pause(true, wait))
         }
         Command::Resume { cluster, wait } => {
-            finish_ops(cli.config, |ctl| ctl.toggle_pause(cluster, false, wait))
+            finish_ops(g, cluster.as_deref(), |s| s.toggle_pause(false, wait))
         }
+    }
+}
+
+/// `CLUSTER [MEMBER]...`: the cluster (the configuration's scope when none is given),
+/// then the members.
+fn cluster_and_members(names: &[String]) -> (Option<&str>, &[String]) {
+    match names.split_first() {
+        Some((cluster, members)) => (Some(cluster.as_str()), members),
+        None => (None, names),
     }
 }
 
@@ -292,9 +430,14 @@ fn with_zone(at: String) -> String {
     }
 }
 
-/// Runs an operator verb: `Ok(false)` (a member failed) exits 1 as an error does.
-fn finish_ops(config: Option<PathBuf>, run: impl FnOnce(&Ctl) -> anyhow::Result<bool>) -> ExitCode {
-    let result = Ctl::open(config).and_then(|ctl| run(&ctl));
+/// Runs an operator verb on `cluster` (the configuration's `scope` when none is named):
+/// `Ok(false)` (a member failed) exits 1 as an error does.
+fn finish_ops(
+    cli: &Global,
+    cluster: Option<&str>,
+    run: impl FnOnce(&Session) -> anyhow::Result<bool>,
+) -> ExitCode {
+    let result = open_session(cli, cluster).and_then(|session| run(&session));
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -305,441 +448,21 @@ fn finish_ops(config: Option<PathBuf>, run: impl FnOnce(&Ctl) -> anyhow::Result<
     }
 }
 
-/// The cluster an operator verb acts on: its configuration, the lock store, the members'
-/// REST APIs.
-struct Ctl {
-    config: pgwarden::config::Config,
-    runtime: tokio::runtime::Runtime,
-}
-
-/// How long a member's REST API may take for an immediate answer.
-const API_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl Ctl {
-    fn open(config: Option<PathBuf>) -> anyhow::Result<Ctl> {
-        let path = config.unwrap_or_else(default_config);
-        let loaded =
-            pgwarden::config::load(&path).with_context(|| format!("reading {}", path.display()))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        Ok(Ctl {
-            config: loaded.config,
-            runtime,
-        })
+/// Reads the configuration (patronictl's file or an agent's) and opens the cluster.
+fn open_session(cli: &Global, cluster: Option<&str>) -> anyhow::Result<Session> {
+    let (path, explicit) = match &cli.config {
+        Some(path) => (path.clone(), true),
+        None => (default_config(), false),
+    };
+    let loaded = pgwarden::config::load_ctl(&path, explicit, cli.dcs_url.as_deref())
+        .with_context(|| format!("reading {}", path.display()))?;
+    for warning in &loaded.warnings {
+        eprintln!("Warning: {warning}");
     }
-
-    /// The cluster as etcd has it now.
-    fn view(&self) -> anyhow::Result<pgwarden::core::view::ClusterView> {
-        self.runtime.block_on(async {
-            let store = tokio::time::timeout(
-                Duration::from_secs(10),
-                pgwarden::runtime::connect_store(&self.config),
-            )
-            .await
-            .context("connecting to etcd")?;
-            store.load().await.context("reading the cluster from etcd")
-        })
+    if cli.insecure {
+        eprintln!("Warning: --insecure has no effect: pgwarden's REST API speaks plain HTTP");
     }
-
-    /// Checks the positional cluster name against the configured scope; the rest are
-    /// member names.
-    fn members_of<'a>(&self, names: &'a [String]) -> anyhow::Result<&'a [String]> {
-        match names.split_first() {
-            None => Ok(names),
-            Some((cluster, members)) if *cluster == self.config.scope => Ok(members),
-            Some((cluster, _)) => anyhow::bail!(
-                "cluster {cluster:?} is not the configured scope {:?}",
-                self.config.scope
-            ),
-        }
-    }
-
-    /// Sends `method path` to a member's REST API with the configured credentials.
-    fn call(
-        &self,
-        member: &pgwarden::core::view::MemberInfo,
-        method: &str,
-        path: &str,
-        body: Option<serde_json::Value>,
-        timeout: Duration,
-    ) -> Result<(u16, String), String> {
-        let url = format!("{}{path}", ops::api_base(member));
-        let auth = self.config.restapi.authentication.as_ref().map(|c| {
-            (
-                c.username.as_str(),
-                c.password.as_deref().unwrap_or_default(),
-            )
-        });
-        self.runtime
-            .block_on(pgwarden::runtime::http::request_as(
-                method,
-                &url,
-                body.map(|b| b.to_string()),
-                auth,
-                timeout,
-            ))
-            .map(|(status, body)| (status, String::from_utf8_lossy(&body).into_owned()))
-            .map_err(|e| e.to_string())
-    }
-
-    fn restart(
-        &self,
-        names: &[String],
-        role: RoleFilter,
-        options: &ops::RestartOptions,
-        force: bool,
-    ) -> anyhow::Result<bool> {
-        let names = self.members_of(names)?;
-        let view = self.view()?;
-        let mut members = ops::select(&view, names, role).map_err(anyhow::Error::msg)?;
-        if options.pending && options.scheduled.is_none() {
-            members.retain(|m| ops::pending_restart(m));
-            if members.is_empty() {
-                println!("No member is pending a restart");
-                return Ok(true);
-            }
-        }
-        let listed: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
-        let when = options
-            .scheduled
-            .as_deref()
-            .map_or(String::new(), |at| format!(" at {at}"));
-        confirm(
-            force,
-            &format!(
-                "Are you sure you want to restart members {}{when}?",
-                listed.join(", ")
-            ),
-        )?;
-        let body = ops::restart_body(options);
-        // An immediate restart answers once PostgreSQL is back.
-        let wait = Duration::from_secs(600);
-        let mut all_ok = true;
-        for member in members {
-            if options.scheduled.is_some() && force && ops::has_scheduled_restart(member) {
-                // patronictl --force replaces a scheduled restart.
-                let _ = self.call(member, "DELETE", "/restart", None, API_TIMEOUT);
-            }
-            let outcome = match self.call(member, "POST", "/restart", Some(body.clone()), wait) {
-                Ok((status, text)) => ops::restart_outcome(&member.name, status, &text),
-                Err(error) => unreachable_member(&member.name, "restart", &error),
-            };
-            println!("{}", outcome.line);
-            all_ok &= outcome.ok;
-        }
-        Ok(all_ok)
-    }
-
-    fn reload(&self, names: &[String], role: RoleFilter, force: bool) -> anyhow::Result<bool> {
-        let names = self.members_of(names)?;
-        let view = self.view()?;
-        let members = ops::select(&view, names, role).map_err(anyhow::Error::msg)?;
-        let listed: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
-        confirm(
-            force,
-            &format!(
-                "Are you sure you want to reload members {}?",
-                listed.join(", ")
-            ),
-        )?;
-        let loop_wait = view
-            .config
-            .as_ref()
-            .map_or(self.config.bootstrap.dcs.loop_wait, |c| c.value.loop_wait);
-        let mut all_ok = true;
-        for member in members {
-            let outcome = match self.call(member, "POST", "/reload", None, API_TIMEOUT) {
-                Ok((status, text)) => ops::reload_outcome(&member.name, status, &text, loop_wait),
-                Err(error) => unreachable_member(&member.name, "reload", &error),
-            };
-            println!("{}", outcome.line);
-            all_ok &= outcome.ok;
-        }
-        Ok(all_ok)
-    }
-
-    fn flush(&self, names: &[String], role: RoleFilter, force: bool) -> anyhow::Result<bool> {
-        let Some((target, names)) = names.split_last() else {
-            anyhow::bail!("name what to flush: restart or switchover");
-        };
-        let names = self.members_of(names)?;
-        let view = self.view()?;
-        match target.as_str() {
-            "restart" => {
-                let members = ops::select(&view, names, role).map_err(anyhow::Error::msg)?;
-                let listed: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
-                confirm(
-                    force,
-                    &format!(
-                        "Are you sure you want to flush scheduled restarts of members {}?",
-                        listed.join(", ")
-                    ),
-                )?;
-                let mut all_ok = true;
-                for member in members {
-                    if !ops::has_scheduled_restart(member) {
-                        println!("No scheduled restart for member {}", member.name);
-                        continue;
-                    }
-                    let action = "flush scheduled restart";
-                    let outcome = match self.call(member, "DELETE", "/restart", None, API_TIMEOUT) {
-                        Ok((status, text)) => {
-                            ops::action_outcome(action, &member.name, status, &text)
-                        }
-                        Err(error) => unreachable_member(&member.name, action, &error),
-                    };
-                    println!("{}", outcome.line);
-                    all_ok &= outcome.ok;
-                }
-                Ok(all_ok)
-            }
-            "switchover" => {
-                let scheduled = view
-                    .failover
-                    .as_ref()
-                    .is_some_and(|f| f.value.scheduled_at.is_some());
-                if !scheduled {
-                    println!("No pending scheduled switchover");
-                    return Ok(true);
-                }
-                // As patronictl: the first member that answers 200 or 404 settles it.
-                for member in leader_first(&view) {
-                    match self.call(member, "DELETE", "/switchover", None, API_TIMEOUT) {
-                        Ok((200, text)) => {
-                            println!("Success: {text}");
-                            return Ok(true);
-                        }
-                        Ok((404, text)) => {
-                            println!("Failed: {text}");
-                            return Ok(false);
-                        }
-                        Ok((status, text)) => println!(
-                            "Failed: member={}, status_code={status}, ({text})",
-                            member.name
-                        ),
-                        Err(error) => println!("Member {} is not accessible: {error}", member.name),
-                    }
-                }
-                anyhow::bail!("no member could delete the scheduled switchover")
-            }
-            other => anyhow::bail!("cannot flush {other:?}: name restart or switchover"),
-        }
-    }
-
-    /// Checks an optional positional cluster name against the configured scope.
-    fn check_cluster(&self, cluster: Option<String>) -> anyhow::Result<()> {
-        match cluster {
-            Some(cluster) => self.members_of(&[cluster]).map(|_| ()),
-            None => Ok(()),
-        }
-    }
-
-    fn hand_over(
-        &self,
-        cluster: Option<String>,
-        asked: &ops::HandOver<'_>,
-        force: bool,
-    ) -> anyhow::Result<bool> {
-        self.check_cluster(cluster)?;
-        let view = self.view()?;
-        let scope = &self.config.scope;
-        let body = ops::hand_over_body(&view, scope, asked).map_err(anyhow::Error::msg)?;
-        let action = if asked.switchover {
-            "switchover"
-        } else {
-            "failover"
-        };
-        let demote = view
-            .leader_name()
-            .map(|l| format!(", demoting current leader {l}"))
-            .unwrap_or_default();
-        let question = match asked.scheduled_at {
-            Some(at) => format!(
-                "Are you sure you want to schedule switchover of cluster {scope} at {at}{demote}?"
-            ),
-            None => format!("Are you sure you want to {action} cluster {scope}{demote}?"),
-        };
-        confirm(force, &question)?;
-        // patronictl asks the leader, or the candidate when there is none.
-        let target = view
-            .leader_name()
-            .or(asked.candidate)
-            .and_then(|name| view.members.get(name))
-            .ok_or_else(|| anyhow::anyhow!("no member to send the {action} to"))?;
-        let wait = Duration::from_secs(180);
-        let outcome = match self.call(target, "POST", &format!("/{action}"), Some(body), wait) {
-            Ok((status, text)) => {
-                ops::hand_over_outcome(asked.switchover, status, &text, &timestamp())
-            }
-            Err(error) => unreachable_member(&target.name, action, &error),
-        };
-        println!("{}", outcome.line);
-        println!("{}", pgwarden::ctl::list::render(scope, &self.view()?));
-        Ok(outcome.ok)
-    }
-
-    fn show_config(&self, cluster: Option<String>) -> anyhow::Result<bool> {
-        self.check_cluster(cluster)?;
-        let config = self.runtime.block_on(async {
-            let store = tokio::time::timeout(
-                Duration::from_secs(10),
-                pgwarden::runtime::connect_store(&self.config),
-            )
-            .await
-            .context("connecting to etcd")?;
-            store
-                .read_config()
-                .await
-                .context("reading /config from etcd")
-        })?;
-        let config = config.map(|(value, _)| value).unwrap_or_default();
-        print!(
-            "{}",
-            info::config_yaml(&config).map_err(anyhow::Error::msg)?
-        );
-        Ok(true)
-    }
-
-    fn history(&self, cluster: Option<String>) -> anyhow::Result<bool> {
-        self.check_cluster(cluster)?;
-        println!("{}", info::history_table(&self.view()?.history));
-        Ok(true)
-    }
-
-    fn dsn(
-        &self,
-        cluster: Option<String>,
-        role: Option<info::DsnRole>,
-        member: Option<&str>,
-    ) -> anyhow::Result<bool> {
-        self.check_cluster(cluster)?;
-        println!(
-            "{}",
-            info::dsn(&self.view()?, role, member).map_err(anyhow::Error::msg)?
-        );
-        Ok(true)
-    }
-
-    fn versions(&self, names: &[String]) -> anyhow::Result<bool> {
-        let names = self.members_of(names)?;
-        let view = self.view()?;
-        println!();
-        let mut all_ok = true;
-        for member in view.members.values() {
-            if !names.is_empty() && !names.contains(&member.name) {
-                continue;
-            }
-            let answer = self
-                .call(member, "GET", "/patroni", None, API_TIMEOUT)
-                .and_then(|(_, text)| serde_json::from_str(&text).map_err(|e| e.to_string()));
-            match answer {
-                Ok(patroni) => println!("{}", info::version_line(&member.name, &patroni)),
-                Err(error) => {
-                    all_ok = false;
-                    println!("{}: failed to get version: {error}", member.name);
-                }
-            }
-        }
-        Ok(all_ok)
-    }
-
-    fn toggle_pause(
-        &self,
-        cluster: Option<String>,
-        paused: bool,
-        wait: bool,
-    ) -> anyhow::Result<bool> {
-        if let Some(cluster) = cluster {
-            self.members_of(&[cluster])?;
-        }
-        let view = self.view()?;
-        let now_paused = view.config.as_ref().is_some_and(|c| c.value.pause);
-        let word = if paused { "paused" } else { "resumed" };
-        if now_paused == paused {
-            anyhow::bail!("Cluster is already {word}");
-        }
-        // Patroni's body: `null` deletes the key on resume.
-        let body = serde_json::json!({ "pause": if paused { serde_json::json!(true) } else { serde_json::Value::Null } });
-        let mut answered = false;
-        for member in leader_first(&view) {
-            match self.call(member, "PATCH", "/config", Some(body.clone()), API_TIMEOUT) {
-                Ok((200, _)) => {
-                    answered = true;
-                    break;
-                }
-                Ok((status, text)) => println!(
-                    "Failed: member={}, status_code={status}, ({text})",
-                    member.name
-                ),
-                Err(error) => println!("Member {} is not accessible: {error}", member.name),
-            }
-        }
-        if !answered {
-            anyhow::bail!("no member accepted the change");
-        }
-        if wait {
-            println!("Waiting for cluster to become {word}");
-            let deadline = std::time::Instant::now() + Duration::from_secs(120);
-            loop {
-                let waiting = ops::members_not_yet(&self.view()?, paused);
-                if waiting.is_empty() {
-                    break;
-                }
-                if std::time::Instant::now() > deadline {
-                    anyhow::bail!("members not yet {word} after 120 s: {}", waiting.join(", "));
-                }
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
-        println!("Success: cluster management is {word}");
-        Ok(true)
-    }
-}
-
-/// The members, the leader first (where patronictl sends cluster-wide requests).
-fn leader_first(
-    view: &pgwarden::core::view::ClusterView,
-) -> Vec<&pgwarden::core::view::MemberInfo> {
-    let leader = view.leader_name();
-    let mut members: Vec<_> = view.members.values().collect();
-    members.sort_by_key(|m| Some(m.name.as_str()) != leader);
-    members
-}
-
-/// patronictl's timestamp before an answer (UTC here).
-fn timestamp() -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]"
-    );
-    time::OffsetDateTime::now_utc()
-        .format(&format)
-        .unwrap_or_default()
-}
-
-/// A member whose REST API did not answer.
-fn unreachable_member(member: &str, action: &str, error: &str) -> ops::Outcome {
-    ops::Outcome {
-        line: format!("Failed: {action} for member {member}: {error}"),
-        ok: false,
-    }
-}
-
-/// Asks `question` unless `force`; anything but y/yes aborts (exit 1, as patronictl).
-fn confirm(force: bool, question: &str) -> anyhow::Result<()> {
-    if force {
-        return Ok(());
-    }
-    use std::io::Write as _;
-    print!("{question} [y/N]: ");
-    std::io::stdout().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-        Ok(())
-    } else {
-        anyhow::bail!("Aborted!")
-    }
+    Session::open(loaded.config, cluster)
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {
@@ -785,31 +508,4 @@ fn init_policy_log() {
             .with_writer(std::io::stderr)
             .init();
     }
-}
-
-fn list(config: Option<PathBuf>, cluster: Option<String>) -> anyhow::Result<()> {
-    let path = config.unwrap_or_else(default_config);
-    let loaded =
-        pgwarden::config::load(&path).with_context(|| format!("reading {}", path.display()))?;
-    let config = loaded.config;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    if let Some(name) = cluster.filter(|c| *c != config.scope) {
-        anyhow::bail!(
-            "cluster {name:?} is not the configured scope {:?}",
-            config.scope
-        );
-    }
-    let view = runtime.block_on(async {
-        let store = tokio::time::timeout(
-            Duration::from_secs(10),
-            pgwarden::runtime::connect_store(&config),
-        )
-        .await
-        .context("connecting to etcd")?;
-        store.load().await.context("reading the cluster from etcd")
-    })?;
-    println!("{}", pgwarden::ctl::list::render(&config.scope, &view));
-    Ok(())
 }

@@ -24,6 +24,7 @@
 //! `etcd3` DCS is accepted.
 
 mod address;
+mod ctl;
 mod dynamic;
 mod env;
 mod error;
@@ -40,6 +41,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 pub use address::{AddressError, HostPort, ListenAddress};
+pub use ctl::{CtlConfig, LoadedCtl};
 pub use dynamic::{DynamicConfig, DynamicPostgresql, SynchronousMode, MIN_TTL_SECS};
 pub use error::ConfigError;
 pub use model::{
@@ -89,6 +91,36 @@ pub fn load_with_env(
             format!("cannot read: no such file or directory, and {CONFIGURATION_ENV} is not set"),
         )),
     }
+}
+
+/// Reads what `pgwardenctl` needs (see [`CtlConfig`]) from `path` (a patronictl file, an
+/// agent's YAML, or a directory of them), as patronictl: a file that does not exist is an
+/// error when the operator named it (`explicit`), and an empty configuration otherwise;
+/// `PATRONI_*` variables override keys; `dcs_url` replaces the lock store.
+pub fn load_ctl(
+    path: &Path,
+    explicit: bool,
+    dcs_url: Option<&str>,
+) -> Result<LoadedCtl, ConfigError> {
+    let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+    let mut root = if path.exists() {
+        read_path(path)?
+    } else if explicit {
+        return Err(ConfigError::new(
+            path.display().to_string(),
+            "cannot read: no such file or directory (check -c/--config-file)",
+        ));
+    } else {
+        match env(CONFIGURATION_ENV).filter(|y| !y.trim().is_empty()) {
+            Some(yaml) => tree::yaml_to_json(&yaml, CONFIGURATION_ENV)?,
+            None => Value::Object(Map::new()),
+        }
+    };
+    if root.is_null() {
+        root = Value::Object(Map::new());
+    }
+    let origins = env::apply(&mut root, &env, true)?;
+    ctl::build(root, dcs_url).map_err(|e| origins.readdress(e))
 }
 
 /// Parses YAML text, applies overrides from `env` (but not `PATRONI_CONFIGURATION`: the

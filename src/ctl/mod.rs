@@ -1,7 +1,9 @@
 //! Operator commands behind `pgwardenctl`: patronictl's equivalents, which read the lock
 //! store directly so they work while agents are down, and the policy authoring tools.
 
+pub mod commands;
 pub mod info;
 pub mod list;
 pub mod ops;
 pub mod policy;
+pub mod session;

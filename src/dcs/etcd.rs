@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
+    Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 
 use super::codec::{self, RawKey};
@@ -108,6 +108,19 @@ impl EtcdStore {
             );
         }
         Ok((keys, revision))
+    }
+
+    /// Delete every key of the cluster (`patronictl remove`); returns how many there were.
+    pub async fn delete_cluster(&self) -> Result<i64, DcsError> {
+        let mut kv = self.client.kv_client();
+        let resp = kv
+            .delete(
+                self.layout.prefix(),
+                Some(DeleteOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(err("delete"))?;
+        Ok(resp.deleted())
     }
 
     /// Read and decode the cluster.

@@ -117,19 +117,24 @@ pub fn identity(config: &Config) -> Identity {
 
 /// Connect to etcd, retrying until it answers.
 pub async fn connect_store(config: &Config) -> EtcdStore {
-    let endpoints: Vec<String> = config
-        .etcd
+    let layout = KeyLayout::new(&config.namespace, &config.scope);
+    connect_store_at(&config.etcd, layout, config.bootstrap.dcs.retry_timeout).await
+}
+
+/// [`connect_store`] for the cluster at `layout`, each etcd call bounded by
+/// `retry_timeout` seconds (1 to 10); retries until etcd answers.
+pub async fn connect_store_at(
+    etcd: &crate::config::EtcdConfig,
+    layout: KeyLayout,
+    retry_timeout: u32,
+) -> EtcdStore {
+    let endpoints: Vec<String> = etcd
         .hosts
         .iter()
-        .map(|h| format!("{}://{h}", config.etcd.protocol))
+        .map(|h| format!("{}://{h}", etcd.protocol))
         .collect();
-    let credentials = config
-        .etcd
-        .username
-        .clone()
-        .zip(config.etcd.password.clone());
-    let layout = KeyLayout::new(&config.namespace, &config.scope);
-    let timeout = Duration::from_secs(config.bootstrap.dcs.retry_timeout.clamp(1, 10).into());
+    let credentials = etcd.username.clone().zip(etcd.password.clone());
+    let timeout = Duration::from_secs(retry_timeout.clamp(1, 10).into());
     loop {
         match EtcdStore::connect(&endpoints, credentials.clone(), layout.clone(), timeout).await {
             Ok(store) => return store,

@@ -861,15 +861,41 @@ impl Cluster {
 
     // ----- pgwardenctl --------------------------------------------------------------------
 
-    /// Runs `pgwardenctl -c <node1 config> args...` (30 s deadline).
+    /// Runs `pgwardenctl -c <the cluster's patronictl-style file> args...` (30 s deadline).
     pub fn ctl(&self, args: &[&str]) -> Captured {
         let mut cmd = Command::new(&self.pgwardenctl);
         super::process::scrub_env(&mut cmd);
-        cmd.arg("-c").arg(self.config_path(0)).args(args);
+        cmd.arg("-c").arg(self.ctl_config()).args(args);
         run_capture(&mut cmd, Duration::from_secs(30))
     }
 
-    /// Runs `pgwardenctl -c <node i's config> args...` (30 s deadline).
+    /// [`Cluster::ctl`] answering its questions with `input`.
+    pub fn ctl_with_input(&self, args: &[&str], input: &str) -> Captured {
+        let mut cmd = Command::new(&self.pgwardenctl);
+        super::process::scrub_env(&mut cmd);
+        cmd.arg("-c").arg(self.ctl_config()).args(args);
+        super::process::run_capture_with_input(&mut cmd, Some(input), Duration::from_secs(30))
+    }
+
+    /// A patronictl-style configuration file, as an operator's workstation holds it:
+    /// `scope`, `namespace` and `etcd3` only, no agent sections (written once).
+    pub fn ctl_config(&self) -> PathBuf {
+        let path = self.base.path().join("patronictl.yaml");
+        if !path.exists() {
+            let spec = &self.nodes[0].spec;
+            let mut yaml = format!(
+                "scope: {}\nnamespace: {NAMESPACE}\netcd3:\n  hosts:\n",
+                spec.scope
+            );
+            for host in &spec.etcd_hosts {
+                yaml.push_str(&format!("    - {host}\n"));
+            }
+            std::fs::write(&path, yaml).expect("write patronictl.yaml");
+        }
+        path
+    }
+
+    /// Runs `pgwardenctl -c <node i's agent config> args...` (30 s deadline).
     pub fn ctl_as(&self, i: usize, args: &[&str]) -> Captured {
         let mut cmd = Command::new(&self.pgwardenctl);
         super::process::scrub_env(&mut cmd);

@@ -236,11 +236,30 @@ impl Captured {
 
 /// Runs `cmd` to completion capturing stdout/stderr; kills its process group after `timeout`.
 pub fn run_capture(cmd: &mut Command, timeout: Duration) -> Captured {
-    cmd.stdin(Stdio::null())
+    run_capture_with_input(cmd, None, timeout)
+}
+
+/// [`run_capture`] with `input` written to the command's standard input (then closed).
+pub fn run_capture_with_input(
+    cmd: &mut Command,
+    input: Option<&str>,
+    timeout: Duration,
+) -> Captured {
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    cmd.stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    if let (Some(text), Some(mut pipe)) = (input, child.stdin.take()) {
+        use std::io::Write as _;
+        // A command that exits before reading it all closes the pipe: not an error here.
+        let _ = pipe.write_all(text.as_bytes());
+    }
     let reader = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();

@@ -1,0 +1,159 @@
+//! One operator command's hold on a cluster: the tool's configuration, the cluster it
+//! acts on, the lock store and the members' REST APIs, and the few conventions every
+//! patronictl verb shares (questions, timestamps, the leader asked first).
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::CtlConfig;
+use crate::core::view::{ClusterView, MemberInfo};
+use crate::dcs::{EtcdStore, KeyLayout};
+
+use super::ops;
+
+/// How long a member's REST API may take for an immediate answer.
+pub const API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long connecting to etcd may take before the command gives up.
+const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The cluster a command acts on.
+pub struct Session {
+    /// The tool's configuration.
+    pub config: CtlConfig,
+    /// The cluster's name: the one given on the command line, else the file's `scope`.
+    pub scope: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Session {
+    /// Acts on `cluster` (or the configuration's `scope` when none is named).
+    pub fn open(config: CtlConfig, cluster: Option<&str>) -> anyhow::Result<Session> {
+        let scope = cluster
+            .map(str::to_owned)
+            .or_else(|| config.scope.clone())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no cluster named: give its name, or set `scope` in the configuration file"
+                )
+            })?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(Session {
+            config,
+            scope,
+            runtime,
+        })
+    }
+
+    /// Runs a future on the command's runtime.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// The lock store, connected (asynchronously: call inside [`Session::block_on`]).
+    pub async fn store(&self) -> anyhow::Result<EtcdStore> {
+        let layout = KeyLayout::new(&self.config.namespace, &self.scope);
+        let connect =
+            crate::runtime::connect_store_at(&self.config.etcd, layout, self.config.retry_timeout);
+        tokio::time::timeout(STORE_TIMEOUT, connect)
+            .await
+            .with_context(|| format!("connecting to etcd at {:?}", self.endpoints()))
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        self.config
+            .etcd
+            .hosts
+            .iter()
+            .map(|h| h.to_string())
+            .collect()
+    }
+
+    /// The cluster as etcd has it now.
+    pub fn view(&self) -> anyhow::Result<ClusterView> {
+        self.block_on(async {
+            let store = self.store().await?;
+            store.load().await.context("reading the cluster from etcd")
+        })
+    }
+
+    /// Sends `method path` to a member's REST API with the configured credentials.
+    pub fn call(
+        &self,
+        member: &MemberInfo,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<(u16, String), String> {
+        let url = format!("{}{path}", ops::api_base(member));
+        let auth = self.config.api_credentials.as_ref().map(|c| {
+            (
+                c.username.as_str(),
+                c.password.as_deref().unwrap_or_default(),
+            )
+        });
+        self.block_on(crate::runtime::http::request_as(
+            method,
+            &url,
+            body.map(|b| b.to_string()),
+            auth,
+            timeout,
+        ))
+        .map(|(status, body)| (status, String::from_utf8_lossy(&body).into_owned()))
+        .map_err(|e| e.to_string())
+    }
+
+    /// How often members act: the cluster's `loop_wait`, else the file's.
+    pub fn loop_wait(&self, view: &ClusterView) -> u32 {
+        view.config
+            .as_ref()
+            .map_or(self.config.loop_wait, |c| c.value.loop_wait)
+    }
+}
+
+/// The members, the leader first (where patronictl sends cluster-wide requests).
+pub fn leader_first(view: &ClusterView) -> Vec<&MemberInfo> {
+    let leader = view.leader_name();
+    let mut members: Vec<_> = view.members.values().collect();
+    members.sort_by_key(|m| Some(m.name.as_str()) != leader);
+    members
+}
+
+/// patronictl's timestamp before an answer (UTC here).
+pub fn timestamp() -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]"
+    );
+    time::OffsetDateTime::now_utc()
+        .format(&format)
+        .unwrap_or_default()
+}
+
+/// A member whose REST API did not answer.
+pub fn unreachable_member(member: &str, action: &str, error: &str) -> ops::Outcome {
+    ops::Outcome {
+        line: format!("Failed: {action} for member {member}: {error}"),
+        ok: false,
+    }
+}
+
+/// Asks `question` unless `force`; anything but y/yes aborts (exit 1, as patronictl).
+pub fn confirm(force: bool, question: &str) -> anyhow::Result<()> {
+    if force {
+        return Ok(());
+    }
+    use std::io::Write as _;
+    print!("{question} [y/N]: ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        anyhow::bail!("Aborted!")
+    }
+}

@@ -629,6 +629,79 @@ fn pgwardenctl_verbs(c: &Cluster, leader: usize) {
     }
     assert!(version.stdout.contains("PostgreSQL 15."), "{version:?}");
     pgwardenctl_topology_reinit_and_remove(c, now);
+    pgwardenctl_edit_config(c);
+}
+
+/// `pgwardenctl edit-config`: a `-p` change is shown as a diff, written and applied by every
+/// member; an editor's change too; a bad value is refused naming the field and nothing is
+/// written; a change from standard input waits for `--force`; no change says so.
+fn pgwardenctl_edit_config(c: &Cluster) {
+    let scope = c.scope();
+    let work_mem_everywhere = |want: &str| {
+        wait_check(
+            REJOIN_TIMEOUT,
+            &format!("work_mem {want} on every member"),
+            || {
+                for i in 0..c.len() {
+                    let got = c.query_scalar(i, "SHOW work_mem")?;
+                    if got.as_deref() != Some(want) {
+                        return Err(format!("{}: work_mem {got:?}", c.name(i)));
+                    }
+                }
+                Ok(())
+            },
+        );
+    };
+    let out = c.ctl(&["edit-config", scope, "-p", "work_mem=7MB", "--force"]);
+    assert!(
+        out.success()
+            && out.stdout.contains("+    work_mem: 7MB")
+            && out.stdout.contains("Configuration changed"),
+        "{out:?}"
+    );
+    work_mem_everywhere("7MB");
+
+    let before = c.dcs_json("config").expect("read /config");
+    let out = c.ctl(&["edit-config", scope, "-s", "ttl=soon", "--force"]);
+    assert!(
+        !out.success() && out.stderr.contains("ttl") && out.stderr.contains("nothing was written"),
+        "{out:?}"
+    );
+    let out = c.ctl_with_input(
+        &["edit-config", scope, "--apply", "-"],
+        "postgresql:\n  parameters:\n    work_mem: 3MB\n",
+    );
+    assert!(
+        out.success() && out.stdout.contains("Use --force option to apply changes"),
+        "{out:?}"
+    );
+    assert_eq!(c.dcs_json("config"), Ok(before), "nothing was written");
+
+    let editor = c.node_dir(0).join("../edit-work-mem.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/work_mem: 7MB/work_mem: 9MB/' \"$1\"\n",
+    )
+    .expect("write the editor script");
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod the editor script");
+    let editor = editor.to_string_lossy().into_owned();
+    let out = c.ctl_with_env(
+        &["edit-config", scope, "--force"],
+        &[("EDITOR", editor.as_str())],
+    );
+    assert!(
+        out.success()
+            && out.stdout.contains("-    work_mem: 7MB")
+            && out.stdout.contains("+    work_mem: 9MB"),
+        "{out:?}"
+    );
+    work_mem_everywhere("9MB");
+    let out = c.ctl(&["edit-config", scope, "-p", "work_mem=9MB", "--force"]);
+    assert!(
+        out.success() && out.stdout.contains("Not changed"),
+        "{out:?}"
+    );
 }
 
 /// `pgwardenctl topology`, `reinit` (the standby's data directory really is rebuilt: a

@@ -5,7 +5,7 @@
 //! their request to the core and answer with its verdict.
 
 pub mod cluster;
-mod config;
+pub mod config;
 mod failsafe;
 pub mod metrics;
 mod reinitialize;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pgwarden::ctl::commands::ListOptions;
+use pgwarden::ctl::commands::{EditOptions, ListOptions};
 use pgwarden::ctl::info;
 use pgwarden::ctl::ops::{self, RoleFilter};
 use pgwarden::ctl::policy::PolicyCommand;
@@ -190,6 +190,31 @@ enum Command {
         /// How to print the members before asking.
         #[arg(short = 'f', long, value_enum, default_value = "pretty")]
         format: pgwarden::ctl::list::Format,
+    },
+    /// Change the cluster-wide configuration (`/config`) with `-s`/`-p` pairs, a YAML file or
+    /// an editor, showing the diff first, as `patronictl edit-config`.
+    EditConfig {
+        /// Cluster name (default: the configuration's scope).
+        cluster: Option<String>,
+        /// Do not show the changes.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// Set a value: `key.path=value` (YAML; empty or `null` removes the key). Repeatable.
+        #[arg(short = 's', long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Set a PostgreSQL parameter: `name=value`, short for `-s
+        /// postgresql.parameters.name=value`. Repeatable.
+        #[arg(short = 'p', long = "pg", value_name = "NAME=VALUE")]
+        pg: Vec<String>,
+        /// Merge this YAML file into the configuration (`-` for standard input).
+        #[arg(long, value_name = "FILE")]
+        apply: Option<String>,
+        /// Replace the configuration with this YAML file (`-` for standard input).
+        #[arg(long, value_name = "FILE")]
+        replace: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
     },
     /// Print the cluster-wide configuration (`/config`) as YAML, as `patronictl show-config`.
     ShowConfig {
@@ -377,6 +402,25 @@ fn main() -> ExitCode {
             finish_ops(g, cluster, |s| s.reinit(members, force, from_leader, wait))
         }
         Command::Remove { cluster, format } => finish_ops(g, Some(&cluster), |s| s.remove(format)),
+        Command::EditConfig {
+            cluster,
+            quiet,
+            set,
+            pg,
+            apply,
+            replace,
+            force,
+        } => {
+            let options = EditOptions {
+                quiet,
+                set,
+                pg,
+                apply,
+                replace,
+                force,
+            };
+            finish_ops(g, cluster.as_deref(), |s| s.edit_config(&options))
+        }
         Command::ShowConfig { cluster } => finish_ops(g, cluster.as_deref(), Session::show_config),
         Command::History { cluster } => finish_ops(g, cluster.as_deref(), Session::history),
         Command::Dsn {

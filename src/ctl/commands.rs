@@ -10,6 +10,23 @@ use super::info;
 use super::ops::{self, RoleFilter};
 use super::session::{confirm, leader_first, timestamp, unreachable_member, Session, API_TIMEOUT};
 
+/// `edit-config`'s options, patronictl's.
+#[derive(Clone, Debug, Default)]
+pub struct EditOptions {
+    /// Do not show the diff.
+    pub quiet: bool,
+    /// `-s key.path=value` pairs.
+    pub set: Vec<String>,
+    /// `-p parameter=value` pairs.
+    pub pg: Vec<String>,
+    /// A YAML file merged in (`-` for standard input).
+    pub apply: Option<String>,
+    /// A YAML file that replaces the configuration (`-` for standard input).
+    pub replace: Option<String>,
+    /// Do not ask for confirmation.
+    pub force: bool,
+}
+
 /// `list`'s options.
 #[derive(Clone, Debug)]
 pub struct ListOptions {
@@ -455,6 +472,126 @@ impl Session {
         tracing::info!(scope = %self.scope, deleted, "cluster removed from etcd");
         Ok(true)
     }
+
+    /// `patronictl edit-config`: the cluster's `/config` changed by `-s`/`-p` pairs, a
+    /// merged (`--apply`) or replacing (`--replace`) YAML file, or the operator's editor;
+    /// the diff shown, the result checked as every agent would check it (refused with the
+    /// field named), then written only if nobody changed it meanwhile (compare-and-swap on
+    /// the key's revision).
+    pub fn edit_config(&self, options: &EditOptions) -> anyhow::Result<bool> {
+        use super::edit;
+        let (current, revision) = self
+            .block_on(async {
+                let store = self.store().await?;
+                store
+                    .read_config()
+                    .await
+                    .context("reading /config from etcd")
+            })?
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "The config key does not exist in the cluster {}",
+                    self.scope
+                )
+            })?;
+        let before = edit::to_yaml(&current);
+        let mut changed = current.clone();
+        let mut edited = false;
+        if let Some(source) = &options.replace {
+            let text = read_source(source)?;
+            changed = edit::apply_document(serde_json::json!({}), &text, source)
+                .map_err(anyhow::Error::msg)?;
+            edited = true;
+        }
+        if let Some(source) = &options.apply {
+            let text = read_source(source)?;
+            changed = edit::apply_document(changed, &text, source).map_err(anyhow::Error::msg)?;
+            edited = true;
+        }
+        let pairs = options
+            .set
+            .iter()
+            .cloned()
+            .chain(options.pg.iter().map(|p| edit::pg_pair(p)));
+        for pair in pairs {
+            edit::set_pair(&mut changed, &pair).map_err(anyhow::Error::msg)?;
+            edited = true;
+        }
+        if !edited {
+            let text = self.invoke_editor(&before)?;
+            changed = edit::apply_document(serde_json::json!({}), &text, "the edited file")
+                .map_err(anyhow::Error::msg)?;
+        }
+        if changed == current {
+            if !options.quiet {
+                println!("Not changed");
+            }
+            return Ok(true);
+        }
+        if !options.quiet {
+            println!("{}", edit::unified_diff(&before, &edit::to_yaml(&changed)));
+        }
+        let from_stdin = [&options.apply, &options.replace]
+            .iter()
+            .any(|s| s.as_deref() == Some("-"));
+        if from_stdin && !options.force {
+            println!("Use --force option to apply changes");
+            return Ok(true);
+        }
+        check_dynamic_config(&changed)?;
+        confirm(options.force, "Apply these changes?")?;
+        let document = serde_json::to_string(&changed)?;
+        let written = self.block_on(async {
+            let store = self.store().await?;
+            store
+                .write_config(document, Some(revision))
+                .await
+                .context("writing /config to etcd")
+        })?;
+        if !written {
+            anyhow::bail!("Config modification aborted due to concurrent changes");
+        }
+        println!("Configuration changed");
+        Ok(true)
+    }
+
+    /// `$EDITOR` (else `editor`, else `vi`) on a temporary copy of `text`; what it left.
+    fn invoke_editor(&self, text: &str) -> anyhow::Result<String> {
+        let command = std::env::var("EDITOR")
+            .ok()
+            .filter(|e| !e.trim().is_empty())
+            .or_else(|| {
+                ["editor", "vi"]
+                    .into_iter()
+                    .find(|e| on_path(e))
+                    .map(str::to_owned)
+            })
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "EDITOR environment variable is not set. editor or vi are not available"
+                )
+            })?;
+        let path =
+            std::env::temp_dir().join(format!("{}-config-{}.yaml", self.scope, std::process::id()));
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        let mut words = command.split_whitespace();
+        let program = words.next().unwrap_or("vi");
+        let status = std::process::Command::new(program)
+            .args(words)
+            .arg(&path)
+            .status()
+            .with_context(|| format!("running the editor {command:?}"));
+        let edited = std::fs::read_to_string(&path);
+        let _ = std::fs::remove_file(&path);
+        let status = status?;
+        if !status.success() {
+            anyhow::bail!(
+                "Editor exited with return code {}",
+                status.code().unwrap_or(-1)
+            );
+        }
+        edited.with_context(|| format!("reading {}", path.display()))
+    }
 }
 
 /// Asks a yes/no question (patronictl's `click.confirm`, default no).
@@ -477,4 +614,39 @@ fn prompt(question: &str) -> anyhow::Result<String> {
         anyhow::bail!("Aborted! (no answer on standard input)");
     }
     Ok(answer.trim().to_string())
+}
+
+/// Whether `program` is an executable file on `PATH`.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// A file's text, or standard input's for `-`.
+fn read_source(source: &str) -> anyhow::Result<String> {
+    if source == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(source).with_context(|| format!("reading {source}"))
+}
+
+/// What every agent would make of a `/config`: refused here with the field named, so a
+/// bad value never reaches the cluster (the agents would keep their last good one).
+fn check_dynamic_config(document: &serde_json::Value) -> anyhow::Result<()> {
+    let refused = |e: crate::config::ConfigError| {
+        anyhow::anyhow!("the edited configuration is refused, nothing was written: {e}")
+    };
+    let mut config = crate::config::DynamicConfig::from_json(document).map_err(refused)?;
+    let margin_ms = crate::config::PgwardenConfig::default().demotion_margin_ms;
+    config.adjust_demotion_budget("config", margin_ms, &mut Vec::new());
+    config
+        .validate_demotion_budget("config", margin_ms)
+        .map_err(refused)
 }

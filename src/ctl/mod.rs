@@ -2,6 +2,7 @@
 //! store directly so they work while agents are down, and the policy authoring tools.
 
 pub mod commands;
+pub mod edit;
 pub mod info;
 pub mod list;
 pub mod ops;

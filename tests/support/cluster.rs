@@ -877,6 +877,15 @@ impl Cluster {
         super::process::run_capture_with_input(&mut cmd, Some(input), Duration::from_secs(30))
     }
 
+    /// [`Cluster::ctl`] with extra environment variables (`EDITOR`, ...).
+    pub fn ctl_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Captured {
+        let mut cmd = Command::new(&self.pgwardenctl);
+        super::process::scrub_env(&mut cmd);
+        cmd.envs(env.iter().copied());
+        cmd.arg("-c").arg(self.ctl_config()).args(args);
+        run_capture(&mut cmd, Duration::from_secs(30))
+    }
+
     /// A patronictl-style configuration file, as an operator's workstation holds it:
     /// `scope`, `namespace` and `etcd3` only, no agent sections (written once).
     pub fn ctl_config(&self) -> PathBuf {

@@ -630,6 +630,59 @@ fn pgwardenctl_verbs(c: &Cluster, leader: usize) {
     assert!(version.stdout.contains("PostgreSQL 15."), "{version:?}");
     pgwardenctl_topology_reinit_and_remove(c, now);
     pgwardenctl_edit_config(c);
+    pgwardenctl_query(c, now);
+}
+
+/// `pgwardenctl query`: the leader by default, a standby by role, a member by name, with a
+/// password read from standard input; SQL errors and a member of the wrong role are
+/// reported as patronictl reports them, and exit 1.
+fn pgwardenctl_query(c: &Cluster, leader: usize) {
+    use support::cluster::{SUPERUSER, SUPERUSER_PASSWORD};
+    let scope = c.scope();
+    let password = format!("{SUPERUSER_PASSWORD}\n");
+    let query = |extra: &[&str]| {
+        let mut args = vec!["query", scope, "-U", SUPERUSER, "--password"];
+        args.extend_from_slice(extra);
+        c.ctl_with_input(&args, &password)
+    };
+    let out = query(&[
+        "-c",
+        "SELECT 1 AS one, NULL AS nothing, pg_is_in_recovery() AS standby",
+    ]);
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.stdout, "one\tnothing\tstandby\n1\tNone\tf\n", "{out:?}");
+    let out = query(&["-r", "replica", "-c", "SELECT pg_is_in_recovery()"]);
+    assert_eq!(out.stdout, "pg_is_in_recovery\nt\n", "{out:?}");
+    let out = query(&["-m", c.name(leader), "-r", "replica", "-c", "SELECT 1"]);
+    assert!(
+        !out.success()
+            && out.stdout.contains(&format!(
+                "No connection to member {} is available",
+                c.name(leader)
+            )),
+        "{out:?}"
+    );
+    let out = query(&["-c", "SELECT no_such_column", "--format", "json"]);
+    assert!(
+        !out.success() && out.stdout.contains("ERROR, SQLSTATE: 42703"),
+        "{out:?}"
+    );
+    let out = c.ctl_with_input(
+        &[
+            "query",
+            scope,
+            "-U",
+            SUPERUSER,
+            "--password",
+            "-c",
+            "SELECT 1",
+        ],
+        "wrong-password\n",
+    );
+    assert!(
+        !out.success() && out.stdout.contains("No reachable member for the cluster"),
+        "a wrong password reaches nothing: {out:?}"
+    );
 }
 
 /// `pgwardenctl edit-config`: a `-p` change is shown as a diff, written and applied by every

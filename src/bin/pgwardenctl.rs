@@ -10,6 +10,7 @@ use pgwarden::ctl::commands::{EditOptions, ListOptions};
 use pgwarden::ctl::info;
 use pgwarden::ctl::ops::{self, RoleFilter};
 use pgwarden::ctl::policy::PolicyCommand;
+use pgwarden::ctl::query::QueryOptions;
 use pgwarden::ctl::session::Session;
 
 /// pgwarden's operator CLI.
@@ -22,29 +23,18 @@ struct Cli {
     command: Command,
 }
 
-/// patronictl's global options.
+/// patronictl's global options, before the verb (after it, `-c` and `-d` are `query`'s).
 #[derive(clap::Args, Debug)]
 struct Global {
     /// Configuration file: patronictl's (`scope`, `namespace`, `etcd3`, `ctl`) or an agent's
     /// YAML (the `policy` commands do not read it).
-    #[arg(
-        short = 'c',
-        long = "config-file",
-        env = "PATRONICTL_CONFIG_FILE",
-        global = true
-    )]
+    #[arg(short = 'c', long = "config-file", env = "PATRONICTL_CONFIG_FILE")]
     config: Option<PathBuf>,
     /// The lock store, replacing the file's: `etcd3://host:port[/namespace]`.
-    #[arg(
-        short = 'd',
-        long = "dcs-url",
-        visible_alias = "dcs",
-        env = "DCS_URL",
-        global = true
-    )]
+    #[arg(short = 'd', long = "dcs-url", visible_alias = "dcs", env = "DCS_URL")]
     dcs_url: Option<String>,
     /// Accepted for patronictl's sake; pgwarden's REST API speaks plain HTTP.
-    #[arg(short = 'k', long, global = true)]
+    #[arg(short = 'k', long)]
     insecure: bool,
 }
 
@@ -215,6 +205,56 @@ enum Command {
         /// Do not ask for confirmation.
         #[arg(long)]
         force: bool,
+    },
+    /// Run SQL on a member (the leader unless `--member` or `--role` says otherwise) and print
+    /// the rows, as `patronictl query`. Exits 1 when no member answered or the SQL failed.
+    Query {
+        /// Cluster name (default: the configuration's scope).
+        cluster: Option<String>,
+        /// The SQL to run.
+        #[arg(
+            short = 'c',
+            long,
+            conflicts_with = "file",
+            required_unless_present = "file"
+        )]
+        command: Option<String>,
+        /// Run the SQL in this file.
+        #[arg(short = 'f', long)]
+        file: Option<PathBuf>,
+        /// Ask for the password (else `PGPASSWORD`).
+        #[arg(long)]
+        password: bool,
+        /// Database user (default: `PGUSER`, else the OS user).
+        #[arg(short = 'U', long)]
+        username: Option<String>,
+        /// Database (default: the member's).
+        #[arg(short = 'd', long)]
+        dbname: Option<String>,
+        /// The member's role.
+        #[arg(short = 'r', long, value_enum)]
+        role: Option<RoleFilter>,
+        /// This member.
+        #[arg(short = 'm', long)]
+        member: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "tsv")]
+        format: pgwarden::ctl::list::Format,
+        /// The `tsv` column delimiter.
+        #[arg(long, default_value = "\t")]
+        delimiter: String,
+        /// Run again every 2 seconds until interrupted.
+        #[arg(short = 'W')]
+        every_two_seconds: bool,
+        /// Run again every so many seconds until interrupted.
+        #[arg(short = 'w', long = "watch", value_name = "SECONDS")]
+        watch: Option<f64>,
+    },
+    /// Print a shell completion script: `pgwardenctl completion bash >
+    /// /etc/bash_completion.d/pgwardenctl`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// Print the cluster-wide configuration (`/config`) as YAML, as `patronictl show-config`.
     ShowConfig {
@@ -421,6 +461,68 @@ fn main() -> ExitCode {
             };
             finish_ops(g, cluster.as_deref(), |s| s.edit_config(&options))
         }
+        Command::Query {
+            cluster,
+            command,
+            file,
+            password,
+            username,
+            dbname,
+            role,
+            member,
+            format,
+            delimiter,
+            every_two_seconds,
+            watch,
+        } => {
+            let sql = match (command, file) {
+                (Some(sql), _) => sql,
+                (None, Some(file)) => match std::fs::read_to_string(&file) {
+                    Ok(sql) => sql,
+                    Err(e) => {
+                        return finish(Err(anyhow::anyhow!("reading {}: {e}", file.display())))
+                    }
+                },
+                (None, None) => {
+                    return finish(Err(anyhow::anyhow!(
+                        "You need to specify either --command or --file"
+                    )))
+                }
+            };
+            let password = if password {
+                match pgwarden::ctl::session::read_secret("Password") {
+                    Ok(p) => Some(p),
+                    Err(e) => return finish(Err(e)),
+                }
+            } else {
+                None
+            };
+            let seconds = watch
+                .filter(|s| *s > 0.0)
+                .or(every_two_seconds.then_some(2.0));
+            let options = QueryOptions {
+                sql,
+                member,
+                role,
+                username,
+                password,
+                dbname,
+                format,
+                delimiter: delimiter.replace("\\t", "\t"),
+                watch: seconds.map(std::time::Duration::from_secs_f64),
+            };
+            finish_ops(g, cluster.as_deref(), |s| s.query(&options))
+        }
+        Command::Completion { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "pgwardenctl",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
         Command::ShowConfig { cluster } => finish_ops(g, cluster.as_deref(), Session::show_config),
         Command::History { cluster } => finish_ops(g, cluster.as_deref(), Session::history),
         Command::Dsn {
@@ -551,5 +653,67 @@ fn init_policy_log() {
             .with_target(false)
             .with_writer(std::io::stderr)
             .init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap's own checks of the definition (unique short options, ...), which otherwise
+    /// fire only when a command is parsed.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+
+    /// The completion scripts know every verb and option.
+    #[test]
+    fn completions_name_the_verbs() {
+        use clap::CommandFactory as _;
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "pgwardenctl", &mut script);
+            let script = String::from_utf8(script).expect("UTF-8");
+            for word in ["edit-config", "switchover", "topology", "dcs-url"] {
+                assert!(script.contains(word), "{shell}: {word} missing");
+            }
+        }
+    }
+
+    /// patronictl's global options come before the verb; after `query` `-c` and `-d` are
+    /// the SQL and the database.
+    #[test]
+    fn query_options_after_the_verb_are_querys() {
+        let cli = Cli::try_parse_from([
+            "pgwardenctl",
+            "-c",
+            "ctl.yaml",
+            "-d",
+            "etcd3://h:2379",
+            "query",
+            "demo",
+            "-c",
+            "SELECT 1",
+            "-d",
+            "app",
+        ])
+        .expect("parses");
+        assert_eq!(cli.global.config, Some(PathBuf::from("ctl.yaml")));
+        assert_eq!(cli.global.dcs_url.as_deref(), Some("etcd3://h:2379"));
+        match cli.command {
+            Command::Query {
+                command, dbname, ..
+            } => {
+                assert_eq!(command.as_deref(), Some("SELECT 1"));
+                assert_eq!(dbname.as_deref(), Some("app"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

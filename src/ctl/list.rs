@@ -98,8 +98,8 @@ pub fn render(scope: &str, view: &ClusterView, extended: bool, format: Format) -
     };
     let title = format!(" Cluster: {scope} ({initialize}) ");
     match format {
-        Format::Json => json_records(&columns, &rows),
-        Format::Yaml => yaml_records(&columns, &rows),
+        Format::Json => json_records(&columns, &rows, true),
+        Format::Yaml => yaml_records(&columns, &rows, true),
         Format::Tsv => {
             let mut lines = vec![columns.join("\t")];
             lines.extend(rows.iter().map(|r| {
@@ -391,14 +391,15 @@ fn service_info(cluster: &Value) -> Vec<String> {
     info
 }
 
-/// The records patronictl prints as JSON: empty cells left out, columns in table order.
-fn records(columns: &[&str], rows: &[Vec<Value>]) -> Vec<Vec<(String, Value)>> {
+/// The records patronictl prints as JSON, columns in table order; empty cells are left
+/// out when `drop_empty` (a listing, not a query's rows).
+fn records(columns: &[&str], rows: &[Vec<Value>], drop_empty: bool) -> Vec<Vec<(String, Value)>> {
     rows.iter()
         .map(|r| {
             columns
                 .iter()
                 .zip(r)
-                .filter(|(_, v)| !text(v, TagStyle::Flow).is_empty())
+                .filter(|(_, v)| !drop_empty || !text(v, TagStyle::Flow).is_empty())
                 .map(|(c, v)| (c.to_string(), v.clone()))
                 .collect()
         })
@@ -406,8 +407,8 @@ fn records(columns: &[&str], rows: &[Vec<Value>]) -> Vec<Vec<(String, Value)>> {
 }
 
 /// Python's `json.dumps` of the records (`", "` and `": "` separators, table order).
-fn json_records(columns: &[&str], rows: &[Vec<Value>]) -> String {
-    let objects: Vec<String> = records(columns, rows)
+pub(crate) fn json_records(columns: &[&str], rows: &[Vec<Value>], drop_empty: bool) -> String {
+    let objects: Vec<String> = records(columns, rows, drop_empty)
         .iter()
         .map(|record| {
             let fields: Vec<String> = record
@@ -439,8 +440,8 @@ fn python_json(v: &Value) -> String {
 }
 
 /// The records as YAML (keys sorted, as PyYAML's `safe_dump` writes them).
-fn yaml_records(columns: &[&str], rows: &[Vec<Value>]) -> String {
-    let list: Vec<Value> = records(columns, rows)
+pub(crate) fn yaml_records(columns: &[&str], rows: &[Vec<Value>], drop_empty: bool) -> String {
+    let list: Vec<Value> = records(columns, rows, drop_empty)
         .into_iter()
         .map(|record| {
             let sorted: std::collections::BTreeMap<String, Value> = record.into_iter().collect();
@@ -451,7 +452,7 @@ fn yaml_records(columns: &[&str], rows: &[Vec<Value>]) -> String {
 }
 
 /// prettytable's frame, with `title` written into the top border as patronictl does.
-fn pretty_table(
+pub(crate) fn pretty_table(
     title: &str,
     headers: &[&str],
     rows: &[Vec<String>],

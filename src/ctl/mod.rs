@@ -7,4 +7,5 @@ pub mod info;
 pub mod list;
 pub mod ops;
 pub mod policy;
+pub mod query;
 pub mod session;

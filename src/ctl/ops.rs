@@ -19,6 +19,18 @@ pub enum RoleFilter {
     Any,
 }
 
+impl RoleFilter {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            RoleFilter::Leader => "leader",
+            RoleFilter::Primary => "primary",
+            RoleFilter::Replica => "replica",
+            RoleFilter::Any => "any",
+        }
+    }
+}
+
 /// The members named (all when none is), filtered by role; an unknown name is an error.
 pub fn select<'a>(
     view: &'a ClusterView,

@@ -157,3 +157,29 @@ pub fn confirm(force: bool, question: &str) -> anyhow::Result<()> {
         anyhow::bail!("Aborted!")
     }
 }
+
+/// Reads a secret after `question: `, without echoing it when standard input is a
+/// terminal (patronictl's hidden prompt); from a pipe, the first line.
+pub fn read_secret(question: &str) -> anyhow::Result<String> {
+    use nix::sys::termios::{self, LocalFlags, SetArg};
+    use std::io::Write as _;
+    eprint!("{question}: ");
+    std::io::stderr().flush()?;
+    let stdin = std::io::stdin();
+    let saved = termios::tcgetattr(&stdin).ok();
+    if let Some(saved) = &saved {
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        let _ = termios::tcsetattr(&stdin, SetArg::TCSANOW, &quiet);
+    }
+    let mut answer = String::new();
+    let read = stdin.read_line(&mut answer);
+    if let Some(saved) = &saved {
+        let _ = termios::tcsetattr(&stdin, SetArg::TCSANOW, saved);
+        eprintln!();
+    }
+    if read? == 0 {
+        anyhow::bail!("Aborted! (no answer on standard input)");
+    }
+    Ok(answer.trim_end_matches(['\r', '\n']).to_string())
+}

@@ -631,6 +631,144 @@ fn pgwardenctl_verbs(c: &Cluster, leader: usize) {
     pgwardenctl_topology_reinit_and_remove(c, now);
     pgwardenctl_edit_config(c);
     pgwardenctl_query(c, now);
+    patronictl_drives_the_other_verbs(c);
+}
+
+/// [`patronictl`] with extra environment and `input` on its standard input.
+fn patronictl_with(
+    c: &Cluster,
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: Option<&str>,
+) -> support::process::Captured {
+    let mut cmd = std::process::Command::new(support::process::patronictl());
+    support::process::scrub_env(&mut cmd);
+    cmd.envs(env.iter().copied());
+    cmd.arg("-c").arg(c.config_path(0)).args(args);
+    support::process::run_capture_with_input(&mut cmd, input, Duration::from_secs(90))
+}
+
+/// The real patronictl's verbs not driven elsewhere, each checked against what the cluster
+/// did: `history`, `show-config` and `dsn` print what pgwardenctl prints; `version` answers;
+/// `query` reads the leader; `failover` moves the leader to the candidate; `reinit` rebuilds
+/// a standby (a file left in its data directory is gone); `remove` deletes another
+/// cluster's keys after the typed confirmations.
+fn patronictl_drives_the_other_verbs(c: &Cluster) {
+    use support::cluster::{SUPERUSER, SUPERUSER_PASSWORD};
+    let scope = c.scope();
+    for args in [
+        &["history", scope][..],
+        &["show-config", scope],
+        &["dsn", scope],
+    ] {
+        wait_check(
+            REPLICATION_TIMEOUT,
+            &format!("patronictl {} as pgwardenctl", args.join(" ")),
+            || {
+                let theirs = patronictl(c, args);
+                let ours = c.ctl(args);
+                if theirs.success() && theirs.stdout == ours.stdout {
+                    Ok(())
+                } else {
+                    Err(format!("patronictl: {theirs:?}\npgwardenctl: {ours:?}"))
+                }
+            },
+        );
+    }
+    let version = patronictl(c, &["version", scope]);
+    assert!(
+        version.success() && version.stdout.contains("PostgreSQL 15."),
+        "{version:?}"
+    );
+
+    let leader = c.wait_for_leader(FAILOVER_TIMEOUT);
+    let out = patronictl_with(
+        c,
+        &[
+            "query",
+            scope,
+            "-U",
+            SUPERUSER,
+            "-c",
+            "SELECT pg_is_in_recovery()",
+        ],
+        &[("PGPASSWORD", SUPERUSER_PASSWORD)],
+        None,
+    );
+    assert!(
+        out.success() && out.stdout.contains("False"),
+        "patronictl query reads the leader: {out:?}"
+    );
+
+    let target = wait_check(REPLICATION_TIMEOUT, "a sync standby in /sync", || {
+        let name = c.sync_standby(c.name(leader))?;
+        c.index_of(&name).ok_or(format!("unknown member {name}"))
+    });
+    wait_check(REPLICATION_TIMEOUT, "the failover target streaming", || {
+        streaming(c, target)
+    });
+    let out = patronictl(
+        c,
+        &["failover", scope, "--candidate", c.name(target), "--force"],
+    );
+    assert!(
+        out.success() && out.stdout.contains("Successfully failed over"),
+        "patronictl failover: {out:?}\n{}",
+        c.diagnostics(40)
+    );
+    let leader = wait_check(FAILOVER_TIMEOUT, "the candidate leads", || {
+        match c.leader_now()? {
+            l if l == target => Ok(l),
+            l => Err(format!("{} leads", c.name(l))),
+        }
+    });
+
+    let standby = (0..c.len()).find(|&i| i != leader).expect("a standby");
+    wait_check(
+        REJOIN_TIMEOUT,
+        "the standby streaming before reinit",
+        || streaming(c, standby),
+    );
+    let marker = c.data_dir(standby).join("left-by-patronictl-test");
+    std::fs::write(&marker, "reinit removes me").expect("write a marker into the data dir");
+    let out = patronictl(c, &["reinit", scope, c.name(standby), "--force", "--wait"]);
+    assert!(
+        out.success()
+            && out.stdout.contains(&format!(
+                "Success: reinitialize for member {}",
+                c.name(standby)
+            )),
+        "patronictl reinit: {out:?}\n{}",
+        c.diagnostics(40)
+    );
+    wait_check(REJOIN_TIMEOUT, "the rebuilt standby streaming", || {
+        if marker.exists() {
+            return Err("the data directory was not rebuilt yet".into());
+        }
+        streaming(c, standby)
+    });
+
+    let ghost = "/service/phantom";
+    for (key, value) in [("members/x", "{}"), ("leader", "x")] {
+        let mut put = c.etcd().etcdctl();
+        put.args(["put", &format!("{ghost}/{key}"), value]);
+        let out = support::process::run_capture(&mut put, Duration::from_secs(10));
+        assert!(out.success(), "etcdctl put: {out:?}");
+    }
+    let out = patronictl_with(
+        c,
+        &["remove", "phantom"],
+        &[],
+        Some("phantom\nYes I am aware\nx\n"),
+    );
+    assert!(out.success(), "patronictl remove: {out:?}");
+    let mut get = c.etcd().etcdctl();
+    get.args(["get", "--prefix", "--keys-only", &format!("{ghost}/")]);
+    let left = support::process::run_capture(&mut get, Duration::from_secs(10));
+    assert!(
+        left.success() && left.stdout.trim().is_empty(),
+        "patronictl remove left keys: {left:?}"
+    );
 }
 
 /// `pgwardenctl query`: the leader by default, a standby by role, a member by name, with a

@@ -258,7 +258,8 @@ impl Session {
                 .context("reading /config from etcd")
         })?;
         let config = config.map(|(value, _)| value).unwrap_or_default();
-        print!(
+        // patronictl's echo adds a newline after the document's own.
+        println!(
             "{}",
             info::config_yaml(&config).map_err(anyhow::Error::msg)?
         );

@@ -94,7 +94,7 @@ pub fn apply_document(config: Value, text: &str, source: &str) -> Result<Value, 
 
 /// The configuration as the operator reads and edits it.
 pub fn to_yaml(config: &Value) -> String {
-    yaml_serde::to_string(config).unwrap_or_default()
+    super::yaml::dump(config)
 }
 
 /// patronictl's unified diff of two YAML texts (no file names, three lines of context).

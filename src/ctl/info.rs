@@ -1,8 +1,6 @@
 //! What `pgwardenctl show-config`, `history`, `dsn` and `version` print, as patronictl
 //! prints it. Pure: the lock store's content (or a member's `/patroni`) in, text out.
 
-use comfy_table::presets::ASCII_FULL_CONDENSED;
-use comfy_table::{CellAlignment, Table};
 use serde_json::Value;
 
 use crate::core::view::{ClusterView, HistoryEntry, ListedRole, MemberInfo};
@@ -10,29 +8,25 @@ use crate::postgres::conf::parse_conn_url;
 
 /// `/config` as YAML, keys sorted (patronictl's `show-config`).
 pub fn config_yaml(config: &Value) -> Result<String, String> {
-    yaml_serde::to_string(config).map_err(|e| format!("cannot render /config as YAML: {e}"))
+    Ok(super::yaml::dump(config))
 }
 
 /// `/history` as patronictl's table: TL, LSN, Reason, Timestamp, New Leader.
 pub fn history_table(history: &[HistoryEntry]) -> String {
-    let mut table = Table::new();
-    table.load_preset(ASCII_FULL_CONDENSED);
-    table.set_header(["TL", "LSN", "Reason", "Timestamp", "New Leader"]);
-    for entry in history {
-        table.add_row([
-            entry.timeline.0.to_string(),
-            entry.switch_lsn.0.to_string(),
-            entry.reason.clone(),
-            entry.timestamp.clone().unwrap_or_default(),
-            entry.new_leader.clone().unwrap_or_default(),
-        ]);
-    }
-    for column in [0, 1] {
-        if let Some(c) = table.column_mut(column) {
-            c.set_cell_alignment(CellAlignment::Right);
-        }
-    }
-    table.to_string()
+    let rows: Vec<Vec<String>> = history
+        .iter()
+        .map(|entry| {
+            vec![
+                entry.timeline.0.to_string(),
+                entry.switch_lsn.0.to_string(),
+                entry.reason.clone(),
+                entry.timestamp.clone().unwrap_or_default(),
+                entry.new_leader.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let headers = ["TL", "LSN", "Reason", "Timestamp", "New Leader"];
+    super::list::pretty_table("", &headers, &rows, |c| matches!(c, "TL" | "LSN"))
 }
 
 /// Which members `dsn` may pick from (`--role`).

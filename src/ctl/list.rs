@@ -275,23 +275,11 @@ fn text(v: &Value, style: TagStyle) -> String {
         Value::Bool(b) => if *b { "True" } else { "False" }.into(),
         Value::Number(n) => n.to_string(),
         Value::Object(map) if map.is_empty() => String::new(),
-        Value::Object(map) => {
-            let pairs = map.iter().map(|(k, v)| format!("{k}: {}", yaml_scalar(v)));
-            match style {
-                TagStyle::Block => pairs.collect::<Vec<_>>().join("\n"),
-                TagStyle::Flow => format!("{{{}}}", pairs.collect::<Vec<_>>().join(", ")),
-            }
-        }
+        Value::Object(_) => match style {
+            TagStyle::Block => super::yaml::dump(v).trim_end().to_string(),
+            TagStyle::Flow => super::yaml::flow(v),
+        },
         Value::Array(_) => v.to_string(),
-    }
-}
-
-/// A scalar as YAML writes it (`true`, `3`, `text`).
-fn yaml_scalar(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "null".into(),
-        other => other.to_string(),
     }
 }
 
@@ -443,12 +431,9 @@ fn python_json(v: &Value) -> String {
 pub(crate) fn yaml_records(columns: &[&str], rows: &[Vec<Value>], drop_empty: bool) -> String {
     let list: Vec<Value> = records(columns, rows, drop_empty)
         .into_iter()
-        .map(|record| {
-            let sorted: std::collections::BTreeMap<String, Value> = record.into_iter().collect();
-            serde_json::to_value(sorted).unwrap_or_default()
-        })
+        .map(|record| Value::Object(record.into_iter().collect()))
         .collect();
-    yaml_serde::to_string(&list).unwrap_or_default()
+    super::yaml::dump(&Value::Array(list))
 }
 
 /// prettytable's frame, with `title` written into the top border as patronictl does.
@@ -502,7 +487,9 @@ pub(crate) fn pretty_table(
         .chain(rule.chars().skip(1 + shown.chars().count()))
         .collect();
     let multiline = rows.iter().any(|r| r.iter().any(|c| c.contains('\n')));
-    let mut out = vec![top, line(headers.to_vec(), &|_| false), rule.clone()];
+    // prettytable aligns a header as its column.
+    let header = line(headers.to_vec(), &|i| right_aligned(headers[i]));
+    let mut out = vec![top, header, rule.clone()];
     for (n, row) in rows.iter().enumerate() {
         let height = row
             .iter()

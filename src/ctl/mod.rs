@@ -9,3 +9,4 @@ pub mod ops;
 pub mod policy;
 pub mod query;
 pub mod session;
+pub mod yaml;

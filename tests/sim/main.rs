@@ -131,6 +131,7 @@ struct Summary {
     restart_accepted: usize,
     restart_refused: usize,
     reloads: usize,
+    pauses: usize,
     promotions_vetoed: usize,
     callbacks: usize,
     acked: usize,
@@ -152,6 +153,7 @@ impl From<Result<Outcome, String>> for Summary {
                 restart_accepted: o.restart_accepted,
                 restart_refused: o.restart_refused,
                 reloads: o.reloads,
+                pauses: o.pauses,
                 promotions_vetoed: o.promotions_vetoed,
                 callbacks: o.callbacks,
                 acked: o.acked,
@@ -181,6 +183,7 @@ impl Summary {
         self.restart_accepted += other.restart_accepted;
         self.restart_refused += other.restart_refused;
         self.reloads += other.reloads;
+        self.pauses += other.pauses;
         self.promotions_vetoed += other.promotions_vetoed;
         self.callbacks += other.callbacks;
         self.acked += other.acked;
@@ -231,7 +234,7 @@ fn report(label: &str, s: &mut Summary, started: WallClock) {
             .unwrap_or(0)
     };
     eprintln!(
-        "{label}: {} seeds in {wall:.1} s ({:.0} seeds/s), {:.1} simulated hours, {} events, {} promotions, {} watchdog resets, {} failsafe rounds confirmed, {} failed, {} reinitialize requests accepted, {} refused, {} restarts accepted, {} refused, {} reloads, {} promotions vetoed by pre_promote, {} callbacks, {} acknowledged commits; heal after last fault p50 {} ms, p99 {} ms, max {} ms; {} failed",
+        "{label}: {} seeds in {wall:.1} s ({:.0} seeds/s), {:.1} simulated hours, {} events, {} promotions, {} watchdog resets, {} failsafe rounds confirmed, {} failed, {} reinitialize requests accepted, {} refused, {} restarts accepted, {} refused, {} reloads, {} maintenance-mode windows, {} promotions vetoed by pre_promote, {} callbacks, {} acknowledged commits; heal after last fault p50 {} ms, p99 {} ms, max {} ms; {} failed",
         s.seeds,
         s.seeds as f64 / wall,
         s.sim_ms as f64 / 3_600_000.0,
@@ -245,6 +248,7 @@ fn report(label: &str, s: &mut Summary, started: WallClock) {
         s.restart_accepted,
         s.restart_refused,
         s.reloads,
+        s.pauses,
         s.promotions_vetoed,
         s.callbacks,
         s.acked,
@@ -306,7 +310,7 @@ fn simulated_production_shaped_schedules() {
 }
 
 /// Seeds with operators' `POST /reinitialize`, `POST /restart` and `POST /reload` requests
-/// to random nodes (`PGWARDEN_SIM_OPERATOR_SEEDS`, 500 by default): a standby wiped and
+/// to random nodes and maintenance-mode windows (pause, then resume) (`PGWARDEN_SIM_OPERATOR_SEEDS`, 500 by default): a standby wiped and
 /// re-cloned at any moment, a leader or standby restarted in its role (under any fault the
 /// schedule brings), the leader or a node mid-action refusing, and a node whose
 /// `pre_promote` script vetoes its promotions for a while. Every check holds throughout.
@@ -324,6 +328,7 @@ fn simulated_operator_reinitialize_requests() {
         assert!(summary.restart_accepted > 0, "no restart was accepted");
         assert!(summary.restart_refused > 0, "no restart was refused");
         assert!(summary.reloads > 0, "no reload was asked");
+        assert!(summary.pauses > 0, "the cluster was never paused");
         assert!(
             summary.promotions_vetoed > 0,
             "no promotion met a vetoing pre_promote script"

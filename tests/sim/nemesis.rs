@@ -46,6 +46,9 @@ pub enum Fault {
     /// The node's `pre_promote` script exits non-zero while this lasts: every promotion it
     /// attempts is vetoed.
     PrePromoteVeto(usize),
+    /// Not a fault: maintenance mode (`patronictl pause`: `pause: true` in `/config`) for as
+    /// long as it lasts, then `resume`.
+    OperatorPause,
 }
 
 impl Fault {
@@ -243,6 +246,15 @@ impl Plan {
                     at: operator.range(FIRST_FAULT_MS, LAST_FAULT_MS),
                     duration: operator.range(5_000, 60_000),
                     fault: Fault::PrePromoteVeto(operator.index(nodes)),
+                });
+            }
+            // Maintenance mode, drawn last for the same reason: every fault above may hit
+            // the cluster while it is paused, and the resume must put it right.
+            if operator.index(3) == 0 {
+                faults.push(Scheduled {
+                    at: operator.range(FIRST_FAULT_MS, LAST_FAULT_MS),
+                    duration: operator.range(5_000, 60_000),
+                    fault: Fault::OperatorPause,
                 });
             }
         }

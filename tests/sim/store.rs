@@ -245,6 +245,24 @@ impl MemStore {
         let _ = self.put(self.layout.key(keys::INITIALIZE), sysid.to_string(), 0);
     }
 
+    /// `patronictl pause` / `resume`: `pause: true` set in `/config`, or the key removed.
+    pub fn set_pause(&mut self, paused: bool) {
+        let key = self.layout.key(keys::CONFIG);
+        let mut config: serde_json::Value = self
+            .keys
+            .get(&key)
+            .and_then(|k| serde_json::from_slice(&k.value).ok())
+            .unwrap_or_else(|| serde_json::json!({}));
+        if let Some(map) = config.as_object_mut() {
+            if paused {
+                map.insert("pause".into(), serde_json::Value::Bool(true));
+            } else {
+                map.remove("pause");
+            }
+        }
+        let _ = self.put(key, config.to_string(), 0);
+    }
+
     pub fn write_config_if_absent(&mut self, json: String) {
         let _ = self.create_if_absent(self.layout.key(keys::CONFIG), json, 0);
     }

@@ -60,6 +60,12 @@ impl World {
         let Some(since) = self.nodes[l].pg.postmaster_frozen_since else {
             return;
         };
+        if self.cluster_paused {
+            // Maintenance mode: a leader whose postmaster runs keeps its key (Patroni's
+            // rule); nothing is stopped, and nobody else is promoted either.
+            return;
+        }
+        let since = since.max(self.resumed_at);
         let loop_ms = u64::from(self.plan.loop_wait) * 1_000;
         let bound = UNRESPONSIVE_PRIMARY_TIMEOUT_MS + PROBE_TIMEOUT_MS + 2 * loop_ms + 2_000;
         let same_agent = self.nodes[l]
@@ -74,13 +80,25 @@ impl World {
         }
     }
 
+    /// Maintenance mode's one hazard, Patroni's too and documented: the cluster was resumed,
+    /// but this node's agent (frozen, killed or cut off before it saw the resume) still
+    /// holds the cluster paused, with its watchdog off, so nothing stops its primary while
+    /// the others elect a leader. Never an excuse while the cluster is paused.
+    fn missed_the_resume(&self, i: usize) -> bool {
+        !self.cluster_paused
+            && self.nodes[i]
+                .status
+                .as_ref()
+                .is_some_and(|s| s.config.pause)
+    }
+
     /// Never two nodes able to acknowledge a commit at the same instant.
     pub(super) fn check_writers(&mut self) {
         if self.nodes.iter().filter(|n| n.pg.is_writable()).count() < 2 {
             return;
         }
         let able: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.can_acknowledge(i))
+            .filter(|&i| self.can_acknowledge(i) && !self.missed_the_resume(i))
             .collect();
         if able.len() > 1 {
             let names: Vec<&str> = able.iter().map(|&i| self.nodes[i].name.as_str()).collect();

@@ -164,6 +164,27 @@ impl World {
                 }
             }
             Fault::PrePromoteVeto(i) => self.nodes[i].vetoes_promotion = start,
+            Fault::OperatorPause => {
+                if !start && !self.every_member_sees_the_store() {
+                    // The operator's guide: resume only when every member runs and sees
+                    // etcd, or a primary that cannot see the resume keeps running beside
+                    // the one the others elect (Patroni's maintenance mode has the same
+                    // hazard). The operator looks again shortly.
+                    self.after(500, Ev::FaultEnd(idx));
+                    return;
+                }
+                // The operator retries until etcd takes it: nobody reads it before then.
+                self.store.set_pause(start);
+                self.cluster_paused = start;
+                if !start {
+                    self.resumed_at = self.now;
+                }
+                self.store_changed();
+                self.log(|| format!("patronictl {}", if start { "pause" } else { "resume" }));
+                if start {
+                    self.outcome.pauses += 1;
+                }
+            }
             Fault::ClockJump(i, ms) => {
                 if start {
                     self.nodes[i].clock_offset += ms;
@@ -171,6 +192,14 @@ impl World {
                 }
             }
         }
+    }
+
+    /// Every member's agent runs (not stopped, not suspended) and reaches the lock store.
+    fn every_member_sees_the_store(&self) -> bool {
+        (0..self.nodes.len()).all(|i| {
+            let n = &self.nodes[i];
+            n.agent.is_some() && !n.paused && n.suspended_since.is_none() && self.store_reachable(i)
+        })
     }
 
     /// SIGTERM: PostgreSQL stopped (fast), then the leader key released if it was ours.

@@ -233,6 +233,8 @@ pub struct Outcome {
     pub restart_accepted: usize,
     pub restart_refused: usize,
     pub reloads: usize,
+    /// Maintenance-mode windows (pause, then resume).
+    pub pauses: usize,
     /// Promotions the `pre_promote` script vetoed, and callbacks run.
     pub promotions_vetoed: usize,
     pub callbacks: usize,
@@ -249,6 +251,10 @@ pub struct World {
     seq: u64,
     store: MemStore,
     store_down: u32,
+    /// Maintenance mode is on (`OperatorPause`).
+    cluster_paused: bool,
+    /// When maintenance mode last ended: timeouts that the pause suspends run from here.
+    resumed_at: u64,
     slow_store: u32,
     nodes: Vec<SimNode>,
     cut_store: Vec<u32>,
@@ -364,6 +370,8 @@ impl World {
             seq: 0,
             store: MemStore::new(),
             store_down: 0,
+            cluster_paused: false,
+            resumed_at: 0,
             slow_store: 0,
             nodes,
             cut_store: vec![0; n],

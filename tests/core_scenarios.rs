@@ -2378,6 +2378,66 @@ fn a_stale_scheduled_switchover_is_dropped() {
     assert_eq!(node.state(), "primary");
 }
 
+/// A switchover scheduled before a pause waits out maintenance mode, as in Patroni: its time
+/// passes unacted while paused; resumed within one and a half `loop_wait` of its time it is
+/// carried out, resumed later it is dropped as stale.
+#[test]
+fn a_scheduled_switchover_waits_out_maintenance_mode() {
+    for (resume_at, carried_out) in [(3_500, true), (4_600, false)] {
+        let request = FailoverRequest {
+            leader: Some(ME.into()),
+            candidate: Some("node3".into()),
+            scheduled_at: Some("2026-12-07T05:00:00+00:00".into()),
+            due: Some(Instant(3000)),
+            ..FailoverRequest::default()
+        };
+        let (mut node, _) = leader_with_request(request.clone());
+        let mut v = view(Some((ME, LEASE.0)), 2000, 31);
+        v.members.get_mut(ME).expect("me").role = "primary".into();
+        v.failover = Some(Versioned {
+            value: request,
+            mod_revision: Revision(30),
+        });
+        let mut observed = pg(false, 2000);
+        if let Some(server) = observed.server.as_mut() {
+            server.replication.push(streaming_peer("node3", 2000));
+        }
+        node.handle_input(
+            Instant(900),
+            Input::ClusterChanged(Box::new(paused(v.clone()))),
+        );
+        drain(&mut node);
+        let mut effects = Vec::new();
+        for t in [3_000, 3_300] {
+            effects.extend(cycle(&mut node, t, observed.clone()));
+        }
+        assert!(
+            !effects.iter().any(|e| matches!(
+                e,
+                Effect::Pg(PgAction::Demote { .. }) | Effect::ClearFailover { .. }
+            )),
+            "paused, its time passes unacted: {effects:?}"
+        );
+        assert_eq!(node.state(), "primary");
+        let mut resumed = with_pause(v, false);
+        resumed.revision = Revision(32);
+        node.handle_input(Instant(resume_at), Input::ClusterChanged(Box::new(resumed)));
+        let mut effects = drain(&mut node);
+        effects.extend(cycle(&mut node, resume_at, observed));
+        let demoted = effects.contains(&Effect::Pg(PgAction::Demote {
+            mode: DemoteMode::Graceful,
+        }));
+        let dropped = effects
+            .iter()
+            .any(|e| matches!(e, Effect::ClearFailover { reason, .. } if reason.contains("stale")));
+        assert_eq!(
+            (demoted, dropped),
+            (carried_out, !carried_out),
+            "resumed at {resume_at}: {effects:?}"
+        );
+    }
+}
+
 #[test]
 fn the_leader_clears_requests_that_are_done_stale_or_scheduled() {
     for (request, expected_revision) in [
@@ -4355,6 +4415,7 @@ fn a_required_watchdog_that_cannot_be_armed_again_demotes_the_primary() {
 #[allow(dead_code)] // read by the simulation binary, which includes this file
 pub const SCENARIOS: &[fn()] = &[
     paused_the_leader_hands_over_to_the_named_candidate_and_rejoins_as_a_standby,
+    a_scheduled_switchover_waits_out_maintenance_mode,
     paused_only_the_named_candidate_races_and_is_promoted,
     a_diverged_standby_is_kept_when_nothing_may_repair_it,
     a_nostream_member_never_streams_and_the_leader_keeps_no_slot_for_it,

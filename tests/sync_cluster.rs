@@ -295,6 +295,43 @@ fn quorum_mode_failover_keeps_every_acknowledged_row() {
             .all(|r| r.get(1).cloned().flatten().as_deref() == Some("quorum")),
         "both standbys are quorum candidates: {quorum_rows:?}"
     );
+    // Patroni's health checks in quorum mode: the voters answer /quorum and
+    // /read-only-quorum, not /sync (synchronous standbys of `synchronous_mode: on` only);
+    // the leader answers /primary, not /quorum; /patroni says quorum_standby.
+    wait_check(SHORT_TIMEOUT, "quorum-mode health checks", || {
+        let mut problems = Vec::new();
+        for i in 0..3 {
+            let expected: &[(&str, u16)] = if i == leader {
+                &[("/primary", 200), ("/quorum", 503), ("/sync", 503)]
+            } else {
+                &[
+                    ("/quorum", 200),
+                    ("/read-only-quorum", 200),
+                    ("/sync", 503),
+                    ("/replica", 200),
+                ]
+            };
+            for (path, code) in expected {
+                let got = c.http_status(i, "GET", path);
+                if got != Some(*code) {
+                    problems.push(format!("{} {path} = {got:?}, want {code}", c.name(i)));
+                }
+            }
+            let patroni = c
+                .http_json(i, "/patroni")
+                .ok_or_else(|| format!("{}: GET /patroni failed", c.name(i)))?;
+            // Patroni writes the field for quorum standbys only.
+            let flag = patroni.get("quorum_standby").and_then(Value::as_bool);
+            if flag.unwrap_or(false) != (i != leader) {
+                problems.push(format!("{} /patroni quorum_standby: {patroni}", c.name(i)));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    });
 
     c.execute(
         leader,

@@ -889,6 +889,56 @@ fn ctl_list_prints_what_patronictl_prints(c: &Cluster) {
     }
 }
 
+/// `nostream`: a standby tagged so is cloned and runs in recovery but never streams: no WAL
+/// receiver on it, no walsender and no replication slot for it on the leader, and a row
+/// written on the leader does not reach it, over several loops.
+#[test]
+fn a_nostream_standby_is_cloned_but_never_streams() {
+    let _guard = exclusive();
+    // Both tagged: whichever bootstraps leads (the tag means nothing to a primary).
+    let c = Cluster::builder()
+        .nodes(2)
+        .synchronous_mode(false)
+        .tag(0, "nostream", "true")
+        .tag(1, "nostream", "true")
+        .start();
+    let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);
+    let standby = 1 - leader;
+    wait_check(
+        REPLICATION_TIMEOUT,
+        "the standby cloned and in recovery",
+        || match c.in_recovery(standby)? {
+            true => Ok(()),
+            false => Err(format!("{} is not in recovery", c.name(standby))),
+        },
+    );
+    c.execute(leader, "CREATE TABLE nostream_probe (id int)")
+        .expect("a write on the leader");
+    let started = Instant::now();
+    while started.elapsed() < 4 * c.loop_wait() + Duration::from_secs(2) {
+        let receivers = c.query_scalar(standby, "SELECT count(*) FROM pg_stat_wal_receiver");
+        assert_eq!(receivers, Ok(Some("0".into())), "the standby streams");
+        let senders = c.query_scalar(leader, "SELECT count(*) FROM pg_stat_replication");
+        assert_eq!(senders, Ok(Some("0".into())), "the leader has a walsender");
+        let slot = c.query_scalar(
+            leader,
+            &format!(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}'",
+                c.name(standby)
+            ),
+        );
+        assert_eq!(slot, Ok(Some("0".into())), "the leader keeps a slot for it");
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    let table = c.query_scalar(
+        standby,
+        "SELECT count(*) FROM pg_class WHERE relname = 'nostream_probe'",
+    );
+    assert_eq!(table, Ok(Some("0".into())), "the leader's write reached it");
+    let patroni = check_patroni(&c, standby, "replica").expect("a running replica");
+    assert_eq!(patroni["tags"]["nostream"], Value::Bool(true), "{patroni}");
+}
+
 /// The real `patronictl -c <node 0's config> args...`.
 fn patronictl(c: &Cluster, args: &[&str]) -> Captured {
     let mut cmd = std::process::Command::new(support::process::patronictl());

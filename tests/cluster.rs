@@ -857,7 +857,7 @@ fn haproxy_and_patronictl_follow_the_leader() {
 /// `pgwardenctl list` and `topology`, read through a patronictl-style file, print what the
 /// real `patronictl` prints from the agent's file, byte for byte, in every format.
 fn ctl_list_prints_what_patronictl_prints(c: &Cluster) {
-    let forms: [&[&str]; 7] = [
+    let forms: [&[&str]; 8] = [
         &["list"],
         &["list", "-e"],
         &["list", "-f", "tsv"],
@@ -865,6 +865,8 @@ fn ctl_list_prints_what_patronictl_prints(c: &Cluster) {
         &["list", "-e", "-f", "json"],
         &["list", "-f", "yaml"],
         &["topology"],
+        // Several clusters, one of them without a key in etcd.
+        &["list", c.scope(), "no-such-cluster"],
     ];
     for args in forms {
         wait_check(

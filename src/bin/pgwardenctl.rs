@@ -42,8 +42,8 @@ struct Global {
 enum Command {
     /// Show the cluster's members, roles, states, timelines and lag.
     List {
-        /// Cluster name (default: the configuration's scope).
-        cluster: Option<String>,
+        /// Cluster names (default: the configuration's scope).
+        clusters: Vec<String>,
         #[command(flatten)]
         options: ListArgs,
     },
@@ -363,9 +363,9 @@ fn main() -> ExitCode {
             init_policy_log();
             pgwarden::ctl::policy::run(&command)
         }
-        Command::List { cluster, options } => {
+        Command::List { clusters, options } => {
             let options = options.watch.options(options.extended, options.format);
-            finish_ops(g, cluster.as_deref(), |s| s.list(&options))
+            list_clusters(g, &clusters, &options)
         }
         Command::Topology { cluster, options } => {
             let options = options.options(false, pgwarden::ctl::list::Format::Topology);
@@ -583,14 +583,58 @@ fn finish_ops(
     cluster: Option<&str>,
     run: impl FnOnce(&Session) -> anyhow::Result<bool>,
 ) -> ExitCode {
-    let result = open_session(cli, cluster).and_then(|session| run(&session));
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+    if run_ops(cli, cluster, run) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// [`finish_ops`]'s work: whether it succeeded (an error is printed).
+fn run_ops(
+    cli: &Global,
+    cluster: Option<&str>,
+    run: impl FnOnce(&Session) -> anyhow::Result<bool>,
+) -> bool {
+    match open_session(cli, cluster).and_then(|session| run(&session)) {
+        Ok(ok) => ok,
         Err(error) => {
             eprintln!("Error: {error:?}");
-            ExitCode::FAILURE
+            false
         }
+    }
+}
+
+/// `list CLUSTER...`: each cluster in turn (the configuration's scope when none is named),
+/// all of them again every `watch` when set, as patronictl.
+fn list_clusters(cli: &Global, clusters: &[String], options: &ListOptions) -> ExitCode {
+    let names: Vec<Option<&str>> = if clusters.is_empty() {
+        vec![None]
+    } else {
+        clusters.iter().map(|c| Some(c.as_str())).collect()
+    };
+    let once = ListOptions {
+        watch: None,
+        timestamp: false,
+        ..options.clone()
+    };
+    loop {
+        let started = std::time::Instant::now();
+        if options.timestamp {
+            println!("{}", pgwarden::ctl::session::timestamp());
+        }
+        let mut all_ok = true;
+        for name in &names {
+            all_ok &= run_ops(cli, *name, |s| s.list(&once));
+        }
+        let Some(every) = options.watch else {
+            return if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        };
+        std::thread::sleep(every.saturating_sub(started.elapsed()));
     }
 }
 

@@ -2187,9 +2187,9 @@ fn paused_the_leader_hands_over_to_the_named_candidate_and_rejoins_as_a_standby(
     assert!(
         pg_actions(&effects).iter().any(|a| matches!(
             a,
-            PgAction::Rewind { from } | PgAction::StartReplica { upstream: Some(from) } if from.name == "node3"
+            PgAction::StartReplica { upstream: Some(from) } if from.name == "node3"
         )),
-        "the former leader rejoins as node3's standby while paused: {effects:?}"
+        "the former leader starts as node3's standby while paused (no rewind, no clone): {effects:?}"
     );
 
     // Paused, a switchover naming no candidate is not acted on.
@@ -2211,6 +2211,67 @@ fn paused_the_leader_hands_over_to_the_named_candidate_and_rejoins_as_a_standby(
         "{effects:?}"
     );
     assert_eq!(node.state(), "primary");
+}
+
+/// Paused, a stop for the operator's switchover that fails leaves nothing behind: when the
+/// operator later stops that PostgreSQL himself (still paused), the agent starts nothing.
+#[test]
+fn paused_a_failed_handover_stop_leaves_the_pause_guard_whole() {
+    let mut node = paused_primary();
+    let mut v = paused(view(Some((ME, LEASE.0)), 2000, 30));
+    v.members.get_mut(ME).expect("me").role = "primary".into();
+    v.failover = Some(Versioned {
+        value: FailoverRequest {
+            leader: Some(ME.into()),
+            candidate: Some("node3".into()),
+            ..FailoverRequest::default()
+        },
+        mod_revision: Revision(30),
+    });
+    let mut observed = pg(false, 2000);
+    if let Some(server) = observed.server.as_mut() {
+        server.replication.push(streaming_peer("node3", 2000));
+    }
+    node.handle_input(Instant(700), Input::ClusterChanged(Box::new(v.clone())));
+    node.handle_input(Instant(700), Input::PostgresProbed(observed));
+    let stop = PgAction::Demote {
+        mode: DemoteMode::Graceful,
+    };
+    assert!(drain(&mut node).contains(&Effect::Pg(stop.clone())));
+    node.handle_input(
+        Instant(800),
+        Input::PgActionFinished {
+            action: stop,
+            outcome: PgActionOutcome::Failed {
+                error: "pg_ctl stop: timed out".into(),
+            },
+        },
+    );
+    drain(&mut node);
+    // The request is withdrawn; the operator stops PostgreSQL by hand, still paused.
+    v.failover = None;
+    v.revision = Revision(31);
+    node.handle_input(Instant(900), Input::ClusterChanged(Box::new(v)));
+    drain(&mut node);
+    let down = PgObservation {
+        data_dir: DataDir::Initialized {
+            sysid: "7300".into(),
+            state: ControlState::ShutDown,
+            timeline: Timeline(1),
+            standby_signal: false,
+        },
+        postmaster_alive: false,
+        server: None,
+        silent: false,
+    };
+    let mut effects = Vec::new();
+    for t in [1_500, 2_500, 3_500] {
+        effects.extend(step_with_probe(&mut node, t, Input::Tick, down.clone()));
+    }
+    assert!(
+        pg_actions(&effects).is_empty(),
+        "paused, nothing is started: {effects:?}"
+    );
 }
 
 /// Paused, the free key goes to the candidate the operator named, and only to it: it races,
@@ -4416,6 +4477,7 @@ fn a_required_watchdog_that_cannot_be_armed_again_demotes_the_primary() {
 pub const SCENARIOS: &[fn()] = &[
     paused_the_leader_hands_over_to_the_named_candidate_and_rejoins_as_a_standby,
     a_scheduled_switchover_waits_out_maintenance_mode,
+    paused_a_failed_handover_stop_leaves_the_pause_guard_whole,
     paused_only_the_named_candidate_races_and_is_promoted,
     a_diverged_standby_is_kept_when_nothing_may_repair_it,
     a_nostream_member_never_streams_and_the_leader_keeps_no_slot_for_it,

@@ -247,7 +247,7 @@ enum Command {
         #[arg(short = 'W')]
         every_two_seconds: bool,
         /// Run again every so many seconds until interrupted.
-        #[arg(short = 'w', long = "watch", value_name = "SECONDS")]
+        #[arg(short = 'w', long = "watch", value_name = "SECONDS", value_parser = watch_seconds)]
         watch: Option<f64>,
     },
     /// Print a shell completion script: `pgwardenctl completion bash >
@@ -318,7 +318,7 @@ struct WatchArgs {
     #[arg(short = 'W')]
     every_two_seconds: bool,
     /// List again every so many seconds until interrupted.
-    #[arg(short = 'w', long = "watch", value_name = "SECONDS")]
+    #[arg(short = 'w', long = "watch", value_name = "SECONDS", value_parser = watch_seconds)]
     watch: Option<f64>,
 }
 
@@ -326,7 +326,7 @@ impl WatchArgs {
     fn options(&self, extended: bool, format: pgwarden::ctl::list::Format) -> ListOptions {
         let seconds = self
             .watch
-            .filter(|s| *s > 0.0)
+            .filter(|s| s.is_finite() && *s > 0.0)
             .or(self.every_two_seconds.then_some(2.0));
         ListOptions {
             extended,
@@ -334,6 +334,16 @@ impl WatchArgs {
             format,
             watch: seconds.map(std::time::Duration::from_secs_f64),
         }
+    }
+}
+
+/// `-w SECONDS`: a positive, finite number of seconds (at most a day).
+fn watch_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(s),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds from 0 to 86400"
+        )),
     }
 }
 
@@ -498,7 +508,7 @@ fn main() -> ExitCode {
                 None
             };
             let seconds = watch
-                .filter(|s| *s > 0.0)
+                .filter(|s| s.is_finite() && *s > 0.0)
                 .or(every_two_seconds.then_some(2.0));
             let options = QueryOptions {
                 sql,

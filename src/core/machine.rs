@@ -14,7 +14,7 @@ use super::consult::{ConsultPurpose, PolicyAnswer};
 use super::effect::{DemoteMode, Effect, PgAction};
 use super::initialize::BootstrapRun;
 use super::input::PgActionOutcome;
-use super::view::DataDir;
+use super::view::{ClusterView, DataDir, PgObservation};
 use super::why::{TransitionRecord, Why};
 
 /// How soon a primary whose synchronous set is still being built looks again.
@@ -235,6 +235,10 @@ impl Machine {
                     context.disarm_watchdog("demoted");
                 }
                 context.postgres.maybe_diverged = true;
+                if !stopped {
+                    // Still a primary: no handover to rejoin after.
+                    context.postgres.rejoin_after_handover = false;
+                }
                 let why = match outcome {
                     PgActionOutcome::Done { .. } => Why::Demoted,
                     PgActionOutcome::Failed { error } | PgActionOutcome::Vetoed { error } => {
@@ -641,10 +645,18 @@ impl Agent {
         if self.postgres.action.is_some() {
             return Handled;
         }
-        if self.paused() && !pg.is_running() && !self.postgres.rejoin_after_handover {
-            // Maintenance mode: the agent starts, clones, rewinds and bootstraps nothing
-            // (but a primary it stopped for the operator's switchover rejoins as a standby).
-            return Handled;
+        if !self.paused() {
+            // Resumed: the ordinary rules below decide how it rejoins.
+            self.postgres.rejoin_after_handover = false;
+        }
+        if self.paused() && !pg.is_running() {
+            // Maintenance mode: the agent starts, clones, rewinds and bootstraps nothing,
+            // but a primary it stopped for the operator's switchover starts again as a
+            // standby (Patroni's demote does), and only that.
+            return match self.postgres.rejoin_after_handover {
+                true => self.rejoin_after_paused_handover(&pg, &view),
+                false => Handled,
+            };
         }
         match &pg.data_dir {
             DataDir::Unreadable(error) => {
@@ -741,6 +753,36 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Paused, the former leader stopped for the operator's switchover starts as a standby of
+    /// the new leader (or of none yet): no rewind, no fresh clone, no bootstrap while paused
+    /// (a clean switchover leaves nothing to rewind; after the resume the usual checks run).
+    fn rejoin_after_paused_handover(
+        &mut self,
+        pg: &PgObservation,
+        view: &ClusterView,
+    ) -> Outcome<State> {
+        let DataDir::Initialized { sysid, .. } = &pg.data_dir else {
+            return Handled;
+        };
+        let other_cluster = view
+            .initialize
+            .as_deref()
+            .is_some_and(|init| !init.is_empty() && init != sysid);
+        if pg.postmaster_alive || other_cluster {
+            return Handled;
+        }
+        // Rewound or not, it was a primary: divergence is checked once it follows.
+        self.postgres.maybe_diverged = true;
+        let upstream = self
+            .leader_upstream()
+            .filter(|u| u.name != self.settings.name);
+        let why = Why::StartStandby {
+            upstream: upstream.as_ref().map(|u| u.name.clone()),
+        };
+        self.start_pg(PgAction::StartReplica { upstream });
+        self.go(State::replica(), why)
     }
 
     /// An agent that (re)started and cannot reach the lock store holds no lease, so nothing

@@ -408,12 +408,12 @@ impl Session {
             };
             all_ok &= started;
             if started && wait {
-                waiting.push(member);
+                waiting.push((member, 0));
             }
         }
         let mut shown = Vec::new();
         while !waiting.is_empty() {
-            let names: Vec<&str> = waiting.iter().map(|m| m.name.as_str()).collect();
+            let names: Vec<&str> = waiting.iter().map(|(m, _)| m.name.as_str()).collect();
             if names != shown {
                 println!(
                     "Waiting for reinitialize to complete on: {}",
@@ -422,13 +422,27 @@ impl Session {
                 shown = names.clone();
             }
             std::thread::sleep(Duration::from_secs(2));
-            waiting.retain(|member| {
+            waiting.retain_mut(|(member, failed_polls)| {
                 let state = self
                     .call(member, "GET", "/patroni", None, API_TIMEOUT)
                     .ok()
                     .and_then(|(_, text)| serde_json::from_str::<serde_json::Value>(&text).ok())
                     .and_then(|p| p.get("state").and_then(|s| s.as_str()).map(str::to_owned));
-                let done = state.is_some_and(|s| s != "creating replica");
+                let Some(state) = state else {
+                    // An API that stops answering is not waited for forever.
+                    *failed_polls += 1;
+                    if *failed_polls >= MAX_FAILED_POLLS {
+                        println!(
+                            "Failed: {} did not answer GET /patroni {MAX_FAILED_POLLS} times in a row",
+                            member.name
+                        );
+                        all_ok = false;
+                        return false;
+                    }
+                    return true;
+                };
+                *failed_polls = 0;
+                let done = state != "creating replica";
                 if done {
                     println!("Reinitialize is completed on: {}", member.name);
                 }
@@ -572,8 +586,13 @@ impl Session {
                     "EDITOR environment variable is not set. editor or vi are not available"
                 )
             })?;
-        let path =
-            std::env::temp_dir().join(format!("{}-config-{}.yaml", self.scope, std::process::id()));
+        // Created exclusively, readable by the operator alone, removed when dropped.
+        let file = tempfile::Builder::new()
+            .prefix(&format!("{}-config-", self.scope.replace('/', "_")))
+            .suffix(".yaml")
+            .tempfile()
+            .context("creating a temporary file for the editor")?;
+        let path = file.path().to_path_buf();
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         let mut words = command.split_whitespace();
         let program = words.next().unwrap_or("vi");
@@ -583,7 +602,7 @@ impl Session {
             .status()
             .with_context(|| format!("running the editor {command:?}"));
         let edited = std::fs::read_to_string(&path);
-        let _ = std::fs::remove_file(&path);
+        drop(file);
         let status = status?;
         if !status.success() {
             anyhow::bail!(
@@ -594,6 +613,9 @@ impl Session {
         edited.with_context(|| format!("reading {}", path.display()))
     }
 }
+
+/// How many `GET /patroni` in a row may go unanswered while `reinit --wait` waits.
+const MAX_FAILED_POLLS: u32 = 5;
 
 /// Asks a yes/no question (patronictl's `click.confirm`, default no).
 fn ask(question: &str) -> anyhow::Result<bool> {
@@ -644,7 +666,12 @@ fn check_dynamic_config(document: &serde_json::Value) -> anyhow::Result<()> {
     let refused = |e: crate::config::ConfigError| {
         anyhow::anyhow!("the edited configuration is refused, nothing was written: {e}")
     };
-    let mut config = crate::config::DynamicConfig::from_json(document).map_err(refused)?;
+    let (mut config, warnings) =
+        crate::config::DynamicConfig::from_json_with_warnings(document, "").map_err(refused)?;
+    for warning in warnings {
+        // What every agent will log: a key it does not act on is said before it is written.
+        eprintln!("Warning: {warning}");
+    }
     let margin_ms = crate::config::PgwardenConfig::default().demotion_margin_ms;
     config.adjust_demotion_budget("config", margin_ms, &mut Vec::new());
     config

@@ -443,6 +443,15 @@ pub(crate) fn pretty_table(
     rows: &[Vec<String>],
     right_aligned: impl Fn(&str) -> bool,
 ) -> String {
+    // Every row as wide as the header: missing cells are empty, extra ones dropped.
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            (0..headers.len())
+                .map(|i| r.get(i).cloned().unwrap_or_default())
+                .collect()
+        })
+        .collect();
     let widths: Vec<usize> = headers
         .iter()
         .enumerate()

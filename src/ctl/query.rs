@@ -90,14 +90,21 @@ async fn run(view: &ClusterView, options: &QueryOptions) -> Answer {
         failed: true,
     };
     let mut client = None;
+    let mut last_error = None;
+    // As patronictl: a role asked for is checked on the server; none asked, whoever the
+    // member is (the leader by default) is queried as it is.
+    let wanted_recovery = match options.role {
+        None | Some(RoleFilter::Any) => None,
+        Some(RoleFilter::Replica) => Some(true),
+        Some(RoleFilter::Leader | RoleFilter::Primary) => Some(false),
+    };
     for member in candidates(view, options) {
-        let Ok(c) = connect(member, options).await else {
-            continue;
-        };
-        let wanted_recovery = match (options.member.is_some(), options.role) {
-            (true, None) | (_, Some(RoleFilter::Any)) => None,
-            (_, Some(RoleFilter::Replica)) => Some(true),
-            _ => Some(false),
+        let c = match connect(member, options).await {
+            Ok(c) => c,
+            Err(error) => {
+                last_error = Some(format!("{}: {error}", member.name));
+                continue;
+            }
         };
         if let Some(want) = wanted_recovery {
             let in_recovery = c
@@ -113,10 +120,16 @@ async fn run(view: &ClusterView, options: &QueryOptions) -> Answer {
         break;
     }
     let Some(client) = client else {
-        return message(match (&options.member, options.role) {
+        let text = match (&options.member, options.role) {
             (Some(member), _) => format!("No connection to member {member} is available"),
             (None, Some(role)) => format!("No connection to role {} is available", role.name()),
             (None, None) => "No reachable member for the cluster".to_string(),
+        };
+        // Why, when a connection failed (a wrong password reads differently from a
+        // member of the wrong role).
+        return message(match last_error {
+            Some(error) => format!("{text} ({error})"),
+            None => text,
         });
     };
     match client.simple_query(&options.sql).await {
@@ -208,12 +221,11 @@ fn render(answer: &Answer, options: &QueryOptions) -> String {
         .iter()
         .map(|r| r.iter().map(cell).collect())
         .collect();
-    let columns: Vec<&str> = answer
-        .columns
-        .iter()
-        .flatten()
-        .map(String::as_str)
-        .collect();
+    // A message has no header of its own: named here (patronictl prints `[{}]` in JSON).
+    let columns: Vec<&str> = match &answer.columns {
+        Some(columns) => columns.iter().map(String::as_str).collect(),
+        None => vec!["timestamp", "message"],
+    };
     let text = match options.format {
         Format::Tsv => {
             let mut lines = Vec::new();
@@ -224,11 +236,6 @@ fn render(answer: &Answer, options: &QueryOptions) -> String {
             lines.join("\n")
         }
         Format::Json | Format::Yaml => {
-            // A message has no header: named here, where patronictl prints `[{}]`.
-            let columns: Vec<&str> = match answer.columns {
-                Some(_) => columns,
-                None => vec!["timestamp", "message"],
-            };
             let values: Vec<Vec<serde_json::Value>> = answer
                 .rows
                 .iter()
@@ -285,6 +292,36 @@ mod tests {
         assert!(
             pretty.contains("| id | note |\n+----+------+\n| 1  | None |"),
             "{pretty}"
+        );
+    }
+
+    #[test]
+    fn a_message_prints_in_every_format() {
+        let answer = Answer {
+            columns: None,
+            rows: vec![vec![
+                Some("2026-12-07 12:00:00".into()),
+                Some("ERROR, SQLSTATE: 42703".into()),
+            ]],
+            failed: true,
+        };
+        for format in [
+            Format::Tsv,
+            Format::Json,
+            Format::Yaml,
+            Format::Pretty,
+            Format::Topology,
+        ] {
+            let text = render(&answer, &options(format));
+            assert!(
+                text.contains("ERROR, SQLSTATE: 42703"),
+                "{format:?}: {text}"
+            );
+        }
+        assert_eq!(
+            render(&answer, &options(Format::Tsv)),
+            "2026-12-07 12:00:00\tERROR, SQLSTATE: 42703\n",
+            "tsv prints no header for a message, as patronictl"
         );
     }
 

@@ -753,17 +753,7 @@ fn a_clean_offline_stop_releases_the_key_and_never_restarts_as_primary_meanwhile
     );
     assert_eq!(node.state(), "starting");
     // PostgreSQL is down, the stale view still names us: nothing starts it as a primary.
-    let stopped = PgObservation {
-        data_dir: DataDir::Initialized {
-            sysid: "7300".into(),
-            state: ControlState::ShutDown,
-            timeline: Timeline(1),
-            standby_signal: false,
-        },
-        postmaster_alive: false,
-        server: None,
-        silent: false,
-    };
+    let stopped = primary_shut_down();
     for t in [4_000, 4_600, 5_200] {
         let effects = cycle(&mut node, t, stopped.clone());
         assert!(
@@ -2129,17 +2119,7 @@ fn paused_the_leader_hands_over_to_the_named_candidate_and_rejoins_as_a_standby(
         candidate: Some("node3".into()),
         ..FailoverRequest::default()
     };
-    let mut node = paused_primary();
-    let mut v = paused(view(Some((ME, LEASE.0)), 2000, 30));
-    v.members.get_mut(ME).expect("me").role = "primary".into();
-    v.failover = Some(Versioned {
-        value: request,
-        mod_revision: Revision(30),
-    });
-    let mut observed = pg(false, 2000);
-    if let Some(server) = observed.server.as_mut() {
-        server.replication.push(streaming_peer("node3", 2000));
-    }
+    let (mut node, mut v, observed) = paused_leader_asked(request);
     node.handle_input(Instant(700), Input::ClusterChanged(Box::new(v.clone())));
     node.handle_input(Instant(700), Input::PostgresProbed(observed.clone()));
     let effects = drain(&mut node);
@@ -2167,17 +2147,7 @@ fn paused_the_leader_hands_over_to_the_named_candidate_and_rejoins_as_a_standby(
     after.members.get_mut("node3").expect("node3").role = "primary".into();
     node.handle_input(Instant(900), Input::ClusterChanged(Box::new(after)));
     drain(&mut node);
-    let down = PgObservation {
-        data_dir: DataDir::Initialized {
-            sysid: "7300".into(),
-            state: ControlState::ShutDown,
-            timeline: Timeline(1),
-            standby_signal: false,
-        },
-        postmaster_alive: false,
-        server: None,
-        silent: false,
-    };
+    let down = primary_shut_down();
     // The probe asked while the stop ran answers stale (the stop finished since); the one
     // asked after it decides.
     let mut effects = step_with_probe(&mut node, 2_000, Input::Tick, down.clone());
@@ -2213,25 +2183,31 @@ fn paused_the_leader_hands_over_to_the_named_candidate_and_rejoins_as_a_standby(
     assert_eq!(node.state(), "primary");
 }
 
-/// Paused, a stop for the operator's switchover that fails leaves nothing behind: when the
-/// operator later stops that PostgreSQL himself (still paused), the agent starts nothing.
-#[test]
-fn paused_a_failed_handover_stop_leaves_the_pause_guard_whole() {
-    let mut node = paused_primary();
+/// A paused leader, its view carrying `request` in the `failover` key, and what its probe
+/// sees (a running primary with node3 streaming).
+fn paused_leader_asked(request: FailoverRequest) -> (Node, ClusterView, PgObservation) {
     let mut v = paused(view(Some((ME, LEASE.0)), 2000, 30));
     v.members.get_mut(ME).expect("me").role = "primary".into();
     v.failover = Some(Versioned {
-        value: FailoverRequest {
-            leader: Some(ME.into()),
-            candidate: Some("node3".into()),
-            ..FailoverRequest::default()
-        },
+        value: request,
         mod_revision: Revision(30),
     });
     let mut observed = pg(false, 2000);
     if let Some(server) = observed.server.as_mut() {
         server.replication.push(streaming_peer("node3", 2000));
     }
+    (paused_primary(), v, observed)
+}
+
+/// Paused, a stop for the operator's switchover that fails leaves nothing behind: when the
+/// operator later stops that PostgreSQL himself (still paused), the agent starts nothing.
+#[test]
+fn paused_a_failed_handover_stop_leaves_the_pause_guard_whole() {
+    let (mut node, mut v, observed) = paused_leader_asked(FailoverRequest {
+        leader: Some(ME.into()),
+        candidate: Some("node3".into()),
+        ..FailoverRequest::default()
+    });
     node.handle_input(Instant(700), Input::ClusterChanged(Box::new(v.clone())));
     node.handle_input(Instant(700), Input::PostgresProbed(observed));
     let stop = PgAction::Demote {
@@ -2253,17 +2229,7 @@ fn paused_a_failed_handover_stop_leaves_the_pause_guard_whole() {
     v.revision = Revision(31);
     node.handle_input(Instant(900), Input::ClusterChanged(Box::new(v)));
     drain(&mut node);
-    let down = PgObservation {
-        data_dir: DataDir::Initialized {
-            sysid: "7300".into(),
-            state: ControlState::ShutDown,
-            timeline: Timeline(1),
-            standby_signal: false,
-        },
-        postmaster_alive: false,
-        server: None,
-        silent: false,
-    };
+    let down = primary_shut_down();
     let mut effects = Vec::new();
     for t in [1_500, 2_500, 3_500] {
         effects.extend(step_with_probe(&mut node, t, Input::Tick, down.clone()));
@@ -4589,6 +4555,21 @@ fn with_work_mem(mut v: ClusterView, work_mem: &str) -> ClusterView {
         mod_revision: Revision(3),
     });
     v
+}
+
+/// A former primary's data directory after a clean shutdown, nothing running.
+fn primary_shut_down() -> PgObservation {
+    PgObservation {
+        data_dir: DataDir::Initialized {
+            sysid: "7300".into(),
+            state: ControlState::ShutDown,
+            timeline: Timeline(1),
+            standby_signal: false,
+        },
+        postmaster_alive: false,
+        server: None,
+        silent: false,
+    }
 }
 
 /// Feeds `input` at `at`, answers the probe the node then asks for with `observation`, and

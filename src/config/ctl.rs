@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::ConfigError;
 use super::etcd;
-use super::local::normalise_namespace;
+use super::local::{normalise_namespace, OTHER_DCS};
 use super::model::{Credentials, EtcdConfig};
 use super::tree::{self, Section};
 use super::DynamicConfig;
@@ -23,16 +23,6 @@ const CTL_TLS: &[&str] = &[
     "certfile",
     "keyfile",
     "keyfile_password",
-];
-
-/// The DCS sections patronictl knows and pgwarden does not speak.
-const OTHER_DCS: &[&str] = &[
-    "etcd",
-    "consul",
-    "zookeeper",
-    "exhibitor",
-    "kubernetes",
-    "raft",
 ];
 
 /// Where the cluster is and how to reach its members.

@@ -20,7 +20,7 @@ use super::{etcd, tags};
 const RESERVED_NAME: &str = "__patroni_strict_sync_replica_placeholder__";
 
 /// DCS sections of Patroni that pgwarden refuses: it speaks only the etcd v3 API.
-const OTHER_DCS: &[&str] = &[
+pub(crate) const OTHER_DCS: &[&str] = &[
     "etcd",
     "consul",
     "zookeeper",

@@ -250,14 +250,10 @@ impl Session {
 
     /// `patronictl show-config`: `/config` as YAML.
     pub fn show_config(&self) -> anyhow::Result<bool> {
-        let config = self.block_on(async {
-            let store = self.store().await?;
-            store
-                .read_config()
-                .await
-                .context("reading /config from etcd")
-        })?;
-        let config = config.map(|(value, _)| value).unwrap_or_default();
+        let config = self
+            .read_config()?
+            .map(|(value, _)| value)
+            .unwrap_or_default();
         // patronictl's echo adds a newline after the document's own.
         println!(
             "{}",
@@ -495,20 +491,12 @@ impl Session {
     /// the key's revision).
     pub fn edit_config(&self, options: &EditOptions) -> anyhow::Result<bool> {
         use super::edit;
-        let (current, revision) = self
-            .block_on(async {
-                let store = self.store().await?;
-                store
-                    .read_config()
-                    .await
-                    .context("reading /config from etcd")
-            })?
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "The config key does not exist in the cluster {}",
-                    self.scope
-                )
-            })?;
+        let (current, revision) = self.read_config()?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "The config key does not exist in the cluster {}",
+                self.scope
+            )
+        })?;
         let before = edit::to_yaml(&current);
         let mut changed = current.clone();
         let mut edited = false;

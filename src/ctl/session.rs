@@ -80,6 +80,19 @@ impl Session {
         })
     }
 
+    /// `/config` as stored, with the revision it was read at (`None`: the key is absent).
+    pub fn read_config(
+        &self,
+    ) -> anyhow::Result<Option<(serde_json::Value, crate::core::Revision)>> {
+        self.block_on(async {
+            let store = self.store().await?;
+            store
+                .read_config()
+                .await
+                .context("reading /config from etcd")
+        })
+    }
+
     /// Sends `method path` to a member's REST API with the configured credentials.
     pub fn call(
         &self,

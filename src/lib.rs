@@ -12,4 +12,5 @@ pub mod dcs;
 pub mod policy;
 pub mod postgres;
 pub mod runtime;
+pub mod tls;
 pub mod watchdog;

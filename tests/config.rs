@@ -326,7 +326,7 @@ fn unknown_watchdog_mode_is_refused() {
 fn unknown_keys_warn_but_load() {
     let yaml = seed_with(
         "restapi:\n",
-        "restapi:\n  foo: 1\n  certfile: /etc/patroni/api.crt\n",
+        "restapi:\n  foo: 1\n  server_tokens: Minimal\n",
     ) + "log:\n  level: INFO\nsurprise: true\n";
     let loaded = parse(&yaml, &no_env).expect("unknown keys are not errors");
     let w = &loaded.warnings;
@@ -340,7 +340,7 @@ fn unknown_keys_warn_but_load() {
     );
     assert!(
         w.iter()
-            .any(|x| x.contains("`restapi.certfile` accepted but not yet supported")),
+            .any(|x| x.contains("`restapi.server_tokens` accepted but not yet supported")),
         "{w:?}"
     );
     assert!(
@@ -647,6 +647,19 @@ const HONOURED: &[(&str, &str)] = &[
     ("etcd3.proxy", "etcd endpoints"),
     ("etcd3.protocol", "etcd endpoints' scheme"),
     ("etcd3.username", "etcd authentication"),
+    (
+        "ctl.authentication.username",
+        "credentials towards peers' APIs",
+    ),
+    (
+        "ctl.authentication.password",
+        "credentials towards peers' APIs",
+    ),
+    ("ctl.cacert", "TLS towards peers' APIs"),
+    ("ctl.certfile", "TLS towards peers' APIs"),
+    ("ctl.insecure", "TLS towards peers' APIs"),
+    ("restapi.certfile", "the REST API speaks TLS"),
+    ("restapi.cafile", "client certificates; TLS towards peers"),
     ("etcd3.password", "etcd authentication"),
     ("restapi.listen", "REST listener"),
     ("restapi.connect_address", "api_url in the member key"),

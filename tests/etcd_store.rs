@@ -11,9 +11,15 @@ use support::EtcdCluster;
 
 async fn store(etcd: &EtcdCluster, scope: &str) -> EtcdStore {
     let layout = KeyLayout::new("/service", scope);
-    EtcdStore::connect(&etcd.client_urls(), None, layout, Duration::from_secs(5))
-        .await
-        .expect("connect to etcd")
+    EtcdStore::connect(
+        &etcd.client_urls(),
+        None,
+        None,
+        layout,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("connect to etcd")
 }
 
 #[test]

@@ -12,24 +12,16 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::switchover::refused_credentials;
 use super::ApiState;
 use crate::config::DynamicConfig;
 
 /// `PATCH /config`.
-pub(super) async fn patch_config(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(denied) = refused_credentials(&state, &headers) {
-        return denied;
-    }
+pub(super) async fn patch_config(State(state): State<ApiState>, body: Bytes) -> Response {
     let patch = match object_body(&body) {
         Ok(patch) => patch,
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
@@ -68,14 +60,7 @@ pub(super) async fn patch_config(
 }
 
 /// `PUT /config`.
-pub(super) async fn put_config(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(denied) = refused_credentials(&state, &headers) {
-        return denied;
-    }
+pub(super) async fn put_config(State(state): State<ApiState>, body: Bytes) -> Response {
     let document = match object_body(&body) {
         Ok(document) => document,
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),

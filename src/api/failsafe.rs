@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
@@ -33,14 +33,7 @@ pub async fn get_failsafe(State(state): State<ApiState>) -> Response {
 
 /// `POST /failsafe`: `{name, conn_url, api_url, slots}` from a leader. 200 `Accepted`, 500
 /// when this member runs as (or is becoming) primary, 502 when failsafe mode is off.
-pub async fn post_failsafe(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(denied) = super::switchover::refused_credentials(&state, &headers) {
-        return denied;
-    }
+pub async fn post_failsafe(State(state): State<ApiState>, body: Bytes) -> Response {
     if !state.snapshot().failsafe.enabled {
         return (StatusCode::BAD_GATEWAY, "Failsafe mode is not enabled").into_response();
     }

@@ -4,12 +4,14 @@
 //! the operator endpoints (`switchover`) write to etcd; `failsafe` and `reinitialize` hand
 //! their request to the core and answer with its verdict.
 
+mod access;
 pub mod cluster;
 pub mod config;
 mod failsafe;
 pub mod metrics;
 mod reinitialize;
 mod restart;
+pub mod serve;
 mod switchover;
 
 use std::collections::HashMap;
@@ -44,6 +46,8 @@ pub struct ApiState {
     inputs: Option<tokio::sync::mpsc::UnboundedSender<crate::core::Input>>,
     /// Re-reads the local file (`POST /reload`).
     reloader: Option<Arc<crate::runtime::reload::Reloader>>,
+    /// Other members' APIs (why a switchover did not happen).
+    api_client: crate::runtime::http::ApiClient,
 }
 
 impl ApiState {
@@ -61,7 +65,14 @@ impl ApiState {
             store: crate::dcs::StoreSlot::default(),
             inputs: None,
             reloader: None,
+            api_client: crate::runtime::http::ApiClient::plain(),
         }
+    }
+
+    /// Reach other members' APIs with `client` (TLS, credentials).
+    pub fn with_api_client(mut self, client: crate::runtime::http::ApiClient) -> ApiState {
+        self.api_client = client;
+        self
     }
 
     /// Let `POST /reload` re-read and apply the local configuration file.
@@ -202,6 +213,10 @@ pub fn router(state: ApiState) -> Router {
             get(failsafe::get_failsafe).post(failsafe::post_failsafe),
         )
         .fallback(health_check)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::guard,
+        ))
         .with_state(state);
     // The method rewrite must run before routing, so it wraps a router that has no routes
     // of its own (a layer on `routes` would run after routing and see OPTIONS as 405).
@@ -222,11 +237,13 @@ async fn options_as_head(
     next.run(request).await
 }
 
-/// Serve until the process ends.
-pub async fn serve(listener: TcpListener, state: ApiState) {
-    if let Err(e) = axum::serve(listener, router(state)).await {
-        tracing::error!(error = %e, "REST API stopped");
-    }
+/// Serve until the process ends, over TLS when `tls` is given.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    tls: Option<Arc<serve::ServerTlsHandle>>,
+) {
+    serve::serve(listener, router(state), tls).await
 }
 
 async fn get_patroni(State(state): State<ApiState>) -> Json<Value> {

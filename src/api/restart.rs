@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
@@ -122,14 +122,7 @@ fn parse_timeout(value: &Value) -> Option<Duration> {
 }
 
 /// `POST /restart`.
-pub async fn post_restart(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(denied) = super::switchover::refused_credentials(&state, &headers) {
-        return denied;
-    }
+pub async fn post_restart(State(state): State<ApiState>, body: Bytes) -> Response {
     let body = match parse_body(&body) {
         Ok(body) => body,
         Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
@@ -254,10 +247,7 @@ pub(super) fn parse_schedule(
 }
 
 /// `DELETE /restart`: 200 `scheduled restart deleted`, 404 `no restarts are scheduled`.
-pub async fn delete_restart(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Some(denied) = super::switchover::refused_credentials(&state, &headers) {
-        return denied;
-    }
+pub async fn delete_restart(State(state): State<ApiState>) -> Response {
     let request =
         match super::send_to_core(&state, |request| Input::ScheduledRestartDeleted { request }) {
             Ok(request) => request,
@@ -280,10 +270,7 @@ pub async fn delete_restart(State(state): State<ApiState>, headers: HeaderMap) -
 
 /// `POST /reload`: re-read the local file and apply it (SIGHUP does the same). 202 as
 /// Patroni's; 400 naming the field when the file is invalid (nothing changes then).
-pub async fn post_reload(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Some(denied) = super::switchover::refused_credentials(&state, &headers) {
-        return denied;
-    }
+pub async fn post_reload(State(state): State<ApiState>) -> Response {
     let Some(reloader) = state.reloader.clone() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

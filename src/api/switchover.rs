@@ -11,15 +11,13 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use serde_json::Value;
 
 use super::ApiState;
 use crate::core::manual::{check_request, ManualAction, RequestRefusal};
 use crate::core::view::{ClusterView, FailoverRequest};
-use crate::runtime::http;
 
 /// How the answers name `action`: its title, its past tense, and that capitalized.
 fn words(action: ManualAction) -> (&'static str, &'static str, &'static str) {
@@ -31,29 +29,18 @@ fn words(action: ManualAction) -> (&'static str, &'static str, &'static str) {
 
 /// `POST /switchover`: `{"leader", "candidate"?, "scheduled_at"?, "override_policy"?}`; a
 /// scheduled one answers 202 and is carried out by the leader at its time.
-pub async fn post_switchover(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(state, &headers, &body, ManualAction::Switchover).await
+pub async fn post_switchover(State(state): State<ApiState>, body: Bytes) -> Response {
+    handle(state, &body, ManualAction::Switchover).await
 }
 
 /// `POST /failover`: `{"candidate" (or "member"), "leader"?, "override_policy"?}`; with a
 /// leader it is a switchover.
-pub async fn post_failover(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(state, &headers, &body, ManualAction::Failover).await
+pub async fn post_failover(State(state): State<ApiState>, body: Bytes) -> Response {
+    handle(state, &body, ManualAction::Failover).await
 }
 
 /// `DELETE /switchover`: withdraw a scheduled switchover (or a pending request).
-pub async fn delete_switchover(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if let Some(denied) = refused_credentials(&state, &headers) {
-        return denied;
-    }
+pub async fn delete_switchover(State(state): State<ApiState>) -> Response {
     let Some(store) = state.store.get() else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -146,15 +133,7 @@ fn parse_body(body: &[u8]) -> Result<FailoverRequest, String> {
     })
 }
 
-async fn handle(
-    state: ApiState,
-    headers: &HeaderMap,
-    body: &[u8],
-    action: ManualAction,
-) -> Response {
-    if let Some(denied) = refused_credentials(&state, headers) {
-        return denied;
-    }
+async fn handle(state: ApiState, body: &[u8], action: ManualAction) -> Response {
     let request = match parse_body(body) {
         Ok(request) => request,
         Err(e) => return text(StatusCode::BAD_REQUEST, &e),
@@ -252,14 +231,14 @@ async fn wait_for_outcome(
         let pending = view.failover.as_ref().is_some_and(|f| f.value == *request);
         seen_request |= pending;
         if seen_request && !pending {
-            let why = refusal(view, old_leader.as_deref(), request).await;
+            let why = refusal(&state.api_client, view, old_leader.as_deref(), request).await;
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("{} failed{}", words(action).0, why),
             );
         }
         if tokio::time::Instant::now() >= deadline {
-            let why = refusal(view, old_leader.as_deref(), request).await;
+            let why = refusal(&state.api_client, view, old_leader.as_deref(), request).await;
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("{} status unknown{}", words(action).0, why),
@@ -270,7 +249,12 @@ async fn wait_for_outcome(
 
 /// Why the request did not happen, as the node that had to act recorded it (the leader for
 /// a handover, else the candidate): `": <reason>"`, or empty when it cannot be read.
-async fn refusal(view: &ClusterView, leader: Option<&str>, request: &FailoverRequest) -> String {
+async fn refusal(
+    client: &crate::runtime::http::ApiClient,
+    view: &ClusterView,
+    leader: Option<&str>,
+    request: &FailoverRequest,
+) -> String {
     let actor = match (view.leader_name(), request.candidate.as_deref()) {
         (Some(current), _) if Some(current) == leader => Some(current),
         (_, Some(candidate)) => Some(candidate),
@@ -279,7 +263,10 @@ async fn refusal(view: &ClusterView, leader: Option<&str>, request: &FailoverReq
     let Some(member) = actor.and_then(|name| view.members.get(name)) else {
         return String::new();
     };
-    let Ok(answer) = http::get_json(&member.api_url, Duration::from_secs(2)).await else {
+    let Ok(answer) = client
+        .get_json(&member.api_url, Duration::from_secs(2))
+        .await
+    else {
         return String::new();
     };
     answer
@@ -287,37 +274,6 @@ async fn refusal(view: &ClusterView, leader: Option<&str>, request: &FailoverReq
         .and_then(Value::as_str)
         .map(|why| format!(": {} says: {why}", member.name))
         .unwrap_or_default()
-}
-
-/// With `restapi.authentication`, unsafe requests need matching basic credentials.
-pub(super) fn refused_credentials(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
-    let expected = state.config.restapi.authentication.as_ref()?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .ok()
-        })
-        .and_then(|raw| String::from_utf8(raw).ok());
-    let wanted = format!(
-        "{}:{}",
-        expected.username,
-        expected.password.as_deref().unwrap_or_default()
-    );
-    if given.as_deref() == Some(wanted.as_str()) {
-        return None;
-    }
-    Some(
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Basic realm=\"pgwarden\"")],
-            "no or wrong credentials for this endpoint (restapi.authentication)",
-        )
-            .into_response(),
-    )
 }
 
 fn text(code: StatusCode, message: &str) -> Response {

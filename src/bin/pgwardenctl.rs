@@ -33,7 +33,7 @@ struct Global {
     /// The lock store, replacing the file's: `etcd3://host:port[/namespace]`.
     #[arg(short = 'd', long = "dcs-url", visible_alias = "dcs", env = "DCS_URL")]
     dcs_url: Option<String>,
-    /// Accepted for patronictl's sake; pgwarden's REST API speaks plain HTTP.
+    /// Do not verify the members' TLS certificates (patronictl's `ctl.insecure`).
     #[arg(short = 'k', long)]
     insecure: bool,
 }
@@ -659,10 +659,9 @@ fn open_session(cli: &Global, cluster: Option<&str>) -> anyhow::Result<Session> 
     for warning in &loaded.warnings {
         eprintln!("Warning: {warning}");
     }
-    if cli.insecure {
-        eprintln!("Warning: --insecure has no effect: pgwarden's REST API speaks plain HTTP");
-    }
-    Session::open(loaded.config, cluster)
+    let mut config = loaded.config;
+    config.api.tls.insecure |= cli.insecure;
+    Session::open(config, cluster)
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {

@@ -13,17 +13,33 @@ use super::error::ConfigError;
 use super::etcd;
 use super::local::{normalise_namespace, OTHER_DCS};
 use super::model::{Credentials, EtcdConfig};
+use super::tls::{parse_client, ClientTls};
 use super::tree::{self, Section};
 use super::DynamicConfig;
 
-/// The `ctl:` keys for TLS towards the REST API, which pgwarden's API does not speak yet.
-const CTL_TLS: &[&str] = &[
-    "insecure",
-    "cacert",
-    "certfile",
-    "keyfile",
-    "keyfile_password",
-];
+/// How a client calls members' REST APIs: the agent towards its peers, pgwardenctl towards
+/// every member.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApiClientConfig {
+    /// Basic-auth credentials for the members' unsafe REST endpoints.
+    pub credentials: Option<Credentials>,
+    /// TLS towards members whose `api_url` is `https://`.
+    pub tls: ClientTls,
+}
+
+/// An agent's `ctl:` section: the credentials (`authentication`, or `auth` as
+/// `user:password`) and TLS it uses towards its peers, with `restapi.cafile` as the CA
+/// when `cacert` is absent.
+pub(crate) fn parse_client_section(
+    mut s: Section<'_>,
+    restapi_cafile: Option<std::path::PathBuf>,
+    warnings: &mut Vec<String>,
+) -> Result<ApiClientConfig, ConfigError> {
+    let credentials = credentials(&mut s, warnings)?;
+    let tls = parse_client(&mut s, restapi_cafile)?;
+    s.finish(warnings);
+    Ok(ApiClientConfig { credentials, tls })
+}
 
 /// Where the cluster is and how to reach its members.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,8 +50,8 @@ pub struct CtlConfig {
     pub namespace: String,
     /// How to reach etcd.
     pub etcd: EtcdConfig,
-    /// Basic-auth credentials for the members' unsafe REST endpoints.
-    pub api_credentials: Option<Credentials>,
+    /// Credentials and TLS towards the members' REST APIs.
+    pub api: ApiClientConfig,
     /// `bootstrap.dcs.loop_wait` when the file has it: how long a member may take to act,
     /// until the cluster's `/config` says otherwise.
     pub loop_wait: u32,
@@ -88,26 +104,39 @@ pub(crate) fn build(mut root: Value, dcs_url: Option<&str>) -> Result<LoadedCtl,
             ))
         }
     };
-    let mut api_credentials = None;
-    if let Some(mut ctl) = s.section("ctl")? {
-        api_credentials = credentials(&mut ctl, &mut warnings)?;
-        for key in CTL_TLS {
-            if ctl.get(key).is_some() {
-                warnings.push(format!(
-                    "key `ctl.{key}` ignored: pgwarden's REST API speaks plain HTTP (TLS is not supported yet)"
-                ));
-            }
+    // patronictl reads an agent's file too: its `restapi:` gives the credentials and the CA
+    // when `ctl:` does not (the rest of that section is the agent's business).
+    let (restapi_credentials, restapi_cafile) = match root.get("restapi") {
+        Some(restapi @ Value::Object(_)) => {
+            let mut section = Section::new("restapi", restapi)?;
+            let credentials = credentials(&mut section, &mut Vec::new())?;
+            let cafile = match section.get("cafile") {
+                Some(v) => Some(tree::string("restapi.cafile", v)?.into()),
+                None => None,
+            };
+            (credentials, cafile)
         }
-        ctl.finish(&mut warnings);
-    }
-    if api_credentials.is_none() {
-        if let Some(Value::Object(restapi)) = root.get("restapi") {
-            let restapi = Value::Object(restapi.clone());
-            let mut section = Section::new("restapi", &restapi)?;
-            // The rest of an agent's `restapi:` is the agent's business, not the tool's.
-            api_credentials = credentials(&mut section, &mut Vec::new())?;
+        _ => (None, None),
+    };
+    let api = match s.section("ctl")? {
+        Some(mut ctl) => {
+            let credentials = credentials(&mut ctl, &mut warnings)?;
+            let tls = parse_client(&mut ctl, restapi_cafile)?;
+            ctl.finish(&mut warnings);
+            ApiClientConfig { credentials, tls }
         }
-    }
+        None => ApiClientConfig {
+            credentials: None,
+            tls: ClientTls {
+                cacert: restapi_cafile,
+                ..Default::default()
+            },
+        },
+    };
+    let api = ApiClientConfig {
+        credentials: api.credentials.or(restapi_credentials),
+        ..api
+    };
     let dcs = root.pointer("/bootstrap/dcs");
     let whole = |key: &str, default: u32| -> Result<u32, ConfigError> {
         match dcs.and_then(|d| d.get(key)) {
@@ -120,7 +149,7 @@ pub(crate) fn build(mut root: Value, dcs_url: Option<&str>) -> Result<LoadedCtl,
         scope,
         namespace,
         etcd,
-        api_credentials,
+        api,
         loop_wait: whole("loop_wait", defaults.loop_wait)?,
         retry_timeout: whole("retry_timeout", defaults.retry_timeout)?,
     };
@@ -195,7 +224,7 @@ mod tests {
         assert_eq!(loaded.config.scope, None);
         assert_eq!(loaded.config.namespace, "/service");
         assert_eq!(loaded.config.etcd.hosts[0].to_string(), "127.0.0.1:2379");
-        assert_eq!(loaded.config.api_credentials, None);
+        assert_eq!(loaded.config.api.credentials, None);
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     }
 
@@ -208,7 +237,7 @@ mod tests {
         assert_eq!(loaded.config.scope.as_deref(), Some("batman"));
         assert_eq!(loaded.config.namespace, "/db");
         assert_eq!(loaded.config.etcd.hosts[0].to_string(), "10.0.0.1:2379");
-        let creds = loaded.config.api_credentials.expect("credentials");
+        let creds = loaded.config.api.credentials.expect("credentials");
         assert_eq!(
             (creds.username.as_str(), creds.password.as_deref()),
             ("ops", Some("s3cret"))
@@ -218,7 +247,8 @@ mod tests {
         let creds = load(yaml, None)
             .expect("parses")
             .config
-            .api_credentials
+            .api
+            .credentials
             .expect("creds");
         assert_eq!(
             (creds.username.as_str(), creds.password.as_deref()),
@@ -227,18 +257,21 @@ mod tests {
     }
 
     #[test]
-    fn tls_keys_are_warned_about_not_ignored() {
+    fn ctl_tls_keys_configure_the_client() {
         let loaded = load(
-            "etcd3: {host: h}\nctl: {insecure: true, certfile: /c.pem}\n",
+            "etcd3: {host: h}\nctl: {insecure: true, certfile: /c.pem, keyfile: /k.pem}\n\
+             restapi: {cafile: /ca.pem}\n",
             None,
         )
         .expect("parses");
-        assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
-        assert!(
-            loaded.warnings[0].contains("ctl.insecure"),
-            "{:?}",
-            loaded.warnings
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let tls = loaded.config.api.tls;
+        assert!(tls.insecure);
+        assert_eq!(
+            tls.certfile.as_deref(),
+            Some(std::path::Path::new("/c.pem"))
         );
+        assert_eq!(tls.cacert.as_deref(), Some(std::path::Path::new("/ca.pem")));
     }
 
     #[test]

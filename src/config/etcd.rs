@@ -12,17 +12,7 @@ use super::tree::{self, Section};
 
 const DEFAULT_PORT: u16 = 2379;
 
-const UNSUPPORTED: &[&str] = &[
-    "proxy",
-    "srv",
-    "srv_suffix",
-    "use_proxies",
-    "cacert",
-    "cert",
-    "key",
-    "key_password",
-    "verify",
-];
+const UNSUPPORTED: &[&str] = &["proxy", "srv", "srv_suffix", "use_proxies", "verify"];
 
 /// Builds [`EtcdConfig`] from the `etcd3:` section.
 pub(crate) fn parse(
@@ -105,6 +95,23 @@ pub(crate) fn parse(
         ));
     };
 
+    let tls = super::tls::parse_etcd(&mut s)?;
+    if protocol != "https" {
+        let set = [
+            ("cacert", tls.cacert.is_some()),
+            ("cert", tls.cert.is_some()),
+            ("key", tls.key.is_some()),
+            ("key_password", tls.key_password.is_some()),
+        ];
+        for (key, _) in set.iter().filter(|(_, present)| *present) {
+            warnings.push(format!(
+                "key `{}` has no effect: etcd is reached over plain HTTP (set `{}: https` or \
+                 use https:// endpoints)",
+                s.key_path(key),
+                s.key_path("protocol")
+            ));
+        }
+    }
     s.unsupported(UNSUPPORTED);
     s.finish(warnings);
     Ok(EtcdConfig {
@@ -112,6 +119,7 @@ pub(crate) fn parse(
         protocol,
         username,
         password,
+        tls,
     })
 }
 
@@ -253,11 +261,18 @@ mod tests {
     }
 
     #[test]
-    fn tls_keys_are_accepted_with_a_warning() {
-        let (_, w) = etcd(json!({"hosts": "a", "cacert": "/ca.pem"})).expect("ok");
+    fn tls_keys_configure_https_and_are_named_when_useless() {
+        let (c, w) = etcd(json!({"hosts": "a", "protocol": "https", "cacert": "/ca.pem", "cert": "/c.pem", "key": "/k.pem"}))
+            .expect("ok");
+        assert!(w.is_empty(), "{w:?}");
         assert_eq!(
-            w,
-            vec!["key `etcd3.cacert` accepted but not yet supported by pgwarden; it has no effect"]
+            c.tls.cacert.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
         );
+        assert_eq!(c.tls.key.as_deref(), Some(std::path::Path::new("/k.pem")));
+        let (_, w) = etcd(json!({"hosts": "a", "cacert": "/ca.pem"})).expect("ok");
+        assert!(w[0].contains("plain HTTP"), "{w:?}");
+        let e = etcd(json!({"url": "https://a", "key": "/k.pem"})).expect_err("key alone");
+        assert_eq!(e.path, "etcd3.key");
     }
 }

@@ -29,21 +29,9 @@ pub(crate) const OTHER_DCS: &[&str] = &[
     "raft",
 ];
 
-const TOP_UNSUPPORTED: &[&str] = &[
-    "log",
-    "ctl",
-    "citus",
-    "thread_pool_size",
-    "thread_stack_size",
-];
+const TOP_UNSUPPORTED: &[&str] = &["log", "citus", "thread_pool_size", "thread_stack_size"];
 
 const RESTAPI_UNSUPPORTED: &[&str] = &[
-    "certfile",
-    "keyfile",
-    "keyfile_password",
-    "cafile",
-    "ciphers",
-    "verify_client",
     "allowlist",
     "allowlist_include_members",
     "http_extra_headers",
@@ -137,6 +125,21 @@ pub(crate) fn build(root: &Value, warnings: &mut Vec<String>) -> Result<Config, 
         },
     };
     let tags = tags::parse(s.get("tags"), warnings)?;
+    // Towards its peers the agent uses `ctl:`'s credentials, else its own API's (Patroni's
+    // `PatroniRequest`): peers protect `POST /failsafe` the same way.
+    let mut ctl = match s.section("ctl")? {
+        Some(c) => super::ctl::parse_client_section(c, restapi.cafile.clone(), warnings)?,
+        None => super::ctl::ApiClientConfig {
+            credentials: None,
+            tls: super::tls::ClientTls {
+                cacert: restapi.cafile.clone(),
+                ..Default::default()
+            },
+        },
+    };
+    if ctl.credentials.is_none() {
+        ctl.credentials = restapi.authentication.clone();
+    }
     let pgwarden = match s.section("pgwarden")? {
         Some(p) => parse_pgwarden(p, warnings)?,
         None => PgwardenConfig::default(),
@@ -168,6 +171,7 @@ pub(crate) fn build(root: &Value, warnings: &mut Vec<String>) -> Result<Config, 
         namespace,
         name,
         restapi,
+        ctl,
         etcd,
         bootstrap,
         postgresql,
@@ -244,12 +248,15 @@ fn parse_restapi(
         Some(a) => Some(postgresql::parse_credentials(a, warnings, true)?),
         None => None,
     };
+    let (tls, cafile) = super::tls::parse_server(&mut s)?;
     s.unsupported(RESTAPI_UNSUPPORTED);
     s.finish(warnings);
     Ok(RestApiConfig {
         listen,
         connect_address,
         authentication,
+        tls,
+        cafile,
     })
 }
 

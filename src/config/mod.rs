@@ -34,6 +34,7 @@ mod model;
 mod policy;
 mod postgresql;
 mod tags;
+mod tls;
 mod tree;
 
 use std::path::Path;
@@ -41,7 +42,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 pub use address::{AddressError, HostPort, ListenAddress};
-pub use ctl::{CtlConfig, LoadedCtl};
+pub use ctl::{ApiClientConfig, CtlConfig, LoadedCtl};
 pub use dynamic::{DynamicConfig, DynamicPostgresql, SynchronousMode, MIN_TTL_SECS};
 pub use error::ConfigError;
 pub use model::{
@@ -49,6 +50,7 @@ pub use model::{
     PostgresqlConfig, RestApiConfig, Tags, WatchdogConfig, WatchdogMode,
 };
 pub use policy::{ClusterPolicy, ComponentSource, LocalPolicyConfig};
+pub use tls::{ClientTls, EtcdTls, Secret, ServerTls, VerifyClient};
 
 /// The environment variable holding a whole YAML configuration.
 pub const CONFIGURATION_ENV: &str = "PATRONI_CONFIGURATION";

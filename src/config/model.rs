@@ -20,6 +20,8 @@ pub struct Config {
     pub name: String,
     /// REST API listener and advertised address.
     pub restapi: RestApiConfig,
+    /// How the agent calls its peers' REST APIs (`ctl:`; credentials and TLS).
+    pub ctl: super::ctl::ApiClientConfig,
     /// How to reach etcd (v3 API).
     pub etcd: EtcdConfig,
     /// Settings used only when this node initialises a new cluster.
@@ -49,6 +51,7 @@ impl Config {
         check("namespace", self.namespace != other.namespace);
         check("name", self.name != other.name);
         check("restapi", self.restapi != other.restapi);
+        check("ctl", self.ctl != other.ctl);
         check("etcd3", self.etcd != other.etcd);
         check("bootstrap", self.bootstrap != other.bootstrap);
         check("postgresql", self.postgresql != other.postgresql);
@@ -70,6 +73,22 @@ pub struct RestApiConfig {
     pub connect_address: HostPort,
     /// Basic-auth credentials protecting the unsafe (non-GET) endpoints.
     pub authentication: Option<Credentials>,
+    /// TLS, when `certfile` is set.
+    pub tls: Option<super::tls::ServerTls>,
+    /// `cafile`: the CA of client certificates, and towards peers when `ctl.cacert` is
+    /// absent.
+    pub cafile: Option<PathBuf>,
+}
+
+impl RestApiConfig {
+    /// `https` with TLS, else `http`: the scheme of this member's `api_url`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 /// `etcd3:` section, resolved to a list of endpoints.
@@ -83,6 +102,8 @@ pub struct EtcdConfig {
     pub username: Option<String>,
     /// etcd password, if any.
     pub password: Option<String>,
+    /// TLS settings, used with `https`.
+    pub tls: super::tls::EtcdTls,
 }
 
 /// `bootstrap:` section.

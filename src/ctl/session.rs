@@ -9,6 +9,7 @@ use anyhow::Context;
 use crate::config::CtlConfig;
 use crate::core::view::{ClusterView, MemberInfo};
 use crate::dcs::{EtcdStore, KeyLayout};
+use crate::runtime::http::ApiClient;
 
 use super::ops;
 
@@ -25,6 +26,9 @@ pub struct Session {
     /// The cluster's name: the one given on the command line, else the file's `scope`.
     pub scope: String,
     runtime: tokio::runtime::Runtime,
+    /// The members' APIs, or why the `ctl:` TLS files cannot be used (reported by the
+    /// commands that call a member, so `list` works without them).
+    api_client: Result<ApiClient, String>,
 }
 
 impl Session {
@@ -41,10 +45,12 @@ impl Session {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let api_client = ApiClient::new(&config.api, "ctl").map_err(|e| e.to_string());
         Ok(Session {
             config,
             scope,
             runtime,
+            api_client,
         })
     }
 
@@ -56,11 +62,14 @@ impl Session {
     /// The lock store, connected (asynchronously: call inside [`Session::block_on`]).
     pub async fn store(&self) -> anyhow::Result<EtcdStore> {
         let layout = KeyLayout::new(&self.config.namespace, &self.scope);
-        let connect =
-            crate::runtime::connect_store_at(&self.config.etcd, layout, self.config.retry_timeout);
+        let connect = crate::runtime::connect_store_once(
+            &self.config.etcd,
+            layout,
+            self.config.retry_timeout,
+        );
         tokio::time::timeout(STORE_TIMEOUT, connect)
             .await
-            .with_context(|| format!("connecting to etcd at {:?}", self.endpoints()))
+            .with_context(|| format!("connecting to etcd at {:?}", self.endpoints()))?
     }
 
     fn endpoints(&self) -> Vec<String> {
@@ -103,21 +112,10 @@ impl Session {
         timeout: Duration,
     ) -> Result<(u16, String), String> {
         let url = format!("{}{path}", ops::api_base(member));
-        let auth = self.config.api_credentials.as_ref().map(|c| {
-            (
-                c.username.as_str(),
-                c.password.as_deref().unwrap_or_default(),
-            )
-        });
-        self.block_on(crate::runtime::http::request_as(
-            method,
-            &url,
-            body.map(|b| b.to_string()),
-            auth,
-            timeout,
-        ))
-        .map(|(status, body)| (status, String::from_utf8_lossy(&body).into_owned()))
-        .map_err(|e| e.to_string())
+        let client = self.api_client.as_ref().map_err(|e| e.clone())?;
+        self.block_on(client.request(method, &url, body.map(|b| b.to_string()), timeout))
+            .map(|(status, body)| (status, String::from_utf8_lossy(&body).into_owned()))
+            .map_err(|e| e.to_string())
     }
 
     /// How often members act: the cluster's `loop_wait`, else the file's.

@@ -47,6 +47,7 @@ impl EtcdStore {
     pub async fn connect(
         endpoints: &[String],
         credentials: Option<(String, String)>,
+        tls: Option<etcd_client::TlsOptions>,
         layout: KeyLayout,
         request_timeout: Duration,
     ) -> Result<EtcdStore, DcsError> {
@@ -64,6 +65,10 @@ impl EtcdStore {
             .with_connect_timeout(request_timeout)
             .with_keep_alive(Duration::from_secs(1), request_timeout)
             .with_require_leader(true);
+        let base = match tls {
+            Some(tls) => base.with_tls(tls),
+            None => base,
+        };
         let (mut options, mut watch_options) = (base.clone().with_timeout(request_timeout), base);
         if let Some((user, password)) = credentials {
             options = options.with_user(user.clone(), password.clone());

@@ -61,8 +61,8 @@ pub struct Executor {
     pub policy: super::policy::PolicyRunner,
     /// The watchdog device (open while armed).
     pub watchdog: Arc<Mutex<WatchdogDevice>>,
-    /// `restapi.authentication`, sent with `POST /failsafe` (peers protect it the same way).
-    pub api_auth: Option<crate::config::Credentials>,
+    /// The peers' REST APIs (probes, `POST /failsafe`), with the `ctl:` TLS and credentials.
+    pub api_client: super::http::ApiClient,
     /// Told when the emergency stop killed PostgreSQL (see `PgController::with_kill_signal`).
     pub pg_killed: Arc<tokio::sync::Notify>,
     /// The callback runner (`runtime::callbacks`).
@@ -176,8 +176,7 @@ impl Executor {
             Effect::ProbePeers { members } => return self.probe_peers(members).await,
             Effect::ProbeFailsafe { members } => {
                 let input =
-                    super::failsafe::run_round(&self.identity, self.api_auth.as_ref(), members)
-                        .await;
+                    super::failsafe::run_round(&self.identity, &self.api_client, members).await;
                 return self.send(input);
             }
             other => other,
@@ -461,12 +460,16 @@ impl Executor {
 
     async fn probe_peers(&self, members: Vec<(String, String)>) {
         let timeout = self.peer_probe_timeout;
-        let probes = members.into_iter().map(|(name, url)| async move {
-            let status = super::http::get_json(&url, timeout)
-                .await
-                .ok()
-                .map(|v| peer_status(&v));
-            PeerReport { name, status }
+        let probes = members.into_iter().map(|(name, url)| {
+            let client = self.api_client.clone();
+            async move {
+                let status = client
+                    .get_json(&url, timeout)
+                    .await
+                    .ok()
+                    .map(|v| peer_status(&v));
+                PeerReport { name, status }
+            }
         });
         let reports = futures_join_all(probes).await;
         self.send(Input::PeersProbed(reports));

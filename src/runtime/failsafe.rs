@@ -8,9 +8,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::clock;
-use super::http;
+use super::http::ApiClient;
 use super::member::Identity;
-use crate::config::Credentials;
 use crate::core::{Input, Instant};
 
 /// Patroni's timeout for one `POST /failsafe`.
@@ -46,21 +45,21 @@ pub fn heartbeat_body(identity: &Identity) -> String {
 /// request leaves, so the core's deadline never counts from later than a member's accept.
 pub async fn run_round(
     identity: &Identity,
-    auth: Option<&Credentials>,
+    client: &ApiClient,
     members: Vec<(String, String)>,
 ) -> Input {
     let sent_at: Instant = clock::now();
     let body = heartbeat_body(identity);
-    let auth = auth.map(|c| (c.username.clone(), c.password.clone().unwrap_or_default()));
     let posts = members.into_iter().map(|(name, api_url)| {
         let body = body.clone();
-        let auth = auth.clone();
+        let client = client.clone();
         async move {
             let url = failsafe_url(&api_url);
             let mut last = String::new();
             for _ in 0..ATTEMPTS {
-                let basic = auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-                match http::request_as("POST", &url, Some(body.clone()), basic, POST_TIMEOUT).await
+                match client
+                    .request("POST", &url, Some(body.clone()), POST_TIMEOUT)
+                    .await
                 {
                     Ok((200, _)) => return None,
                     // An answer is the member's verdict: asking again would not change it.

@@ -1,12 +1,21 @@
-//! A minimal HTTP/1 client for peers' REST APIs (`GET /patroni` during a race) and for
-//! pgwardenctl. Plain HTTP on purpose for now: TLS for the REST API is not supported yet.
+//! The HTTP/1 client for members' REST APIs: the agent's peer probes (`GET /patroni` during
+//! a race), its failsafe heartbeats, and pgwardenctl. `https://` members are reached with
+//! the `ctl:` TLS settings (CA, client certificate, `insecure`), as Patroni's
+//! `PatroniRequest` does, and the `ctl:` (else `restapi:`) credentials go with every
+//! request.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+
+use crate::config::{ApiClientConfig, Credentials};
+use crate::tls::TlsError;
 
 /// An HTTP request that failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,82 +46,148 @@ pub enum HttpError {
     },
 }
 
-/// Send a request; returns the status code and body.
-pub async fn request(
-    method: &str,
-    url: &str,
-    body: Option<String>,
-    timeout: Duration,
-) -> Result<(u16, Vec<u8>), HttpError> {
-    request_as(method, url, body, None, timeout).await
+type Inner = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A client for members' REST APIs; cheap to clone, and [`ApiClient::reconfigure`]d in
+/// place when the agent reloads its configuration.
+#[derive(Clone)]
+pub struct ApiClient {
+    current: Arc<RwLock<(Inner, Option<Credentials>)>>,
 }
 
-/// [`request`] with HTTP basic authentication (`user`, `password`) when given.
-pub async fn request_as(
-    method: &str,
-    url: &str,
-    body: Option<String>,
-    basic_auth: Option<(&str, &str)>,
-    timeout: Duration,
-) -> Result<(u16, Vec<u8>), HttpError> {
-    let uri: hyper::Uri =
-        url.parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| HttpError::Url {
-                url: url.to_string(),
-                message: e.to_string(),
-            })?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
-    let method: hyper::Method = method.parse().map_err(|_| HttpError::Url {
-        url: url.to_string(),
-        message: "bad method".into(),
-    })?;
-    let mut builder = hyper::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json");
-    if let Some((user, password)) = basic_auth {
-        use base64::Engine as _;
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        builder = builder.header("authorization", format!("Basic {token}"));
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiClient")
     }
-    let req = builder
-        .body(http_body_util::Full::new(Bytes::from(
-            body.unwrap_or_default(),
-        )))
-        .map_err(|e| HttpError::Url {
-            url: url.to_string(),
-            message: e.to_string(),
-        })?;
-    let work = async {
-        let resp = client.request(req).await.map_err(|e| HttpError::Request {
-            url: url.to_string(),
-            message: e.to_string(),
-        })?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| HttpError::Request {
-                url: url.to_string(),
-                message: e.to_string(),
-            })?
-            .to_bytes();
-        Ok((status, bytes.to_vec()))
-    };
-    tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| HttpError::Timeout {
-            url: url.to_string(),
-            after: timeout,
-        })?
 }
 
-/// GET a JSON document.
-pub async fn get_json(url: &str, timeout: Duration) -> Result<serde_json::Value, HttpError> {
-    let (_, body) = request("GET", url, None, timeout).await?;
-    serde_json::from_slice(&body).map_err(|e| HttpError::Request {
-        url: url.to_string(),
-        message: format!("not JSON: {e}"),
-    })
+fn build(config: &ApiClientConfig, section: &str) -> Result<Inner, TlsError> {
+    let tls = crate::tls::client_config(&config.tls, section)?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+impl ApiClient {
+    /// A client with `config`'s TLS and credentials; `section` names the settings in errors
+    /// (`ctl`).
+    pub fn new(config: &ApiClientConfig, section: &str) -> Result<ApiClient, TlsError> {
+        let inner = build(config, section)?;
+        Ok(ApiClient {
+            current: Arc::new(RwLock::new((inner, config.credentials.clone()))),
+        })
+    }
+
+    /// A client for plain-HTTP members without credentials (tests, tools).
+    pub fn plain() -> ApiClient {
+        ApiClient::new(&ApiClientConfig::default(), "ctl")
+            .unwrap_or_else(|e| unreachable!("no files to read: {e}"))
+    }
+
+    /// Re-reads the certificate files and takes new credentials; on an error the client
+    /// keeps what it had.
+    pub fn reconfigure(&self, config: &ApiClientConfig, section: &str) -> Result<(), TlsError> {
+        let inner = build(config, section)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+            (inner, config.credentials.clone());
+        Ok(())
+    }
+
+    /// Sends a request; returns the status code and body.
+    pub async fn request(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<String>,
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), HttpError> {
+        let (client, credentials) = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let bad_url = |message: String| HttpError::Url {
+            url: url.to_string(),
+            message,
+        };
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| bad_url(e.to_string()))?;
+        let method: hyper::Method = method
+            .parse()
+            .map_err(|_| bad_url(format!("{method:?} is not an HTTP method")))?;
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json");
+        if let Some(c) = &credentials {
+            use base64::Engine as _;
+            let pair = format!(
+                "{}:{}",
+                c.username,
+                c.password.as_deref().unwrap_or_default()
+            );
+            let token = base64::engine::general_purpose::STANDARD.encode(pair);
+            builder = builder.header("authorization", format!("Basic {token}"));
+        }
+        let req = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| bad_url(e.to_string()))?;
+        let failed = |message: String| HttpError::Request {
+            url: url.to_string(),
+            message,
+        };
+        let work = async {
+            let resp = client
+                .request(req)
+                .await
+                .map_err(|e| failed(error_chain(&e)))?;
+            let status = resp.status().as_u16();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .to_bytes();
+            Ok((status, bytes.to_vec()))
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| HttpError::Timeout {
+                url: url.to_string(),
+                after: timeout,
+            })?
+    }
+
+    /// GETs a JSON document.
+    pub async fn get_json(
+        &self,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, HttpError> {
+        let (_, body) = self.request("GET", url, None, timeout).await?;
+        serde_json::from_slice(&body).map_err(|e| HttpError::Request {
+            url: url.to_string(),
+            message: format!("not JSON: {e}"),
+        })
+    }
+}
+
+/// The error and its causes: hyper's "client error (Connect)" alone hides the TLS reason
+/// (an unknown CA, a refused client certificate).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

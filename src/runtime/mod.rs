@@ -111,7 +111,11 @@ pub fn identity(config: &Config) -> Identity {
         scope: config.scope.clone(),
         name: config.name.clone(),
         conn_url: format!("postgres://{}/postgres", config.postgresql.connect_address),
-        api_url: format!("http://{}/patroni", config.restapi.connect_address),
+        api_url: format!(
+            "{}://{}/patroni",
+            config.restapi.scheme(),
+            config.restapi.connect_address
+        ),
     }
 }
 
@@ -128,6 +132,24 @@ pub async fn connect_store_at(
     layout: KeyLayout,
     retry_timeout: u32,
 ) -> EtcdStore {
+    loop {
+        match connect_store_once(etcd, layout.clone(), retry_timeout).await {
+            Ok(store) => return store,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach etcd yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// One attempt of [`connect_store_at`]: the TLS files are read again (a certificate being
+/// replaced may be missing for a moment).
+pub async fn connect_store_once(
+    etcd: &crate::config::EtcdConfig,
+    layout: KeyLayout,
+    retry_timeout: u32,
+) -> anyhow::Result<EtcdStore> {
     let endpoints: Vec<String> = etcd
         .hosts
         .iter()
@@ -135,14 +157,20 @@ pub async fn connect_store_at(
         .collect();
     let credentials = etcd.username.clone().zip(etcd.password.clone());
     let timeout = Duration::from_secs(retry_timeout.clamp(1, 10).into());
-    loop {
-        match EtcdStore::connect(&endpoints, credentials.clone(), layout.clone(), timeout).await {
-            Ok(store) => return store,
-            Err(e) => {
-                tracing::warn!(error = %e, ?endpoints, "cannot reach etcd yet; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+    let tls = etcd_tls(etcd).context("TLS towards etcd")?;
+    EtcdStore::connect(&endpoints, credentials, tls, layout, timeout)
+        .await
+        .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))
+}
+
+/// The TLS options for `etcd`'s endpoints: `None` over plain HTTP.
+pub fn etcd_tls(
+    etcd: &crate::config::EtcdConfig,
+) -> Result<Option<etcd_client::TlsOptions>, crate::tls::TlsError> {
+    if etcd.protocol == "https" {
+        crate::tls::etcd_options(&etcd.tls).map(Some)
+    } else {
+        Ok(None)
     }
 }
 
@@ -153,6 +181,21 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     // unmanaged (see `reload`).
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    // Certificates that cannot be used refuse the start, as a bad configuration does.
+    etcd_tls(&config.etcd).context("TLS towards etcd")?;
+    let server_tls = match &config.restapi.tls {
+        Some(tls) => {
+            let (handle, warnings) =
+                api::serve::ServerTlsHandle::load(tls).context("the REST API's TLS")?;
+            for warning in warnings {
+                tracing::warn!("{warning}");
+            }
+            Some(Arc::new(handle))
+        }
+        None => None,
+    };
+    let api_client =
+        http::ApiClient::new(&config.ctl, "ctl").context("TLS towards the members' REST APIs")?;
     // A policy named in the local configuration that cannot be loaded refuses the start.
     let policy_status = policy::SharedPolicyStatus::default();
     let decider = policy::HostDecider::from_local(&config.policy, policy_status.clone())
@@ -197,6 +240,10 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         pg_tx.clone(),
         callback_runner.clone(),
         input_tx.clone(),
+        reload::Tls {
+            server: server_tls.clone(),
+            client: api_client.clone(),
+        },
     ));
     let listener = api::bind(&config).await.context("starting the REST API")?;
     tokio::spawn(api::serve(
@@ -205,7 +252,9 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
             .with_policy(policy_status)
             .with_store(store.clone())
             .with_inputs(input_tx.clone())
-            .with_reloader(reloader.clone()),
+            .with_reloader(reloader.clone())
+            .with_api_client(api_client.clone()),
+        server_tls,
     ));
 
     let policy = policy::PolicyRunner::spawn(
@@ -225,7 +274,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         peer_probe_timeout: Duration::from_millis(config.pgwarden.peer_probe_timeout_ms),
         policy,
         watchdog: watchdog.clone(),
-        api_auth: config.restapi.authentication.clone(),
+        api_client: api_client.clone(),
         store_tasks: tokio_util::task::TaskTracker::new(),
         callbacks: callback_runner,
         pg_killed,

@@ -41,6 +41,14 @@ pub enum ReloadOutcome {
     Invalid(String),
 }
 
+/// The TLS a reload re-reads: the REST API's certificate and the client's towards peers.
+pub struct Tls {
+    /// The REST API's, when it speaks TLS.
+    pub server: Option<Arc<crate::api::serve::ServerTlsHandle>>,
+    /// Towards the peers' APIs.
+    pub client: super::http::ApiClient,
+}
+
 /// Re-reads the agent's file and applies it; shared by the signal handler and the REST API.
 pub struct Reloader {
     path: PathBuf,
@@ -49,6 +57,7 @@ pub struct Reloader {
     pg_queue: UnboundedSender<PgWork>,
     callbacks: UnboundedSender<CallbackWork>,
     inputs: UnboundedSender<Input>,
+    tls: Tls,
 }
 
 impl Reloader {
@@ -60,6 +69,7 @@ impl Reloader {
         pg_queue: UnboundedSender<PgWork>,
         callbacks: UnboundedSender<CallbackWork>,
         inputs: UnboundedSender<Input>,
+        tls: Tls,
     ) -> Reloader {
         Reloader {
             path,
@@ -67,6 +77,7 @@ impl Reloader {
             pg_queue,
             callbacks,
             inputs,
+            tls,
         }
     }
 
@@ -94,6 +105,13 @@ impl Reloader {
             tracing::warn!("{warning}");
         }
         let new = loaded.config;
+        // Certificates are read before anything changes: files that cannot be used refuse
+        // the whole reload, as an invalid file does.
+        if let Err(error) = self.reload_tls(&new) {
+            let error = error.to_string();
+            tracing::error!(%file, %error, "{trigger}: the TLS files cannot be used; the agent keeps running with the configuration it has");
+            return ReloadOutcome::Invalid(error);
+        }
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let (config, pg) = &mut *running;
         let applied = reloadable_changes(config, &new);
@@ -111,6 +129,10 @@ impl Reloader {
         config.postgresql.callbacks = new.postgresql.callbacks.clone();
         config.postgresql.pre_promote = new.postgresql.pre_promote.clone();
         config.postgresql.before_stop = new.postgresql.before_stop.clone();
+        config.ctl = new.ctl.clone();
+        if self.tls.server.is_some() && new.restapi.tls.is_some() {
+            config.restapi.tls = new.restapi.tls.clone();
+        }
         let not_applied = config.changed_sections(&new);
         let mut settings = PgSettings::clone(pg);
         settings.local_parameters = new.postgresql.parameters.clone();
@@ -148,6 +170,21 @@ impl Reloader {
             not_applied,
         }
     }
+
+    /// Re-reads the REST API's certificate and key (new connections get them; Patroni's
+    /// reload does the same when the file changed) and the client's towards peers. Turning
+    /// TLS on or off changes `api_url`: that waits for a restart (reported as a change to
+    /// `restapi` not applied).
+    fn reload_tls(&self, new: &Config) -> Result<(), crate::tls::TlsError> {
+        let client = crate::tls::client_config(&new.ctl.tls, "ctl")?;
+        drop(client);
+        if let (Some(handle), Some(tls)) = (&self.tls.server, &new.restapi.tls) {
+            for warning in handle.reload(tls)? {
+                tracing::warn!("{warning}");
+            }
+        }
+        self.tls.client.reconfigure(&new.ctl, "ctl")
+    }
 }
 
 /// The settings a reload applies, by name, that differ.
@@ -174,6 +211,13 @@ fn reloadable_changes(running: &Config, new: &Config) -> Vec<&'static str> {
         ("postgresql.callbacks", a.callbacks != b.callbacks),
         ("postgresql.pre_promote", a.pre_promote != b.pre_promote),
         ("postgresql.before_stop", a.before_stop != b.before_stop),
+        ("ctl", running.ctl != new.ctl),
+        (
+            "restapi TLS files",
+            running.restapi.tls.is_some()
+                && new.restapi.tls.is_some()
+                && running.restapi.tls != new.restapi.tls,
+        ),
     ]
     .into_iter()
     .filter_map(|(name, differs)| differs.then_some(name))

@@ -34,6 +34,9 @@ pub const REWIND_USER: &str = "rewind_user";
 pub const REWIND_PASSWORD: &str = "Harness-Rewind#2026";
 /// DCS namespace (Patroni default).
 pub const NAMESPACE: &str = "/service/";
+/// `restapi.authentication` of a TLS cluster (and the `ctl:` credentials of its tools).
+pub const API_USER: &str = "ops";
+pub const API_PASSWORD: &str = "Harness-Api#2026";
 
 /// Everything that goes into one node's YAML.
 #[derive(Debug, Clone)]
@@ -65,6 +68,10 @@ pub struct NodeSpec {
     pub postgresql_extra: String,
     /// The `watchdog:` section's body, indented two spaces (default `mode: "off"`).
     pub watchdog: String,
+    /// More keys of `restapi:` (TLS), lines indented two spaces.
+    pub restapi_extra: String,
+    /// More keys of `etcd3:` (TLS), lines indented two spaces.
+    pub etcd_extra: String,
 }
 
 /// The scram-only pg_hba lines used for bootstrap and at runtime (never `trust`).
@@ -111,6 +118,8 @@ impl NodeSpec {
             extra_yaml: String::new(),
             postgresql_extra: String::new(),
             watchdog: "  mode: \"off\"\n".to_string(),
+            restapi_extra: String::new(),
+            etcd_extra: String::new(),
         }
     }
 
@@ -132,12 +141,14 @@ impl NodeSpec {
         let _ = write!(
             y,
             "scope: {scope}\nnamespace: {NAMESPACE}\nname: {name}\n\n\
-             restapi:\n  listen: {host}:{api}\n  connect_address: {host}:{api}\n\n\
-             etcd3:\n  hosts:\n",
+             restapi:\n  listen: {host}:{api}\n  connect_address: {host}:{api}\n{restapi}\n\
+             etcd3:\n{etcd}  hosts:\n",
             host = self.host,
             scope = self.scope,
             name = self.name,
             api = self.api_port,
+            restapi = self.restapi_extra,
+            etcd = self.etcd_extra,
         );
         for h in &self.etcd_hosts {
             let _ = writeln!(y, "    - {h}");
@@ -246,6 +257,9 @@ pub struct ClusterBuilder {
     node_hosts: Vec<Host>,
     etcd_hosts: Vec<Host>,
     client_net: Option<String>,
+    /// TLS everywhere: etcd with client certificates, the REST API with this
+    /// `verify_client` and Basic authentication.
+    tls: Option<String>,
 }
 
 impl Default for ClusterBuilder {
@@ -268,6 +282,7 @@ impl Default for ClusterBuilder {
             node_hosts: Vec::new(),
             etcd_hosts: Vec::new(),
             client_net: None,
+            tls: None,
         }
     }
 }
@@ -284,6 +299,15 @@ impl ClusterBuilder {
     /// replaced by the node's dir (e.g. `"  pre_promote: {dir}/fence.sh\n"`).
     pub fn postgresql(mut self, body: &str) -> Self {
         self.postgresql_extra = body.to_string();
+        self
+    }
+
+    /// TLS everywhere, as production runs it: etcd serves clients over TLS only and asks
+    /// for a client certificate; the REST API speaks TLS with `verify_client` (`none`,
+    /// `optional`, `required`) and Basic authentication; agents and tools show the client
+    /// certificate. Certificates come from a fresh [`super::tls::Pki`].
+    pub fn tls(mut self, verify_client: &str) -> Self {
+        self.tls = Some(verify_client.to_string());
         self
     }
 
@@ -366,10 +390,15 @@ impl ClusterBuilder {
     /// Starts etcd, writes the node configs and starts every agent (does not wait for a
     /// leader: use [`Cluster::wait_for_leader`]).
     pub fn start(self) -> Cluster {
-        let etcd = if self.etcd_hosts.is_empty() {
-            EtcdCluster::start(self.etcd_members)
-        } else {
-            EtcdCluster::start_in(&self.etcd_hosts)
+        let pki = self.tls.as_ref().map(|_| {
+            let dir = make_test_dir("pgwarden-it-pki-");
+            let pki = super::tls::Pki::generate(dir.path());
+            (dir, pki)
+        });
+        let etcd = match (&pki, self.etcd_hosts.is_empty()) {
+            (Some((_, pki)), _) => EtcdCluster::start_tls(self.etcd_members, pki),
+            (None, true) => EtcdCluster::start(self.etcd_members),
+            (None, false) => EtcdCluster::start_in(&self.etcd_hosts),
         };
         let base = make_test_dir("pgwarden-it-");
         let (pgwarden, pgwardenctl) = install_binaries(&base.path().join("bin"));
@@ -405,9 +434,27 @@ impl ClusterBuilder {
                     Some(body) => body.replace("{dir}", &dir.display().to_string()),
                     None => local.watchdog.clone(),
                 };
+                let (restapi_extra, etcd_extra) = match (&pki, &self.tls) {
+                    (Some((_, pki)), Some(verify_client)) => {
+                        extra_yaml.push_str(&pki_ctl_section(pki));
+                        (
+                            format!(
+                                "  certfile: {}\n  keyfile: {}\n  cafile: {}\n  verify_client: {verify_client}\n  \
+                                 authentication:\n    username: {API_USER}\n    password: '{API_PASSWORD}'\n",
+                                pki.server.cert.display(),
+                                pki.server.key.display(),
+                                pki.ca.display()
+                            ),
+                            pki_etcd_lines(pki),
+                        )
+                    }
+                    _ => (String::new(), String::new()),
+                };
                 let spec = NodeSpec {
                     extra_yaml,
                     watchdog,
+                    restapi_extra,
+                    etcd_extra,
                     ttl: self.ttl,
                     loop_wait: self.loop_wait,
                     retry_timeout: self.retry_timeout,
@@ -431,12 +478,18 @@ impl ClusterBuilder {
                 }
             })
             .collect();
+        let api_tls = pki.as_ref().map(|(_, pki)| super::http::ApiTls {
+            config: pki.client_config(Some(&pki.client)),
+            basic: Some(format!("{API_USER}:{API_PASSWORD}")),
+        });
         let mut cluster = Cluster {
             nodes,
             pgwarden,
             pgwardenctl,
             base,
             etcd,
+            api_tls,
+            pki,
         };
         let started = self.initially_started.unwrap_or(cluster.nodes.len());
         for i in 0..started.min(cluster.nodes.len()) {
@@ -466,6 +519,31 @@ pub struct Cluster {
     // Field order matters: processes die in Drop::drop, then the dirs go, then etcd.
     base: tempfile::TempDir,
     etcd: EtcdCluster,
+    /// How the harness reaches a TLS cluster's REST APIs.
+    api_tls: Option<super::http::ApiTls>,
+    /// A TLS cluster's certificates (and the directory holding them).
+    pki: Option<(tempfile::TempDir, super::tls::Pki)>,
+}
+
+/// `etcd3:` keys for a TLS etcd, lines indented two spaces.
+fn pki_etcd_lines(pki: &super::tls::Pki) -> String {
+    format!(
+        "  protocol: https\n  cacert: {}\n  cert: {}\n  key: {}\n",
+        pki.ca.display(),
+        pki.client.cert.display(),
+        pki.client.key.display()
+    )
+}
+
+/// The `ctl:` section of a TLS cluster's agents and tools.
+fn pki_ctl_section(pki: &super::tls::Pki) -> String {
+    format!(
+        "\nctl:\n  cacert: {}\n  certfile: {}\n  keyfile: {}\n  authentication:\n    \
+         username: {API_USER}\n    password: '{API_PASSWORD}'\n",
+        pki.ca.display(),
+        pki.client.cert.display(),
+        pki.client.key.display()
+    )
 }
 
 impl Cluster {
@@ -552,6 +630,11 @@ impl Cluster {
         self.nodes[i].spec.pg_port
     }
     /// The installed (postgres-readable) agent binary.
+    /// The pgwardenctl binary the cluster installed.
+    pub fn pgwardenctl_bin(&self) -> &Path {
+        &self.pgwardenctl
+    }
+
     pub fn pgwarden_bin(&self) -> &Path {
         &self.pgwarden
     }
@@ -690,7 +773,14 @@ impl Cluster {
         path: &str,
         body: Option<&str>,
     ) -> Result<HttpResponse, String> {
-        http::request(self.api_addr(i), method, path, body, HTTP_TIMEOUT)
+        http::request_with(
+            self.api_addr(i),
+            self.api_tls.as_ref(),
+            method,
+            path,
+            body,
+            HTTP_TIMEOUT,
+        )
     }
 
     /// [`http`](Self::http) for requests that wait for an outcome (switchover, failover).
@@ -702,7 +792,19 @@ impl Cluster {
         body: Option<&str>,
         timeout: Duration,
     ) -> Result<HttpResponse, String> {
-        http::request(self.api_addr(i), method, path, body, timeout)
+        http::request_with(
+            self.api_addr(i),
+            self.api_tls.as_ref(),
+            method,
+            path,
+            body,
+            timeout,
+        )
+    }
+
+    /// A TLS cluster's certificates.
+    pub fn pki(&self) -> Option<&super::tls::Pki> {
+        self.pki.as_ref().map(|(_, pki)| pki)
     }
 
     /// Status code of `method path` on node `i` (`None`: no answer).
@@ -892,9 +994,12 @@ impl Cluster {
         let path = self.base.path().join("patronictl.yaml");
         if !path.exists() {
             let spec = &self.nodes[0].spec;
+            let tls = self.pki();
             let mut yaml = format!(
-                "scope: {}\nnamespace: {NAMESPACE}\netcd3:\n  hosts:\n",
-                spec.scope
+                "scope: {}\nnamespace: {NAMESPACE}\n{}etcd3:\n{}  hosts:\n",
+                spec.scope,
+                tls.map(pki_ctl_section).unwrap_or_default().trim_start(),
+                tls.map(pki_etcd_lines).unwrap_or_default(),
             );
             for host in &spec.etcd_hosts {
                 yaml.push_str(&format!("    - {host}\n"));

@@ -58,9 +58,31 @@ pub struct EtcdCluster {
     initial_cluster: String,
     token: String,
     dir: tempfile::TempDir,
+    /// With TLS: clients must show a certificate this PKI's CA signed.
+    tls: Option<super::tls::Pki>,
 }
 
 impl EtcdCluster {
+    /// Starts `members` members serving clients over TLS only (`https`, with
+    /// `--client-cert-auth` against `pki`'s CA); peers talk plain HTTP among themselves.
+    pub fn start_tls(members: usize, pki: &super::tls::Pki) -> EtcdCluster {
+        Self::start_with(vec![None; members], Some(pki.clone()))
+    }
+
+    /// The PKI clients need, when the members serve TLS.
+    pub fn tls(&self) -> Option<&super::tls::Pki> {
+        self.tls.as_ref()
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// Starts `members` members (`--initial-cluster-state new`) and waits until all are healthy.
     pub fn start(members: usize) -> EtcdCluster {
         Self::start_placed(vec![None; members])
@@ -72,6 +94,10 @@ impl EtcdCluster {
     }
 
     fn start_placed(hosts: Vec<Option<Host>>) -> EtcdCluster {
+        Self::start_with(hosts, None)
+    }
+
+    fn start_with(hosts: Vec<Option<Host>>, tls: Option<super::tls::Pki>) -> EtcdCluster {
         assert!(
             !hosts.is_empty(),
             "an etcd cluster needs at least one member"
@@ -111,6 +137,7 @@ impl EtcdCluster {
             initial_cluster,
             token,
             dir,
+            tls,
         };
         for i in 0..cluster.members.len() {
             cluster.spawn_member(i);
@@ -126,9 +153,18 @@ impl EtcdCluster {
             assert_port_free(m.client_port, &format!("etcd member {i} clients"));
             assert_port_free(m.peer_port, &format!("etcd member {i} peers"));
         }
-        let client = format!("http://{}:{}", m.ip, m.client_port);
+        let client = format!("{}://{}:{}", self.scheme(), m.ip, m.client_port);
         let peer = format!("http://{}:{}", m.ip, m.peer_port);
         let mut cmd = Command::new(ETCD_BIN);
+        if let Some(pki) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&pki.server.cert)
+                .arg("--key-file")
+                .arg(&pki.server.key)
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&pki.ca);
+        }
         cmd.arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
@@ -174,7 +210,18 @@ impl EtcdCluster {
                     m.ip.parse()
                         .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
                 let addr = (ip, m.client_port).into();
-                match http::get(addr, "/health") {
+                let tls = self.tls.as_ref().map(|pki| http::ApiTls {
+                    config: pki.client_config(Some(&pki.client)),
+                    basic: None,
+                });
+                match http::request_with(
+                    addr,
+                    tls.as_ref(),
+                    "GET",
+                    "/health",
+                    None,
+                    http::HTTP_TIMEOUT,
+                ) {
                     Ok(r) if r.status == 200 && r.body.contains("\"true\"") => {}
                     Ok(r) => bad.push(format!("member {i}: {} {}", r.status, r.body.trim())),
                     Err(e) => bad.push(format!("member {i}: {e}")),
@@ -193,11 +240,11 @@ impl EtcdCluster {
         self.members.len()
     }
 
-    /// `http://<address>:<client port>` of every member, in member order.
+    /// `http(s)://<address>:<client port>` of every member, in member order.
     pub fn client_urls(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://{}:{}", m.ip, m.client_port))
+            .map(|m| format!("{}://{}:{}", self.scheme(), m.ip, m.client_port))
             .collect()
     }
 
@@ -270,8 +317,18 @@ impl EtcdCluster {
     /// An `etcdctl` (API v3) command against the given endpoints.
     pub fn etcdctl_on(&self, endpoints: &[String]) -> Command {
         let mut cmd = Command::new(ETCDCTL_BIN);
+        if let Some(pki) = &self.tls {
+            cmd.arg(format!("--cacert={}", pki.ca.display()))
+                .arg(format!("--cert={}", pki.client.cert.display()))
+                .arg(format!("--key={}", pki.client.key.display()));
+        }
+        let scheme = self.scheme();
+        let urls: Vec<String> = endpoints
+            .iter()
+            .map(|e| format!("{scheme}://{e}"))
+            .collect();
         cmd.env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", endpoints.join(",")))
+            .arg(format!("--endpoints={}", urls.join(",")))
             .arg("--dial-timeout=2s")
             .arg("--command-timeout=4s");
         cmd

@@ -29,12 +29,15 @@ pub fn seed_config(
     replica_port: u16,
     stats_port: u16,
     servers: &[Server],
+    check_options: &str,
 ) -> String {
     let lines = |servers: &[Server]| {
         servers
             .iter()
             .map(|(name, host, pg, api)| {
-                format!("    server {name} {host}:{pg} maxconn 200 check port {api}\n")
+                format!(
+                    "    server {name} {host}:{pg} maxconn 200 check port {api}{check_options}\n"
+                )
             })
             .collect::<String>()
     };
@@ -54,6 +57,12 @@ pub fn seed_config(
 impl Haproxy {
     /// Start HAProxy in the foreground (`-db`) with the seed's checks for `servers`.
     pub fn start(servers: &[Server]) -> Haproxy {
+        Haproxy::start_checking(servers, "")
+    }
+
+    /// [`Haproxy::start`] with more options on each server's check (` check-ssl verify
+    /// none` for REST APIs that speak TLS).
+    pub fn start_checking(servers: &[Server], check_options: &str) -> Haproxy {
         let dir = make_test_dir("pgwarden-haproxy-");
         let primary_port = free_port();
         let replica_port = free_port();
@@ -61,7 +70,13 @@ impl Haproxy {
         let cfg = dir.path().join("haproxy.cfg");
         std::fs::write(
             &cfg,
-            seed_config(primary_port, replica_port, stats_port, servers),
+            seed_config(
+                primary_port,
+                replica_port,
+                stats_port,
+                servers,
+                check_options,
+            ),
         )
         .expect("write haproxy.cfg");
         let log = dir.path().join("haproxy.log");

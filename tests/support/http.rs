@@ -33,6 +33,19 @@ impl HttpResponse {
     }
 }
 
+/// TLS and credentials for a REST API that speaks HTTPS.
+#[derive(Clone)]
+pub struct ApiTls {
+    /// The client configuration (CA, maybe a client certificate).
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// `user:password` for Basic authentication, sent with every request.
+    pub basic: Option<String>,
+}
+
+/// A byte stream: plain TCP or TLS over it.
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
 /// Sends one request and reads the whole response. `Err` describes what failed (connect,
 /// timeout, malformed status line).
 pub fn request(
@@ -42,19 +55,43 @@ pub fn request(
     body: Option<&str>,
     timeout: Duration,
 ) -> Result<HttpResponse, String> {
+    request_with(addr, None, method, path, body, timeout)
+}
+
+/// [`request`] over TLS (and with credentials) when `tls` is given.
+pub fn request_with(
+    addr: SocketAddr,
+    tls: Option<&ApiTls>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<HttpResponse, String> {
     let deadline = Instant::now() + timeout;
-    let mut stream =
+    let tcp =
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
+    tcp.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(timeout))
+    tcp.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
+    let mut stream: Box<dyn Stream> = match tls {
+        None => Box::new(tcp),
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let connection = rustls::ClientConnection::new(tls.config.clone(), name)
+                .map_err(|e| format!("TLS to {addr}: {e}"))?;
+            Box::new(rustls::StreamOwned::new(connection, tcp))
+        }
+    };
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: pgwarden-harness\r\n\
          Accept: */*\r\nConnection: close\r\n"
     );
+    if let Some(basic) = tls.and_then(|t| t.basic.as_ref()) {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(basic);
+        req.push_str(&format!("Authorization: Basic {token}\r\n"));
+    }
     if let Some(b) = body {
         req.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",

@@ -13,6 +13,7 @@ pub mod netns;
 pub mod process;
 pub mod shared;
 pub mod sql;
+pub mod tls;
 
 pub use cluster::{Cluster, ClusterBuilder, NodeSpec};
 pub use etcd::{EtcdCluster, Kv};

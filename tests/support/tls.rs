@@ -1,0 +1,213 @@
+//! Certificates for TLS tests, generated with rcgen for each run: a CA, a server
+//! certificate for loopback (etcd and the agents' REST APIs), a client certificate (agents
+//! towards etcd and their peers, patronictl, pgwardenctl), and a client certificate from
+//! another CA, which every server must refuse.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+use super::process::{give_to_runner, set_mode};
+
+/// A certificate and its key, as PEM files.
+#[derive(Clone, Debug)]
+pub struct Pair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The files of one test's PKI.
+#[derive(Clone)]
+pub struct Pki {
+    /// The CA that signs `server` and `client`.
+    pub ca: PathBuf,
+    /// For 127.0.0.1 and localhost (server and client use).
+    pub server: Pair,
+    /// For clients only.
+    pub client: Pair,
+    /// Signed by another CA, `rogue_ca`.
+    pub rogue_client: Pair,
+    /// The other CA.
+    pub rogue_ca: PathBuf,
+    /// Signs renewed server certificates.
+    issuer: Arc<Issuer<'static, KeyPair>>,
+}
+
+fn ca(name: &str) -> (Issuer<'static, KeyPair>, String) {
+    let key = KeyPair::generate().expect("CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key).expect("self-signed CA");
+    (Issuer::new(params, key), cert.pem())
+}
+
+fn leaf(
+    issuer: &Issuer<'static, KeyPair>,
+    name: &str,
+    sans: &[&str],
+    usages: Vec<ExtendedKeyUsagePurpose>,
+) -> (String, String) {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .expect("params");
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.extended_key_usages = usages;
+    let cert = params.signed_by(&key, issuer).expect("signed");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// Writes `text` to `path`, readable by the agents' user only.
+fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    set_mode(path, 0o600);
+    give_to_runner(path);
+}
+
+impl Pki {
+    /// A fresh PKI in `dir` (created if missing).
+    pub fn generate(dir: &Path) -> Pki {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        give_to_runner(dir);
+        let (issuer, ca_pem) = ca("pgwarden test CA");
+        let (rogue, rogue_pem) = ca("somebody else's CA");
+        let both = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let client_only = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let server = leaf(
+            &issuer,
+            "pgwarden server",
+            &["127.0.0.1", "localhost"],
+            both,
+        );
+        let client = leaf(&issuer, "pgwarden client", &[], client_only.clone());
+        let rogue_client = leaf(&rogue, "pgwarden client", &[], client_only);
+        let pki = Pki {
+            ca: dir.join("ca.pem"),
+            server: Pair {
+                cert: dir.join("server.pem"),
+                key: dir.join("server.key"),
+            },
+            client: Pair {
+                cert: dir.join("client.pem"),
+                key: dir.join("client.key"),
+            },
+            rogue_client: Pair {
+                cert: dir.join("rogue-client.pem"),
+                key: dir.join("rogue-client.key"),
+            },
+            rogue_ca: dir.join("rogue-ca.pem"),
+            issuer: Arc::new(issuer),
+        };
+        write_private(&pki.ca, &ca_pem);
+        write_private(&pki.rogue_ca, &rogue_pem);
+        for (pair, (cert, key)) in [
+            (&pki.server, server),
+            (&pki.client, client),
+            (&pki.rogue_client, rogue_client),
+        ] {
+            write_private(&pair.cert, &cert);
+            write_private(&pair.key, &key);
+        }
+        pki
+    }
+
+    /// Replaces the server certificate and key files with a new pair from the same CA;
+    /// returns the new certificate's DER (to tell which one a server presents).
+    pub fn renew_server(&self) -> Vec<u8> {
+        let (cert, key) = leaf(
+            &self.issuer,
+            "pgwarden server (renewed)",
+            &["127.0.0.1", "localhost"],
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        );
+        write_private(&self.server.cert, &cert);
+        write_private(&self.server.key, &key);
+        first_der(&self.server.cert)
+    }
+
+    /// A rustls client configuration trusting this CA, showing `client` when given.
+    pub fn client_config(&self, client: Option<&Pair>) -> Arc<rustls::ClientConfig> {
+        #[allow(deprecated)] // ring, as the agent uses (src/tls.rs)
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in read_certs(&self.ca) {
+            roots.add(cert).expect("CA");
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots);
+        let config = match client {
+            Some(pair) => {
+                use rustls::pki_types::pem::PemObject;
+                let key =
+                    rustls::pki_types::PrivateKeyDer::from_pem_file(&pair.key).expect("client key");
+                builder
+                    .with_client_auth_cert(read_certs(&pair.cert), key)
+                    .expect("client certificate")
+            }
+            None => builder.with_no_client_auth(),
+        };
+        Arc::new(config)
+    }
+}
+
+fn read_certs(path: &Path) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .expect("certificate file")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificates")
+}
+
+/// The DER of the first certificate in a PEM file.
+pub fn first_der(path: &Path) -> Vec<u8> {
+    read_certs(path)
+        .into_iter()
+        .next()
+        .expect("a certificate")
+        .to_vec()
+}
+
+/// The DER of the certificate the server at `addr` presents (the handshake only).
+pub fn presented_certificate(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    let tcp = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
+        .map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let connection = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+    let mut stream = rustls::StreamOwned::new(connection, tcp);
+    stream.flush().map_err(|e| e.to_string())?;
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .map_err(|e| format!("handshake with {addr}: {e}"))?;
+    }
+    stream
+        .conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .ok_or_else(|| "no certificate presented".to_string())
+}

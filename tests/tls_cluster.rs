@@ -1,0 +1,271 @@
+//! A cluster that speaks TLS everywhere, as production runs it: etcd serves clients over
+//! TLS only and demands a client certificate its CA signed (`--client-cert-auth`); every
+//! agent's REST API speaks TLS with `verify_client: optional` and Basic authentication; the
+//! agents, patronictl and pgwardenctl show a client certificate. One cluster carries every
+//! check (bootstrap, the member keys, refusals, HAProxy's `check-ssl`, the real patronictl,
+//! failover and rejoin) to keep CI short. Run with `cargo test --test tls_cluster`.
+
+mod support;
+
+use std::time::Duration;
+
+use support::haproxy::Haproxy;
+use support::http::{request_with, ApiTls};
+use support::process::{run_capture, scrub_env, Captured};
+use support::shared::{exclusive, BOOTSTRAP_TIMEOUT, FAILOVER_TIMEOUT, REPLICATION_TIMEOUT};
+use support::{wait_check, Cluster};
+
+/// `(pg_is_in_recovery(), port)` of the server behind a HAProxy port.
+fn behind_proxy(c: &Cluster, proxy_port: u16) -> Result<(bool, u16), String> {
+    let mut config = c.pg_config_at(proxy_port);
+    config.connect_timeout(Duration::from_secs(3));
+    let rows = support::sql::query_text(
+        &config,
+        "SELECT pg_is_in_recovery()::text, current_setting('port')",
+    )?;
+    let row = rows.first().ok_or("no row")?;
+    let port = row[1]
+        .as_deref()
+        .and_then(|p| p.parse().ok())
+        .ok_or("no port")?;
+    Ok((row[0].as_deref() == Some("true"), port))
+}
+
+fn wait_streaming(c: &Cluster, i: usize) {
+    wait_check(
+        REPLICATION_TIMEOUT,
+        &format!("{} streaming", c.name(i)),
+        || {
+            let p = c.patroni(i).ok_or("no /patroni answer")?;
+            (p["role"] == "replica" && p["replication_state"] == "streaming")
+                .then_some(())
+                .ok_or_else(|| {
+                    format!(
+                        "role {} replication_state {}",
+                        p["role"], p["replication_state"]
+                    )
+                })
+        },
+    );
+}
+
+/// The real `patronictl` with the cluster's patronictl-style file (TLS to etcd and to the
+/// members, with the client certificate and credentials).
+fn patronictl(c: &Cluster, args: &[&str]) -> Captured {
+    let mut cmd = std::process::Command::new(support::process::patronictl());
+    scrub_env(&mut cmd);
+    cmd.arg("-c").arg(c.ctl_config()).args(args);
+    run_capture(&mut cmd, Duration::from_secs(90))
+}
+
+/// pgwardenctl with `yaml` as its configuration file.
+fn ctl_with_file(c: &Cluster, yaml: &str, args: &[&str]) -> Captured {
+    let path = c.node_dir(0).with_file_name("ctl-variant.yaml");
+    std::fs::write(&path, yaml).expect("write the file");
+    let mut cmd = std::process::Command::new(c.pgwardenctl_bin());
+    scrub_env(&mut cmd);
+    cmd.arg("-c").arg(&path).args(args);
+    run_capture(&mut cmd, Duration::from_secs(30))
+}
+
+fn switch_over(c: &Cluster, tool: &str, from: usize, to: usize) {
+    let args = [
+        "switchover",
+        "--leader",
+        c.name(from),
+        "--candidate",
+        c.name(to),
+        "--force",
+    ];
+    let out = if tool == "patronictl" {
+        patronictl(c, &args)
+    } else {
+        c.ctl(&args)
+    };
+    assert!(
+        out.success(),
+        "{tool} switchover over https: {}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    wait_check(
+        FAILOVER_TIMEOUT,
+        &format!("{} to lead", c.name(to)),
+        || match c.leader_now() {
+            Ok(i) if i == to => Ok(()),
+            other => Err(format!("leader {other:?}")),
+        },
+    );
+    wait_streaming(c, from);
+}
+
+#[test]
+fn a_tls_cluster_bootstraps_fails_over_heals_and_obeys_the_real_tools() {
+    let _guard = exclusive();
+    let mut c = Cluster::builder()
+        .nodes(3)
+        .synchronous_mode(false)
+        .tls("optional")
+        .start();
+    let pki = c.pki().expect("a TLS cluster").clone();
+    let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &i in &others {
+        wait_streaming(&c, i);
+    }
+
+    // Every member advertises its API as https, in Patroni's member key.
+    for i in 0..3 {
+        let member = c
+            .dcs_json(&format!("members/{}", c.name(i)))
+            .expect("etcd answers")
+            .expect("member key");
+        let url = member["api_url"].as_str().unwrap_or_default();
+        assert_eq!(
+            url,
+            format!("https://{}/patroni", c.api_addr(i)),
+            "{}'s api_url",
+            c.name(i)
+        );
+    }
+
+    // etcd refuses clients without the CA's certificate, and says why.
+    let base = std::fs::read_to_string(c.ctl_config()).expect("ctl file");
+    let without_cert: String = base
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("cert:") && !l.trim_start().starts_with("key:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(
+        without_cert, base,
+        "the file names a client certificate to remove"
+    );
+    let rogue = base
+        .replace(
+            &pki.client.cert.display().to_string(),
+            &pki.rogue_client.cert.display().to_string(),
+        )
+        .replace(
+            &pki.client.key.display().to_string(),
+            &pki.rogue_client.key.display().to_string(),
+        );
+    for (what, yaml) in [
+        ("no client certificate", &without_cert),
+        ("another CA's certificate", &rogue),
+    ] {
+        let out = ctl_with_file(&c, yaml, &["list"]);
+        assert!(!out.success(), "etcd accepted {what}: {}", out.stdout);
+        assert!(
+            out.stderr.contains("etcd") && out.stderr.contains("BadCertificate"),
+            "{what}: the error names etcd and the reason: {}",
+            out.stderr
+        );
+        println!("etcd with {what}: {}", out.stderr.trim());
+    }
+    let listed = c.ctl(&["list"]);
+    assert!(
+        listed.success(),
+        "pgwardenctl list over TLS: {}",
+        listed.stderr
+    );
+
+    // The REST API: reads without a certificate, unsafe requests need one and credentials.
+    let anonymous = ApiTls {
+        config: pki.client_config(None),
+        basic: None,
+    };
+    let addr = c.api_addr(leader);
+    let t = Duration::from_secs(5);
+    let read = request_with(addr, Some(&anonymous), "GET", "/patroni", None, t).expect("GET");
+    assert_eq!(read.status, 200);
+    let refused = request_with(addr, Some(&anonymous), "POST", "/restart", Some("{}"), t)
+        .expect("POST without a certificate");
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let certified = ApiTls {
+        config: pki.client_config(Some(&pki.client)),
+        basic: None,
+    };
+    let refused = request_with(addr, Some(&certified), "POST", "/restart", Some("{}"), t)
+        .expect("POST without credentials");
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let plain = support::http::request(addr, "GET", "/patroni", None, t);
+    assert!(
+        plain.as_ref().map_or(true, |r| r.status != 200),
+        "plain HTTP to a TLS API gets no answer: {plain:?}"
+    );
+
+    // HAProxy's seed checks over TLS, trusting nothing and trusting the CA.
+    for check in [
+        " check-ssl verify none".to_string(),
+        format!(" check-ssl verify required ca-file {}", pki.ca.display()),
+    ] {
+        let proxy = Haproxy::start_checking(&c.haproxy_servers(), &check);
+        wait_check(
+            Duration::from_secs(60),
+            &format!("HAProxy ({check}) routing writes to the leader"),
+            || match behind_proxy(&c, proxy.primary_port)? {
+                (false, port) if port == c.pg_port(leader) => Ok(()),
+                other => Err(format!(
+                    "behind the writes port: {other:?}\n{}",
+                    proxy.log_tail()
+                )),
+            },
+        );
+        wait_check(
+            Duration::from_secs(60),
+            &format!("HAProxy ({check}) routing reads to a standby"),
+            || match behind_proxy(&c, proxy.replica_port)? {
+                (true, port) if port != c.pg_port(leader) => Ok(()),
+                other => Err(format!("behind the reads port: {other:?}")),
+            },
+        );
+    }
+
+    // The real patronictl lists and switches over through etcd and the members' APIs over
+    // TLS; pgwardenctl switches back.
+    let listed = patronictl(&c, &["list"]);
+    assert!(
+        listed.success(),
+        "patronictl list over TLS: {}",
+        listed.stderr
+    );
+    for i in 0..3 {
+        assert!(listed.stdout.contains(c.name(i)), "{}", listed.stdout);
+    }
+    let candidate = others[0];
+    switch_over(&c, "patronictl", leader, candidate);
+    switch_over(&c, "pgwardenctl", candidate, leader);
+
+    // Failover on TLS etcd: the leader node dies, another member takes over, the old one
+    // rejoins when it comes back.
+    c.execute(
+        leader,
+        "CREATE TABLE tls_rows (id int PRIMARY KEY); INSERT INTO tls_rows VALUES (1)",
+    )
+    .expect("a write on the leader");
+    for &i in &others {
+        wait_check(REPLICATION_TIMEOUT, "the row on every standby", || {
+            c.query_scalar(i, "SELECT count(*) FROM tls_rows")?
+                .filter(|n| n == "1")
+                .map(|_| ())
+                .ok_or_else(|| "not yet".to_string())
+        });
+    }
+    c.kill_node(leader);
+    let new_leader = c.wait_for_leader(FAILOVER_TIMEOUT);
+    assert_ne!(new_leader, leader);
+    c.execute(new_leader, "INSERT INTO tls_rows VALUES (2)")
+        .expect("a write on the new leader");
+    c.start_node(leader);
+    wait_streaming(&c, leader);
+    wait_check(
+        REPLICATION_TIMEOUT,
+        "the old leader has the new row",
+        || {
+            c.query_scalar(leader, "SELECT count(*) FROM tls_rows")?
+                .filter(|n| n == "2")
+                .map(|_| ())
+                .ok_or_else(|| "not yet".to_string())
+        },
+    );
+}

@@ -660,6 +660,19 @@ const HONOURED: &[(&str, &str)] = &[
     ("ctl.insecure", "TLS towards peers' APIs"),
     ("restapi.certfile", "the REST API speaks TLS"),
     ("restapi.cafile", "client certificates; TLS towards peers"),
+    (
+        "restapi.allowlist",
+        "sources allowed to call unsafe endpoints",
+    ),
+    (
+        "restapi.allowlist_include_members",
+        "members allowed to call unsafe endpoints",
+    ),
+    ("restapi.http_extra_headers", "headers on every answer"),
+    (
+        "restapi.https_extra_headers",
+        "headers on every answer over TLS",
+    ),
     ("etcd3.password", "etcd authentication"),
     ("restapi.listen", "REST listener"),
     ("restapi.connect_address", "api_url in the member key"),

@@ -4,7 +4,7 @@
 //! the operator endpoints (`switchover`) write to etcd; `failsafe` and `reinitialize` hand
 //! their request to the core and answer with its verdict.
 
-mod access;
+pub mod access;
 pub mod cluster;
 pub mod config;
 mod failsafe;
@@ -48,6 +48,8 @@ pub struct ApiState {
     reloader: Option<Arc<crate::runtime::reload::Reloader>>,
     /// Other members' APIs (why a switchover did not happen).
     api_client: crate::runtime::http::ApiClient,
+    /// Who may call what (`access`).
+    rules: access::SharedRules,
 }
 
 impl ApiState {
@@ -60,13 +62,27 @@ impl ApiState {
         ApiState {
             identity: Arc::new(identity),
             status,
-            config: Arc::new(config),
             policy: Default::default(),
             store: crate::dcs::StoreSlot::default(),
             inputs: None,
             reloader: None,
             api_client: crate::runtime::http::ApiClient::plain(),
+            rules: Arc::new(std::sync::RwLock::new(Arc::new(access::Rules::new(
+                &config,
+                Vec::new(),
+            )))),
+            config: Arc::new(config),
         }
+    }
+
+    /// Follow `rules` (resolved host names, replaced on reload).
+    pub fn with_rules(mut self, rules: access::SharedRules) -> ApiState {
+        self.rules = rules;
+        self
+    }
+
+    fn rules(&self) -> Arc<access::Rules> {
+        self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Reach other members' APIs with `client` (TLS, credentials).

@@ -31,15 +31,7 @@ pub(crate) const OTHER_DCS: &[&str] = &[
 
 const TOP_UNSUPPORTED: &[&str] = &["log", "citus", "thread_pool_size", "thread_stack_size"];
 
-const RESTAPI_UNSUPPORTED: &[&str] = &[
-    "allowlist",
-    "allowlist_include_members",
-    "http_extra_headers",
-    "https_extra_headers",
-    "request_queue_size",
-    "server_tokens",
-    "thread_pool_size",
-];
+const RESTAPI_UNSUPPORTED: &[&str] = &["request_queue_size", "server_tokens", "thread_pool_size"];
 
 /// Builds and validates the whole configuration from the document root.
 pub(crate) fn build(root: &Value, warnings: &mut Vec<String>) -> Result<Config, ConfigError> {
@@ -151,6 +143,12 @@ pub(crate) fn build(root: &Value, warnings: &mut Vec<String>) -> Result<Config, 
     s.unsupported(TOP_UNSUPPORTED);
     s.finish(warnings);
 
+    if pgwarden.protect_reads && restapi.authentication.is_none() {
+        return Err(ConfigError::new(
+            "pgwarden.protect_reads",
+            "reads are protected by restapi.authentication, which is missing",
+        ));
+    }
     bootstrap
         .dcs
         .adjust_demotion_budget("bootstrap.dcs", pgwarden.demotion_margin_ms, warnings);
@@ -249,6 +247,7 @@ fn parse_restapi(
         None => None,
     };
     let (tls, cafile) = super::tls::parse_server(&mut s)?;
+    let access = super::access::parse(&mut s)?;
     s.unsupported(RESTAPI_UNSUPPORTED);
     s.finish(warnings);
     Ok(RestApiConfig {
@@ -257,6 +256,7 @@ fn parse_restapi(
         authentication,
         tls,
         cafile,
+        access,
     })
 }
 
@@ -368,6 +368,9 @@ fn parse_pgwarden(
     warnings: &mut Vec<String>,
 ) -> Result<PgwardenConfig, ConfigError> {
     let mut c = PgwardenConfig::default();
+    if let Some(v) = s.get("protect_reads") {
+        c.protect_reads = tree::boolean("pgwarden.protect_reads", v)?;
+    }
     if let Some(v) = s.get("peer_probe_timeout_ms") {
         c.peer_probe_timeout_ms = tree::whole(
             "pgwarden.peer_probe_timeout_ms",

@@ -23,6 +23,7 @@
 //! unknown `watchdog.mode` is refused rather than turning the watchdog off, and only the
 //! `etcd3` DCS is accepted.
 
+mod access;
 mod address;
 mod ctl;
 mod dynamic;
@@ -41,6 +42,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+pub use access::{AllowEntry, ApiAccess};
 pub use address::{AddressError, HostPort, ListenAddress};
 pub use ctl::{ApiClientConfig, CtlConfig, LoadedCtl};
 pub use dynamic::{DynamicConfig, DynamicPostgresql, SynchronousMode, MIN_TTL_SECS};

@@ -78,6 +78,8 @@ pub struct RestApiConfig {
     /// `cafile`: the CA of client certificates, and towards peers when `ctl.cacert` is
     /// absent.
     pub cafile: Option<PathBuf>,
+    /// `allowlist`, `allowlist_include_members` and the extra headers.
+    pub access: super::access::ApiAccess,
 }
 
 impl RestApiConfig {
@@ -92,7 +94,7 @@ impl RestApiConfig {
 }
 
 /// `etcd3:` section, resolved to a list of endpoints.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
     /// etcd client endpoints, in configured order.
     pub hosts: Vec<HostPort>,
@@ -104,6 +106,19 @@ pub struct EtcdConfig {
     pub password: Option<String>,
     /// TLS settings, used with `https`.
     pub tls: super::tls::EtcdTls,
+}
+
+/// The password never shows in `Debug` output.
+impl std::fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("hosts", &self.hosts)
+            .field("protocol", &self.protocol)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<secret>"))
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// `bootstrap:` section.
@@ -192,12 +207,22 @@ pub struct PostgresqlConfig {
 }
 
 /// A role name and its password.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     /// Role (or HTTP user) name.
     pub username: String,
     /// Password; `None` relies on pgpass or trust.
     pub password: Option<String>,
+}
+
+/// The password never shows in `Debug` output (logs, error reports, panics).
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<secret>"))
+            .finish()
+    }
 }
 
 /// `postgresql.authentication`.
@@ -301,6 +326,10 @@ pub struct PgwardenConfig {
     /// How long a callback, `pre_promote` or `before_stop` script may run before it is
     /// killed (Patroni has no bound; a hung script must not pile up or hold a stop).
     pub callback_timeout_ms: u64,
+    /// Reads other than health checks (`/patroni`, `/cluster`, `/history`, `/config`,
+    /// `/metrics`, `GET /failsafe`) need `restapi.authentication` too; Patroni cannot
+    /// protect reads. Health checks stay open for HAProxy.
+    pub protect_reads: bool,
 }
 
 impl Default for PgwardenConfig {
@@ -312,6 +341,7 @@ impl Default for PgwardenConfig {
             role_history: None,
             input_log: None,
             callback_timeout_ms: 120_000,
+            protect_reads: false,
         }
     }
 }

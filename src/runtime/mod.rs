@@ -196,6 +196,9 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     };
     let api_client =
         http::ApiClient::new(&config.ctl, "ctl").context("TLS towards the members' REST APIs")?;
+    let access_rules: api::access::SharedRules = Arc::new(std::sync::RwLock::new(Arc::new(
+        api::access::Rules::resolve(&config).await,
+    )));
     // A policy named in the local configuration that cannot be loaded refuses the start.
     let policy_status = policy::SharedPolicyStatus::default();
     let decider = policy::HostDecider::from_local(&config.policy, policy_status.clone())
@@ -240,9 +243,10 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         pg_tx.clone(),
         callback_runner.clone(),
         input_tx.clone(),
-        reload::Tls {
-            server: server_tls.clone(),
+        reload::Api {
+            server_tls: server_tls.clone(),
             client: api_client.clone(),
+            rules: access_rules.clone(),
         },
     ));
     let listener = api::bind(&config).await.context("starting the REST API")?;
@@ -253,7 +257,8 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
             .with_store(store.clone())
             .with_inputs(input_tx.clone())
             .with_reloader(reloader.clone())
-            .with_api_client(api_client.clone()),
+            .with_api_client(api_client.clone())
+            .with_rules(access_rules),
         server_tls,
     ));
 

@@ -41,12 +41,15 @@ pub enum ReloadOutcome {
     Invalid(String),
 }
 
-/// The TLS a reload re-reads: the REST API's certificate and the client's towards peers.
-pub struct Tls {
-    /// The REST API's, when it speaks TLS.
-    pub server: Option<Arc<crate::api::serve::ServerTlsHandle>>,
+/// What a reload changes in the REST API: its certificate, the client towards peers, and
+/// the access rules (allowlist, credentials, extra headers).
+pub struct Api {
+    /// The REST API's TLS, when it speaks TLS.
+    pub server_tls: Option<Arc<crate::api::serve::ServerTlsHandle>>,
     /// Towards the peers' APIs.
     pub client: super::http::ApiClient,
+    /// Who may call what.
+    pub rules: crate::api::access::SharedRules,
 }
 
 /// Re-reads the agent's file and applies it; shared by the signal handler and the REST API.
@@ -57,7 +60,7 @@ pub struct Reloader {
     pg_queue: UnboundedSender<PgWork>,
     callbacks: UnboundedSender<CallbackWork>,
     inputs: UnboundedSender<Input>,
-    tls: Tls,
+    api: Api,
 }
 
 impl Reloader {
@@ -69,7 +72,7 @@ impl Reloader {
         pg_queue: UnboundedSender<PgWork>,
         callbacks: UnboundedSender<CallbackWork>,
         inputs: UnboundedSender<Input>,
-        tls: Tls,
+        api: Api,
     ) -> Reloader {
         Reloader {
             path,
@@ -77,7 +80,7 @@ impl Reloader {
             pg_queue,
             callbacks,
             inputs,
-            tls,
+            api,
         }
     }
 
@@ -130,9 +133,14 @@ impl Reloader {
         config.postgresql.pre_promote = new.postgresql.pre_promote.clone();
         config.postgresql.before_stop = new.postgresql.before_stop.clone();
         config.ctl = new.ctl.clone();
-        if self.tls.server.is_some() && new.restapi.tls.is_some() {
+        if self.api.server_tls.is_some() && new.restapi.tls.is_some() {
             config.restapi.tls = new.restapi.tls.clone();
         }
+        config.restapi.authentication = new.restapi.authentication.clone();
+        config.restapi.access = new.restapi.access.clone();
+        config.restapi.cafile = new.restapi.cafile.clone();
+        config.pgwarden.protect_reads = new.pgwarden.protect_reads;
+        self.reload_rules(config);
         let not_applied = config.changed_sections(&new);
         let mut settings = PgSettings::clone(pg);
         settings.local_parameters = new.postgresql.parameters.clone();
@@ -178,12 +186,22 @@ impl Reloader {
     fn reload_tls(&self, new: &Config) -> Result<(), crate::tls::TlsError> {
         let client = crate::tls::client_config(&new.ctl.tls, "ctl")?;
         drop(client);
-        if let (Some(handle), Some(tls)) = (&self.tls.server, &new.restapi.tls) {
+        if let (Some(handle), Some(tls)) = (&self.api.server_tls, &new.restapi.tls) {
             for warning in handle.reload(tls)? {
                 tracing::warn!("{warning}");
             }
         }
-        self.tls.client.reconfigure(&new.ctl, "ctl")
+        self.api.client.reconfigure(&new.ctl, "ctl")
+    }
+
+    /// New access rules from `config`: host names are resolved on a task of their own, so
+    /// a slow DNS never holds the agent's loop; until then the old rules stay.
+    fn reload_rules(&self, config: &Config) {
+        let (config, rules) = (config.clone(), self.api.rules.clone());
+        tokio::spawn(async move {
+            let new = crate::api::access::Rules::resolve(&config).await;
+            *rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        });
     }
 }
 
@@ -212,6 +230,18 @@ fn reloadable_changes(running: &Config, new: &Config) -> Vec<&'static str> {
         ("postgresql.pre_promote", a.pre_promote != b.pre_promote),
         ("postgresql.before_stop", a.before_stop != b.before_stop),
         ("ctl", running.ctl != new.ctl),
+        (
+            "restapi.authentication",
+            running.restapi.authentication != new.restapi.authentication,
+        ),
+        (
+            "restapi allowlist and headers",
+            running.restapi.access != new.restapi.access,
+        ),
+        (
+            "pgwarden.protect_reads",
+            running.pgwarden.protect_reads != new.pgwarden.protect_reads,
+        ),
         (
             "restapi TLS files",
             running.restapi.tls.is_some()

@@ -13,6 +13,7 @@ use support::haproxy::Haproxy;
 use support::http::{request_with, ApiTls};
 use support::process::{run_capture, scrub_env, Captured};
 use support::shared::{exclusive, BOOTSTRAP_TIMEOUT, FAILOVER_TIMEOUT, REPLICATION_TIMEOUT};
+use support::tls::presented_certificate;
 use support::{wait_check, Cluster};
 
 /// `(pg_is_in_recovery(), port)` of the server behind a HAProxy port.
@@ -227,6 +228,30 @@ fn a_tls_cluster_bootstraps_fails_over_heals_and_obeys_the_real_tools() {
             },
         );
     }
+
+    // A renewed certificate is served after SIGHUP, by the agent that re-read it only; the
+    // agent keeps running and HAProxy keeps checking it.
+    let before =
+        presented_certificate(c.api_addr(leader), pki.client_config(None)).expect("handshake");
+    let renewed = pki.renew_server();
+    assert_ne!(before, renewed);
+    let pid = c.agent_pid(leader).expect("the leader's agent runs") as i32;
+    support::process::signal(pid, nix::sys::signal::Signal::SIGHUP);
+    wait_check(
+        Duration::from_secs(10),
+        "the leader to serve the renewed certificate",
+        || match presented_certificate(c.api_addr(leader), pki.client_config(None)) {
+            Ok(der) if der == renewed => Ok(()),
+            Ok(_) => Err("still the old certificate".to_string()),
+            Err(e) => Err(e),
+        },
+    );
+    assert!(c.agent_alive(leader), "SIGHUP stopped the leader's agent");
+    assert_eq!(
+        presented_certificate(c.api_addr(others[0]), pki.client_config(None)),
+        Ok(before),
+        "an agent that was not reloaded keeps its certificate"
+    );
 
     // The real patronictl lists and switches over through etcd and the members' APIs over
     // TLS; pgwardenctl switches back.

@@ -392,3 +392,96 @@ async fn get_failsafe_lists_the_members_or_says_it_is_off() {
     let (code, _) = failsafe_call(false, false, Method::GET, "/failsafe", "").await;
     assert_eq!(code, StatusCode::BAD_GATEWAY);
 }
+
+/// The OpenAPI document and the router agree: every documented operation is routed (never
+/// 404 or 405), every unsafe method the router accepts on any known path is documented, and
+/// the document is served at `/openapi.json`.
+#[tokio::test]
+async fn the_openapi_document_and_the_router_agree() {
+    let doc = serde_json::to_value(pgwarden::api::openapi_document()).expect("serialisable");
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, item) in paths {
+        for method in ["get", "head", "options", "post", "put", "patch", "delete"] {
+            if item.get(method).is_some() {
+                documented.insert((path.clone(), method.to_uppercase()));
+            }
+        }
+    }
+    assert!(documented.len() > 60, "{documented:?}");
+    // Patroni's endpoints (patroni-facts), each with its methods: none may go missing.
+    let patroni: &[(&str, &[&str])] = &[
+        ("/patroni", &["GET"]),
+        ("/cluster", &["GET"]),
+        ("/history", &["GET"]),
+        ("/config", &["GET", "PATCH", "PUT"]),
+        ("/metrics", &["GET"]),
+        ("/liveness", &["GET"]),
+        ("/readiness", &["GET"]),
+        ("/switchover", &["POST", "DELETE"]),
+        ("/failover", &["POST"]),
+        ("/reinitialize", &["POST"]),
+        ("/restart", &["POST", "DELETE"]),
+        ("/reload", &["POST"]),
+        ("/failsafe", &["GET", "POST"]),
+        ("/primary", &["GET", "HEAD", "OPTIONS"]),
+        ("/replica", &["GET", "HEAD", "OPTIONS"]),
+        ("/", &["GET", "HEAD", "OPTIONS"]),
+    ];
+    for (path, methods) in patroni {
+        for method in *methods {
+            assert!(
+                documented.contains(&(path.to_string(), method.to_string())),
+                "{method} {path} is not documented (nor routed)"
+            );
+        }
+    }
+    for (path, method) in &documented {
+        let m = Method::from_bytes(method.as_bytes()).expect("method");
+        let (code, body) = call(status(true), m, path).await;
+        assert!(
+            code != StatusCode::NOT_FOUND && code != StatusCode::METHOD_NOT_ALLOWED,
+            "documented {method} {path} is not routed: {code} {}",
+            String::from_utf8_lossy(&body)
+        );
+        let operation = &paths[path][method.to_lowercase()];
+        let answered = operation["responses"].get(code.as_str()).is_some();
+        assert!(
+            answered,
+            "{method} {path} answered {code}, which its document does not list"
+        );
+    }
+    // Every Patroni endpoint name and a stranger, with every method: an unsafe method the
+    // router takes must be documented.
+    let mut candidates: Vec<String> = paths.keys().cloned().collect();
+    candidates.extend(
+        [
+            "/citus",
+            "/mpp",
+            "/sigterm",
+            "/members",
+            "/leader/",
+            "/nonexistent",
+        ]
+        .map(String::from),
+    );
+    for path in &candidates {
+        for method in ["POST", "PUT", "PATCH", "DELETE"] {
+            let m = Method::from_bytes(method.as_bytes()).expect("method");
+            let (code, _) = call(status(true), m, path).await;
+            let routed = code != StatusCode::METHOD_NOT_ALLOWED && code != StatusCode::NOT_FOUND;
+            let is_documented = documented.contains(&(path.clone(), method.to_string()));
+            assert_eq!(
+                routed, is_documented,
+                "{method} {path}: routed {routed} ({code}), documented {is_documented}"
+            );
+        }
+    }
+    let (code, body) = call(status(true), Method::GET, "/openapi.json").await;
+    assert_eq!(code, StatusCode::OK);
+    let served: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(served, doc);
+    assert!(served["openapi"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("3.")));
+}

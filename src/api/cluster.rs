@@ -108,6 +108,10 @@ fn lsn_and_lag(leader: Option<Lsn>, lsn: Option<Lsn>) -> (Value, Value) {
     }
 }
 
+#[utoipa::path(get, path = "/cluster", tag = "status",
+    summary = "the cluster's members as etcd has them",
+    responses((status = 200, description = "members", body = super::openapi::ClusterStatus),
+              (status = 503, description = "no view of the cluster yet", body = Object)))]
 pub(super) async fn get_cluster(State(state): State<ApiState>) -> Response {
     let status = state.snapshot();
     match status.view.as_ref() {
@@ -120,6 +124,9 @@ pub(super) async fn get_cluster(State(state): State<ApiState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/history", tag = "status",
+    summary = "timeline history: [timeline, switch LSN, reason, time, new leader]",
+    responses((status = 200, description = "history lines", body = Vec<Vec<serde_json::Value>>)))]
 pub(super) async fn get_history(State(state): State<ApiState>) -> Json<Value> {
     let status = state.snapshot();
     let lines: Vec<Value> = status
@@ -143,6 +150,10 @@ pub(super) async fn get_history(State(state): State<ApiState>) -> Json<Value> {
     Json(Value::Array(lines))
 }
 
+#[utoipa::path(get, path = "/config", tag = "configuration",
+    summary = "the cluster-wide configuration (`/config` in etcd)",
+    responses((status = 200, description = "the document", body = Object),
+              (status = 502, description = "no configuration in the lock store", body = Object)))]
 pub(super) async fn get_config(State(state): State<ApiState>) -> Response {
     let status = state.snapshot();
     match status.view.as_ref().and_then(|v| v.config.as_ref()) {

@@ -21,6 +21,17 @@ use super::ApiState;
 use crate::config::DynamicConfig;
 
 /// `PATCH /config`.
+#[utoipa::path(patch, path = "/config", tag = "configuration",
+    summary = "merge a JSON patch into `/config` (null removes a key)",
+    request_body(content = Object, description = "the keys to change", content_type = "application/json"),
+    security(("basic" = [])),
+    responses((status = 200, description = "the new document", body = Object),
+              (status = 400, description = "not a JSON object, or a value the agents refuse (the field is named)", body = String),
+              (status = 401, description = "no or wrong credentials", body = String),
+              (status = 403, description = "source or client certificate refused", body = String),
+              (status = 409, description = "`/config` changed meanwhile", body = String),
+              (status = 502, description = "no configuration in the lock store", body = String),
+              (status = 503, description = "etcd cannot be reached", body = String)))]
 pub(super) async fn patch_config(State(state): State<ApiState>, body: Bytes) -> Response {
     let patch = match object_body(&body) {
         Ok(patch) => patch,
@@ -60,6 +71,17 @@ pub(super) async fn patch_config(State(state): State<ApiState>, body: Bytes) -> 
 }
 
 /// `PUT /config`.
+#[utoipa::path(put, path = "/config", tag = "configuration",
+    summary = "replace `/config` with the document",
+    request_body(content = Object, description = "the whole document", content_type = "application/json"),
+    security(("basic" = [])),
+    responses((status = 200, description = "the new document", body = Object),
+              (status = 400, description = "not a JSON object, or a value the agents refuse (the field is named)", body = String),
+              (status = 401, description = "no or wrong credentials", body = String),
+              (status = 403, description = "source or client certificate refused", body = String),
+              (status = 409, description = "`/config` changed meanwhile", body = String),
+              (status = 502, description = "the lock store refused the write", body = String),
+              (status = 503, description = "etcd cannot be reached", body = String)))]
 pub(super) async fn put_config(State(state): State<ApiState>, body: Bytes) -> Response {
     let document = match object_body(&body) {
         Ok(document) => document,

@@ -23,6 +23,10 @@ use crate::core::Input;
 const VERDICT_WAIT: Duration = Duration::from_millis(1_500);
 
 /// `GET /failsafe`: `/failsafe`'s members and URLs; 502 when failsafe mode is off.
+#[utoipa::path(get, path = "/failsafe", tag = "failsafe",
+    summary = "the members of the `failsafe` key and their API URLs",
+    responses((status = 200, description = "name to api_url", body = std::collections::BTreeMap<String, String>),
+              (status = 502, description = "failsafe mode is off", body = String)))]
 pub async fn get_failsafe(State(state): State<ApiState>) -> Response {
     let status = state.snapshot();
     if !status.failsafe.enabled {
@@ -33,6 +37,17 @@ pub async fn get_failsafe(State(state): State<ApiState>) -> Response {
 
 /// `POST /failsafe`: `{name, conn_url, api_url, slots}` from a leader. 200 `Accepted`, 500
 /// when this member runs as (or is becoming) primary, 502 when failsafe mode is off.
+#[utoipa::path(post, path = "/failsafe", tag = "failsafe",
+    summary = "a leader's heartbeat while etcd is unreachable",
+    request_body(content = super::openapi::FailsafeHeartbeat, content_type = "application/json"),
+    security(("basic" = [])),
+    responses((status = 200, description = "Accepted (the `lsn` header carries this member's position)", body = String),
+              (status = 400, description = "not a heartbeat (the field is named)", body = String),
+              (status = 401, description = "no or wrong credentials", body = String),
+              (status = 403, description = "source or client certificate refused", body = String),
+              (status = 500, description = "this member runs as primary (Patroni's answer)", body = String),
+              (status = 502, description = "failsafe mode is off", body = String),
+              (status = 503, description = "the agent did not judge the heartbeat in time", body = String)))]
 pub async fn post_failsafe(State(state): State<ApiState>, body: Bytes) -> Response {
     if !state.snapshot().failsafe.enabled {
         return (StatusCode::BAD_GATEWAY, "Failsafe mode is not enabled").into_response();

@@ -65,6 +65,9 @@ fn write_gauge(
     );
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "status",
+    summary = "Prometheus metrics (Patroni's gauges and pgwarden's)",
+    responses((status = 200, description = "text exposition format", body = String, content_type = "text/plain")))]
 pub(super) async fn get_metrics(State(state): State<ApiState>) -> impl IntoResponse {
     let s = state.snapshot();
     let labels = format!(

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 mod failsafe;
 pub mod metrics;
+pub mod openapi;
 mod reinitialize;
 mod restart;
 pub mod serve;
@@ -21,7 +22,6 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -195,39 +195,56 @@ async fn await_answer(
         .and_then(|seen| seen.ok().and_then(|s| pick(&s)))
 }
 
+/// Every handler with its route, and the OpenAPI document of them, from the same
+/// annotations (the health checks are the fallback's, added by `openapi`).
+fn documented_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    use utoipa_axum::routes;
+    let (router, mut doc) = utoipa_axum::router::OpenApiRouter::with_openapi(
+        <openapi::ApiDoc as utoipa::OpenApi>::openapi(),
+    )
+    .routes(routes!(get_patroni))
+    .routes(routes!(cluster::get_cluster))
+    .routes(routes!(cluster::get_history))
+    .routes(routes!(
+        cluster::get_config,
+        config::patch_config,
+        config::put_config
+    ))
+    .routes(routes!(metrics::get_metrics))
+    .routes(routes!(liveness))
+    .routes(routes!(readiness))
+    .routes(routes!(
+        switchover::post_switchover,
+        switchover::delete_switchover
+    ))
+    .routes(routes!(switchover::post_failover))
+    .routes(routes!(reinitialize::post_reinitialize))
+    .routes(routes!(restart::post_restart, restart::delete_restart))
+    .routes(routes!(restart::post_reload))
+    .routes(routes!(failsafe::get_failsafe, failsafe::post_failsafe))
+    .routes(routes!(get_openapi))
+    .split_for_parts();
+    openapi::add_health_checks(&mut doc);
+    (router, doc)
+}
+
+/// The API's OpenAPI document.
+pub fn openapi_document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| documented_routes().1)
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "status",
+    summary = "this document",
+    responses((status = 200, description = "the OpenAPI document", body = Object)))]
+async fn get_openapi() -> Json<&'static utoipa::openapi::OpenApi> {
+    Json(openapi_document())
+}
+
 /// The router.
 pub fn router(state: ApiState) -> Router {
-    let routes = Router::new()
-        .route("/patroni", get(get_patroni))
-        .route("/cluster", get(cluster::get_cluster))
-        .route("/history", get(cluster::get_history))
-        .route(
-            "/config",
-            get(cluster::get_config)
-                .patch(config::patch_config)
-                .put(config::put_config),
-        )
-        .route("/metrics", get(metrics::get_metrics))
-        .route("/liveness", get(liveness))
-        .route("/readiness", get(readiness))
-        .route(
-            "/switchover",
-            axum::routing::post(switchover::post_switchover).delete(switchover::delete_switchover),
-        )
-        .route("/failover", axum::routing::post(switchover::post_failover))
-        .route(
-            "/reinitialize",
-            axum::routing::post(reinitialize::post_reinitialize),
-        )
-        .route(
-            "/restart",
-            axum::routing::post(restart::post_restart).delete(restart::delete_restart),
-        )
-        .route("/reload", axum::routing::post(restart::post_reload))
-        .route(
-            "/failsafe",
-            get(failsafe::get_failsafe).post(failsafe::post_failsafe),
-        )
+    let (routes, _) = documented_routes();
+    let routes = routes
         .fallback(health_check)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -262,6 +279,9 @@ pub async fn serve(
     serve::serve(listener, router(state), tls).await
 }
 
+#[utoipa::path(get, path = "/patroni", tag = "status",
+    summary = "the member's status (what peers, patronictl and monitoring read)",
+    responses((status = 200, description = "status", body = openapi::PatroniStatus)))]
 async fn get_patroni(State(state): State<ApiState>) -> Json<Value> {
     let status = state.snapshot();
     let mut body = state.patroni(&status);
@@ -308,6 +328,9 @@ fn status_only(ok: bool) -> Response {
     (code, Body::empty()).into_response()
 }
 
+#[utoipa::path(get, path = "/liveness", tag = "health",
+    summary = "the agent's loop runs (Kubernetes liveness)",
+    responses((status = 200, description = "alive"), (status = 503, description = "the loop has not run within ttl (by design)")))]
 async fn liveness(State(state): State<ApiState>) -> Response {
     let status = state.snapshot();
     let limit = if status.holds_leader_key {
@@ -318,6 +341,10 @@ async fn liveness(State(state): State<ApiState>) -> Response {
     status_only(clock::now().saturating_since(status.now) <= limit.max(status.loop_wait * 2))
 }
 
+#[utoipa::path(get, path = "/readiness", tag = "health",
+    summary = "leader, or a streaming replica within lag (Kubernetes readiness)",
+    params(("lag" = Option<String>, Query, description = "the most lag allowed, in bytes or with a unit")),
+    responses((status = 200, description = "ready"), (status = 503, description = "not ready (by design)")))]
 async fn readiness(
     State(state): State<ApiState>,
     Query(params): Query<HashMap<String, String>>,
@@ -344,6 +371,10 @@ async fn health_check(
     uri: Uri,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
+    // Health checks are reads: another method on them is not a route (Patroni: 501).
+    if method != Method::GET && method != Method::HEAD {
+        return (StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response();
+    }
     let status = state.snapshot();
     let check = Check::from_path(uri.path());
     let query = CheckQuery {

@@ -49,6 +49,15 @@ fn check_body(body: &[u8]) -> Result<(), String> {
 
 /// `POST /reinitialize`: 200 `reinitialize started`; 503 with the reason when this node
 /// leads, the cluster has no leader, or an action runs; 400 for a malformed body.
+#[utoipa::path(post, path = "/reinitialize", tag = "operator",
+    summary = "wipe this standby's data directory and clone it again from the leader",
+    request_body(content = Option<super::openapi::ReinitializeBody>, content_type = "application/json"),
+    security(("basic" = [])),
+    responses((status = 200, description = "reinitialize started", body = String),
+              (status = 400, description = "a field is not a boolean (named)", body = String),
+              (status = 401, description = "no or wrong credentials", body = String),
+              (status = 403, description = "source or client certificate refused", body = String),
+              (status = 503, description = "refused now (the leader, no leader, an action running)", body = String)))]
 pub async fn post_reinitialize(State(state): State<ApiState>, body: Bytes) -> Response {
     if let Err(why) = check_body(&body) {
         return (StatusCode::BAD_REQUEST, why).into_response();

@@ -122,6 +122,19 @@ fn parse_timeout(value: &Value) -> Option<Duration> {
 }
 
 /// `POST /restart`.
+#[utoipa::path(post, path = "/restart", tag = "operator",
+    summary = "restart PostgreSQL now or at a time, optionally only under conditions",
+    request_body(content = Option<super::openapi::RestartBody>, content_type = "application/json"),
+    security(("basic" = [])),
+    responses((status = 200, description = "restarted", body = String),
+              (status = 202, description = "restart scheduled", body = String),
+              (status = 400, description = "a field is not what is expected (named)", body = String),
+              (status = 401, description = "no or wrong credentials", body = String),
+              (status = 403, description = "source or client certificate refused", body = String),
+              (status = 409, description = "a restart is already scheduled", body = String),
+              (status = 422, description = "the schedule cannot be read or is in the past", body = String),
+              (status = 500, description = "the restart failed (Patroni's answer)", body = String),
+              (status = 503, description = "refused now or conditions not met", body = String)))]
 pub async fn post_restart(State(state): State<ApiState>, body: Bytes) -> Response {
     let body = match parse_body(&body) {
         Ok(body) => body,
@@ -247,6 +260,14 @@ pub(super) fn parse_schedule(
 }
 
 /// `DELETE /restart`: 200 `scheduled restart deleted`, 404 `no restarts are scheduled`.
+#[utoipa::path(delete, path = "/restart", tag = "operator",
+    summary = "cancel a scheduled restart",
+    security(("basic" = [])),
+    responses((status = 200, description = "scheduled restart deleted", body = String),
+              (status = 401, description = "no or wrong credentials", body = String),
+              (status = 403, description = "source or client certificate refused", body = String),
+              (status = 404, description = "no restarts are scheduled", body = String),
+              (status = 503, description = "the agent did not answer in time", body = String)))]
 pub async fn delete_restart(State(state): State<ApiState>) -> Response {
     let request =
         match super::send_to_core(&state, |request| Input::ScheduledRestartDeleted { request }) {
@@ -270,6 +291,14 @@ pub async fn delete_restart(State(state): State<ApiState>) -> Response {
 
 /// `POST /reload`: re-read the local file and apply it (SIGHUP does the same). 202 as
 /// Patroni's; 400 naming the field when the file is invalid (nothing changes then).
+#[utoipa::path(post, path = "/reload", tag = "operator",
+    summary = "re-read the local configuration file (SIGHUP does the same)",
+    security(("basic" = [])),
+    responses((status = 202, description = "reload scheduled", body = String),
+              (status = 400, description = "the file is invalid; nothing changed", body = String),
+              (status = 401, description = "no or wrong credentials", body = String),
+              (status = 403, description = "source or client certificate refused", body = String),
+              (status = 503, description = "the agent's loop is not running", body = String)))]
 pub async fn post_reload(State(state): State<ApiState>) -> Response {
     let Some(reloader) = state.reloader.clone() else {
         return (

@@ -29,17 +29,50 @@ fn words(action: ManualAction) -> (&'static str, &'static str, &'static str) {
 
 /// `POST /switchover`: `{"leader", "candidate"?, "scheduled_at"?, "override_policy"?}`; a
 /// scheduled one answers 202 and is carried out by the leader at its time.
+#[utoipa::path(post, path = "/switchover", tag = "operator",
+    summary = "hand the leadership to a standby (now or at `scheduled_at`)",
+    request_body(content = super::openapi::SwitchoverBody, content_type = "application/json"),
+    security(("basic" = [])),
+    responses((status = 200, description = "done: the new leader is named", body = String),
+              (status = 202, description = "switchover scheduled", body = String),
+              (status = 400, description = "a field is missing or not what is expected (named)", body = String),
+              (status = 401, description = "no or wrong credentials", body = String),
+              (status = 403, description = "source or client certificate refused", body = String),
+              (status = 412, description = "the named leader is not the leader, or no candidate qualifies", body = String),
+              (status = 422, description = "the schedule cannot be read or is in the past", body = String),
+              (status = 503, description = "failed or refused (the reason follows)", body = String)))]
 pub async fn post_switchover(State(state): State<ApiState>, body: Bytes) -> Response {
     handle(state, &body, ManualAction::Switchover).await
 }
 
 /// `POST /failover`: `{"candidate" (or "member"), "leader"?, "override_policy"?}`; with a
 /// leader it is a switchover.
+#[utoipa::path(post, path = "/failover", tag = "operator",
+    summary = "make the named candidate leader, with or without a leader",
+    request_body(content = super::openapi::SwitchoverBody, content_type = "application/json"),
+    security(("basic" = [])),
+    responses((status = 200, description = "done: the new leader is named", body = String),
+              (status = 202, description = "switchover scheduled", body = String),
+              (status = 400, description = "a field is missing or not what is expected (named)", body = String),
+              (status = 401, description = "no or wrong credentials", body = String),
+              (status = 403, description = "source or client certificate refused", body = String),
+              (status = 412, description = "the named leader is not the leader, or no candidate qualifies", body = String),
+              (status = 422, description = "the schedule cannot be read or is in the past", body = String),
+              (status = 503, description = "failed or refused (the reason follows)", body = String)))]
 pub async fn post_failover(State(state): State<ApiState>, body: Bytes) -> Response {
     handle(state, &body, ManualAction::Failover).await
 }
 
 /// `DELETE /switchover`: withdraw a scheduled switchover (or a pending request).
+#[utoipa::path(delete, path = "/switchover", tag = "operator",
+    summary = "withdraw a scheduled switchover",
+    security(("basic" = [])),
+    responses((status = 200, description = "scheduled switchover deleted", body = String),
+              (status = 401, description = "no or wrong credentials", body = String),
+              (status = 403, description = "source or client certificate refused", body = String),
+              (status = 404, description = "no switchover is scheduled", body = String),
+              (status = 409, description = "the request changed meanwhile", body = String),
+              (status = 503, description = "etcd cannot be reached", body = String)))]
 pub async fn delete_switchover(State(state): State<ApiState>) -> Response {
     let Some(store) = state.store.get() else {
         return text(

@@ -197,7 +197,11 @@ fn verify_client_required_refuses_connections_without_the_cas_certificate() {
 #[test]
 fn verify_client_optional_serves_reads_and_guards_every_unsafe_request() {
     let (_dir, pki) = pki();
-    let server = Server::start(config(&tls_vars(&pki, "optional")).expect("config"));
+    let mut config = config(&tls_vars(&pki, "optional")).expect("config");
+    config.restapi.access.http_extra_headers = vec![("X-Frame-Options".into(), "DENY".into())];
+    config.restapi.access.https_extra_headers =
+        vec![("Strict-Transport-Security".into(), "max-age=60".into())];
+    let server = Server::start(config);
     let anonymous = client(&pki, None, None);
     assert_eq!(server.call(&anonymous, "GET", "/patroni"), Ok(200));
     // A health check is answered by its own rule, never refused for want of a certificate.
@@ -255,6 +259,12 @@ fn verify_client_optional_serves_reads_and_guards_every_unsafe_request() {
     assert_eq!(
         answer.header("www-authenticate"),
         Some("Basic realm=\"pgwarden\"")
+    );
+    // Over TLS both kinds of extra headers go on every answer.
+    assert_eq!(answer.header("x-frame-options"), Some("DENY"));
+    assert_eq!(
+        answer.header("strict-transport-security"),
+        Some("max-age=60")
     );
 }
 
@@ -348,6 +358,28 @@ fn insecure_skips_verification_and_without_it_an_unknown_ca_is_refused() {
     );
     unknown_ca.tls.insecure = true;
     assert_eq!(server.call(&unknown_ca, "GET", "/patroni"), Ok(200));
+
+    // With a client certificate, `insecure` skips only the host name (Patroni's
+    // assert_hostname = False): 127.0.0.2 is not in the certificate, the CA still counts.
+    let other_name = |client: &ApiClientConfig| {
+        let client = ApiClient::new(client, "ctl").expect("client");
+        let url = format!("https://127.0.0.2:{}/patroni", server.addr.port());
+        server
+            .runtime
+            .block_on(client.request("GET", &url, None, TIMEOUT))
+            .map(|(status, _)| status)
+            .map_err(|e| e.to_string())
+    };
+    let mut strict = client(&pki, Some(&pki.client), None);
+    let error = other_name(&strict).expect_err("a name the certificate does not carry");
+    assert!(
+        error.to_lowercase().contains("name") || error.contains("NotValidFor"),
+        "{error}"
+    );
+    strict.tls.insecure = true;
+    assert_eq!(other_name(&strict), Ok(200));
+    strict.tls.cacert = Some(pki.rogue_ca.clone());
+    other_name(&strict).expect_err("insecure with a certificate still checks the CA");
 }
 
 /// Writes `from`'s PKCS#8 key to `to`, encrypted (PBES2: PBKDF2-SHA256, AES-256-CBC), as
@@ -403,10 +435,22 @@ fn the_allowlist_admits_listed_sources_and_members_only() {
     // A member's address: allowed too.
     let member = server.from([127, 0, 0, 3], RELOAD);
     assert!(status_line(&member).contains(" 503"), "{member}");
-    // Anyone else: refused before the credentials are even looked at.
+    // Anyone else: refused, before the credentials are looked at (a listed source with a
+    // wrong password gets 401; an unlisted one 403 either way).
     let other = server.from([127, 0, 0, 2], RELOAD);
     assert!(status_line(&other).contains(" 403"), "{other}");
     assert!(other.contains("Access is denied"), "{other}");
+    let wrong = RELOAD.replace("b3BzOmFwaS1zZWNyZXQ=", "b3BzOndyb25n");
+    let listed_wrong = server.from([127, 0, 0, 1], &wrong);
+    assert!(
+        status_line(&listed_wrong).contains(" 401"),
+        "{listed_wrong}"
+    );
+    let unlisted_wrong = server.from([127, 0, 0, 2], &wrong);
+    assert!(
+        status_line(&unlisted_wrong).contains(" 403"),
+        "{unlisted_wrong}"
+    );
     // Reads stay open to every source.
     let read = server.from(
         [127, 0, 0, 2],
@@ -418,6 +462,32 @@ fn the_allowlist_admits_listed_sources_and_members_only() {
     let failsafe = "POST /failsafe HTTP/1.1\r\nHost: x\r\nAuthorization: Basic b3BzOmFwaS1zZWNyZXQ=\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
     let from_member = server.from([127, 0, 0, 3], failsafe);
     assert!(status_line(&from_member).contains(" 403"), "{from_member}");
+
+    // With only the members rule, POST /failsafe is open to any source (it is the one
+    // request a leader sends while etcd, and so the member list, is out of reach), while
+    // other unsafe requests still need a member's address.
+    let mut members_only = config_with_auth();
+    members_only.restapi.access.allowlist_include_members = true;
+    let mut view = ClusterView::default();
+    view.members.insert(
+        "pg2".into(),
+        MemberInfo {
+            name: "pg2".into(),
+            api_url: "http://127.0.0.3:8008/patroni".into(),
+            ..MemberInfo::default()
+        },
+    );
+    let server = Server::start_with_view(members_only, Some(view));
+    let heartbeat = server.from([127, 0, 0, 2], failsafe);
+    assert!(!status_line(&heartbeat).contains(" 403"), "{heartbeat}");
+    let reload = server.from([127, 0, 0, 2], RELOAD);
+    assert!(status_line(&reload).contains(" 403"), "{reload}");
+    let reload = server.from([127, 0, 0, 3], RELOAD);
+    assert!(!status_line(&reload).contains(" 403"), "{reload}");
+}
+
+fn config_with_auth() -> Config {
+    config(&[]).expect("config")
 }
 
 #[test]
@@ -455,6 +525,8 @@ fn extra_headers_protected_reads_and_bounded_bodies() {
         "/liveness",
         "/readiness",
         "/",
+        "//patroni",
+        "/p%61troni",
     ] {
         let open = get(path, false);
         assert!(!status_line(&open).contains(" 401"), "{path}: {open}");
@@ -463,7 +535,17 @@ fn extra_headers_protected_reads_and_bounded_bodies() {
             !open.to_lowercase().contains("strict-transport-security"),
             "{open}"
         );
+        // The status only: a health check's body is the member's status.
+        assert!(
+            !open.contains("\"patroni\""),
+            "{path} shows the status: {open}"
+        );
     }
+    let with_credentials = get("/primary", true);
+    assert!(
+        with_credentials.contains("\"patroni\""),
+        "{with_credentials}"
+    );
 
     // A body over 1 MiB is refused before it is read; one that never comes in time too.
     let huge = server.from(

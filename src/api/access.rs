@@ -53,8 +53,9 @@ const DETAIL_READS: &[&str] = &[
 pub struct Rules {
     /// Allowed sources of unsafe requests (with host names resolved).
     networks: Vec<ipnet::IpNet>,
-    /// Some sources are restricted (`allowlist` set or members included).
-    restricted: bool,
+    /// `allowlist` has entries (resolved or not: a name that does not resolve allows
+    /// nothing, it never opens the API to everyone).
+    static_allowlist: bool,
     /// The members' addresses are allowed too.
     include_members: bool,
     /// Unsafe requests need a client certificate.
@@ -90,7 +91,7 @@ impl Rules {
         }
         Rules {
             networks,
-            restricted: access.restricts_sources(),
+            static_allowlist: !access.allowlist.is_empty(),
             include_members: access.allowlist_include_members,
             wants_certificate: restapi
                 .tls
@@ -116,8 +117,8 @@ impl Rules {
         let mut resolved = Vec::new();
         for entry in &config.restapi.access.allowlist {
             if let AllowEntry::Host(host) = entry {
-                match tokio::net::lookup_host((host.as_str(), 0)).await {
-                    Ok(addrs) => resolved.extend(addrs.map(|a| ipnet::IpNet::from(a.ip()))),
+                match lookup(host).await {
+                    Ok(addrs) => resolved.extend(addrs.into_iter().map(ipnet::IpNet::from)),
                     Err(e) => {
                         tracing::warn!(%host, error = %e, "restapi.allowlist: the host name does not resolve; it allows nothing")
                     }
@@ -125,6 +126,18 @@ impl Rules {
             }
         }
         Rules::new(config, resolved)
+    }
+}
+
+/// How long resolving one host name may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The addresses of `host`, within [`LOOKUP_TIMEOUT`].
+async fn lookup(host: &str) -> Result<Vec<IpAddr>, String> {
+    match tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((host, 0))).await {
+        Ok(Ok(addrs)) => Ok(addrs.map(|a| canonical(a.ip())).collect()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {LOOKUP_TIMEOUT:?}")),
     }
 }
 
@@ -146,11 +159,26 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
+/// What the checks let through.
+enum Passed {
+    /// The whole answer.
+    Whole(Request),
+    /// A health check without credentials under `protect_reads`: its status only, since
+    /// its body is the member's status `/patroni` would show.
+    StatusOnly(Request),
+}
+
 /// The middleware.
 pub async fn guard(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let rules = state.rules();
     let mut response = match check(&state, &rules, request).await {
-        Ok(request) => next.run(request).await,
+        Ok(Passed::Whole(request)) => next.run(request).await,
+        Ok(Passed::StatusOnly(request)) => {
+            let (mut parts, _) = next.run(request).await.into_parts();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.remove(header::CONTENT_TYPE);
+            Response::from_parts(parts, Body::empty())
+        }
         Err(refusal) => refusal,
     };
     for (name, value) in &rules.headers {
@@ -160,22 +188,25 @@ pub async fn guard(State(state): State<ApiState>, request: Request, next: Next) 
 }
 
 /// The request, its body read, when every rule lets it through; else the refusal.
-async fn check(state: &ApiState, rules: &Rules, request: Request) -> Result<Request, Response> {
+async fn check(state: &ApiState, rules: &Rules, request: Request) -> Result<Passed, Response> {
     let path = request.uri().path();
     if !is_unsafe(request.method()) {
-        let detail = DETAIL_READS.contains(&path.trim_end_matches('/'));
-        if rules.protect_reads && detail {
-            if let Some(expected) = &rules.credentials {
-                if !credentials_match(request.headers(), expected) {
-                    return Err(unauthorized());
-                }
-            }
+        let Some(expected) = rules.credentials.as_ref().filter(|_| rules.protect_reads) else {
+            return Ok(Passed::Whole(request));
+        };
+        if credentials_match(request.headers(), expected) {
+            return Ok(Passed::Whole(request));
         }
-        return Ok(request);
+        if DETAIL_READS.contains(&path.trim_end_matches('/')) {
+            return Err(unauthorized());
+        }
+        return Ok(Passed::StatusOnly(request));
     }
     let peer = request.extensions().get::<Peer>().copied();
-    if rules.restricted {
-        let members = rules.include_members && path.trim_end_matches('/') != "/failsafe";
+    // Patroni's rule: the members are not asked about for `POST /failsafe` (it comes from
+    // the leader while etcd, and so the member list, may be out of reach).
+    let members = rules.include_members && path.trim_end_matches('/') != "/failsafe";
+    if rules.static_allowlist || members {
         let allowed = match peer {
             Some(peer) => source_allowed(state, rules, canonical(peer.addr.ip()), members).await,
             None => false,
@@ -192,7 +223,7 @@ async fn check(state: &ApiState, rules: &Rules, request: Request) -> Result<Requ
             return Err(unauthorized());
         }
     }
-    read_body(request).await
+    read_body(request).await.map(Passed::Whole)
 }
 
 /// An IPv4 client on a dual-stack socket shows as `::ffff:a.b.c.d`.
@@ -233,10 +264,8 @@ async fn source_allowed(state: &ApiState, rules: &Rules, ip: IpAddr, members: bo
             }
             continue;
         }
-        if let Ok(addrs) = tokio::net::lookup_host((host.as_str(), 0)).await {
-            if addrs.map(|a| canonical(a.ip())).any(|a| a == ip) {
-                return true;
-            }
+        if lookup(&host).await.is_ok_and(|addrs| addrs.contains(&ip)) {
+            return true;
         }
     }
     false

@@ -307,7 +307,11 @@ pub async fn post_reload(State(state): State<ApiState>) -> Response {
         )
             .into_response();
     };
-    match reloader.reload("POST /reload") {
+    let outcome = tokio::task::spawn_blocking(move || reloader.reload("POST /reload")).await;
+    let Ok(outcome) = outcome else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the reload did not finish").into_response();
+    };
+    match outcome {
         ReloadOutcome::Reloaded { .. } => {
             (StatusCode::ACCEPTED, "reload scheduled").into_response()
         }

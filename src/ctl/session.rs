@@ -81,11 +81,29 @@ impl Session {
             .collect()
     }
 
+    /// `what`, with a hint when etcd is reached over TLS: etcd refuses a client
+    /// certificate after the client's side of a TLS 1.3 handshake is over, so the refusal
+    /// often reaches the client as a closed connection rather than as etcd's alert.
+    fn etcd_context(&self, what: &str) -> String {
+        if self.config.etcd.protocol == "https" {
+            format!(
+                "{what} over TLS (if the connection was closed or reset, etcd may have refused \
+                 this client's certificate: check etcd3.cert and etcd3.key against etcd's \
+                 --trusted-ca-file)"
+            )
+        } else {
+            what.to_string()
+        }
+    }
+
     /// The cluster as etcd has it now.
     pub fn view(&self) -> anyhow::Result<ClusterView> {
         self.block_on(async {
             let store = self.store().await?;
-            store.load().await.context("reading the cluster from etcd")
+            store
+                .load()
+                .await
+                .with_context(|| self.etcd_context("reading the cluster from etcd"))
         })
     }
 
@@ -98,7 +116,7 @@ impl Session {
             store
                 .read_config()
                 .await
-                .context("reading /config from etcd")
+                .with_context(|| self.etcd_context("reading /config from etcd"))
         })
     }
 

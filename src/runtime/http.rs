@@ -62,13 +62,16 @@ impl std::fmt::Debug for ApiClient {
 }
 
 fn build(config: &ApiClientConfig, section: &str) -> Result<Inner, TlsError> {
-    let tls = crate::tls::client_config(&config.tls, section)?;
+    Ok(build_with(crate::tls::client_config(&config.tls, section)?))
+}
+
+fn build_with(tls: rustls::ClientConfig) -> Inner {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .build();
-    Ok(Client::builder(TokioExecutor::new()).build(connector))
+    Client::builder(TokioExecutor::new()).build(connector)
 }
 
 impl ApiClient {
@@ -87,13 +90,9 @@ impl ApiClient {
             .unwrap_or_else(|e| unreachable!("no files to read: {e}"))
     }
 
-    /// Re-reads the certificate files and takes new credentials; on an error the client
-    /// keeps what it had.
-    pub fn reconfigure(&self, config: &ApiClientConfig, section: &str) -> Result<(), TlsError> {
-        let inner = build(config, section)?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) =
-            (inner, config.credentials.clone());
-        Ok(())
+    /// Takes a TLS configuration already built (and so checked) and new credentials.
+    pub fn install(&self, tls: rustls::ClientConfig, credentials: Option<Credentials>) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (build_with(tls), credentials);
     }
 
     /// Sends a request; returns the status code and body.

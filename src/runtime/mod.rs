@@ -318,7 +318,9 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break None,
             _ = sigterm.recv() => break None,
             _ = sighup.recv() => {
-                reloader.reload("SIGHUP");
+                // File reads (the YAML, certificates) stay off the agent's loop.
+                let reloader = reloader.clone();
+                tokio::task::spawn_blocking(move || reloader.reload("SIGHUP"));
             }
         }
     };

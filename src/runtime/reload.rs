@@ -61,6 +61,8 @@ pub struct Reloader {
     callbacks: UnboundedSender<CallbackWork>,
     inputs: UnboundedSender<Input>,
     api: Api,
+    /// Counts reloads of the access rules (see `reload_rules`).
+    rules_generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Reloader {
@@ -81,6 +83,7 @@ impl Reloader {
             callbacks,
             inputs,
             api,
+            rules_generation: Arc::default(),
         }
     }
 
@@ -108,6 +111,9 @@ impl Reloader {
             tracing::warn!("{warning}");
         }
         let new = loaded.config;
+        // One reload at a time from here (SIGHUP and POST /reload may cross): what is in
+        // force and what `running` says must come from the same file.
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         // Certificates are read before anything changes: files that cannot be used refuse
         // the whole reload, as an invalid file does.
         if let Err(error) = self.reload_tls(&new) {
@@ -115,7 +121,6 @@ impl Reloader {
             tracing::error!(%file, %error, "{trigger}: the TLS files cannot be used; the agent keeps running with the configuration it has");
             return ReloadOutcome::Invalid(error);
         }
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let (config, pg) = &mut *running;
         let applied = reloadable_changes(config, &new);
         config.postgresql.parameters = new.postgresql.parameters.clone();
@@ -184,23 +189,44 @@ impl Reloader {
     /// TLS on or off changes `api_url`: that waits for a restart (reported as a change to
     /// `restapi` not applied).
     fn reload_tls(&self, new: &Config) -> Result<(), crate::tls::TlsError> {
+        // Both are read before either is installed: a reload applies whole or not at all.
         let client = crate::tls::client_config(&new.ctl.tls, "ctl")?;
-        drop(client);
         if let (Some(handle), Some(tls)) = (&self.api.server_tls, &new.restapi.tls) {
             for warning in handle.reload(tls)? {
                 tracing::warn!("{warning}");
             }
         }
-        self.api.client.reconfigure(&new.ctl, "ctl")
+        self.api.client.install(client, new.ctl.credentials.clone());
+        Ok(())
     }
 
-    /// New access rules from `config`: host names are resolved on a task of their own, so
-    /// a slow DNS never holds the agent's loop; until then the old rules stay.
+    /// New access rules from `config`, in force at once; host names in the allowlist
+    /// allow nothing until they are resolved, on a task of their own (bounded), so a slow
+    /// DNS never delays the credentials. A later reload's rules are never overwritten by an
+    /// earlier reload's late resolution.
     fn reload_rules(&self, config: &Config) {
+        use crate::api::access::Rules;
+        use std::sync::atomic::Ordering;
+        let generation = self.rules_generation.fetch_add(1, Ordering::SeqCst) + 1;
+        *self.api.rules.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(Rules::new(config, Vec::new()));
+        let has_hosts = config
+            .restapi
+            .access
+            .allowlist
+            .iter()
+            .any(|e| matches!(e, crate::config::AllowEntry::Host(_)));
+        if !has_hosts {
+            return;
+        }
         let (config, rules) = (config.clone(), self.api.rules.clone());
+        let current = self.rules_generation.clone();
         tokio::spawn(async move {
-            let new = crate::api::access::Rules::resolve(&config).await;
-            *rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+            let resolved = Rules::resolve(&config).await;
+            let mut slot = rules.write().unwrap_or_else(|e| e.into_inner());
+            if current.load(Ordering::SeqCst) == generation {
+                *slot = Arc::new(resolved);
+            }
         });
     }
 }

@@ -651,6 +651,9 @@ impl Cluster {
 
     /// Starts (or restarts) node `i`'s agent with its config, as the `postgres` user.
     pub fn start_node(&mut self, i: usize) {
+        // The secret-leak check of a TLS cluster reads the logs: let them hold everything
+        // pgwarden says.
+        let log_filter = self.api_tls.as_ref().map(|_| "pgwarden=debug,info");
         let node = &mut self.nodes[i];
         assert!(
             node.agent.is_none(),
@@ -664,6 +667,9 @@ impl Cluster {
         node.starts += 1;
         let mut cmd = runner_command(&self.pgwarden, &node.spec.dir);
         cmd.arg(&node.config).env("RUST_BACKTRACE", "1");
+        if let Some(filter) = log_filter {
+            cmd.env("PGWARDEN_LOG", filter);
+        }
         if let Some(host) = &node.host {
             cmd = host.wrap(&cmd);
             std::os::unix::process::CommandExt::process_group(&mut cmd, 0);

@@ -135,8 +135,14 @@ impl Pki {
                 ExtendedKeyUsagePurpose::ClientAuth,
             ],
         );
-        write_private(&self.server.cert, &cert);
-        write_private(&self.server.key, &key);
+        // Each file is replaced in one rename: etcd and the agents read them at any moment.
+        for (path, text) in [(&self.server.key, &key), (&self.server.cert, &cert)] {
+            let fresh = path.with_extension("new");
+            write_private(&fresh, text);
+            std::fs::rename(&fresh, path).unwrap_or_else(|e| {
+                panic!("rename {} to {}: {e}", fresh.display(), path.display())
+            });
+        }
         first_der(&self.server.cert)
     }
 

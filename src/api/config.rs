@@ -26,12 +26,12 @@ use crate::config::DynamicConfig;
     request_body(content = Object, description = "the keys to change", content_type = "application/json"),
     security(("basic" = [])),
     responses((status = 200, description = "the new document", body = Object),
-              (status = 400, description = "not a JSON object, or a value the agents refuse (the field is named)", body = String),
+              (status = 400, description = "not a JSON object, or a value the agents refuse (the field is named)", body = super::openapi::ErrorBody),
               (status = 401, description = "no or wrong credentials", body = String),
               (status = 403, description = "source or client certificate refused", body = String),
-              (status = 409, description = "`/config` changed meanwhile", body = String),
-              (status = 502, description = "no configuration in the lock store", body = String),
-              (status = 503, description = "etcd cannot be reached", body = String)))]
+              (status = 409, description = "`/config` changed meanwhile", body = super::openapi::ErrorBody),
+              (status = 502, description = "no configuration in the lock store", body = super::openapi::ErrorBody),
+              (status = 503, description = "etcd cannot be reached", body = super::openapi::ErrorBody)))]
 pub(super) async fn patch_config(State(state): State<ApiState>, body: Bytes) -> Response {
     let patch = match object_body(&body) {
         Ok(patch) => patch,
@@ -76,12 +76,12 @@ pub(super) async fn patch_config(State(state): State<ApiState>, body: Bytes) -> 
     request_body(content = Object, description = "the whole document", content_type = "application/json"),
     security(("basic" = [])),
     responses((status = 200, description = "the new document", body = Object),
-              (status = 400, description = "not a JSON object, or a value the agents refuse (the field is named)", body = String),
+              (status = 400, description = "not a JSON object, or a value the agents refuse (the field is named)", body = super::openapi::ErrorBody),
               (status = 401, description = "no or wrong credentials", body = String),
               (status = 403, description = "source or client certificate refused", body = String),
-              (status = 409, description = "`/config` changed meanwhile", body = String),
-              (status = 502, description = "the lock store refused the write", body = String),
-              (status = 503, description = "etcd cannot be reached", body = String)))]
+              (status = 409, description = "`/config` changed meanwhile", body = super::openapi::ErrorBody),
+              (status = 502, description = "the lock store refused the write", body = super::openapi::ErrorBody),
+              (status = 503, description = "etcd cannot be reached", body = super::openapi::ErrorBody)))]
 pub(super) async fn put_config(State(state): State<ApiState>, body: Bytes) -> Response {
     let document = match object_body(&body) {
         Ok(document) => document,

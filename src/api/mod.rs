@@ -373,7 +373,12 @@ async fn health_check(
 ) -> Response {
     // Health checks are reads: another method on them is not a route (Patroni: 501).
     if method != Method::GET && method != Method::HEAD {
-        return (StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response();
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(axum::http::header::ALLOW, "GET, HEAD, OPTIONS")],
+            "method not allowed",
+        )
+            .into_response();
     }
     let status = state.snapshot();
     let check = Check::from_path(uri.path());

@@ -83,6 +83,13 @@ pub struct ClusterMember {
     pub state: String,
 }
 
+/// An error about `/config`: `{"error": "..."}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, naming the field when a value is refused.
+    pub error: String,
+}
+
 /// `POST /switchover` and `POST /failover`. Empty or blank names count as absent.
 #[derive(Serialize, ToSchema)]
 pub struct SwitchoverBody {
@@ -165,6 +172,7 @@ impl Modify for BasicAuth {
         PatroniIdentity,
         ClusterStatus,
         ClusterMember,
+        ErrorBody,
         SwitchoverBody,
         RestartBody,
         ReinitializeBody,

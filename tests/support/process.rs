@@ -469,3 +469,21 @@ pub fn patronictl() -> std::path::PathBuf {
     );
     path
 }
+
+/// The schemathesis CLI that `scripts/test` installs into `target/schemathesis-venv`
+/// (`PGWARDEN_SCHEMATHESIS` overrides). Missing, the test fails: it never skips.
+pub fn schemathesis() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("PGWARDEN_SCHEMATHESIS") {
+        return path.into();
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let path = target.join("schemathesis-venv/bin/schemathesis");
+    assert!(
+        path.exists(),
+        "schemathesis not found at {}: scripts/test installs it (or set PGWARDEN_SCHEMATHESIS)",
+        path.display()
+    );
+    path
+}

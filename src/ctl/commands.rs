@@ -475,8 +475,7 @@ impl Session {
         }
         let deleted = self.block_on(async {
             let store = self.store().await?;
-            store
-                .delete_cluster()
+            super::session::retrying(|| store.delete_cluster())
                 .await
                 .context("deleting the cluster's keys from etcd")
         })?;
@@ -546,8 +545,7 @@ impl Session {
         let document = serde_json::to_string(&changed)?;
         let written = self.block_on(async {
             let store = self.store().await?;
-            store
-                .write_config(document, Some(revision))
+            super::session::retrying(|| store.write_config(document.clone(), Some(revision)))
                 .await
                 .context("writing /config to etcd")
         })?;

@@ -100,8 +100,7 @@ impl Session {
     pub fn view(&self) -> anyhow::Result<ClusterView> {
         self.block_on(async {
             let store = self.store().await?;
-            store
-                .load()
+            retrying(|| store.load())
                 .await
                 .with_context(|| self.etcd_context("reading the cluster from etcd"))
         })
@@ -113,8 +112,7 @@ impl Session {
     ) -> anyhow::Result<Option<(serde_json::Value, crate::core::Revision)>> {
         self.block_on(async {
             let store = self.store().await?;
-            store
-                .read_config()
+            retrying(|| store.read_config())
                 .await
                 .with_context(|| self.etcd_context("reading /config from etcd"))
         })
@@ -141,6 +139,25 @@ impl Session {
         view.config
             .as_ref()
             .map_or(self.config.loop_wait, |c| c.value.loop_wait)
+    }
+}
+
+/// An etcd request, tried again while it failed to connect (a dead endpoint: the
+/// client's balancer moves to the next one; the request never reached etcd, so a write is
+/// safe to send again), for up to [`STORE_TIMEOUT`]; any other error at once.
+pub async fn retrying<T, F, Fut>(mut read: F) -> Result<T, crate::dcs::DcsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::dcs::DcsError>>,
+{
+    let deadline = tokio::time::Instant::now() + STORE_TIMEOUT;
+    loop {
+        match read().await {
+            Err(e) if e.is_connection_failure() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
     }
 }
 

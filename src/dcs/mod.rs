@@ -58,6 +58,18 @@ pub enum DcsError {
 }
 
 impl DcsError {
+    /// The request never reached etcd: the connection to the endpoint could not be made (a
+    /// dead member), so another endpoint may well answer.
+    pub fn is_connection_failure(&self) -> bool {
+        match self {
+            DcsError::Etcd { source, .. } => {
+                let text = format!("{source:?}");
+                text.contains("ConnectError") || text.contains("ConnectionRefused")
+            }
+            _ => false,
+        }
+    }
+
     /// etcd refused the request because the lease it names does not exist (expired or
     /// revoked): proof that the lease is gone, unlike a timeout.
     pub fn lease_not_found(&self) -> bool {

@@ -776,23 +776,6 @@ fn config_validation() {
     );
 }
 
-/// `(pg_is_in_recovery(), port)` of the server behind a HAProxy port.
-fn behind_proxy(c: &Cluster, proxy_port: u16) -> Result<(bool, u16), String> {
-    let mut config = c.pg_config_at(proxy_port);
-    config.connect_timeout(Duration::from_secs(3));
-    let row = support::sql::query_text(
-        &config,
-        "SELECT pg_is_in_recovery()::text, current_setting('port')",
-    )?;
-    let row = row.first().ok_or("no row")?;
-    let in_recovery = row[0].as_deref() == Some("true");
-    let port = row[1]
-        .as_deref()
-        .and_then(|p| p.parse().ok())
-        .ok_or("no port")?;
-    Ok((in_recovery, port))
-}
-
 /// The seed guide's HAProxy checks, unchanged but for addresses and ports, route writes to the
 /// leader and reads to standbys, and follow a failover; patronictl reads our etcd keys.
 #[test]
@@ -806,7 +789,7 @@ fn haproxy_and_patronictl_follow_the_leader() {
     wait_check(
         routing,
         "HAProxy's writes port to reach the leader",
-        || match behind_proxy(&c, proxy.primary_port)? {
+        || match c.behind_proxy(proxy.primary_port)? {
             (false, port) if port == c.pg_port(leader) => Ok(()),
             other => Err(format!(
                 "behind the writes port: {other:?}\n{}",
@@ -817,7 +800,7 @@ fn haproxy_and_patronictl_follow_the_leader() {
     wait_check(
         routing,
         "HAProxy's reads port to reach a standby",
-        || match behind_proxy(&c, proxy.replica_port)? {
+        || match c.behind_proxy(proxy.replica_port)? {
             (true, port) if port != c.pg_port(leader) => Ok(()),
             other => Err(format!("behind the reads port: {other:?}")),
         },
@@ -844,7 +827,7 @@ fn haproxy_and_patronictl_follow_the_leader() {
     wait_check(
         routing,
         "HAProxy's writes port to move to the new leader",
-        || match behind_proxy(&c, proxy.primary_port)? {
+        || match c.behind_proxy(proxy.primary_port)? {
             (false, port) if port == c.pg_port(new_leader) => Ok(()),
             other => Err(format!("behind the writes port: {other:?}")),
         },

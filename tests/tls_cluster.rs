@@ -16,22 +16,6 @@ use support::shared::{exclusive, BOOTSTRAP_TIMEOUT, FAILOVER_TIMEOUT, REPLICATIO
 use support::tls::presented_certificate;
 use support::{wait_check, Cluster};
 
-/// `(pg_is_in_recovery(), port)` of the server behind a HAProxy port.
-fn behind_proxy(c: &Cluster, proxy_port: u16) -> Result<(bool, u16), String> {
-    let mut config = c.pg_config_at(proxy_port);
-    config.connect_timeout(Duration::from_secs(3));
-    let rows = support::sql::query_text(
-        &config,
-        "SELECT pg_is_in_recovery()::text, current_setting('port')",
-    )?;
-    let row = rows.first().ok_or("no row")?;
-    let port = row[1]
-        .as_deref()
-        .and_then(|p| p.parse().ok())
-        .ok_or("no port")?;
-    Ok((row[0].as_deref() == Some("true"), port))
-}
-
 fn wait_streaming(c: &Cluster, i: usize) {
     wait_check(
         REPLICATION_TIMEOUT,
@@ -218,7 +202,7 @@ fn a_tls_cluster_bootstraps_fails_over_heals_and_obeys_the_real_tools() {
         wait_check(
             Duration::from_secs(60),
             &format!("HAProxy ({check}) routing writes to the leader"),
-            || match behind_proxy(&c, proxy.primary_port)? {
+            || match c.behind_proxy(proxy.primary_port)? {
                 (false, port) if port == c.pg_port(leader) => Ok(()),
                 other => Err(format!(
                     "behind the writes port: {other:?}\n{}",
@@ -229,7 +213,7 @@ fn a_tls_cluster_bootstraps_fails_over_heals_and_obeys_the_real_tools() {
         wait_check(
             Duration::from_secs(60),
             &format!("HAProxy ({check}) routing reads to a standby"),
-            || match behind_proxy(&c, proxy.replica_port)? {
+            || match c.behind_proxy(proxy.replica_port)? {
                 (true, port) if port != c.pg_port(leader) => Ok(()),
                 other => Err(format!("behind the reads port: {other:?}")),
             },

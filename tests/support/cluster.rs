@@ -808,6 +808,22 @@ impl Cluster {
         )
     }
 
+    /// `(pg_is_in_recovery(), port)` of the server behind a HAProxy port.
+    pub fn behind_proxy(&self, proxy_port: u16) -> Result<(bool, u16), String> {
+        let mut config = self.pg_config_at(proxy_port);
+        config.connect_timeout(Duration::from_secs(3));
+        let rows = super::sql::query_text(
+            &config,
+            "SELECT pg_is_in_recovery()::text, current_setting('port')",
+        )?;
+        let row = rows.first().ok_or("no row")?;
+        let port = row[1]
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+            .ok_or("no port")?;
+        Ok((row[0].as_deref() == Some("true"), port))
+    }
+
     /// A TLS cluster's certificates.
     pub fn pki(&self) -> Option<&super::tls::Pki> {
         self.pki.as_ref().map(|(_, pki)| pki)

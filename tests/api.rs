@@ -88,6 +88,16 @@ fn status(primary: bool) -> NodeStatus {
 }
 
 async fn call(status: NodeStatus, method: Method, uri: &str) -> (StatusCode, Vec<u8>) {
+    let (code, _, body) = call_typed(status, method, uri).await;
+    (code, body)
+}
+
+/// [`call`], with the answer's `Content-Type`.
+async fn call_typed(
+    status: NodeStatus,
+    method: Method,
+    uri: &str,
+) -> (StatusCode, Option<String>, Vec<u8>) {
     let loaded = pgwarden::config::parse(SEED, &|_| None).expect("seed config");
     let (_tx, rx) = tokio::sync::watch::channel(Arc::new(status));
     let identity = Identity {
@@ -108,6 +118,11 @@ async fn call(status: NodeStatus, method: Method, uri: &str) -> (StatusCode, Vec
         .await
         .expect("response");
     let code = response.status();
+    let content_type = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = response
         .into_body()
         .collect()
@@ -115,7 +130,7 @@ async fn call(status: NodeStatus, method: Method, uri: &str) -> (StatusCode, Vec
         .expect("body")
         .to_bytes()
         .to_vec();
-    (code, body)
+    (code, content_type, body)
 }
 
 #[tokio::test]
@@ -438,18 +453,35 @@ async fn the_openapi_document_and_the_router_agree() {
     }
     for (path, method) in &documented {
         let m = Method::from_bytes(method.as_bytes()).expect("method");
-        let (code, body) = call(status(true), m, path).await;
+        let (code, content_type, body) = call_typed(status(true), m, path).await;
         assert!(
             code != StatusCode::NOT_FOUND && code != StatusCode::METHOD_NOT_ALLOWED,
             "documented {method} {path} is not routed: {code} {}",
             String::from_utf8_lossy(&body)
         );
         let operation = &paths[path][method.to_lowercase()];
-        let answered = operation["responses"].get(code.as_str()).is_some();
+        let documented_answer = &operation["responses"][code.as_str()];
         assert!(
-            answered,
+            !documented_answer.is_null(),
             "{method} {path} answered {code}, which its document does not list"
         );
+        // A body comes in a media type the document lists for that status.
+        if !body.is_empty() {
+            let media = content_type
+                .as_deref()
+                .and_then(|t| t.split(';').next())
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            let listed = documented_answer["content"]
+                .as_object()
+                .is_some_and(|content| content.contains_key(&media));
+            assert!(
+                listed,
+                "{method} {path} answered {code} as {media:?}, the document lists {}",
+                documented_answer["content"]
+            );
+        }
     }
     // Every Patroni endpoint name and a stranger, with every method: an unsafe method the
     // router takes must be documented.

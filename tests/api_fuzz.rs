@@ -58,9 +58,18 @@ fn schemathesis_finds_no_answer_outside_the_document_and_the_cluster_survives() 
     )
     .expect("rows on the leader");
 
+    // The run replaces `/config` with generated documents (PUT takes any object): it is put
+    // back afterwards, so the health checks below judge the cluster with its own timing.
+    let config = c
+        .http(leader, "GET", "/config", None)
+        .expect("GET /config")
+        .body;
     let examples = std::env::var("PGWARDEN_FUZZ_EXAMPLES").unwrap_or_else(|_| "8".into());
-    let report = c.node_dir(0).with_file_name("schemathesis-report");
+    let workdir = c.node_dir(0).with_file_name("schemathesis");
+    std::fs::create_dir_all(&workdir).expect("schemathesis' directory");
     let mut cmd = std::process::Command::new(schemathesis());
+    // Its cache (`.schemathesis/`) goes to the throwaway directory, not the checkout.
+    cmd.current_dir(&workdir);
     cmd.arg("run")
         .arg(format!("https://{}/openapi.json", c.api_addr(leader)))
         .args(["--checks", "all"])
@@ -82,7 +91,7 @@ fn schemathesis_finds_no_answer_outside_the_document_and_the_cluster_survives() 
         .args(["--suppress-health-check", "all"])
         .args(["--report", "junit"])
         .arg("--report-dir")
-        .arg(&report);
+        .arg(workdir.join("report"));
     let out = run_capture(&mut cmd, Duration::from_secs(1200));
     let tail: String = out
         .stdout
@@ -108,6 +117,10 @@ fn schemathesis_finds_no_answer_outside_the_document_and_the_cluster_survives() 
 
     // The cluster after the storm: one leader, the others streaming, every row there.
     let leader = c.wait_for_leader(FAILOVER_TIMEOUT * 2);
+    let restored = c
+        .http(leader, "PUT", "/config", Some(&config))
+        .expect("PUT /config");
+    assert_eq!(restored.status, 200, "/config put back: {}", restored.body);
     wait_check(REJOIN_TIMEOUT * 2, "every standby streaming again", || {
         replicating(&c, leader)
     });

@@ -541,6 +541,12 @@ fn extra_headers_protected_reads_and_bounded_bodies() {
             "{path} shows the status: {open}"
         );
     }
+    // The API's description holds nothing about the member: served whole.
+    let described = get("/openapi.json", false);
+    assert!(
+        status_line(&described).contains(" 200") && described.contains("\"openapi\""),
+        "{described}"
+    );
     let with_credentials = get("/primary", true);
     assert!(
         with_credentials.contains("\"patroni\""),

@@ -30,8 +30,7 @@ use crate::config::DynamicConfig;
               (status = 401, description = "no or wrong credentials", body = String),
               (status = 403, description = "source or client certificate refused", body = String),
               (status = 409, description = "`/config` changed meanwhile", body = super::openapi::ErrorBody),
-              (status = 502, description = "no configuration in the lock store", body = super::openapi::ErrorBody),
-              (status = 503, description = "etcd cannot be reached", body = super::openapi::ErrorBody)))]
+              (status = 503, description = "etcd cannot be reached, or holds no configuration yet", body = super::openapi::ErrorBody)))]
 pub(super) async fn patch_config(State(state): State<ApiState>, body: Bytes) -> Response {
     let patch = match object_body(&body) {
         Ok(patch) => patch,
@@ -79,7 +78,6 @@ pub(super) async fn patch_config(State(state): State<ApiState>, body: Bytes) -> 
               (status = 400, description = "not a JSON object, or a value the agents refuse (the field is named)", body = super::openapi::ErrorBody),
               (status = 401, description = "no or wrong credentials", body = String),
               (status = 403, description = "source or client certificate refused", body = String),
-              (status = 409, description = "`/config` changed meanwhile", body = super::openapi::ErrorBody),
               (status = 502, description = "the lock store refused the write", body = super::openapi::ErrorBody),
               (status = 503, description = "etcd cannot be reached", body = super::openapi::ErrorBody)))]
 pub(super) async fn put_config(State(state): State<ApiState>, body: Bytes) -> Response {

@@ -225,6 +225,7 @@ fn documented_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
     .routes(routes!(get_openapi))
     .split_for_parts();
     openapi::add_health_checks(&mut doc);
+    openapi::add_guard_answers(&mut doc);
     (router, doc)
 }
 

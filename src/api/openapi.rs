@@ -251,3 +251,52 @@ fn merge(into: &mut PathItem, from: PathItem) {
     }
     take!(get, head, options);
 }
+
+/// The guard's answers (`api::access`) on the operations it guards: 408 and 413 on every
+/// unsafe operation (the body is read within bounds before the handler runs), 401 on the
+/// detail reads (`pgwarden.protect_reads`).
+pub fn add_guard_answers(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    let text = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "text/plain",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        for operation in [
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let responses = &mut operation.responses.responses;
+            responses
+                .entry("408".into())
+                .or_insert_with(|| text("the body did not arrive within 10 s"));
+            responses
+                .entry("413".into())
+                .or_insert_with(|| text("the body is over 1 MiB"));
+        }
+        if super::access::DETAIL_READS.contains(&path.as_str()) {
+            if let Some(get) = item.get.as_mut() {
+                get.responses
+                    .responses
+                    .entry("401".into())
+                    .or_insert_with(|| {
+                        text("with pgwarden.protect_reads: no or wrong credentials")
+                    });
+            }
+        }
+    }
+}

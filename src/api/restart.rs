@@ -133,7 +133,7 @@ fn parse_timeout(value: &Value) -> Option<Duration> {
               (status = 403, description = "source or client certificate refused", body = String),
               (status = 409, description = "a restart is already scheduled", body = String),
               (status = 422, description = "the schedule cannot be read or is in the past", body = String),
-              (status = 500, description = "the restart failed (Patroni's answer)", body = String),
+              (status = 500, description = "a scheduled restart refused while paused (Patroni's answer)", body = String),
               (status = 503, description = "refused now or conditions not met", body = String)))]
 pub async fn post_restart(State(state): State<ApiState>, body: Bytes) -> Response {
     let body = match parse_body(&body) {

@@ -419,15 +419,7 @@ fn the_allowlist_admits_listed_sources_and_members_only() {
         allowlist_include_members: true,
         ..Default::default()
     };
-    let mut view = ClusterView::default();
-    view.members.insert(
-        "pg2".into(),
-        MemberInfo {
-            name: "pg2".into(),
-            api_url: "http://127.0.0.3:8008/patroni".into(),
-            ..MemberInfo::default()
-        },
-    );
+    let view = member_at_127_0_0_3();
     let server = Server::start_with_view(config, Some(view));
     // Listed: the handler answers (503: no reloader in this server).
     let listed = server.from([127, 0, 0, 1], RELOAD);
@@ -468,6 +460,18 @@ fn the_allowlist_admits_listed_sources_and_members_only() {
     // other unsafe requests still need a member's address.
     let mut members_only = config_with_auth();
     members_only.restapi.access.allowlist_include_members = true;
+    let view = member_at_127_0_0_3();
+    let server = Server::start_with_view(members_only, Some(view));
+    let heartbeat = server.from([127, 0, 0, 2], failsafe);
+    assert!(!status_line(&heartbeat).contains(" 403"), "{heartbeat}");
+    let reload = server.from([127, 0, 0, 2], RELOAD);
+    assert!(status_line(&reload).contains(" 403"), "{reload}");
+    let reload = server.from([127, 0, 0, 3], RELOAD);
+    assert!(!status_line(&reload).contains(" 403"), "{reload}");
+}
+
+/// A view whose only other member, pg2, has its API on 127.0.0.3.
+fn member_at_127_0_0_3() -> ClusterView {
     let mut view = ClusterView::default();
     view.members.insert(
         "pg2".into(),
@@ -477,13 +481,7 @@ fn the_allowlist_admits_listed_sources_and_members_only() {
             ..MemberInfo::default()
         },
     );
-    let server = Server::start_with_view(members_only, Some(view));
-    let heartbeat = server.from([127, 0, 0, 2], failsafe);
-    assert!(!status_line(&heartbeat).contains(" 403"), "{heartbeat}");
-    let reload = server.from([127, 0, 0, 2], RELOAD);
-    assert!(status_line(&reload).contains(" 403"), "{reload}");
-    let reload = server.from([127, 0, 0, 3], RELOAD);
-    assert!(!status_line(&reload).contains(" 403"), "{reload}");
+    view
 }
 
 fn config_with_auth() -> Config {

@@ -92,6 +92,8 @@ fn a_tls_cluster_bootstraps_fails_over_heals_and_obeys_the_real_tools() {
         .synchronous_mode(false)
         .etcd_members(3)
         .tls("optional")
+        // In each agent's directory; the leak check reads them.
+        .pgwarden("  role_history: role-history.jsonl\n")
         .start();
     let pki = c.pki().expect("a TLS cluster").clone();
     let mut outputs: Vec<(String, String)> = Vec::new();
@@ -332,6 +334,14 @@ fn secrets_stay_secret(c: &Cluster, pki: &support::tls::Pki, mut outputs: Vec<(S
         let log = std::fs::read_to_string(c.log_path(i)).expect("agent log");
         assert!(log.len() > 1000, "{}'s log has the run in it", c.name(i));
         outputs.push((format!("{}'s log", c.name(i)), log));
+        let roles = std::fs::read_to_string(c.node_dir(i).join("role-history.jsonl"))
+            .expect("role history");
+        assert!(
+            roles.lines().count() > 2,
+            "{}'s role history has the run in it",
+            c.name(i)
+        );
+        outputs.push((format!("{}'s role history", c.name(i)), roles));
         for path in [
             "/patroni",
             "/cluster",

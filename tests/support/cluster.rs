@@ -779,14 +779,7 @@ impl Cluster {
         path: &str,
         body: Option<&str>,
     ) -> Result<HttpResponse, String> {
-        http::request_with(
-            self.api_addr(i),
-            self.api_tls.as_ref(),
-            method,
-            path,
-            body,
-            HTTP_TIMEOUT,
-        )
+        self.http_slow(i, method, path, body, HTTP_TIMEOUT)
     }
 
     /// [`http`](Self::http) for requests that wait for an outcome (switchover, failover).

@@ -1,9 +1,13 @@
 //! A cluster that speaks TLS everywhere, as production runs it: etcd serves clients over
 //! TLS only and demands a client certificate its CA signed (`--client-cert-auth`); every
 //! agent's REST API speaks TLS with `verify_client: optional` and Basic authentication; the
-//! agents, patronictl and pgwardenctl show a client certificate. One cluster carries every
-//! check (bootstrap, the member keys, refusals, HAProxy's `check-ssl`, the real patronictl,
-//! failover and rejoin) to keep CI short. Run with `cargo test --test tls_cluster`.
+//! agents, patronictl and pgwardenctl show a client certificate. etcd's authentication is
+//! on: agents and tools log in with a user allowed under the cluster's namespace only. The
+//! agents' own etcd certificate is short-lived and renewed during the run (SIGHUP), then
+//! every etcd member is restarted once it has expired. One cluster carries every check
+//! (bootstrap, the member keys, refusals, HAProxy's `check-ssl`, the real patronictl, the
+//! certificate renewal, failover and rejoin) to keep CI short. Run with
+//! `cargo test --test tls_cluster`.
 
 mod support;
 
@@ -15,6 +19,19 @@ use support::process::{run_capture, scrub_env, Captured};
 use support::shared::{exclusive, BOOTSTRAP_TIMEOUT, FAILOVER_TIMEOUT, REPLICATION_TIMEOUT};
 use support::tls::presented_certificate;
 use support::{wait_check, Cluster};
+
+/// How long the agents' first etcd client certificate is valid: long enough for every agent
+/// to connect, short enough to expire during the run.
+const AGENT_ETCD_CERT_LIFETIME: Duration = Duration::from_secs(40);
+
+/// How many lines of node `i`'s log contain `text`.
+fn log_count(c: &Cluster, i: usize, text: &str) -> usize {
+    std::fs::read_to_string(c.log_path(i))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(text))
+        .count()
+}
 
 fn wait_streaming(c: &Cluster, i: usize) {
     wait_check(
@@ -92,10 +109,14 @@ fn a_tls_cluster_bootstraps_fails_over_heals_and_obeys_the_real_tools() {
         .synchronous_mode(false)
         .etcd_members(3)
         .tls("optional")
+        .etcd_auth()
+        .agent_etcd_cert_lifetime(AGENT_ETCD_CERT_LIFETIME)
         // In each agent's directory; the leak check reads them.
         .pgwarden("  role_history: role-history.jsonl\n")
         .start();
     let pki = c.pki().expect("a TLS cluster").clone();
+    // The agents' etcd certificate expires this long after now, or sooner.
+    let agent_cert_expiry = std::time::Instant::now() + AGENT_ETCD_CERT_LIFETIME;
     let mut outputs: Vec<(String, String)> = Vec::new();
     let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
@@ -169,6 +190,47 @@ fn a_tls_cluster_bootstraps_fails_over_heals_and_obeys_the_real_tools() {
         "pgwardenctl list over TLS: {}",
         listed.stderr
     );
+    // etcd's authentication: a wrong password is refused, and said so.
+    let quoted = format!("'{}'", support::cluster::ETCD_PASSWORD);
+    assert!(base.contains(&quoted), "the file holds the etcd password");
+    let wrong_password = base.replace(&quoted, "'not-the-password'");
+    let out = ctl_with_file(&c, &wrong_password, &["list"]);
+    assert!(
+        !out.success() && out.stderr.contains("authentication failed"),
+        "etcd refuses a wrong password, and says so: {}",
+        out.stderr
+    );
+    outputs.push(("pgwardenctl with a wrong etcd password".into(), out.stderr));
+
+    // The agents' etcd client certificate is renewed in place and each agent reloaded: each
+    // connects again with it (the connection in use would keep the old one otherwise, and
+    // fail at its next handshake once the old one expires; checked below).
+    let agent_cert = c.agent_etcd_certificate().expect("agents' own").clone();
+    let expiring = support::tls::Pair {
+        cert: agent_cert.cert.with_file_name("agent-etcd-expiring.pem"),
+        key: agent_cert.key.with_file_name("agent-etcd-expiring.key"),
+    };
+    for (from, to) in [(&agent_cert.cert, &expiring.cert), (&agent_cert.key, &expiring.key)] {
+        std::fs::copy(from, to).expect("keep the expiring certificate");
+    }
+    let reconnected = "etcd credentials or TLS files changed: connected again";
+    let before: Vec<usize> = (0..3).map(|i| log_count(&c, i, reconnected)).collect();
+    c.renew_agent_etcd_certificate();
+    for i in 0..3 {
+        let pid = c.agent_pid(i).expect("the agent runs") as i32;
+        support::process::signal(pid, nix::sys::signal::Signal::SIGHUP);
+    }
+    for i in 0..3 {
+        wait_check(
+            Duration::from_secs(20),
+            &format!("{} to connect to etcd with the renewed certificate", c.name(i)),
+            || {
+                (log_count(&c, i, reconnected) > before[i])
+                    .then_some(())
+                    .ok_or_else(|| "no reconnection logged yet".to_string())
+            },
+        );
+    }
 
     // The REST API: reads without a certificate, unsafe requests need one and credentials.
     let anonymous = ApiTls {
@@ -265,26 +327,75 @@ fn a_tls_cluster_bootstraps_fails_over_heals_and_obeys_the_real_tools() {
     switch_over(&c, "patronictl", leader, candidate);
     switch_over(&c, "pgwardenctl", candidate, leader);
 
-    // etcd endpoint failover over TLS: the first endpoint in everyone's list dies; the
-    // leader keeps its key through the others (no election for two ttl), the tools still
-    // read the cluster, and the member comes back.
-    c.etcd_mut().stop_member(0);
-    let stopped = std::time::Instant::now();
-    while stopped.elapsed() < c.ttl() * 2 {
+    // The agents' first certificate has expired, and etcd refuses it (so what follows
+    // proves the renewed one is in use).
+    if let Some(left) = agent_cert_expiry.checked_duration_since(std::time::Instant::now()) {
+        std::thread::sleep(left + Duration::from_secs(2));
+    }
+    let with_expiring = base
+        .replace(
+            &pki.client.cert.display().to_string(),
+            &expiring.cert.display().to_string(),
+        )
+        .replace(
+            &pki.client.key.display().to_string(),
+            &expiring.key.display().to_string(),
+        );
+    let out = ctl_with_file(&c, &with_expiring, &["list"]);
+    assert!(
+        !out.success(),
+        "etcd accepted the expired certificate: {}",
+        out.stdout
+    );
+    outputs.push(("pgwardenctl with an expired certificate".into(), out.stderr));
+
+    // etcd endpoint failover over TLS: each member in turn dies and comes back, the first
+    // endpoint in everyone's list first. The leader keeps its key through the others (no
+    // election for two ttl), the tools still read the cluster. Once all three have
+    // restarted, every connection the agents hold was made after the first certificate
+    // expired: the member keys (each on its agent's lease) and the leader key still being
+    // there two ttl later shows every agent reconnected with the renewed certificate, and
+    // logged in again (etcd forgets its tokens on restart).
+    for member in 0..3 {
+        c.etcd_mut().stop_member(member);
+        let stopped = std::time::Instant::now();
+        let patience = if member == 0 { c.ttl() * 2 } else { c.ttl() };
+        while stopped.elapsed() < patience {
+            assert_eq!(
+                c.leader_now(),
+                Ok(leader),
+                "the leader keeps its key while etcd member {member} is gone"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        if member == 0 {
+            let listed = c.ctl(&["list"]);
+            assert!(
+                listed.success(),
+                "pgwardenctl through the remaining TLS endpoints: {}",
+                listed.stderr
+            );
+        }
+        c.etcd_mut().start_member(member);
+    }
+    let restarted = std::time::Instant::now();
+    while restarted.elapsed() < c.ttl() * 2 {
         assert_eq!(
             c.leader_now(),
             Ok(leader),
-            "the leader keeps its key while one etcd endpoint is gone"
+            "the leader keeps its key after every etcd member restarted"
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let listed = c.ctl(&["list"]);
-    assert!(
-        listed.success(),
-        "pgwardenctl through the remaining TLS endpoints: {}",
-        listed.stderr
-    );
-    c.etcd_mut().start_member(0);
+    for i in 0..3 {
+        assert!(
+            c.dcs_json(&format!("members/{}", c.name(i)))
+                .expect("etcd answers")
+                .is_some(),
+            "{}'s member key outlived the etcd restarts (its lease was kept alive)",
+            c.name(i)
+        );
+    }
 
     // Failover on TLS etcd: the leader node dies, another member takes over, the old one
     // rejoins when it comes back.
@@ -328,7 +439,8 @@ fn a_tls_cluster_bootstraps_fails_over_heals_and_obeys_the_real_tools() {
 fn secrets_stay_secret(c: &Cluster, pki: &support::tls::Pki, mut outputs: Vec<(String, String)>) {
     use base64::Engine as _;
     use support::cluster::{
-        API_PASSWORD, API_USER, REPLICATION_PASSWORD, REWIND_PASSWORD, SUPERUSER_PASSWORD,
+        API_PASSWORD, API_USER, ETCD_PASSWORD, REPLICATION_PASSWORD, REWIND_PASSWORD,
+        SUPERUSER_PASSWORD,
     };
     for i in 0..c.len() {
         let log = std::fs::read_to_string(c.log_path(i)).expect("agent log");
@@ -388,6 +500,11 @@ fn secrets_stay_secret(c: &Cluster, pki: &support::tls::Pki, mut outputs: Vec<(S
         ("the rewind password", REWIND_PASSWORD.to_string()),
         ("the server's private key", key_line(&pki.server.key)),
         ("the client's private key", key_line(&pki.client.key)),
+        ("the etcd password", ETCD_PASSWORD.to_string()),
+        (
+            "the agents' etcd private key",
+            key_line(&c.agent_etcd_certificate().expect("agents' own").key),
+        ),
     ];
     let mut leaks = Vec::new();
     for (where_, text) in &outputs {

@@ -44,6 +44,14 @@ fn err(op: &'static str) -> impl FnOnce(etcd_client::Error) -> DcsError {
 
 impl EtcdStore {
     /// Connect to any of `endpoints` (`host:port`); requests fail over between them.
+    ///
+    /// With credentials, the login is sent on the connected client and sent again while it
+    /// fails to connect, within `request_timeout`: a fresh client sends its first request to
+    /// the endpoint whose connection settles first, and a dead endpoint's refusal settles
+    /// before a live one's TLS handshake, so a login sent while connecting (etcd-client's
+    /// way) fails every time one endpoint is down, and an agent started then would never
+    /// connect. The retry goes through the same client, whose other endpoints are ready by
+    /// then.
     pub async fn connect(
         endpoints: &[String],
         credentials: Option<(String, String)>,
@@ -64,22 +72,38 @@ impl EtcdStore {
         let base = ConnectOptions::new()
             .with_connect_timeout(request_timeout)
             .with_keep_alive(Duration::from_secs(1), request_timeout)
-            .with_require_leader(true);
+            .with_require_leader(true)
+            // etcd's tokens expire (`--auth-token-ttl`, JWT lifetimes) and a restarted member
+            // forgets the simple ones: a refused token is renewed with the credentials and
+            // the request sent again, instead of failing every request from then on.
+            .with_auto_token_refresh(true);
         let base = match tls {
             Some(tls) => base.with_tls(tls),
             None => base,
         };
-        let (mut options, mut watch_options) = (base.clone().with_timeout(request_timeout), base);
-        if let Some((user, password)) = credentials {
-            options = options.with_user(user.clone(), password.clone());
-            watch_options = watch_options.with_user(user, password);
+        let client = Client::connect(urls.clone(), Some(base.clone().with_timeout(request_timeout)))
+            .await
+            .map_err(err("connect"))?;
+        let watch_client = Client::connect(urls, Some(base))
+            .await
+            .map_err(err("connect"))?;
+        if let Some(credentials) = credentials {
+            let deadline = tokio::time::Instant::now() + request_timeout;
+            for mut client in [client.clone(), watch_client.clone()] {
+                loop {
+                    match client.update_user(Some(credentials.clone())).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            let e = DcsError::Etcd { op: "login", source: e };
+                            if !e.is_connection_failure() || tokio::time::Instant::now() >= deadline {
+                                return Err(e);
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
         }
-        let client = Client::connect(urls.clone(), Some(options))
-            .await
-            .map_err(err("connect"))?;
-        let watch_client = Client::connect(urls, Some(watch_options))
-            .await
-            .map_err(err("connect"))?;
         Ok(EtcdStore {
             client,
             watch_client,

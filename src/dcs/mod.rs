@@ -14,18 +14,32 @@ pub use keys::KeyLayout;
 /// The connection to etcd once it exists. The agent starts without it: a node whose lock
 /// store is unreachable at start must still run its loop, because a PostgreSQL left running
 /// as primary has to be stopped without waiting for a store that may never answer.
+///
+/// A reload may replace the connection (a renewed client certificate, a new password):
+/// callers take a clone per operation, so an operation in flight finishes on the connection
+/// it started with and the next one uses the new one. Leases live in etcd, not in the
+/// connection, so a lease granted through the old one is renewed through the new one.
 #[derive(Clone, Default)]
-pub struct StoreSlot(std::sync::Arc<std::sync::OnceLock<EtcdStore>>);
+pub struct StoreSlot(std::sync::Arc<std::sync::RwLock<Option<EtcdStore>>>);
 
 impl StoreSlot {
     /// The store, if connected.
     pub fn get(&self) -> Option<EtcdStore> {
-        self.0.get().cloned()
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Record the connection (the first one wins).
+    /// Record the first connection; does nothing once there is one (a reload may have
+    /// connected first, with newer settings).
     pub fn set(&self, store: EtcdStore) {
-        let _ = self.0.set(store);
+        let mut slot = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(store);
+        }
+    }
+
+    /// Replace the connection (a reload's).
+    pub fn replace(&self, store: EtcdStore) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(store);
     }
 }
 

@@ -248,7 +248,8 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
             client: api_client.clone(),
             rules: access_rules.clone(),
         },
-    ));
+    )
+    .with_etcd(reload::EtcdLink::new(store.clone(), &config)));
     let listener = api::bind(&config).await.context("starting the REST API")?;
     tokio::spawn(api::serve(
         listener,

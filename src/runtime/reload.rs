@@ -12,8 +12,10 @@
 //! certificates), `tags` (`nofailover`, `failover_priority`, `nosync`, ...),
 //! `postgresql.use_pg_rewind`, `remove_data_directory_on_rewind_failure` and
 //! `remove_data_directory_on_diverged_timelines`, the callbacks,
-//! `pre_promote` and `before_stop` scripts; each other
-//! changed section is named with a warning that it takes effect when the agent restarts.
+//! `pre_promote` and `before_stop` scripts, the REST API's certificates, access rules and
+//! client, and etcd's credentials and TLS files (a new connection, see [`EtcdLink`]); each
+//! other changed section is named with a warning that it takes effect when the agent
+//! restarts.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -63,6 +65,54 @@ pub struct Reloader {
     api: Api,
     /// Counts reloads of the access rules (see `reload_rules`).
     rules_generation: Arc<std::sync::atomic::AtomicU64>,
+    /// The connection to etcd, renewed when its credentials or TLS files change.
+    etcd: Option<EtcdLink>,
+}
+
+/// What a reload needs to connect to etcd again: a renewed client certificate (short-lived
+/// certificates are renewed every few hours by cert-manager, Vault and the like) or a new
+/// password is only read when a connection is made, and the connection in use would keep
+/// the old one until the agent restarts, failing at its next handshake once the old
+/// certificate expires.
+pub struct EtcdLink {
+    store: crate::dcs::StoreSlot,
+    layout: crate::dcs::KeyLayout,
+    retry_timeout: u32,
+    /// What the connection in use was made with ([`etcd_fingerprint`]).
+    connected_with: Arc<Mutex<u64>>,
+}
+
+impl EtcdLink {
+    /// The link for an agent started with `config`, whose connection is (or will be) in
+    /// `store`.
+    pub fn new(store: crate::dcs::StoreSlot, config: &Config) -> EtcdLink {
+        EtcdLink {
+            store,
+            layout: crate::dcs::KeyLayout::new(&config.namespace, &config.scope),
+            retry_timeout: config.bootstrap.dcs.retry_timeout,
+            connected_with: Arc::new(Mutex::new(etcd_fingerprint(&config.etcd))),
+        }
+    }
+}
+
+/// A digest of what a connection to etcd is made with: the credentials, the TLS settings
+/// and the bytes of the TLS files (renewed files keep their names). Kept in memory only.
+fn etcd_fingerprint(etcd: &crate::config::EtcdConfig) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&etcd.username, &etcd.password).hash(&mut hasher);
+    let tls = &etcd.tls;
+    tls.key_password
+        .as_ref()
+        .map(|p| p.0.as_str())
+        .hash(&mut hasher);
+    for path in [&tls.cacert, &tls.cert, &tls.key] {
+        path.hash(&mut hasher);
+        path.as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 impl Reloader {
@@ -84,7 +134,15 @@ impl Reloader {
             inputs,
             api,
             rules_generation: Arc::default(),
+            etcd: None,
         }
+    }
+
+    /// Reconnects to etcd through `link` when a reload changes its credentials or TLS
+    /// files.
+    pub fn with_etcd(mut self, link: EtcdLink) -> Reloader {
+        self.etcd = Some(link);
+        self
     }
 
     /// The configuration the agent runs with now, and its PostgreSQL settings.
@@ -122,7 +180,19 @@ impl Reloader {
             return ReloadOutcome::Invalid(error);
         }
         let (config, pg) = &mut *running;
-        let applied = reloadable_changes(config, &new);
+        let etcd_renewed = match self.reconnect_etcd(config, &new) {
+            Ok(renewed) => renewed,
+            Err(error) => {
+                let error = error.to_string();
+                tracing::error!(%file, %error, "{trigger}: the etcd TLS files cannot be used; the agent keeps running with the configuration it has");
+                return ReloadOutcome::Invalid(error);
+            }
+        };
+        let mut applied = reloadable_changes(config, &new);
+        if etcd_renewed {
+            applied.push("etcd3 credentials or TLS files");
+            config.etcd = new.etcd.clone();
+        }
         config.postgresql.parameters = new.postgresql.parameters.clone();
         config.postgresql.pg_hba = new.postgresql.pg_hba.clone();
         config.postgresql.pg_ident = new.postgresql.pg_ident.clone();
@@ -198,6 +268,47 @@ impl Reloader {
         }
         self.api.client.install(client, new.ctl.credentials.clone());
         Ok(())
+    }
+
+    /// Connects to etcd again, in the background, when `new` keeps the endpoints of
+    /// `running` but its credentials or TLS files (their contents included) differ from what
+    /// the connection in use was made with; returns whether it does. The new files are read
+    /// here, so unusable ones refuse the reload. The connection in use stays until the new
+    /// one is made; a failed attempt is logged and the next reload tries again. New
+    /// endpoints or protocol wait for a restart, as every other `etcd3` change.
+    fn reconnect_etcd(
+        &self,
+        running: &Config,
+        new: &Config,
+    ) -> Result<bool, crate::tls::TlsError> {
+        let Some(link) = &self.etcd else {
+            return Ok(false);
+        };
+        let (old, fresh) = (&running.etcd, &new.etcd);
+        if old.hosts != fresh.hosts || old.protocol != fresh.protocol {
+            return Ok(false);
+        }
+        let fingerprint = etcd_fingerprint(fresh);
+        if *link.connected_with.lock().unwrap_or_else(|e| e.into_inner()) == fingerprint {
+            return Ok(false);
+        }
+        super::etcd_tls(fresh)?;
+        let (etcd, layout, retry_timeout) = (fresh.clone(), link.layout.clone(), link.retry_timeout);
+        let (store, connected_with) = (link.store.clone(), link.connected_with.clone());
+        tokio::spawn(async move {
+            match super::connect_store_once(&etcd, layout, retry_timeout).await {
+                Ok(connection) => {
+                    store.replace(connection);
+                    *connected_with.lock().unwrap_or_else(|e| e.into_inner()) = fingerprint;
+                    tracing::info!("etcd credentials or TLS files changed: connected again with them; new requests use the new connection");
+                }
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "etcd credentials or TLS files changed, but connecting with them failed; the agent keeps the connection it has (the next reload tries again)"
+                ),
+            }
+        });
+        Ok(true)
     }
 
     /// New access rules from `config`, in force at once; host names in the allowlist

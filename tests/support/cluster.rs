@@ -37,6 +37,10 @@ pub const NAMESPACE: &str = "/service/";
 /// `restapi.authentication` of a TLS cluster (and the `ctl:` credentials of its tools).
 pub const API_USER: &str = "ops";
 pub const API_PASSWORD: &str = "Harness-Api#2026";
+/// The etcd user of a cluster built with [`ClusterBuilder::etcd_auth`] (agents and tools).
+pub const ETCD_USER: &str = "pgwarden";
+/// Its password.
+pub const ETCD_PASSWORD: &str = "Harness-Etcd#2026";
 
 /// Everything that goes into one node's YAML.
 #[derive(Debug, Clone)]
@@ -260,6 +264,10 @@ pub struct ClusterBuilder {
     /// TLS everywhere: etcd with client certificates, the REST API with this
     /// `verify_client` and Basic authentication.
     tls: Option<String>,
+    /// etcd's authentication on (TLS clusters).
+    etcd_auth: bool,
+    /// The agents' etcd client certificate expires this long after the cluster starts.
+    agent_etcd_cert_lifetime: Option<Duration>,
 }
 
 impl Default for ClusterBuilder {
@@ -283,6 +291,8 @@ impl Default for ClusterBuilder {
             etcd_hosts: Vec::new(),
             client_net: None,
             tls: None,
+            etcd_auth: false,
+            agent_etcd_cert_lifetime: None,
         }
     }
 }
@@ -387,6 +397,22 @@ impl ClusterBuilder {
         self
     }
 
+    /// etcd with authentication on (a TLS cluster only): agents and tools log in as
+    /// [`ETCD_USER`], allowed under the cluster's namespace only; their certificates' common
+    /// names are no etcd user, so nothing works without the password.
+    pub fn etcd_auth(mut self) -> Self {
+        self.etcd_auth = true;
+        self
+    }
+
+    /// The agents' etcd client certificate (a TLS cluster only; tools keep their own)
+    /// expires `lifetime` after the cluster starts: see
+    /// [`Cluster::renew_agent_etcd_certificate`].
+    pub fn agent_etcd_cert_lifetime(mut self, lifetime: Duration) -> Self {
+        self.agent_etcd_cert_lifetime = Some(lifetime);
+        self
+    }
+
     /// Starts etcd, writes the node configs and starts every agent (does not wait for a
     /// leader: use [`Cluster::wait_for_leader`]).
     pub fn start(self) -> Cluster {
@@ -400,6 +426,19 @@ impl ClusterBuilder {
             (None, true) => EtcdCluster::start(self.etcd_members),
             (None, false) => EtcdCluster::start_in(&self.etcd_hosts),
         };
+        if self.etcd_auth {
+            assert!(pki.is_some(), "etcd_auth needs a TLS cluster");
+            etcd.enable_auth(ETCD_USER, ETCD_PASSWORD, NAMESPACE);
+        }
+        // Issued last, just before the agents start: a short lifetime counts from here.
+        let agent_etcd = pki.as_ref().map(|(_, pki)| match self.agent_etcd_cert_lifetime {
+            Some(lifetime) => pki.issue_client(
+                AGENT_ETCD_CERT,
+                "pgwarden agent",
+                Some(lifetime),
+            ),
+            None => pki.client.clone(),
+        });
         let base = make_test_dir("pgwarden-it-");
         let (pgwarden, pgwardenctl) = install_binaries(&base.path().join("bin"));
         let nodes = (0..self.nodes)
@@ -445,7 +484,11 @@ impl ClusterBuilder {
                                 pki.server.key.display(),
                                 pki.ca.display()
                             ),
-                            pki_etcd_lines(pki),
+                            pki_etcd_lines(
+                                pki,
+                                agent_etcd.as_ref().unwrap_or(&pki.client),
+                                self.etcd_auth,
+                            ),
                         )
                     }
                     _ => (String::new(), String::new()),
@@ -490,6 +533,8 @@ impl ClusterBuilder {
             etcd,
             api_tls,
             pki,
+            agent_etcd,
+            etcd_auth: self.etcd_auth,
         };
         let started = self.initially_started.unwrap_or(cluster.nodes.len());
         for i in 0..started.min(cluster.nodes.len()) {
@@ -523,16 +568,30 @@ pub struct Cluster {
     api_tls: Option<super::http::ApiTls>,
     /// A TLS cluster's certificates (and the directory holding them).
     pki: Option<(tempfile::TempDir, super::tls::Pki)>,
+    /// The agents' etcd client certificate (a TLS cluster's).
+    agent_etcd: Option<super::tls::Pair>,
+    /// Whether etcd asks for [`ETCD_USER`]'s password.
+    etcd_auth: bool,
 }
 
-/// `etcd3:` keys for a TLS etcd, lines indented two spaces.
-fn pki_etcd_lines(pki: &super::tls::Pki) -> String {
-    format!(
+/// The stem of the agents' own etcd client certificate files.
+const AGENT_ETCD_CERT: &str = "agent-etcd";
+
+/// `etcd3:` keys for a TLS etcd with the client certificate `client` (and the etcd user's
+/// credentials when `auth`), lines indented two spaces.
+fn pki_etcd_lines(pki: &super::tls::Pki, client: &super::tls::Pair, auth: bool) -> String {
+    let mut lines = format!(
         "  protocol: https\n  cacert: {}\n  cert: {}\n  key: {}\n",
         pki.ca.display(),
-        pki.client.cert.display(),
-        pki.client.key.display()
-    )
+        client.cert.display(),
+        client.key.display()
+    );
+    if auth {
+        lines.push_str(&format!(
+            "  username: {ETCD_USER}\n  password: '{ETCD_PASSWORD}'\n"
+        ));
+    }
+    lines
 }
 
 /// The `ctl:` section of a TLS cluster's agents and tools.
@@ -822,6 +881,24 @@ impl Cluster {
         self.pki.as_ref().map(|(_, pki)| pki)
     }
 
+    /// The agents' etcd client certificate (a TLS cluster's).
+    pub fn agent_etcd_certificate(&self) -> Option<&super::tls::Pair> {
+        self.agent_etcd.as_ref()
+    }
+
+    /// Replaces the agents' etcd client certificate files with a new, long-lived
+    /// certificate (the agents read it at their next reload); returns its DER.
+    pub fn renew_agent_etcd_certificate(&self) -> Vec<u8> {
+        let pki = self.pki().expect("a TLS cluster");
+        let pair = pki.issue_client(AGENT_ETCD_CERT, "pgwarden agent", None);
+        assert_eq!(
+            Some(&pair.cert),
+            self.agent_etcd.as_ref().map(|p| &p.cert),
+            "the agents were started with their own etcd certificate (agent_etcd_cert_lifetime)"
+        );
+        super::tls::first_der(&pair.cert)
+    }
+
     /// Status code of `method path` on node `i` (`None`: no answer).
     pub fn http_status(&self, i: usize, method: &str, path: &str) -> Option<u16> {
         self.http(i, method, path, None).ok().map(|r| r.status)
@@ -1014,7 +1091,8 @@ impl Cluster {
                 "scope: {}\nnamespace: {NAMESPACE}\n{}etcd3:\n{}  hosts:\n",
                 spec.scope,
                 tls.map(pki_ctl_section).unwrap_or_default().trim_start(),
-                tls.map(pki_etcd_lines).unwrap_or_default(),
+                tls.map(|pki| pki_etcd_lines(pki, &pki.client, self.etcd_auth))
+                    .unwrap_or_default(),
             );
             for host in &spec.etcd_hosts {
                 yaml.push_str(&format!("    - {host}\n"));

@@ -211,7 +211,7 @@ impl EtcdCluster {
                         .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
                 let addr = (ip, m.client_port).into();
                 let tls = self.tls.as_ref().map(|pki| http::ApiTls {
-                    config: pki.client_config(Some(&pki.client)),
+                    config: pki.client_config(Some(&pki.admin)),
                     basic: None,
                 });
                 match http::request_with(
@@ -319,8 +319,8 @@ impl EtcdCluster {
         let mut cmd = Command::new(ETCDCTL_BIN);
         if let Some(pki) = &self.tls {
             cmd.arg(format!("--cacert={}", pki.ca.display()))
-                .arg(format!("--cert={}", pki.client.cert.display()))
-                .arg(format!("--key={}", pki.client.key.display()));
+                .arg(format!("--cert={}", pki.admin.cert.display()))
+                .arg(format!("--key={}", pki.admin.key.display()));
         }
         let scheme = self.scheme();
         let urls: Vec<String> = endpoints
@@ -344,6 +344,32 @@ impl EtcdCluster {
                 out.status,
                 out.stderr.trim()
             ))
+        }
+    }
+
+    /// Turns etcd's authentication on, as a production etcd has it: a `root` user (no
+    /// password: the harness's etcdctl is `root` by its TLS certificate's common name), and
+    /// `user` with `password` allowed to read and write under `prefix` only. Needs TLS (the
+    /// harness would be locked out otherwise).
+    pub fn enable_auth(&self, user: &str, password: &str, prefix: &str) {
+        assert!(self.tls.is_some(), "enable_auth needs a TLS etcd");
+        let steps: [&[&str]; 7] = [
+            &["user", "add", "root", "--no-password"],
+            &["user", "grant-role", "root", "root"],
+            &["role", "add", user],
+            &["role", "grant-permission", user, "--prefix=true", "readwrite", prefix],
+            &["user", "add", &format!("{user}:{password}"), "--interactive=false"],
+            &["user", "grant-role", user, user],
+            &["auth", "enable"],
+        ];
+        for step in steps {
+            let mut cmd = self.etcdctl();
+            cmd.args(step);
+            // The password is in the arguments: errors name the step, not the command.
+            if let Err(e) = self.run(cmd) {
+                let e = e.replace(password, "<password>");
+                panic!("etcdctl {}: {e}", step[..2].join(" "));
+            }
         }
     }
 

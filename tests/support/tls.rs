@@ -1,10 +1,13 @@
 //! Certificates for TLS tests, generated with rcgen for each run: a CA, a server
 //! certificate for loopback (etcd and the agents' REST APIs), a client certificate (agents
-//! towards etcd and their peers, patronictl, pgwardenctl), and a client certificate from
-//! another CA, which every server must refuse.
+//! towards etcd and their peers, patronictl, pgwardenctl), an administrator's (common name
+//! `root`: the harness's etcdctl, which etcd with authentication enabled takes for its root
+//! user), a client certificate from another CA, which every server must refuse, and on
+//! demand more client certificates, short-lived ones included.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -27,14 +30,18 @@ pub struct Pki {
     pub ca: PathBuf,
     /// For 127.0.0.1 and localhost (server and client use).
     pub server: Pair,
-    /// For clients only.
+    /// For clients only, without a common name.
     pub client: Pair,
+    /// For clients only, common name `root`.
+    pub admin: Pair,
     /// Signed by another CA, `rogue_ca`.
     pub rogue_client: Pair,
     /// The other CA.
     pub rogue_ca: PathBuf,
     /// Signs renewed server certificates.
     issuer: Arc<Issuer<'static, KeyPair>>,
+    /// Where the files are.
+    dir: PathBuf,
 }
 
 fn ca(name: &str) -> (Issuer<'static, KeyPair>, String) {
@@ -57,10 +64,30 @@ fn leaf(
     sans: &[&str],
     usages: Vec<ExtendedKeyUsagePurpose>,
 ) -> (String, String) {
+    leaf_valid_for(issuer, name, sans, usages, None)
+}
+
+/// A certificate (with common name `name` unless empty) valid from a minute ago for
+/// `lifetime` when given (rcgen's default span otherwise, decades).
+fn leaf_valid_for(
+    issuer: &Issuer<'static, KeyPair>,
+    name: &str,
+    sans: &[&str],
+    usages: Vec<ExtendedKeyUsagePurpose>,
+    lifetime: Option<Duration>,
+) -> (String, String) {
     let key = KeyPair::generate().expect("key");
     let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .expect("params");
-    params.distinguished_name.push(DnType::CommonName, name);
+    if let Some(lifetime) = lifetime {
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - Duration::from_secs(60);
+        params.not_after = now + lifetime;
+    }
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    if !name.is_empty() {
+        params.distinguished_name.push(DnType::CommonName, name);
+    }
     params.extended_key_usages = usages;
     let cert = params.signed_by(&key, issuer).expect("signed");
     (cert.pem(), key.serialize_pem())
@@ -91,7 +118,12 @@ impl Pki {
             &["127.0.0.1", "localhost"],
             both,
         );
-        let client = leaf(&issuer, "pgwarden client", &[], client_only.clone());
+        // No common name: etcd with authentication on answers 400 to any request through
+        // its HTTP gateway (patronictl's way in) over a client certificate that has one
+        // ("CommonName of client sending a request against gateway will be ignored and not
+        // used as expected"), whatever credentials come with it.
+        let client = leaf(&issuer, "", &[], client_only.clone());
+        let admin = leaf(&issuer, "root", &[], client_only.clone());
         let rogue_client = leaf(&rogue, "pgwarden client", &[], client_only);
         let pki = Pki {
             ca: dir.join("ca.pem"),
@@ -103,18 +135,24 @@ impl Pki {
                 cert: dir.join("client.pem"),
                 key: dir.join("client.key"),
             },
+            admin: Pair {
+                cert: dir.join("admin.pem"),
+                key: dir.join("admin.key"),
+            },
             rogue_client: Pair {
                 cert: dir.join("rogue-client.pem"),
                 key: dir.join("rogue-client.key"),
             },
             rogue_ca: dir.join("rogue-ca.pem"),
             issuer: Arc::new(issuer),
+            dir: dir.to_path_buf(),
         };
         write_private(&pki.ca, &ca_pem);
         write_private(&pki.rogue_ca, &rogue_pem);
         for (pair, (cert, key)) in [
             (&pki.server, server),
             (&pki.client, client),
+            (&pki.admin, admin),
             (&pki.rogue_client, rogue_client),
         ] {
             write_private(&pair.cert, &cert);
@@ -135,15 +173,27 @@ impl Pki {
                 ExtendedKeyUsagePurpose::ClientAuth,
             ],
         );
-        // Each file is replaced in one rename: etcd and the agents read them at any moment.
-        for (path, text) in [(&self.server.key, &key), (&self.server.cert, &cert)] {
-            let fresh = path.with_extension("new");
-            write_private(&fresh, text);
-            std::fs::rename(&fresh, path).unwrap_or_else(|e| {
-                panic!("rename {} to {}: {e}", fresh.display(), path.display())
-            });
-        }
+        replace_pair(&self.server, &cert, &key);
         first_der(&self.server.cert)
+    }
+
+    /// A client certificate (client use only) from this CA with `common_name`, in
+    /// `<stem>.pem` and `<stem>.key`; valid for `lifetime` from now when given. Issuing
+    /// again with the same stem renews it in place.
+    pub fn issue_client(&self, stem: &str, common_name: &str, lifetime: Option<Duration>) -> Pair {
+        let pair = Pair {
+            cert: self.dir.join(format!("{stem}.pem")),
+            key: self.dir.join(format!("{stem}.key")),
+        };
+        let (cert, key) = leaf_valid_for(
+            &self.issuer,
+            common_name,
+            &[],
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+            lifetime,
+        );
+        replace_pair(&pair, &cert, &key);
+        pair
     }
 
     /// A rustls client configuration trusting this CA, showing `client` when given.
@@ -170,6 +220,19 @@ impl Pki {
             None => builder.with_no_client_auth(),
         };
         Arc::new(config)
+    }
+}
+
+/// Writes a certificate and its key over `pair`'s files, each file in one rename: etcd and
+/// the agents read them at any moment. The key goes first: a reader between the two
+/// renames sees a new key with the old certificate, refused as a mismatch, never a torn
+/// file.
+fn replace_pair(pair: &Pair, cert: &str, key: &str) {
+    for (path, text) in [(&pair.key, key), (&pair.cert, cert)] {
+        let fresh = path.with_extension("new");
+        write_private(&fresh, text);
+        std::fs::rename(&fresh, path)
+            .unwrap_or_else(|e| panic!("rename {} to {}: {e}", fresh.display(), path.display()));
     }
 }
 

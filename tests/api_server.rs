@@ -1,8 +1,9 @@
 //! The REST API's own server (`api::serve`) on real loopback sockets, with the seed's
 //! configuration plus the settings under test: TLS (`restapi.certfile`/`keyfile`/`cafile`/
 //! `verify_client`, certificates from a fresh CA, pgwarden's own client with and without
-//! client certificates), the allowlist (requests from two source addresses, 127.0.0.1 and
-//! 127.0.0.2), extra headers, protected reads and bounded bodies. No cluster: the published
+//! client certificates), the allowlist (requests from loopback source addresses, and from
+//! hosts in network namespaces of their own), extra headers, protected reads and bounded
+//! bodies. No cluster: the published
 //! status is a fresh node's. The cluster tests (`tls_cluster`) run TLS with patronictl and
 //! HAProxy.
 
@@ -472,16 +473,94 @@ fn the_allowlist_admits_listed_sources_and_members_only() {
 
 /// A view whose only other member, pg2, has its API on 127.0.0.3.
 fn member_at_127_0_0_3() -> ClusterView {
+    member_at("127.0.0.3")
+}
+
+/// A view whose only other member, pg2, has its API on `ip`.
+fn member_at(ip: &str) -> ClusterView {
     let mut view = ClusterView::default();
     view.members.insert(
         "pg2".into(),
         MemberInfo {
             name: "pg2".into(),
-            api_url: "http://127.0.0.3:8008/patroni".into(),
+            api_url: format!("http://{ip}:8008/patroni"),
             ..MemberInfo::default()
         },
     );
     view
+}
+
+/// Sends `request` from inside `host`'s network namespace to `target`; the raw answer.
+fn from_host(
+    host: &support::netns::Host,
+    target: std::net::SocketAddrV4,
+    request: &str,
+) -> String {
+    const SEND: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.sendall(sys.argv[3].encode())
+answer = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    answer += chunk
+sys.stdout.write(answer.decode("latin-1"))
+"#;
+    let mut cmd = host.command(support::netns::PYTHON);
+    cmd.args(["-c", SEND])
+        .arg(target.ip().to_string())
+        .arg(target.port().to_string())
+        .arg(request);
+    let out = support::process::run_capture(&mut cmd, Duration::from_secs(20));
+    assert!(
+        out.success(),
+        "request from {} failed: {}",
+        host.name(),
+        out.stderr
+    );
+    out.stdout
+}
+
+/// The allowlist on real, distinct source addresses: three hosts, each in a network
+/// namespace of its own on a bridge, call the API in the root namespace. One is listed, one
+/// is a member's address, one is neither.
+#[test]
+fn the_allowlist_tells_hosts_in_network_namespaces_apart() {
+    let mut net = support::netns::Topology::create("allowlist");
+    let listed = net.add_host("listed");
+    let member = net.add_host("member");
+    let stranger = net.add_host("stranger");
+    net.check_fabric();
+    let mut config = config_with_auth();
+    config.restapi.access = pgwarden::config::ApiAccess {
+        allowlist: vec![pgwarden::config::AllowEntry::Network(
+            format!("{}/32", listed.addr()).parse().expect("network"),
+        )],
+        allowlist_include_members: true,
+        ..Default::default()
+    };
+    let server = Server::start_with_view(config, Some(member_at(&member.addr().to_string())));
+    let api = std::net::SocketAddrV4::new(net.root_addr(), server.addr.port());
+    // The listed host and the member reach the handler (503: no reloader in this server);
+    // the stranger is refused before its (right) credentials are looked at.
+    for (host, expected) in [(&listed, " 503"), (&member, " 503"), (&stranger, " 403")] {
+        let answer = from_host(host, api, RELOAD);
+        assert!(
+            status_line(&answer).contains(expected),
+            "POST /reload from {} ({}): {answer}",
+            host.name(),
+            host.addr()
+        );
+    }
+    // Reads stay open to the stranger.
+    let read = from_host(
+        &stranger,
+        api,
+        "GET /patroni HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(status_line(&read).contains(" 200"), "{read}");
 }
 
 fn config_with_auth() -> Config {

@@ -491,11 +491,7 @@ fn member_at(ip: &str) -> ClusterView {
 }
 
 /// Sends `request` from inside `host`'s network namespace to `target`; the raw answer.
-fn from_host(
-    host: &support::netns::Host,
-    target: std::net::SocketAddrV4,
-    request: &str,
-) -> String {
+fn from_host(host: &support::netns::Host, target: std::net::SocketAddrV4, request: &str) -> String {
     const SEND: &str = r#"
 import socket, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)

@@ -210,7 +210,10 @@ fn a_tls_cluster_bootstraps_fails_over_heals_and_obeys_the_real_tools() {
         cert: agent_cert.cert.with_file_name("agent-etcd-expiring.pem"),
         key: agent_cert.key.with_file_name("agent-etcd-expiring.key"),
     };
-    for (from, to) in [(&agent_cert.cert, &expiring.cert), (&agent_cert.key, &expiring.key)] {
+    for (from, to) in [
+        (&agent_cert.cert, &expiring.cert),
+        (&agent_cert.key, &expiring.key),
+    ] {
         std::fs::copy(from, to).expect("keep the expiring certificate");
     }
     let reconnected = "etcd credentials or TLS files changed: connected again";
@@ -220,12 +223,15 @@ fn a_tls_cluster_bootstraps_fails_over_heals_and_obeys_the_real_tools() {
         let pid = c.agent_pid(i).expect("the agent runs") as i32;
         support::process::signal(pid, nix::sys::signal::Signal::SIGHUP);
     }
-    for i in 0..3 {
+    for (i, &logged_before) in before.iter().enumerate() {
         wait_check(
             Duration::from_secs(20),
-            &format!("{} to connect to etcd with the renewed certificate", c.name(i)),
+            &format!(
+                "{} to connect to etcd with the renewed certificate",
+                c.name(i)
+            ),
             || {
-                (log_count(&c, i, reconnected) > before[i])
+                (log_count(&c, i, reconnected) > logged_before)
                     .then_some(())
                     .ok_or_else(|| "no reconnection logged yet".to_string())
             },

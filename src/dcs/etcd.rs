@@ -81,9 +81,12 @@ impl EtcdStore {
             Some(tls) => base.with_tls(tls),
             None => base,
         };
-        let client = Client::connect(urls.clone(), Some(base.clone().with_timeout(request_timeout)))
-            .await
-            .map_err(err("connect"))?;
+        let client = Client::connect(
+            urls.clone(),
+            Some(base.clone().with_timeout(request_timeout)),
+        )
+        .await
+        .map_err(err("connect"))?;
         let watch_client = Client::connect(urls, Some(base))
             .await
             .map_err(err("connect"))?;
@@ -94,8 +97,12 @@ impl EtcdStore {
                     match client.update_user(Some(credentials.clone())).await {
                         Ok(()) => break,
                         Err(e) => {
-                            let e = DcsError::Etcd { op: "login", source: e };
-                            if !e.is_connection_failure() || tokio::time::Instant::now() >= deadline {
+                            let e = DcsError::Etcd {
+                                op: "login",
+                                source: e,
+                            };
+                            if !e.is_connection_failure() || tokio::time::Instant::now() >= deadline
+                            {
                                 return Err(e);
                             }
                         }

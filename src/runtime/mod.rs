@@ -236,20 +236,22 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         input_tx.clone(),
         Duration::from_secs(config.bootstrap.dcs.retry_timeout.clamp(1, 10).into()),
     ));
-    let reloader = Arc::new(reload::Reloader::new(
-        config_path.to_path_buf(),
-        config.clone(),
-        pg.clone(),
-        pg_tx.clone(),
-        callback_runner.clone(),
-        input_tx.clone(),
-        reload::Api {
-            server_tls: server_tls.clone(),
-            client: api_client.clone(),
-            rules: access_rules.clone(),
-        },
-    )
-    .with_etcd(reload::EtcdLink::new(store.clone(), &config)));
+    let reloader = Arc::new(
+        reload::Reloader::new(
+            config_path.to_path_buf(),
+            config.clone(),
+            pg.clone(),
+            pg_tx.clone(),
+            callback_runner.clone(),
+            input_tx.clone(),
+            reload::Api {
+                server_tls: server_tls.clone(),
+                client: api_client.clone(),
+                rules: access_rules.clone(),
+            },
+        )
+        .with_etcd(reload::EtcdLink::new(store.clone(), &config)),
+    );
     let listener = api::bind(&config).await.context("starting the REST API")?;
     tokio::spawn(api::serve(
         listener,

@@ -276,11 +276,7 @@ impl Reloader {
     /// here, so unusable ones refuse the reload. The connection in use stays until the new
     /// one is made; a failed attempt is logged and the next reload tries again. New
     /// endpoints or protocol wait for a restart, as every other `etcd3` change.
-    fn reconnect_etcd(
-        &self,
-        running: &Config,
-        new: &Config,
-    ) -> Result<bool, crate::tls::TlsError> {
+    fn reconnect_etcd(&self, running: &Config, new: &Config) -> Result<bool, crate::tls::TlsError> {
         let Some(link) = &self.etcd else {
             return Ok(false);
         };
@@ -289,11 +285,17 @@ impl Reloader {
             return Ok(false);
         }
         let fingerprint = etcd_fingerprint(fresh);
-        if *link.connected_with.lock().unwrap_or_else(|e| e.into_inner()) == fingerprint {
+        if *link
+            .connected_with
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            == fingerprint
+        {
             return Ok(false);
         }
         super::etcd_tls(fresh)?;
-        let (etcd, layout, retry_timeout) = (fresh.clone(), link.layout.clone(), link.retry_timeout);
+        let (etcd, layout, retry_timeout) =
+            (fresh.clone(), link.layout.clone(), link.retry_timeout);
         let (store, connected_with) = (link.store.clone(), link.connected_with.clone());
         tokio::spawn(async move {
             match super::connect_store_once(&etcd, layout, retry_timeout).await {

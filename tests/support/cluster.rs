@@ -431,14 +431,14 @@ impl ClusterBuilder {
             etcd.enable_auth(ETCD_USER, ETCD_PASSWORD, NAMESPACE);
         }
         // Issued last, just before the agents start: a short lifetime counts from here.
-        let agent_etcd = pki.as_ref().map(|(_, pki)| match self.agent_etcd_cert_lifetime {
-            Some(lifetime) => pki.issue_client(
-                AGENT_ETCD_CERT,
-                "pgwarden agent",
-                Some(lifetime),
-            ),
-            None => pki.client.clone(),
-        });
+        let agent_etcd = pki
+            .as_ref()
+            .map(|(_, pki)| match self.agent_etcd_cert_lifetime {
+                Some(lifetime) => {
+                    pki.issue_client(AGENT_ETCD_CERT, "pgwarden agent", Some(lifetime))
+                }
+                None => pki.client.clone(),
+            });
         let base = make_test_dir("pgwarden-it-");
         let (pgwarden, pgwardenctl) = install_binaries(&base.path().join("bin"));
         let nodes = (0..self.nodes)

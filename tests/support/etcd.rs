@@ -357,8 +357,20 @@ impl EtcdCluster {
             &["user", "add", "root", "--no-password"],
             &["user", "grant-role", "root", "root"],
             &["role", "add", user],
-            &["role", "grant-permission", user, "--prefix=true", "readwrite", prefix],
-            &["user", "add", &format!("{user}:{password}"), "--interactive=false"],
+            &[
+                "role",
+                "grant-permission",
+                user,
+                "--prefix=true",
+                "readwrite",
+                prefix,
+            ],
+            &[
+                "user",
+                "add",
+                &format!("{user}:{password}"),
+                "--interactive=false",
+            ],
             &["user", "grant-role", user, user],
             &["auth", "enable"],
         ];

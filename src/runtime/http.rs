@@ -139,11 +139,12 @@ impl ApiClient {
             url: url.to_string(),
             message,
         };
+        let over_tls = url.starts_with("https://");
         let work = async {
             let resp = client
                 .request(req)
                 .await
-                .map_err(|e| failed(error_chain(&e)))?;
+                .map_err(|e| failed(with_tls_hint(error_chain(&e), over_tls)))?;
             let status = resp.status().as_u16();
             let bytes = resp
                 .into_body()
@@ -189,4 +190,50 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// `message`, with a hint when a TLS connection ended under the request: TLS 1.3 ends the
+/// client's side of the handshake before the server judges its certificate, so a refused
+/// certificate often reaches the client as a closed connection rather than as the server's
+/// alert ("connection was not ready", "broken pipe").
+fn with_tls_hint(message: String, over_tls: bool) -> String {
+    let lower = message.to_lowercase();
+    let closed = [
+        "not ready",
+        "closed",
+        "broken pipe",
+        "reset",
+        "canceled",
+        "eof",
+    ]
+    .iter()
+    .any(|sign| lower.contains(sign));
+    if over_tls && closed && !lower.contains("certificate") {
+        format!(
+            "{message} (the server closed the TLS connection: it may have refused this \
+             client's certificate; check ctl.certfile and ctl.keyfile against the member's \
+             restapi.cafile)"
+        )
+    } else {
+        message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_tls_hint;
+
+    #[test]
+    fn a_tls_connection_closed_under_a_request_names_the_certificate() {
+        let closed = "client error (canceled): operation was canceled: connection was not ready";
+        let hinted = with_tls_hint(closed.to_string(), true);
+        assert!(
+            hinted.starts_with(closed) && hinted.contains("ctl.certfile"),
+            "{hinted}"
+        );
+        // Plain HTTP, or an error that already names the certificate: left as it is.
+        assert_eq!(with_tls_hint(closed.to_string(), false), closed);
+        let named = "invalid peer certificate: UnknownIssuer";
+        assert_eq!(with_tls_hint(named.to_string(), true), named);
+    }
 }

@@ -62,28 +62,17 @@ impl Session {
     /// The lock store, connected (asynchronously: call inside [`Session::block_on`]).
     pub async fn store(&self) -> anyhow::Result<EtcdStore> {
         let layout = KeyLayout::new(&self.config.namespace, &self.scope);
+        // The login (with etcd's authentication on) is tried again while an endpoint
+        // refuses the connection, within retry_timeout (see `EtcdStore::connect`).
+        let connect = crate::runtime::connect_store_once(
+            &self.config.etcd,
+            layout,
+            self.config.retry_timeout,
+        );
         let what = || self.etcd_context(&format!("connecting to etcd at {:?}", self.endpoints()));
-        // With etcd's authentication on, connecting sends a request (the login), which may
-        // go to a dead endpoint first: tried again as requests are (see `retrying`).
-        let deadline = tokio::time::Instant::now() + STORE_TIMEOUT;
-        loop {
-            let connect = crate::runtime::connect_store_once(
-                &self.config.etcd,
-                layout.clone(),
-                self.config.retry_timeout,
-            );
-            let error = match tokio::time::timeout_at(deadline, connect).await {
-                Ok(Ok(store)) => return Ok(store),
-                Ok(Err(e)) => e,
-                Err(elapsed) => return Err(anyhow::Error::new(elapsed).context(what())),
-            };
-            let unreachable = error
-                .downcast_ref::<crate::dcs::DcsError>()
-                .is_some_and(|e| e.is_connection_failure());
-            if !unreachable || tokio::time::Instant::now() >= deadline {
-                return Err(error.context(what()));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        match tokio::time::timeout(STORE_TIMEOUT, connect).await {
+            Ok(connected) => connected.with_context(what),
+            Err(elapsed) => Err(anyhow::Error::new(elapsed).context(what())),
         }
     }
 

@@ -74,8 +74,9 @@ impl EtcdStore {
             .with_keep_alive(Duration::from_secs(1), request_timeout)
             .with_require_leader(true)
             // etcd's tokens expire (`--auth-token-ttl`, JWT lifetimes) and a restarted member
-            // forgets the simple ones: a refused token is renewed with the credentials and
-            // the request sent again, instead of failing every request from then on.
+            // forgets the simple ones: a request refused for its token is sent again with a
+            // new one, instead of failing from then on. (A watch is refused in its stream,
+            // not as an error: `watch` renews the token itself.)
             .with_auto_token_refresh(true);
         let base = match tls {
             Some(tls) => base.with_tls(tls),
@@ -92,23 +93,12 @@ impl EtcdStore {
             .map_err(err("connect"))?;
         if let Some(credentials) = credentials {
             let deadline = tokio::time::Instant::now() + request_timeout;
-            for mut client in [client.clone(), watch_client.clone()] {
-                loop {
-                    match client.update_user(Some(credentials.clone())).await {
-                        Ok(()) => break,
-                        Err(e) => {
-                            let e = DcsError::Etcd {
-                                op: "login",
-                                source: e,
-                            };
-                            if !e.is_connection_failure() || tokio::time::Instant::now() >= deadline
-                            {
-                                return Err(e);
-                            }
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+            for client in [&client, &watch_client] {
+                retry_unreachable("login", deadline, request_timeout, || {
+                    let (mut client, credentials) = (client.clone(), credentials.clone());
+                    async move { client.update_user(Some(credentials)).await }
+                })
+                .await?;
             }
         }
         Ok(EtcdStore {
@@ -116,6 +106,27 @@ impl EtcdStore {
             watch_client,
             layout,
         })
+    }
+
+    /// One cheap read on each of the store's two connections (a count of the cluster's
+    /// keys), tried again while it cannot connect, within `within`. Connecting sends nothing
+    /// without credentials: a certificate etcd refuses, or a CA that does not match etcd's,
+    /// shows here instead of on the first real request, so a reload never swaps a working
+    /// connection for a broken one.
+    pub async fn verify(&self, within: Duration) -> Result<(), DcsError> {
+        let deadline = tokio::time::Instant::now() + within;
+        for client in [&self.client, &self.watch_client] {
+            let prefix = self.layout.prefix();
+            retry_unreachable("verify", deadline, within, || {
+                let mut kv = client.kv_client();
+                async move {
+                    let options = GetOptions::new().with_prefix().with_count_only();
+                    kv.get(prefix, Some(options)).await.map(|_| ())
+                }
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// The key layout in use.
@@ -181,7 +192,16 @@ impl EtcdStore {
         let mut current_revision = revision;
         while let Some(resp) = stream.message().await.map_err(err("watch"))? {
             if resp.canceled() {
-                return Err(DcsError::WatchCanceled(resp.cancel_reason().to_string()));
+                let reason = resp.cancel_reason().to_string();
+                // etcd refuses a watch whose token it no longer knows (expired, or the member
+                // restarted) in the stream, not as an error the client's refresh would see:
+                // log in again, so the next watch goes through.
+                if reason.contains("auth token") || reason.contains("permission denied") {
+                    if let Err(e) = self.watch_client.refresh_token().await {
+                        tracing::warn!(error = %e, "etcd watch: logging in again failed");
+                    }
+                }
+                return Err(DcsError::WatchCanceled(reason));
             }
             if let Some(h) = resp.header() {
                 current_revision = current_revision.max(h.revision());
@@ -563,5 +583,30 @@ impl EtcdStore {
         .await
         .map_err(err("put history"))?;
         Ok(())
+    }
+}
+
+/// Runs `call` until it succeeds, fails for another reason than a refused connection, or
+/// `deadline` passes (each attempt bounded by it too; `bound` names the limit in the error).
+async fn retry_unreachable<T, F, Fut>(
+    op: &'static str,
+    deadline: tokio::time::Instant,
+    bound: Duration,
+    mut call: F,
+) -> Result<T, DcsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    loop {
+        let error = match tokio::time::timeout_at(deadline, call()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(source)) => DcsError::Etcd { op, source },
+            Err(_) => return Err(DcsError::Timeout { op, after: bound }),
+        };
+        if !error.is_connection_failure() || tokio::time::Instant::now() >= deadline {
+            return Err(error);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

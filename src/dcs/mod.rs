@@ -15,31 +15,34 @@ pub use keys::KeyLayout;
 /// store is unreachable at start must still run its loop, because a PostgreSQL left running
 /// as primary has to be stopped without waiting for a store that may never answer.
 ///
-/// A reload may replace the connection (a renewed client certificate, a new password):
-/// callers take a clone per operation, so an operation in flight finishes on the connection
-/// it started with and the next one uses the new one. Leases live in etcd, not in the
-/// connection, so a lease granted through the old one is renewed through the new one.
-#[derive(Clone, Default)]
-pub struct StoreSlot(std::sync::Arc<std::sync::RwLock<Option<EtcdStore>>>);
+/// The connection is replaced when a reload changes the credentials or TLS files (see
+/// `runtime::etcd_link`). Callers take a clone per operation, so an operation in flight
+/// finishes on the connection it started with and the next one uses the new one; long-lived
+/// users (the watch) follow [`StoreSlot::changes`]. Leases live in etcd, not in the
+/// connection: a lease granted through the old one is renewed through the new one.
+#[derive(Clone)]
+pub struct StoreSlot(std::sync::Arc<tokio::sync::watch::Sender<Option<EtcdStore>>>);
+
+impl Default for StoreSlot {
+    fn default() -> Self {
+        StoreSlot(std::sync::Arc::new(tokio::sync::watch::Sender::new(None)))
+    }
+}
 
 impl StoreSlot {
     /// The store, if connected.
     pub fn get(&self) -> Option<EtcdStore> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0.borrow().clone()
     }
 
-    /// Record the first connection; does nothing once there is one (a reload may have
-    /// connected first, with newer settings).
-    pub fn set(&self, store: EtcdStore) {
-        let mut slot = self.0.write().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = Some(store);
-        }
-    }
-
-    /// Replace the connection (a reload's).
+    /// Puts `store` in use (the first connection, or a reload's).
     pub fn replace(&self, store: EtcdStore) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(store);
+        self.0.send_replace(Some(store));
+    }
+
+    /// Follows the connection: changed each time one is put in use.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<Option<EtcdStore>> {
+        self.0.subscribe()
     }
 }
 

@@ -198,16 +198,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// alert ("connection was not ready", "broken pipe").
 fn with_tls_hint(message: String, over_tls: bool) -> String {
     let lower = message.to_lowercase();
-    let closed = [
-        "not ready",
-        "closed",
-        "broken pipe",
-        "reset",
-        "canceled",
-        "eof",
-    ]
-    .iter()
-    .any(|sign| lower.contains(sign));
+    let closed = ["not ready", "closed", "broken pipe", "reset"]
+        .iter()
+        .any(|sign| lower.contains(sign));
     if over_tls && closed && !lower.contains("certificate") {
         format!(
             "{message} (the server closed the TLS connection: it may have refused this \

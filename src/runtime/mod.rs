@@ -4,6 +4,7 @@
 
 pub mod callbacks;
 pub mod clock;
+pub mod etcd_link;
 pub mod executor;
 pub mod failsafe;
 pub mod http;
@@ -119,31 +120,8 @@ pub fn identity(config: &Config) -> Identity {
     }
 }
 
-/// Connect to etcd, retrying until it answers.
-pub async fn connect_store(config: &Config) -> EtcdStore {
-    let layout = KeyLayout::new(&config.namespace, &config.scope);
-    connect_store_at(&config.etcd, layout, config.bootstrap.dcs.retry_timeout).await
-}
-
-/// [`connect_store`] for the cluster at `layout`, each etcd call bounded by
-/// `retry_timeout` seconds (1 to 10); retries until etcd answers.
-pub async fn connect_store_at(
-    etcd: &crate::config::EtcdConfig,
-    layout: KeyLayout,
-    retry_timeout: u32,
-) -> EtcdStore {
-    loop {
-        match connect_store_once(etcd, layout.clone(), retry_timeout).await {
-            Ok(store) => return store,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot reach etcd yet; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
-
-/// One attempt of [`connect_store_at`]: the TLS files are read again (a certificate being
+/// One attempt at connecting to etcd with `etcd`'s settings, each etcd call bounded by
+/// `retry_timeout` seconds (1 to 10). The TLS files are read each time (a certificate being
 /// replaced may be missing for a moment).
 pub async fn connect_store_once(
     etcd: &crate::config::EtcdConfig,
@@ -206,10 +184,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     // The loop runs before etcd answers: a PostgreSQL left running as primary must be
     // stopped even if the store never comes back (the core decides; see `decide_start`).
     let store = StoreSlot::default();
-    {
-        let (slot, config) = (store.clone(), config.clone());
-        tokio::spawn(async move { slot.set(connect_store(&config).await) });
-    }
+    let etcd_link = etcd_link::EtcdLink::spawn(store.clone(), &config);
     let settings = node_settings(&config);
     let identity = identity(&config);
     let pg = Arc::new(PgSettings::from_config(&config));
@@ -250,7 +225,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
                 rules: access_rules.clone(),
             },
         )
-        .with_etcd(reload::EtcdLink::new(store.clone(), &config)),
+        .with_etcd(etcd_link),
     );
     let listener = api::bind(&config).await.context("starting the REST API")?;
     tokio::spawn(api::serve(
@@ -485,36 +460,47 @@ fn stopped_callback(pg: &PgSettings, scope: &str, status: &NodeStatus) {
 /// Until the first connection, the store counts as unreachable only once connecting has
 /// taken longer than `patience` (a normal start connects well within it, and the core stops
 /// a running primary it cannot cover with a lease when the store is unreachable).
-async fn watch_cluster(store: StoreSlot, inputs: mpsc::UnboundedSender<Input>, patience: Duration) {
+async fn watch_cluster(slot: StoreSlot, inputs: mpsc::UnboundedSender<Input>, patience: Duration) {
     let started = tokio::time::Instant::now();
+    let mut connections = slot.changes();
     loop {
-        let Some(store) = store.get() else {
+        let Some(store) = connections.borrow_and_update().clone() else {
             if started.elapsed() >= patience {
                 let _ = inputs.send(Input::DcsUnreachable {
                     error: format!("etcd: not connected after {patience:?}"),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // A new connection ends the wait at once.
+            let _ = tokio::time::timeout(Duration::from_millis(500), connections.changed()).await;
             continue;
         };
         let tx = inputs.clone();
-        let result = store
-            .watch(move |mut view| {
-                if let Some(failover) = view.failover.as_mut() {
-                    failover.value.due = failover
-                        .value
-                        .scheduled_at
-                        .as_deref()
-                        .and_then(|at| clock::parse_wall(at).ok())
-                        .map(clock::instant_of_wall);
-                }
-                let _ = tx.send(Input::ClusterChanged(Box::new(view)));
-            })
-            .await;
-        if let Err(e) = result {
-            let _ = inputs.send(Input::DcsUnreachable {
-                error: e.to_string(),
-            });
+        let watch = store.watch(move |mut view| {
+            if let Some(failover) = view.failover.as_mut() {
+                failover.value.due = failover
+                    .value
+                    .scheduled_at
+                    .as_deref()
+                    .and_then(|at| clock::parse_wall(at).ok())
+                    .map(clock::instant_of_wall);
+            }
+            let _ = tx.send(Input::ClusterChanged(Box::new(view)));
+        });
+        // A reload's new connection replaces the watch at once (it reads the keys again
+        // first, so no change is missed): the old connection is let go.
+        let result = tokio::select! {
+            result = watch => Some(result),
+            _ = connections.changed() => None,
+        };
+        match result {
+            // A new connection: watch through it at once.
+            None => continue,
+            Some(Err(e)) => {
+                let _ = inputs.send(Input::DcsUnreachable {
+                    error: e.to_string(),
+                });
+            }
+            Some(Ok(())) => {}
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

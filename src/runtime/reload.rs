@@ -13,7 +13,7 @@
 //! `postgresql.use_pg_rewind`, `remove_data_directory_on_rewind_failure` and
 //! `remove_data_directory_on_diverged_timelines`, the callbacks,
 //! `pre_promote` and `before_stop` scripts, the REST API's certificates, access rules and
-//! client, and etcd's credentials and TLS files (a new connection, see [`EtcdLink`]); each
+//! client, and etcd's credentials and TLS files (a new connection, see `etcd_link`); each
 //! other changed section is named with a warning that it takes effect when the agent
 //! restarts.
 
@@ -31,8 +31,9 @@ use crate::postgres::PgSettings;
 /// What one reload found and did.
 #[derive(Debug, PartialEq)]
 pub enum ReloadOutcome {
-    /// The file is valid. `applied`: the PostgreSQL settings it changed (rewritten and
-    /// reloaded); `not_applied`: the sections that take effect at the next start.
+    /// The file is valid. `applied`: the settings it changed that are in force (or being
+    /// put in force: a new etcd connection); `not_applied`: the sections that take effect
+    /// at the next start.
     Reloaded {
         /// Changed and applied (`postgresql.parameters`, ...).
         applied: Vec<&'static str>,
@@ -65,54 +66,8 @@ pub struct Reloader {
     api: Api,
     /// Counts reloads of the access rules (see `reload_rules`).
     rules_generation: Arc<std::sync::atomic::AtomicU64>,
-    /// The connection to etcd, renewed when its credentials or TLS files change.
-    etcd: Option<EtcdLink>,
-}
-
-/// What a reload needs to connect to etcd again: a renewed client certificate (short-lived
-/// certificates are renewed every few hours by cert-manager, Vault and the like) or a new
-/// password is only read when a connection is made, and the connection in use would keep
-/// the old one until the agent restarts, failing at its next handshake once the old
-/// certificate expires.
-pub struct EtcdLink {
-    store: crate::dcs::StoreSlot,
-    layout: crate::dcs::KeyLayout,
-    retry_timeout: u32,
-    /// What the connection in use was made with ([`etcd_fingerprint`]).
-    connected_with: Arc<Mutex<u64>>,
-}
-
-impl EtcdLink {
-    /// The link for an agent started with `config`, whose connection is (or will be) in
-    /// `store`.
-    pub fn new(store: crate::dcs::StoreSlot, config: &Config) -> EtcdLink {
-        EtcdLink {
-            store,
-            layout: crate::dcs::KeyLayout::new(&config.namespace, &config.scope),
-            retry_timeout: config.bootstrap.dcs.retry_timeout,
-            connected_with: Arc::new(Mutex::new(etcd_fingerprint(&config.etcd))),
-        }
-    }
-}
-
-/// A digest of what a connection to etcd is made with: the credentials, the TLS settings
-/// and the bytes of the TLS files (renewed files keep their names). Kept in memory only.
-fn etcd_fingerprint(etcd: &crate::config::EtcdConfig) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (&etcd.username, &etcd.password).hash(&mut hasher);
-    let tls = &etcd.tls;
-    tls.key_password
-        .as_ref()
-        .map(|p| p.0.as_str())
-        .hash(&mut hasher);
-    for path in [&tls.cacert, &tls.cert, &tls.key] {
-        path.hash(&mut hasher);
-        path.as_ref()
-            .and_then(|p| std::fs::read(p).ok())
-            .hash(&mut hasher);
-    }
-    hasher.finish()
+    /// The connection to etcd, made again when its credentials or TLS files change.
+    etcd: Option<super::etcd_link::EtcdLink>,
 }
 
 impl Reloader {
@@ -140,7 +95,7 @@ impl Reloader {
 
     /// Reconnects to etcd through `link` when a reload changes its credentials or TLS
     /// files.
-    pub fn with_etcd(mut self, link: EtcdLink) -> Reloader {
+    pub fn with_etcd(mut self, link: super::etcd_link::EtcdLink) -> Reloader {
         self.etcd = Some(link);
         self
     }
@@ -174,23 +129,24 @@ impl Reloader {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         // Certificates are read before anything changes: files that cannot be used refuse
         // the whole reload, as an invalid file does.
-        if let Err(error) = self.reload_tls(&new) {
-            let error = error.to_string();
-            tracing::error!(%file, %error, "{trigger}: the TLS files cannot be used; the agent keeps running with the configuration it has");
-            return ReloadOutcome::Invalid(error);
-        }
-        let (config, pg) = &mut *running;
-        let etcd_renewed = match self.reconnect_etcd(config, &new) {
-            Ok(renewed) => renewed,
+        let etcd_reconnect = match self.check_etcd(&running.0, &new) {
+            Ok(reconnect) => reconnect,
             Err(error) => {
                 let error = error.to_string();
                 tracing::error!(%file, %error, "{trigger}: the etcd TLS files cannot be used; the agent keeps running with the configuration it has");
                 return ReloadOutcome::Invalid(error);
             }
         };
+        if let Err(error) = self.reload_tls(&new) {
+            let error = error.to_string();
+            tracing::error!(%file, %error, "{trigger}: the TLS files cannot be used; the agent keeps running with the configuration it has");
+            return ReloadOutcome::Invalid(error);
+        }
+        let (config, pg) = &mut *running;
         let mut applied = reloadable_changes(config, &new);
-        if etcd_renewed {
-            applied.push("etcd3 credentials or TLS files");
+        if let (true, Some(link)) = (etcd_reconnect, &self.etcd) {
+            applied.push("etcd3 credentials or TLS files (connecting again in the background)");
+            link.want(new.etcd.clone());
             config.etcd = new.etcd.clone();
         }
         config.postgresql.parameters = new.postgresql.parameters.clone();
@@ -270,46 +226,19 @@ impl Reloader {
         Ok(())
     }
 
-    /// Connects to etcd again, in the background, when `new` keeps the endpoints of
-    /// `running` but its credentials or TLS files (their contents included) differ from what
-    /// the connection in use was made with; returns whether it does. The new files are read
-    /// here, so unusable ones refuse the reload. The connection in use stays until the new
-    /// one is made; a failed attempt is logged and the next reload tries again. New
-    /// endpoints or protocol wait for a restart, as every other `etcd3` change.
-    fn reconnect_etcd(&self, running: &Config, new: &Config) -> Result<bool, crate::tls::TlsError> {
+    /// Whether `new` asks for another connection to etcd: the same endpoints (new ones wait
+    /// for a restart, as every other `etcd3` change) with other credentials, TLS settings or
+    /// TLS file contents than the connection in use. Its TLS files are read here, so
+    /// unusable ones refuse the reload before anything changes.
+    fn check_etcd(&self, running: &Config, new: &Config) -> Result<bool, crate::tls::TlsError> {
         let Some(link) = &self.etcd else {
             return Ok(false);
         };
         let (old, fresh) = (&running.etcd, &new.etcd);
-        if old.hosts != fresh.hosts || old.protocol != fresh.protocol {
-            return Ok(false);
-        }
-        let fingerprint = etcd_fingerprint(fresh);
-        if *link
-            .connected_with
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            == fingerprint
-        {
+        if old.hosts != fresh.hosts || old.protocol != fresh.protocol || !link.differs(fresh) {
             return Ok(false);
         }
         super::etcd_tls(fresh)?;
-        let (etcd, layout, retry_timeout) =
-            (fresh.clone(), link.layout.clone(), link.retry_timeout);
-        let (store, connected_with) = (link.store.clone(), link.connected_with.clone());
-        tokio::spawn(async move {
-            match super::connect_store_once(&etcd, layout, retry_timeout).await {
-                Ok(connection) => {
-                    store.replace(connection);
-                    *connected_with.lock().unwrap_or_else(|e| e.into_inner()) = fingerprint;
-                    tracing::info!("etcd credentials or TLS files changed: connected again with them; new requests use the new connection");
-                }
-                Err(e) => tracing::error!(
-                    error = format!("{e:#}"),
-                    "etcd credentials or TLS files changed, but connecting with them failed; the agent keeps the connection it has (the next reload tries again)"
-                ),
-            }
-        });
         Ok(true)
     }
 

@@ -377,7 +377,7 @@ impl EtcdCluster {
         for step in steps {
             let mut cmd = self.etcdctl();
             cmd.args(step);
-            // The password is in the arguments: errors name the step, not the command.
+            // The password is in the arguments: it is masked in the error.
             if let Err(e) = self.run(cmd) {
                 let e = e.replace(password, "<password>");
                 panic!("etcdctl {}: {e}", step[..2].join(" "));

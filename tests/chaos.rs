@@ -221,17 +221,20 @@ fn kinds_to_run() -> Vec<Fault> {
 /// narrows either to some kinds.
 fn faults_to_run() -> Vec<Fault> {
     let kinds = kinds_to_run();
-    let count: Option<usize> = std::env::var("PGWARDEN_CHAOS_FAULTS")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    let Some(count) = count else {
+    let number = |name: &str| {
+        std::env::var(name).ok().map(|raw| {
+            raw.parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name}={raw:?}: expected a whole number"))
+        })
+    };
+    let Some(count) = number("PGWARDEN_CHAOS_FAULTS") else {
         return kinds;
     };
-    let mut state: u64 = std::env::var("PGWARDEN_CHAOS_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-        .max(1);
+    assert!(
+        count > 0,
+        "PGWARDEN_CHAOS_FAULTS=0 would inject no fault: unset it, or give a count"
+    );
+    let mut state: u64 = number("PGWARDEN_CHAOS_SEED").unwrap_or(1).max(1);
     eprintln!("[chaos] {count} faults from seed {state}");
     (0..count)
         .map(|_| {

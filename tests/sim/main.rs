@@ -110,10 +110,27 @@ fn run_seed(seed: u64, decide: Decide, verbose: bool) -> Result<Outcome, String>
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    match std::env::var(name) {
+        Ok(raw) => {
+            let value = raw
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}={raw:?}: expected a whole number"));
+            eprintln!("[sim] {name}={value} (the default is {default})");
+            value
+        }
+        Err(_) => default,
+    }
+}
+
+/// A number of seeds from `name` (`default` when unset): zero fails, as a run of no seeds
+/// would pass having checked nothing.
+fn env_count(name: &str, default: u64) -> u64 {
+    let count = env_u64(name, default);
+    assert!(
+        count > 0,
+        "{name}=0 would run no seed: unset it, or give a count"
+    );
+    count
 }
 
 #[derive(Default)]
@@ -276,7 +293,7 @@ fn report(label: &str, s: &mut Summary, started: WallClock) {
 /// `PGWARDEN_SIM_FIRST_SEED`.
 #[test]
 fn simulated_fault_schedules() {
-    let count = env_u64("PGWARDEN_SIM_SEEDS", 10_000);
+    let count = env_count("PGWARDEN_SIM_SEEDS", 10_000);
     let first = env_u64("PGWARDEN_SIM_FIRST_SEED", 1);
     let started = WallClock::now();
     let mut summary = run_many(first, count, native);
@@ -290,7 +307,7 @@ fn simulated_fault_schedules() {
 /// decide exactly as safely as the native one, and no call may fall back.
 #[test]
 fn simulated_fault_schedules_through_the_wasm_policy_host() {
-    let count = env_u64("PGWARDEN_SIM_WASM_SEEDS", 300);
+    let count = env_count("PGWARDEN_SIM_WASM_SEEDS", 300);
     let started = WallClock::now();
     let mut summary = run_many(1_000_001, count, wasm);
     report("wasm policy", &mut summary, started);
@@ -302,7 +319,7 @@ fn simulated_fault_schedules_through_the_wasm_policy_host() {
 /// fall behind (see [`nemesis::PRODUCTION_SHAPED_FROM`]).
 #[test]
 fn simulated_production_shaped_schedules() {
-    let count = env_u64("PGWARDEN_SIM_SHAPED_SEEDS", 2_000);
+    let count = env_count("PGWARDEN_SIM_SHAPED_SEEDS", 2_000);
     let started = WallClock::now();
     let mut summary = run_many(nemesis::PRODUCTION_SHAPED_FROM + 1, count, native);
     report("production-shaped", &mut summary, started);
@@ -316,7 +333,7 @@ fn simulated_production_shaped_schedules() {
 /// `pre_promote` script vetoes its promotions for a while. Every check holds throughout.
 #[test]
 fn simulated_operator_reinitialize_requests() {
-    let count = env_u64("PGWARDEN_SIM_OPERATOR_SEEDS", 500);
+    let count = env_count("PGWARDEN_SIM_OPERATOR_SEEDS", 500);
     let started = WallClock::now();
     let mut summary = run_many(nemesis::OPERATOR_REQUESTS_FROM + 1, count, native);
     report("operator requests", &mut summary, started);

@@ -12,5 +12,6 @@ pub mod dcs;
 pub mod policy;
 pub mod postgres;
 pub mod runtime;
+pub mod telemetry;
 pub mod tls;
 pub mod watchdog;

@@ -44,6 +44,9 @@ pub const METRIC_NAMES: &[&str] = &[
     "pgwarden_policy_shadow_divergences_total",
     "pgwarden_policy_load_failures_total",
     "pgwarden_policy_info",
+    "pgwarden_telemetry_spans_dropped_total",
+    "pgwarden_telemetry_spans_exported_total",
+    "pgwarden_telemetry_export_failures_total",
 ];
 use crate::core::status::Role;
 
@@ -302,6 +305,31 @@ pub(super) async fn get_metrics(State(state): State<ApiState>) -> impl IntoRespo
              pgwarden_policy_info{{scope=\"{}\",name=\"{}\",policy=\"{}\",version=\"{}\",sha256=\"{}\"}} 1",
             state.config.scope, state.config.name, active.name, active.version, active.sha256
         );
+    }
+    if let Some(telemetry) = crate::telemetry::stats() {
+        for (name, help, value) in [
+            (
+                "pgwarden_telemetry_spans_dropped_total",
+                "Spans dropped because the export queue was full (a slow or dead collector).",
+                telemetry.dropped(),
+            ),
+            (
+                "pgwarden_telemetry_spans_exported_total",
+                "Spans the collector accepted.",
+                telemetry.exported(),
+            ),
+            (
+                "pgwarden_telemetry_export_failures_total",
+                "Span exports that failed (the collector down, refusing or too slow).",
+                telemetry.failed_exports(),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{scope=\"{}\",name=\"{}\"}} {value}",
+                state.config.scope, state.config.name
+            );
+        }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

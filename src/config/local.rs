@@ -140,6 +140,10 @@ pub(crate) fn build(root: &Value, warnings: &mut Vec<String>) -> Result<Config, 
         Some(p) => super::policy::parse_local(p, warnings)?,
         None => super::policy::LocalPolicyConfig::default(),
     };
+    let telemetry = match s.section("telemetry")? {
+        Some(t) => super::telemetry::parse(t, warnings)?,
+        None => super::telemetry::TelemetryConfig::default(),
+    };
     s.unsupported(TOP_UNSUPPORTED);
     s.finish(warnings);
 
@@ -177,6 +181,7 @@ pub(crate) fn build(root: &Value, warnings: &mut Vec<String>) -> Result<Config, 
         tags,
         pgwarden,
         policy,
+        telemetry,
     })
 }
 

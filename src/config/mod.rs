@@ -35,6 +35,7 @@ mod model;
 mod policy;
 mod postgresql;
 mod tags;
+mod telemetry;
 mod tls;
 mod tree;
 
@@ -52,6 +53,7 @@ pub use model::{
     PostgresqlConfig, RestApiConfig, Tags, WatchdogConfig, WatchdogMode,
 };
 pub use policy::{ClusterPolicy, ComponentSource, LocalPolicyConfig};
+pub use telemetry::{ExportSettings, OtlpProtocol, TelemetryConfig};
 pub use tls::{ClientTls, EtcdTls, Secret, ServerTls, VerifyClient};
 
 /// The environment variable holding a whole YAML configuration.

@@ -36,6 +36,8 @@ pub struct Config {
     pub pgwarden: PgwardenConfig,
     /// The failover policy (`policy:` section; Patroni ignores it).
     pub policy: super::policy::LocalPolicyConfig,
+    /// Where traces go (`telemetry:` section; Patroni has none).
+    pub telemetry: super::telemetry::TelemetryConfig,
 }
 
 impl Config {
@@ -59,6 +61,7 @@ impl Config {
         check("tags", self.tags != other.tags);
         check("pgwarden", self.pgwarden != other.pgwarden);
         check("policy", self.policy != other.policy);
+        check("telemetry", self.telemetry != other.telemetry);
         changed
     }
 }

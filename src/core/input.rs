@@ -187,3 +187,35 @@ pub enum Input {
         outcome: PgActionOutcome,
     },
 }
+
+impl Input {
+    /// Short stable name for logs, traces and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Input::Tick => "tick",
+            Input::ClusterChanged(_) => "cluster_changed",
+            Input::DcsUnreachable { .. } => "dcs_unreachable",
+            Input::PostgresProbed(_) => "postgres_probed",
+            Input::LeaseGranted { .. } => "lease_granted",
+            Input::LeaseRenewed { .. } => "lease_renewed",
+            Input::LeaseRenewFailed { .. } => "lease_renew_failed",
+            Input::LeaseGrantFailed { .. } => "lease_grant_failed",
+            Input::InitializeRaced { .. } => "initialize_raced",
+            Input::LeaderAcquired { .. } => "leader_acquired",
+            Input::SyncWritten { .. } => "sync_written",
+            Input::PeersProbed(_) => "peers_probed",
+            Input::PolicyDecided(_) => "policy_decided",
+            Input::WatchdogChecked(_) => "watchdog_checked",
+            Input::WatchdogArmed(_) => "watchdog_armed",
+            Input::WatchdogFeedFailed { .. } => "watchdog_feed_failed",
+            Input::FailsafeHeartbeat { .. } => "failsafe_heartbeat",
+            Input::ReinitializeRequested { .. } => "reinitialize_requested",
+            Input::RestartRequested { .. } => "restart_requested",
+            Input::RestartScheduled { .. } => "restart_scheduled",
+            Input::ScheduledRestartDeleted { .. } => "scheduled_restart_deleted",
+            Input::LocalConfigReloaded { .. } => "local_config_reloaded",
+            Input::FailsafeConfirmed { .. } => "failsafe_confirmed",
+            Input::PgActionFinished { .. } => "pg_action_finished",
+        }
+    }
+}

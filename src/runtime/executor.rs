@@ -90,7 +90,10 @@ impl Executor {
                     crate::postgres::kill_postmaster(&self.pg);
                     self.pg_killed.notify_waiters();
                 }
-                let _ = self.pg_queue.send(PgWork::Action(action));
+                // The action runs later, on the worker: it carries the effect's span along.
+                let _ = self
+                    .pg_queue
+                    .send(PgWork::Action(action, tracing::Span::current()));
             }
             Effect::RunCallback(callback) => {
                 let _ = self
@@ -149,7 +152,10 @@ impl Executor {
             | Effect::ProbePeers { .. }
             | Effect::ProbeFailsafe { .. }
             | Effect::WriteFailsafe { .. }) => {
-                self.store_tasks.spawn(async move { this.run(other).await });
+                use tracing::Instrument as _;
+                let span = tracing::Span::current();
+                self.store_tasks
+                    .spawn(async move { this.run(other).await }.instrument(span));
             }
         }
     }
@@ -623,8 +629,9 @@ fn read_timeline_history(
 /// What the serial PostgreSQL worker is handed, in order.
 #[derive(Debug)]
 pub enum PgWork {
-    /// Carry out an action.
-    Action(PgAction),
+    /// Carry out an action, inside the span of the effect that asked for it (its duration
+    /// and outcome are recorded there).
+    Action(PgAction, tracing::Span),
     /// Use this dynamic configuration for the actions that follow.
     Config(Box<DynamicConfig>),
     /// Use these local settings for the actions that follow (`POST /reload`, SIGHUP).
@@ -650,20 +657,31 @@ pub async fn run_pg_worker(
                 controller.set_local(settings);
                 continue;
             }
-            PgWork::Action(action) => action,
+            PgWork::Action(action, span) => (action, span),
         };
+        let (action, span) = action;
         if let PgAction::Promote { permit, .. } = &action {
             if let Some(outcome) = clear_to_promote(&controller, &fence, permit).await {
+                span.record("pgwarden.outcome", "refused");
                 let _ = inputs.send(Input::PgActionFinished { action, outcome });
                 continue;
             }
         }
-        tracing::info!(action = action.kind(), "PostgreSQL action starting");
+        use tracing::Instrument as _;
+        tracing::info!(parent: &span, action = action.kind(), "PostgreSQL action starting");
         let started = clock::now();
-        let result = match &action {
-            PgAction::Restart { start, .. } => restart(&mut controller, start, &fence).await,
-            other => controller.execute(other).await,
-        };
+        let result = async {
+            match &action {
+                PgAction::Restart { start, .. } => restart(&mut controller, start, &fence).await,
+                other => controller.execute(other).await,
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        span.record(
+            "pgwarden.outcome",
+            if result.is_ok() { "done" } else { "failed" },
+        );
         let outcome = match result {
             Ok(sysid) => PgActionOutcome::Done { sysid },
             Err(e) => PgActionOutcome::Failed {

@@ -282,6 +282,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
             .input_log
             .as_deref()
             .map(|path| input_log::InputLog::open(path, started_at)),
+        current: None,
     };
     let fatal = loop {
         if let Some(reason) = turns.publish_and_execute(&executor) {

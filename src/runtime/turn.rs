@@ -3,6 +3,12 @@
 //! transitions are logged and the status snapshot and fencing token published before any
 //! effect runs (the PostgreSQL worker checks a promote against that token, member keys are
 //! built from that status), and a recorded input carries exactly the effects it caused.
+//!
+//! Each handled input (and each wake with a timer due) is a span, `pgwarden.input`; its
+//! transitions are child spans (`pgwarden.transition`: from, to, the `Why` code and text),
+//! and so are its effects (`pg.promote`, `dcs.lease.renew`, ...), which last as long as the
+//! work they start, on whichever task carries it out. With `telemetry:` set they are
+//! exported as OpenTelemetry spans.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +41,8 @@ pub struct Turns {
     pub role_history: Option<RoleHistory>,
     /// `pgwarden.input_log`, when set.
     pub input_log: Option<InputLog>,
+    /// The span of the input last handled, whose transitions and effects are published next.
+    pub current: Option<tracing::Span>,
 }
 
 impl Turns {
@@ -44,7 +52,15 @@ impl Turns {
         if let Some(log) = self.input_log.as_mut() {
             log.input(now, &input);
         }
-        self.node.handle_input(now, input);
+        let kind = input.kind();
+        let span = tracing::info_span!(
+            "pgwarden.input",
+            otel.name = format!("input {kind}"),
+            pgwarden.input = kind,
+            pgwarden.member = %self.name,
+        );
+        span.in_scope(|| self.node.handle_input(now, input));
+        self.current = Some(span);
     }
 
     /// Wakes the core because its timeout passed (an `Input::Tick` to the core and the log).
@@ -57,6 +73,14 @@ impl Turns {
         if !due.is_empty() {
             let due: Vec<&str> = due.iter().map(|t| t.name()).collect();
             tracing::debug!(timers = ?due, "timers due");
+            // Only a wake with a timer due is a span: the others decide nothing.
+            self.current = Some(tracing::info_span!(
+                "pgwarden.input",
+                otel.name = "input timer",
+                pgwarden.input = "timer",
+                pgwarden.timers = due.join(","),
+                pgwarden.member = %self.name,
+            ));
         }
     }
 
@@ -75,6 +99,8 @@ impl Turns {
     /// Publishes what the last step decided, then runs its effects. Returns why the agent
     /// must stop, when the core said so (`Effect::Shutdown`: nothing after it runs).
     pub fn publish_and_execute(&mut self, executor: &Executor) -> Option<String> {
+        let input_span = self.current.take().unwrap_or_else(tracing::Span::none);
+        let _input = input_span.enter();
         self.log_transitions();
         self.publish();
         let mut stop = None;
@@ -87,7 +113,14 @@ impl Turns {
                 stop = Some(reason);
                 break;
             }
-            executor.dispatch(effect);
+            let name = effect_span_name(&effect);
+            let span = tracing::info_span!(
+                "pgwarden.effect",
+                otel.name = %name,
+                pgwarden.effect = %name,
+                pgwarden.outcome = tracing::field::Empty,
+            );
+            span.in_scope(|| executor.dispatch(effect));
         }
         if let Some(log) = self.input_log.as_mut() {
             log.flush();
@@ -103,6 +136,17 @@ impl Turns {
             tracing::info!(
                 node = %self.name, from = t.from, to = t.to, event = %t.event, why = t.why.code(),
                 "state transition: {}", t.why
+            );
+            // A span of its own (closed at once): traces show each transition as a child of
+            // the input that caused it, with its code and text.
+            let _ = tracing::info_span!(
+                "pgwarden.transition",
+                otel.name = format!("{} -> {}", t.from, t.to),
+                pgwarden.from = t.from,
+                pgwarden.to = t.to,
+                pgwarden.why = t.why.code(),
+                pgwarden.reason = %t.why,
+                pgwarden.event = %t.event,
             );
         }
     }
@@ -134,4 +178,39 @@ impl Turns {
         }
         let _ = self.status.send(Arc::new(status));
     }
+}
+
+/// The span name of an effect: what it does, where (`pg.promote`, `dcs.lease.renew`).
+fn effect_span_name(effect: &Effect) -> String {
+    let name = match effect {
+        Effect::Pg(action) => return format!("pg.{}", action.kind()),
+        Effect::GrantLease { .. } => "dcs.lease.grant",
+        Effect::RenewLease { .. } => "dcs.lease.renew",
+        Effect::RevokeLease { .. } => "dcs.lease.revoke",
+        Effect::ProbePostgres => "pg.probe",
+        Effect::TouchMember { .. } => "dcs.member.write",
+        Effect::RaceInitialize => "dcs.initialize.race",
+        Effect::CancelInitialize => "dcs.initialize.cancel",
+        Effect::ClearStaleInitialize { .. } => "dcs.initialize.clear",
+        Effect::WriteInitialize { .. } => "dcs.initialize.write",
+        Effect::WriteInitialConfig => "dcs.config.write",
+        Effect::AcquireLeader { .. } => "dcs.leader.acquire",
+        Effect::ReleaseLeader { .. } => "dcs.leader.release",
+        Effect::WriteSync { .. } => "dcs.sync.write",
+        Effect::ClearFailover { .. } => "dcs.failover.clear",
+        Effect::WriteStatus { .. } => "dcs.status.write",
+        Effect::UpdateHistory { .. } => "dcs.history.write",
+        Effect::UsePgConfig(_) => "pg.config",
+        Effect::ProbePeers { .. } => "peers.probe",
+        Effect::ProbeFailsafe { .. } => "failsafe.probe",
+        Effect::WriteFailsafe { .. } => "dcs.failsafe.write",
+        Effect::ConsultPolicy(_) => "policy.consult",
+        Effect::RunCallback(_) => "callback.run",
+        Effect::CheckWatchdog => "watchdog.check",
+        Effect::ArmWatchdog { .. } => "watchdog.arm",
+        Effect::FeedWatchdog => "watchdog.feed",
+        Effect::DisarmWatchdog { .. } => "watchdog.disarm",
+        Effect::Shutdown { .. } => "agent.shutdown",
+    };
+    name.to_string()
 }

@@ -268,6 +268,8 @@ pub struct ClusterBuilder {
     etcd_auth: bool,
     /// The agents' etcd client certificate expires this long after the cluster starts.
     agent_etcd_cert_lifetime: Option<Duration>,
+    /// Top-level YAML added to every node's file (whole sections).
+    top_level: String,
 }
 
 impl Default for ClusterBuilder {
@@ -293,6 +295,7 @@ impl Default for ClusterBuilder {
             tls: None,
             etcd_auth: false,
             agent_etcd_cert_lifetime: None,
+            top_level: String::new(),
         }
     }
 }
@@ -397,6 +400,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Whole top-level sections added to every node's file (e.g. `"telemetry:\n  ..."`).
+    pub fn section(mut self, yaml: &str) -> Self {
+        self.top_level.push('\n');
+        self.top_level.push_str(yaml);
+        self
+    }
+
     /// etcd with authentication on (a TLS cluster only): agents and tools log in as
     /// [`ETCD_USER`], allowed under the cluster's namespace only; their certificates' common
     /// names are no etcd user, so nothing works without the password.
@@ -463,6 +473,7 @@ impl ClusterBuilder {
                     extra_yaml.push_str("\npgwarden:\n");
                     extra_yaml.push_str(&self.pgwarden);
                 }
+                extra_yaml.push_str(&self.top_level);
                 let mut local = NodeSpec::local(&self.scope, &name, &dir, etcd.endpoints());
                 if let Some(host) = self.node_hosts.get(i) {
                     local.host = host.addr().to_string();

@@ -9,6 +9,7 @@ pub mod config;
 pub mod core;
 pub mod ctl;
 pub mod dcs;
+pub mod logging;
 pub mod policy;
 pub mod postgres;
 pub mod runtime;

@@ -350,10 +350,10 @@ async fn failsafe_call(
     node.handle_input(Instant(0), Input::ClusterChanged(Box::new(view)));
     node.handle_input(Instant(0), Input::PostgresProbed(pg(!primary)));
     let (status_tx, status_rx) = tokio::sync::watch::channel(Arc::new(node.status()));
-    let (input_tx, mut inputs) = tokio::sync::mpsc::unbounded_channel::<Input>();
+    let (input_tx, mut inputs) = pgwarden::runtime::inbox::InputSender::channel();
     tokio::spawn(async move {
-        while let Some(input) = inputs.recv().await {
-            node.handle_input(Instant(10), input);
+        while let Some(sourced) = inputs.recv().await {
+            node.handle_input(Instant(10), sourced.input);
             let _ = status_tx.send(Arc::new(node.status()));
         }
     });

@@ -71,7 +71,10 @@ impl Drop for Collector {
 }
 
 fn telemetry_section(endpoint: &str) -> String {
-    format!("telemetry:\n  otlp:\n    endpoint: {endpoint}\n    timeout_ms: 2000\n")
+    format!(
+        "telemetry:\n  otlp:\n    endpoint: {endpoint}\n    timeout_ms: 2000\n  \
+         decisions:\n    file: decisions.jsonl\n"
+    )
 }
 
 /// Whether the span's attribute `key` holds the string `value` (the collector keeps
@@ -93,7 +96,7 @@ fn counter(c: &Cluster, i: usize, name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// A failover, traced: the promoted node's `pg.promote` span (done, lasting as long as the
+/// A failover in a three-node cluster, traced: the promoted node's `pg.promote` span (done, lasting as long as the
 /// promotion) is a child of the input that decided it, and the transition to primary (with
 /// its `Why`) a child of the input that reported the promotion done; bootstrap and the
 /// lease renewals are spans too, and nothing was dropped.
@@ -103,12 +106,16 @@ fn a_failover_is_traced_from_the_deciding_input_to_the_promotion() {
     let collector = Collector::start();
     let mut c = Cluster::builder()
         .scope("pgwarden-traces")
-        .nodes(2)
+        .nodes(3)
         .synchronous_mode(false)
         .section(&telemetry_section(&collector.endpoint))
+        .section(
+            "log:\n  type: json\n  format: [asctime, {levelname: level}, message, name]\n  \
+             static_fields: {service: pgwarden-test}\n",
+        )
         .start();
     let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);
-    let other = 1 - leader;
+    let standbys: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     wait_check(Duration::from_secs(30), "spans from both agents", || {
         let spans = collector.spans();
         let from = |i: usize| {
@@ -116,7 +123,8 @@ fn a_failover_is_traced_from_the_deciding_input_to_the_promotion() {
                 .iter()
                 .any(|s| s.name.starts_with("input ") && has(s, "pgwarden.member", c.name(i)))
         };
-        (from(0) && from(1))
+        (0..3)
+            .all(from)
             .then_some(())
             .ok_or_else(|| format!("{} spans so far", spans.len()))
     });
@@ -142,14 +150,27 @@ fn a_failover_is_traced_from_the_deciding_input_to_the_promotion() {
     );
 
     // Only a streaming standby can take over.
-    wait_check(Duration::from_secs(60), "the standby streaming", || {
-        let p = c.patroni(other).ok_or("no /patroni answer")?;
-        (p["role"] == "replica" && p["replication_state"] == "streaming")
-            .then_some(())
-            .ok_or_else(|| format!("role {} state {}", p["role"], p["replication_state"]))
+    wait_check(Duration::from_secs(60), "the standbys streaming", || {
+        for &i in &standbys {
+            let p = c.patroni(i).ok_or("no /patroni answer")?;
+            if p["role"] != "replica" || p["replication_state"] != "streaming" {
+                return Err(format!(
+                    "{}: role {} state {}",
+                    c.name(i),
+                    p["role"],
+                    p["replication_state"]
+                ));
+            }
+        }
+        Ok(())
     });
     c.kill_node(leader);
-    assert_eq!(c.wait_for_leader(FAILOVER_TIMEOUT), other);
+    let other = c.wait_for_leader(FAILOVER_TIMEOUT);
+    assert!(standbys.contains(&other), "a standby took over");
+    let third = standbys
+        .into_iter()
+        .find(|&i| i != other)
+        .expect("three nodes");
     let by_id = |spans: &[ExportedSpan]| -> HashMap<String, ExportedSpan> {
         spans
             .iter()
@@ -218,6 +239,10 @@ fn a_failover_is_traced_from_the_deciding_input_to_the_promotion() {
         promoted.attributes.contains_key("pgwarden.why"),
         "the transition names its Why: {promoted:?}"
     );
+    election_is_traced(&collector, c.name(other));
+    log_lines_lead_to_their_decision_and_trace(&c, other, &collector);
+    failover_attributes_are_shared(&collector, c.name(other), c.name(third));
+    decisions_explain_the_failover(&c, other);
     assert_eq!(
         counter(&c, other, "pgwarden_telemetry_spans_dropped_total"),
         Some(0),
@@ -225,6 +250,215 @@ fn a_failover_is_traced_from_the_deciding_input_to_the_promotion() {
     );
     let exported = counter(&c, other, "pgwarden_telemetry_spans_exported_total").unwrap_or(0);
     assert!(exported > 10, "{exported} spans exported");
+}
+
+/// The promoted node's election in its spans: the policy's decision is a child of the
+/// `policy.consult` effect (who decided, what, in how long), the answer's input links to
+/// that effect, and the gate's verdict on the race is a child of that input.
+fn election_is_traced(collector: &Collector, member: &str) {
+    // Every candidate's gate accepts its own race (the loser then loses the acquisition):
+    // the promoted node's verdict, and the spans it links to, arriving batch by batch.
+    let (spans, consult) = wait_check(Duration::from_secs(20), "the election's spans", || {
+        let spans = collector.spans();
+        let index: HashMap<&str, &ExportedSpan> =
+            spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+        let answer = spans
+            .iter()
+            .filter(|s| s.name == "gate race" && has(s, "pgwarden.gate.outcome", "accepted"))
+            .filter_map(|gate| index.get(gate.parent_span_id.as_str()))
+            .find(|input| has(input, "pgwarden.member", member))
+            .ok_or_else(|| format!("{} spans, no accepted race of {member} yet", spans.len()))?;
+        assert_eq!(answer.name, "input policy_decided", "{answer:?}");
+        let consult = answer
+            .links
+            .iter()
+            .find_map(|l| index.get(l.span_id.as_str()))
+            .ok_or_else(|| format!("the linked effect not exported yet: {answer:?}"))?;
+        let consult = (*consult).clone();
+        Ok::<_, String>((spans.clone(), consult))
+    });
+    let consult = &consult;
+    assert_eq!(consult.name, "policy.consult", "{consult:?}");
+    assert!(has(consult, "pgwarden.outcome", "decided"), "{consult:?}");
+    let decision = spans
+        .iter()
+        .find(|s| s.name == "policy.decide" && s.parent_span_id == consult.span_id)
+        .unwrap_or_else(|| panic!("the policy's decision under {consult:?}"));
+    assert!(
+        has(decision, "pgwarden.policy.event", "election"),
+        "{decision:?}"
+    );
+    let said = &decision.attributes["pgwarden.policy.decision"];
+    assert!(said.contains("race"), "{decision:?}");
+    for key in [
+        "pgwarden.policy",
+        "pgwarden.policy.sha256",
+        "pgwarden.policy.fuel",
+        "pgwarden.policy.latency_us",
+    ] {
+        assert!(decision.attributes.contains_key(key), "{key}: {decision:?}");
+    }
+}
+
+/// One query finds the failover on every node: the third node's input spans, once it sees
+/// the new leader, carry the same leader, leader key revision and lease as the new
+/// leader's own spans after it took the key.
+fn failover_attributes_are_shared(collector: &Collector, leader: &str, third: &str) {
+    let attribute = |s: &ExportedSpan, key: &str| s.attributes.get(key).cloned();
+    let (on_leader, on_third) = wait_check(
+        Duration::from_secs(20),
+        "the new leader's key on both nodes' spans",
+        || {
+            let spans = collector.spans();
+            let keyed = |member: &str| {
+                spans
+                    .iter()
+                    .filter(|s| s.name.starts_with("input ") && has(s, "pgwarden.member", member))
+                    .rfind(|s| has(s, "pgwarden.leader", leader))
+                    .cloned()
+            };
+            match (keyed(leader), keyed(third)) {
+                (Some(a), Some(b)) => Ok((a, b)),
+                (a, b) => Err(format!("leader's {}, third's {}", a.is_some(), b.is_some())),
+            }
+        },
+    );
+    for key in [
+        "pgwarden.leader.revision",
+        "pgwarden.leader.lease",
+        "pgwarden.scope",
+    ] {
+        let (a, b) = (attribute(&on_leader, key), attribute(&on_third, key));
+        assert!(a.is_some(), "{key} on the leader's span: {on_leader:?}");
+        assert_eq!(a, b, "{key} is the same on both nodes' spans");
+    }
+}
+
+/// The promoted node's log (`log.type: json`, renamed and static fields) has its transition
+/// to primary as a JSON line naming the decision (the one `GET /decisions` has with that
+/// transition) and the trace (one the collector received).
+fn log_lines_lead_to_their_decision_and_trace(c: &Cluster, leader: usize, collector: &Collector) {
+    let log = std::fs::read_to_string(c.log_path(leader)).expect("agent log");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.len() > 5, "the log is JSON lines: {log}");
+    let promoted = lines
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("state transition"))
+                && l["to"] == "primary"
+        })
+        .unwrap_or_else(|| panic!("the transition to primary in {log}"));
+    assert_eq!(promoted["level"], "INFO", "{promoted}");
+    assert_eq!(promoted["service"], "pgwarden-test", "{promoted}");
+    assert_eq!(promoted["name"], "pgwarden.runtime.turn", "{promoted}");
+    assert!(promoted["asctime"].is_string(), "{promoted}");
+    let decision = promoted["decision"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{promoted}"));
+    let answer = c
+        .http_json(leader, "/decisions?kind=transition&limit=1000")
+        .expect("GET /decisions");
+    let named = answer["decisions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|d| d["id"] == decision))
+        .unwrap_or_else(|| panic!("decision {decision} in {answer}"));
+    assert!(
+        named["steps"]
+            .as_array()
+            .is_some_and(|steps| steps.iter().any(|s| s["fields"]["to"] == "primary")),
+        "{named}"
+    );
+    let trace_id = promoted["trace_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{promoted}"));
+    assert!(
+        collector.spans().iter().any(|s| s.trace_id == trace_id),
+        "the line's trace {trace_id} was exported"
+    );
+}
+
+/// The decision log tells the same story without a collector: `pgwardenctl why` on the
+/// new leader sums the failover up in one line, `GET /decisions` links each input to the
+/// effect behind it, and the file has it too, with no secret anywhere.
+fn decisions_explain_the_failover(c: &Cluster, leader: usize) {
+    let name = c.name(leader);
+    let why = wait_check(Duration::from_secs(30), "pgwardenctl why", || {
+        let out = c.ctl(&["why", name, "--episodes", "20"]);
+        if !out.success() {
+            return Err(format!("{}{}", out.stdout, out.stderr));
+        }
+        let summary = out.stdout.lines().find(|l| {
+            l.starts_with(&format!("{name} became primary at "))
+                && l.contains("; policy ")
+                && l.contains(" said race")
+                && l.contains("gate accepted race")
+                && l.contains("promote took ")
+        });
+        match summary {
+            Some(_) => Ok(out.stdout),
+            None => Err(out.stdout),
+        }
+    });
+    assert!(why.contains("pg.promote: done ("), "{why}");
+    let answer = c
+        .http_json(leader, "/decisions?kind=pg.promote")
+        .expect("GET /decisions");
+    let promotions = answer["decisions"].as_array().expect("decisions");
+    let promotion = promotions.last().unwrap_or_else(|| panic!("{answer}"));
+    let promote = promotion["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["name"] == "pg.promote"))
+        .unwrap_or_else(|| panic!("{promotion}"));
+    assert_eq!(promote["fields"]["outcome"], "done", "{promotion}");
+    assert!(
+        promote["duration_us"].as_u64().is_some_and(|us| us > 0),
+        "{promotion}"
+    );
+    // Back along the causes to the election: every link names a decision still kept.
+    let all = c
+        .http_json(leader, "/decisions?limit=1000")
+        .expect("GET /decisions");
+    let decisions = all["decisions"].as_array().expect("decisions");
+    let by_id = |id: &serde_json::Value| decisions.iter().find(|d| &d["id"] == id);
+    let mut chain = vec![promotion.clone()];
+    while let Some(cause) = chain
+        .last()
+        .and_then(|d| d["caused_by"]["decision"].as_u64())
+    {
+        let parent = by_id(&cause.into()).unwrap_or_else(|| panic!("#{cause} kept: {all}"));
+        chain.push(parent.clone());
+    }
+    let inputs: Vec<&str> = chain
+        .iter()
+        .rev()
+        .filter_map(|d| d["input"].as_str())
+        .collect();
+    assert!(
+        inputs.contains(&"policy_decided") && inputs.contains(&"peers_probed"),
+        "the promotion's chain goes back to the election: {inputs:?}"
+    );
+    let file = std::fs::read_to_string(c.node_dir(leader).join("decisions.jsonl"))
+        .expect("the decision log file");
+    assert!(
+        file.contains("\"pg.promote\""),
+        "the file has the promotion"
+    );
+    for secret in [
+        support::cluster::SUPERUSER_PASSWORD,
+        support::cluster::REPLICATION_PASSWORD,
+        support::cluster::REWIND_PASSWORD,
+    ] {
+        assert!(
+            !file.contains(secret) && !why.contains(secret),
+            "a password leaked"
+        );
+    }
 }
 
 /// A collector that is not there: the cluster bootstraps as without tracing, the failures
@@ -238,8 +472,11 @@ fn a_dead_collector_costs_a_counter_and_one_warning() {
         .nodes(1)
         .synchronous_mode(false)
         .section(&telemetry_section(&format!("http://127.0.0.1:{port}")))
+        .section("log:\n  dir: logs\n  mode: 0600\n  format: '%(levelname)-8s %(message)s'\n")
         .start();
     assert_eq!(c.wait_for_leader(BOOTSTRAP_TIMEOUT), 0);
+    // The log goes to `log.dir` (relative to the agent's directory), not to standard output.
+    let file = c.node_dir(0).join("logs/pgwarden.log");
     wait_check(
         Duration::from_secs(30),
         "export failures counted",
@@ -248,11 +485,27 @@ fn a_dead_collector_costs_a_counter_and_one_warning() {
             other => Err(format!("{other:?}")),
         },
     );
-    let log = std::fs::read_to_string(c.log_path(0)).expect("log");
+    let log = std::fs::read_to_string(&file).expect("log.dir's file");
     let warnings = log
         .lines()
         .filter(|l| l.contains("telemetry: exporting spans failed"))
         .count();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("WARNING  telemetry: exporting spans failed")),
+        "the template's padded level: {log}"
+    );
+    let stdout = std::fs::read_to_string(c.log_path(0)).unwrap_or_default();
+    assert!(
+        !stdout.contains("pgwarden started"),
+        "nothing logged to standard output: {stdout}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&file)
+        .expect("log file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "log.mode");
     assert_eq!(
         warnings, 1,
         "one warning for a dead collector, not one per export"

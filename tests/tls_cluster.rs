@@ -113,6 +113,7 @@ fn a_tls_cluster_bootstraps_fails_over_heals_and_obeys_the_real_tools() {
         .agent_etcd_cert_lifetime(AGENT_ETCD_CERT_LIFETIME)
         // In each agent's directory; the leak check reads them.
         .pgwarden("  role_history: role-history.jsonl\n")
+        .section("telemetry:\n  decisions:\n    file: decisions.jsonl\n")
         .start();
     let pki = c.pki().expect("a TLS cluster").clone();
     // The agents' etcd certificate expires this long after now, or sooner.
@@ -529,6 +530,14 @@ fn secrets_stay_secret(c: &Cluster, pki: &support::tls::Pki, mut outputs: Vec<(S
             c.name(i)
         );
         outputs.push((format!("{}'s role history", c.name(i)), roles));
+        let decisions = std::fs::read_to_string(c.node_dir(i).join("decisions.jsonl"))
+            .expect("decision log file");
+        assert!(
+            decisions.lines().count() > 2,
+            "{}'s decision log has the run in it",
+            c.name(i)
+        );
+        outputs.push((format!("{}'s decision log", c.name(i)), decisions));
         for path in [
             "/patroni",
             "/cluster",
@@ -536,6 +545,7 @@ fn secrets_stay_secret(c: &Cluster, pki: &support::tls::Pki, mut outputs: Vec<(S
             "/config",
             "/metrics",
             "/failsafe",
+            "/decisions",
         ] {
             let answer = c
                 .http(i, "GET", path, None)
@@ -552,6 +562,7 @@ fn secrets_stay_secret(c: &Cluster, pki: &support::tls::Pki, mut outputs: Vec<(S
         &["show-config"],
         &["history"],
         &["topology"],
+        &["why", "--episodes", "50"],
     ] {
         let out = c.ctl(args);
         outputs.push((format!("pgwardenctl {args:?}"), out.stdout + &out.stderr));

@@ -46,6 +46,7 @@ pub(super) const DETAIL_READS: &[&str] = &[
     "/config",
     "/metrics",
     "/failsafe",
+    "/decisions",
 ];
 
 /// The rules in force; replaced whole when the agent reloads its configuration.

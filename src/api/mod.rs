@@ -7,6 +7,7 @@
 pub mod access;
 pub mod cluster;
 pub mod config;
+mod decisions;
 mod failsafe;
 pub mod metrics;
 pub mod openapi;
@@ -43,13 +44,15 @@ pub struct ApiState {
     /// For the operator endpoints that write the `failover` key.
     store: crate::dcs::StoreSlot,
     /// The core's inputs, for `POST /failsafe` heartbeats the core must judge.
-    inputs: Option<tokio::sync::mpsc::UnboundedSender<crate::core::Input>>,
+    inputs: Option<crate::runtime::inbox::InputSender>,
     /// Re-reads the local file (`POST /reload`).
     reloader: Option<Arc<crate::runtime::reload::Reloader>>,
     /// Other members' APIs (why a switchover did not happen).
     api_client: crate::runtime::http::ApiClient,
     /// Who may call what (`access`).
     rules: access::SharedRules,
+    /// The decision log (`GET /decisions`).
+    decisions: Option<Arc<crate::telemetry::decisions::DecisionLog>>,
 }
 
 impl ApiState {
@@ -72,7 +75,17 @@ impl ApiState {
                 Vec::new(),
             )))),
             config: Arc::new(config),
+            decisions: None,
         }
+    }
+
+    /// Serve `log` at `GET /decisions`.
+    pub fn with_decisions(
+        mut self,
+        log: Arc<crate::telemetry::decisions::DecisionLog>,
+    ) -> ApiState {
+        self.decisions = Some(log);
+        self
     }
 
     /// Follow `rules` (resolved host names, replaced on reload).
@@ -98,10 +111,7 @@ impl ApiState {
     }
 
     /// Let `POST /failsafe` hand heartbeats to the core.
-    pub fn with_inputs(
-        mut self,
-        inputs: tokio::sync::mpsc::UnboundedSender<crate::core::Input>,
-    ) -> ApiState {
+    pub fn with_inputs(mut self, inputs: crate::runtime::inbox::InputSender) -> ApiState {
         self.inputs = Some(inputs);
         self
     }
@@ -222,6 +232,7 @@ fn documented_routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
     .routes(routes!(restart::post_restart, restart::delete_restart))
     .routes(routes!(restart::post_reload))
     .routes(routes!(failsafe::get_failsafe, failsafe::post_failsafe))
+    .routes(routes!(decisions::get_decisions))
     .routes(routes!(get_openapi))
     .split_for_parts();
     openapi::add_health_checks(&mut doc);
@@ -288,6 +299,15 @@ async fn get_patroni(State(state): State<ApiState>) -> Json<Value> {
     let mut body = state.patroni(&status);
     if let Some(pgwarden) = body.get_mut("pgwarden").and_then(Value::as_object_mut) {
         pgwarden.insert("policy".into(), policy_json(&state, &status));
+    }
+    if let (Some(log), Some(object)) = (crate::logging::queue_counters(), body.as_object_mut()) {
+        // As Patroni: shown only while lines wait (more than its normal two).
+        if log.waiting() > 2 {
+            object.insert("logger_queue_size".into(), log.waiting().into());
+            if log.lost() > 0 {
+                object.insert("logger_records_lost".into(), log.lost().into());
+            }
+        }
     }
     Json(body)
 }

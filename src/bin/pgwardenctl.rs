@@ -261,6 +261,33 @@ enum Command {
         /// Cluster name (must match the configuration's scope).
         cluster: Option<String>,
     },
+    /// Why a member did what it did lately: its last decisions (`GET /decisions`) as
+    /// episodes, each with a summary ("node2 became primary at 14:02:11 because ...;
+    /// policy default said race ...; gate accepted ...; promote took 131 ms") and its steps.
+    /// pgwarden's own (patronictl has none).
+    Why {
+        /// The member (default: the leader).
+        member: Option<String>,
+        /// Cluster name (default: the configuration's scope).
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Episodes to show, the newest.
+        #[arg(long, default_value_t = pgwarden::ctl::why::DEFAULT_EPISODES)]
+        episodes: usize,
+        /// Decisions to fetch at most.
+        #[arg(long, default_value_t = 500)]
+        limit: usize,
+        /// Only decisions of these kinds: inputs (`policy_decided`), effects (`pg.promote`)
+        /// or step kinds (`gate`, `transition`, `effect`, `policy`), comma-separated.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only decisions since this time (RFC 3339 or Unix seconds).
+        #[arg(long)]
+        since: Option<String>,
+        /// Print `GET /decisions`'s JSON as it is.
+        #[arg(long)]
+        json: bool,
+    },
     /// The timelines the cluster went through (`/history`), as `patronictl history`.
     History {
         /// Cluster name (must match the configuration's scope).
@@ -535,6 +562,26 @@ fn main() -> ExitCode {
         }
         Command::ShowConfig { cluster } => finish_ops(g, cluster.as_deref(), Session::show_config),
         Command::History { cluster } => finish_ops(g, cluster.as_deref(), Session::history),
+        Command::Why {
+            member,
+            cluster,
+            episodes,
+            limit,
+            kind,
+            since,
+            json,
+        } => {
+            let options = pgwarden::ctl::commands::WhyOptions {
+                episodes,
+                limit,
+                kind,
+                since,
+                json,
+            };
+            finish_ops(g, cluster.as_deref(), |s| {
+                s.why(member.as_deref(), &options)
+            })
+        }
         Command::Dsn {
             cluster,
             role,

@@ -29,7 +29,7 @@ pub(crate) const OTHER_DCS: &[&str] = &[
     "raft",
 ];
 
-const TOP_UNSUPPORTED: &[&str] = &["log", "citus", "thread_pool_size", "thread_stack_size"];
+const TOP_UNSUPPORTED: &[&str] = &["citus", "thread_pool_size", "thread_stack_size"];
 
 const RESTAPI_UNSUPPORTED: &[&str] = &["request_queue_size", "server_tokens", "thread_pool_size"];
 
@@ -140,6 +140,10 @@ pub(crate) fn build(root: &Value, warnings: &mut Vec<String>) -> Result<Config, 
         Some(p) => super::policy::parse_local(p, warnings)?,
         None => super::policy::LocalPolicyConfig::default(),
     };
+    let log = match s.section("log")? {
+        Some(section) => super::log::parse(section, warnings)?,
+        None => super::log::LogConfig::default(),
+    };
     let telemetry = match s.section("telemetry")? {
         Some(t) => super::telemetry::parse(t, warnings)?,
         None => super::telemetry::TelemetryConfig::default(),
@@ -182,6 +186,7 @@ pub(crate) fn build(root: &Value, warnings: &mut Vec<String>) -> Result<Config, 
         pgwarden,
         policy,
         telemetry,
+        log,
     })
 }
 

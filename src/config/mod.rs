@@ -31,6 +31,7 @@ mod env;
 mod error;
 mod etcd;
 mod local;
+mod log;
 mod model;
 mod policy;
 mod postgresql;
@@ -48,6 +49,9 @@ pub use address::{AddressError, HostPort, ListenAddress};
 pub use ctl::{ApiClientConfig, CtlConfig, LoadedCtl};
 pub use dynamic::{DynamicConfig, DynamicPostgresql, SynchronousMode, MIN_TTL_SECS};
 pub use error::ConfigError;
+#[cfg(test)]
+pub(crate) use log::parse_template as parse_log_template;
+pub use log::{LogConfig, LogField, LogFormat, LogLevel, Piece};
 pub use model::{
     Authentication, BootstrapConfig, Config, Credentials, EtcdConfig, InitdbOption, PgwardenConfig,
     PostgresqlConfig, RestApiConfig, Tags, WatchdogConfig, WatchdogMode,

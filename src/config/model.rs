@@ -38,6 +38,8 @@ pub struct Config {
     pub policy: super::policy::LocalPolicyConfig,
     /// Where traces go (`telemetry:` section; Patroni has none).
     pub telemetry: super::telemetry::TelemetryConfig,
+    /// `log:` (Patroni's).
+    pub log: super::log::LogConfig,
 }
 
 impl Config {
@@ -62,7 +64,42 @@ impl Config {
         check("pgwarden", self.pgwarden != other.pgwarden);
         check("policy", self.policy != other.policy);
         check("telemetry", self.telemetry != other.telemetry);
+        check("log", self.log != other.log);
         changed
+    }
+
+    /// Every secret value the file holds (passwords, key passphrases, exporter header
+    /// values), for the outputs that must never show one to redact them by value.
+    pub fn secret_values(&self) -> Vec<String> {
+        let auth = &self.postgresql.authentication;
+        let passwords = [
+            self.restapi.authentication.as_ref(),
+            self.ctl.credentials.as_ref(),
+            Some(&auth.superuser),
+            Some(&auth.replication),
+            auth.rewind.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.password.clone());
+        let keys = [
+            self.restapi
+                .tls
+                .as_ref()
+                .and_then(|t| t.keyfile_password.as_ref()),
+            self.ctl.tls.keyfile_password.as_ref(),
+            self.etcd.tls.key_password.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|s| s.0.clone());
+        let headers = self.telemetry.headers.iter().map(|(_, v)| v.0.clone());
+        passwords
+            .chain(self.etcd.password.clone())
+            .chain(keys)
+            .chain(headers)
+            .filter(|s| !s.is_empty())
+            .collect()
     }
 }
 

@@ -9,6 +9,9 @@
 //!     timeout_ms: 5000                        # per export
 //!   sample_ratio: 1.0                         # of the traces started here (parents decide for the rest)
 //!   queue_size: 2048                          # spans waiting for export; more are dropped (and counted)
+//!   decisions:                                # the decision log (`GET /decisions`), on without a collector
+//!     keep: 1000                              # decisions kept in memory
+//!     file: /var/log/pgwarden/decisions.jsonl # also appended here as JSON lines (off by default)
 //! ```
 //!
 //! The standard OpenTelemetry variables fill in what the file leaves out:
@@ -64,7 +67,7 @@ impl OtlpProtocol {
 }
 
 /// The `telemetry:` section as written.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TelemetryConfig {
     /// `otlp.endpoint`.
     pub endpoint: Option<String>,
@@ -78,6 +81,25 @@ pub struct TelemetryConfig {
     pub sample_ratio: Option<f64>,
     /// `queue_size`.
     pub queue_size: Option<usize>,
+    /// `decisions.keep`: decisions kept in memory.
+    pub decisions_keep: usize,
+    /// `decisions.file`: where completed decisions are appended as JSON lines.
+    pub decisions_file: Option<std::path::PathBuf>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> TelemetryConfig {
+        TelemetryConfig {
+            endpoint: None,
+            protocol: None,
+            headers: Vec::new(),
+            timeout_ms: None,
+            sample_ratio: None,
+            queue_size: None,
+            decisions_keep: crate::telemetry::decisions::DEFAULT_KEEP,
+            decisions_file: None,
+        }
+    }
 }
 
 /// What the exporter is built with: the file's settings, then the `OTEL_*` variables, then
@@ -145,6 +167,28 @@ pub(crate) fn parse(
             ));
         }
         config.queue_size = Some(size as usize);
+    }
+    if let Some(mut decisions) = s.section("decisions")? {
+        if let Some(v) = decisions.get("keep") {
+            let path = decisions.key_path("keep");
+            let keep = tree::whole(&path, v, "decisions")?;
+            if !(1..=100_000).contains(&keep) {
+                return Err(ConfigError::new(
+                    path,
+                    format!("{keep}: expected 1 to 100000 decisions"),
+                ));
+            }
+            config.decisions_keep = keep as usize;
+        }
+        if let Some(v) = decisions.get("file") {
+            let path = decisions.key_path("file");
+            let file = tree::string(&path, v)?;
+            if file.trim().is_empty() {
+                return Err(ConfigError::new(path, "expected a file path"));
+            }
+            config.decisions_file = Some(file.into());
+        }
+        decisions.finish(warnings);
     }
     s.finish(warnings);
     Ok(config)

@@ -1145,7 +1145,7 @@ impl Agent {
     pub fn check_promotion_allowed(
         &self,
         quorum_votes_won: bool,
-    ) -> Result<safety::PromotionPermit, String> {
+    ) -> Result<safety::PromotionPermit, safety::Rule> {
         let key = if self.holds_leader_key() {
             self.leadership.lease.id.zip(self.my_leader_revision())
         } else {
@@ -1168,7 +1168,6 @@ impl Agent {
                 .map(|s| &s.value),
             manual_failover: self.manual_failover_to_me(),
         })
-        .map_err(|rule| rule.to_string())
     }
 
     /// The `/sync` write a promotion needs first, if any: the value and the revision to

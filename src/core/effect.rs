@@ -331,6 +331,63 @@ pub enum Effect {
     },
 }
 
+impl Effect {
+    /// What it does, where: the name of its span and of its step in the decision log
+    /// (`pg.promote`, `dcs.lease.renew`).
+    pub fn name(&self) -> std::borrow::Cow<'static, str> {
+        let name = match self {
+            Effect::Pg(action) => return format!("pg.{}", action.kind()).into(),
+            Effect::GrantLease { .. } => "dcs.lease.grant",
+            Effect::RenewLease { .. } => "dcs.lease.renew",
+            Effect::RevokeLease { .. } => "dcs.lease.revoke",
+            Effect::ProbePostgres => "pg.probe",
+            Effect::TouchMember { .. } => "dcs.member.write",
+            Effect::RaceInitialize => "dcs.initialize.race",
+            Effect::CancelInitialize => "dcs.initialize.cancel",
+            Effect::ClearStaleInitialize { .. } => "dcs.initialize.clear",
+            Effect::WriteInitialize { .. } => "dcs.initialize.write",
+            Effect::WriteInitialConfig => "dcs.config.write",
+            Effect::AcquireLeader { .. } => "dcs.leader.acquire",
+            Effect::ReleaseLeader { .. } => "dcs.leader.release",
+            Effect::WriteSync { .. } => "dcs.sync.write",
+            Effect::ClearFailover { .. } => "dcs.failover.clear",
+            Effect::WriteStatus { .. } => "dcs.status.write",
+            Effect::UpdateHistory { .. } => "dcs.history.write",
+            Effect::UsePgConfig(_) => "pg.config",
+            Effect::ProbePeers { .. } => "peers.probe",
+            Effect::ProbeFailsafe { .. } => "failsafe.probe",
+            Effect::WriteFailsafe { .. } => "dcs.failsafe.write",
+            Effect::ConsultPolicy(_) => "policy.consult",
+            Effect::RunCallback(_) => "callback.run",
+            Effect::CheckWatchdog => "watchdog.check",
+            Effect::ArmWatchdog { .. } => "watchdog.arm",
+            Effect::FeedWatchdog => "watchdog.feed",
+            Effect::DisarmWatchdog { .. } => "watchdog.disarm",
+            Effect::Shutdown { .. } => "agent.shutdown",
+        };
+        name.into()
+    }
+
+    /// Whether it is the agent's routine upkeep (renewing the lease, writing the member
+    /// key, probing, feeding the watchdog), which every loop repeats and no one asks "why"
+    /// about: the decision log keeps an input only for what else it caused.
+    pub fn is_routine(&self) -> bool {
+        matches!(
+            self,
+            Effect::RenewLease { .. }
+                | Effect::ProbePostgres
+                | Effect::TouchMember { .. }
+                | Effect::WriteStatus { .. }
+                | Effect::ProbePeers { .. }
+                | Effect::ProbeFailsafe { .. }
+                | Effect::WriteFailsafe { .. }
+                | Effect::CheckWatchdog
+                | Effect::FeedWatchdog
+                | Effect::UsePgConfig(_)
+        )
+    }
+}
+
 /// A callback, by its key in `postgresql.callbacks`.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,

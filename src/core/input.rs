@@ -218,4 +218,35 @@ impl Input {
             Input::PgActionFinished { .. } => "pg_action_finished",
         }
     }
+
+    /// How the effect it reports on went, in a word (`won`, `lost`, `failed`, ...): the
+    /// outcome of that effect's span and of its step in the decision log.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Input::LeaseRenewFailed { expired: true, .. } => "expired",
+            Input::DcsUnreachable { .. }
+            | Input::LeaseRenewFailed { .. }
+            | Input::LeaseGrantFailed { .. }
+            | Input::WatchdogChecked(Err(_))
+            | Input::WatchdogArmed(Err(_))
+            | Input::WatchdogFeedFailed { .. } => "failed",
+            Input::InitializeRaced { won } | Input::LeaderAcquired { won, .. } => {
+                if *won {
+                    "won"
+                } else {
+                    "lost"
+                }
+            }
+            Input::SyncWritten { ok: false, .. } => "conflict",
+            Input::PolicyDecided(answer) if answer.fallback.is_some() => "fallback",
+            Input::PolicyDecided(_) => "decided",
+            Input::FailsafeConfirmed { refusals, .. } if !refusals.is_empty() => "refused",
+            Input::PgActionFinished { outcome, .. } => match outcome {
+                PgActionOutcome::Done { .. } => "done",
+                PgActionOutcome::Failed { .. } => "failed",
+                PgActionOutcome::Vetoed { .. } => "vetoed",
+            },
+            _ => "ok",
+        }
+    }
 }

@@ -947,6 +947,7 @@ impl Agent {
             }
             pgwarden_policy::Race::Race => match self.check_race_with_votes(Some(&answers)) {
                 Ok(()) => {
+                    self.policy.gate.accept("race");
                     race.votes_won = true;
                     None
                 }
@@ -1047,9 +1048,16 @@ impl Agent {
             return self.go(State::replica(), Why::NotRacing { detail });
         }
         let permit = match self.check_promotion_allowed(entry.race().votes_won) {
-            Ok(permit) => permit,
+            Ok(permit) => {
+                self.policy.gate.accept("promote");
+                permit
+            }
             Err(rule) => {
+                self.policy
+                    .gate
+                    .refuse_promotion(rule.name(), rule.to_string());
                 self.release_leader_key();
+                let rule = rule.to_string();
                 return self.go(State::replica(), Why::PromotionRefused { rule });
             }
         };
@@ -1274,6 +1282,7 @@ impl Agent {
             // A primary has no election of its own: `/sync` names it (claimed before it was
             // promoted), so no quorum votes are needed to finish a promotion.
             if let Ok(permit) = self.check_promotion_allowed(false) {
+                self.policy.gate.accept("promote");
                 self.start_pg(self.promote_action(permit));
             }
             return Handled;

@@ -10,7 +10,7 @@ pub(crate) mod candidacy;
 pub(crate) mod consult;
 pub(crate) mod effect;
 pub mod failsafe;
-pub(crate) mod gate;
+pub mod gate;
 pub(crate) mod health;
 pub mod initialize;
 pub(crate) mod input;
@@ -112,6 +112,8 @@ impl Node {
     /// Feed one fact observed at `now`.
     pub fn handle_input(&mut self, now: Instant, input: Input) {
         self.agent.facts.now = now;
+        // Verdicts are per input: those of an earlier one no one took are stale.
+        self.agent.policy.gate.take_verdicts();
         let step = self.agent.failsafe_step();
         self.agent.failsafe.observe(now, step);
         match input {
@@ -960,6 +962,12 @@ impl Node {
     /// [`why::Why`]: the runtime logs them, the simulation and the generated table read them.
     pub fn take_transitions(&mut self) -> Vec<why::TransitionRecord> {
         self.agent.outbox.take_transitions()
+    }
+
+    /// The invariant gate's verdicts on the input just handled (accepted, or the rule that
+    /// refused), for traces and the decision log.
+    pub fn take_gate_verdicts(&mut self) -> Vec<gate::GateVerdict> {
+        self.agent.policy.gate.take_verdicts()
     }
 
     fn on_cluster_changed(&mut self, now: Instant, view: ClusterViewAlias) {

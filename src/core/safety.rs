@@ -28,6 +28,19 @@ pub enum Rule {
     QuorumNotWon,
 }
 
+impl Rule {
+    /// The rule's name, without the details (for counts and span attributes).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Rule::LeaderKeyNotHeld => "leader-key-not-held",
+            Rule::LeaseDeadlinePassed => "lease-deadline-passed",
+            Rule::BehindClusterTimeline { .. } => "behind-cluster-timeline",
+            Rule::NotSynchronous => "not-synchronous",
+            Rule::QuorumNotWon => "quorum-not-won",
+        }
+    }
+}
+
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

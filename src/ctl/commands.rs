@@ -27,6 +27,34 @@ pub struct EditOptions {
     pub force: bool,
 }
 
+/// `why`'s options.
+#[derive(Clone, Debug)]
+pub struct WhyOptions {
+    /// Episodes to show, the newest.
+    pub episodes: usize,
+    /// Decisions to fetch at most.
+    pub limit: usize,
+    /// Only decisions of these kinds (comma-separated, see `GET /decisions`).
+    pub kind: Option<String>,
+    /// Only decisions since (RFC 3339 or Unix seconds).
+    pub since: Option<String>,
+    /// Print the endpoint's JSON.
+    pub json: bool,
+}
+
+/// A query-string value, percent-encoded (RFC 3986 unreserved characters kept).
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b',' | b':' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
 /// `list`'s options.
 #[derive(Clone, Debug)]
 pub struct ListOptions {
@@ -259,6 +287,46 @@ impl Session {
             "{}",
             info::config_yaml(&config).map_err(anyhow::Error::msg)?
         );
+        Ok(true)
+    }
+
+    /// `pgwardenctl why [MEMBER]`: the member's (the leader's when none is named) last
+    /// decisions, from its `GET /decisions`, as episodes with a summary each; with `json`,
+    /// the endpoint's answer as it is.
+    pub fn why(&self, member: Option<&str>, options: &WhyOptions) -> anyhow::Result<bool> {
+        let view = self.view()?;
+        let name = match member {
+            Some(name) => name,
+            None => view
+                .leader_name()
+                .context("the cluster has no leader: name a member")?,
+        };
+        let target = view
+            .members
+            .get(name)
+            .with_context(|| format!("{name} is not a member of {}", self.scope))?;
+        let mut path = format!("/decisions?limit={}", options.limit);
+        for (key, value) in [("kind", &options.kind), ("since", &options.since)] {
+            if let Some(value) = value {
+                path.push_str(&format!("&{key}={}", percent_encode(value)));
+            }
+        }
+        let (status, body) = self
+            .call(target, "GET", &path, None, API_TIMEOUT)
+            .map_err(|e| anyhow::anyhow!("{name}: GET /decisions: {e}"))?;
+        if status != 200 {
+            anyhow::bail!("{name}: GET /decisions answered {status}: {}", body.trim());
+        }
+        if options.json {
+            println!("{}", body.trim());
+            return Ok(true);
+        }
+        let answer: serde_json::Value =
+            serde_json::from_str(&body).with_context(|| format!("{name}: GET /decisions"))?;
+        let decisions: Vec<crate::telemetry::decisions::Decision> =
+            serde_json::from_value(answer["decisions"].clone())
+                .with_context(|| format!("{name}: GET /decisions: the decisions"))?;
+        print!("{}", super::why::render(name, &decisions, options.episodes));
         Ok(true)
     }
 

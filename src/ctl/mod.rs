@@ -9,4 +9,5 @@ pub mod ops;
 pub mod policy;
 pub mod query;
 pub mod session;
+pub mod why;
 pub mod yaml;

@@ -81,6 +81,8 @@ pub struct Verdict {
     pub elapsed: Duration,
     /// What the active policy logged at warn or error level while deciding.
     pub warnings: Vec<String>,
+    /// Fuel the active policy's call used (`None` when it failed).
+    pub fuel_used: Option<u64>,
 }
 
 /// Failures counted per kind.
@@ -248,9 +250,11 @@ impl PolicyHost {
         self.counters.calls = self.counters.calls.saturating_add(1);
         let policy = self.active.name().to_string();
         let mut warnings = Vec::new();
+        let mut fuel_used = None;
         let (decision, source) = match self.engine.decide_metered(&self.active, event, view) {
             Ok(metered) => {
                 warnings = metered.warnings;
+                fuel_used = Some(metered.fuel_used);
                 (metered.decision, Source::Active { policy })
             }
             Err(error) => {
@@ -279,6 +283,7 @@ impl PolicyHost {
             shadow,
             elapsed,
             warnings,
+            fuel_used,
         };
         self.record(event, view, &verdict);
         verdict

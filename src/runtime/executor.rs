@@ -44,7 +44,7 @@ pub struct Fence {
 #[derive(Clone)]
 pub struct Executor {
     /// Inputs back to the loop.
-    pub inputs: UnboundedSender<Input>,
+    pub inputs: super::inbox::InputSender,
     /// The lock store.
     pub store: StoreSlot,
     /// Local PostgreSQL settings.
@@ -644,7 +644,7 @@ pub async fn run_pg_worker(
     mut queue: tokio::sync::mpsc::UnboundedReceiver<PgWork>,
     mut controller: PgController,
     fence: Arc<Mutex<Fence>>,
-    inputs: UnboundedSender<Input>,
+    inputs: super::inbox::InputSender,
 ) {
     controller.learn_server().await;
     while let Some(work) = queue.recv().await {
@@ -662,8 +662,13 @@ pub async fn run_pg_worker(
         let (action, span) = action;
         if let PgAction::Promote { permit, .. } = &action {
             if let Some(outcome) = clear_to_promote(&controller, &fence, permit).await {
-                span.record("pgwarden.outcome", "refused");
-                let _ = inputs.send(Input::PgActionFinished { action, outcome });
+                let refused = match &outcome {
+                    PgActionOutcome::Vetoed { .. } => "vetoed",
+                    _ => "refused",
+                };
+                span.record("pgwarden.outcome", refused);
+                let finished = Input::PgActionFinished { action, outcome };
+                let _ = inputs.send_caused(finished, Some(span));
                 continue;
             }
         }
@@ -694,7 +699,8 @@ pub async fn run_pg_worker(
             ?outcome,
             "PostgreSQL action finished"
         );
-        let _ = inputs.send(Input::PgActionFinished { action, outcome });
+        let finished = Input::PgActionFinished { action, outcome };
+        let _ = inputs.send_caused(finished, Some(span));
     }
 }
 

@@ -8,6 +8,7 @@ pub mod etcd_link;
 pub mod executor;
 pub mod failsafe;
 pub mod http;
+pub mod inbox;
 pub mod input_log;
 pub mod member;
 pub mod policy;
@@ -153,8 +154,14 @@ pub fn etcd_tls(
 }
 
 /// Run the agent until SIGTERM/SIGINT. `config_path` is where `config` was read from; SIGHUP
-/// re-reads it.
-pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
+/// re-reads it. `decisions` is fed by the tracing layer (see `telemetry::decisions`) and
+/// served at `GET /decisions`.
+pub async fn run(
+    config: Config,
+    config_path: &Path,
+    decisions: Arc<crate::telemetry::decisions::DecisionLog>,
+) -> anyhow::Result<()> {
+    decisions.set_secrets(config.secret_values());
     // First of all: SIGHUP's default action would kill the agent and leave PostgreSQL
     // unmanaged (see `reload`).
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -191,7 +198,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     let started_at = clock::now();
     let node = Node::new(settings, started_at);
 
-    let (input_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
+    let (input_tx, mut inputs) = inbox::InputSender::channel();
     let (status_tx, status_rx) = watch::channel(Arc::new(node.status()));
     let (pg_tx, pg_rx) = mpsc::unbounded_channel();
     let fence = Arc::new(Mutex::new(Fence::default()));
@@ -225,7 +232,8 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
                 rules: access_rules.clone(),
             },
         )
-        .with_etcd(etcd_link),
+        .with_etcd(etcd_link)
+        .with_decisions(decisions.clone()),
     );
     let listener = api::bind(&config).await.context("starting the REST API")?;
     tokio::spawn(api::serve(
@@ -236,7 +244,8 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
             .with_inputs(input_tx.clone())
             .with_reloader(reloader.clone())
             .with_api_client(api_client.clone())
-            .with_rules(access_rules),
+            .with_rules(access_rules)
+            .with_decisions(decisions.clone()),
         server_tls,
     ));
 
@@ -267,6 +276,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     log_watchdog_plan(&config);
     let mut turns = turn::Turns {
         name: config.name.clone(),
+        scope: config.scope.clone(),
         node,
         status: status_tx,
         fence,
@@ -290,7 +300,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
         }
         tokio::select! {
             input = inputs.recv() => match input {
-                Some(input) => turns.feed(input),
+                Some(sourced) => turns.feed(sourced.input, sourced.cause),
                 None => anyhow::bail!("all input sources stopped"),
             },
             _ = tokio::time::sleep(turns.sleep_for()) => turns.wake(),
@@ -461,7 +471,7 @@ fn stopped_callback(pg: &PgSettings, scope: &str, status: &NodeStatus) {
 /// Until the first connection, the store counts as unreachable only once connecting has
 /// taken longer than `patience` (a normal start connects well within it, and the core stops
 /// a running primary it cannot cover with a lease when the store is unreachable).
-async fn watch_cluster(slot: StoreSlot, inputs: mpsc::UnboundedSender<Input>, patience: Duration) {
+async fn watch_cluster(slot: StoreSlot, inputs: inbox::InputSender, patience: Duration) {
     let started = tokio::time::Instant::now();
     let mut connections = slot.changes();
     loop {

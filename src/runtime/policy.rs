@@ -4,11 +4,9 @@
 //! A call not answered within the deadline is answered by the native default policy, so
 //! neither a stuck guest nor a slow host can hold the agent.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
-
-use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::{ClusterPolicy, ComponentSource, LocalPolicyConfig};
 use crate::core::{decide_with_default, Input, PolicyAnswer, PolicyCall};
@@ -125,16 +123,42 @@ impl HostDecider {
 
 impl HostDecider {
     /// Answer one call (the host falls back to the default itself when the policy fails).
+    /// A span of its own, `pgwarden.policy`, says who decided what, in how long, with how
+    /// much fuel, and whether (and why) the embedded default stood in.
     pub fn decide(&mut self, call: &PolicyCall) -> PolicyAnswer {
+        let info = self.host.active_info();
         let span = tracing::info_span!(
-            "policy.decide",
-            seq = call.seq,
-            event = call.event.kind(),
-            policy = %self.host.active_info().name
+            "pgwarden.policy",
+            otel.name = "policy.decide",
+            pgwarden.policy = %info.name,
+            pgwarden.policy.sha256 = %info.sha256,
+            pgwarden.policy.event = call.event.kind(),
+            pgwarden.policy.purpose = ?call.purpose,
+            pgwarden.policy.decision = tracing::field::Empty,
+            pgwarden.policy.fuel = tracing::field::Empty,
+            pgwarden.policy.latency_us = tracing::field::Empty,
+            pgwarden.policy.fallback = tracing::field::Empty,
+            pgwarden.policy.shadow_diverged = tracing::field::Empty,
         );
         let _entered = span.enter();
         let verdict = self.host.decide(&call.event, &call.view);
-        tracing::debug!(race = ?verdict.decision.race, fence = ?verdict.decision.fence, elapsed_us = verdict.elapsed.as_micros() as u64, "decided");
+        span.record(
+            "pgwarden.policy.decision",
+            describe_decision(&verdict.decision),
+        );
+        span.record(
+            "pgwarden.policy.latency_us",
+            verdict.elapsed.as_micros() as u64,
+        );
+        if let Some(fuel) = verdict.fuel_used {
+            span.record("pgwarden.policy.fuel", fuel);
+        }
+        if let Some(error) = verdict.source.error() {
+            span.record("pgwarden.policy.fallback", error.to_string());
+        }
+        if let Some(shadow) = &verdict.shadow {
+            span.record("pgwarden.policy.shadow_diverged", shadow.diverged);
+        }
         let answer = PolicyAnswer {
             seq: call.seq,
             decision: verdict.decision,
@@ -165,6 +189,7 @@ impl HostDecider {
 }
 
 enum Job {
+    /// A call (the span of the effect that asked is in `outstanding`).
     Decide(Box<PolicyCall>),
     Select(Option<ClusterPolicy>),
 }
@@ -173,9 +198,11 @@ enum Job {
 #[derive(Clone)]
 pub struct PolicyRunner {
     jobs: mpsc::Sender<Job>,
-    /// Calls not answered yet: whoever removes a seq first (thread or timer) answers it.
-    outstanding: Arc<Mutex<BTreeSet<u64>>>,
-    inputs: UnboundedSender<Input>,
+    /// Calls not answered yet, with their effect's span: whoever removes a seq first
+    /// (thread or timer) answers it. The span lives here, not in the timer's task, so the
+    /// effect's span ends with the answer rather than at the deadline.
+    outstanding: Arc<Mutex<BTreeMap<u64, tracing::Span>>>,
+    inputs: super::inbox::InputSender,
     deadline: Duration,
 }
 
@@ -183,11 +210,11 @@ impl PolicyRunner {
     /// Start the policy thread.
     pub fn spawn(
         mut decider: HostDecider,
-        inputs: UnboundedSender<Input>,
+        inputs: super::inbox::InputSender,
         deadline: Duration,
     ) -> std::io::Result<PolicyRunner> {
         let (jobs, received) = mpsc::channel::<Job>();
-        let outstanding = Arc::new(Mutex::new(BTreeSet::new()));
+        let outstanding = Arc::new(Mutex::new(BTreeMap::new()));
         let runner = PolicyRunner {
             jobs,
             outstanding: outstanding.clone(),
@@ -200,9 +227,24 @@ impl PolicyRunner {
                 for job in received {
                     match job {
                         Job::Decide(call) => {
-                            let answer = decider.decide(&call);
-                            if take(&outstanding, call.seq) {
-                                let _ = inputs.send(Input::PolicyDecided(answer));
+                            // Answered at its deadline already (the default decided): the
+                            // answer would be thrown away, so the call is not made.
+                            let Some(span) = peek(&outstanding, call.seq) else {
+                                continue;
+                            };
+                            let answer = span.in_scope(|| decider.decide(&call));
+                            drop(span);
+                            match take(&outstanding, call.seq) {
+                                Some(effect) => {
+                                    let decided = Input::PolicyDecided(answer);
+                                    effect.record("pgwarden.outcome", decided.outcome());
+                                    let _ = inputs.send_caused(decided, Some(effect));
+                                }
+                                None => tracing::warn!(
+                                    seq = call.seq,
+                                    "the policy answered after its deadline; the embedded \
+                                     default's answer stands"
+                                ),
                             }
                         }
                         Job::Select(cluster) => decider.select(cluster.as_ref()),
@@ -222,10 +264,13 @@ impl PolicyRunner {
     /// Submit a call; its answer arrives as `Input::PolicyDecided`.
     pub fn submit(&self, call: Box<PolicyCall>) {
         let seq = call.seq;
+        // The effect's span (`policy.consult`): the decision and the answer belong to it.
+        let span = tracing::Span::current();
         if let Ok(mut outstanding) = self.outstanding.lock() {
-            outstanding.insert(seq);
+            outstanding.insert(seq, span.clone());
         }
         let backup = call.clone();
+        drop(span);
         if self.jobs.send(Job::Decide(call)).is_err() {
             tracing::error!("the policy thread is gone; the embedded default decides");
         }
@@ -234,7 +279,7 @@ impl PolicyRunner {
         let deadline = self.deadline;
         tokio::spawn(async move {
             tokio::time::sleep(deadline).await;
-            if take(&outstanding, seq) {
+            if let Some(span) = take(&outstanding, seq) {
                 tracing::warn!(
                     seq,
                     event = backup.event.kind(),
@@ -246,15 +291,82 @@ impl PolicyRunner {
                     "no answer within the {} ms deadline",
                     deadline.as_millis()
                 ));
-                let _ = inputs.send(Input::PolicyDecided(answer));
+                let decided = Input::PolicyDecided(answer);
+                span.record("pgwarden.outcome", decided.outcome());
+                let _ = inputs.send_caused(decided, Some(span));
             }
         });
     }
 }
 
-fn take(outstanding: &Mutex<BTreeSet<u64>>, seq: u64) -> bool {
+fn peek(outstanding: &Mutex<BTreeMap<u64, tracing::Span>>, seq: u64) -> Option<tracing::Span> {
     outstanding
         .lock()
-        .map(|mut set| set.remove(&seq))
-        .unwrap_or(false)
+        .ok()
+        .and_then(|calls| calls.get(&seq).cloned())
+}
+
+fn take(outstanding: &Mutex<BTreeMap<u64, tracing::Span>>, seq: u64) -> Option<tracing::Span> {
+    outstanding
+        .lock()
+        .ok()
+        .and_then(|mut calls| calls.remove(&seq))
+}
+
+/// A decision in words, for traces and the decision log: "race (preference node2, node3)",
+/// "stand down: ...", "wait 500 ms: ...", then the fence and the synchronous standbys when
+/// the policy named them.
+pub fn describe_decision(decision: &pgwarden_policy::Decision) -> String {
+    use pgwarden_policy::{Fence, Race};
+    let mut text = match &decision.race {
+        Race::Race => "race".to_string(),
+        Race::StandDown(why) => format!("stand down: {why}"),
+        Race::Wait(wait) => format!("wait {} ms: {}", wait.delay_ms, wait.reason),
+    };
+    if !decision.preference.is_empty() {
+        text.push_str(&format!(" (preference {})", decision.preference.join(", ")));
+    }
+    match &decision.fence {
+        Fence::None => {}
+        Fence::Demote(why) => text.push_str(&format!("; demote: {why}")),
+        Fence::Fence(why) => text.push_str(&format!("; fence: {why}")),
+    }
+    if let Some(sync) = &decision.sync_standbys {
+        text.push_str(&format!("; synchronous standbys [{}]", sync.join(", ")));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_decision;
+    use pgwarden_policy::{Decision, Fence, Race, Wait};
+
+    #[test]
+    fn decisions_read_as_sentences() {
+        let race = Decision {
+            race: Race::Race,
+            preference: vec!["node2".into(), "node3".into()],
+            fence: Fence::None,
+            sync_standbys: None,
+        };
+        assert_eq!(describe_decision(&race), "race (preference node2, node3)");
+        let wait = Decision {
+            race: Race::Wait(Wait {
+                delay_ms: 500,
+                reason: "zone a first".into(),
+            }),
+            preference: vec![],
+            fence: Fence::Demote("isolated".into()),
+            sync_standbys: Some(vec!["node3".into()]),
+        };
+        assert_eq!(
+            describe_decision(&wait),
+            "wait 500 ms: zone a first; demote: isolated; synchronous standbys [node3]"
+        );
+        assert_eq!(
+            describe_decision(&Decision::stand_down("lagging")),
+            "stand down: lagging"
+        );
+    }
 }

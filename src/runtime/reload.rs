@@ -62,12 +62,14 @@ pub struct Reloader {
     running: Mutex<(Config, Arc<PgSettings>)>,
     pg_queue: UnboundedSender<PgWork>,
     callbacks: UnboundedSender<CallbackWork>,
-    inputs: UnboundedSender<Input>,
+    inputs: super::inbox::InputSender,
     api: Api,
     /// Counts reloads of the access rules (see `reload_rules`).
     rules_generation: Arc<std::sync::atomic::AtomicU64>,
     /// The connection to etcd, made again when its credentials or TLS files change.
     etcd: Option<super::etcd_link::EtcdLink>,
+    /// The decision log, told the secrets to scrub (the file's, old and new).
+    decisions: Option<Arc<crate::telemetry::decisions::DecisionLog>>,
 }
 
 impl Reloader {
@@ -78,7 +80,7 @@ impl Reloader {
         pg: Arc<PgSettings>,
         pg_queue: UnboundedSender<PgWork>,
         callbacks: UnboundedSender<CallbackWork>,
-        inputs: UnboundedSender<Input>,
+        inputs: super::inbox::InputSender,
         api: Api,
     ) -> Reloader {
         Reloader {
@@ -90,7 +92,17 @@ impl Reloader {
             api,
             rules_generation: Arc::default(),
             etcd: None,
+            decisions: None,
         }
+    }
+
+    /// Keeps `log` scrubbing the secrets of every file read.
+    pub fn with_decisions(
+        mut self,
+        log: Arc<crate::telemetry::decisions::DecisionLog>,
+    ) -> Reloader {
+        self.decisions = Some(log);
+        self
     }
 
     /// Reconnects to etcd through `link` when a reload changes its credentials or TLS
@@ -143,6 +155,7 @@ impl Reloader {
             return ReloadOutcome::Invalid(error);
         }
         let (config, pg) = &mut *running;
+        let old_secrets = config.secret_values();
         let mut applied = reloadable_changes(config, &new);
         if let (true, Some(link)) = (etcd_reconnect, &self.etcd) {
             applied.push("etcd3 credentials or TLS files (connecting again in the background)");
@@ -172,6 +185,12 @@ impl Reloader {
         config.restapi.cafile = new.restapi.cafile.clone();
         config.pgwarden.protect_reads = new.pgwarden.protect_reads;
         self.reload_rules(config);
+        if let Some(log) = &self.decisions {
+            // Texts recorded before may still hold the old secrets: both are scrubbed.
+            let mut secrets = old_secrets;
+            secrets.extend(new.secret_values());
+            log.set_secrets(secrets);
+        }
         let not_applied = config.changed_sections(&new);
         let mut settings = PgSettings::clone(pg);
         settings.local_parameters = new.postgresql.parameters.clone();

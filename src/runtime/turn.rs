@@ -4,11 +4,15 @@
 //! effect runs (the PostgreSQL worker checks a promote against that token, member keys are
 //! built from that status), and a recorded input carries exactly the effects it caused.
 //!
-//! Each handled input (and each wake with a timer due) is a span, `pgwarden.input`; its
-//! transitions are child spans (`pgwarden.transition`: from, to, the `Why` code and text),
-//! and so are its effects (`pg.promote`, `dcs.lease.renew`, ...), which last as long as the
-//! work they start, on whichever task carries it out. With `telemetry:` set they are
-//! exported as OpenTelemetry spans.
+//! Each handled input (and each wake with a timer due) is a span, `pgwarden.input`, linked
+//! to the effect whose result it is (see `inbox`) and carrying the facts every node shares
+//! about a failover (scope, leader, the leader key's revision and lease, timeline), so one
+//! query finds a failover's spans on every node. Its children: the gate's verdicts
+//! (`pgwarden.gate`), the transitions (`pgwarden.transition`: from, to, the `Why` code and
+//! text) and the effects (`pg.promote`, `dcs.lease.renew`, ...), which last as long as the
+//! work they start, on whichever task carries it out; a policy call's decision is a child
+//! of its effect (`runtime::policy`). With `telemetry:` set they are exported as
+//! OpenTelemetry spans; the decision log (`telemetry::decisions`) is built from them.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +31,8 @@ use crate::core::{Effect, Input, Node};
 pub struct Turns {
     /// Member name, for the log.
     pub name: String,
+    /// The cluster's scope, a span attribute.
+    pub scope: String,
     /// The core.
     pub node: Node,
     /// Where the status snapshot goes (REST API, member keys).
@@ -46,19 +52,18 @@ pub struct Turns {
 }
 
 impl Turns {
-    /// Feeds `input`, observed now.
-    pub fn feed(&mut self, input: Input) {
+    /// Feeds `input`, observed now; `cause` is the span of the effect it reports on.
+    pub fn feed(&mut self, input: Input, cause: Option<tracing::Span>) {
         let now = clock::now();
         if let Some(log) = self.input_log.as_mut() {
             log.input(now, &input);
         }
         let kind = input.kind();
-        let span = tracing::info_span!(
-            "pgwarden.input",
-            otel.name = format!("input {kind}"),
-            pgwarden.input = kind,
-            pgwarden.member = %self.name,
-        );
+        let span = self.input_span(kind, None);
+        if let Some(cause) = &cause {
+            span.follows_from(cause);
+        }
+        crate::telemetry::stamp_trace_ids(&span);
         span.in_scope(|| self.node.handle_input(now, input));
         self.current = Some(span);
     }
@@ -74,14 +79,30 @@ impl Turns {
             let due: Vec<&str> = due.iter().map(|t| t.name()).collect();
             tracing::debug!(timers = ?due, "timers due");
             // Only a wake with a timer due is a span: the others decide nothing.
-            self.current = Some(tracing::info_span!(
-                "pgwarden.input",
-                otel.name = "input timer",
-                pgwarden.input = "timer",
-                pgwarden.timers = due.join(","),
-                pgwarden.member = %self.name,
-            ));
+            let span = self.input_span("timer", Some(due.join(",")));
+            crate::telemetry::stamp_trace_ids(&span);
+            self.current = Some(span);
         }
+    }
+
+    /// The span of one input; the facts after it was handled are recorded in `publish`.
+    fn input_span(&self, kind: &'static str, timers: Option<String>) -> tracing::Span {
+        tracing::info_span!(
+            "pgwarden.input",
+            otel.name = format!("input {kind}"),
+            pgwarden.input = kind,
+            pgwarden.timers = timers,
+            pgwarden.member = %self.name,
+            pgwarden.scope = %self.scope,
+            pgwarden.state = tracing::field::Empty,
+            pgwarden.leader = tracing::field::Empty,
+            pgwarden.leader.revision = tracing::field::Empty,
+            pgwarden.leader.lease = tracing::field::Empty,
+            pgwarden.timeline = tracing::field::Empty,
+            pgwarden.view.revision = tracing::field::Empty,
+            pgwarden.trace_id = tracing::field::Empty,
+            pgwarden.span_id = tracing::field::Empty,
+        )
     }
 
     /// How long to sleep before the core must be woken: at most a second, as tokio's timers
@@ -101,8 +122,9 @@ impl Turns {
     pub fn publish_and_execute(&mut self, executor: &Executor) -> Option<String> {
         let input_span = self.current.take().unwrap_or_else(tracing::Span::none);
         let _input = input_span.enter();
+        self.log_gate_verdicts();
         self.log_transitions();
-        self.publish();
+        self.publish(&input_span);
         let mut stop = None;
         while let Some(effect) = self.node.poll_effect() {
             tracing::debug!(?effect, "effect");
@@ -113,11 +135,12 @@ impl Turns {
                 stop = Some(reason);
                 break;
             }
-            let name = effect_span_name(&effect);
+            let name = effect.name();
             let span = tracing::info_span!(
                 "pgwarden.effect",
                 otel.name = %name,
                 pgwarden.effect = %name,
+                pgwarden.routine = effect.is_routine(),
                 pgwarden.outcome = tracing::field::Empty,
             );
             span.in_scope(|| executor.dispatch(effect));
@@ -126,6 +149,26 @@ impl Turns {
             log.flush();
         }
         stop
+    }
+
+    /// The gate's verdicts on the input: spans of their own (closed at once), children of
+    /// the input's.
+    fn log_gate_verdicts(&mut self) {
+        for verdict in self.node.take_gate_verdicts() {
+            let (outcome, rule, detail) = match &verdict.refused {
+                None => ("accepted", None, None),
+                Some((rule, detail)) => ("refused", Some(*rule), Some(detail.as_str())),
+            };
+            tracing::debug!(decision = verdict.decision, outcome, rule, "invariant gate");
+            let _ = tracing::info_span!(
+                "pgwarden.gate",
+                otel.name = format!("gate {}", verdict.decision),
+                pgwarden.gate.decision = verdict.decision,
+                pgwarden.gate.outcome = outcome,
+                pgwarden.gate.rule = rule,
+                pgwarden.gate.detail = detail,
+            );
+        }
     }
 
     fn log_transitions(&mut self) {
@@ -151,9 +194,11 @@ impl Turns {
         }
     }
 
-    /// The status snapshot, the fencing token, the policy selection and the role history.
-    fn publish(&mut self) {
+    /// The status snapshot, the fencing token, the policy selection and the role history;
+    /// the facts shared by every node's spans about the same failover go on `input_span`.
+    fn publish(&mut self, input_span: &tracing::Span) {
         let status = self.node.status();
+        record_shared_facts(input_span, &status);
         let sources = status
             .config
             .policy
@@ -180,37 +225,38 @@ impl Turns {
     }
 }
 
-/// The span name of an effect: what it does, where (`pg.promote`, `dcs.lease.renew`).
-fn effect_span_name(effect: &Effect) -> String {
-    let name = match effect {
-        Effect::Pg(action) => return format!("pg.{}", action.kind()),
-        Effect::GrantLease { .. } => "dcs.lease.grant",
-        Effect::RenewLease { .. } => "dcs.lease.renew",
-        Effect::RevokeLease { .. } => "dcs.lease.revoke",
-        Effect::ProbePostgres => "pg.probe",
-        Effect::TouchMember { .. } => "dcs.member.write",
-        Effect::RaceInitialize => "dcs.initialize.race",
-        Effect::CancelInitialize => "dcs.initialize.cancel",
-        Effect::ClearStaleInitialize { .. } => "dcs.initialize.clear",
-        Effect::WriteInitialize { .. } => "dcs.initialize.write",
-        Effect::WriteInitialConfig => "dcs.config.write",
-        Effect::AcquireLeader { .. } => "dcs.leader.acquire",
-        Effect::ReleaseLeader { .. } => "dcs.leader.release",
-        Effect::WriteSync { .. } => "dcs.sync.write",
-        Effect::ClearFailover { .. } => "dcs.failover.clear",
-        Effect::WriteStatus { .. } => "dcs.status.write",
-        Effect::UpdateHistory { .. } => "dcs.history.write",
-        Effect::UsePgConfig(_) => "pg.config",
-        Effect::ProbePeers { .. } => "peers.probe",
-        Effect::ProbeFailsafe { .. } => "failsafe.probe",
-        Effect::WriteFailsafe { .. } => "dcs.failsafe.write",
-        Effect::ConsultPolicy(_) => "policy.consult",
-        Effect::RunCallback(_) => "callback.run",
-        Effect::CheckWatchdog => "watchdog.check",
-        Effect::ArmWatchdog { .. } => "watchdog.arm",
-        Effect::FeedWatchdog => "watchdog.feed",
-        Effect::DisarmWatchdog { .. } => "watchdog.disarm",
-        Effect::Shutdown { .. } => "agent.shutdown",
-    };
-    name.to_string()
+/// The facts every node's input spans share about one failover: the leader key's holder,
+/// revision and lease (ours once we hold it, before the watch shows it), the timeline, and
+/// the lock store revision of the view the decision was made on.
+fn record_shared_facts(span: &tracing::Span, status: &NodeStatus) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("pgwarden.state", status.state);
+    let view = status.view.as_ref();
+    let leader = view.and_then(|v| v.leader.as_ref());
+    if status.holds_leader_key {
+        span.record("pgwarden.leader", status.name.as_str());
+        if let Some(revision) = status.leader_revision {
+            span.record("pgwarden.leader.revision", revision.0);
+        }
+        if let Some(lease) = status.lease {
+            span.record("pgwarden.leader.lease", format!("{:x}", lease.0));
+        }
+    } else if let Some(leader) = leader {
+        span.record("pgwarden.leader", leader.name.as_str());
+        span.record("pgwarden.leader.revision", leader.create_revision.0);
+        span.record("pgwarden.leader.lease", format!("{:x}", leader.lease));
+    }
+    let timeline = status
+        .pg
+        .as_ref()
+        .and_then(|p| p.timeline())
+        .or_else(|| view.and_then(|v| v.timeline()));
+    if let Some(timeline) = timeline {
+        span.record("pgwarden.timeline", timeline.0);
+    }
+    if let Some(view) = view {
+        span.record("pgwarden.view.revision", view.revision.0);
+    }
 }

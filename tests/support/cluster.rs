@@ -400,7 +400,8 @@ impl ClusterBuilder {
         self
     }
 
-    /// Whole top-level sections added to every node's file (e.g. `"telemetry:\n  ..."`).
+    /// Whole top-level sections added to every node's file (e.g. `"telemetry:\n  ..."`;
+    /// `{dir}` stands for the node's dir).
     pub fn section(mut self, yaml: &str) -> Self {
         self.top_level.push('\n');
         self.top_level.push_str(yaml);
@@ -473,7 +474,7 @@ impl ClusterBuilder {
                     extra_yaml.push_str("\npgwarden:\n");
                     extra_yaml.push_str(&self.pgwarden);
                 }
-                extra_yaml.push_str(&self.top_level);
+                extra_yaml.push_str(&self.top_level.replace("{dir}", &dir.display().to_string()));
                 let mut local = NodeSpec::local(&self.scope, &name, &dir, etcd.endpoints());
                 if let Some(host) = self.node_hosts.get(i) {
                     local.host = host.addr().to_string();

@@ -7,6 +7,8 @@
 //! dead collector), the span is dropped and counted (`pgwarden_telemetry_spans_dropped_total`
 //! on `/metrics`), and a dead collector is one warning in the log, not a stall.
 
+pub mod decisions;
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -239,5 +241,24 @@ impl<P: SpanProcessor> SpanProcessor for QueueGate<P> {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource)
+    }
+}
+
+/// While traces are exported: the input span's OpenTelemetry trace and span ids, as
+/// attributes the decision log and every log line written under the span carry (a log line
+/// leads to its trace). Taken here, outside the subscriber: its layers cannot ask the
+/// exporter's layer themselves.
+pub fn stamp_trace_ids(span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if span.is_disabled() {
+        return;
+    }
+    let cx = span.context();
+    let otel = cx.span();
+    let ids = otel.span_context();
+    if ids.is_valid() {
+        span.record("pgwarden.trace_id", ids.trace_id().to_string());
+        span.record("pgwarden.span_id", ids.span_id().to_string());
     }
 }

@@ -327,7 +327,7 @@ fn unknown_keys_warn_but_load() {
     let yaml = seed_with(
         "restapi:\n",
         "restapi:\n  foo: 1\n  server_tokens: Minimal\n",
-    ) + "log:\n  level: INFO\nsurprise: true\n";
+    ) + "citus:\n  group: 0\nsurprise: true\n";
     let loaded = parse(&yaml, &no_env).expect("unknown keys are not errors");
     let w = &loaded.warnings;
     assert!(
@@ -345,7 +345,7 @@ fn unknown_keys_warn_but_load() {
     );
     assert!(
         w.iter()
-            .any(|x| x.contains("`log` accepted but not yet supported")),
+            .any(|x| x.contains("`citus` accepted but not yet supported")),
         "{w:?}"
     );
     assert_eq!(loaded.config.name, "pg1");
@@ -638,6 +638,22 @@ fn a_custom_bootstrap_method_is_refused_with_a_warning() {
 /// Patroni's configuration (`testdata/patroni-schema-keys.txt`) that is neither here, nor
 /// warned about, nor refused, is silently ignored, and the walk below fails on it.
 const HONOURED: &[(&str, &str)] = &[
+    ("log.dateformat", "asctime in log lines (logging::line)"),
+    (
+        "log.deduplicate_heartbeat_logs",
+        "pgwarden writes no per-loop heartbeat line: nothing to deduplicate",
+    ),
+    ("log.dir", "the log file (logging::writer)"),
+    ("log.file_num", "rotated log files kept (logging::writer)"),
+    (
+        "log.format",
+        "the log line template or JSON fields (logging::line)",
+    ),
+    (
+        "log.max_queue_size",
+        "the log queue's bound (logging::writer)",
+    ),
+    ("log.mode", "the log files' permissions (logging::writer)"),
     ("name", "member name: keys, application_name"),
     ("scope", "the etcd prefix"),
     ("namespace", "the etcd prefix"),

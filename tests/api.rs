@@ -82,7 +82,7 @@ fn status(primary: bool) -> NodeStatus {
         lease: holder.1,
         create_revision: Revision(3),
     });
-    node.handle_input(Instant(0), Input::ClusterChanged(Box::new(view)));
+    node.handle_input(Instant(0), Input::ClusterChanged(std::sync::Arc::new(view)));
     node.handle_input(Instant(0), Input::PostgresProbed(pg(!primary)));
     node.status()
 }
@@ -216,7 +216,7 @@ async fn replica_answers_200_on_replica_within_lag_and_503_beyond() {
 fn listed_standby(mode: pgwarden::config::SynchronousMode) -> NodeStatus {
     let mut s = status(false);
     s.config.synchronous_mode = mode;
-    let view = s.view.as_mut().expect("a view");
+    let view = std::sync::Arc::make_mut(s.view.as_mut().expect("a view"));
     view.sync = Some(pgwarden::core::view::Versioned {
         value: pgwarden::core::view::SyncState {
             leader: Some("pg2".into()),
@@ -347,7 +347,7 @@ async fn failsafe_call(
         .insert("pg1".into(), "http://10.0.1.11:8008/patroni".into());
     view.failsafe
         .insert("pg2".into(), "http://10.0.1.12:8008/patroni".into());
-    node.handle_input(Instant(0), Input::ClusterChanged(Box::new(view)));
+    node.handle_input(Instant(0), Input::ClusterChanged(std::sync::Arc::new(view)));
     node.handle_input(Instant(0), Input::PostgresProbed(pg(!primary)));
     let (status_tx, status_rx) = tokio::sync::watch::channel(Arc::new(node.status()));
     let (input_tx, mut inputs) = pgwarden::runtime::inbox::InputSender::channel();

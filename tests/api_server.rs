@@ -76,7 +76,7 @@ impl Server {
         let node = Node::new(pgwarden::runtime::node_settings(&config), Instant(0));
         let identity = pgwarden::runtime::identity(&config);
         let mut status = node.status();
-        status.view = view;
+        status.view = view.map(Arc::new);
         let (status_tx, status) = tokio::sync::watch::channel(Arc::new(status));
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("0.0.0.0:0"))

@@ -191,7 +191,7 @@ fn running_replica_with(settings: NodeSettings, my_lsn: u64, optime: u64) -> (No
     let mut t = 0;
     node.handle_input(
         Instant(t),
-        Input::ClusterChanged(Box::new(view(Some(("node1", 7)), optime, 10))),
+        Input::ClusterChanged(std::sync::Arc::new(view(Some(("node1", 7)), optime, 10))),
     );
     let effects = drain(&mut node);
     assert!(effects.contains(&Effect::ProbePostgres));
@@ -241,7 +241,7 @@ fn running_replica_with(settings: NodeSettings, my_lsn: u64, optime: u64) -> (No
 fn leader_key_deleted(node: &mut Node, t: u64, my_lsn: u64, optime: u64) -> Vec<Effect> {
     node.handle_input(
         Instant(t),
-        Input::ClusterChanged(Box::new(view(None, optime, 20))),
+        Input::ClusterChanged(std::sync::Arc::new(view(None, optime, 20))),
     );
     let mut effects = drain(node);
     assert!(
@@ -451,7 +451,7 @@ fn a_nostream_member_never_streams_and_the_leader_keeps_no_slot_for_it() {
         .expect("node3")
         .tags
         .insert("nostream".into(), serde_json::Value::Bool(true));
-    leader.handle_input(Instant(600), Input::ClusterChanged(Box::new(v)));
+    leader.handle_input(Instant(600), Input::ClusterChanged(std::sync::Arc::new(v)));
     let mut observed = pg(false, 2000);
     observed.server.as_mut().expect("server").slots.clear();
     let effects = step_with_probe(&mut leader, 600, Input::Tick, observed);
@@ -492,7 +492,7 @@ fn sync_mode_view(recorded: Option<(&[&str], i64)>) -> ClusterView {
 fn synchronous_mode_only_lets_sync_members_race() {
     let (mut node, t) = running_replica(1, 1000, 1000);
     let v = sync_mode_view(Some((&["node3"], 3)));
-    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(t), Input::ClusterChanged(std::sync::Arc::new(v)));
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
     let effects = drain(&mut node);
@@ -514,7 +514,7 @@ fn primary() -> Node {
     let mut node = Node::new(settings(1), Instant(0));
     let mut v = view(None, 0, 1);
     v.initialize = None;
-    node.handle_input(Instant(0), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(0), Input::ClusterChanged(std::sync::Arc::new(v)));
     drain(&mut node);
     node.handle_input(
         Instant(0),
@@ -572,7 +572,7 @@ fn primary() -> Node {
     assert_eq!(node.state(), "primary");
     let mut v = view(Some((ME, LEASE.0)), 0, 9);
     v.members.get_mut(ME).expect("me").role = "primary".into();
-    node.handle_input(Instant(520), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(520), Input::ClusterChanged(std::sync::Arc::new(v)));
     assert!(node.status().holds_leader_key);
     node
 }
@@ -580,7 +580,7 @@ fn primary() -> Node {
 /// A starting node that has seen `view` and holds a granted lease (nothing probed yet).
 fn node_with_lease(settings: NodeSettings, v: ClusterView) -> Node {
     let mut node = Node::new(settings, Instant(0));
-    node.handle_input(Instant(0), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(0), Input::ClusterChanged(std::sync::Arc::new(v)));
     node.handle_input(
         Instant(0),
         Input::LeaseGranted {
@@ -813,7 +813,7 @@ fn paused_primary() -> Node {
     let mut node = primary();
     let mut v = paused(view(Some((ME, LEASE.0)), 0, 10));
     v.members.get_mut(ME).expect("me").role = "primary".into();
-    node.handle_input(Instant(600), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(600), Input::ClusterChanged(std::sync::Arc::new(v)));
     drain(&mut node);
     assert!(node.status().config.pause);
     node
@@ -861,7 +861,7 @@ fn a_paused_primary_is_never_demoted_by_the_agent() {
     // is not demoted for the lost key; with a new lease it takes the free key back.
     node.handle_input(
         Instant(9_500),
-        Input::ClusterChanged(Box::new(paused(view(None, 1000, 30)))),
+        Input::ClusterChanged(std::sync::Arc::new(paused(view(None, 1000, 30)))),
     );
     let effects = drain(&mut node);
     assert_eq!(demotes(&effects), None, "{effects:?}");
@@ -905,7 +905,7 @@ fn a_race_under_way_when_the_pause_comes_promotes_nothing() {
     );
     node.handle_input(
         Instant(t + 5),
-        Input::ClusterChanged(Box::new(paused(view(None, 1000, 21)))),
+        Input::ClusterChanged(std::sync::Arc::new(paused(view(None, 1000, 21)))),
     );
     drain(&mut node);
     node.handle_input(
@@ -940,7 +940,7 @@ fn paused_standbys_do_not_race_and_a_paused_leader_down_starts_nothing() {
     let (mut node, t) = running_replica(1, 1000, 1000);
     node.handle_input(
         Instant(t),
-        Input::ClusterChanged(Box::new(paused(view(None, 1000, 20)))),
+        Input::ClusterChanged(std::sync::Arc::new(paused(view(None, 1000, 20)))),
     );
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
@@ -959,7 +959,7 @@ fn paused_standbys_do_not_race_and_a_paused_leader_down_starts_nothing() {
     // Resumed: the same standby races at once.
     node.handle_input(
         Instant(t + 10),
-        Input::ClusterChanged(Box::new(with_pause(view(None, 1000, 21), false))),
+        Input::ClusterChanged(std::sync::Arc::new(with_pause(view(None, 1000, 21), false))),
     );
     drain(&mut node);
     node.handle_input(Instant(t + 10), Input::PostgresProbed(pg(true, 1000)));
@@ -1015,7 +1015,7 @@ fn primary_demotes_when_another_member_holds_the_key() {
     drain(&mut node);
     node.handle_input(
         Instant(1_000),
-        Input::ClusterChanged(Box::new(view(Some(("node3", 99)), 0, 30))),
+        Input::ClusterChanged(std::sync::Arc::new(view(Some(("node3", 99)), 0, 30))),
     );
     let effects = drain(&mut node);
     assert!(
@@ -1060,7 +1060,10 @@ fn a_runtime_config_that_breaks_the_lease_budget_is_adjusted_or_rejected() {
         value: risky,
         mod_revision: Revision(30),
     });
-    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v.clone())));
+    node.handle_input(
+        Instant(t),
+        Input::ClusterChanged(std::sync::Arc::new(v.clone())),
+    );
     let config = node.status().config;
     assert_eq!(
         (config.ttl, config.loop_wait, config.retry_timeout),
@@ -1074,7 +1077,10 @@ fn a_runtime_config_that_breaks_the_lease_budget_is_adjusted_or_rejected() {
         ..settings(1)
     };
     let (mut node, t) = running_replica_with(wide_margin, 1000, 1000);
-    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v.clone())));
+    node.handle_input(
+        Instant(t),
+        Input::ClusterChanged(std::sync::Arc::new(v.clone())),
+    );
     assert_eq!(
         node.status().config.ttl,
         6,
@@ -1090,7 +1096,7 @@ fn a_runtime_config_that_breaks_the_lease_budget_is_adjusted_or_rejected() {
         value: good,
         mod_revision: Revision(31),
     });
-    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(t), Input::ClusterChanged(std::sync::Arc::new(v)));
     assert_eq!(node.status().config.ttl, 8, "a valid change is applied");
 }
 
@@ -1101,7 +1107,7 @@ fn a_restarted_agent_takes_its_own_leader_key_back_onto_its_new_lease() {
     let mut node = Node::new(settings(1), Instant(0));
     node.handle_input(
         Instant(0),
-        Input::ClusterChanged(Box::new(view(Some((ME, 0x99)), 1000, 10))),
+        Input::ClusterChanged(std::sync::Arc::new(view(Some((ME, 0x99)), 1000, 10))),
     );
     drain(&mut node);
     node.handle_input(
@@ -1143,7 +1149,7 @@ fn a_restarted_agent_takes_its_own_leader_key_back_onto_its_new_lease() {
     assert_eq!(node.state(), "primary");
     node.handle_input(
         Instant(30),
-        Input::ClusterChanged(Box::new(view(Some((ME, LEASE.0)), 1000, 11))),
+        Input::ClusterChanged(std::sync::Arc::new(view(Some((ME, LEASE.0)), 1000, 11))),
     );
     assert!(node.status().holds_leader_key);
 }
@@ -1156,7 +1162,7 @@ fn former_primary_restart(use_pg_rewind: Option<bool>, remove_diverged: bool) ->
     let mut node = Node::new(s, Instant(0));
     node.handle_input(
         Instant(0),
-        Input::ClusterChanged(Box::new(view(Some(("node3", 5)), 1000, 10))),
+        Input::ClusterChanged(std::sync::Arc::new(view(Some(("node3", 5)), 1000, 10))),
     );
     drain(&mut node);
     let stopped = PgObservation {
@@ -1225,7 +1231,7 @@ fn a_diverged_standby_is_kept_when_nothing_may_repair_it() {
         timestamp: None,
         new_leader: Some("node1".into()),
     });
-    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(t), Input::ClusterChanged(std::sync::Arc::new(v)));
     drain(&mut node);
     let effects = step_with_probe(&mut node, t + 2000, Input::Tick, pg(true, 1000));
     assert!(
@@ -1276,7 +1282,7 @@ fn a_running_primary_that_may_not_lead_is_demoted() {
 fn synchronous_mode_claims_sync_before_promoting() {
     let (mut node, t) = running_replica(1, 1000, 1000);
     let v = sync_mode_view(Some((&[ME], 9)));
-    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(t), Input::ClusterChanged(std::sync::Arc::new(v)));
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
     assert!(drain(&mut node)
@@ -1327,7 +1333,7 @@ fn synchronous_mode_claims_sync_before_promoting() {
 fn a_lost_sync_claim_postpones_the_promotion() {
     let (mut node, t) = running_replica(1, 1000, 1000);
     let v = sync_mode_view(None);
-    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(t), Input::ClusterChanged(std::sync::Arc::new(v)));
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
     drain(&mut node);
@@ -1375,7 +1381,7 @@ fn a_ttl_change_rotates_a_replicas_lease() {
     let (mut node, t) = running_replica(1, 1000, 1000);
     node.handle_input(
         Instant(t),
-        Input::ClusterChanged(Box::new(with_ttl(9, 40, Some(("node1", 7))))),
+        Input::ClusterChanged(std::sync::Arc::new(with_ttl(9, 40, Some(("node1", 7))))),
     );
     drain(&mut node);
     node.handle_input(Instant(t + 1_000), Input::Tick);
@@ -1413,7 +1419,7 @@ fn a_ttl_change_moves_the_leader_key_onto_the_new_lease_without_demoting() {
     drain(&mut node);
     node.handle_input(
         Instant(600),
-        Input::ClusterChanged(Box::new(with_ttl(9, 40, Some((ME, LEASE.0))))),
+        Input::ClusterChanged(std::sync::Arc::new(with_ttl(9, 40, Some((ME, LEASE.0))))),
     );
     node.handle_input(Instant(1_000), Input::Tick);
     let effects = drain(&mut node);
@@ -1467,7 +1473,7 @@ fn a_ttl_change_moves_the_leader_key_onto_the_new_lease_without_demoting() {
     );
     node.handle_input(
         Instant(1_030),
-        Input::ClusterChanged(Box::new(with_ttl(9, 41, Some((ME, new.0))))),
+        Input::ClusterChanged(std::sync::Arc::new(with_ttl(9, 41, Some((ME, new.0))))),
     );
     assert!(node.status().holds_leader_key);
     assert_eq!(node.state(), "primary");
@@ -1614,7 +1620,7 @@ fn a_required_watchdog_that_fails_to_arm_releases_the_key_and_never_promotes() {
     // The key is gone; the next cycles do not race while the failure is recent.
     node.handle_input(
         Instant(t + 1_000),
-        Input::ClusterChanged(Box::new(view(None, 1000, 22))),
+        Input::ClusterChanged(std::sync::Arc::new(view(None, 1000, 22))),
     );
     node.handle_input(Instant(t + 2_000), Input::Tick);
     let mut effects = drain(&mut node);
@@ -1695,7 +1701,10 @@ fn armed_leader_with(mode: WatchdogMode) -> (Node, u64) {
     assert_eq!(node.state(), "primary");
     let mut v = view(Some((ME, LEASE.0)), 1000, 22);
     v.leader.as_mut().expect("leader").create_revision = Revision(21);
-    node.handle_input(Instant(t + 20), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(
+        Instant(t + 20),
+        Input::ClusterChanged(std::sync::Arc::new(v)),
+    );
     node.handle_input(Instant(t + 20), Input::PostgresProbed(pg(false, 1000)));
     drain(&mut node);
     assert_eq!(node.state(), "primary");
@@ -1751,7 +1760,7 @@ fn the_watchdog_is_disarmed_once_a_demoted_primary_has_stopped() {
     let (mut node, t) = armed_leader();
     node.handle_input(
         Instant(t + 100),
-        Input::ClusterChanged(Box::new(view(Some(("node3", 99)), 1000, 30))),
+        Input::ClusterChanged(std::sync::Arc::new(view(Some(("node3", 99)), 1000, 30))),
     );
     let effects = drain(&mut node);
     assert!(
@@ -1952,7 +1961,7 @@ fn the_gate_refuses_an_election_answer_once_the_node_lags() {
     // The leader's last position moves far ahead while the peers are probed.
     node.handle_input(
         Instant(t + 1),
-        Input::ClusterChanged(Box::new(view(None, 1000 + 10 * 1_048_576, 21))),
+        Input::ClusterChanged(std::sync::Arc::new(view(None, 1000 + 10 * 1_048_576, 21))),
     );
     node.handle_input(Instant(t + 2), Input::PeersProbed(Vec::new()));
     let effects = answer_all(&mut node, &always_race());
@@ -2075,7 +2084,7 @@ fn leader_with_request(request: FailoverRequest) -> (Node, Vec<Effect>) {
         server.replication.push(streaming_peer("node3", 2000));
     }
     // The view first: the probe's answer runs the decision cycle.
-    node.handle_input(Instant(600), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(600), Input::ClusterChanged(std::sync::Arc::new(v)));
     node.handle_input(Instant(600), Input::PostgresProbed(observed));
     let effects = drain(&mut node);
     (node, effects)
@@ -2120,7 +2129,10 @@ fn paused_the_leader_hands_over_to_the_named_candidate_and_rejoins_as_a_standby(
         ..FailoverRequest::default()
     };
     let (mut node, mut v, observed) = paused_leader_asked(request);
-    node.handle_input(Instant(700), Input::ClusterChanged(Box::new(v.clone())));
+    node.handle_input(
+        Instant(700),
+        Input::ClusterChanged(std::sync::Arc::new(v.clone())),
+    );
     node.handle_input(Instant(700), Input::PostgresProbed(observed.clone()));
     let effects = drain(&mut node);
     let stop = PgAction::Demote {
@@ -2145,7 +2157,10 @@ fn paused_the_leader_hands_over_to_the_named_candidate_and_rejoins_as_a_standby(
     // node3 took the key; this node's PostgreSQL is down, shut down cleanly as a primary.
     let mut after = paused(view(Some(("node3", 9)), 2000, 32));
     after.members.get_mut("node3").expect("node3").role = "primary".into();
-    node.handle_input(Instant(900), Input::ClusterChanged(Box::new(after)));
+    node.handle_input(
+        Instant(900),
+        Input::ClusterChanged(std::sync::Arc::new(after)),
+    );
     drain(&mut node);
     let down = primary_shut_down();
     // The probe asked while the stop ran answers stale (the stop finished since); the one
@@ -2171,7 +2186,7 @@ fn paused_the_leader_hands_over_to_the_named_candidate_and_rejoins_as_a_standby(
         },
         mod_revision: Revision(31),
     });
-    node.handle_input(Instant(700), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(700), Input::ClusterChanged(std::sync::Arc::new(v)));
     node.handle_input(Instant(700), Input::PostgresProbed(observed));
     let effects = drain(&mut node);
     assert!(
@@ -2208,7 +2223,10 @@ fn paused_a_failed_handover_stop_leaves_the_pause_guard_whole() {
         candidate: Some("node3".into()),
         ..FailoverRequest::default()
     });
-    node.handle_input(Instant(700), Input::ClusterChanged(Box::new(v.clone())));
+    node.handle_input(
+        Instant(700),
+        Input::ClusterChanged(std::sync::Arc::new(v.clone())),
+    );
     node.handle_input(Instant(700), Input::PostgresProbed(observed));
     let stop = PgAction::Demote {
         mode: DemoteMode::Graceful,
@@ -2227,7 +2245,7 @@ fn paused_a_failed_handover_stop_leaves_the_pause_guard_whole() {
     // The request is withdrawn; the operator stops PostgreSQL by hand, still paused.
     v.failover = None;
     v.revision = Revision(31);
-    node.handle_input(Instant(900), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(900), Input::ClusterChanged(std::sync::Arc::new(v)));
     drain(&mut node);
     let down = primary_shut_down();
     let mut effects = Vec::new();
@@ -2259,7 +2277,7 @@ fn paused_only_the_named_candidate_races_and_is_promoted() {
     let (mut other, t) = running_replica(1, 1000, 1000);
     other.handle_input(
         Instant(t),
-        Input::ClusterChanged(Box::new(leaderless_with_request("node3"))),
+        Input::ClusterChanged(std::sync::Arc::new(leaderless_with_request("node3"))),
     );
     drain(&mut other);
     other.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
@@ -2275,7 +2293,7 @@ fn paused_only_the_named_candidate_races_and_is_promoted() {
     let (mut node, t) = running_replica(1, 1000, 1000);
     node.handle_input(
         Instant(t),
-        Input::ClusterChanged(Box::new(leaderless_with_request(ME))),
+        Input::ClusterChanged(std::sync::Arc::new(leaderless_with_request(ME))),
     );
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
@@ -2431,7 +2449,7 @@ fn a_scheduled_switchover_waits_out_maintenance_mode() {
         }
         node.handle_input(
             Instant(900),
-            Input::ClusterChanged(Box::new(paused(v.clone()))),
+            Input::ClusterChanged(std::sync::Arc::new(paused(v.clone()))),
         );
         drain(&mut node);
         let mut effects = Vec::new();
@@ -2448,7 +2466,10 @@ fn a_scheduled_switchover_waits_out_maintenance_mode() {
         assert_eq!(node.state(), "primary");
         let mut resumed = with_pause(v, false);
         resumed.revision = Revision(32);
-        node.handle_input(Instant(resume_at), Input::ClusterChanged(Box::new(resumed)));
+        node.handle_input(
+            Instant(resume_at),
+            Input::ClusterChanged(std::sync::Arc::new(resumed)),
+        );
         let mut effects = drain(&mut node);
         effects.extend(cycle(&mut node, resume_at, observed));
         let demoted = effects.contains(&Effect::Pg(PgAction::Demote {
@@ -2520,7 +2541,10 @@ fn an_operators_failover_waives_the_sync_rule_for_its_candidate_only() {
     // Synchronous mode, /sync names node3; the operator fails over to us (not in /sync).
     let (mut node, t) = running_replica(1, 1000, 1000);
     let mut v = sync_mode_view(Some((&["node3"], 3)));
-    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v.clone())));
+    node.handle_input(
+        Instant(t),
+        Input::ClusterChanged(std::sync::Arc::new(v.clone())),
+    );
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
     let effects = drain(&mut node);
@@ -2541,7 +2565,7 @@ fn an_operators_failover_waives_the_sync_rule_for_its_candidate_only() {
         });
         v.revision = Revision(revision);
         let at = Instant(t + 1100 * (revision as u64 - 20));
-        node.handle_input(at, Input::ClusterChanged(Box::new(v.clone())));
+        node.handle_input(at, Input::ClusterChanged(std::sync::Arc::new(v.clone())));
         drain(&mut node);
         node.handle_input(at, Input::PostgresProbed(pg(true, 1000)));
         let effects = drain(&mut node);
@@ -2630,7 +2654,7 @@ fn peer_at(name: &str, lsn: Option<u64>) -> PeerReport {
 /// Run an election in `v` where the peers answer as given; the policy always races.
 fn election(v: ClusterView, peers: Vec<PeerReport>) -> (Node, Vec<Effect>) {
     let (mut node, t) = running_replica(1, 1000, 1000);
-    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(t), Input::ClusterChanged(std::sync::Arc::new(v)));
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
     let effects = drain(&mut node);
@@ -2692,11 +2716,14 @@ fn a_lock_store_that_went_back_in_time_starts_a_new_history() {
     let (mut node, t) = running_replica(1, 1000, 1000);
     let mut old = quorum_view();
     old.revision = Revision(5_000);
-    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(old)));
+    node.handle_input(Instant(t), Input::ClusterChanged(std::sync::Arc::new(old)));
     drain(&mut node);
     let mut restored = quorum_view();
     restored.revision = Revision(20);
-    node.handle_input(Instant(t + 10), Input::ClusterChanged(Box::new(restored)));
+    node.handle_input(
+        Instant(t + 10),
+        Input::ClusterChanged(std::sync::Arc::new(restored)),
+    );
     drain(&mut node);
     node.handle_input(Instant(t + 20), Input::PostgresProbed(pg(true, 1000)));
     let effects = drain(&mut node);
@@ -2766,7 +2793,7 @@ fn strict_mode_promotes_with_synchronous_standby_names_already_set() {
     if let Some(config) = v.config.as_mut() {
         config.value.synchronous_mode_strict = true;
     }
-    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(t), Input::ClusterChanged(std::sync::Arc::new(v)));
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
     drain(&mut node);
@@ -2829,7 +2856,7 @@ fn sync_leader_view(
 fn sync_primary(strict: bool, streaming: bool) -> (Node, Vec<Effect>) {
     let mut node = primary();
     let v = sync_leader_view(strict, 30, Vec::new(), 25);
-    node.handle_input(Instant(600), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(600), Input::ClusterChanged(std::sync::Arc::new(v)));
     drain(&mut node);
     let mut observed = pg(false, 2000);
     if let Some(server) = observed.server.as_mut() {
@@ -2923,7 +2950,10 @@ fn a_sync_standby_that_stops_replying_is_dropped_before_its_connection_times_out
         }
     }
     let v = sync_leader_view(false, 40, vec!["node3".into()], 35);
-    node.handle_input(Instant(1_700), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(
+        Instant(1_700),
+        Input::ClusterChanged(std::sync::Arc::new(v)),
+    );
     drain(&mut node);
     let observed_at = |t: u64| {
         let mut observed = pg(false, 2000);
@@ -3087,7 +3117,7 @@ fn a_replica_keeps_its_upstream_while_the_leader_key_blinks() {
     );
     node.handle_input(
         Instant(t + 500),
-        Input::ClusterChanged(Box::new(view(Some(("node1", 7)), 3_000_000, 30))),
+        Input::ClusterChanged(std::sync::Arc::new(view(Some(("node1", 7)), 3_000_000, 30))),
     );
     let mut effects = drain(&mut node);
     node.handle_input(Instant(t + 500), Input::PostgresProbed(pg(true, 1000)));
@@ -3136,7 +3166,7 @@ fn an_agent_restarted_beside_a_frozen_primary_kills_it_after_the_timeout() {
     let mut node = Node::new(settings(1), Instant(0));
     node.handle_input(
         Instant(0),
-        Input::ClusterChanged(Box::new(view(Some(("node1", 7)), 5_000, 10))),
+        Input::ClusterChanged(std::sync::Arc::new(view(Some(("node1", 7)), 5_000, 10))),
     );
     node.handle_input(
         Instant(0),
@@ -3171,7 +3201,7 @@ fn a_standby_that_is_slow_to_start_is_left_alone() {
     let mut node = Node::new(settings(1), Instant(0));
     node.handle_input(
         Instant(0),
-        Input::ClusterChanged(Box::new(view(Some(("node1", 7)), 5_000, 10))),
+        Input::ClusterChanged(std::sync::Arc::new(view(Some(("node1", 7)), 5_000, 10))),
     );
     drain(&mut node);
     let recovering = PgObservation {
@@ -3280,7 +3310,7 @@ fn failsafe_primary() -> Node {
     let mut node = primary();
     let mut v = with_failsafe(view(Some((ME, LEASE.0)), 0, 10), ALL);
     v.members.get_mut(ME).expect("me").role = "primary".into();
-    node.handle_input(Instant(600), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(600), Input::ClusterChanged(std::sync::Arc::new(v)));
     drain(&mut node);
     assert!(node.status().failsafe.enabled);
     node
@@ -3414,7 +3444,7 @@ fn the_watchdog_is_fed_after_a_confirmed_round_within_the_ttl() {
     let (mut node, t) = armed_leader();
     let mut v = with_failsafe(view(Some((ME, LEASE.0)), 1000, 23), ALL);
     v.leader.as_mut().expect("leader").create_revision = Revision(21);
-    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(t), Input::ClusterChanged(std::sync::Arc::new(v)));
     drain(&mut node);
     store_unreachable(&mut node, t + 100);
     let feeds = |effects: &[Effect]| {
@@ -3457,7 +3487,7 @@ fn the_leader_records_every_member_in_failsafe() {
     // /failsafe lacks node3: the leader rewrites it with everyone, itself included.
     let mut v = with_failsafe(view(Some((ME, LEASE.0)), 0, 11), &["node1", "node2"]);
     v.members.get_mut(ME).expect("me").role = "primary".into();
-    node.handle_input(Instant(700), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(700), Input::ClusterChanged(std::sync::Arc::new(v)));
     drain(&mut node);
     let effects = cycle(&mut node, 1_000, pg(false, 1000));
     let written = effects.iter().find_map(|e| match e {
@@ -3503,7 +3533,7 @@ fn failsafe_replica(listed: &[&str]) -> (Node, u64) {
     );
     node.handle_input(
         Instant(t),
-        Input::ClusterChanged(Box::new(with_failsafe(
+        Input::ClusterChanged(std::sync::Arc::new(with_failsafe(
             view(Some(("node1", 7)), 1000, 15),
             listed,
         ))),
@@ -3561,7 +3591,10 @@ fn a_member_missing_from_failsafe_does_not_race() {
     let (mut node, t) = failsafe_replica(&["node1", "node3"]);
     let mut v = with_failsafe(view(None, 1000, 20), &["node1", "node3"]);
     v.revision = Revision(20);
-    node.handle_input(Instant(t + 1_000), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(
+        Instant(t + 1_000),
+        Input::ClusterChanged(std::sync::Arc::new(v)),
+    );
     let mut effects = drain(&mut node);
     node.handle_input(Instant(t + 1_000), Input::PostgresProbed(pg(true, 1000)));
     effects.extend(drain(&mut node));
@@ -3602,7 +3635,7 @@ fn a_racing_member_refuses_heartbeats_and_a_restarted_one_waits_a_ttl() {
     let (mut young, t) = running_replica(1, 1000, 1000);
     young.handle_input(
         Instant(t),
-        Input::ClusterChanged(Box::new(with_failsafe(
+        Input::ClusterChanged(std::sync::Arc::new(with_failsafe(
             view(Some(("node1", 7)), 1000, 15),
             &[],
         ))),
@@ -3681,7 +3714,7 @@ fn a_failsafe_primary_whose_lease_expired_in_the_outage_takes_its_key_back() {
     );
     other.handle_input(
         Instant(1_500),
-        Input::ClusterChanged(Box::new(with_failsafe(
+        Input::ClusterChanged(std::sync::Arc::new(with_failsafe(
             view(Some(("node3", 99)), 0, 30),
             ALL,
         ))),
@@ -3860,7 +3893,7 @@ fn a_failed_rewind_is_tried_again_instead_of_starting_the_diverged_data() {
         timestamp: None,
         new_leader: Some("node3".into()),
     }];
-    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(Instant(t), Input::ClusterChanged(std::sync::Arc::new(v)));
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 5000)));
     let rewind_of = |effects: &[Effect]| {
@@ -3996,7 +4029,10 @@ fn reinitialize_is_refused_on_the_leader_and_without_one() {
     let (mut replica, t) = running_replica(1, 1000, 1000);
     let mut leaderless = view(None, 1000, 20);
     leaderless.optime = Some(Lsn(1000));
-    replica.handle_input(Instant(t), Input::ClusterChanged(Box::new(leaderless)));
+    replica.handle_input(
+        Instant(t),
+        Input::ClusterChanged(std::sync::Arc::new(leaderless)),
+    );
     drain(&mut replica);
     replica.handle_input(Instant(t), Input::ReinitializeRequested { request: 8 });
     assert_eq!(
@@ -4049,7 +4085,10 @@ fn reinitialize_refuses_a_data_directory_of_another_cluster() {
     let (mut node, t) = running_replica(1, 1000, 1000);
     let mut other = view(Some(("node1", 7)), 1000, 30);
     other.initialize = Some("9999".into());
-    node.handle_input(Instant(t), Input::ClusterChanged(Box::new(other)));
+    node.handle_input(
+        Instant(t),
+        Input::ClusterChanged(std::sync::Arc::new(other)),
+    );
     drain(&mut node);
     node.handle_input(Instant(t), Input::ReinitializeRequested { request: 3 });
     let verdict = reinitialize_verdict(&node, 3);
@@ -4250,7 +4289,7 @@ fn a_promotion_the_pre_promote_script_vetoes_releases_the_key_and_sits_out_the_r
     // The key is free; within ttl (6 s) this node does not race for it.
     node.handle_input(
         Instant(t + 1000),
-        Input::ClusterChanged(Box::new(view(None, 1000, 30))),
+        Input::ClusterChanged(std::sync::Arc::new(view(None, 1000, 30))),
     );
     let mut effects = drain(&mut node);
     node.handle_input(Instant(t + 1000), Input::PostgresProbed(pg(true, 1000)));
@@ -4301,7 +4340,7 @@ fn the_callbacks_hear_of_the_first_start_and_of_a_promotion() {
     let mut fresh = Node::new(settings(1), Instant(0));
     fresh.handle_input(
         Instant(0),
-        Input::ClusterChanged(Box::new(view(Some(("node1", 7)), 1000, 10))),
+        Input::ClusterChanged(std::sync::Arc::new(view(Some(("node1", 7)), 1000, 10))),
     );
     drain(&mut fresh);
     fresh.handle_input(
@@ -4403,7 +4442,10 @@ fn a_required_watchdog_that_cannot_be_armed_again_demotes_the_primary() {
         },
         mod_revision: Revision(30),
     });
-    node.handle_input(Instant(t + 10), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(
+        Instant(t + 10),
+        Input::ClusterChanged(std::sync::Arc::new(v)),
+    );
     drain(&mut node);
     node.handle_input(Instant(t + 10), Input::PostgresProbed(pg(false, 1000)));
     let effects = drain(&mut node);
@@ -4613,7 +4655,7 @@ fn pg_actions(effects: &[Effect]) -> Vec<PgAction> {
 fn a_parameter_change_in_config_is_written_and_reloaded_once_nothing_else_runs() {
     let (mut node, t) = running_replica(1, 1000, 1000);
     let changed = |work_mem| {
-        Input::ClusterChanged(Box::new(with_work_mem(
+        Input::ClusterChanged(std::sync::Arc::new(with_work_mem(
             view(Some(("node1", 7)), 1000, 11),
             work_mem,
         )))
@@ -4843,7 +4885,10 @@ fn a_primary_that_does_not_start_within_primary_start_timeout_hands_over() {
         m.state = "stopped".into();
         m.wal_position = Some(Lsn(0));
     }
-    node.handle_input(Instant(600), Input::ClusterChanged(Box::new(v.clone())));
+    node.handle_input(
+        Instant(600),
+        Input::ClusterChanged(std::sync::Arc::new(v.clone())),
+    );
     drain(&mut node);
     let mut down = pg(false, 0);
     down.server = None;
@@ -4882,7 +4927,7 @@ fn a_primary_that_does_not_start_within_primary_start_timeout_hands_over() {
     let effects = step_with_probe(
         &mut node,
         7_000,
-        Input::ClusterChanged(Box::new(v)),
+        Input::ClusterChanged(std::sync::Arc::new(v)),
         down.clone(),
     );
     assert_eq!(
@@ -5008,7 +5053,7 @@ fn a_promotion_resumed_after_a_stop_claims_sync_again() {
     let sync_view = sync_mode_view(Some((&[ME], 9)));
     node.handle_input(
         Instant(t),
-        Input::ClusterChanged(Box::new(sync_view.clone())),
+        Input::ClusterChanged(std::sync::Arc::new(sync_view.clone())),
     );
     drain(&mut node);
     node.handle_input(Instant(t), Input::PostgresProbed(pg(true, 1000)));
@@ -5033,7 +5078,10 @@ fn a_promotion_resumed_after_a_stop_claims_sync_again() {
         create_revision: Revision(21),
     });
     v.revision = Revision(21);
-    node.handle_input(Instant(t + 10), Input::ClusterChanged(Box::new(v)));
+    node.handle_input(
+        Instant(t + 10),
+        Input::ClusterChanged(std::sync::Arc::new(v)),
+    );
     drain(&mut node);
     // Renewals fail until the deadline (granted at 0, ttl 6 s, margin 1 s: 5 s): the
     // promotion in flight is stopped by a kill, which keeps the key.

@@ -805,7 +805,7 @@ impl Agent {
         consult::PolicyFacts {
             me: &self.settings.name,
             now: self.facts.now,
-            view: self.facts.view.as_ref(),
+            view: self.facts.view.as_deref(),
             pg: self.facts.pg.as_ref(),
             config: &self.facts.config,
             local_params: &self.settings.policy_params,

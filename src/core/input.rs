@@ -51,7 +51,7 @@ pub enum Input {
     /// A timeout the core asked for has passed.
     Tick,
     /// The lock store's content changed (or was read for the first time).
-    ClusterChanged(Box<ClusterView>),
+    ClusterChanged(std::sync::Arc<ClusterView>),
     /// Reading or watching the lock store failed.
     DcsUnreachable {
         /// Error text.

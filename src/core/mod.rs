@@ -118,7 +118,7 @@ impl Node {
         self.agent.failsafe.observe(now, step);
         match input {
             Input::Tick => {}
-            Input::ClusterChanged(view) => self.on_cluster_changed(now, *view),
+            Input::ClusterChanged(view) => self.on_cluster_changed(now, view),
             Input::DcsUnreachable { error } => {
                 tracing::warn!(node = %self.agent.settings.name, %error, "lock store unreachable");
                 self.agent.facts.dcs_error = Some(error);
@@ -970,7 +970,7 @@ impl Node {
         self.agent.policy.gate.take_verdicts()
     }
 
-    fn on_cluster_changed(&mut self, now: Instant, view: ClusterViewAlias) {
+    fn on_cluster_changed(&mut self, now: Instant, view: std::sync::Arc<ClusterViewAlias>) {
         self.dcs_seen(now);
         let last_revision = self.agent.facts.view.as_ref().map(|v| v.revision);
         if let Some(last) = last_revision.filter(|last| view.revision < *last) {

@@ -4,6 +4,7 @@
 //! (`candidacy::Race`), so leaving the state drops them.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::consult::LeaderMemory;
 use super::effect::{PgAction, Upstream};
@@ -21,7 +22,8 @@ pub struct Facts {
     /// Time of the input being handled.
     pub now: Instant,
     /// Latest lock store content.
-    pub view: Option<ClusterView>,
+    /// Shared: a status snapshot takes it without copying the members.
+    pub view: Option<Arc<ClusterView>>,
     /// Effective dynamic configuration (last good `/config`, else bootstrap).
     pub config: DynamicConfig,
     /// Latest PostgreSQL probe.

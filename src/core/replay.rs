@@ -290,7 +290,7 @@ mod tests {
 
     fn bootstrap_inputs() -> Vec<(u64, Input)> {
         vec![
-            (0, Input::ClusterChanged(Box::default())),
+            (0, Input::ClusterChanged(Default::default())),
             (
                 5,
                 Input::LeaseGranted {

@@ -2,6 +2,7 @@
 //! key. Readers never reach into the live node, so a hung PostgreSQL or lock store cannot
 //! delay a health check.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::time::Instant;
@@ -28,8 +29,8 @@ pub struct NodeStatus {
     pub now: Instant,
     /// Latest PostgreSQL probe.
     pub pg: Option<PgObservation>,
-    /// Latest lock store view.
-    pub view: Option<ClusterView>,
+    /// Latest lock store view (shared with the core).
+    pub view: Option<Arc<ClusterView>>,
     /// Effective dynamic configuration.
     pub config: DynamicConfig,
     /// Configured tags.

@@ -495,7 +495,7 @@ async fn watch_cluster(slot: StoreSlot, inputs: inbox::InputSender, patience: Du
                     .and_then(|at| clock::parse_wall(at).ok())
                     .map(clock::instant_of_wall);
             }
-            let _ = tx.send(Input::ClusterChanged(Box::new(view)));
+            let _ = tx.send(Input::ClusterChanged(std::sync::Arc::new(view)));
         });
         // A reload's new connection replaces the watch at once (it reads the keys again
         // first, so no change is missed): the old connection is let go.

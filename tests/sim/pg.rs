@@ -34,12 +34,20 @@ pub struct Data {
     pub control: ControlState,
     /// Member whose PostgreSQL `primary_conninfo` names.
     pub upstream: Option<String>,
-    /// `synchronous_standby_names`.
+    /// `synchronous_standby_names`: set through [`Data::set_sync_names`], which keeps
+    /// `sync_rule` in step.
     pub sync_names: String,
+    /// `sync_names` parsed once, when set (commits and probes read it many times a second).
+    pub sync_rule: Option<SyncRule>,
     pub slots: Vec<String>,
 }
 
 impl Data {
+    pub fn set_sync_names(&mut self, text: String) {
+        self.sync_rule = parse_sync_rule(&text);
+        self.sync_names = text;
+    }
+
     pub fn timeline(&self) -> u32 {
         self.wal.last().map(|r| r.tl).unwrap_or(1)
     }

@@ -5,7 +5,7 @@
 //! codecs decode them), so the simulation exercises the same key format as production.
 
 use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use pgwarden::core::view::{ClusterView, HistoryEntry, SyncState};
 use pgwarden::core::{Lsn, Revision};
@@ -29,7 +29,7 @@ pub struct MemStore {
     keys: BTreeMap<String, RawKey>,
     leases: BTreeMap<i64, Lease>,
     next_lease: i64,
-    cached: Option<Rc<ClusterView>>,
+    cached: Option<Arc<ClusterView>>,
 }
 
 /// Outcome of a leader key acquisition, as `EtcdStore::acquire_leader` reports it.
@@ -56,7 +56,7 @@ impl MemStore {
     }
 
     /// The decoded view at the current revision (decoded once per revision).
-    pub fn view(&mut self) -> Rc<ClusterView> {
+    pub fn view(&mut self) -> Arc<ClusterView> {
         if let Some(v) = self
             .cached
             .as_ref()
@@ -64,7 +64,7 @@ impl MemStore {
         {
             return v.clone();
         }
-        let view = Rc::new(codec::decode_view(&self.layout, &self.keys, self.revision));
+        let view = Arc::new(codec::decode_view(&self.layout, &self.keys, self.revision));
         self.cached = Some(view.clone());
         view
     }

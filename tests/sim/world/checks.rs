@@ -112,11 +112,7 @@ impl World {
         if !pg.is_writable() {
             return false;
         }
-        let Some(rule) = pg
-            .data
-            .as_ref()
-            .and_then(|d| parse_sync_rule(&d.sync_names))
-        else {
+        let Some(rule) = pg.data.as_ref().and_then(|d| d.sync_rule.clone()) else {
             return true;
         };
         let streaming = self.streaming_standbys(i);

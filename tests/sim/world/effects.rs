@@ -354,10 +354,7 @@ impl World {
         if self.store_reachable(i) {
             self.nodes[i].watch_broken = false;
             let view = self.store.view();
-            self.feed(
-                i,
-                Input::ClusterChanged(Box::new(Rc::unwrap_or_clone(view))),
-            );
+            self.feed(i, Input::ClusterChanged(view));
         } else {
             let was_broken = self.nodes[i].watch_broken;
             self.nodes[i].watch_broken = true;

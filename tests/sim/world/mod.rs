@@ -12,7 +12,6 @@ mod faults;
 mod postgres;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::rc::Rc;
 use std::time::Duration;
 
 use pgwarden::config::{DynamicConfig, SynchronousMode, WatchdogMode};
@@ -30,7 +29,7 @@ use pgwarden::runtime::executor::peer_status;
 use pgwarden::runtime::member::{member_json, patroni_json, Identity};
 
 use crate::nemesis::{Fault, Plan, SyncVariant};
-use crate::pg::{common_prefix, lsn_of, parse_sync_rule, Data, FakePg, Pending, Rec};
+use crate::pg::{common_prefix, lsn_of, Data, FakePg, Pending, Rec};
 use crate::rng::Rng;
 use crate::store::{MemStore, EXPIRY_TICK_MS};
 

@@ -69,7 +69,7 @@ impl World {
             .pg
             .data
             .as_ref()
-            .and_then(|d| parse_sync_rule(&d.sync_names));
+            .and_then(|d| d.sync_rule.clone());
         let standbys = self.streaming_standbys(i);
         let sync_set = self.sync_standbys_now(i, &standbys);
         standbys
@@ -109,7 +109,7 @@ impl World {
             .pg
             .data
             .as_ref()
-            .and_then(|d| parse_sync_rule(&d.sync_names))
+            .and_then(|d| d.sync_rule.clone())
         else {
             return Vec::new();
         };
@@ -358,6 +358,7 @@ impl World {
                     control: ControlState::InProduction,
                     upstream: None,
                     sync_names: String::new(),
+                    sync_rule: None,
                     slots: Vec::new(),
                 });
                 pg.start(false, None)?;
@@ -384,6 +385,7 @@ impl World {
                     control: ControlState::InArchiveRecovery,
                     upstream: Some(from.name.clone()),
                     sync_names: String::new(),
+                    sync_rule: None,
                     slots: Vec::new(),
                 });
                 pg.start(true, Some(from.name.clone()))?;
@@ -398,10 +400,12 @@ impl World {
                 // The runtime forgets the setting across an agent restart: only what the
                 // core sends survives (the fake keeps none of its own).
                 if let Some(d) = self.nodes[i].pg.data.as_mut() {
-                    d.sync_names = sync_standbys
-                        .as_ref()
-                        .map(|n| n.render())
-                        .unwrap_or_default();
+                    d.set_sync_names(
+                        sync_standbys
+                            .as_ref()
+                            .map(|n| n.render())
+                            .unwrap_or_default(),
+                    );
                 }
                 self.nodes[i].pg.start(false, None)?;
                 self.check_may_write(i, "start_primary");
@@ -420,7 +424,7 @@ impl World {
             PgAction::Promote { sync_standbys, .. } => {
                 // Strict mode: the setting is in effect before the first commit can happen.
                 if let (Some(names), Some(d)) = (sync_standbys, self.nodes[i].pg.data.as_mut()) {
-                    d.sync_names = names.render();
+                    d.set_sync_names(names.render());
                 }
                 let id = self.fresh_id();
                 let tl = self.nodes[i].pg.promote(id)?;
@@ -471,7 +475,7 @@ impl World {
                     return Err("not a running primary".into());
                 }
                 if let Some(d) = pg.data.as_mut() {
-                    d.sync_names = names.render();
+                    d.set_sync_names(names.render());
                 }
                 Ok(None)
             }
@@ -651,7 +655,7 @@ impl World {
             .pg
             .data
             .as_ref()
-            .and_then(|d| parse_sync_rule(&d.sync_names));
+            .and_then(|d| d.sync_rule.clone());
         let streaming = self.streaming_standbys(i);
         if rule.is_some() {
             self.strict_engaged = true;

@@ -7,12 +7,14 @@
 //!
 //! A failing seed prints its plan and the command that replays it with a full trace:
 //! `PGWARDEN_SIM_SEED=<seed> cargo test --test sim replay_one_seed -- --nocapture`.
-//! Seeds that once found a bug are pinned in `PINNED` and run on every build.
+//! Seeds that once found a bug are pinned in `pinned.rs`, each with the plan that found it,
+//! and run on every build.
 
 #[path = "../core_scenarios.rs"]
 mod core_scenarios;
 mod nemesis;
 mod pg;
+mod pinned;
 mod rng;
 mod store;
 mod table;
@@ -25,54 +27,8 @@ use std::time::Instant as WallClock;
 use pgwarden::core::decide_with_default;
 
 use nemesis::Plan;
+use pinned::PINNED;
 use world::{Decide, Outcome, World};
-
-/// Seeds that found bugs, replayed on every run (they depend on `Plan::generate`: a change
-/// to the generator re-rolls them, so each carries the bug it found).
-const PINNED: &[u64] = &[
-    // A standby that received WAL past the new leader's switch point never streamed again:
-    // divergence is now judged from `/history`.
-    11,
-    // A slow store delivered a leader-key release after a promotion had started under the
-    // same key: the key is no longer counted as ours once its release is asked for.
-    64,
-    // An agent restarted while isolated left PostgreSQL running as primary, waiting for etcd
-    // before its loop started: the loop now runs first and stops such a primary (offline).
-    409,
-    // A late, unguarded release deleted the key its node had taken again on the same
-    // lease: releases carry the key's create_revision.
-    1129, 6721,
-    // A late `/sync` claim failure released the key of a promotion already under way.
-    9984,
-    // Promotion, then the store unreachable: the lost `/history` write was never repeated,
-    // so a diverged standby went unnoticed (17487) and a second promotion reused the
-    // timeline (11503).
-    11503, 17487,
-    // A former primary further along an abandoned timeline vetoed every election.
-    19621,
-    // The deadline's immediate stop of a frozen postmaster waited on pg_ctl while the lease
-    // expired: immediate-nolock now kills at once.
-    364,
-    // Found in the simulation's own model: a suspended VM's watchdog fired during the
-    // suspend (24665); a restarted agent's lease wait counted against the frozen-leader
-    // bound (22746). The first also showed that a suspend longer than the lease is beyond
-    // any watchdog in asynchronous mode.
-    24665, 22746,
-    // Failsafe: a replica's clock jumped forward, its accepted heartbeat looked a ttl old at
-    // once and it raced beside the failsafe primary: promises now count observed time.
-    21355,
-    // Failsafe: a failed round demoted `offline` (fast) a primary whose postmaster was
-    // frozen; the stop hung past the members' promise not to race. Now immediate-nolock.
-    4282,
-    // Failsafe: a primary's postmaster froze just before a store partition; while the agent
-    // took its key back the unresponsive clock was not running, and the kill came late.
-    // The clock now runs from the first silent probe, whatever the agent is doing.
-    3_011_084,
-    // An offline (fast) stop begun during an isolation met a frozen postmaster; the store
-    // came back, the deadline moved away, and the stop hung with the key held. A stop of a
-    // silent postmaster is now turned into a kill after the unresponsive timeout.
-    8683,
-];
 
 fn native() -> Decide {
     Box::new(decide_with_default)
@@ -94,7 +50,11 @@ fn wasm() -> Decide {
 }
 
 fn run_seed(seed: u64, decide: Decide, verbose: bool) -> Result<Outcome, String> {
-    let plan = Plan::generate(seed);
+    run_plan(Plan::generate(seed), decide, verbose)
+}
+
+fn run_plan(plan: Plan, decide: Decide, verbose: bool) -> Result<Outcome, String> {
+    let seed = plan.seed;
     if verbose {
         eprintln!("{plan}");
     }
@@ -356,14 +316,39 @@ fn simulated_operator_reinitialize_requests() {
 /// Seeds that once found bugs.
 #[test]
 fn pinned_regression_seeds() {
-    for &seed in PINNED {
-        if let Err(e) = run_seed(seed, native(), false) {
-            panic!("pinned seed {seed} fails again:\n{e}");
+    for pinned in PINNED {
+        if let Err(e) = run_plan(pinned.plan(), native(), false) {
+            panic!("pinned seed {} fails again:\n{e}", pinned.seed);
         }
     }
 }
 
-/// Replays `PGWARDEN_SIM_SEED` with a trace of every transition, fault and action. Without
+/// Each pinned seed still generates the plan that found its bug, and is pinned once.
+#[test]
+fn pinned_plans_are_the_ones_that_found_their_bugs() {
+    let mut drifted = Vec::new();
+    for pinned in PINNED {
+        let now = pinned.plan().to_string();
+        if now != pinned.plan {
+            drifted.push(format!(
+                "seed {}: pinned\n{}\n  generated now\n{now}",
+                pinned.seed, pinned.plan
+            ));
+        }
+    }
+    assert!(
+        drifted.is_empty(),
+        "pinned plans drifted:\n{}",
+        drifted.join("\n\n")
+    );
+    let mut seeds: Vec<u64> = PINNED.iter().map(|p| p.seed).collect();
+    seeds.sort_unstable();
+    let count = seeds.len();
+    seeds.dedup();
+    assert_eq!(seeds.len(), count, "a seed is pinned twice");
+}
+
+/// Replays `PGWARDEN_SIM_SEED` (with its pinned setup when it is pinned) with a trace of every transition, fault and action. Without
 /// it (as in CI) it checks what makes a replay worth anything: a seed run twice does exactly
 /// the same thing.
 #[test]
@@ -376,7 +361,12 @@ fn replay_one_seed() {
         return;
     };
     let seed = seed.parse().expect("PGWARDEN_SIM_SEED is a number");
-    match run_seed(seed, native(), true) {
+    // A pinned seed replays the plan it is pinned with (its setup may be an older one).
+    let plan = PINNED
+        .iter()
+        .find(|p| p.seed == seed)
+        .map_or_else(|| Plan::generate(seed), |p| p.plan());
+    match run_plan(plan, native(), true) {
         Ok(o) => eprintln!("seed {seed} passes: {o:?}"),
         Err(e) => panic!("{e}"),
     }

@@ -71,6 +71,18 @@ pub enum SyncVariant {
     Quorum,
 }
 
+/// The setup draws of the generator's second stream (watchdog, synchronous variant,
+/// failsafe), replaced for a seed pinned before those dimensions existed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Setup {
+    /// As the simulation first generated plans (`356acbc`): no watchdog, no failsafe, and
+    /// `synchronous` meant `synchronous_mode: on`. Seeds pinned then found their bugs so.
+    Original,
+    /// Before failsafe was drawn (until `f3555b1`): today's watchdog and synchronous
+    /// variant, failsafe off.
+    NoFailsafe,
+}
+
 #[derive(Clone, Debug)]
 pub struct Scheduled {
     pub at: u64,
@@ -121,6 +133,12 @@ const LAST_FAULT_MS: u64 = 90_000;
 
 impl Plan {
     pub fn generate(seed: u64) -> Plan {
+        Plan::generate_with(seed, None)
+    }
+
+    /// [`Plan::generate`], with the second stream's setup draws replaced by `setup`. The
+    /// draws are still made, so every later draw is the same as without it.
+    pub fn generate_with(seed: u64, setup: Option<Setup>) -> Plan {
         let mut rng = Rng::new(seed);
         let nodes = if rng.chance(80) { 3 } else { 2 + rng.index(3) }; // 2..=4
         let synchronous = rng.chance(50);
@@ -135,6 +153,18 @@ impl Plan {
             (true, _) => SyncVariant::On,
         };
         let failsafe = later.chance(50);
+        let (watchdog, sync_variant, failsafe) = match setup {
+            None => (watchdog, sync_variant, failsafe),
+            Some(Setup::Original) => {
+                let variant = if synchronous {
+                    SyncVariant::On
+                } else {
+                    SyncVariant::Off
+                };
+                (false, variant, false)
+            }
+            Some(Setup::NoFailsafe) => (watchdog, sync_variant, false),
+        };
         let (mut ttl, mut loop_wait, mut retry_timeout, mut margin_ms): (u32, u32, u32, u64) =
             match rng.index(3) {
                 0 => (4, 1, 2, 500),

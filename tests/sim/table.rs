@@ -29,11 +29,11 @@ pub const STATES: &[&str] = &[
     "demoting",
 ];
 
-/// A family of schedules: the seeds, the settings the generated plans keep fixed, and the
+/// A family of schedules: the plans (by seed), the settings the plans keep fixed, and the
 /// policy.
 struct Family {
     what: &'static str,
-    seeds: Vec<u64>,
+    plans: Vec<Plan>,
     tweak: fn(&mut NodeSettings),
     decide: fn() -> Decide,
 }
@@ -54,47 +54,47 @@ fn fencing_policy() -> Decide {
 }
 
 fn families() -> Vec<Family> {
-    let range = |first: u64, count: u64| (first..first + count).collect::<Vec<_>>();
+    let range = |first: u64, count: u64| (first..first + count).map(Plan::generate).collect();
     vec![
         Family {
             what: "generated fault schedules",
-            seeds: range(1, 800),
+            plans: range(1, 800),
             tweak: |_| {},
             decide: crate::native,
         },
         Family {
             what: "the pinned regression seeds",
-            seeds: crate::PINNED.to_vec(),
+            plans: crate::PINNED.iter().map(|p| p.plan()).collect(),
             tweak: |_| {},
             decide: crate::native,
         },
         Family {
             what: "production-shaped schedules",
-            seeds: range(PRODUCTION_SHAPED_FROM + 1, 100),
+            plans: range(PRODUCTION_SHAPED_FROM + 1, 100),
             tweak: |_| {},
             decide: crate::native,
         },
         Family {
             what: "operators' reinitialize requests",
-            seeds: range(OPERATOR_REQUESTS_FROM + 1, 100),
+            plans: range(OPERATOR_REQUESTS_FROM + 1, 100),
             tweak: |_| {},
             decide: crate::native,
         },
         Family {
             what: "use_pg_rewind off",
-            seeds: range(1, 100),
+            plans: range(1, 100),
             tweak: |s| s.use_pg_rewind = Some(false),
             decide: crate::native,
         },
         Family {
             what: "remove_data_directory_on_rewind_failure off",
-            seeds: range(101, 100),
+            plans: range(101, 100),
             tweak: |s| s.remove_data_directory_on_rewind_failure = false,
             decide: crate::native,
         },
         Family {
             what: "a policy that sometimes asks the primary to step down",
-            seeds: range(201, 100),
+            plans: range(201, 100),
             tweak: |_| {},
             decide: fencing_policy,
         },
@@ -106,15 +106,17 @@ pub fn collect() -> (BTreeSet<Row>, String) {
     let mut rows = BTreeSet::new();
     let mut sources = String::new();
     for family in families() {
-        for &seed in &family.seeds {
-            let plan = Plan::generate(seed);
+        let (first, last) = (
+            family.plans[0].seed,
+            family.plans[family.plans.len() - 1].seed,
+        );
+        let count = family.plans.len();
+        for plan in family.plans {
             let world = World::with_settings(plan, (family.decide)(), false, family.tweak).run();
             rows.extend(world.transitions);
         }
-        let (first, last) = (family.seeds[0], family.seeds[family.seeds.len() - 1]);
         sources.push_str(&format!(
-            "- {} seeds ({first} to {last}): {}\n",
-            family.seeds.len(),
+            "- {count} seeds ({first} to {last}): {}\n",
             family.what
         ));
     }

@@ -309,10 +309,14 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
     let mut c = Cluster::builder()
         .scope("pgwarden-chaos")
         .placed(node_hosts.clone(), etcd_hosts.clone(), &topology.subnet())
-        // retry_timeout must outlast an etcd leader election: 1-3 s with etcd's default
-        // election timeout (a split vote takes another round). With 2 s the long form saw a
-        // lost etcd leader demote the primary. ttl >= loop_wait + 2 x retry_timeout.
-        .timing(8, 1, 3)
+        // A primary whose renewals fail stops once its deadline (last renewal + ttl - the
+        // demotion margin) is less than retry_timeout away, so it rides out an etcd outage
+        // of about ttl - retry_timeout - margin - loop_wait. Losing etcd's Raft leader is
+        // such an outage: 1-3 s with etcd's default election timeout, more on a loaded
+        // 2-core machine (a split vote takes another round). With 6/1/2 the long form saw
+        // it demote the primary; with 8/1/3 a CI run did (etcd answered "no leader" for
+        // about 3 s). 12/1/5 rides out about 5 s. ttl >= loop_wait + 2 x retry_timeout.
+        .timing(12, 1, 5)
         .pgwarden("  unresponsive_primary_timeout_ms: 4000\n  role_history: role-history.jsonl\n")
         .start();
     let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);

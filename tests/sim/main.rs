@@ -329,10 +329,10 @@ fn pinned_plans_are_the_ones_that_found_their_bugs() {
     let mut drifted = Vec::new();
     for pinned in PINNED {
         let now = pinned.plan().to_string();
-        if now != pinned.plan {
+        if now != pinned.plan_text {
             drifted.push(format!(
                 "seed {}: pinned\n{}\n  generated now\n{now}",
-                pinned.seed, pinned.plan
+                pinned.seed, pinned.plan_text
             ));
         }
     }
@@ -348,9 +348,9 @@ fn pinned_plans_are_the_ones_that_found_their_bugs() {
     assert_eq!(seeds.len(), count, "a seed is pinned twice");
 }
 
-/// Replays `PGWARDEN_SIM_SEED` (with its pinned setup when it is pinned) with a trace of every transition, fault and action. Without
-/// it (as in CI) it checks what makes a replay worth anything: a seed run twice does exactly
-/// the same thing.
+/// Replays `PGWARDEN_SIM_SEED` (with its pinned setup when it is pinned) with a trace of
+/// every transition, fault and action. Without it (as in CI) it checks what makes a replay
+/// worth anything: a seed run twice does exactly the same thing.
 #[test]
 fn replay_one_seed() {
     let Some(seed) = std::env::var("PGWARDEN_SIM_SEED").ok() else {

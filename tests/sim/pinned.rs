@@ -15,8 +15,8 @@ pub struct Pinned {
     /// `None`: today's draws; otherwise the setup draws of the generator the seed was
     /// pinned under (see `Setup`).
     pub setup: Option<Setup>,
-    /// `Plan`'s text (its `Display`).
-    pub plan: &'static str,
+    /// The plan's text (its `Display`) when the seed found its bug.
+    pub plan_text: &'static str,
 }
 
 impl Pinned {
@@ -25,8 +25,12 @@ impl Pinned {
     }
 }
 
-const fn pinned(seed: u64, setup: Option<Setup>, plan: &'static str) -> Pinned {
-    Pinned { seed, setup, plan }
+const fn pinned(seed: u64, setup: Option<Setup>, plan_text: &'static str) -> Pinned {
+    Pinned {
+        seed,
+        setup,
+        plan_text,
+    }
 }
 
 /// Seeds that found bugs, replayed on every run with the plan that found them.

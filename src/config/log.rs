@@ -15,10 +15,14 @@
 //!   loggers: {pgwarden.runtime.policy: DEBUG}
 //! ```
 //!
-//! The plain template takes Python's `%(name)s` fields the agent can fill: `asctime`,
-//! `levelname`, `message`, `name` (the module), `process`, `thread`, `threadName`,
-//! `module`, `filename`, `lineno`, `funcName` is refused (Rust has no function names in
-//! its events), as is any other; `%%` is a literal `%`. A JSON format is a list of those
+//! The plain template takes the fields of Python's `LogRecord` (`%(name)s`, with `-`, `0`
+//! and a width as Python's `%` operator takes them): `asctime`, `created`, `msecs`,
+//! `relativeCreated`, `levelname`, `levelno`, `message`, `msg`, `name` (the module),
+//! `module`, `pathname`, `filename`, `lineno`, `funcName` (the module path: Rust events
+//! carry no function name), `process`, `processName`, `thread`, `threadName`. Python's
+//! fields with no counterpart here (`args`, `exc_info`, `exc_text`, `stack_info`,
+//! `taskName`) are warned about at start and show `None`, as Python shows them when unset;
+//! a name `LogRecord` does not have refuses the start. `%%` is a literal `%`. A JSON format is a list of those
 //! names, or of `{name: renamed}` maps (`python-json-logger`'s renaming), or a template
 //! whose fields are taken. `loggers` sets levels per module of pgwarden
 //! (`pgwarden.runtime.policy`); Patroni's own logger names (`patroni.*`, `urllib3`) have no
@@ -106,7 +110,29 @@ pub enum LogField {
     Thread,
     /// `threadName`: the thread's name.
     ThreadName,
+    /// `pathname`: the source file's path.
+    Pathname,
+    /// `funcName`: the event's module path (`pgwarden::runtime::turn`), the closest a Rust
+    /// event comes to Python's function name.
+    FuncName,
+    /// `levelno`: Python's number of the level (10 DEBUG ... 40 ERROR).
+    Levelno,
+    /// `created`: seconds since the epoch, with a fraction.
+    Created,
+    /// `msecs`: the millisecond part of `created`.
+    Msecs,
+    /// `relativeCreated`: milliseconds since the agent started logging.
+    RelativeCreated,
+    /// `processName`: `pgwarden`.
+    ProcessName,
+    /// `msg`: the text, without the event's fields.
+    Msg,
+    /// A `LogRecord` field with no counterpart in pgwarden: shows `None` (Python's unset).
+    Unfilled(&'static str),
 }
+
+/// `LogRecord` fields pgwarden has nothing for (exceptions, call arguments, asyncio tasks).
+const UNFILLED: [&str; 5] = ["args", "exc_info", "exc_text", "stack_info", "taskName"];
 
 impl LogField {
     fn parse(path: &str, name: &str) -> Result<LogField, ConfigError> {
@@ -121,15 +147,28 @@ impl LogField {
             "process" => LogField::Process,
             "thread" => LogField::Thread,
             "threadName" => LogField::ThreadName,
-            other => {
-                return Err(ConfigError::new(
-                    path,
-                    format!(
-                        "%({other}) is not a field pgwarden can fill: use asctime, levelname, \
-                         message, name, module, filename, lineno, process, thread or threadName"
-                    ),
-                ))
-            }
+            "pathname" => LogField::Pathname,
+            "funcName" => LogField::FuncName,
+            "levelno" => LogField::Levelno,
+            "created" => LogField::Created,
+            "msecs" => LogField::Msecs,
+            "relativeCreated" => LogField::RelativeCreated,
+            "processName" => LogField::ProcessName,
+            "msg" => LogField::Msg,
+            other => match UNFILLED.iter().find(|u| **u == other) {
+                Some(unfilled) => LogField::Unfilled(unfilled),
+                None => {
+                    return Err(ConfigError::new(
+                        path,
+                        format!(
+                            "%({other}) is not a field of Python's LogRecord: use asctime, \
+                             created, msecs, relativeCreated, levelname, levelno, message, msg, \
+                             name, module, pathname, filename, lineno, funcName, process, \
+                             processName, thread or threadName"
+                        ),
+                    ))
+                }
+            },
         })
     }
 
@@ -146,6 +185,15 @@ impl LogField {
             LogField::Process => "process",
             LogField::Thread => "thread",
             LogField::ThreadName => "threadName",
+            LogField::Pathname => "pathname",
+            LogField::FuncName => "funcName",
+            LogField::Levelno => "levelno",
+            LogField::Created => "created",
+            LogField::Msecs => "msecs",
+            LogField::RelativeCreated => "relativeCreated",
+            LogField::ProcessName => "processName",
+            LogField::Msg => "msg",
+            LogField::Unfilled(name) => name,
         }
     }
 }
@@ -161,6 +209,8 @@ pub enum Piece {
         field: LogField,
         /// `%(levelname)-8s`: pad on the right.
         left: bool,
+        /// `%(msecs)03d`: pad with zeros on the left.
+        zero: bool,
         /// Minimum width.
         width: usize,
     },
@@ -282,6 +332,17 @@ pub(crate) fn parse(
             ))
         }
     };
+    let fields = match &config.format {
+        LogFormat::Plain(pieces) => template_fields(pieces),
+        LogFormat::Json(fields) => fields.clone(),
+    };
+    for (field, _) in fields {
+        if let LogField::Unfilled(name) = field {
+            warnings.push(format!(
+                "{format_path}: %({name}) has no counterpart in pgwarden; it shows None"
+            ));
+        }
+    }
     if let Some(v) = s.get("dateformat") {
         let path = s.key_path("dateformat");
         let raw = tree::string(&path, v)?;
@@ -427,20 +488,25 @@ pub(crate) fn parse_template(path: &str, template: &str) -> Result<Vec<Piece>, C
         };
         let field = LogField::parse(path, &open[..close])?;
         let spec = &open[close + 1..];
-        let left = spec.starts_with('-');
-        let digits: String = spec
-            .trim_start_matches('-')
+        // Python's conversion flags: `-` left-aligns, `0` pads with zeros.
+        let flags: String = spec
+            .chars()
+            .take_while(|c| matches!(c, '-' | '0'))
+            .collect();
+        let left = flags.contains('-');
+        let zero = flags.contains('0') && !left;
+        let digits: String = spec[flags.len()..]
             .chars()
             .take_while(char::is_ascii_digit)
             .collect();
-        let after_width = &spec[usize::from(left) + digits.len()..];
+        let after_width = &spec[flags.len() + digits.len()..];
         let mut conversion = after_width.chars();
         match conversion.next() {
-            Some('s' | 'd' | 'r') => {}
+            Some('s' | 'd' | 'r' | 'f') => {}
             _ => {
                 return Err(ConfigError::new(
                     path,
-                    format!("{template:?}: %({}) must end in s or d", field.name()),
+                    format!("{template:?}: %({}) must end in s, d, f or r", field.name()),
                 ))
             }
         }
@@ -450,6 +516,7 @@ pub(crate) fn parse_template(path: &str, template: &str) -> Result<Vec<Piece>, C
         pieces.push(Piece::Field {
             field,
             left,
+            zero,
             width: digits.parse().unwrap_or(0),
         });
         rest = conversion.as_str();
@@ -546,24 +613,79 @@ mod tests {
                 Piece::Field {
                     field: LogField::Levelname,
                     left: true,
+                    zero: false,
                     width: 8
                 },
                 Piece::Text("] 100% ".into()),
                 Piece::Field {
                     field: LogField::Message,
                     left: false,
+                    zero: false,
                     width: 0
                 },
             ]
         );
-        let error = parse_template("log.format", "%(funcName)s %(message)s").expect_err("refused");
+        let error = parse_template("log.format", "%(funcname)s %(message)s").expect_err("refused");
         assert_eq!(error.path, "log.format");
         assert!(
-            error.message.contains("%(funcName) is not a field"),
+            error
+                .message
+                .contains("%(funcname) is not a field of Python's LogRecord"),
             "{error}"
         );
         let error = parse_template("log.format", "50% done").expect_err("refused");
         assert!(error.message.contains("doubled"), "{error}");
+    }
+
+    #[test]
+    fn patronis_acceptance_template_is_taken_and_unfilled_fields_warned_about() {
+        // The format Patroni's own acceptance suite writes into every member's config.
+        let (config, warnings) = section(
+            "format: '%(asctime)s %(levelname)s [%(pathname)s:%(lineno)d - %(funcName)s]: \
+             %(message)s'\n",
+        )
+        .expect("valid");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let LogFormat::Plain(pieces) = &config.format else {
+            panic!("plain")
+        };
+        assert_eq!(
+            template_fields(pieces)
+                .iter()
+                .map(|(f, _)| *f)
+                .collect::<Vec<_>>(),
+            [
+                LogField::Asctime,
+                LogField::Levelname,
+                LogField::Pathname,
+                LogField::Lineno,
+                LogField::FuncName,
+                LogField::Message
+            ]
+        );
+        let (config, warnings) =
+            section("format: '%(msecs)03d %(taskName)s %(message)s'\n").expect("valid");
+        assert_eq!(
+            warnings,
+            ["log.format: %(taskName) has no counterpart in pgwarden; it shows None"]
+        );
+        let LogFormat::Plain(pieces) = &config.format else {
+            panic!("plain")
+        };
+        assert_eq!(
+            pieces[0],
+            Piece::Field {
+                field: LogField::Msecs,
+                left: false,
+                zero: true,
+                width: 3
+            }
+        );
+        let error = parse_template("log.format", "%(created)x").expect_err("refused");
+        assert!(
+            error.message.contains("must end in s, d, f or r"),
+            "{error}"
+        );
     }
 
     #[test]

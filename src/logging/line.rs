@@ -21,6 +21,8 @@ pub struct LineFormat {
     date: Option<time::format_description::OwnedFormatItem>,
     static_fields: Map<String, Value>,
     pid: u32,
+    /// For `relativeCreated`.
+    started: std::time::Instant,
 }
 
 impl LineFormat {
@@ -34,6 +36,7 @@ impl LineFormat {
                 .and_then(|f| time::format_description::parse_strftime_owned(f).ok()),
             static_fields: config.static_fields.clone(),
             pid: std::process::id(),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -76,6 +79,22 @@ impl LineFormat {
                     .to_string(),
             ),
             LogField::Lineno => Value::from(meta.line().unwrap_or(0)),
+            LogField::Pathname => Value::String(meta.file().unwrap_or_default().to_string()),
+            LogField::FuncName => Value::String(
+                meta.module_path()
+                    .unwrap_or_else(|| meta.target())
+                    .to_string(),
+            ),
+            LogField::Levelno => Value::from(level_number(meta.level())),
+            LogField::Created => {
+                let now = time::OffsetDateTime::now_utc();
+                Value::from(now.unix_timestamp_nanos() as f64 / 1e9)
+            }
+            LogField::Msecs => Value::from(time::OffsetDateTime::now_utc().millisecond()),
+            LogField::RelativeCreated => Value::from(self.started.elapsed().as_secs_f64() * 1000.0),
+            LogField::ProcessName => Value::String("pgwarden".into()),
+            LogField::Msg => Value::String(line.fields.message.clone()),
+            LogField::Unfilled(_) => Value::Null,
             LogField::Process => Value::from(self.pid),
             LogField::Thread => Value::from(nix::unistd::gettid().as_raw()),
             LogField::ThreadName => Value::String(
@@ -95,6 +114,16 @@ fn level_name(level: &Level) -> &'static str {
         Level::WARN => "WARNING",
         Level::INFO => "INFO",
         Level::DEBUG | Level::TRACE => "DEBUG",
+    }
+}
+
+/// Python's numbers of the levels.
+fn level_number(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 40,
+        Level::WARN => 30,
+        Level::INFO => 20,
+        Level::DEBUG | Level::TRACE => 10,
     }
 }
 
@@ -193,14 +222,23 @@ impl LineFormat {
         for piece in pieces {
             match piece {
                 Piece::Text(text) => out.push_str(text),
-                Piece::Field { field, left, width } => {
+                Piece::Field {
+                    field,
+                    left,
+                    zero,
+                    width,
+                } => {
                     let value = match (field, self.field(*field, line)) {
                         (LogField::Message, _) => message_with_fields(line),
                         (_, Value::String(s)) => s,
+                        // Python shows an unset attribute as `None`.
+                        (_, Value::Null) => "None".into(),
                         (_, other) => other.to_string(),
                     };
                     let _ = if *left {
                         write!(out, "{value:<width$}")
+                    } else if *zero {
+                        write!(out, "{value:0>width$}")
                     } else {
                         write!(out, "{value:>width$}")
                     };

@@ -108,6 +108,30 @@ fn widths_pad_and_dateformat_is_strftime() {
 }
 
 #[test]
+fn patronis_acceptance_template_shows_where_each_line_comes_from() {
+    let template = "%(levelname)s [%(pathname)s:%(lineno)d - %(funcName)s]: %(message)s \
+                    %(levelno)d %(processName)s %(msecs)03d %(taskName)s";
+    let config = LogConfig {
+        format: LogFormat::Plain(
+            crate::config::parse_log_template("log.format", template).expect("valid"),
+        ),
+        ..LogConfig::default()
+    };
+    let line_of_event = line!() + 1;
+    let shown = lines(&config, || tracing::warn!(lag = 3, "replica behind"));
+    let expected_head = format!(
+        "WARNING [src/logging/line/tests.rs:{line_of_event} - pgwarden::logging::line::tests]: \
+         replica behind lag=3 30 pgwarden "
+    );
+    assert!(shown[0].starts_with(&expected_head), "{shown:?}");
+    let tail = &shown[0][expected_head.len()..];
+    let (msecs, unset) = tail.split_once(' ').expect("msecs, then taskName");
+    assert_eq!(msecs.len(), 3, "{shown:?}");
+    assert!(msecs.bytes().all(|b| b.is_ascii_digit()), "{shown:?}");
+    assert_eq!(unset, "None");
+}
+
+#[test]
 fn lines_under_an_exported_span_carry_its_trace_and_span_ids() {
     use opentelemetry::trace::TracerProvider as _;
     use tracing_subscriber::Layer as _;

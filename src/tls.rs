@@ -10,6 +10,9 @@
 //! - `keyfile_password` decrypts PKCS#8 keys (`BEGIN ENCRYPTED PRIVATE KEY`, what
 //!   `openssl genpkey -aes256` and `openssl pkcs8 -topk8` write); OpenSSL's legacy
 //!   encrypted PEM (`Proc-Type: 4,ENCRYPTED`) is refused with the command that converts it.
+//! - webpki refuses a certificate that says `CA:TRUE` as a member's or a client's own; a
+//!   self-signed one found byte for byte in the CA file is trusted anyway, as OpenSSL trusts
+//!   it ([`pinned`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,6 +29,8 @@ use rustls::{
 };
 
 use crate::config::{ClientTls, EtcdTls, Secret, ServerTls, VerifyClient};
+
+mod pinned;
 
 /// A TLS setting that cannot be used, naming the setting and the file.
 #[derive(Debug, thiserror::Error)]
@@ -285,6 +290,7 @@ pub fn server_config(tls: &ServerTls) -> Result<(ServerConfig, Vec<String>), Tls
     let builder = match (tls.verify_client, &tls.cafile) {
         (VerifyClient::None, _) | (_, None) => builder.with_no_client_auth(),
         (mode, Some(cafile)) => {
+            let pinned = read_certificates("restapi.cafile", cafile)?;
             let roots = Arc::new(roots("restapi.cafile", cafile)?);
             let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
             let verifier = if mode == VerifyClient::Optional {
@@ -296,7 +302,10 @@ pub fn server_config(tls: &ServerTls) -> Result<(ServerConfig, Vec<String>), Tls
                 setting: "restapi.cafile".into(),
                 message: e.to_string(),
             })?;
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(Arc::new(pinned::PinnedClients {
+                inner: verifier,
+                pinned,
+            }))
         }
     };
     let certs = read_certificates("restapi.certfile", &tls.certfile)?;
@@ -320,6 +329,10 @@ pub fn server_config(tls: &ServerTls) -> Result<(ServerConfig, Vec<String>), Tls
 /// used in errors).
 pub fn client_config(tls: &ClientTls, section: &str) -> Result<ClientConfig, TlsError> {
     let provider = Arc::new(ring());
+    let pinned = match &tls.cacert {
+        Some(cacert) => read_certificates(&format!("{section}.cacert"), cacert)?,
+        None => Vec::new(),
+    };
     let roots = match &tls.cacert {
         Some(cacert) => roots(&format!("{section}.cacert"), cacert)?,
         None => {
@@ -353,11 +366,16 @@ pub fn client_config(tls: &ClientTls, section: &str) -> Result<ClientConfig, Tls
                     })?,
             )
         };
-        match webpki {
+        let verifier: Arc<dyn ServerCertVerifier> = match webpki {
             None => Arc::new(NoRoots),
             Some(webpki) if tls.insecure => Arc::new(AnyHostName(webpki)),
             Some(webpki) => webpki,
-        }
+        };
+        Arc::new(pinned::PinnedServers {
+            inner: verifier,
+            pinned,
+            check_name: !tls.insecure,
+        })
     };
     let builder = builder
         .dangerous()
@@ -554,6 +572,102 @@ mod tests {
         let (provider, warnings) = provider_for(None, "restapi.ciphers");
         assert_eq!(provider.cipher_suites.len(), ring().cipher_suites.len());
         assert!(warnings.is_empty());
+    }
+
+    /// A self-signed certificate for 127.0.0.1 that says `CA:TRUE`, as `openssl req -x509`
+    /// makes it, written with its key to `dir/<name>.crt` and `.key`.
+    fn self_signed_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).expect("certificate");
+        let (crt, pem_key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&crt, cert.pem()).expect("write certificate");
+        std::fs::write(&pem_key, key.serialize_pem()).expect("write key");
+        (crt, pem_key)
+    }
+
+    /// Runs a handshake in memory; the error of the side that failed.
+    fn handshake(server: ServerConfig, client: ClientConfig) -> Result<(), rustls::Error> {
+        let name = ServerName::try_from("127.0.0.1").expect("name");
+        let mut client = rustls::ClientConnection::new(Arc::new(client), name)?;
+        let mut server = rustls::ServerConnection::new(Arc::new(server))?;
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).expect("client writes");
+            }
+            let mut read = &wire[..];
+            while !read.is_empty() {
+                server.read_tls(&mut read).expect("server reads");
+            }
+            server.process_new_packets()?;
+            let mut wire = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut wire).expect("server writes");
+            }
+            let mut read = &wire[..];
+            while !read.is_empty() {
+                client.read_tls(&mut read).expect("client reads");
+            }
+            client.process_new_packets()?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    #[test]
+    fn a_self_signed_certificate_in_the_ca_file_is_trusted_as_openssl_trusts_it() {
+        // Patroni's acceptance suite: one `openssl req -x509` certificate is the REST API's
+        // certificate, its CA file, and the client certificate of patronictl and the steps.
+        let dir = tempfile::tempdir().expect("dir");
+        let (crt, key) = self_signed_ca(dir.path(), "patroni");
+        let (other_crt, other_key) = self_signed_ca(dir.path(), "other");
+        let server = |cafile: &Path| ServerTls {
+            certfile: crt.clone(),
+            keyfile: Some(key.clone()),
+            keyfile_password: None,
+            cafile: Some(cafile.to_path_buf()),
+            ciphers: None,
+            verify_client: VerifyClient::Required,
+        };
+        let client = |cacert: &Path, cert: &Path, key: &Path, insecure: bool| ClientTls {
+            cacert: Some(cacert.to_path_buf()),
+            certfile: Some(cert.to_path_buf()),
+            keyfile: Some(key.to_path_buf()),
+            keyfile_password: None,
+            insecure,
+        };
+        let config = |s: ServerTls, c: ClientTls| {
+            (
+                server_config(&s).expect("server config").0,
+                client_config(&c, "ctl").expect("client config"),
+            )
+        };
+        for insecure in [false, true] {
+            let (s, c) = config(server(&crt), client(&crt, &crt, &key, insecure));
+            handshake(s, c).expect("the pinned certificate is trusted both ways");
+        }
+        // A client certificate that is not in the server's CA file is still refused.
+        let (s, c) = config(server(&crt), client(&crt, &other_crt, &other_key, false));
+        let refused = handshake(s, c).expect_err("an unknown client certificate");
+        assert!(
+            matches!(refused, rustls::Error::InvalidCertificate(_)),
+            "{refused:?}"
+        );
+        // A server certificate that is not in the client's CA file is still refused.
+        let (s, c) = config(server(&crt), client(&other_crt, &crt, &key, false));
+        let refused = handshake(s, c).expect_err("an unknown server certificate");
+        assert!(
+            matches!(refused, rustls::Error::InvalidCertificate(_)),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -2817,7 +2817,7 @@ fn strict_mode_promotes_with_synchronous_standby_names_already_set() {
         })
         .expect("promotes");
     let names = promote.expect("strict mode sets synchronous_standby_names before promoting");
-    assert_eq!(names.render(), "FIRST 1 (\"node1\",\"node3\")");
+    assert_eq!(names.render(), "FIRST 1 (node1,node3)");
 }
 
 /// The view of a synchronous-mode cluster we lead (at `revision`), `/sync` recording

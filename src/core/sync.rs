@@ -126,11 +126,7 @@ impl StandbyNames {
         if self.is_empty() {
             return String::new();
         }
-        let quoted: Vec<String> = self
-            .names
-            .iter()
-            .map(|n| format!("\"{}\"", n.replace('"', "\"\"")))
-            .collect();
+        let quoted: Vec<String> = self.names.iter().map(|n| quote_standby_name(n)).collect();
         match self.method {
             SyncMethod::First if quoted.len() == 1 && self.num == 1 => quoted[0].clone(),
             SyncMethod::First => format!("FIRST {} ({})", self.num, quoted.join(",")),
@@ -477,6 +473,25 @@ fn state(me: &str, mut names: Vec<String>, quorum: u32) -> SyncState {
     }
 }
 
+/// A name as Patroni writes it into `synchronous_standby_names`: bare when PostgreSQL reads
+/// it as an identifier (`node2`, the strict placeholder, which Patroni's acceptance suite
+/// expects bare), double-quoted otherwise (`"postgres-1"`, and `first` and `any`, keywords
+/// there). PostgreSQL matches the names case-insensitively either way.
+fn quote_standby_name(name: &str) -> String {
+    let mut chars = name.chars();
+    let bare = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        && !name.eq_ignore_ascii_case("first")
+        && !name.eq_ignore_ascii_case("any");
+    if bare {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
 /// Render member names as `synchronous_standby_names`, every one of them required.
 pub fn render_standby_names(names: &[String]) -> String {
     StandbyNames::all_of(names.to_vec()).render()
@@ -660,7 +675,7 @@ mod tests {
         assert_eq!(step(&rec, &target, &[], &target, Some(1)), None);
         // Nothing recorded: the placeholder, never recorded in /sync.
         let target = STRICT.target(&[], &[]);
-        assert_eq!(target.render(), format!("\"{STRICT_PLACEHOLDER}\""));
+        assert_eq!(target.render(), STRICT_PLACEHOLDER);
         let rec = recorded("a", &[], 0);
         assert_eq!(
             step(&rec, &StandbyNames::none(), &[], &target, None),
@@ -688,9 +703,9 @@ mod tests {
         };
         assert_eq!(
             plan.target(&names(&["b", "c", "d"]), &[]).render(),
-            "FIRST 2 (\"b\",\"c\")"
+            "FIRST 2 (b,c)"
         );
-        assert_eq!(plan.target(&names(&["b"]), &[]).render(), "\"b\"");
+        assert_eq!(plan.target(&names(&["b"]), &[]).render(), "b");
         let strict = SyncPlan {
             strict: true,
             ..plan
@@ -705,9 +720,9 @@ mod tests {
         };
         assert_eq!(
             quorum.target(&names(&["c", "b", "d"]), &[]).render(),
-            "ANY 2 (\"b\",\"c\",\"d\")"
+            "ANY 2 (b,c,d)"
         );
-        assert_eq!(quorum.target(&names(&["b"]), &[]).render(), "ANY 1 (\"b\")");
+        assert_eq!(quorum.target(&names(&["b"]), &[]).render(), "ANY 1 (b)");
     }
 
     #[test]
@@ -717,7 +732,7 @@ mod tests {
             STRICT
                 .before_promotion(&names(&["c", "b"]))
                 .map(|s| s.render()),
-            Some("FIRST 1 (\"b\",\"c\")".to_string())
+            Some("FIRST 1 (b,c)".to_string())
         );
         assert_eq!(
             STRICT.before_promotion(&[]).map(|s| s.members()),
@@ -731,7 +746,7 @@ mod tests {
             strict_quorum
                 .before_promotion(&names(&["b", "c"]))
                 .map(|s| s.render()),
-            Some("ANY 1 (\"b\",\"c\")".to_string())
+            Some("ANY 1 (b,c)".to_string())
         );
     }
 
@@ -757,10 +772,20 @@ mod tests {
     #[test]
     fn standby_names_render_and_parse() {
         let one = StandbyNames::all_of(names(&["node2"]));
-        assert_eq!(one.render(), "\"node2\"");
+        assert_eq!(one.render(), "node2");
         assert_eq!(StandbyNames::parse("\"node2\""), one);
+        let dashed = StandbyNames::all_of(names(&["postgres-1"]));
+        assert_eq!(dashed.render(), "\"postgres-1\"");
+        assert_eq!(StandbyNames::parse(&dashed.render()), dashed);
+        let keyword = StandbyNames::all_of(names(&["Any", "x\"y"]));
+        assert_eq!(keyword.render(), "FIRST 2 (\"Any\",\"x\"\"y\")");
+        let placeholder = StandbyNames::any(1, names(&[STRICT_PLACEHOLDER]));
+        assert_eq!(
+            placeholder.render(),
+            "ANY 1 (__patroni_strict_sync_replica_placeholder__)"
+        );
         let two = StandbyNames::all_of(names(&["a", "b"]));
-        assert_eq!(two.render(), "FIRST 2 (\"a\",\"b\")");
+        assert_eq!(two.render(), "FIRST 2 (a,b)");
         assert_eq!(StandbyNames::parse(&two.render()), two);
         let any = StandbyNames::any(1, names(&["x", "y"]));
         assert_eq!(StandbyNames::parse("ANY 1 (x, y)"), any);

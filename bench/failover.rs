@@ -8,8 +8,7 @@
 //! `cargo bench --bench failover` (all timings), or `PGWARDEN_BENCH_TIMINGS=6/1/2 cargo bench
 //! --bench failover`, `PGWARDEN_BENCH_RUNS=5`. Prints a table; nothing is asserted.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use pgwarden_testkit as support;
 
 use std::time::{Duration, Instant};
 

@@ -9,8 +9,7 @@
 //! the epoch deadline (unlimited fuel). `PGWARDEN_BENCH_CALLS` sets the number of calls
 //! (default 10 000).
 
-#[path = "../tests/support/guests.rs"]
-mod guests;
+use pgwarden_testkit::guests;
 
 use std::time::{Duration, Instant};
 

@@ -13,8 +13,7 @@
 //! `cargo bench --bench sync`; `PGWARDEN_BENCH_TIMINGS=6/1/2,30/10/10` (default `6/1/2`),
 //! `PGWARDEN_BENCH_RUNS=3`.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use pgwarden_testkit as support;
 
 use std::time::{Duration, Instant};
 

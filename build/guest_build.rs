@@ -1,7 +1,7 @@
 //! How a nested cargo builds policy components: `wasm32-unknown-unknown`, linked by the
 //! rustup-bundled `wasm-component-ld` (WASI-free components), profile `policy-guest`, into
 //! `<target>/policy-guests`. One file, included by `build.rs` (the embedded default) and by
-//! the tests (`tests/support/guests.rs`), so the command and its environment cannot drift.
+//! the tests (`testkit/src/guests.rs`), so the command and its environment cannot drift.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

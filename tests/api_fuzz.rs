@@ -7,7 +7,7 @@
 //! running and replicating, every row intact. Run with `cargo test --test api_fuzz`
 //! (`PGWARDEN_FUZZ_EXAMPLES` sets the examples per operation; CI uses the default).
 
-mod support;
+use pgwarden_testkit as support;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! status is a fresh node's. The cluster tests (`tls_cluster`) run TLS with patronictl and
 //! HAProxy.
 
-mod support;
+use pgwarden_testkit as support;
 
 use std::collections::HashMap;
 use std::path::Path;

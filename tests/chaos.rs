@@ -10,7 +10,7 @@
 //!
 //! Needs root (namespaces, nft). Run with `cargo test --test chaos -- --nocapture`.
 
-mod support;
+use pgwarden_testkit as support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@
 //! On failure the harness prints each agent's log tail and the DCS keys; set
 //! `PGWARDEN_KEEP_TEST_DIRS=1` to keep the node dirs.
 
-mod support;
+use pgwarden_testkit as support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -7,8 +7,7 @@
 //! Replays use a generous wall-time limit so a busy machine never turns a call into a
 //! timeout (the default limits are asserted on the header only).
 
-#[path = "support/guests.rs"]
-mod guests;
+use pgwarden_testkit::guests;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

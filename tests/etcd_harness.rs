@@ -2,7 +2,7 @@
 //! member and leaves no process behind, and the process/SQL helpers against a real postmaster
 //! (password login, SIGKILL of the whole postmaster tree, the acknowledged-write checker).
 
-mod support;
+use pgwarden_testkit as support;
 
 use std::fs;
 use std::path::Path;

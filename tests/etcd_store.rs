@@ -2,7 +2,7 @@
 //! written only at the revision it was read at (PATCH /config's 409, edit-config's "aborted
 //! due to concurrent changes"), and `remove` deletes one cluster's keys and no other's.
 
-mod support;
+use pgwarden_testkit as support;
 
 use std::time::Duration;
 

@@ -8,7 +8,7 @@
 //! frozen with SIGSTOP and always continued, even when an assertion fails).
 //! Run with `cargo test --test failsafe_cluster`.
 
-mod support;
+use pgwarden_testkit as support;
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,8 @@
-//! The chaos suite's network layer (tests/support/netns.rs): namespaces on a bridge, nft
+//! The chaos suite's network layer (testkit/src/netns.rs): namespaces on a bridge, nft
 //! partitions inside a namespace, teardown and the sweep of crashed runs. Needs root (CI runs
 //! as root); takes a few seconds.
 
-mod support;
+use pgwarden_testkit as support;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};

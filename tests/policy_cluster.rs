@@ -8,7 +8,7 @@
 //! Scenarios share one global lock with nothing else in this binary (two cores: concurrent
 //! clusters break lease timing). Run with `cargo test --test policy_cluster`.
 
-mod support;
+use pgwarden_testkit as support;
 
 use std::time::Duration;
 

@@ -2,8 +2,7 @@
 //! per failure (`policies/testing/*`, built once per process by `support/guests.rs`).
 //! Nothing here asserts on wall-clock time; the `policy` bench prints the figures.
 
-#[path = "support/guests.rs"]
-mod guests;
+use pgwarden_testkit::guests;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

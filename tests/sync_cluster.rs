@@ -6,7 +6,7 @@
 //! waited on with deadlines, password authentication, servers stopped by pid.
 //! Run with `cargo test --test sync_cluster`.
 
-mod support;
+use pgwarden_testkit as support;
 
 use std::collections::BTreeSet;
 use std::sync::{mpsc, Mutex};

@@ -2,7 +2,7 @@
 //! in-process collector (`fake-opentelemetry-collector`), and a dead collector changes
 //! nothing but a counter. Run with `cargo test --test telemetry_cluster`.
 
-mod support;
+use pgwarden_testkit as support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

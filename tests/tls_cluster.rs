@@ -9,7 +9,7 @@
 //! certificate renewal, failover and rejoin) to keep CI short. Run with
 //! `cargo test --test tls_cluster`.
 
-mod support;
+use pgwarden_testkit as support;
 
 use std::time::Duration;
 

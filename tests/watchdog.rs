@@ -8,7 +8,7 @@
 //! `cargo test --test watchdog`. On failure the harness prints the agents' logs and the DCS
 //! keys; `PGWARDEN_KEEP_TEST_DIRS=1` keeps the node dirs.
 
-mod support;
+use pgwarden_testkit as support;
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;

@@ -626,6 +626,7 @@ impl Cluster {
     // ----- layout -------------------------------------------------------------------------
 
     /// Number of nodes.
+    #[allow(clippy::len_without_is_empty)] // never empty: built with at least one member
     pub fn len(&self) -> usize {
         self.nodes.len()
     }

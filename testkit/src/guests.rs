@@ -64,7 +64,7 @@ pub fn guests() -> &'static Guests {
 }
 
 fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    super::process::repo_root()
 }
 
 /// `${CARGO_TARGET_DIR:-<repo>/target}/policy-guests`, as build.rs uses it.

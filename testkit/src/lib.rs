@@ -1,7 +1,7 @@
 //! Integration-test harness: real etcd, real PostgreSQL 15 and pgwarden agents on loopback.
 //!
-//! Used by the test binaries through `mod support;`. Not every binary uses every helper.
-#![allow(dead_code, unused_imports)]
+//! A library of the workspace, compiled once; the test binaries and benches name it
+//! `support` (`use pgwarden_testkit as support;`).
 
 pub mod chaos;
 pub mod cluster;

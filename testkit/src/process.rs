@@ -149,16 +149,42 @@ pub fn make_test_dir(prefix: &str) -> tempfile::TempDir {
 pub fn install_binaries(dir: &Path) -> (PathBuf, PathBuf) {
     fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
     set_mode(dir, 0o755);
-    let copy = |src: &str, name: &str| {
-        let dst = dir.join(name);
-        fs::copy(src, &dst).unwrap_or_else(|e| panic!("copy {src} to {}: {e}", dst.display()));
+    let copy = |name: &str, as_name: &str| {
+        let src = cargo_bin(name);
+        let dst = dir.join(as_name);
+        fs::copy(&src, &dst)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", src.display(), dst.display()));
         set_mode(&dst, 0o755);
         dst
     };
     (
-        copy(env!("CARGO_BIN_EXE_pgwarden"), "pgwarden"),
-        copy(env!("CARGO_BIN_EXE_pgwardenctl"), "pgwardenctl"),
+        copy("pgwarden", "pgwarden"),
+        copy("pgwardenctl", "pgwardenctl"),
     )
+}
+
+/// A binary of the pgwarden package. Cargo builds the package's binaries before its tests
+/// and benches, into `<target>/<profile>/`; the test binary runs from `<profile>/deps/`.
+pub fn cargo_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the running test binary's path");
+    let mut dir = exe.parent().expect("the test binary's directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("the profile's directory");
+    }
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} not found: cargo builds it with the pgwarden package's tests and benches",
+        path.display()
+    );
+    path
+}
+
+/// The repository's root (the testkit is `<root>/testkit`).
+pub fn repo_root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit sits in the repository")
 }
 
 /// Removes from `cmd`'s environment what could silently override a test's config files:
@@ -460,7 +486,7 @@ pub fn patronictl() -> std::path::PathBuf {
     }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        .unwrap_or_else(|_| repo_root().join("target"));
     let path = target.join("patroni-venv/bin/patronictl");
     assert!(
         path.exists(),
@@ -478,7 +504,7 @@ pub fn schemathesis() -> std::path::PathBuf {
     }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        .unwrap_or_else(|_| repo_root().join("target"));
     let path = target.join("schemathesis-venv/bin/schemathesis");
     assert!(
         path.exists(),

@@ -236,6 +236,50 @@ fn ttl_below_floor_is_raised_with_a_warning() {
 }
 
 #[test]
+fn libpq_options_of_each_role_are_kept_and_warned_about_where_limited() {
+    let yaml = seed_with(
+        "      password: 'ChangeMe-Repl#2026'\n",
+        "      password: 'ChangeMe-Repl#2026'\n      sslmode: verify-ca\n      \
+         sslrootcert: /etc/pki/ca.crt\n      sslpassword: hush\n      sslnegotiation: direct\n",
+    );
+    let yaml = yaml.replacen(
+        "      password: 'ChangeMe-Super#2026'\n",
+        "      password: 'ChangeMe-Super#2026'\n      sslmode: require\n",
+        1,
+    );
+    let loaded = parse(&yaml, &no_env).expect("valid");
+    let libpq = &loaded.config.postgresql.authentication.libpq;
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        libpq.replication,
+        pairs(&[
+            ("sslmode", "verify-ca"),
+            ("sslpassword", "hush"),
+            ("sslrootcert", "/etc/pki/ca.crt"),
+        ])
+    );
+    assert_eq!(libpq.superuser, pairs(&[("sslmode", "require")]));
+    assert_eq!(libpq.rewind, Some(Vec::new()));
+    let warned = |needle: &str| loaded.warnings.iter().any(|w| w.contains(needle));
+    assert!(
+        warned("replication.sslpassword: given to PostgreSQL in primary_conninfo only"),
+        "{:?}",
+        loaded.warnings
+    );
+    assert!(warned("sslnegotiation"), "{:?}", loaded.warnings);
+    assert!(!format!("{libpq:?}").contains("hush"), "{libpq:?}");
+    assert!(
+        warned("superuser.sslmode: the agent's own connection"),
+        "{:?}",
+        loaded.warnings
+    );
+}
+
+#[test]
 fn timing_rule_violation_is_adjusted_with_a_warning() {
     let yaml = seed_with(
         "    ttl: 30\n    loop_wait: 10\n    retry_timeout: 10",
@@ -782,6 +826,114 @@ const HONOURED: &[(&str, &str)] = &[
     (
         "postgresql.authentication.rewind.password",
         "pg_rewind's connection",
+    ),
+    (
+        "postgresql.authentication.superuser.sslmode",
+        "pg_rewind's --source-server when no rewind role is set",
+    ),
+    (
+        "postgresql.authentication.superuser.sslcert",
+        "pg_rewind's --source-server when no rewind role is set",
+    ),
+    (
+        "postgresql.authentication.superuser.sslkey",
+        "pg_rewind's --source-server when no rewind role is set",
+    ),
+    (
+        "postgresql.authentication.superuser.sslpassword",
+        "pg_rewind's --source-server when no rewind role is set",
+    ),
+    (
+        "postgresql.authentication.superuser.sslrootcert",
+        "pg_rewind's --source-server when no rewind role is set",
+    ),
+    (
+        "postgresql.authentication.superuser.sslcrl",
+        "pg_rewind's --source-server when no rewind role is set",
+    ),
+    (
+        "postgresql.authentication.superuser.sslcrldir",
+        "pg_rewind's --source-server when no rewind role is set",
+    ),
+    (
+        "postgresql.authentication.superuser.gssencmode",
+        "pg_rewind's --source-server when no rewind role is set",
+    ),
+    (
+        "postgresql.authentication.superuser.channel_binding",
+        "pg_rewind's --source-server when no rewind role is set",
+    ),
+    (
+        "postgresql.authentication.replication.sslmode",
+        "primary_conninfo and pg_basebackup's connection",
+    ),
+    (
+        "postgresql.authentication.replication.sslcert",
+        "primary_conninfo and pg_basebackup's connection",
+    ),
+    (
+        "postgresql.authentication.replication.sslkey",
+        "primary_conninfo and pg_basebackup's connection",
+    ),
+    (
+        "postgresql.authentication.replication.sslpassword",
+        "primary_conninfo and pg_basebackup's connection",
+    ),
+    (
+        "postgresql.authentication.replication.sslrootcert",
+        "primary_conninfo and pg_basebackup's connection",
+    ),
+    (
+        "postgresql.authentication.replication.sslcrl",
+        "primary_conninfo and pg_basebackup's connection",
+    ),
+    (
+        "postgresql.authentication.replication.sslcrldir",
+        "primary_conninfo and pg_basebackup's connection",
+    ),
+    (
+        "postgresql.authentication.replication.gssencmode",
+        "primary_conninfo and pg_basebackup's connection",
+    ),
+    (
+        "postgresql.authentication.replication.channel_binding",
+        "primary_conninfo and pg_basebackup's connection",
+    ),
+    (
+        "postgresql.authentication.rewind.sslmode",
+        "pg_rewind's --source-server",
+    ),
+    (
+        "postgresql.authentication.rewind.sslcert",
+        "pg_rewind's --source-server",
+    ),
+    (
+        "postgresql.authentication.rewind.sslkey",
+        "pg_rewind's --source-server",
+    ),
+    (
+        "postgresql.authentication.rewind.sslpassword",
+        "pg_rewind's --source-server",
+    ),
+    (
+        "postgresql.authentication.rewind.sslrootcert",
+        "pg_rewind's --source-server",
+    ),
+    (
+        "postgresql.authentication.rewind.sslcrl",
+        "pg_rewind's --source-server",
+    ),
+    (
+        "postgresql.authentication.rewind.sslcrldir",
+        "pg_rewind's --source-server",
+    ),
+    (
+        "postgresql.authentication.rewind.gssencmode",
+        "pg_rewind's --source-server",
+    ),
+    (
+        "postgresql.authentication.rewind.channel_binding",
+        "pg_rewind's --source-server",
     ),
     // The dynamic configuration (`bootstrap.dcs`, then `/config`).
     ("bootstrap.dcs.loop_wait", "the HA loop's period"),

@@ -54,7 +54,7 @@ pub(crate) use log::parse_template as parse_log_template;
 pub use log::{LogConfig, LogField, LogFormat, LogLevel, Piece};
 pub use model::{
     Authentication, BootstrapConfig, Config, Credentials, EtcdConfig, InitdbOption, PgwardenConfig,
-    PostgresqlConfig, RestApiConfig, Tags, WatchdogConfig, WatchdogMode,
+    PostgresqlConfig, RestApiConfig, RoleLibpqOptions, Tags, WatchdogConfig, WatchdogMode,
 };
 pub use policy::{ClusterPolicy, ComponentSource, LocalPolicyConfig};
 pub use telemetry::{ExportSettings, OtlpProtocol, TelemetryConfig};

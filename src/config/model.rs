@@ -274,6 +274,40 @@ pub struct Authentication {
     pub replication: Credentials,
     /// Role used by pg_rewind; the superuser when `None`.
     pub rewind: Option<Credentials>,
+    /// libpq options beside each role's name and password (`sslmode`, `sslcert`, ...): every
+    /// libpq connection as that role carries them.
+    pub libpq: RoleLibpqOptions,
+}
+
+/// libpq options (`sslmode: verify-ca`, `sslcert: /path`) of each role, in libpq's order.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct RoleLibpqOptions {
+    /// `superuser`'s.
+    pub superuser: Vec<(String, String)>,
+    /// `replication`'s.
+    pub replication: Vec<(String, String)>,
+    /// `rewind`'s (the superuser's when `rewind` is not set).
+    pub rewind: Option<Vec<(String, String)>>,
+}
+
+/// `sslpassword` never shows in `Debug` output (logs, error reports, panics).
+impl std::fmt::Debug for RoleLibpqOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |options: &[(String, String)]| -> Vec<(String, String)> {
+            options
+                .iter()
+                .map(|(k, v)| {
+                    let v = if k == "sslpassword" { "<secret>" } else { v };
+                    (k.clone(), v.to_string())
+                })
+                .collect()
+        };
+        f.debug_struct("RoleLibpqOptions")
+            .field("superuser", &shown(&self.superuser))
+            .field("replication", &shown(&self.replication))
+            .field("rewind", &self.rewind.as_deref().map(shown))
+            .finish()
+    }
 }
 
 /// How the agent uses the watchdog.

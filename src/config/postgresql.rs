@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::address::{HostPort, ListenAddress};
 use super::dynamic::parse_parameters;
 use super::error::{join, ConfigError};
-use super::model::{Authentication, Credentials, InitdbOption, PostgresqlConfig};
+use super::model::{Authentication, Credentials, InitdbOption, PostgresqlConfig, RoleLibpqOptions};
 use super::tree::{self, Section};
 use crate::core::CallbackKind;
 
@@ -30,8 +30,9 @@ const UNSUPPORTED: &[&str] = &[
     "rewind",
 ];
 
-/// libpq connection options Patroni accepts beside username/password.
-const CREDENTIAL_UNSUPPORTED: &[&str] = &[
+/// libpq connection options Patroni accepts beside username/password, all of which
+/// PostgreSQL 15's libpq knows: they go into every connection made as the role.
+const LIBPQ_OPTIONS: &[&str] = &[
     "sslmode",
     "sslcert",
     "sslkey",
@@ -39,10 +40,12 @@ const CREDENTIAL_UNSUPPORTED: &[&str] = &[
     "sslrootcert",
     "sslcrl",
     "sslcrldir",
-    "sslnegotiation",
     "gssencmode",
     "channel_binding",
 ];
+
+/// libpq options newer than PostgreSQL 15's libpq (`sslnegotiation` is 17's).
+const LIBPQ_TOO_NEW: &[&str] = &["sslnegotiation"];
 
 /// Parameters Patroni ignores in the local configuration: they must match cluster-wide
 /// (so they live in `/config`) or are derived from other keys.
@@ -255,7 +258,10 @@ pub(crate) fn parse(
         config_dir,
         bin_dir,
         pgpass,
-        authentication,
+        authentication: {
+            warn_agent_connection_without_tls(&authentication, &parameters, warnings);
+            authentication
+        },
         parameters,
         pg_hba,
         pg_ident,
@@ -318,27 +324,96 @@ fn parse_authentication(
     mut s: Section<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Authentication, ConfigError> {
-    let mut required = |s: &mut Section<'_>, key: &str| -> Result<Credentials, ConfigError> {
+    fn required(
+        s: &mut Section<'_>,
+        key: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<(Credentials, Vec<(String, String)>), ConfigError> {
         match s.section(key)? {
-            Some(c) => parse_credentials(c, warnings, false),
+            Some(c) => parse_role(c, warnings),
             None => Err(ConfigError::new(
                 s.key_path(key),
                 "missing (expected username and password)",
             )),
         }
-    };
-    let superuser = required(&mut s, "superuser")?;
-    let replication = required(&mut s, "replication")?;
-    let rewind = match s.section("rewind")? {
-        Some(c) => Some(parse_credentials(c, warnings, false)?),
-        None => None,
+    }
+    let (superuser, superuser_libpq) = required(&mut s, "superuser", warnings)?;
+    let (replication, replication_libpq) = required(&mut s, "replication", warnings)?;
+    let (rewind, rewind_libpq) = match s.section("rewind")? {
+        Some(c) => {
+            let (credentials, libpq) = parse_role(c, warnings)?;
+            (Some(credentials), Some(libpq))
+        }
+        None => (None, None),
     };
     s.finish(warnings);
     Ok(Authentication {
         superuser,
         replication,
         rewind,
+        libpq: RoleLibpqOptions {
+            superuser: superuser_libpq,
+            replication: replication_libpq,
+            rewind: rewind_libpq,
+        },
     })
+}
+
+/// The agent's own connection to its PostgreSQL (tokio-postgres, without TLS) goes over
+/// the Unix socket when `unix_socket_directories` names one, else over TCP: a superuser
+/// `sslmode` that demands TLS cannot be honoured there, only by the libpq tools.
+fn warn_agent_connection_without_tls(
+    authentication: &Authentication,
+    parameters: &BTreeMap<String, String>,
+    warnings: &mut Vec<String>,
+) {
+    let over_socket = parameters
+        .get("unix_socket_directories")
+        .is_some_and(|dirs| dirs.split(',').any(|d| !d.trim().is_empty()));
+    let demands_tls = authentication.libpq.superuser.iter().any(|(k, v)| {
+        k == "sslmode" && matches!(v.as_str(), "require" | "verify-ca" | "verify-full")
+    });
+    if demands_tls && !over_socket {
+        warnings.push(
+            "postgresql.authentication.superuser.sslmode: the agent's own connection to \
+             PostgreSQL is made without TLS (over TCP, as unix_socket_directories is not set); \
+             pg_rewind and the other libpq tools use it. Set unix_socket_directories so the \
+             agent connects over the socket"
+                .into(),
+        );
+    }
+}
+
+/// A PostgreSQL role: `{username, password}` and its libpq options (`sslmode`, ...).
+fn parse_role(
+    mut s: Section<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<(Credentials, Vec<(String, String)>), ConfigError> {
+    let mut libpq = Vec::new();
+    for key in LIBPQ_OPTIONS {
+        if let Some(v) = s.get(key) {
+            let path = s.key_path(key);
+            let value = if *key == "sslpassword" {
+                tree::secret(&path, v)?
+            } else {
+                tree::string(&path, v)?
+            };
+            if value.trim().is_empty() {
+                return Err(ConfigError::new(path, "expected a value (or leave it out)"));
+            }
+            if *key == "sslpassword" {
+                warnings.push(format!(
+                    "{path}: given to PostgreSQL in primary_conninfo only; pg_basebackup and \
+                     pg_rewind run without it (a command line shows in the process list), so \
+                     their key must not need it"
+                ));
+            }
+            libpq.push((key.to_string(), value));
+        }
+    }
+    s.unsupported(LIBPQ_TOO_NEW);
+    let credentials = parse_credentials(s, warnings, false)?;
+    Ok((credentials, libpq))
 }
 
 /// Reads `{username, password}`; `password_required` for HTTP Basic auth.
@@ -369,7 +444,6 @@ pub(crate) fn parse_credentials(
             "missing (a password is required)",
         ));
     }
-    s.unsupported(CREDENTIAL_UNSUPPORTED);
     s.finish(warnings);
     Ok(Credentials { username, password })
 }

@@ -327,6 +327,7 @@ impl PgController {
             user: self.s.replication.username.clone(),
             passfile: self.s.pgpass.display().to_string(),
             application_name: self.s.name.clone(),
+            libpq: self.s.replication_libpq.clone(),
             slot: self
                 .dynamic
                 .postgresql
@@ -778,6 +779,13 @@ impl PgController {
             "--wal-method=stream".into(),
             "--checkpoint=fast".into(),
         ];
+        if !conf::libpq_conninfo_for_command(&self.s.replication_libpq).is_empty() {
+            // The role's sslmode, sslcert, ... (-h, -p and -U above take precedence).
+            args.push(format!(
+                "--dbname={}",
+                conf::libpq_conninfo_for_command(&self.s.replication_libpq)
+            ));
+        }
         args.extend(self.s.basebackup.iter().map(InitdbOption::to_arg));
         let env = [("PGPASSFILE", self.s.pgpass.display().to_string())];
         if let Err(e) = process::run(
@@ -841,10 +849,14 @@ impl PgController {
             ))
         })?;
         self.write_pgpass()?;
-        let source = format!(
+        let mut source = format!(
             "host={host} port={port} user={} dbname=postgres",
             self.s.rewind.username
         );
+        if !conf::libpq_conninfo_for_command(&self.s.rewind_libpq).is_empty() {
+            source.push(' ');
+            source.push_str(&conf::libpq_conninfo_for_command(&self.s.rewind_libpq));
+        }
         let args = vec![
             format!("--target-pgdata={data}"),
             format!("--source-server={source}"),

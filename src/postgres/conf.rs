@@ -35,18 +35,45 @@ pub struct StreamFrom {
     pub application_name: String,
     /// Slot on the upstream, when slots are used.
     pub slot: Option<String>,
+    /// The replication role's libpq options (`sslmode`, `sslcert`, ...).
+    pub libpq: Vec<(String, String)>,
 }
 
 /// Render `primary_conninfo`.
 pub fn primary_conninfo(from: &StreamFrom) -> String {
-    format!(
+    let mut conninfo = format!(
         "host={} port={} user={} passfile={} application_name={} connect_timeout=3",
         quote_conninfo(&from.host),
         from.port,
         quote_conninfo(&from.user),
         quote_conninfo(&from.passfile),
         quote_conninfo(&from.application_name)
-    )
+    );
+    if !from.libpq.is_empty() {
+        conninfo.push(' ');
+        conninfo.push_str(&libpq_conninfo(&from.libpq));
+    }
+    conninfo
+}
+
+/// libpq options as `key=value` pairs of a connection string (`sslmode=verify-ca ...`).
+pub fn libpq_conninfo(options: &[(String, String)]) -> String {
+    options
+        .iter()
+        .map(|(k, v)| format!("{k}={}", quote_conninfo(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// [`libpq_conninfo`] for a program's command line (pg_basebackup, pg_rewind), which any
+/// local user can read in the process list: without `sslpassword`.
+pub fn libpq_conninfo_for_command(options: &[(String, String)]) -> String {
+    let shown: Vec<(String, String)> = options
+        .iter()
+        .filter(|(k, _)| k != "sslpassword")
+        .cloned()
+        .collect();
+    libpq_conninfo(&shown)
 }
 
 fn quote_conninfo(value: &str) -> String {
@@ -369,9 +396,25 @@ mod tests {
             passfile: "/tmp/x/pgpass".into(),
             application_name: "node2".into(),
             slot: Some("node2".into()),
+            libpq: Vec::new(),
         };
         let conf = postgresql_conf(&BTreeMap::new(), Some(&from), "");
         assert!(conf.contains("primary_conninfo = 'host=127.0.0.1 port=5433 user=replicator passfile=/tmp/x/pgpass application_name=node2 connect_timeout=3'"));
+        let tls = StreamFrom {
+            libpq: vec![
+                ("sslmode".into(), "verify-ca".into()),
+                ("sslcert".into(), "/etc/pki/my cert.crt".into()),
+            ],
+            ..from.clone()
+        };
+        assert!(primary_conninfo(&tls)
+            .ends_with("connect_timeout=3 sslmode=verify-ca sslcert='/etc/pki/my cert.crt'"));
+        let mut with_password = tls.libpq.clone();
+        with_password.push(("sslpassword".into(), "s3cret".into()));
+        assert_eq!(
+            libpq_conninfo_for_command(&with_password),
+            "sslmode=verify-ca sslcert='/etc/pki/my cert.crt'"
+        );
         assert!(conf.contains("primary_slot_name = 'node2'"));
         assert!(conf.contains("recovery_target_timeline = 'latest'"));
         let primary = postgresql_conf(&BTreeMap::new(), None, "\"node2\"");

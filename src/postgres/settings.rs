@@ -32,6 +32,11 @@ pub struct PgSettings {
     pub replication: Credentials,
     /// pg_rewind role (superuser when not configured).
     pub rewind: Credentials,
+    /// libpq options (`sslmode`, `sslcert`, ...) of the replication role: `primary_conninfo`
+    /// and pg_basebackup carry them.
+    pub replication_libpq: Vec<(String, String)>,
+    /// libpq options of the pg_rewind role (the superuser's when it has none of its own).
+    pub rewind_libpq: Vec<(String, String)>,
     /// `postgresql.parameters` from the local file.
     pub local_parameters: BTreeMap<String, String>,
     /// `postgresql.pg_hba` from the local file.
@@ -92,6 +97,13 @@ impl PgSettings {
                 .rewind
                 .clone()
                 .unwrap_or_else(|| pg.authentication.superuser.clone()),
+            replication_libpq: pg.authentication.libpq.replication.clone(),
+            rewind_libpq: pg
+                .authentication
+                .libpq
+                .rewind
+                .clone()
+                .unwrap_or_else(|| pg.authentication.libpq.superuser.clone()),
             local_parameters: pg.parameters.clone(),
             pg_hba: pg.pg_hba.clone(),
             pg_ident: pg.pg_ident.clone(),

@@ -161,6 +161,43 @@ fn signal(pid: i32, signal: nix::sys::signal::Signal) {
         .unwrap_or_else(|e| panic!("{signal} to {pid}: {e}"));
 }
 
+/// The etcd members stopped by a fault refuse requests: the fault happened.
+fn prove_members_refuse(c: &Cluster, members: &[usize]) {
+    for &m in members {
+        if let Ok(status) = c.etcd().member_status(m) {
+            panic!("etcd member {m} still answers after it was stopped: {status:?}");
+        }
+    }
+}
+
+/// No member can take writes: none answers 200 on `/primary`, and every PostgreSQL, asked
+/// directly, is either not accepting connections or in recovery and refusing a write even
+/// with `synchronous_commit = local` (which a primary waiting on a synchronous standby would
+/// take). A temporary table, so an accepted write leaves nothing behind to fail the next try.
+fn no_writable_primary(c: &Cluster) -> Result<(), String> {
+    let statuses = c.statuses("/primary");
+    if let Some(i) = statuses.iter().position(|s| *s == Some(200)) {
+        return Err(format!("{} answers 200 on /primary", c.name(i)));
+    }
+    for i in 0..c.len() {
+        match c.in_recovery(i) {
+            // Nothing accepts connections there: nothing to write to.
+            Err(_) => {}
+            Ok(false) => {
+                return Err(format!("{}'s PostgreSQL is out of recovery", c.name(i)));
+            }
+            Ok(true) => {
+                let write = "SET synchronous_commit = local; \
+                             CREATE TEMP TABLE chaos_quorum_probe (x int)";
+                if c.execute(i, write).is_ok() {
+                    return Err(format!("{}'s PostgreSQL accepted a write", c.name(i)));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every node answers `GET /failsafe` with `status` (200: failsafe mode on, 502: off).
 fn every_failsafe_answer(c: &Cluster, status: u16) -> Result<(), String> {
     for i in 0..c.len() {
@@ -394,6 +431,7 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
             .map(|i| node_hosts[i].addr())
             .collect();
         let mut stopped_pid = None;
+        let mut quorum_lost_at = None;
         match fault {
             Fault::KillLeader => c.kill_node(old),
             Fault::FreezeLeaderAgent => {
@@ -410,6 +448,8 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
             Fault::LoseEtcdQuorum => {
                 c.etcd_mut().stop_member(1);
                 c.etcd_mut().stop_member(2);
+                quorum_lost_at = Some(support::chaos::now_ms());
+                prove_members_refuse(&c, &[1, 2]);
             }
             Fault::LoseEtcdQuorumFailsafe => {
                 set_failsafe(&c, true);
@@ -430,6 +470,7 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
                 );
                 c.etcd_mut().stop_member(1);
                 c.etcd_mut().stop_member(2);
+                prove_members_refuse(&c, &[1, 2]);
             }
             Fault::PartitionLeaderFromEtcd => node_hosts[old].block(&etcd_addrs),
             Fault::PartitionLeaderFromReplicas => node_hosts[old].block(&others),
@@ -460,12 +501,36 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
             Fault::LoseEtcdQuorum => {
                 wait_check(
                     FAILOVER_TIMEOUT,
-                    "the primary to stop (no lease)",
-                    || match c.leader_now() {
-                        Ok(l) => Err(format!("{} still answers /primary", c.name(l))),
-                        Err(_) => Ok(()),
-                    },
+                    "no writable primary (no lease), asked of every API and PostgreSQL",
+                    || no_writable_primary(&c),
                 );
+                // The old leader renewed its lease at the latest when quorum went, so the
+                // lease is gone a ttl later; it must have stopped acknowledging by then. The
+                // 2 s margin covers a commit in flight at the deadline and the writer
+                // thread's own timestamping.
+                let lost_at = quorum_lost_at.expect("the quorum loss was timed");
+                let deadline = lost_at + ttl.as_millis() + 2_000;
+                while support::chaos::now_ms() <= deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let old_ip = c.host_ip(old).to_string();
+                let late: Vec<(i64, u128)> = writers
+                    .iter()
+                    .flat_map(|w| w.acks())
+                    .filter(|a| a.server == old_ip && a.at_ms > deadline)
+                    .map(|a| (a.id, a.at_ms - lost_at))
+                    .collect();
+                assert!(
+                    late.is_empty(),
+                    "{} acknowledged commits past its lease deadline (ttl {} ms + 2 s after \
+                     quorum went): (id, ms after quorum went) {late:?}",
+                    c.name(old),
+                    ttl.as_millis()
+                );
+                // Still nothing writable past the deadline, right before the heal.
+                if let Err(e) = no_writable_primary(&c) {
+                    panic!("past the lease deadline: {e}");
+                }
                 None
             }
             Fault::LoseEtcdQuorumFailsafe => {
@@ -529,6 +594,20 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
         }
         let leader = wait_check(HEAL_TIMEOUT, "the cluster to heal", || whole(&c));
         let heal_ms = started.elapsed().as_millis();
+        // The workload is alive: every writer thread still runs, and both the HAProxy writer
+        // and the new leader's direct client are acknowledged after the heal (a client that
+        // fails every statement would otherwise pass as the worst-case client, unseen).
+        for w in &writers {
+            w.assert_running();
+        }
+        let healed_at = support::chaos::now_ms();
+        for w in [&writers[0], &writers[1 + leader]] {
+            wait_until(
+                FAILOVER_TIMEOUT,
+                &format!("writer {} acknowledged after the heal", w.label),
+                || first_write_by(w, healed_at, None),
+            );
+        }
         // The acknowledgements first, then the rows: a commit acknowledged between the
         // two reads would otherwise look lost.
         let acks = all_acks(&writers);
@@ -584,6 +663,14 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
     }
 
     print_report(&report, overlaps.len());
+    for w in &writers {
+        eprintln!(
+            "[chaos] writer {}: {} acknowledged, errors by kind {:?}",
+            w.label,
+            w.acks().len(),
+            w.errors()
+        );
+    }
     eprintln!(
         "[chaos] watchdog: the run is in synchronous mode, where a frozen agent's PostgreSQL cannot acknowledge once its synchronous standby is promoted. In asynchronous mode only a watchdog resetting the frozen host stops it acknowledging next to the new primary; this machine has no watchdog device, so that case is not run (docs/reliability.md)"
     );

@@ -33,7 +33,8 @@ pub struct Ack {
 #[derive(Default)]
 struct Log {
     acks: Vec<Ack>,
-    errors: usize,
+    /// Failed connects and statements, by kind (`connect`, a SQLSTATE, or `closed`).
+    errors: BTreeMap<String, usize>,
     /// Commits that returned with a WARNING (a cancelled synchronous wait): not acknowledged.
     unsafe_commits: Vec<(i64, String)>,
 }
@@ -85,7 +86,7 @@ impl Writer {
                         None => match config.connect(NoTls) {
                             Ok(c) => client.insert(c),
                             Err(_) => {
-                                lock(&log2).errors += 1;
+                                *lock(&log2).errors.entry("connect".into()).or_default() += 1;
                                 std::thread::sleep(Duration::from_millis(200));
                                 continue;
                             }
@@ -108,8 +109,11 @@ impl Writer {
                             });
                         }
                         Ok(_) => lock(&log2).unsafe_commits.push((id, warnings.join("; "))),
-                        Err(_) => {
-                            lock(&log2).errors += 1;
+                        Err(e) => {
+                            let kind = e
+                                .code()
+                                .map_or_else(|| "closed".to_string(), |c| c.code().to_string());
+                            *lock(&log2).errors.entry(kind).or_default() += 1;
                             client = None;
                             std::thread::sleep(Duration::from_millis(200));
                         }
@@ -132,9 +136,21 @@ impl Writer {
         lock(&self.log).acks.clone()
     }
 
-    /// Errors (failed connects and statements) so far.
-    pub fn errors(&self) -> usize {
-        lock(&self.log).errors
+    /// Errors (failed connects and statements) so far, by kind: `connect`, the SQLSTATE
+    /// of a refused statement, or `closed` (the connection broke under it).
+    pub fn errors(&self) -> BTreeMap<String, usize> {
+        lock(&self.log).errors.clone()
+    }
+
+    /// Panics if the thread ended before it was asked to (a panic in it, say): a writer
+    /// that silently stopped would leave the faults after it judged on no workload.
+    pub fn assert_running(&self) {
+        if self.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if self.handle.as_ref().is_none_or(|h| h.is_finished()) {
+            panic!("writer {} stopped on its own", self.label);
+        }
     }
 
     /// Commits that carried a WARNING.
@@ -143,7 +159,8 @@ impl Writer {
     }
 
     /// Asks the thread to stop; waits up to `timeout` for it (a statement blocked on a
-    /// synchronous standby that never comes is left to the process exit).
+    /// synchronous standby that never comes is left to the process exit). Panics if the
+    /// thread panicked.
     pub fn stop(&mut self, timeout: Duration) {
         self.stop.store(true, Ordering::SeqCst);
         let deadline = std::time::Instant::now() + timeout;
@@ -154,7 +171,9 @@ impl Writer {
         }
         if self.handle.as_ref().is_some_and(|h| h.is_finished()) {
             if let Some(h) = self.handle.take() {
-                let _ = h.join();
+                if let Err(panic) = h.join() {
+                    panic!("writer {} panicked: {panic:?}", self.label);
+                }
             }
         }
     }
@@ -252,10 +271,20 @@ pub struct RoleLine {
 
 /// Every line of a role history file (a missing file is an empty history).
 pub fn read_role_history(path: &Path) -> Vec<RoleLine> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("role history {}: {e}", path.display()));
+    text.lines()
+        .enumerate()
+        .map(|(n, line)| {
+            serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!(
+                    "role history {} line {}: {e}: {line:?} (every line must parse: a line \
+                     dropped here would hide a term from the interleaving check)",
+                    path.display(),
+                    n + 1
+                )
+            })
+        })
         .collect()
 }
 

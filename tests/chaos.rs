@@ -68,6 +68,75 @@ impl Fault {
     }
 }
 
+/// The cluster's timing (seconds). A primary whose renewals fail stops once its deadline
+/// (last renewal + ttl - the demotion margin) is less than retry_timeout away, so it rides
+/// out an etcd outage of about ttl - retry_timeout - margin - loop_wait. Losing etcd's Raft
+/// leader is such an outage: 1-3 s with etcd's default election timeout, more on a loaded
+/// 2-core machine (a split vote takes another round). With 6/1/2 the long form saw it demote
+/// the primary; with 8/1/3 a CI run did (etcd answered "no leader" for about 3 s). 12/1/5
+/// rides out about 5 s. ttl >= loop_wait + 2 x retry_timeout.
+const TTL: u32 = 12;
+const LOOP_WAIT: u32 = 1;
+const RETRY_TIMEOUT: u32 = 5;
+/// HAProxy's checks, as in the seed guide (`inter 3s fall 3 rise 2`): a server is out after
+/// three failed checks and in after two good ones.
+const HAPROXY_INTER: u32 = 3;
+const HAPROXY_FALL: u32 = 3;
+const HAPROXY_RISE: u32 = 2;
+
+impl Fault {
+    /// The longest write stall through HAProxy this fault may cause, from its timing; `None`
+    /// where the stall is the outage itself (quorum lost without failsafe: the primary must
+    /// stop, and the late-acknowledgement check bounds it instead).
+    fn stall_bound(self) -> Option<Duration> {
+        let secs = |s: u32| Some(Duration::from_secs(s.into()));
+        // The old leader's lease runs out (ttl), the next loop notices (loop_wait) and the
+        // election's etcd calls take up to retry_timeout; then HAProxy drops the old primary
+        // (fall x inter) and admits the new one (rise x inter), which may overlap but are
+        // counted in full.
+        let failover = TTL + LOOP_WAIT + RETRY_TIMEOUT + HAPROXY_INTER * (HAPROXY_FALL + HAPROXY_RISE);
+        match self {
+            Fault::KillLeader
+            | Fault::FreezeLeaderAgent
+            | Fault::FreezeLeaderPostmaster
+            | Fault::PartitionLeaderFromEtcd => secs(failover),
+            // A lost synchronous standby: its replies stop, the leader notices within its
+            // lease (ttl), replaces it on its next loop, and the change reaches etcd within
+            // retry_timeout. Measured 6-7 s; before the reply-time tracking, 60.6 s.
+            Fault::PartitionLeaderFromReplicas | Fault::PartitionSyncStandby => {
+                secs(TTL + LOOP_WAIT + RETRY_TIMEOUT)
+            }
+            // Writes never wait on etcd: at most a keep-alive retry round.
+            Fault::LoseEtcdMember | Fault::LoseEtcdQuorumFailsafe => {
+                secs(LOOP_WAIT + RETRY_TIMEOUT)
+            }
+            Fault::LoseEtcdQuorum => None,
+        }
+    }
+}
+
+/// The partition is in place: from `host`, every target times out over TCP, and the host's
+/// chaos table counts dropped packets.
+fn prove_partition(host: &support::netns::Host, targets: &[std::net::SocketAddrV4]) {
+    let found = host.probe_tcp(targets, Duration::from_secs(2));
+    for (target, reach) in targets.iter().zip(&found) {
+        assert_eq!(
+            reach,
+            &support::netns::Reach::Timeout,
+            "{} -> {target}: the partition lets packets through; chaos table:\n{}",
+            host.name(),
+            host.fault_rules()
+        );
+    }
+    let (dropped_in, dropped_out) = host.dropped_packets();
+    assert!(
+        dropped_in + dropped_out > 0,
+        "{}: the chaos table dropped no packet:\n{}",
+        host.name(),
+        host.fault_rules()
+    );
+}
+
 /// Every fault kind once: the short form, run in CI.
 const SHORT_FORM: [Fault; 9] = [
     Fault::KillLeader,
@@ -346,14 +415,7 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
     let mut c = Cluster::builder()
         .scope("pgwarden-chaos")
         .placed(node_hosts.clone(), etcd_hosts.clone(), &topology.subnet())
-        // A primary whose renewals fail stops once its deadline (last renewal + ttl - the
-        // demotion margin) is less than retry_timeout away, so it rides out an etcd outage
-        // of about ttl - retry_timeout - margin - loop_wait. Losing etcd's Raft leader is
-        // such an outage: 1-3 s with etcd's default election timeout, more on a loaded
-        // 2-core machine (a split vote takes another round). With 6/1/2 the long form saw
-        // it demote the primary; with 8/1/3 a CI run did (etcd answered "no leader" for
-        // about 3 s). 12/1/5 rides out about 5 s. ttl >= loop_wait + 2 x retry_timeout.
-        .timing(12, 1, 5)
+        .timing(TTL, LOOP_WAIT, RETRY_TIMEOUT)
         .pgwarden("  unresponsive_primary_timeout_ms: 4000\n  role_history: role-history.jsonl\n")
         .start();
     let leader = c.wait_for_leader(BOOTSTRAP_TIMEOUT);
@@ -422,6 +484,12 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
         eprintln!("[chaos] {fault:?} (leader {})", c.name(old));
         let ttl = c.ttl();
         let etcd_addrs: Vec<_> = etcd_hosts.iter().map(|h| h.addr()).collect();
+        let etcd_sockets: Vec<std::net::SocketAddrV4> = c
+            .etcd()
+            .endpoints()
+            .iter()
+            .map(|e| e.parse().unwrap_or_else(|err| panic!("etcd endpoint {e}: {err}")))
+            .collect();
         let sync_name = c.sync_standby(c.name(old)).expect("a sync standby");
         let sync = c
             .index_of(&sync_name)
@@ -472,8 +540,18 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
                 c.etcd_mut().stop_member(2);
                 prove_members_refuse(&c, &[1, 2]);
             }
-            Fault::PartitionLeaderFromEtcd => node_hosts[old].block(&etcd_addrs),
-            Fault::PartitionLeaderFromReplicas => node_hosts[old].block(&others),
+            Fault::PartitionLeaderFromEtcd => {
+                node_hosts[old].block(&etcd_addrs);
+                prove_partition(&node_hosts[old], &etcd_sockets);
+            }
+            Fault::PartitionLeaderFromReplicas => {
+                node_hosts[old].block(&others);
+                let replicas: Vec<_> = (0..c.len())
+                    .filter(|&i| i != old)
+                    .map(|i| node_hosts[i].socket(c.pg_port(i)))
+                    .collect();
+                prove_partition(&node_hosts[old], &replicas);
+            }
             Fault::PartitionSyncStandby => {
                 let mut everyone = etcd_addrs.clone();
                 everyone.extend(
@@ -483,6 +561,13 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
                 );
                 everyone.push(topology.root_addr());
                 node_hosts[sync].block(&everyone);
+                let mut targets = etcd_sockets.clone();
+                targets.extend(
+                    (0..c.len())
+                        .filter(|&i| i != sync)
+                        .map(|i| node_hosts[i].socket(c.pg_port(i))),
+                );
+                prove_partition(&node_hosts[sync], &targets);
             }
         }
         // What the fault must lead to, and the first write acknowledged after it.
@@ -624,6 +709,16 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
             &lost[..lost.len().min(20)]
         );
         let stall_ms = longest_stall(&writers[0].acks(), t0, support::chaos::now_ms());
+        if let Some(bound) = fault.stall_bound() {
+            assert!(
+                stall_ms <= bound.as_millis(),
+                "{fault:?}: writes through HAProxy stalled {stall_ms} ms, more than the {} ms \
+                 its timing allows (ttl {TTL} s, loop_wait {LOOP_WAIT} s, retry_timeout \
+                 {RETRY_TIMEOUT} s, HAProxy inter {HAPROXY_INTER} s fall {HAPROXY_FALL} rise \
+                 {HAPROXY_RISE})",
+                bound.as_millis()
+            );
+        }
         report.push(Row {
             fault,
             stall_ms,

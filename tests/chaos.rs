@@ -100,11 +100,13 @@ impl Fault {
             | Fault::FreezeLeaderAgent
             | Fault::FreezeLeaderPostmaster
             | Fault::PartitionLeaderFromEtcd => secs(failover),
-            // A lost synchronous standby: its replies stop, the leader notices within its
-            // lease (ttl), replaces it on its next loop, and the change reaches etcd within
-            // retry_timeout. Measured 6-7 s; before the reply-time tracking, 60.6 s.
+            // A lost synchronous standby: its replies stop, and after the reply window (four
+            // wal_receiver_status_interval, at least 5 s) the leader's next loop replaces it:
+            // `/sync` written within retry_timeout, then synchronous_standby_names reloaded
+            // (a loop and 2 s more for PostgreSQL to apply it). 12 s; measured 6-7.6 s, and
+            // 60.6 s before the reply-time tracking.
             Fault::PartitionLeaderFromReplicas | Fault::PartitionSyncStandby => {
-                secs(TTL + LOOP_WAIT + RETRY_TIMEOUT)
+                secs(5 + 2 * LOOP_WAIT + RETRY_TIMEOUT + 2)
             }
             // Writes never wait on etcd: at most a keep-alive retry round.
             Fault::LoseEtcdMember | Fault::LoseEtcdQuorumFailsafe => {

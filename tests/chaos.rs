@@ -232,6 +232,26 @@ fn signal(pid: i32, signal: nix::sys::signal::Signal) {
         .unwrap_or_else(|e| panic!("{signal} to {pid}: {e}"));
 }
 
+/// A SIGSTOPped process is in state `T` (stopped) in `/proc/<pid>/stat`: the freeze
+/// happened.
+fn prove_stopped(pid: i32) {
+    wait_check(Duration::from_secs(5), &format!("pid {pid} stopped (state T)"), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+        // `pid (comm) state ...`: comm may hold spaces and parentheses, the state follows
+        // the last `)`.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or("?");
+        if state == "T" {
+            Ok(())
+        } else {
+            Err(format!("state {state}"))
+        }
+    });
+}
+
 /// The etcd members stopped by a fault refuse requests: the fault happened.
 fn prove_members_refuse(c: &Cluster, members: &[usize]) {
     for &m in members {
@@ -507,11 +527,13 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
             Fault::FreezeLeaderAgent => {
                 let pid = c.agent_pid(old).expect("the leader's agent") as i32;
                 signal(pid, nix::sys::signal::Signal::SIGSTOP);
+                prove_stopped(pid);
                 stopped_pid = Some(pid);
             }
             Fault::FreezeLeaderPostmaster => {
                 let pid = c.postmaster_pid(old).expect("the leader's postmaster");
                 signal(pid, nix::sys::signal::Signal::SIGSTOP);
+                prove_stopped(pid);
                 stopped_pid = Some(pid);
             }
             Fault::LoseEtcdMember => c.etcd_mut().stop_member(2),

@@ -103,8 +103,8 @@ impl Fault {
             // A lost synchronous standby: its replies stop, and after the reply window (four
             // wal_receiver_status_interval, at least 5 s) the leader's next loop replaces it:
             // `/sync` written within retry_timeout, then synchronous_standby_names reloaded
-            // (a loop and 2 s more for PostgreSQL to apply it). 12 s; measured 6-7.6 s, and
-            // 60.6 s before the reply-time tracking.
+            // (a loop and 2 s more for PostgreSQL to apply it). 14 s; measured 6-7.6 s (at
+            // 8/1/3), and 60.6 s before the reply-time tracking.
             Fault::PartitionLeaderFromReplicas | Fault::PartitionSyncStandby => {
                 secs(5 + 2 * LOOP_WAIT + RETRY_TIMEOUT + 2)
             }

@@ -94,7 +94,8 @@ impl Fault {
         // election's etcd calls take up to retry_timeout; then HAProxy drops the old primary
         // (fall x inter) and admits the new one (rise x inter), which may overlap but are
         // counted in full.
-        let failover = TTL + LOOP_WAIT + RETRY_TIMEOUT + HAPROXY_INTER * (HAPROXY_FALL + HAPROXY_RISE);
+        let failover =
+            TTL + LOOP_WAIT + RETRY_TIMEOUT + HAPROXY_INTER * (HAPROXY_FALL + HAPROXY_RISE);
         match self {
             Fault::KillLeader
             | Fault::FreezeLeaderAgent
@@ -235,21 +236,25 @@ fn signal(pid: i32, signal: nix::sys::signal::Signal) {
 /// A SIGSTOPped process is in state `T` (stopped) in `/proc/<pid>/stat`: the freeze
 /// happened.
 fn prove_stopped(pid: i32) {
-    wait_check(Duration::from_secs(5), &format!("pid {pid} stopped (state T)"), || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
-        // `pid (comm) state ...`: comm may hold spaces and parentheses, the state follows
-        // the last `)`.
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .unwrap_or("?");
-        if state == "T" {
-            Ok(())
-        } else {
-            Err(format!("state {state}"))
-        }
-    });
+    wait_check(
+        Duration::from_secs(5),
+        &format!("pid {pid} stopped (state T)"),
+        || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+            // `pid (comm) state ...`: comm may hold spaces and parentheses, the state follows
+            // the last `)`.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("?");
+            if state == "T" {
+                Ok(())
+            } else {
+                Err(format!("state {state}"))
+            }
+        },
+    );
 }
 
 /// The etcd members stopped by a fault refuse requests: the fault happened.
@@ -510,7 +515,10 @@ fn faults_lose_no_acknowledged_write_and_the_cluster_heals() {
             .etcd()
             .endpoints()
             .iter()
-            .map(|e| e.parse().unwrap_or_else(|err| panic!("etcd endpoint {e}: {err}")))
+            .map(|e| {
+                e.parse()
+                    .unwrap_or_else(|err| panic!("etcd endpoint {e}: {err}"))
+            })
             .collect();
         let sync_name = c.sync_standby(c.name(old)).expect("a sync standby");
         let sync = c

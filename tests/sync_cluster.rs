@@ -268,7 +268,7 @@ fn quorum_mode_failover_keeps_every_acknowledged_row() {
         .map(|i| c.name(i).to_string())
         .collect();
     replicas.sort();
-    let want_ssn = format!("ANY 1 (\"{}\",\"{}\")", replicas[0], replicas[1]);
+    let want_ssn = format!("ANY 1 ({},{})", replicas[0], replicas[1]);
     wait_check(
         REPLICATION_TIMEOUT,
         "ANY 1 with both standbys, and /sync with both voters and quorum 1",

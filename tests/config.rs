@@ -249,10 +249,12 @@ fn libpq_options_of_each_role_are_kept_and_warned_about_where_limited() {
     );
     let loaded = parse(&yaml, &no_env).expect("valid");
     let libpq = &loaded.config.postgresql.authentication.libpq;
-    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-        v.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    let pairs = |v: &[(&str, &str)]| -> LibpqOptions {
+        LibpqOptions(
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     };
     assert_eq!(
         libpq.replication,
@@ -263,7 +265,8 @@ fn libpq_options_of_each_role_are_kept_and_warned_about_where_limited() {
         ])
     );
     assert_eq!(libpq.superuser, pairs(&[("sslmode", "require")]));
-    assert_eq!(libpq.rewind, Some(Vec::new()));
+    assert_eq!(libpq.rewind, Some(LibpqOptions::default()));
+    assert!(loaded.config.secret_values().contains(&"hush".to_string()));
     let warned = |needle: &str| loaded.warnings.iter().any(|w| w.contains(needle));
     assert!(
         warned("replication.sslpassword: given to PostgreSQL in primary_conninfo only"),

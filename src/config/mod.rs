@@ -53,8 +53,9 @@ pub use error::ConfigError;
 pub(crate) use log::parse_template as parse_log_template;
 pub use log::{LogConfig, LogField, LogFormat, LogLevel, Piece};
 pub use model::{
-    Authentication, BootstrapConfig, Config, Credentials, EtcdConfig, InitdbOption, PgwardenConfig,
-    PostgresqlConfig, RestApiConfig, RoleLibpqOptions, Tags, WatchdogConfig, WatchdogMode,
+    Authentication, BootstrapConfig, Config, Credentials, EtcdConfig, InitdbOption, LibpqOptions,
+    PgwardenConfig, PostgresqlConfig, RestApiConfig, RoleLibpqOptions, Tags, WatchdogConfig,
+    WatchdogMode,
 };
 pub use policy::{ClusterPolicy, ComponentSource, LocalPolicyConfig};
 pub use telemetry::{ExportSettings, OtlpProtocol, TelemetryConfig};

@@ -94,10 +94,19 @@ impl Config {
         .flatten()
         .map(|s| s.0.clone());
         let headers = self.telemetry.headers.iter().map(|(_, v)| v.0.clone());
+        let libpq = &auth.libpq;
+        let ssl_passwords = libpq
+            .superuser
+            .secrets()
+            .chain(libpq.replication.secrets())
+            .chain(libpq.rewind.iter().flat_map(LibpqOptions::secrets))
+            .cloned()
+            .collect::<Vec<_>>();
         passwords
             .chain(self.etcd.password.clone())
             .chain(keys)
             .chain(headers)
+            .chain(ssl_passwords)
             .filter(|s| !s.is_empty())
             .collect()
     }
@@ -279,33 +288,39 @@ pub struct Authentication {
     pub libpq: RoleLibpqOptions,
 }
 
-/// libpq options (`sslmode: verify-ca`, `sslcert: /path`) of each role, in libpq's order.
-#[derive(Clone, PartialEq, Eq, Default)]
+/// libpq options of each role.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RoleLibpqOptions {
     /// `superuser`'s.
-    pub superuser: Vec<(String, String)>,
+    pub superuser: LibpqOptions,
     /// `replication`'s.
-    pub replication: Vec<(String, String)>,
+    pub replication: LibpqOptions,
     /// `rewind`'s (the superuser's when `rewind` is not set).
-    pub rewind: Option<Vec<(String, String)>>,
+    pub rewind: Option<LibpqOptions>,
+}
+
+/// libpq options (`sslmode: verify-ca`, `sslcert: /path`), in libpq's order.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct LibpqOptions(pub Vec<(String, String)>);
+
+impl LibpqOptions {
+    /// The values of `sslpassword` (secrets, scrubbed from the decision log).
+    pub fn secrets(&self) -> impl Iterator<Item = &String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == "sslpassword")
+            .map(|(_, v)| v)
+    }
 }
 
 /// `sslpassword` never shows in `Debug` output (logs, error reports, panics).
-impl std::fmt::Debug for RoleLibpqOptions {
+impl std::fmt::Debug for LibpqOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown = |options: &[(String, String)]| -> Vec<(String, String)> {
-            options
-                .iter()
-                .map(|(k, v)| {
-                    let v = if k == "sslpassword" { "<secret>" } else { v };
-                    (k.clone(), v.to_string())
-                })
-                .collect()
-        };
-        f.debug_struct("RoleLibpqOptions")
-            .field("superuser", &shown(&self.superuser))
-            .field("replication", &shown(&self.replication))
-            .field("rewind", &self.rewind.as_deref().map(shown))
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, v)| {
+                let v = if k == "sslpassword" { "<secret>" } else { v };
+                (k, v.to_string())
+            }))
             .finish()
     }
 }

@@ -8,7 +8,9 @@ use serde_json::Value;
 use super::address::{HostPort, ListenAddress};
 use super::dynamic::parse_parameters;
 use super::error::{join, ConfigError};
-use super::model::{Authentication, Credentials, InitdbOption, PostgresqlConfig, RoleLibpqOptions};
+use super::model::{
+    Authentication, Credentials, InitdbOption, LibpqOptions, PostgresqlConfig, RoleLibpqOptions,
+};
 use super::tree::{self, Section};
 use crate::core::CallbackKind;
 
@@ -328,7 +330,7 @@ fn parse_authentication(
         s: &mut Section<'_>,
         key: &str,
         warnings: &mut Vec<String>,
-    ) -> Result<(Credentials, Vec<(String, String)>), ConfigError> {
+    ) -> Result<(Credentials, LibpqOptions), ConfigError> {
         match s.section(key)? {
             Some(c) => parse_role(c, warnings),
             None => Err(ConfigError::new(
@@ -370,7 +372,7 @@ fn warn_agent_connection_without_tls(
     let over_socket = parameters
         .get("unix_socket_directories")
         .is_some_and(|dirs| dirs.split(',').any(|d| !d.trim().is_empty()));
-    let demands_tls = authentication.libpq.superuser.iter().any(|(k, v)| {
+    let demands_tls = authentication.libpq.superuser.0.iter().any(|(k, v)| {
         k == "sslmode" && matches!(v.as_str(), "require" | "verify-ca" | "verify-full")
     });
     if demands_tls && !over_socket {
@@ -388,7 +390,7 @@ fn warn_agent_connection_without_tls(
 fn parse_role(
     mut s: Section<'_>,
     warnings: &mut Vec<String>,
-) -> Result<(Credentials, Vec<(String, String)>), ConfigError> {
+) -> Result<(Credentials, LibpqOptions), ConfigError> {
     let mut libpq = Vec::new();
     for key in LIBPQ_OPTIONS {
         if let Some(v) = s.get(key) {
@@ -400,6 +402,14 @@ fn parse_role(
             };
             if value.trim().is_empty() {
                 return Err(ConfigError::new(path, "expected a value (or leave it out)"));
+            }
+            // It is written into postgresql.conf (primary_conninfo), one line per setting.
+            if value.chars().any(char::is_control) {
+                return Err(ConfigError::new(
+                    path,
+                    "expected a value without control characters (a line break would break \
+                     postgresql.conf)",
+                ));
             }
             if *key == "sslpassword" {
                 warnings.push(format!(
@@ -413,7 +423,7 @@ fn parse_role(
     }
     s.unsupported(LIBPQ_TOO_NEW);
     let credentials = parse_credentials(s, warnings, false)?;
-    Ok((credentials, libpq))
+    Ok((credentials, LibpqOptions(libpq)))
 }
 
 /// Reads `{username, password}`; `password_required` for HTTP Basic auth.

@@ -779,11 +779,11 @@ impl PgController {
             "--wal-method=stream".into(),
             "--checkpoint=fast".into(),
         ];
-        if !conf::libpq_conninfo_for_command(&self.s.replication_libpq).is_empty() {
+        if !conf::libpq_conninfo_for_command(&self.s.replication_libpq.0).is_empty() {
             // The role's sslmode, sslcert, ... (-h, -p and -U above take precedence).
             args.push(format!(
                 "--dbname={}",
-                conf::libpq_conninfo_for_command(&self.s.replication_libpq)
+                conf::libpq_conninfo_for_command(&self.s.replication_libpq.0)
             ));
         }
         args.extend(self.s.basebackup.iter().map(InitdbOption::to_arg));
@@ -853,9 +853,9 @@ impl PgController {
             "host={host} port={port} user={} dbname=postgres",
             self.s.rewind.username
         );
-        if !conf::libpq_conninfo_for_command(&self.s.rewind_libpq).is_empty() {
+        if !conf::libpq_conninfo_for_command(&self.s.rewind_libpq.0).is_empty() {
             source.push(' ');
-            source.push_str(&conf::libpq_conninfo_for_command(&self.s.rewind_libpq));
+            source.push_str(&conf::libpq_conninfo_for_command(&self.s.rewind_libpq.0));
         }
         let args = vec![
             format!("--target-pgdata={data}"),

@@ -2,6 +2,7 @@
 //! (which includes initdb's original as `postgresql.base.conf`), `pg_hba.conf`, the
 //! pgpass file and `primary_conninfo`. Writing them is `files`' job.
 
+use crate::config::LibpqOptions;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Parameters that must be equal on every member; they come from the cluster-wide
@@ -36,7 +37,7 @@ pub struct StreamFrom {
     /// Slot on the upstream, when slots are used.
     pub slot: Option<String>,
     /// The replication role's libpq options (`sslmode`, `sslcert`, ...).
-    pub libpq: Vec<(String, String)>,
+    pub libpq: LibpqOptions,
 }
 
 /// Render `primary_conninfo`.
@@ -49,9 +50,9 @@ pub fn primary_conninfo(from: &StreamFrom) -> String {
         quote_conninfo(&from.passfile),
         quote_conninfo(&from.application_name)
     );
-    if !from.libpq.is_empty() {
+    if !from.libpq.0.is_empty() {
         conninfo.push(' ');
-        conninfo.push_str(&libpq_conninfo(&from.libpq));
+        conninfo.push_str(&libpq_conninfo(&from.libpq.0));
     }
     conninfo
 }
@@ -396,20 +397,20 @@ mod tests {
             passfile: "/tmp/x/pgpass".into(),
             application_name: "node2".into(),
             slot: Some("node2".into()),
-            libpq: Vec::new(),
+            libpq: LibpqOptions::default(),
         };
         let conf = postgresql_conf(&BTreeMap::new(), Some(&from), "");
         assert!(conf.contains("primary_conninfo = 'host=127.0.0.1 port=5433 user=replicator passfile=/tmp/x/pgpass application_name=node2 connect_timeout=3'"));
         let tls = StreamFrom {
-            libpq: vec![
+            libpq: LibpqOptions(vec![
                 ("sslmode".into(), "verify-ca".into()),
                 ("sslcert".into(), "/etc/pki/my cert.crt".into()),
-            ],
+            ]),
             ..from.clone()
         };
         assert!(primary_conninfo(&tls)
             .ends_with("connect_timeout=3 sslmode=verify-ca sslcert='/etc/pki/my cert.crt'"));
-        let mut with_password = tls.libpq.clone();
+        let mut with_password = tls.libpq.0.clone();
         with_password.push(("sslpassword".into(), "s3cret".into()));
         assert_eq!(
             libpq_conninfo_for_command(&with_password),

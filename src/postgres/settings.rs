@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{Config, Credentials, InitdbOption};
+use crate::config::{Config, Credentials, InitdbOption, LibpqOptions};
 
 /// Resolved settings of the local PostgreSQL.
 #[derive(Clone, Debug)]
@@ -34,9 +34,9 @@ pub struct PgSettings {
     pub rewind: Credentials,
     /// libpq options (`sslmode`, `sslcert`, ...) of the replication role: `primary_conninfo`
     /// and pg_basebackup carry them.
-    pub replication_libpq: Vec<(String, String)>,
+    pub replication_libpq: LibpqOptions,
     /// libpq options of the pg_rewind role (the superuser's when it has none of its own).
-    pub rewind_libpq: Vec<(String, String)>,
+    pub rewind_libpq: LibpqOptions,
     /// `postgresql.parameters` from the local file.
     pub local_parameters: BTreeMap<String, String>,
     /// `postgresql.pg_hba` from the local file.

@@ -577,10 +577,20 @@ mod tests {
     /// A self-signed certificate for 127.0.0.1 that says `CA:TRUE`, as `openssl req -x509`
     /// makes it, written with its key to `dir/<name>.crt` and `.key`.
     fn self_signed_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        self_signed_ca_until(dir, name, false)
+    }
+
+    /// [`self_signed_ca`], or one that expired yesterday.
+    fn self_signed_ca_until(dir: &Path, name: &str, expired: bool) -> (PathBuf, PathBuf) {
         let key = rcgen::KeyPair::generate().expect("key");
         let mut params =
             rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        if expired {
+            let now = time::OffsetDateTime::now_utc();
+            params.not_before = now - time::Duration::days(30);
+            params.not_after = now - time::Duration::days(1);
+        }
         let cert = params.self_signed(&key).expect("certificate");
         let (crt, pem_key) = (
             dir.join(format!("{name}.crt")),
@@ -666,6 +676,20 @@ mod tests {
         let refused = handshake(s, c).expect_err("an unknown server certificate");
         assert!(
             matches!(refused, rustls::Error::InvalidCertificate(_)),
+            "{refused:?}"
+        );
+        // A pinned certificate out of its dates is refused: webpki checks the dates before
+        // the CA flag, so the refusal pinned.rs overturns never comes.
+        let (old_crt, old_key) = self_signed_ca_until(dir.path(), "expired", true);
+        let (s, c) = config(server(&old_crt), client(&crt, &old_crt, &old_key, false));
+        let refused = handshake(s, c).expect_err("an expired pinned client certificate");
+        assert!(
+            matches!(
+                refused,
+                rustls::Error::InvalidCertificate(
+                    CertificateError::Expired | CertificateError::ExpiredContext { .. }
+                )
+            ),
             "{refused:?}"
         );
     }

@@ -688,6 +688,9 @@ fn etcd_member_loss_and_sighup_change_nothing() {
         "after ten SIGHUPs to the leader's agent",
     );
 
+    // Phase 4: a second agent named as the leader refuses to start (Patroni's guard).
+    a_second_agent_of_one_name_refuses(&c, leader);
+
     let report = writer.stop(SHORT_TIMEOUT);
     assert!(report.error.is_none(), "{report:?}");
     let present = ids_on(&c, leader).expect("ids on the leader");
@@ -695,6 +698,50 @@ fn etcd_member_loss_and_sighup_change_nothing() {
     assert!(
         lost.is_empty(),
         "acknowledged ids missing on the unchanged leader: {lost:?}"
+    );
+}
+
+/// Starts an agent with node `i`'s name but ports and a directory of its own: it must exit
+/// non-zero, naming the running member, without creating its data directory. Two agents of
+/// one name would share one member key and take each other's lease for their own.
+fn a_second_agent_of_one_name_refuses(c: &Cluster, i: usize) {
+    let dir = make_test_dir("pgwarden-dup-");
+    let node = dir.path().join("dup");
+    fs::create_dir(&node).expect("mkdir dup dir");
+    set_mode(&node, 0o700);
+    give_to_runner(&node);
+    let pg_port = support::process::free_port();
+    let spec = NodeSpec {
+        dir: node.clone(),
+        api_port: support::process::free_port(),
+        pg_port,
+        pg_listen: format!("127.0.0.1:{pg_port}"),
+        ..c.spec(i).clone()
+    };
+    let config = node.join("pgwarden.yml");
+    spec.write(&config);
+    let mut cmd = runner_command(c.pgwarden_bin(), &node);
+    cmd.arg(&config);
+    let out = run_capture(&mut cmd, Duration::from_secs(60));
+    assert!(
+        out.status.is_some(),
+        "a second agent named {} kept running (killed after 60 s): {out:?}",
+        c.name(i)
+    );
+    assert!(
+        !out.success(),
+        "a second agent of one name started: {out:?}"
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("already a node named \"{}\" running", c.name(i))),
+        "stderr should name the running member:\nstderr: {}\nstdout: {}",
+        out.stderr,
+        out.stdout
+    );
+    assert!(
+        !spec.data_dir().exists(),
+        "the refused agent must not create its data directory"
     );
 }
 

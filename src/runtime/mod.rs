@@ -15,6 +15,7 @@ pub mod policy;
 pub mod reload;
 pub mod role_history;
 pub mod turn;
+pub mod unique_name;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -192,6 +193,29 @@ pub async fn run(
     // stopped even if the store never comes back (the core decides; see `decide_start`).
     let store = StoreSlot::default();
     let etcd_link = etcd_link::EtcdLink::spawn(store.clone(), &config);
+    // Before PostgreSQL is touched: a second agent of one name refuses, as Patroni does.
+    // Bounded short (etcd's answer, then the running member's): a primary left running
+    // while etcd is unreachable must not wait long for the loop that stops it.
+    let uniqueness = unique_name::check(
+        &store,
+        &api_client,
+        &config.name,
+        &config.scope,
+        unique_name::ETCD_WAIT,
+    )
+    .await;
+    match uniqueness {
+        unique_name::Uniqueness::Unique => {}
+        unique_name::Uniqueness::Taken { url } => anyhow::bail!(
+            "can't start: there is already a node named {:?} running ({url} answers); \
+             give this node a name of its own",
+            config.name
+        ),
+        unique_name::Uniqueness::Unknown { why } => tracing::warn!(
+            name = %config.name,
+            "could not check that no other node named so is running: {why}"
+        ),
+    }
     let settings = node_settings(&config);
     let identity = identity(&config);
     let pg = Arc::new(PgSettings::from_config(&config));

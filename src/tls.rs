@@ -219,16 +219,22 @@ pub fn read_private_key(
     })
 }
 
-fn roots(setting: &str, path: &Path) -> Result<RootCertStore, TlsError> {
+/// The CA file's certificates (also trusted as themselves, see [`pinned`]) and the store
+/// built from them.
+fn roots(
+    setting: &str,
+    path: &Path,
+) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), TlsError> {
+    let certs = read_certificates(setting, path)?;
     let mut roots = RootCertStore::empty();
-    for cert in read_certificates(setting, path)? {
+    for cert in certs.iter().cloned() {
         roots.add(cert).map_err(|e| TlsError::File {
             setting: setting.to_string(),
             path: path.to_path_buf(),
             message: format!("not a usable CA certificate: {e}"),
         })?;
     }
-    Ok(roots)
+    Ok((roots, certs))
 }
 
 /// PEM text of a DER object, 64 columns as OpenSSL writes it.
@@ -290,9 +296,8 @@ pub fn server_config(tls: &ServerTls) -> Result<(ServerConfig, Vec<String>), Tls
     let builder = match (tls.verify_client, &tls.cafile) {
         (VerifyClient::None, _) | (_, None) => builder.with_no_client_auth(),
         (mode, Some(cafile)) => {
-            let pinned = read_certificates("restapi.cafile", cafile)?;
-            let roots = Arc::new(roots("restapi.cafile", cafile)?);
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
+            let (roots, pinned) = roots("restapi.cafile", cafile)?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if mode == VerifyClient::Optional {
                 verifier.allow_unauthenticated()
             } else {
@@ -329,11 +334,7 @@ pub fn server_config(tls: &ServerTls) -> Result<(ServerConfig, Vec<String>), Tls
 /// used in errors).
 pub fn client_config(tls: &ClientTls, section: &str) -> Result<ClientConfig, TlsError> {
     let provider = Arc::new(ring());
-    let pinned = match &tls.cacert {
-        Some(cacert) => read_certificates(&format!("{section}.cacert"), cacert)?,
-        None => Vec::new(),
-    };
-    let roots = match &tls.cacert {
+    let (roots, pinned) = match &tls.cacert {
         Some(cacert) => roots(&format!("{section}.cacert"), cacert)?,
         None => {
             let mut store = RootCertStore::empty();
@@ -342,7 +343,8 @@ pub fn client_config(tls: &ClientTls, section: &str) -> Result<ClientConfig, Tls
             for cert in rustls_native_certs::load_native_certs().certs {
                 let _ = store.add(cert);
             }
-            store
+            // System CAs are trusted only as issuers, never pinned as end entities.
+            (store, Vec::new())
         }
     };
     let builder = ClientConfig::builder_with_provider(provider.clone())

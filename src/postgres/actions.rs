@@ -779,12 +779,10 @@ impl PgController {
             "--wal-method=stream".into(),
             "--checkpoint=fast".into(),
         ];
-        if !conf::libpq_conninfo_for_command(&self.s.replication_libpq.0).is_empty() {
-            // The role's sslmode, sslcert, ... (-h, -p and -U above take precedence).
-            args.push(format!(
-                "--dbname={}",
-                conf::libpq_conninfo_for_command(&self.s.replication_libpq.0)
-            ));
+        // The role's sslmode, sslcert, ... (-h, -p and -U above take precedence).
+        let libpq = conf::libpq_conninfo_for_command(&self.s.replication_libpq.0);
+        if !libpq.is_empty() {
+            args.push(format!("--dbname={libpq}"));
         }
         args.extend(self.s.basebackup.iter().map(InitdbOption::to_arg));
         let env = [("PGPASSFILE", self.s.pgpass.display().to_string())];
@@ -853,9 +851,10 @@ impl PgController {
             "host={host} port={port} user={} dbname=postgres",
             self.s.rewind.username
         );
-        if !conf::libpq_conninfo_for_command(&self.s.rewind_libpq.0).is_empty() {
+        let libpq = conf::libpq_conninfo_for_command(&self.s.rewind_libpq.0);
+        if !libpq.is_empty() {
             source.push(' ');
-            source.push_str(&conf::libpq_conninfo_for_command(&self.s.rewind_libpq.0));
+            source.push_str(&libpq);
         }
         let args = vec![
             format!("--target-pgdata={data}"),
